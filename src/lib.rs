@@ -1,0 +1,6 @@
+//! keyledger: an embedded API-key vault with credits.
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+mod error;
+
+pub use error::{Error, Result};
