@@ -73,9 +73,6 @@
 //! inherited through `fork()` shares the parent's open file description, so its flock does
 //! not exclude the parent: a child must open its own.
 
-// The vault does not call this module yet; remove once it does.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
 use std::os::fd::AsRawFd;

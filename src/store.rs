@@ -1,0 +1,638 @@
+//! Storage: the narrow interface the vault needs, implemented over one redb file.
+//!
+//! The vault's logic (validation, check order, caches) never touches redb directly. It
+//! opens a [`ReadTx`] or a [`WriteTx`] and calls typed methods (`key`, `put_key`,
+//! `balance`, `append_audit`, …). A second backend (for deployments that outgrow one
+//! machine) implements these same methods; nothing above this module changes.
+//!
+//! Layout (see `docs/format.md`): every record is a version byte followed by a postcard
+//! encoding of a `*Record` struct; balances are a fixed-width `(u64, u64)` tuple; integers
+//! stored by redb are little-endian.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::Millis;
+use crate::policy::RouteRule;
+use crate::shm::SlotKind;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+const BALANCES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("balances");
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const ACCOUNT_KEYS: TableDefinition<(&str, &str), ()> = TableDefinition::new("account_keys");
+const ROUTES: TableDefinition<(&str, &str), (&str, u64)> = TableDefinition::new("routes");
+const IDEMPOTENCY: TableDefinition<(&str, &str), (i64, &[u8])> =
+    TableDefinition::new("idempotency");
+const IDEMPOTENCY_BY_TIME: TableDefinition<(i64, &str, &str), ()> =
+    TableDefinition::new("idempotency_by_time");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const AUDIT_BY_KEY: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_by_key");
+const AUDIT_BY_ACCOUNT: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_by_account");
+const USAGE_TOTALS: TableDefinition<&str, (i64, u64, u64)> = TableDefinition::new("usage_totals");
+const USAGE_HOURLY: TableDefinition<(&str, i64), u64> = TableDefinition::new("usage_hourly");
+
+/// The on-disk format version, stored under `meta["format"]`.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+const RECORD_VERSION: u8 = 1;
+
+/// A stored account (its balance lives in its own fixed-width table).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct AccountRecord {
+    pub created_at: Millis,
+    /// Serialized JSON object.
+    pub metadata: String,
+}
+
+/// A stored key. Holds the argon2 hash: never printed (Debug is hand-written).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct KeyRecord {
+    pub key_id: String,
+    pub prefix: String,
+    pub account_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub operator: bool,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub disabled: bool,
+    pub revoked_at: Option<Millis>,
+    pub secret_hash: String,
+    /// Encrypted signing secret (SPEC §7), reserved for request signing.
+    pub signing_secret: Option<Vec<u8>>,
+    pub rotated_from: Option<String>,
+    /// Serialized JSON object.
+    pub metadata: String,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("key_id", &self.key_id)
+            .field("prefix", &self.prefix)
+            .field("account_id", &self.account_id)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("operator", &self.operator)
+            .field("expires_at", &self.expires_at)
+            .field("disabled", &self.disabled)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored audit entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct AuditRecord {
+    pub time: Millis,
+    pub action: String,
+    pub key_id: Option<String>,
+    pub account_id: Option<String>,
+    pub actor: Option<String>,
+    /// Serialized JSON object.
+    pub details: String,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut out = vec![RECORD_VERSION];
+    let body = postcard::to_allocvec(value).map_err(Error::storage)?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, body)) => {
+            postcard::from_bytes(body).map_err(|_| Error::Storage(format!("corrupt {what} record")))
+        }
+        _ => Err(Error::Storage(format!(
+            "{what} record has an unknown format version"
+        ))),
+    }
+}
+
+/// Whether the store may hold other processes (MultiWriter) or only this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    MultiProcess,
+    Exclusive,
+}
+
+/// The redb-backed store.
+pub(crate) struct Store {
+    db: Database,
+    read_txns: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Store {
+    /// Open (creating with mode 0600 if missing) the vault file.
+    pub(crate) fn open(path: &Path, sharing: Sharing, cache_bytes: usize) -> Result<Store> {
+        // Create the file ourselves so it is 0600 from its first byte.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let mode = match sharing {
+            Sharing::MultiProcess => redb::ConcurrencyMode::MultiWriter,
+            Sharing::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
+        };
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .set_concurrency_mode(mode)
+            .create(path)?;
+        let store = Store {
+            db,
+            read_txns: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+        };
+        store.init_tables()?;
+        Ok(store)
+    }
+
+    fn init_tables(&self) -> Result<()> {
+        // Skip the write when the format marker is already there (the common reopen).
+        if let Some(v) = self.read()?.meta("format")? {
+            return check_format(&v);
+        }
+        let mut tx = self.write()?;
+        if let Some(v) = tx.meta("format")? {
+            return check_format(&v);
+        }
+        {
+            let t = &tx.txn;
+            t.open_table(ACCOUNTS)?;
+            t.open_table(BALANCES)?;
+            t.open_table(KEYS)?;
+            t.open_table(ACCOUNT_KEYS)?;
+            t.open_table(ROUTES)?;
+            t.open_table(IDEMPOTENCY)?;
+            t.open_table(IDEMPOTENCY_BY_TIME)?;
+            t.open_table(AUDIT)?;
+            t.open_table(AUDIT_BY_KEY)?;
+            t.open_table(AUDIT_BY_ACCOUNT)?;
+            t.open_table(USAGE_TOTALS)?;
+            t.open_table(USAGE_HOURLY)?;
+        }
+        tx.put_meta("format", &FORMAT_VERSION.to_le_bytes())?;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(Error::storage)?;
+        tx.put_meta("vault_id", &id)?;
+        tx.commit(Durability::Immediate)
+    }
+
+    /// Begin a read transaction (counted: the hot path must not open one).
+    pub(crate) fn read(&self) -> Result<ReadTx> {
+        self.read_txns.fetch_add(1, Ordering::Relaxed);
+        Ok(ReadTx {
+            txn: self.db.begin_read()?,
+        })
+    }
+
+    /// Begin a write transaction. One at a time across every process.
+    pub(crate) fn write(&self) -> Result<WriteTx<'_>> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        Ok(WriteTx {
+            txn,
+            touched: Vec::new(),
+            commits: &self.commits,
+        })
+    }
+
+    pub(crate) fn read_txns(&self) -> u64 {
+        self.read_txns.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
+fn check_format(v: &[u8]) -> Result<()> {
+    let version = <[u8; 4]>::try_from(v)
+        .map(u32::from_le_bytes)
+        .map_err(|_| Error::Storage("corrupt format marker".into()))?;
+    if version == FORMAT_VERSION {
+        Ok(())
+    } else {
+        Err(Error::Storage(format!(
+            "vault format {version} is not supported by this keyledger (expects {FORMAT_VERSION})"
+        )))
+    }
+}
+
+/// Read methods shared by both transaction kinds.
+macro_rules! read_methods {
+    () => {
+        pub(crate) fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            let t = self.txn.open_table(META)?;
+            let v = t.get(name)?.map(|v| v.value().to_vec());
+            Ok(v)
+        }
+
+        pub(crate) fn account(&self, id: &str) -> Result<Option<AccountRecord>> {
+            let t = self.txn.open_table(ACCOUNTS)?;
+            let v = t.get(id)?.map(|v| decode(v.value(), "account")).transpose();
+            v
+        }
+
+        pub(crate) fn balance(&self, id: &str) -> Result<Option<(u64, u64)>> {
+            let t = self.txn.open_table(BALANCES)?;
+            let v = t.get(id)?.map(|v| v.value());
+            Ok(v)
+        }
+
+        pub(crate) fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
+            let t = self.txn.open_table(KEYS)?;
+            let v = t.get(key_id)?.map(|v| decode(v.value(), "key")).transpose();
+            v
+        }
+
+        pub(crate) fn account_ids(&self) -> Result<Vec<String>> {
+            let t = self.txn.open_table(ACCOUNTS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, _) = row?;
+                out.push(k.value().to_string());
+            }
+            Ok(out)
+        }
+
+        pub(crate) fn keys_of(&self, account_id: Option<&str>) -> Result<Vec<KeyRecord>> {
+            let keys = self.txn.open_table(KEYS)?;
+            let mut out = Vec::new();
+            match account_id {
+                None => {
+                    for row in keys.iter()? {
+                        let (_, v) = row?;
+                        out.push(decode(v.value(), "key")?);
+                    }
+                }
+                Some(account) => {
+                    let index = self.txn.open_table(ACCOUNT_KEYS)?;
+                    for row in index.range((account, "")..)? {
+                        let (k, _) = row?;
+                        let (a, key_id) = k.value();
+                        if a != account {
+                            break;
+                        }
+                        if let Some(v) = keys.get(key_id)? {
+                            out.push(decode(v.value(), "key")?);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        }
+
+        pub(crate) fn routes(&self) -> Result<Vec<RouteRule>> {
+            let t = self.txn.open_table(ROUTES)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let (method, pattern) = k.value();
+                let (scope, cost) = v.value();
+                out.push(RouteRule {
+                    method: method.to_string(),
+                    pattern: pattern.to_string(),
+                    scope: scope.to_string(),
+                    cost,
+                });
+            }
+            Ok(out)
+        }
+
+        pub(crate) fn idempotent(
+            &self,
+            account_id: &str,
+            key: &str,
+        ) -> Result<Option<(Millis, Vec<u8>)>> {
+            let t = self.txn.open_table(IDEMPOTENCY)?;
+            let v = t.get((account_id, key))?.map(|v| {
+                let (at, bytes) = v.value();
+                (at, bytes.to_vec())
+            });
+            Ok(v)
+        }
+
+        /// Audit entries newest first, filtered; stops after `limit` matches or at `since`.
+        pub(crate) fn audit(
+            &self,
+            key_id: Option<&str>,
+            account_id: Option<&str>,
+            action: Option<&str>,
+            since: Option<Millis>,
+            limit: usize,
+        ) -> Result<Vec<(u64, AuditRecord)>> {
+            let audit = self.txn.open_table(AUDIT)?;
+            let mut out = Vec::new();
+            let accept = |seq: u64, rec: AuditRecord, out: &mut Vec<(u64, AuditRecord)>| -> bool {
+                if since.is_some_and(|s| rec.time < s) {
+                    return false;
+                }
+                let ok = key_id.is_none_or(|k| rec.key_id.as_deref() == Some(k))
+                    && account_id.is_none_or(|a| rec.account_id.as_deref() == Some(a))
+                    && action.is_none_or(|a| rec.action == a);
+                if ok {
+                    out.push((seq, rec));
+                }
+                out.len() < limit
+            };
+            // Walk the narrowest index available, newest first.
+            let index = match (key_id, account_id) {
+                (Some(k), _) => Some((self.txn.open_table(AUDIT_BY_KEY)?, k)),
+                (None, Some(a)) => Some((self.txn.open_table(AUDIT_BY_ACCOUNT)?, a)),
+                (None, None) => None,
+            };
+            if limit == 0 {
+                return Ok(out);
+            }
+            match index {
+                Some((table, id)) => {
+                    for row in table.range((id, 0u64)..=(id, u64::MAX))?.rev() {
+                        let (k, _) = row?;
+                        let (_, seq) = k.value();
+                        if let Some(v) = audit.get(seq)? {
+                            if !accept(seq, decode(v.value(), "audit")?, &mut out) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for row in audit.iter()?.rev() {
+                        let (k, v) = row?;
+                        if !accept(k.value(), decode(v.value(), "audit")?, &mut out) {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        }
+
+        /// (last_used_at, granted, refused) and hourly buckets (oldest first).
+        pub(crate) fn usage(
+            &self,
+            key_id: &str,
+        ) -> Result<(Option<(i64, u64, u64)>, Vec<(i64, u64)>)> {
+            let totals = self.txn.open_table(USAGE_TOTALS)?;
+            let hourly = self.txn.open_table(USAGE_HOURLY)?;
+            let total = totals.get(key_id)?.map(|v| v.value());
+            let mut buckets = Vec::new();
+            for row in hourly.range((key_id, i64::MIN)..=(key_id, i64::MAX))? {
+                let (k, v) = row?;
+                buckets.push((k.value().1, v.value()));
+            }
+            Ok((total, buckets))
+        }
+    };
+}
+
+/// A read-only snapshot. Never held across calls (SPEC §4: a pinned snapshot stops redb
+/// from reusing pages).
+pub(crate) struct ReadTx {
+    txn: ReadTransaction,
+}
+
+#[allow(dead_code)] // each transaction kind uses a different subset of the read methods
+impl ReadTx {
+    read_methods!();
+}
+
+/// One write transaction: every management change and every debit batch is exactly one.
+/// It records which generation slots its changes touch so the commit can bump them.
+pub(crate) struct WriteTx<'s> {
+    txn: WriteTransaction,
+    touched: Vec<(SlotKind, String)>,
+    commits: &'s AtomicU64,
+}
+
+#[allow(dead_code)]
+impl<'s> WriteTx<'s> {
+    read_methods!();
+
+    fn touch(&mut self, kind: SlotKind, id: &str) {
+        if !self.touched.iter().any(|(k, i)| *k == kind && i == id) {
+            self.touched.push((kind, id.to_string()));
+        }
+    }
+
+    pub(crate) fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.txn.open_table(META)?.insert(name, value)?;
+        Ok(())
+    }
+
+    pub(crate) fn put_account(&mut self, id: &str, rec: &AccountRecord) -> Result<()> {
+        let bytes = encode(rec)?;
+        self.txn
+            .open_table(ACCOUNTS)?
+            .insert(id, bytes.as_slice())?;
+        self.touch(SlotKind::Account, id);
+        Ok(())
+    }
+
+    pub(crate) fn put_balance(&mut self, id: &str, credits: u64, total: u64) -> Result<()> {
+        self.txn
+            .open_table(BALANCES)?
+            .insert(id, (credits, total))?;
+        self.touch(SlotKind::Account, id);
+        Ok(())
+    }
+
+    /// Insert or replace a key record (and its account index entry).
+    pub(crate) fn put_key(&mut self, rec: &KeyRecord) -> Result<()> {
+        let bytes = encode(rec)?;
+        self.txn
+            .open_table(KEYS)?
+            .insert(rec.key_id.as_str(), bytes.as_slice())?;
+        self.txn
+            .open_table(ACCOUNT_KEYS)?
+            .insert((rec.account_id.as_str(), rec.key_id.as_str()), ())?;
+        self.touch(SlotKind::Key, &rec.key_id);
+        Ok(())
+    }
+
+    /// Insert a route; false if (method, pattern) already exists.
+    pub(crate) fn insert_route(&mut self, rule: &RouteRule) -> Result<bool> {
+        let mut t = self.txn.open_table(ROUTES)?;
+        let key = (rule.method.as_str(), rule.pattern.as_str());
+        if t.get(key)?.is_some() {
+            return Ok(false);
+        }
+        t.insert(key, (rule.scope.as_str(), rule.cost))?;
+        drop(t);
+        self.touch(SlotKind::Global, "routes");
+        Ok(true)
+    }
+
+    /// Remove a route; returns it if it existed.
+    pub(crate) fn remove_route(
+        &mut self,
+        method: &str,
+        pattern: &str,
+    ) -> Result<Option<RouteRule>> {
+        let mut t = self.txn.open_table(ROUTES)?;
+        let removed = t.remove((method, pattern))?.map(|v| {
+            let (scope, cost) = v.value();
+            RouteRule {
+                method: method.to_string(),
+                pattern: pattern.to_string(),
+                scope: scope.to_string(),
+                cost,
+            }
+        });
+        drop(t);
+        if removed.is_some() {
+            self.touch(SlotKind::Global, "routes");
+        }
+        Ok(removed)
+    }
+
+    /// Remember an idempotent result (replacing an expired one with the same key).
+    pub(crate) fn put_idempotent(
+        &mut self,
+        account_id: &str,
+        key: &str,
+        at: Millis,
+        value: &[u8],
+    ) -> Result<()> {
+        let mut t = self.txn.open_table(IDEMPOTENCY)?;
+        let old = t
+            .insert((account_id, key), (at, value))?
+            .map(|v| v.value().0);
+        drop(t);
+        let mut by_time = self.txn.open_table(IDEMPOTENCY_BY_TIME)?;
+        if let Some(old_at) = old {
+            by_time.remove((old_at, account_id, key))?;
+        }
+        by_time.insert((at, account_id, key), ())?;
+        Ok(())
+    }
+
+    /// Delete up to `max` idempotency records created before `before`; returns how many.
+    pub(crate) fn prune_idempotent(&mut self, before: Millis, max: usize) -> Result<usize> {
+        let mut doomed = Vec::new();
+        {
+            let by_time = self.txn.open_table(IDEMPOTENCY_BY_TIME)?;
+            for row in by_time.range((i64::MIN, "", "")..)? {
+                let (k, _) = row?;
+                let (at, account, key) = k.value();
+                if at >= before || doomed.len() >= max {
+                    break;
+                }
+                doomed.push((at, account.to_string(), key.to_string()));
+            }
+        }
+        let mut by_time = self.txn.open_table(IDEMPOTENCY_BY_TIME)?;
+        let mut idem = self.txn.open_table(IDEMPOTENCY)?;
+        for (at, account, key) in &doomed {
+            by_time.remove((*at, account.as_str(), key.as_str()))?;
+            idem.remove((account.as_str(), key.as_str()))?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Append an audit entry; returns its sequence number.
+    pub(crate) fn append_audit(&mut self, rec: &AuditRecord) -> Result<u64> {
+        let mut audit = self.txn.open_table(AUDIT)?;
+        let seq = match audit.last()? {
+            Some((k, _)) => k.value() + 1,
+            None => 1,
+        };
+        let bytes = encode(rec)?;
+        audit.insert(seq, bytes.as_slice())?;
+        drop(audit);
+        if let Some(k) = &rec.key_id {
+            self.txn
+                .open_table(AUDIT_BY_KEY)?
+                .insert((k.as_str(), seq), ())?;
+        }
+        if let Some(a) = &rec.account_id {
+            self.txn
+                .open_table(AUDIT_BY_ACCOUNT)?
+                .insert((a.as_str(), seq), ())?;
+        }
+        Ok(seq)
+    }
+
+    /// Add usage deltas for one key.
+    pub(crate) fn add_usage(
+        &mut self,
+        key_id: &str,
+        last_used: Option<Millis>,
+        granted: u64,
+        refused: u64,
+        hour: Millis,
+    ) -> Result<()> {
+        let mut totals = self.txn.open_table(USAGE_TOTALS)?;
+        let (old_last, old_granted, old_refused) = totals
+            .get(key_id)?
+            .map(|v| v.value())
+            .unwrap_or((i64::MIN, 0, 0));
+        let last = last_used.map_or(old_last, |l| l.max(old_last));
+        totals.insert(
+            key_id,
+            (
+                last,
+                old_granted.saturating_add(granted),
+                old_refused.saturating_add(refused),
+            ),
+        )?;
+        drop(totals);
+        if granted > 0 {
+            let mut hourly = self.txn.open_table(USAGE_HOURLY)?;
+            let old = hourly.get((key_id, hour))?.map_or(0, |v| v.value());
+            hourly.insert((key_id, hour), old.saturating_add(granted))?;
+        }
+        Ok(())
+    }
+
+    /// Commit without bumping generation slots (only for changes no cache reads, such as
+    /// usage counters, batched audit entries and the format marker).
+    pub(crate) fn commit(self, durability: Durability) -> Result<()> {
+        self.into_parts().1.commit(durability)
+    }
+
+    /// Consume the transaction for a commit the caller wraps (the vault bumps generation
+    /// slots around it): returns the touched slots and a committer.
+    pub(crate) fn into_parts(self) -> (Vec<(SlotKind, String)>, Committer<'s>) {
+        let WriteTx {
+            txn,
+            touched,
+            commits,
+        } = self;
+        (touched, Committer { txn, commits })
+    }
+}
+
+/// The commit half of a [`WriteTx`].
+pub(crate) struct Committer<'s> {
+    txn: WriteTransaction,
+    commits: &'s AtomicU64,
+}
+
+impl Committer<'_> {
+    pub(crate) fn commit(mut self, durability: Durability) -> Result<()> {
+        self.txn
+            .set_durability(durability)
+            .map_err(Error::storage)?;
+        self.txn.commit()?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! Usage counters and request-path audit entries, batched off the hot path (SPEC §6, §9).
+//!
+//! The hot path only bumps two atomics in a [`UsageCell`] shared with its cache entry.
+//! Refusals and operator authorizations are coalesced in memory: identical
+//! (key_id, account_id, action, code, route) events within one flush window become one
+//! audit entry with a `count`. The vault flushes everything in one transaction at least
+//! every second and on close; a crash loses at most that window of counters, never a debit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::model::Millis;
+
+/// Distinct coalesced events kept per window; beyond it events fold into one overflow
+/// entry per (action, code), so a flood of random tokens cannot grow memory or the file.
+const MAX_EVENTS: usize = 10_000;
+/// Longest route text kept in an audit entry.
+const MAX_ROUTE: usize = 200;
+
+/// Per-key counters touched by the hot path.
+pub(crate) struct UsageCell {
+    granted: AtomicU64,
+    last_used: AtomicI64,
+}
+
+impl UsageCell {
+    fn new() -> UsageCell {
+        UsageCell {
+            granted: AtomicU64::new(0),
+            last_used: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub(crate) fn granted(&self, now: Millis) {
+        self.granted.fetch_add(1, Ordering::Relaxed);
+        if self.last_used.load(Ordering::Relaxed) < now {
+            self.last_used.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct EventKey {
+    pub action: &'static str,
+    pub key_id: Option<String>,
+    pub account_id: Option<String>,
+    pub code: Option<&'static str>,
+    pub route: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventAgg {
+    pub first: Millis,
+    pub last: Millis,
+    pub count: u64,
+}
+
+/// What one flush writes.
+#[derive(Default)]
+pub(crate) struct Drained {
+    /// key_id → (last_used_at, granted, refused)
+    pub usage: Vec<(String, Option<Millis>, u64, u64)>,
+    pub events: Vec<(EventKey, EventAgg)>,
+}
+
+pub(crate) struct Pending {
+    cells: Mutex<HashMap<String, Arc<UsageCell>>>,
+    refused: Mutex<HashMap<String, u64>>,
+    events: Mutex<HashMap<EventKey, EventAgg>>,
+}
+
+/// Cut a route description to at most `MAX_ROUTE` bytes on a char boundary.
+pub(crate) fn clip_route(route: &str) -> String {
+    if route.len() <= MAX_ROUTE {
+        return route.to_string();
+    }
+    let mut end = MAX_ROUTE;
+    while !route.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &route[..end])
+}
+
+impl Pending {
+    pub(crate) fn new() -> Pending {
+        Pending {
+            cells: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            events: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The counters of `key_id` (created on first use; cold path only).
+    pub(crate) fn cell(&self, key_id: &str) -> Arc<UsageCell> {
+        self.cells
+            .lock()
+            .entry(key_id.to_string())
+            .or_insert_with(|| Arc::new(UsageCell::new()))
+            .clone()
+    }
+
+    pub(crate) fn refused(&self, key_id: &str) {
+        *self.refused.lock().entry(key_id.to_string()).or_insert(0) += 1;
+    }
+
+    pub(crate) fn event(&self, mut key: EventKey, now: Millis) {
+        let mut events = self.events.lock();
+        if events.len() >= MAX_EVENTS && !events.contains_key(&key) {
+            key.key_id = None;
+            key.account_id = None;
+            key.route = "(overflow: too many distinct events this second)".into();
+        }
+        let agg = events.entry(key).or_insert(EventAgg {
+            first: now,
+            last: now,
+            count: 0,
+        });
+        agg.count += 1;
+        agg.first = agg.first.min(now);
+        agg.last = agg.last.max(now);
+    }
+
+    /// Take everything accumulated since the last drain.
+    pub(crate) fn drain(&self) -> Drained {
+        let mut out = Drained::default();
+        let mut refused = std::mem::take(&mut *self.refused.lock());
+        {
+            let mut cells = self.cells.lock();
+            cells.retain(|key_id, cell| {
+                let granted = cell.granted.swap(0, Ordering::Relaxed);
+                let last = cell.last_used.load(Ordering::Relaxed);
+                let r = refused.remove(key_id).unwrap_or(0);
+                if granted > 0 || r > 0 {
+                    out.usage.push((
+                        key_id.clone(),
+                        (last != i64::MIN).then_some(last),
+                        granted,
+                        r,
+                    ));
+                }
+                // Forget cells nobody else holds once they are flushed.
+                Arc::strong_count(cell) > 1 || granted > 0
+            });
+        }
+        for (key_id, r) in refused {
+            out.usage.push((key_id, None, 0, r));
+        }
+        out.events = std::mem::take(&mut *self.events.lock())
+            .into_iter()
+            .collect();
+        out
+    }
+
+    /// Put a drained batch back after a failed flush, so the next flush retries it.
+    pub(crate) fn restore(&self, drained: Drained) {
+        for (key_id, last, granted, refused) in drained.usage {
+            if granted > 0 || last.is_some() {
+                let cell = self.cell(&key_id);
+                cell.granted.fetch_add(granted, Ordering::Relaxed);
+                if let Some(l) = last {
+                    cell.last_used.fetch_max(l, Ordering::Relaxed);
+                }
+            }
+            if refused > 0 {
+                *self.refused.lock().entry(key_id).or_insert(0) += refused;
+            }
+        }
+        let mut events = self.events.lock();
+        for (k, agg) in drained.events {
+            let e = events.entry(k).or_insert(EventAgg {
+                first: agg.first,
+                last: agg.last,
+                count: 0,
+            });
+            e.count += agg.count;
+            e.first = e.first.min(agg.first);
+            e.last = e.last.max(agg.last);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(key: &str) -> EventKey {
+        EventKey {
+            action: "auth_refused",
+            key_id: Some(key.into()),
+            account_id: None,
+            code: Some("invalid_api_key"),
+            route: "GET /x".into(),
+        }
+    }
+
+    #[test]
+    fn identical_refusals_in_one_window_coalesce_into_one_event_with_a_count() {
+        let p = Pending::new();
+        for t in 0..50 {
+            p.event(refusal("aaaaaaaa"), 1000 + t);
+        }
+        let d = p.drain();
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].1.count, 50);
+        assert_eq!(d.events[0].1.first, 1000);
+        assert_eq!(d.events[0].1.last, 1049);
+        assert!(p.drain().events.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_distinct_refusals_stays_bounded() {
+        let p = Pending::new();
+        for i in 0..(MAX_EVENTS + 5000) {
+            p.event(refusal(&format!("k{i}")), 1);
+        }
+        let d = p.drain();
+        assert!(d.events.len() <= MAX_EVENTS + 1);
+        let total: u64 = d.events.iter().map(|(_, a)| a.count).sum();
+        assert_eq!(total, (MAX_EVENTS + 5000) as u64);
+    }
+
+    #[test]
+    fn usage_counts_drain_once_and_keep_the_latest_use() {
+        let p = Pending::new();
+        let c = p.cell("aaaaaaaa");
+        c.granted(10);
+        c.granted(30);
+        c.granted(20);
+        p.refused("aaaaaaaa");
+        let d = p.drain();
+        assert_eq!(d.usage, vec![("aaaaaaaa".to_string(), Some(30), 3, 1)]);
+        assert!(p.drain().usage.is_empty());
+    }
+
+    #[test]
+    fn long_routes_are_clipped_on_a_char_boundary() {
+        let r = "é".repeat(300);
+        let c = clip_route(&r);
+        assert!(c.len() <= MAX_ROUTE + '…'.len_utf8());
+    }
+}

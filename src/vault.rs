@@ -1,0 +1,1819 @@
+//! The vault: open, authorize, manage (SPEC §4–§6, §9, §10).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Once, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::batch::GroupCommit;
+use crate::cache::Cache;
+use crate::crypto::{self, Argon2Params, DigestKey, Limiter, Throttle, ThrottleConfig, Verified};
+use crate::error::{Error, Result};
+use crate::model::{
+    Account, AuditEntry, AuditQuery, AuthMethod, Balance, CacheMode, Grant, KeyInfo, Millis,
+    NewKey, SecretToken, Stats, Usage, WhoAmI,
+};
+use crate::policy::{self, RouteRule, Router};
+use crate::shm::{Sidecar, SlotKind};
+use crate::store::{AccountRecord, AuditRecord, KeyRecord, Sharing, Store, WriteTx};
+use crate::token;
+use crate::usage::{clip_route, EventKey, Pending, UsageCell};
+
+/// A source of "now" in unix milliseconds. Tests pin it; the default reads the system clock.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// The system clock in unix milliseconds.
+pub fn system_now() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Idempotency keys replay for this long.
+pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3_600_000;
+const MAX_ID: usize = 128;
+const MAX_NAME: usize = 128;
+const MAX_METADATA: usize = 4096;
+const MAX_SCOPES: usize = 64;
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_PATH: usize = 8192;
+const HOUR_MS: Millis = 3_600_000;
+
+/// When a debit is durable (SPEC §10).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Every debit and management change is on disk when the call returns.
+    #[default]
+    Immediate,
+    /// `exclusive` vaults only: debits commit without fsync and are made durable at least
+    /// every 100 ms and on close; a machine crash may lose the last 100 ms of debits.
+    /// Management changes stay immediate.
+    Eventual,
+}
+
+/// How to open a vault.
+#[derive(Clone)]
+pub struct VaultOptions {
+    /// One process only (`ConcurrencyMode::ExclusiveWriter`): cheaper reads and commits; a
+    /// second opener gets `vault_locked`. Default false: every worker process may open it.
+    pub exclusive: bool,
+    /// Debit durability; `Eventual` requires `exclusive`.
+    pub durability: Durability,
+    /// argon2id parameters for new hashes. `None` keeps the vault's (default for a new one).
+    pub argon2: Option<Argon2Params>,
+    /// Keys (records + verified-secret digests) and balances cached per process.
+    pub cache_capacity: usize,
+    /// redb's page cache, in bytes.
+    pub storage_cache_bytes: usize,
+    /// Failed-secret throttle per key_id.
+    pub throttle: ThrottleConfig,
+    /// Concurrent argon2 computations at most (default: number of cores).
+    pub argon2_concurrency: usize,
+    /// Generation slots in the shared-memory sidecar.
+    pub shm_slots: u32,
+    /// Use the shared-memory sidecar (default true). False forces a redb read per call.
+    pub shared_cache: bool,
+    /// How often usage counters and request-path audit entries are flushed.
+    pub flush_interval: Duration,
+    /// Recorded as `actor` on the audit entries of this handle's management changes.
+    pub actor: Option<String>,
+    /// The clock (tests pin it).
+    pub clock: Option<Clock>,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions {
+            exclusive: false,
+            durability: Durability::Immediate,
+            argon2: None,
+            cache_capacity: 100_000,
+            storage_cache_bytes: 64 * 1024 * 1024,
+            throttle: ThrottleConfig::default(),
+            argon2_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            shm_slots: Sidecar::DEFAULT_SLOTS,
+            shared_cache: true,
+            flush_interval: Duration::from_secs(1),
+            actor: None,
+            clock: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for VaultOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultOptions")
+            .field("exclusive", &self.exclusive)
+            .field("durability", &self.durability)
+            .field("argon2", &self.argon2)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an authorization is for: a route (method and path, matched against the vault's
+/// route rules) or a scope named directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// An HTTP request: the most specific route rule decides scope and cost.
+    Route {
+        /// HTTP method (case-insensitive).
+        method: &'a str,
+        /// Request path; a query string is ignored.
+        path: &'a str,
+    },
+    /// A scope, for non-HTTP work; costs 0 unless `cost` is given.
+    Scope(&'a str),
+}
+
+impl<'a> Target<'a> {
+    /// `Target::Route`.
+    pub fn route(method: &'a str, path: &'a str) -> Target<'a> {
+        Target::Route { method, path }
+    }
+
+    /// `Target::Scope`.
+    pub fn scope(scope: &'a str) -> Target<'a> {
+        Target::Scope(scope)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Route { method, path } => clip_route(&format!("{method} {path}")),
+            Target::Scope(s) => clip_route(&format!("scope {s}")),
+        }
+    }
+}
+
+/// Optional parts of an authorization.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuthorizeOptions<'a> {
+    /// Credits to charge; default: the matched route's cost (0 for a scope).
+    pub cost: Option<u64>,
+    /// At most 255 bytes, per account: a repeat within 24 h returns the first grant.
+    pub idempotency_key: Option<&'a str>,
+    /// `t=<unix seconds>,v1=<hex>` for keys that require signing (SPEC §7).
+    pub signature: Option<&'a str>,
+    /// The request body, for signatures.
+    pub body: Option<&'a [u8]>,
+    /// The time of the request (default: the vault's clock).
+    pub now: Option<Millis>,
+}
+
+struct KeyEntry {
+    rec: Arc<KeyRecord>,
+    gen: u64,
+    verified: Option<[u8; 32]>,
+    usage: Arc<UsageCell>,
+}
+
+struct AccountEntry {
+    credits: u64,
+    total: u64,
+    gen: u64,
+}
+
+/// A generation value no slot ever holds while idle: entries carrying it never hit.
+const NEVER: u64 = u64::MAX;
+
+struct DebitReq {
+    account_id: String,
+    cost: u64,
+    /// Namespaced idempotency key (`a:` authorize, `d:` management debit).
+    idempotency: Option<String>,
+    now: Millis,
+    /// The grant to complete (authorize) — `None` for a management debit.
+    grant: Option<Grant>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOutcome {
+    charged: u64,
+    credits: u64,
+    total: u64,
+    grant: Option<Grant>,
+}
+
+/// Result of one debit inside a batch.
+struct Debited {
+    charged: u64,
+    credits: u64,
+    total: u64,
+    replayed: Option<Grant>,
+}
+
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+static FORK_HOOK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GEN.fetch_add(1, Ordering::SeqCst);
+}
+
+fn fork_generation() -> u64 {
+    FORK_HOOK.call_once(|| {
+        // SAFETY: registering a child handler that only performs an atomic add, which is
+        // async-signal-safe; the handler is a plain `extern "C"` function with no captures.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    FORK_GEN.load(Ordering::SeqCst)
+}
+
+struct Inner {
+    path: PathBuf,
+    store: RwLock<Option<Store>>,
+    closed: AtomicBool,
+    fork_gen: u64,
+    sidecar: Option<Sidecar>,
+    mode: CacheMode,
+    keys: Cache<KeyEntry>,
+    accounts: Cache<AccountEntry>,
+    routes: RwLock<(u64, Arc<Router>)>,
+    digest_key: DigestKey,
+    argon2: Argon2Params,
+    limiter: Limiter,
+    throttle: Throttle,
+    group: GroupCommit<DebitReq, Debited>,
+    pending: Pending,
+    clock: Clock,
+    actor: Option<String>,
+    eventual: bool,
+    unsynced: AtomicBool,
+    argon2_runs: AtomicU64,
+    throttled: AtomicU64,
+    flush_interval: Duration,
+}
+
+/// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
+/// process (after `fork()`, open a new one in the child): every process opening the same
+/// file shares its keys, credits and caches' invalidations.
+pub struct Vault {
+    inner: Arc<Inner>,
+    flusher: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("path", &self.inner.path)
+            .field("cache_mode", &self.inner.mode)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn sidecar_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".shm");
+    PathBuf::from(s)
+}
+
+impl Vault {
+    /// Open (or create) the vault at `path` with default options: shared by every process.
+    pub fn open(path: impl AsRef<Path>) -> Result<Vault> {
+        Vault::open_with(path, VaultOptions::default())
+    }
+
+    /// Open (or create) the vault at `path`.
+    pub fn open_with(path: impl AsRef<Path>, options: VaultOptions) -> Result<Vault> {
+        let path = path.as_ref().to_path_buf();
+        if options.durability == Durability::Eventual && !options.exclusive {
+            return Err(Error::invalid(
+                "durability \"eventual\" needs exclusive=true: a multi-process vault commits every debit durably",
+            ));
+        }
+        if let Some(p) = options.argon2 {
+            p.validate()?;
+        }
+        if options.shm_slots == 0 || !options.shm_slots.is_power_of_two() {
+            return Err(Error::invalid("shm_slots must be a power of two"));
+        }
+        if options.flush_interval.is_zero() {
+            return Err(Error::invalid("flush_interval must be positive"));
+        }
+        let fork_gen = fork_generation();
+        let sharing = if options.exclusive {
+            Sharing::Exclusive
+        } else {
+            Sharing::MultiProcess
+        };
+        let store = Store::open(&path, sharing, options.storage_cache_bytes)?;
+        let (vault_id, argon2) = {
+            let r = store.read()?;
+            let id: [u8; 16] = r
+                .meta("vault_id")?
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| Error::Storage("vault has no identity".into()))?;
+            (id, r.meta("argon2")?.and_then(|v| Argon2Params::decode(&v)))
+        };
+        let argon2 = match (options.argon2, argon2) {
+            (Some(wanted), stored) if stored != Some(wanted) => {
+                let mut tx = store.write()?;
+                tx.put_meta("argon2", &wanted.encode())?;
+                tx.commit(redb::Durability::Immediate)?;
+                wanted
+            }
+            (Some(wanted), _) => wanted,
+            (None, Some(stored)) => stored,
+            (None, None) => Argon2Params::default(),
+        };
+        let (sidecar, mode) = if options.exclusive {
+            (
+                Some(Sidecar::private(options.shm_slots)),
+                CacheMode::Private,
+            )
+        } else if options.shared_cache {
+            match Sidecar::open(&sidecar_path(&path), vault_id, options.shm_slots) {
+                Ok(s) => (Some(s), CacheMode::Shared),
+                Err(_) => (None, CacheMode::Disabled),
+            }
+        } else {
+            (None, CacheMode::Disabled)
+        };
+        let inner = Arc::new(Inner {
+            path,
+            store: RwLock::new(Some(store)),
+            closed: AtomicBool::new(false),
+            fork_gen,
+            sidecar,
+            mode,
+            keys: Cache::new(options.cache_capacity),
+            accounts: Cache::new(options.cache_capacity),
+            routes: RwLock::new((NEVER, Arc::new(Router::default()))),
+            digest_key: DigestKey::random()?,
+            argon2,
+            limiter: Limiter::new(options.argon2_concurrency),
+            throttle: Throttle::new(options.throttle),
+            group: GroupCommit::new(),
+            pending: Pending::new(),
+            clock: options.clock.unwrap_or_else(|| Arc::new(system_now)),
+            actor: options.actor,
+            eventual: options.durability == Durability::Eventual,
+            unsynced: AtomicBool::new(false),
+            argon2_runs: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            flush_interval: options.flush_interval,
+        });
+        let flusher = spawn_flusher(&inner)?;
+        Ok(Vault {
+            inner,
+            flusher: Mutex::new(Some(flusher)),
+        })
+    }
+
+    /// The vault file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// How this process validates its caches.
+    pub fn cache_mode(&self) -> CacheMode {
+        self.inner.mode
+    }
+
+    /// The argon2id parameters new hashes get.
+    pub fn argon2_params(&self) -> Argon2Params {
+        self.inner.argon2
+    }
+
+    /// Counters of this handle (argon2 runs, store reads, commits).
+    pub fn stats(&self) -> Stats {
+        let store = self.inner.store.read();
+        Stats {
+            argon2_runs: self.inner.argon2_runs.load(Ordering::Relaxed),
+            read_txns: store.as_ref().map_or(0, Store::read_txns),
+            commits: store.as_ref().map_or(0, Store::commits),
+            throttled: self.inner.throttled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Flush usage counters and request-path audit entries now (also done every second
+    /// and on close).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.flush()
+    }
+
+    /// Flush and close. Later calls fail with `vault_closed`. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        let forked = fork_generation() != self.inner.fork_gen;
+        let was_closed = self.inner.closed.swap(true, Ordering::SeqCst);
+        let flusher = self.flusher.lock().take();
+        if forked {
+            // The flusher thread and the file belong to the parent: touch neither.
+            if let Some((tx, handle)) = flusher {
+                std::mem::forget(tx);
+                std::mem::forget(handle);
+            }
+            if let Some(store) = self.inner.store.write().take() {
+                std::mem::forget(store);
+            }
+            return Ok(());
+        }
+        if let Some((tx, handle)) = flusher {
+            drop(tx);
+            let _ = handle.join();
+        }
+        if was_closed {
+            return Ok(());
+        }
+        let flushed = self.inner.flush();
+        let synced = self.inner.sync_if_needed();
+        self.inner.store.write().take();
+        self.inner.keys.clear();
+        self.inner.accounts.clear();
+        flushed.and(synced)
+    }
+
+    // ----------------------------------------------------------------- authorize
+
+    /// Authorize a request (SPEC §6): a [`Grant`] or a typed refusal ([`Error`] with
+    /// `status()`, `code()`, `body()`).
+    ///
+    /// Checks, in order: format/checksum → key exists → secret → revoked → disabled →
+    /// expired → signature → scope/route → credits. A call with cost 0 and no idempotency
+    /// key answers from this process's caches when nothing changed (no redb transaction,
+    /// no argon2 after the key's first success in this process).
+    pub fn authorize(
+        &self,
+        token: &str,
+        target: Target<'_>,
+        options: &AuthorizeOptions<'_>,
+    ) -> Result<Grant> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_authorize_args(&target, options)?;
+        let now = options.now.unwrap_or_else(|| (inner.clock)());
+        let authed = inner.authenticate(token, now, &target, options)?;
+        let rec = &authed.rec;
+        // Scope or route.
+        let (required, route_cost) = match target {
+            Target::Route { method, path } => match inner.router()?.find(method, path) {
+                Some(rule) => (rule.scope.clone(), rule.cost),
+                None => {
+                    return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+                }
+            },
+            Target::Scope(s) => (s.to_string(), 0),
+        };
+        let operator = rec.operator;
+        if !operator && !policy::scopes_grant(&rec.scopes, &required) {
+            return Err(inner.refuse(Some(rec), &target, now, Error::MissingScope { required }));
+        }
+        // Credits.
+        let cost = if operator {
+            0
+        } else {
+            options.cost.unwrap_or(route_cost)
+        };
+        let mut grant = Grant {
+            account_id: rec.account_id.clone(),
+            key_id: rec.key_id.clone(),
+            key_name: rec.name.clone(),
+            prefix: rec.prefix.clone(),
+            auth_method: if operator {
+                AuthMethod::Operator
+            } else {
+                AuthMethod::Apikey
+            },
+            scopes: rec.scopes.clone(),
+            charged: 0,
+            credits: 0,
+            total_credits: 0,
+            replayed: false,
+            ratelimits: Vec::new(),
+        };
+        let idem = if operator {
+            None
+        } else {
+            options.idempotency_key
+        };
+        if cost == 0 && idem.is_none() {
+            let (credits, total) = inner.balance_cached(&rec.account_id)?;
+            grant.credits = credits;
+            grant.total_credits = total;
+        } else {
+            let req = DebitReq {
+                account_id: rec.account_id.clone(),
+                cost,
+                idempotency: idem.map(|k| format!("a:{k}")),
+                now,
+                grant: Some(grant.clone()),
+            };
+            match inner.submit_debit(req) {
+                Ok(d) => {
+                    if let Some(first) = d.replayed {
+                        grant = first;
+                        grant.replayed = true;
+                    } else {
+                        grant.charged = d.charged;
+                        grant.credits = d.credits;
+                        grant.total_credits = d.total;
+                    }
+                }
+                Err(e) => return Err(inner.refuse(Some(rec), &target, now, e)),
+            }
+        }
+        authed.usage.granted(now);
+        if operator {
+            inner.pending.event(
+                EventKey {
+                    action: "operator_authorized",
+                    key_id: Some(rec.key_id.clone()),
+                    account_id: Some(rec.account_id.clone()),
+                    code: None,
+                    route: target.describe(),
+                },
+                now,
+            );
+        }
+        Ok(grant)
+    }
+
+    /// Who a token belongs to and what its account has left (the seeds'
+    /// `/api/v1/account`). Runs the key checks of `authorize` (format, secret, revoked,
+    /// disabled, expired) but no scope, route or credit check.
+    pub fn whoami(&self, token: &str) -> Result<WhoAmI> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let now = (inner.clock)();
+        let target = Target::Scope("whoami");
+        let authed = inner.authenticate(token, now, &target, &AuthorizeOptions::default())?;
+        let rec = &authed.rec;
+        let (credits, total) = inner.balance_cached(&rec.account_id)?;
+        Ok(WhoAmI {
+            account_id: rec.account_id.clone(),
+            key_id: rec.key_id.clone(),
+            key_name: rec.name.clone(),
+            auth_method: if rec.operator {
+                AuthMethod::Operator
+            } else {
+                AuthMethod::Apikey
+            },
+            scopes: rec.scopes.clone(),
+            credits,
+            total_credits: total,
+        })
+    }
+
+    // ----------------------------------------------------------------- accounts
+
+    /// Create an account with `credits` (≥ 0) and optional metadata (a JSON object).
+    pub fn create_account(
+        &self,
+        id: &str,
+        credits: u64,
+        metadata: Option<Value>,
+    ) -> Result<Account> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_id(id, "account id")?;
+        let metadata = metadata_string(metadata)?;
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            if tx.account(id)?.is_some() {
+                return Err(Error::AlreadyExists(format!("account {id:?}")));
+            }
+            tx.put_account(
+                id,
+                &AccountRecord {
+                    created_at: now,
+                    metadata: metadata.clone(),
+                },
+            )?;
+            tx.put_balance(id, credits, credits)?;
+            inner.audit(
+                tx,
+                now,
+                "account_created",
+                None,
+                Some(id),
+                json!({ "credits": credits }),
+            )?;
+            Ok(())
+        })?;
+        self.account(id)
+    }
+
+    /// An account with its balance.
+    pub fn account(&self, id: &str) -> Result<Account> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_id(id, "account id")?;
+        let r = inner.read()?;
+        let rec = r
+            .account(id)?
+            .ok_or_else(|| Error::NotFound(format!("account {id:?}")))?;
+        let (credits, total) = r.balance(id)?.unwrap_or((0, 0));
+        Ok(account_from(id, &rec, credits, total))
+    }
+
+    /// Every account, ordered by id.
+    pub fn list_accounts(&self) -> Result<Vec<Account>> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let r = inner.read()?;
+        let mut out = Vec::new();
+        for id in r.account_ids()? {
+            if let Some(rec) = r.account(&id)? {
+                let (credits, total) = r.balance(&id)?.unwrap_or((0, 0));
+                out.push(account_from(&id, &rec, credits, total));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Add `amount` (> 0) credits; `reference` (≤ 255 bytes) is kept in the audit entry.
+    pub fn top_up(&self, id: &str, amount: u64, reference: Option<&str>) -> Result<Balance> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_id(id, "account id")?;
+        if amount == 0 {
+            return Err(Error::invalid("amount must be positive"));
+        }
+        if reference.is_some_and(|r| r.len() > MAX_IDEMPOTENCY_KEY) {
+            return Err(Error::invalid("reference is longer than 255 bytes"));
+        }
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let (credits, total) = tx
+                .balance(id)?
+                .ok_or_else(|| Error::NotFound(format!("account {id:?}")))?;
+            let (Some(credits), Some(total)) =
+                (credits.checked_add(amount), total.checked_add(amount))
+            else {
+                return Err(Error::invalid(
+                    "top-up would overflow the account's credits",
+                ));
+            };
+            tx.put_balance(id, credits, total)?;
+            inner.audit(
+                tx,
+                now,
+                "credits_added",
+                None,
+                Some(id),
+                json!({ "amount": amount, "reference": reference, "credits": credits }),
+            )?;
+            Ok(Balance {
+                account_id: id.to_string(),
+                credits,
+                total_credits: total,
+            })
+        })
+    }
+
+    /// Debit `amount` (> 0) credits for a caller authenticated some other way (e.g. a
+    /// dashboard session). Refuses with `insufficient_credits` (402) and changes nothing
+    /// when the balance is short. An `idempotency_key` repeat within 24 h charges nothing.
+    pub fn debit(&self, id: &str, amount: u64, idempotency_key: Option<&str>) -> Result<Balance> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_id(id, "account id")?;
+        if amount == 0 {
+            return Err(Error::invalid("amount must be positive"));
+        }
+        if let Some(k) = idempotency_key {
+            validate_idempotency_key(k)?;
+        }
+        let d = inner.submit_debit(DebitReq {
+            account_id: id.to_string(),
+            cost: amount,
+            idempotency: idempotency_key.map(|k| format!("d:{k}")),
+            now: (inner.clock)(),
+            grant: None,
+        })?;
+        Ok(Balance {
+            account_id: id.to_string(),
+            credits: d.credits,
+            total_credits: d.total,
+        })
+    }
+
+    /// An account's credits.
+    pub fn balance(&self, id: &str) -> Result<Balance> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_id(id, "account id")?;
+        let (credits, total) = inner.balance_cached(id)?;
+        Ok(Balance {
+            account_id: id.to_string(),
+            credits,
+            total_credits: total,
+        })
+    }
+
+    // ----------------------------------------------------------------- keys
+
+    /// Mint a key. Returns the token — shown once, never stored, never retrievable — and
+    /// the key's public info.
+    pub fn create_key(&self, new: NewKey) -> Result<(SecretToken, KeyInfo)> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let now = (inner.clock)();
+        validate_id(&new.account_id, "account id")?;
+        validate_name(&new.name)?;
+        let scopes = normalize_scopes(&new.scopes)?;
+        token::validate_prefix(&new.prefix)?;
+        let expires_at = match (new.expires_at, new.expires_in_ms) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid("give expires_at or expires_in, not both"));
+            }
+            (Some(at), None) => Some(validate_expiry(at, now)?),
+            (None, Some(ms)) => {
+                if ms <= 0 {
+                    return Err(Error::invalid("expires_in must be positive"));
+                }
+                Some(validate_expiry(
+                    now.checked_add(ms)
+                        .ok_or_else(|| Error::invalid("expires_in is too large"))?,
+                    now,
+                )?)
+            }
+            (None, None) => None,
+        };
+        if new.signing {
+            return Err(Error::invalid(
+                "signing keys need the master key support of SPEC §7, which this version does not have yet",
+            ));
+        }
+        let metadata = metadata_string(new.metadata)?;
+        let (secret, hash, key_id) = inner.mint(&new.prefix)?;
+        let rec = KeyRecord {
+            key_id,
+            prefix: new.prefix,
+            account_id: new.account_id,
+            name: new.name,
+            scopes,
+            operator: new.operator,
+            created_at: now,
+            expires_at,
+            disabled: false,
+            revoked_at: None,
+            secret_hash: hash,
+            signing_secret: None,
+            rotated_from: None,
+            metadata,
+        };
+        inner.write(|tx| {
+            if tx.account(&rec.account_id)?.is_none() {
+                return Err(Error::NotFound(format!("account {:?}", rec.account_id)));
+            }
+            if tx.key(&rec.key_id)?.is_some() {
+                return Err(Error::Storage("key id collision; retry".into()));
+            }
+            tx.put_key(&rec)?;
+            inner.audit(
+                tx,
+                now,
+                "key_created",
+                Some(&rec.key_id),
+                Some(&rec.account_id),
+                json!({ "name": rec.name, "prefix": rec.prefix, "scopes": rec.scopes, "operator": rec.operator, "expires_at": rec.expires_at }),
+            )?;
+            Ok(())
+        })?;
+        Ok((secret, key_info(&rec, None)))
+    }
+
+    /// A key's public info.
+    pub fn key(&self, key_id: &str) -> Result<KeyInfo> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let r = inner.read()?;
+        let rec = r.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
+        let last = r
+            .usage(key_id)?
+            .0
+            .and_then(|(l, _, _)| (l != i64::MIN).then_some(l));
+        Ok(key_info(&rec, last))
+    }
+
+    /// Keys, of one account or of all, ordered by key_id.
+    pub fn list_keys(&self, account_id: Option<&str>) -> Result<Vec<KeyInfo>> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        if let Some(a) = account_id {
+            validate_id(a, "account id")?;
+        }
+        let r = inner.read()?;
+        let mut out = Vec::new();
+        for rec in r.keys_of(account_id)? {
+            let last = r
+                .usage(&rec.key_id)?
+                .0
+                .and_then(|(l, _, _)| (l != i64::MIN).then_some(l));
+            out.push(key_info(&rec, last));
+        }
+        Ok(out)
+    }
+
+    /// Revoke a key for good: it is refused as `invalid_api_key` from the next call in
+    /// every process. Revoking a revoked key changes nothing.
+    pub fn revoke_key(&self, key_id: &str) -> Result<KeyInfo> {
+        let now = (self.inner.clock)();
+        self.inner.update_key(key_id, now, |rec| {
+            if rec.revoked_at.is_some() {
+                return Ok(None);
+            }
+            rec.revoked_at = Some(now);
+            Ok(Some(("key_revoked", json!({}))))
+        })
+    }
+
+    /// Disable a key (refused as `api_key_inactive` until enabled).
+    pub fn disable_key(&self, key_id: &str) -> Result<KeyInfo> {
+        let now = (self.inner.clock)();
+        self.inner.update_key(key_id, now, |rec| {
+            live(rec)?;
+            if rec.disabled {
+                return Ok(None);
+            }
+            rec.disabled = true;
+            Ok(Some(("key_disabled", json!({}))))
+        })
+    }
+
+    /// Enable a disabled key.
+    pub fn enable_key(&self, key_id: &str) -> Result<KeyInfo> {
+        let now = (self.inner.clock)();
+        self.inner.update_key(key_id, now, |rec| {
+            live(rec)?;
+            if !rec.disabled {
+                return Ok(None);
+            }
+            rec.disabled = false;
+            Ok(Some(("key_enabled", json!({}))))
+        })
+    }
+
+    /// Replace a key's scopes.
+    pub fn set_scopes<S: AsRef<str>>(&self, key_id: &str, scopes: &[S]) -> Result<KeyInfo> {
+        let scopes = normalize_scopes(scopes)?;
+        let now = (self.inner.clock)();
+        self.inner.update_key(key_id, now, |rec| {
+            live(rec)?;
+            let old = std::mem::replace(&mut rec.scopes, scopes);
+            Ok(Some((
+                "key_scopes_changed",
+                json!({ "from": old, "to": rec.scopes }),
+            )))
+        })
+    }
+
+    /// Set (or with `None`, clear) a key's expiry.
+    pub fn set_expiry(&self, key_id: &str, expires_at: Option<Millis>) -> Result<KeyInfo> {
+        let now = (self.inner.clock)();
+        if let Some(at) = expires_at {
+            if at <= 0 {
+                return Err(Error::invalid(
+                    "expires_at must be a positive unix time in milliseconds",
+                ));
+            }
+        }
+        self.inner.update_key(key_id, now, |rec| {
+            live(rec)?;
+            let old = std::mem::replace(&mut rec.expires_at, expires_at);
+            Ok(Some((
+                "key_expiry_changed",
+                json!({ "from": old, "to": expires_at }),
+            )))
+        })
+    }
+
+    /// Zero-downtime rotation: mint a new key with the same account, name, prefix,
+    /// scopes, operator flag and metadata; the old key keeps working for `grace_ms`
+    /// (0: it stops now) and then expires.
+    pub fn rotate_key(&self, key_id: &str, grace_ms: Millis) -> Result<(SecretToken, KeyInfo)> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        if grace_ms < 0 {
+            return Err(Error::invalid("grace must not be negative"));
+        }
+        let now = (inner.clock)();
+        let old = inner
+            .read()?
+            .key(key_id)?
+            .ok_or_else(|| not_found_key(key_id))?;
+        live(&old)?;
+        let (secret, hash, new_id) = inner.mint(&old.prefix)?;
+        let ends = now.saturating_add(grace_ms);
+        let created = inner.write(|tx| {
+            let mut old = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
+            live(&old)?;
+            if tx.key(&new_id)?.is_some() {
+                return Err(Error::Storage("key id collision; retry".into()));
+            }
+            let new = KeyRecord {
+                key_id: new_id.clone(),
+                created_at: now,
+                disabled: false,
+                revoked_at: None,
+                secret_hash: hash.clone(),
+                signing_secret: None,
+                rotated_from: Some(old.key_id.clone()),
+                expires_at: old.expires_at.filter(|&at| at > now),
+                ..old.clone()
+            };
+            old.expires_at = Some(old.expires_at.map_or(ends, |at| at.min(ends)));
+            tx.put_key(&old)?;
+            tx.put_key(&new)?;
+            inner.audit(
+                tx,
+                now,
+                "key_rotated",
+                Some(&old.key_id),
+                Some(&old.account_id),
+                json!({ "new_key_id": new.key_id, "grace_ms": grace_ms, "old_expires_at": old.expires_at }),
+            )?;
+            inner.audit(
+                tx,
+                now,
+                "key_created",
+                Some(&new.key_id),
+                Some(&new.account_id),
+                json!({ "rotated_from": old.key_id, "name": new.name, "prefix": new.prefix, "scopes": new.scopes }),
+            )?;
+            Ok(new)
+        })?;
+        Ok((secret, key_info(&created, None)))
+    }
+
+    /// Usage of a key: last use, totals and hourly buckets (flushes pending counters first).
+    pub fn usage(&self, key_id: &str) -> Result<Usage> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        inner.flush()?;
+        let r = inner.read()?;
+        if r.key(key_id)?.is_none() {
+            return Err(not_found_key(key_id));
+        }
+        let (totals, hourly) = r.usage(key_id)?;
+        let (last, granted, refused) = totals.unwrap_or((i64::MIN, 0, 0));
+        Ok(Usage {
+            key_id: key_id.to_string(),
+            last_used_at: (last != i64::MIN).then_some(last),
+            granted,
+            refused,
+            hourly,
+        })
+    }
+
+    // ----------------------------------------------------------------- routes
+
+    /// Add a route rule `(method, pattern) → (scope, cost)`. `already_exists` if the
+    /// (method, pattern) pair has a rule.
+    pub fn add_route(
+        &self,
+        method: &str,
+        pattern: &str,
+        scope: &str,
+        cost: u64,
+    ) -> Result<RouteRule> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let rule = RouteRule {
+            method: policy::normalize_method(method)?,
+            pattern: policy::normalize_pattern(pattern)?,
+            scope: {
+                policy::validate_required_scope(scope)?;
+                scope.to_string()
+            },
+            cost,
+        };
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            if !tx.insert_route(&rule)? {
+                return Err(Error::AlreadyExists(format!("route {} {}", rule.method, rule.pattern)));
+            }
+            inner.audit(
+                tx,
+                now,
+                "route_added",
+                None,
+                None,
+                json!({ "method": rule.method, "pattern": rule.pattern, "scope": rule.scope, "cost": rule.cost }),
+            )?;
+            Ok(())
+        })?;
+        Ok(rule)
+    }
+
+    /// Remove the rule for `(method, pattern)`.
+    pub fn remove_route(&self, method: &str, pattern: &str) -> Result<RouteRule> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let method = policy::normalize_method(method)?;
+        let pattern = policy::normalize_pattern(pattern)?;
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let rule = tx
+                .remove_route(&method, &pattern)?
+                .ok_or_else(|| Error::NotFound(format!("route {method} {pattern}")))?;
+            inner.audit(
+                tx,
+                now,
+                "route_removed",
+                None,
+                None,
+                json!({ "method": rule.method, "pattern": rule.pattern, "scope": rule.scope, "cost": rule.cost }),
+            )?;
+            Ok(rule)
+        })
+    }
+
+    /// Every route rule, most specific first.
+    pub fn list_routes(&self) -> Result<Vec<RouteRule>> {
+        self.inner.check_open()?;
+        Ok(self.inner.router()?.rules().to_vec())
+    }
+
+    /// The rule that would decide a request (the dashboard's "which rule matches").
+    pub fn match_route(&self, method: &str, path: &str) -> Result<Option<RouteRule>> {
+        self.inner.check_open()?;
+        Ok(self.inner.router()?.find(method, path).cloned())
+    }
+
+    // ----------------------------------------------------------------- audit
+
+    /// Audit entries, newest first (flushes pending request-path entries first).
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let limit = query.limit.unwrap_or(100);
+        if limit > 10_000 {
+            return Err(Error::invalid("limit must be at most 10000"));
+        }
+        inner.flush()?;
+        let r = inner.read()?;
+        let rows = r.audit(
+            query.key_id.as_deref(),
+            query.account_id.as_deref(),
+            query.action.as_deref(),
+            query.since,
+            limit,
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, rec)| AuditEntry {
+                seq,
+                time: rec.time,
+                action: rec.action,
+                key_id: rec.key_id,
+                account_id: rec.account_id,
+                actor: rec.actor,
+                details: serde_json::from_str(&rec.details).unwrap_or(Value::Null),
+            })
+            .collect())
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let interval = inner.flush_interval;
+    let tick = if inner.eventual {
+        Duration::from_millis(100).min(interval)
+    } else {
+        interval
+    };
+    let handle = std::thread::Builder::new()
+        .name("keyledger-flush".into())
+        .spawn(move || {
+            let mut since_flush = Duration::ZERO;
+            loop {
+                match rx.recv_timeout(tick) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return, // closed
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let _ = inner.sync_if_needed();
+                since_flush += tick;
+                if since_flush >= interval {
+                    since_flush = Duration::ZERO;
+                    let _ = inner.flush();
+                    let _ = inner.prune_idempotency();
+                }
+            }
+        })
+        .map_err(|e| Error::Storage(format!("cannot start the flush thread: {e}")))?;
+    Ok((tx, handle))
+}
+
+struct Authed {
+    rec: Arc<KeyRecord>,
+    usage: Arc<UsageCell>,
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::VaultClosed("the vault was closed".into()));
+        }
+        if FORK_GEN.load(Ordering::Relaxed) != self.fork_gen {
+            return Err(Error::VaultClosed(
+                "this Vault was opened before fork(); open a new Vault in each worker process"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn store(&self) -> Result<RwLockReadGuard<'_, Option<Store>>> {
+        let guard = self.store.read();
+        if guard.is_none() {
+            return Err(Error::VaultClosed("the vault was closed".into()));
+        }
+        Ok(guard)
+    }
+
+    fn read(&self) -> Result<crate::store::ReadTx> {
+        let guard = self.store()?;
+        guard
+            .as_ref()
+            .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?
+            .read()
+    }
+
+    /// One management transaction: `f` validates and writes; an error aborts it.
+    fn write<T>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
+        let guard = self.store()?;
+        let store = guard
+            .as_ref()
+            .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?;
+        let mut tx = store.write()?;
+        let out = f(&mut tx)?;
+        self.commit(tx, redb::Durability::Immediate)?;
+        Ok(out)
+    }
+
+    /// Commit, bumping the generation slots of what the transaction changed around it
+    /// (odd before the commit, a new even value after), so every process's cache sees it.
+    fn commit(&self, tx: WriteTx<'_>, durability: redb::Durability) -> Result<()> {
+        let (touched, committer) = tx.into_parts();
+        match &self.sidecar {
+            Some(sc) if !touched.is_empty() => {
+                let slots: Vec<usize> = touched.iter().map(|(k, id)| sc.slot_of(*k, id)).collect();
+                let mut guard = sc.write();
+                guard.begin(&slots);
+                committer.commit(durability)
+                // guard drops here: the slots become idle with new values
+            }
+            _ => committer.commit(durability),
+        }
+    }
+
+    fn audit(
+        &self,
+        tx: &mut WriteTx<'_>,
+        now: Millis,
+        action: &str,
+        key_id: Option<&str>,
+        account_id: Option<&str>,
+        details: Value,
+    ) -> Result<u64> {
+        tx.append_audit(&AuditRecord {
+            time: now,
+            action: action.to_string(),
+            key_id: key_id.map(str::to_string),
+            account_id: account_id.map(str::to_string),
+            actor: self.actor.clone(),
+            details: details.to_string(),
+        })
+    }
+
+    /// Record a refusal (usage + coalesced audit entry) and hand the error back.
+    fn refuse(
+        &self,
+        rec: Option<&KeyRecord>,
+        target: &Target<'_>,
+        now: Millis,
+        err: Error,
+    ) -> Error {
+        if let Some(r) = rec {
+            self.pending.refused(&r.key_id);
+        }
+        self.pending.event(
+            EventKey {
+                action: "auth_refused",
+                key_id: rec.map(|r| r.key_id.clone()),
+                account_id: rec.map(|r| r.account_id.clone()),
+                code: Some(err.code()),
+                route: target.describe(),
+            },
+            now,
+        );
+        err
+    }
+
+    /// Refusal before a key record is known: the key_id of a well-formed token is kept.
+    fn refuse_unknown(&self, key_id: Option<&str>, target: &Target<'_>, now: Millis) -> Error {
+        self.pending.event(
+            EventKey {
+                action: "auth_refused",
+                key_id: key_id.map(str::to_string),
+                account_id: None,
+                code: Some("invalid_api_key"),
+                route: target.describe(),
+            },
+            now,
+        );
+        Error::InvalidApiKey
+    }
+
+    /// Format → key exists → secret → revoked → disabled → expired → signature.
+    fn authenticate(
+        &self,
+        token: &str,
+        now: Millis,
+        target: &Target<'_>,
+        _options: &AuthorizeOptions<'_>,
+    ) -> Result<Authed> {
+        if token.len() > token::MAX_TOKEN_LEN {
+            return Err(self.refuse_unknown(None, target, now));
+        }
+        let Some(parsed) = token::parse(token) else {
+            return Err(self.refuse_unknown(None, target, now));
+        };
+        let Some((rec, verified, usage)) = self.key_entry(parsed.key_id)? else {
+            return Err(self.refuse_unknown(Some(parsed.key_id), target, now));
+        };
+        if parsed.prefix != rec.prefix {
+            return Err(self.refuse(Some(&rec), target, now, Error::InvalidApiKey));
+        }
+        let digest = self.digest_key.digest(parsed.secret.as_bytes());
+        let secret_ok = match verified {
+            // A key's secret never changes: a verified digest decides without argon2.
+            Some(v) => crypto::digest_eq(&v, &digest),
+            None => self.verify_cold(&rec, parsed.secret, digest)?,
+        };
+        if !secret_ok || rec.revoked_at.is_some() {
+            return Err(self.refuse(Some(&rec), target, now, Error::InvalidApiKey));
+        }
+        if rec.disabled {
+            return Err(self.refuse(Some(&rec), target, now, Error::ApiKeyInactive));
+        }
+        if rec.expires_at.is_some_and(|at| now >= at) {
+            return Err(self.refuse(Some(&rec), target, now, Error::ApiKeyExpired));
+        }
+        if rec.signing_secret.is_some() {
+            // Signing keys cannot be created by this version (SPEC §7 is not built yet);
+            // a record that has one is refused rather than let through unsigned.
+            return Err(self.refuse(Some(&rec), target, now, Error::InvalidSignature));
+        }
+        Ok(Authed { rec, usage })
+    }
+
+    /// argon2 check of a secret not yet verified in this process, behind the throttle and
+    /// the concurrency cap.
+    fn verify_cold(&self, rec: &KeyRecord, secret: &str, digest: [u8; 32]) -> Result<bool> {
+        if !self.throttle.allows(&rec.key_id) {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let outcome = {
+            let _permit = self.limiter.acquire();
+            self.argon2_runs.fetch_add(1, Ordering::Relaxed);
+            crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, self.argon2)
+        };
+        match outcome {
+            Verified::No => {
+                self.throttle.failed(&rec.key_id);
+                Ok(false)
+            }
+            Verified::Yes | Verified::YesRehash => {
+                let found = self
+                    .keys
+                    .with_mut(&rec.key_id, |e| e.verified = Some(digest));
+                if found.is_none() {
+                    self.keys.insert(
+                        &rec.key_id,
+                        KeyEntry {
+                            rec: Arc::new(rec.clone()),
+                            gen: NEVER,
+                            verified: Some(digest),
+                            usage: self.pending.cell(&rec.key_id),
+                        },
+                    );
+                }
+                if outcome == Verified::YesRehash {
+                    // Best effort: a failed rehash leaves the old (still valid) hash.
+                    let _ = self.rehash(&rec.key_id, secret);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn rehash(&self, key_id: &str, secret: &str) -> Result<()> {
+        let hash = {
+            let _permit = self.limiter.acquire();
+            crypto::hash_secret(secret.as_bytes(), self.argon2)?
+        };
+        self.write(|tx| {
+            if let Some(mut rec) = tx.key(key_id)? {
+                if crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, self.argon2)
+                    == Verified::YesRehash
+                {
+                    rec.secret_hash = hash;
+                    tx.put_key(&rec)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The key record for `key_id`: from the cache when its generation slot says nothing
+    /// changed, else from the store (then cached with the generation seen before the read).
+    #[allow(clippy::type_complexity)]
+    fn key_entry(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<(Arc<KeyRecord>, Option<[u8; 32]>, Arc<UsageCell>)>> {
+        let (slot, before) = match &self.sidecar {
+            Some(sc) => {
+                let slot = sc.slot_of(SlotKind::Key, key_id);
+                (Some(slot), sc.load(slot))
+            }
+            None => (None, NEVER),
+        };
+        if Sidecar::is_idle(before) {
+            let hit = self.keys.with(key_id, |e| {
+                (e.gen == before).then(|| (e.rec.clone(), e.verified, e.usage.clone()))
+            });
+            if let Some(Some(hit)) = hit {
+                return Ok(Some(hit));
+            }
+        }
+        let rec = self.read()?.key(key_id)?;
+        let after = match (&self.sidecar, slot) {
+            (Some(sc), Some(slot)) => sc.load(slot),
+            _ => NEVER,
+        };
+        let Some(rec) = rec else {
+            self.keys.remove(key_id);
+            return Ok(None);
+        };
+        let rec = Arc::new(rec);
+        let gen = if Sidecar::is_idle(before) && before == after {
+            before
+        } else {
+            NEVER
+        };
+        let verified = self.keys.with(key_id, |e| e.verified).flatten();
+        let usage = self.pending.cell(key_id);
+        self.keys.insert(
+            key_id,
+            KeyEntry {
+                rec: rec.clone(),
+                gen,
+                verified,
+                usage: usage.clone(),
+            },
+        );
+        Ok(Some((rec, verified, usage)))
+    }
+
+    /// (credits, total_credits) of an account, cached like key records.
+    fn balance_cached(&self, account_id: &str) -> Result<(u64, u64)> {
+        let (slot, before) = match &self.sidecar {
+            Some(sc) => {
+                let slot = sc.slot_of(SlotKind::Account, account_id);
+                (Some(slot), sc.load(slot))
+            }
+            None => (None, NEVER),
+        };
+        if Sidecar::is_idle(before) {
+            if let Some(Some(hit)) = self.accounts.with(account_id, |e| {
+                (e.gen == before).then_some((e.credits, e.total))
+            }) {
+                return Ok(hit);
+            }
+        }
+        let balance = self
+            .read()?
+            .balance(account_id)?
+            .ok_or_else(|| Error::NotFound(format!("account {account_id:?}")))?;
+        if let (Some(sc), Some(slot)) = (&self.sidecar, slot) {
+            let after = sc.load(slot);
+            if Sidecar::is_idle(before) && before == after {
+                self.accounts.insert(
+                    account_id,
+                    AccountEntry {
+                        credits: balance.0,
+                        total: balance.1,
+                        gen: before,
+                    },
+                );
+            }
+        }
+        Ok(balance)
+    }
+
+    /// The route table, cached behind the global "routes" slot.
+    fn router(&self) -> Result<Arc<Router>> {
+        let (slot, before) = match &self.sidecar {
+            Some(sc) => {
+                let slot = sc.slot_of(SlotKind::Global, "routes");
+                (Some(slot), sc.load(slot))
+            }
+            None => (None, NEVER),
+        };
+        if Sidecar::is_idle(before) {
+            let cached = self.routes.read();
+            if cached.0 == before {
+                return Ok(cached.1.clone());
+            }
+        }
+        let router = Arc::new(Router::new(self.read()?.routes()?));
+        if let (Some(sc), Some(slot)) = (&self.sidecar, slot) {
+            let after = sc.load(slot);
+            if Sidecar::is_idle(before) && before == after {
+                *self.routes.write() = (before, router.clone());
+            }
+        }
+        Ok(router)
+    }
+
+    /// A fresh key id (unused as far as the store knows), a token and its hash. argon2
+    /// runs here, outside any write transaction.
+    fn mint(&self, prefix: &str) -> Result<(SecretToken, String, String)> {
+        let r = self.read()?;
+        let mut key_id = token::new_key_id();
+        while r.key(&key_id)?.is_some() {
+            key_id = token::new_key_id();
+        }
+        drop(r);
+        let secret = token::mint(prefix, &key_id)?;
+        let parsed = token::parse(&secret)
+            .ok_or_else(|| Error::Storage("minted token does not parse".into()))?;
+        let hash = {
+            let _permit = self.limiter.acquire();
+            crypto::hash_secret(parsed.secret.as_bytes(), self.argon2)?
+        };
+        Ok((SecretToken(secret), hash, key_id))
+    }
+
+    /// Load a key, let `change` edit it, write it with its audit entry. `change` returns
+    /// `None` when there is nothing to do (the call is then a no-op).
+    fn update_key(
+        &self,
+        key_id: &str,
+        now: Millis,
+        change: impl FnOnce(&mut KeyRecord) -> Result<Option<(&'static str, Value)>>,
+    ) -> Result<KeyInfo> {
+        self.check_open()?;
+        if !token::is_valid_key_id(key_id) {
+            return Err(Error::invalid("key_id must be 8 characters of [a-z0-9]"));
+        }
+        let rec = self.write(|tx| {
+            let mut rec = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
+            if let Some((action, details)) = change(&mut rec)? {
+                tx.put_key(&rec)?;
+                self.audit(
+                    tx,
+                    now,
+                    action,
+                    Some(&rec.key_id),
+                    Some(&rec.account_id),
+                    details,
+                )?;
+            }
+            Ok(rec)
+        })?;
+        let last = self
+            .read()?
+            .usage(key_id)?
+            .0
+            .and_then(|(l, _, _)| (l != i64::MIN).then_some(l));
+        Ok(key_info(&rec, last))
+    }
+
+    fn submit_debit(&self, req: DebitReq) -> Result<Debited> {
+        self.group.submit(req, &|batch| self.run_debits(batch))
+    }
+
+    /// One transaction for a batch of debits; each request succeeds or fails on its own,
+    /// and a failed commit fails them all (no balance moves).
+    fn run_debits(&self, batch: Vec<DebitReq>) -> Vec<Result<Debited>> {
+        let n = batch.len();
+        let fail_all = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+        let guard = match self.store() {
+            Ok(g) => g,
+            Err(e) => return fail_all(e),
+        };
+        let Some(store) = guard.as_ref() else {
+            return fail_all(Error::VaultClosed("the vault was closed".into()));
+        };
+        let mut tx = match store.write() {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(e),
+        };
+        let mut results = Vec::with_capacity(n);
+        for req in batch {
+            let r = self.apply_debit(&mut tx, req);
+            if let Err(e @ Error::Storage(_)) = &r {
+                return fail_all(e.clone());
+            }
+            results.push(r);
+        }
+        let durability = if self.eventual {
+            redb::Durability::None
+        } else {
+            redb::Durability::Immediate
+        };
+        if let Err(e) = self.commit(tx, durability) {
+            return fail_all(e);
+        }
+        if self.eventual {
+            self.unsynced.store(true, Ordering::Release);
+        }
+        results
+    }
+
+    fn apply_debit(&self, tx: &mut WriteTx<'_>, req: DebitReq) -> Result<Debited> {
+        let account = req.account_id.as_str();
+        if let Some(k) = &req.idempotency {
+            if let Some((at, bytes)) = tx.idempotent(account, k)? {
+                if req.now.saturating_sub(at) < IDEMPOTENCY_WINDOW_MS {
+                    let stored: StoredOutcome = postcard::from_bytes(&bytes)
+                        .map_err(|_| Error::Storage("corrupt idempotency record".into()))?;
+                    return Ok(Debited {
+                        charged: 0,
+                        credits: stored.credits,
+                        total: stored.total,
+                        replayed: Some(stored.grant.unwrap_or(Grant {
+                            account_id: account.to_string(),
+                            key_id: String::new(),
+                            key_name: String::new(),
+                            prefix: String::new(),
+                            auth_method: AuthMethod::Apikey,
+                            scopes: Vec::new(),
+                            charged: stored.charged,
+                            credits: stored.credits,
+                            total_credits: stored.total,
+                            replayed: true,
+                            ratelimits: Vec::new(),
+                        })),
+                    });
+                }
+            }
+        }
+        let (credits, total) = tx
+            .balance(account)?
+            .ok_or_else(|| Error::NotFound(format!("account {account:?}")))?;
+        if credits < req.cost {
+            return Err(Error::InsufficientCredits {
+                credits,
+                required: req.cost,
+            });
+        }
+        let left = credits - req.cost;
+        if req.cost > 0 {
+            tx.put_balance(account, left, total)?;
+        }
+        if let Some(k) = &req.idempotency {
+            let grant = req.grant.clone().map(|mut g| {
+                g.charged = req.cost;
+                g.credits = left;
+                g.total_credits = total;
+                g
+            });
+            let outcome = StoredOutcome {
+                charged: req.cost,
+                credits: left,
+                total,
+                grant,
+            };
+            let bytes = postcard::to_allocvec(&outcome).map_err(Error::storage)?;
+            tx.put_idempotent(account, k, req.now, &bytes)?;
+        }
+        if req.grant.is_none() {
+            self.audit(
+                tx,
+                req.now,
+                "credits_debited",
+                None,
+                Some(account),
+                json!({ "amount": req.cost, "credits": left }),
+            )?;
+        }
+        Ok(Debited {
+            charged: req.cost,
+            credits: left,
+            total,
+            replayed: None,
+        })
+    }
+
+    /// Write batched usage counters and request-path audit entries in one transaction.
+    fn flush(&self) -> Result<()> {
+        let drained = self.pending.drain();
+        if drained.usage.is_empty() && drained.events.is_empty() {
+            return Ok(());
+        }
+        let result = (|| {
+            let guard = self.store()?;
+            let store = guard
+                .as_ref()
+                .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?;
+            let mut tx = store.write()?;
+            for (key_id, last, granted, refused) in &drained.usage {
+                let hour = last.unwrap_or(0).div_euclid(HOUR_MS) * HOUR_MS;
+                tx.add_usage(key_id, *last, *granted, *refused, hour)?;
+            }
+            for (k, agg) in &drained.events {
+                let mut details = json!({ "route": k.route, "count": agg.count });
+                if let Some(code) = k.code {
+                    details["code"] = json!(code);
+                }
+                if agg.count > 1 {
+                    details["last"] = json!(agg.last);
+                }
+                tx.append_audit(&AuditRecord {
+                    time: agg.first,
+                    action: k.action.to_string(),
+                    key_id: k.key_id.clone(),
+                    account_id: k.account_id.clone(),
+                    actor: None,
+                    details: details.to_string(),
+                })?;
+            }
+            tx.commit(redb::Durability::Immediate)
+        })();
+        if result.is_err() {
+            self.pending.restore(drained);
+        }
+        result
+    }
+
+    /// `Eventual` durability: make the non-durable commits durable.
+    fn sync_if_needed(&self) -> Result<()> {
+        if !self.unsynced.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let guard = self.store()?;
+        let Some(store) = guard.as_ref() else {
+            return Ok(());
+        };
+        let r = store.write()?.commit(redb::Durability::Immediate);
+        if r.is_err() {
+            self.unsynced.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn prune_idempotency(&self) -> Result<()> {
+        let now = (self.clock)();
+        let guard = self.store()?;
+        let Some(store) = guard.as_ref() else {
+            return Ok(());
+        };
+        // Only open a write transaction when something is due.
+        let mut tx = store.write()?;
+        let n = tx.prune_idempotent(now.saturating_sub(IDEMPOTENCY_WINDOW_MS), 1000)?;
+        if n > 0 {
+            tx.commit(redb::Durability::Immediate)?;
+        }
+        Ok(())
+    }
+}
+
+fn key_info(rec: &KeyRecord, last_used_at: Option<Millis>) -> KeyInfo {
+    KeyInfo {
+        key_id: rec.key_id.clone(),
+        prefix: rec.prefix.clone(),
+        account_id: rec.account_id.clone(),
+        name: rec.name.clone(),
+        scopes: rec.scopes.clone(),
+        operator: rec.operator,
+        created_at: rec.created_at,
+        expires_at: rec.expires_at,
+        disabled: rec.disabled,
+        revoked_at: rec.revoked_at,
+        signing: rec.signing_secret.is_some(),
+        rotated_from: rec.rotated_from.clone(),
+        metadata: serde_json::from_str(&rec.metadata).unwrap_or_else(|_| json!({})),
+        last_used_at,
+    }
+}
+
+fn account_from(id: &str, rec: &AccountRecord, credits: u64, total: u64) -> Account {
+    Account {
+        id: id.to_string(),
+        credits,
+        total_credits: total,
+        created_at: rec.created_at,
+        metadata: serde_json::from_str(&rec.metadata).unwrap_or_else(|_| json!({})),
+    }
+}
+
+fn not_found_key(key_id: &str) -> Error {
+    Error::NotFound(format!("key {key_id:?}"))
+}
+
+/// A revoked key can no longer be changed (only revoked again, which is a no-op).
+fn live(rec: &KeyRecord) -> Result<()> {
+    if rec.revoked_at.is_some() {
+        Err(Error::invalid(format!("key {} is revoked", rec.key_id)))
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_id(id: &str, what: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(Error::invalid(format!("{what} must be 1–{MAX_ID} bytes")));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(Error::invalid(format!(
+            "key name must be 1–{MAX_NAME} bytes"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "key name must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_expiry(at: Millis, now: Millis) -> Result<Millis> {
+    if at <= now {
+        return Err(Error::invalid("expires_at must be in the future"));
+    }
+    Ok(at)
+}
+
+fn validate_idempotency_key(k: &str) -> Result<()> {
+    if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(Error::invalid("idempotency_key must be 1–255 bytes"));
+    }
+    Ok(())
+}
+
+fn validate_authorize_args(target: &Target<'_>, options: &AuthorizeOptions<'_>) -> Result<()> {
+    match target {
+        Target::Route { method, path } => {
+            if method.is_empty() || method.len() > 16 || path.len() > MAX_PATH {
+                return Err(Error::invalid(
+                    "method must be 1–16 bytes and path at most 8192 bytes",
+                ));
+            }
+        }
+        Target::Scope(s) => policy::validate_required_scope(s)?,
+    }
+    if let Some(k) = options.idempotency_key {
+        validate_idempotency_key(k)?;
+    }
+    Ok(())
+}
+
+fn normalize_scopes<S: AsRef<str>>(scopes: &[S]) -> Result<Vec<String>> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(Error::invalid(format!("at most {MAX_SCOPES} scopes")));
+    }
+    let mut out = Vec::with_capacity(scopes.len());
+    for s in scopes {
+        policy::validate_scope(s.as_ref())?;
+        out.push(s.as_ref().to_string());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn metadata_string(metadata: Option<Value>) -> Result<String> {
+    let m = metadata.unwrap_or_else(|| json!({}));
+    if !m.is_object() {
+        return Err(Error::invalid("metadata must be a JSON object"));
+    }
+    let s = m.to_string();
+    if s.len() > MAX_METADATA {
+        return Err(Error::invalid("metadata must be at most 4 KiB as JSON"));
+    }
+    Ok(s)
+}
