@@ -239,7 +239,12 @@ fn check_format(v: &[u8]) -> Result<()> {
 macro_rules! read_methods {
     () => {
         pub(crate) fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
-            let t = self.txn.open_table(META)?;
+            // A brand-new file has no tables yet: that reads as "no marker".
+            let t = match self.txn.open_table(META) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
             let v = t.get(name)?.map(|v| v.value().to_vec());
             Ok(v)
         }

@@ -1453,9 +1453,9 @@ impl Inner {
     /// runs here, outside any write transaction.
     fn mint(&self, prefix: &str) -> Result<(SecretToken, String, String)> {
         let r = self.read()?;
-        let mut key_id = token::new_key_id();
+        let mut key_id = token::try_new_key_id()?;
         while r.key(&key_id)?.is_some() {
-            key_id = token::new_key_id();
+            key_id = token::try_new_key_id()?;
         }
         drop(r);
         let secret = token::mint(prefix, &key_id)?;

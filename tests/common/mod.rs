@@ -1,0 +1,131 @@
+//! Helpers shared by the integration tests: a real vault file in a temp dir, a pinned
+//! clock, and child processes (this test binary re-run with an entry point chosen by an
+//! environment variable).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use keyledger::{Argon2Params, NewKey, SecretToken, Vault, VaultOptions};
+
+/// 2026-11-23T00:00:00Z
+pub const T0: i64 = 1_795_392_000_000;
+
+pub struct TestClock(pub Arc<AtomicI64>);
+
+impl TestClock {
+    pub fn new() -> TestClock {
+        TestClock(Arc::new(AtomicI64::new(T0)))
+    }
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+    pub fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn clock(&self) -> keyledger::Clock {
+        let c = self.0.clone();
+        Arc::new(move || c.load(Ordering::SeqCst))
+    }
+}
+
+pub fn options() -> VaultOptions {
+    VaultOptions {
+        argon2: Some(Argon2Params::INSECURE_FAST),
+        ..VaultOptions::default()
+    }
+}
+
+pub fn options_with_clock(clock: &TestClock) -> VaultOptions {
+    VaultOptions {
+        clock: Some(clock.clock()),
+        ..options()
+    }
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub clock: TestClock,
+    pub vault: Vault,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.redb");
+        let clock = TestClock::new();
+        let vault = Vault::open_with(&path, options_with_clock(&clock)).unwrap();
+        Fixture {
+            dir,
+            path,
+            clock,
+            vault,
+        }
+    }
+
+    /// An account with `credits`, the seed routes, and a `dial_live` key with `scopes`.
+    pub fn seeded(credits: u64, scopes: &[&str]) -> (Fixture, SecretToken, String) {
+        let f = Fixture::new();
+        f.vault.create_account("acct_42", credits, None).unwrap();
+        seed_routes(&f.vault);
+        let (token, info) = f
+            .vault
+            .create_key(
+                NewKey::new("acct_42", "server", scopes.iter().copied()).prefix("dial_live"),
+            )
+            .unwrap();
+        (f, token, info.key_id)
+    }
+}
+
+pub fn seed_routes(v: &Vault) {
+    v.add_route("POST", "/api/v1/messaging/send", "sms:send", 1)
+        .unwrap();
+    v.add_route("GET", "/api/v1/numbers/mine", "numbers:read", 0)
+        .unwrap();
+    v.add_route(
+        "GET",
+        "/api/v1/messaging/threads/:counterparty",
+        "numbers:read",
+        0,
+    )
+    .unwrap();
+    v.add_route("GET", "/sms/*", "sms.read", 0).unwrap();
+}
+
+/// Run the test named `entry` of this test binary in a child process, with `env` set.
+pub fn run_child(entry: &str, env: &[(&str, String)]) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", entry, "--nocapture", "--test-threads=1"]);
+    cmd.env("KEYLEDGER_CHILD", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "child {entry} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn is_child() -> bool {
+    std::env::var_os("KEYLEDGER_CHILD").is_some()
+}
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+pub fn file_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
