@@ -1817,3 +1817,104 @@ fn metadata_string(metadata: Option<Value>) -> Result<String> {
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault(dir: &tempfile::TempDir) -> Vault {
+        Vault::open_with(
+            dir.path().join("v.redb"),
+            VaultOptions {
+                argon2: Some(Argon2Params::INSECURE_FAST),
+                ..VaultOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// A writer that dies between its two slot bumps (after its commit) leaves the slot
+    /// odd. Readers must then go to the store — never trust their cache — until the next
+    /// write to that slot makes it idle again.
+    #[test]
+    fn a_writer_killed_between_its_slot_bumps_leaves_readers_correct() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(&dir);
+        v.create_account("a", 10, None).unwrap();
+        let (t, info) = v.create_key(NewKey::new("a", "k", ["x"])).unwrap();
+        let call = || v.authorize(t.expose(), Target::scope("x"), &AuthorizeOptions::default());
+        call().unwrap();
+        call().unwrap();
+
+        let inner = &*v.inner;
+        let sc = inner.sidecar.as_ref().unwrap();
+        let slot = sc.slot_of(SlotKind::Key, &info.key_id);
+        {
+            let guard = inner.store.read();
+            let store = guard.as_ref().unwrap();
+            let mut tx = store.write().unwrap();
+            let mut rec = tx.key(&info.key_id).unwrap().unwrap();
+            rec.disabled = true;
+            tx.put_key(&rec).unwrap();
+            let (_, committer) = tx.into_parts();
+            let mut w = sc.write();
+            w.begin(&[slot]);
+            committer.commit(redb::Durability::Immediate).unwrap();
+            w.abandon(); // "killed" here: no second bump
+        }
+        assert!(!Sidecar::is_idle(sc.load(slot)));
+        assert_eq!(call().unwrap_err(), Error::ApiKeyInactive);
+        let reads = v.stats().read_txns;
+        assert_eq!(call().unwrap_err(), Error::ApiKeyInactive);
+        assert!(v.stats().read_txns > reads, "an odd slot was trusted");
+
+        v.enable_key(&info.key_id).unwrap();
+        assert!(Sidecar::is_idle(sc.load(slot)));
+        call().unwrap();
+        let reads = v.stats().read_txns;
+        call().unwrap();
+        assert_eq!(v.stats().read_txns, reads, "the cache did not recover");
+    }
+
+    #[test]
+    fn each_debit_in_a_batch_succeeds_or_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(&dir);
+        v.create_account("a", 10, None).unwrap();
+        // A batch with one request for an account that does not exist and one that
+        // overdraws: each fails alone, neither moves the balance.
+        let results = v.inner.run_debits(vec![
+            DebitReq {
+                account_id: "nobody".into(),
+                cost: 1,
+                idempotency: None,
+                now: 0,
+                grant: None,
+            },
+            DebitReq {
+                account_id: "a".into(),
+                cost: 11,
+                idempotency: None,
+                now: 0,
+                grant: None,
+            },
+            DebitReq {
+                account_id: "a".into(),
+                cost: 4,
+                idempotency: None,
+                now: 0,
+                grant: None,
+            },
+        ]);
+        assert!(matches!(results[0], Err(Error::NotFound(_))));
+        assert!(matches!(
+            results[1],
+            Err(Error::InsufficientCredits {
+                credits: 10,
+                required: 11
+            })
+        ));
+        assert!(matches!(results[2], Ok(Debited { credits: 6, .. })));
+        assert_eq!(v.balance("a").unwrap().credits, 6);
+    }
+}

@@ -261,15 +261,8 @@ fn expiry_takes_effect_at_the_exact_millisecond() {
     assert!(at(T0 + 999).is_ok());
     assert_eq!(at(T0 + 1000).unwrap_err(), Error::ApiKeyExpired);
     // Clearing the expiry brings it back.
-    f.vault
-        .set_expiry(
-            &keyledger::token::parse(t.expose())
-                .unwrap()
-                .key_id
-                .to_string(),
-            None,
-        )
-        .unwrap();
+    let key_id = keyledger::token::parse(t.expose()).unwrap().key_id;
+    f.vault.set_expiry(key_id, None).unwrap();
     assert!(at(T0 + 5000).is_ok());
 }
 
