@@ -6,15 +6,24 @@
 //! debited atomically and durably, and every change is audited, all in one redb file that
 //! every worker process of a server shares.
 //!
-//! ```no_run
-//! use keyledger::{Vault, NewKey, Target, AuthorizeOptions};
-//! # fn main() -> keyledger::Result<()> {
-//! let vault = Vault::open("keyledger.redb")?;
+//! ```
+//! use keyledger::{AuthorizeOptions, NewKey, Target, Vault};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("keyledger.redb");
+//! let vault = Vault::open(&path)?;
 //! vault.create_account("acct_42", 100, None)?;
 //! vault.add_route("POST", "/api/v1/messaging/send", "sms:send", 1)?;
-//! let (token, _info) = vault.create_key(NewKey::new("acct_42", "server", ["sms:send"]).prefix("dial_live"))?;
-//! let grant = vault.authorize(token.expose(), Target::route("POST", "/api/v1/messaging/send"), &AuthorizeOptions::default())?;
-//! assert_eq!(grant.credits, 99);
+//! let (token, _info) = vault.create_key(
+//!     NewKey::new("acct_42", "server", ["sms:send"]).prefix("dial_live"),
+//! )?;
+//! let send = Target::route("POST", "/api/v1/messaging/send");
+//! let grant = vault.authorize(token.expose(), send, &AuthorizeOptions::default())?;
+//! assert_eq!((grant.charged, grant.credits), (1, 99));
+//!
+//! // A refusal carries its HTTP status and JSON body.
+//! let refused = vault.authorize("dial_live_nope", send, &AuthorizeOptions::default()).unwrap_err();
+//! assert_eq!((refused.status(), refused.code()), (401, "invalid_api_key"));
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_op_in_unsafe_fn)]
