@@ -1,0 +1,717 @@
+//! The `keyledger` command-line tool, run as a process against a vault in a temp dir.
+//!
+//! Exit codes under test: 0 ok, 1 usage, 2 refused 401 / not a key, 3 refused 403,
+//! 4 refused 402, 6 not_found, 7 already_exists, 8 invalid_argument.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyledger");
+const SEND: &str = "POST /api/v1/messaging/send";
+
+/// What one run of the binary produced.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success; stdout {:?} stderr {:?}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    fn code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code; stdout {:?} stderr {:?}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A vault in a temp dir, and a log of every output, to check no secret leaks.
+struct Cli {
+    _dir: tempfile::TempDir,
+    vault: PathBuf,
+    log: Vec<(String, String)>,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault.redb");
+        Cli {
+            _dir: dir,
+            vault,
+            log: Vec::new(),
+        }
+    }
+
+    /// A fresh vault with `init` already run.
+    fn init() -> Cli {
+        let mut cli = Cli::new();
+        cli.run(&["init"]).ok();
+        cli
+    }
+
+    fn run(&mut self, args: &[&str]) -> Run {
+        self.run_stdin(args, None)
+    }
+
+    fn run_stdin(&mut self, args: &[&str], stdin: Option<&str>) -> Run {
+        let r = raw(&self.vault, args, stdin);
+        self.log
+            .push((args.join(" "), format!("{}\n{}", r.stdout, r.stderr)));
+        r
+    }
+
+    /// `key create`: the token is stdout's one line.
+    fn create_key(&mut self, args: &[&str]) -> String {
+        let mut all = vec!["key", "create"];
+        all.extend_from_slice(args);
+        let r = raw(&self.vault, &all, None).ok();
+        assert!(r.stderr.contains("store it now: it cannot be shown again"));
+        assert!(
+            !r.stderr.contains(r.stdout.trim()),
+            "token echoed on stderr"
+        );
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "stdout is just the token: {:?}", r.stdout);
+        lines[0].to_string()
+    }
+
+    fn credits(&mut self, account: &str) -> u64 {
+        let r = self.run(&["--json", "account", "balance", account]).ok();
+        r.json()["credits"].as_u64().unwrap()
+    }
+
+    #[track_caller]
+    fn assert_never_printed(&self, token: &str) {
+        for (cmd, out) in &self.log {
+            assert!(!out.contains(token), "`{cmd}` printed the token: {out}");
+        }
+    }
+}
+
+fn raw(vault: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--argon2-fast")
+        .arg("--vault")
+        .arg(vault)
+        .args(args)
+        .env_remove("KEYLEDGER_VAULT")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run keyledger");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code().expect("exited normally"),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+/// A vault with acct_1 (`credits`), the send route (cost 1) and a dial_live key with
+/// `scopes`; returns the token.
+fn setup(cli: &mut Cli, credits: &str, scopes: &[&str]) -> String {
+    cli.run(&["account", "create", "acct_1", "--credits", credits])
+        .ok();
+    cli.run(&[
+        "route",
+        "add",
+        "POST",
+        "/api/v1/messaging/send",
+        "sms:send",
+        "--cost",
+        "1",
+    ])
+    .ok();
+    let mut args = vec![
+        "--account",
+        "acct_1",
+        "--name",
+        "server",
+        "--prefix",
+        "dial_live",
+    ];
+    for s in scopes {
+        args.extend_from_slice(&["--scope", s]);
+    }
+    cli.create_key(&args)
+}
+
+fn key_id_of(token: &str) -> String {
+    token.rsplit('_').nth(1).unwrap().to_string()
+}
+
+#[test]
+fn init_creates_the_vault_and_commands_need_one() {
+    let mut cli = Cli::new();
+    // No vault yet: not_found, and nothing is created by accident.
+    let r = cli.run(&["account", "list"]).code(6);
+    assert!(r.stderr.contains("keyledger init"), "{}", r.stderr);
+    assert!(!cli.vault.exists());
+    let r = cli.run(&["init"]).ok();
+    assert!(r.stdout.contains("vault.redb"), "{}", r.stdout);
+    assert!(cli.vault.exists());
+    let r = cli.run(&["--json", "init"]).ok();
+    assert!(r.json()["path"].as_str().unwrap().ends_with("vault.redb"));
+}
+
+#[test]
+fn accounts_top_up_debit_and_balance() {
+    let mut cli = Cli::init();
+    let r = cli
+        .run(&[
+            "account",
+            "create",
+            "acct_1",
+            "--credits",
+            "5",
+            "--metadata",
+            r#"{"plan":"pro"}"#,
+        ])
+        .ok();
+    assert!(r.stdout.contains("acct_1"));
+    let r = cli
+        .run(&[
+            "--json",
+            "account",
+            "top-up",
+            "acct_1",
+            "10",
+            "--reference",
+            "inv_1",
+        ])
+        .ok();
+    assert_eq!(r.json()["credits"], 15);
+    assert_eq!(r.json()["total_credits"], 15);
+    let r = cli.run(&["account", "balance", "acct_1"]).ok();
+    assert!(r.stdout.contains("15 credits"), "{}", r.stdout);
+    cli.run(&["account", "debit", "acct_1", "4", "--idempotency-key", "d1"])
+        .ok();
+    cli.run(&["account", "debit", "acct_1", "4", "--idempotency-key", "d1"])
+        .ok();
+    assert_eq!(cli.credits("acct_1"), 11);
+    let show = cli
+        .run(&["--json", "account", "show", "acct_1"])
+        .ok()
+        .json();
+    assert_eq!(show["metadata"]["plan"], "pro");
+    assert_eq!(show["credits"], 11);
+    let list = cli.run(&["--json", "account", "list"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let table = cli.run(&["account", "list"]).ok();
+    assert!(table.stdout.starts_with("ID "), "{}", table.stdout);
+    // Management debit past the balance: the same 402 body as authorize.
+    let r = cli
+        .run(&["--json", "account", "debit", "acct_1", "1000"])
+        .code(4);
+    assert_eq!(r.json()["error"], "insufficient_credits");
+    assert_eq!(r.json()["credits"], 11);
+    assert_eq!(r.json()["required"], 1000);
+    assert_eq!(cli.credits("acct_1"), 11);
+    // Already exists.
+    let r = cli.run(&["--json", "account", "create", "acct_1"]).code(7);
+    assert_eq!(r.json()["error"], "already_exists");
+}
+
+#[test]
+fn a_created_key_is_checked_and_authorized_and_its_token_never_reprinted() {
+    let mut cli = Cli::init();
+    let token = setup(&mut cli, "5", &["sms:send"]);
+    let key_id = key_id_of(&token);
+
+    let r = cli.run(&["check", &token]).ok();
+    assert!(r.stdout.contains(&format!("dial_live_{key_id}_")));
+    cli.run(&["authorize", &token, "--route", SEND]).ok();
+    assert_eq!(cli.credits("acct_1"), 4);
+
+    // From stdin, as JSON.
+    let r = cli.run_stdin(
+        &["--json", "authorize", "-", "--route", SEND],
+        Some(&format!("{token}\n")),
+    );
+    let grant = r.ok().json();
+    assert_eq!(grant["charged"], 1);
+    assert_eq!(grant["credits"], 3);
+    assert_eq!(grant["key_id"], key_id.as_str());
+    assert_eq!(grant["auth_method"], "apikey");
+    let who = cli
+        .run_stdin(&["--json", "whoami", "-"], Some(&token))
+        .ok()
+        .json();
+    assert_eq!(who["account_id"], "acct_1");
+    assert_eq!(who["credits"], 3);
+    cli.run_stdin(&["check", "-"], Some(&token)).ok();
+
+    // Listings and views never show it.
+    let list = cli.run(&["key", "list"]).ok();
+    assert!(list.stdout.contains(&key_id));
+    assert!(list.stdout.contains("active"));
+    let list = cli
+        .run(&["--json", "key", "list", "--account", "acct_1"])
+        .ok();
+    assert_eq!(list.json()[0]["key_id"], key_id.as_str());
+    cli.run(&["key", "show", &key_id]).ok();
+    cli.run(&["--json", "key", "show", &key_id]).ok().json();
+    cli.run(&["audit"]).ok();
+    cli.run(&["--json", "audit", "--key", &key_id, "--limit", "5"])
+        .ok()
+        .json();
+    let usage = cli.run(&["--json", "usage", &key_id]).ok().json();
+    assert_eq!(usage["granted"], 2);
+    cli.run(&["usage", &key_id]).ok();
+
+    // Revoked: 401.
+    cli.run(&["key", "revoke", &key_id]).ok();
+    let r = cli
+        .run(&["--json", "authorize", &token, "--route", SEND])
+        .code(2);
+    assert_eq!(r.json()["error"], "invalid_api_key");
+    let r = cli.run(&["authorize", &token, "--route", SEND]).code(2);
+    assert!(r.stdout.contains("401 invalid_api_key"), "{}", r.stdout);
+    assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
+    cli.run_stdin(&["whoami", "-"], Some(&token)).code(2);
+    let list = cli.run(&["key", "list"]).ok();
+    assert!(list.stdout.contains("revoked"), "{}", list.stdout);
+    assert_eq!(cli.credits("acct_1"), 3);
+
+    cli.assert_never_printed(&token);
+}
+
+#[test]
+fn missing_scope_and_unknown_route_exit_3() {
+    let mut cli = Cli::init();
+    let token = setup(&mut cli, "5", &["numbers:read"]);
+    let r = cli
+        .run(&["--json", "authorize", &token, "--route", SEND])
+        .code(3);
+    assert_eq!(r.json()["error"], "missing_scope");
+    assert_eq!(r.json()["required"], "sms:send");
+    let r = cli
+        .run(&["--json", "authorize", &token, "--route", "GET /nowhere"])
+        .code(3);
+    assert_eq!(r.json()["error"], "route_not_allowed");
+    cli.run(&["authorize", &token, "--scope", "sms:send"])
+        .code(3);
+    cli.run(&["authorize", &token, "--scope", "numbers:read"])
+        .ok();
+    // route match: a rule, or 403 when none matches.
+    let r = cli
+        .run(&["--json", "route", "match", "POST", "/api/v1/messaging/send"])
+        .ok();
+    assert_eq!(r.json()["scope"], "sms:send");
+    cli.run(&["route", "match", "GET", "/nowhere"]).code(3);
+    assert_eq!(cli.credits("acct_1"), 5);
+    cli.assert_never_printed(&token);
+}
+
+#[test]
+fn insufficient_credits_exits_4_with_the_402_body() {
+    let mut cli = Cli::init();
+    let token = setup(&mut cli, "1", &["sms:send"]);
+    cli.run(&["authorize", &token, "--route", SEND]).ok();
+    let r = cli
+        .run(&["--json", "authorize", &token, "--route", SEND])
+        .code(4);
+    let body = r.json();
+    assert_eq!(body["error"], "insufficient_credits");
+    assert_eq!(body["credits"], 0);
+    assert_eq!(body["required"], 1);
+    assert!(r.stderr.contains("error: insufficient credits"));
+    let r = cli
+        .run(&["authorize", &token, "--scope", "sms:send", "--cost", "7"])
+        .code(4);
+    assert!(
+        r.stdout.contains("402 insufficient_credits"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(cli.credits("acct_1"), 0);
+}
+
+#[test]
+fn unknown_things_exit_6() {
+    let mut cli = Cli::init();
+    for args in [
+        &["account", "show", "nope"][..],
+        &["account", "balance", "nope"],
+        &["account", "top-up", "nope", "5"],
+        &[
+            "key",
+            "create",
+            "--account",
+            "nope",
+            "--name",
+            "x",
+            "--scope",
+            "a",
+        ],
+        &["key", "show", "abcdefgh"],
+        &["key", "revoke", "abcdefgh"],
+        &["route", "remove", "GET", "/x"],
+    ] {
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(args);
+        let r = cli.run(&with_json).code(6);
+        assert_eq!(r.json()["error"], "not_found", "{args:?}");
+    }
+}
+
+#[test]
+fn bad_amounts_are_invalid_argument_exit_8() {
+    let mut cli = Cli::init();
+    cli.run(&["account", "create", "acct_1", "--credits", "5"])
+        .ok();
+    for amount in ["0", "-1", "99999999999999999999999", "1.5", "ten"] {
+        for cmd in ["top-up", "debit"] {
+            let r = cli
+                .run(&["--json", "account", cmd, "acct_1", amount])
+                .code(8);
+            assert_eq!(r.json()["error"], "invalid_argument", "{cmd} {amount}");
+        }
+    }
+    for credits in ["-1", "99999999999999999999999"] {
+        cli.run(&["account", "create", "acct_2", "--credits", credits])
+            .code(8);
+    }
+    cli.run(&["route", "add", "GET", "/x", "x:read", "--cost", "-1"])
+        .code(8);
+    cli.run(&["account", "create", "acct_2", "--metadata", "[1]"])
+        .code(8);
+    cli.run(&["account", "create", "acct_2", "--metadata", "{nope"])
+        .code(8);
+    cli.run(&[
+        "key",
+        "create",
+        "--account",
+        "acct_1",
+        "--name",
+        "k",
+        "--prefix",
+        "Bad-Prefix",
+    ])
+    .code(8);
+    cli.run(&["audit", "--limit", "0"]).code(8);
+    assert_eq!(cli.credits("acct_1"), 5);
+    let r = cli.run(&["--json", "account", "list"]).ok();
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "nothing was created");
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    let mut cli = Cli::init();
+    cli.run(&["bogus"]).code(1);
+    cli.run(&["account", "top-up", "acct_1"]).code(1);
+    cli.run(&["authorize", "tok"]).code(1); // neither --route nor --scope
+    cli.run(&["key", "expire", "abcdefgh"]).code(1);
+    cli.run(&["key", "expire", "abcdefgh", "--never", "--at", "5"])
+        .code(1);
+    let r = cli.run(&["--help"]).ok();
+    assert!(r.stdout.contains("Exit codes"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("argon2-fast"),
+        "test-only flag is hidden"
+    );
+    cli.run(&["key", "create", "--help"]).ok();
+}
+
+#[test]
+fn check_needs_no_vault() {
+    let mut cli = Cli::new();
+    let r = cli.run(&["check", "dial_live_abcdefgh_nope"]).code(2);
+    assert!(r.stdout.contains("not a keyledger key"));
+    cli.run_stdin(&["check", "-"], Some("hello\n")).code(2);
+    let r = cli.run(&["--json", "check", "x"]).code(2);
+    assert_eq!(r.json()["looks_like_key"], false);
+    assert!(!cli.vault.exists());
+}
+
+#[test]
+fn disable_enable_expire_scopes_and_rotate() {
+    let mut cli = Cli::init();
+    let token = setup(&mut cli, "10", &["sms:send"]);
+    let key_id = key_id_of(&token);
+
+    cli.run(&["key", "disable", &key_id]).ok();
+    let r = cli
+        .run(&["--json", "authorize", &token, "--route", SEND])
+        .code(2);
+    assert_eq!(r.json()["error"], "api_key_inactive");
+    let list = cli.run(&["key", "list"]).ok();
+    assert!(list.stdout.contains("disabled"));
+    cli.run(&["key", "enable", &key_id]).ok();
+    cli.run(&["authorize", &token, "--route", SEND]).ok();
+
+    // Expiry in the past, then cleared.
+    cli.run(&["key", "expire", &key_id, "--at", "1000"]).ok();
+    let r = cli
+        .run(&["--json", "authorize", &token, "--route", SEND])
+        .code(2);
+    assert_eq!(r.json()["error"], "api_key_expired");
+    assert!(cli.run(&["key", "list"]).ok().stdout.contains("expired"));
+    let k = cli
+        .run(&["--json", "key", "expire", &key_id, "--never"])
+        .ok()
+        .json();
+    assert!(k["expires_at"].is_null());
+    let k = cli
+        .run(&["--json", "key", "expire", &key_id, "--in", "3600"])
+        .ok()
+        .json();
+    assert!(k["expires_at"].as_i64().unwrap() > 1_700_000_000_000);
+    let show = cli.run(&["key", "show", &key_id]).ok();
+    assert!(
+        show.stdout.contains("T") && show.stdout.contains("Z"),
+        "ISO time: {}",
+        show.stdout
+    );
+
+    // Scopes.
+    let k = cli
+        .run(&["--json", "key", "scopes", &key_id, "numbers:read", "sms:*"])
+        .ok()
+        .json();
+    assert_eq!(k["scopes"], serde_json::json!(["numbers:read", "sms:*"]));
+    cli.run(&["authorize", &token, "--route", SEND]).ok();
+
+    // Rotate with no grace: the new token works, the old one stops.
+    let r = raw(&cli.vault, &["key", "rotate", &key_id], None).ok();
+    let new_token = r.stdout.trim().to_string();
+    assert_eq!(r.stdout.lines().count(), 1);
+    assert!(r.stderr.contains("cannot be shown again"));
+    assert_ne!(key_id_of(&new_token), key_id);
+    cli.run(&["authorize", &new_token, "--route", SEND]).ok();
+    cli.run(&["authorize", &token, "--route", SEND]).code(2);
+    // Rotate as JSON: token and key.
+    let r = raw(
+        &cli.vault,
+        &[
+            "--json",
+            "key",
+            "rotate",
+            &key_id_of(&new_token),
+            "--grace",
+            "60",
+        ],
+        None,
+    )
+    .ok();
+    let v = r.json();
+    assert!(v["token"].as_str().unwrap().starts_with("dial_live_"));
+    assert_eq!(v["key"]["rotated_from"], key_id_of(&new_token).as_str());
+    // Grace: the rotated-out key still works for a while.
+    cli.run(&["authorize", &new_token, "--route", SEND]).ok();
+    assert_eq!(cli.credits("acct_1"), 6);
+
+    cli.assert_never_printed(&token);
+    cli.assert_never_printed(&new_token);
+}
+
+#[test]
+fn key_create_json_and_operator_keys() {
+    let mut cli = Cli::init();
+    cli.run(&["account", "create", "acct_1"]).ok();
+    cli.run(&[
+        "route",
+        "add",
+        "GET",
+        "/admin/*",
+        "admin:all",
+        "--cost",
+        "3",
+    ])
+    .ok();
+    let r = raw(
+        &cli.vault,
+        &[
+            "--json",
+            "key",
+            "create",
+            "--account",
+            "acct_1",
+            "--name",
+            "ops",
+            "--operator",
+            "--expires-in",
+            "3600",
+            "--metadata",
+            r#"{"team":"ops"}"#,
+        ],
+        None,
+    )
+    .ok();
+    let v = r.json();
+    let token = v["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("kl_live_"));
+    assert_eq!(v["key"]["operator"], true);
+    assert_eq!(v["key"]["metadata"]["team"], "ops");
+    assert!(v["key"]["expires_at"].is_i64());
+    // Operator: passes the scope, never charged (the account has 0 credits).
+    let g = cli
+        .run(&["--json", "authorize", &token, "--route", "GET /admin/users"])
+        .ok()
+        .json();
+    assert_eq!(g["auth_method"], "operator");
+    assert_eq!(g["charged"], 0);
+    let audit = cli
+        .run(&["--json", "audit", "--action", "operator_authorized"])
+        .ok()
+        .json();
+    assert_eq!(audit.as_array().unwrap().len(), 1);
+    assert_eq!(audit[0]["key_id"], key_id_of(&token).as_str());
+    cli.assert_never_printed(&token);
+}
+
+#[test]
+fn routes_add_list_remove() {
+    let mut cli = Cli::init();
+    cli.run(&["route", "add", "GET", "/sms/*", "sms.read"]).ok();
+    cli.run(&[
+        "route",
+        "add",
+        "POST",
+        "/api/v1/messaging/send",
+        "sms:send",
+        "--cost",
+        "1",
+    ])
+    .ok();
+    cli.run(&["route", "add", "GET", "/sms/*", "sms.read"])
+        .code(7);
+    let rules = cli.run(&["--json", "route", "list"]).ok().json();
+    assert_eq!(rules.as_array().unwrap().len(), 2);
+    let table = cli.run(&["route", "list"]).ok();
+    assert!(table.stdout.starts_with("METHOD"));
+    assert!(table.stdout.contains("/sms/*"));
+    let m = cli
+        .run(&["--json", "route", "match", "GET", "/sms/abc/def"])
+        .ok()
+        .json();
+    assert_eq!(m["scope"], "sms.read");
+    cli.run(&["route", "remove", "GET", "/sms/*"]).ok();
+    cli.run(&["route", "match", "GET", "/sms/abc"]).code(3);
+}
+
+#[test]
+fn idempotent_authorize_replays() {
+    let mut cli = Cli::init();
+    let token = setup(&mut cli, "5", &["sms:send"]);
+    let a = [
+        "--json",
+        "authorize",
+        &token,
+        "--route",
+        SEND,
+        "--idempotency-key",
+        "req-1",
+    ];
+    let g1 = cli.run(&a).ok().json();
+    let g2 = cli.run(&a).ok().json();
+    assert_eq!(g1["replayed"], false);
+    assert_eq!(g2["replayed"], true);
+    assert_eq!(cli.credits("acct_1"), 4);
+}
+
+#[test]
+fn quickstart_narrates_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let qs_s = qs.to_str().unwrap();
+    let nowhere = dir.path().join("unused.redb");
+    let r = raw(&nowhere, &["quickstart", "--dir", qs_s], None).ok();
+    for needle in [
+        "route_not_allowed",
+        "invalid_api_key",
+        "final balance of acct_demo: 99 credits",
+        "dial_live_",
+        "audit tail",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "missing {needle:?}:\n{}",
+            r.stdout
+        );
+    }
+    assert!(qs.join("keyledger.redb").exists());
+    assert!(!nowhere.exists(), "quickstart ignores --vault");
+    // The demo vault is usable afterwards, and no secret was printed.
+    let vault = qs.join("keyledger.redb");
+    let keys = raw(&vault, &["--json", "key", "list"], None).ok().json();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    let key_id = keys[0]["key_id"].as_str().unwrap();
+    let redacted = format!("dial_live_{key_id}_…");
+    assert!(r.stdout.contains(&redacted));
+    for line in r.stdout.lines() {
+        if let Some(pos) = line.find(&format!("{key_id}_")) {
+            let rest = &line[pos + key_id.len() + 1..];
+            assert!(rest.starts_with('…'), "secret printed: {line}");
+        }
+    }
+    // Again in the same dir: refused (already_exists).
+    raw(&nowhere, &["quickstart", "--dir", qs_s], None).code(7);
+    // As JSON, in a fresh dir.
+    let qs2 = dir.path().join("qs2");
+    let v = raw(
+        &nowhere,
+        &["--json", "quickstart", "--dir", qs2.to_str().unwrap()],
+        None,
+    )
+    .ok()
+    .json();
+    assert_eq!(v["balance"]["credits"], 99);
+    let codes: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"].as_str().unwrap_or("granted"))
+        .collect();
+    assert_eq!(
+        codes,
+        ["granted", "granted", "route_not_allowed", "invalid_api_key"]
+    );
+}
+
+#[test]
+fn exclusive_open_works() {
+    let mut cli = Cli::init();
+    cli.run(&["--exclusive", "account", "create", "acct_x"])
+        .ok();
+    cli.run(&["--exclusive", "account", "balance", "acct_x"])
+        .ok();
+}
