@@ -23,15 +23,26 @@ fn setup(dir: &tempfile::TempDir, exclusive: bool) -> (Vault, String) {
         .unwrap();
     v.add_route("POST", "/api/v1/messaging/send", "sms:send", 1)
         .unwrap();
-    v.add_route("GET", "/api/v1/messaging/threads/:counterparty", "numbers:read", 0)
-        .unwrap();
+    v.add_route(
+        "GET",
+        "/api/v1/messaging/threads/:counterparty",
+        "numbers:read",
+        0,
+    )
+    .unwrap();
     let (t, _) = v
-        .create_key(NewKey::new("acct_42", "bench", ["numbers:read", "sms:send"]).prefix("dial_live"))
+        .create_key(
+            NewKey::new("acct_42", "bench", ["numbers:read", "sms:send"]).prefix("dial_live"),
+        )
         .unwrap();
     let token = t.expose().to_string();
     // The one argon2 verification of this process.
-    v.authorize(&token, Target::route("GET", "/api/v1/numbers/mine"), &AuthorizeOptions::default())
-        .unwrap();
+    v.authorize(
+        &token,
+        Target::route("GET", "/api/v1/numbers/mine"),
+        &AuthorizeOptions::default(),
+    )
+    .unwrap();
     (v, token)
 }
 
