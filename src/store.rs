@@ -204,8 +204,9 @@ impl Store {
 
     /// Begin a write transaction. One at a time across every process.
     pub(crate) fn write(&self) -> Result<WriteTx<'_>> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_quick_repair(true);
+        // No quick-repair: MultiWriter always records the allocator state, and in
+        // exclusive mode it would add a second fsync (two-phase commit) to every commit.
+        let txn = self.db.begin_write()?;
         Ok(WriteTx {
             txn,
             touched: Vec::new(),
