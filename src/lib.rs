@@ -40,6 +40,7 @@ mod store;
 pub mod token;
 mod usage;
 mod vault;
+mod webhook;
 
 pub use crypto::{Argon2Params, ThrottleConfig};
 pub use error::{Error, Result};
@@ -53,3 +54,4 @@ pub use vault::{
     system_now, AuthorizeOptions, Clock, Durability, Target, Vault, VaultOptions,
     IDEMPOTENCY_WINDOW_MS,
 };
+pub use webhook::{sign_webhook, verify_webhook};
