@@ -35,6 +35,8 @@ mod crypto;
 mod error;
 mod model;
 pub mod policy;
+#[cfg(feature = "python")]
+mod python;
 pub(crate) mod shm;
 mod store;
 pub mod token;

@@ -1,0 +1,88 @@
+"""keyledger: an embedded API-key vault with credits.
+
+    import keyledger
+
+    with keyledger.Vault("keyledger.redb") as vault:
+        vault.create_account("acct_42", credits=100)
+        vault.add_route("POST", "/api/v1/messaging/send", "sms:send", cost=1)
+        token, key = vault.create_key("acct_42", "prod server", ["sms:send"], prefix="dial_live")
+        grant = vault.authorize(token, route=("POST", "/api/v1/messaging/send"))
+        print(grant.credits)  # 99
+
+Open one ``Vault`` per process (in each gunicorn/uvicorn worker, not before the fork):
+every worker opening the same file shares keys, credits and cache invalidations.
+"""
+
+from keyledger._errors import (
+    AlreadyExists,
+    ApiKeyExpired,
+    ApiKeyInactive,
+    AuthError,
+    ForbiddenError,
+    InsufficientCredits,
+    InvalidApiKey,
+    InvalidArgument,
+    InvalidSignature,
+    KeyLedgerError,
+    MissingScope,
+    NotFound,
+    RateLimited,
+    RouteNotAllowed,
+    StorageError,
+    VaultClosed,
+    VaultLocked,
+    WrongMasterKey,
+)
+from keyledger._keyledger import (
+    Account,
+    AuditEntry,
+    Balance,
+    Grant,
+    KeyInfo,
+    RouteRule,
+    Usage,
+    Vault,
+    WhoAmI,
+    looks_like_key,
+    redact,
+    sign_webhook,
+    verify_webhook,
+    version,
+)
+
+__version__ = version()
+
+__all__ = [
+    "Account",
+    "AlreadyExists",
+    "ApiKeyExpired",
+    "ApiKeyInactive",
+    "AuditEntry",
+    "AuthError",
+    "Balance",
+    "ForbiddenError",
+    "Grant",
+    "InsufficientCredits",
+    "InvalidApiKey",
+    "InvalidArgument",
+    "InvalidSignature",
+    "KeyInfo",
+    "KeyLedgerError",
+    "MissingScope",
+    "NotFound",
+    "RateLimited",
+    "RouteNotAllowed",
+    "RouteRule",
+    "StorageError",
+    "Usage",
+    "Vault",
+    "VaultClosed",
+    "VaultLocked",
+    "WhoAmI",
+    "WrongMasterKey",
+    "looks_like_key",
+    "redact",
+    "sign_webhook",
+    "verify_webhook",
+    "__version__",
+]
