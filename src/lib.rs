@@ -33,6 +33,8 @@ mod batch;
 mod cache;
 mod crypto;
 mod error;
+/// The C ABI (`include/keyledger.h`): `kl_` functions over [`Vault`]; see the module docs.
+pub mod ffi;
 mod model;
 pub mod policy;
 #[cfg(feature = "python")]

@@ -1,0 +1,259 @@
+//! The hot path: `kl_authorize` and its variants (SPEC §6).
+//!
+//! A granted `kl_authorize`/`kl_authorize_scope` fills a caller-provided [`kl_grant`] with
+//! fixed-size buffers: nothing is allocated on the C side. The `_json` variants return the
+//! whole grant (with scopes and rate limits) as JSON instead.
+
+use std::ffi::c_char;
+
+use super::args::{opt_bytes, Out};
+use super::handle::kl_vault;
+use super::panic::{boundary, Failure};
+use super::status::kl_status;
+use crate::{AuthMethod, AuthorizeOptions, Grant, Target};
+
+/// Size of `kl_grant.account_id`: account ids are at most 128 bytes, plus the NUL.
+pub const KL_ACCOUNT_ID_SIZE: usize = 129;
+/// Size of `kl_grant.key_id`: key ids are 8 characters, plus the NUL.
+pub const KL_KEY_ID_SIZE: usize = 9;
+/// Size of `kl_grant.prefix`: prefixes are at most 32 characters, plus the NUL.
+pub const KL_PREFIX_SIZE: usize = 33;
+/// Size of `kl_grant.key_name`: key names are at most 128 bytes, plus the NUL.
+pub const KL_KEY_NAME_SIZE: usize = 129;
+/// `kl_grant.auth_method` of an ordinary key (`"apikey"`).
+pub const KL_AUTH_APIKEY: u32 = 0;
+/// `kl_grant.auth_method` of an operator key (`"operator"`): every scope, never charged.
+pub const KL_AUTH_OPERATOR: u32 = 1;
+
+/// Optional parts of an authorization. Zero-initialize it (`kl_authorize_opts o = {0};`)
+/// and set what you need: every zero field means "default". Pass NULL for all defaults.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct kl_authorize_opts {
+    /// Credits to charge, used only when `has_cost` is non-zero.
+    pub cost: u64,
+    /// 0: charge the matched route's cost (0 for a scope). Non-zero: charge `cost`.
+    pub has_cost: u8,
+    /// Optional (NULL: none), 1–255 bytes, per account: a repeat within 24 h returns the
+    /// first call's grant with `replayed` set and charges nothing.
+    pub idempotency_key: *const c_char,
+    /// Length of `idempotency_key` in bytes.
+    pub idempotency_key_len: usize,
+    /// Optional (NULL: none): `t=<unix seconds>,v1=<hex>` for keys that require signing.
+    pub signature: *const c_char,
+    /// Length of `signature` in bytes.
+    pub signature_len: usize,
+    /// Optional (NULL: none): the request body, for signatures. Any bytes.
+    pub body: *const u8,
+    /// Length of `body` in bytes.
+    pub body_len: usize,
+    /// The request time in unix milliseconds; 0: the vault's clock.
+    pub now_ms: i64,
+}
+
+/// A successful authorization, with fixed-size NUL-terminated buffers (sized from the
+/// SPEC's limits, so nothing is ever truncated). Scopes and rate limits are in the JSON
+/// variants (`kl_authorize_json`).
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct kl_grant {
+    /// The calling account.
+    pub account_id: [c_char; KL_ACCOUNT_ID_SIZE],
+    /// The key used (8 characters).
+    pub key_id: [c_char; KL_KEY_ID_SIZE],
+    /// The key's prefix, e.g. `dial_live`.
+    pub prefix: [c_char; KL_PREFIX_SIZE],
+    /// The key's name.
+    pub key_name: [c_char; KL_KEY_NAME_SIZE],
+    /// `KL_AUTH_APIKEY` or `KL_AUTH_OPERATOR`.
+    pub auth_method: u32,
+    /// Credits debited by this call (0 for a replay or an operator).
+    pub charged: u64,
+    /// Credits left after the call.
+    pub credits: u64,
+    /// Lifetime credits of the account.
+    pub total_credits: u64,
+    /// True when this is the stored grant of an earlier call with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// Copy `s` into a NUL-terminated buffer. The core's limits make every field fit; were one
+/// ever longer, it would be cut at a UTF-8 boundary (never fail after a debit).
+fn fill<const N: usize>(buf: &mut [c_char; N], s: &str) {
+    let mut n = s.len().min(N - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    debug_assert_eq!(n, s.len(), "grant field longer than its kl_grant buffer");
+    for (dst, src) in buf.iter_mut().zip(&s.as_bytes()[..n]) {
+        *dst = *src as c_char;
+    }
+    buf[n] = 0;
+}
+
+impl From<&Grant> for kl_grant {
+    fn from(g: &Grant) -> kl_grant {
+        let mut out = kl_grant {
+            account_id: [0; KL_ACCOUNT_ID_SIZE],
+            key_id: [0; KL_KEY_ID_SIZE],
+            prefix: [0; KL_PREFIX_SIZE],
+            key_name: [0; KL_KEY_NAME_SIZE],
+            auth_method: match g.auth_method {
+                AuthMethod::Apikey => KL_AUTH_APIKEY,
+                AuthMethod::Operator => KL_AUTH_OPERATOR,
+            },
+            charged: g.charged,
+            credits: g.credits,
+            total_credits: g.total_credits,
+            replayed: g.replayed,
+        };
+        fill(&mut out.account_id, &g.account_id);
+        fill(&mut out.key_id, &g.key_id);
+        fill(&mut out.prefix, &g.prefix);
+        fill(&mut out.key_name, &g.key_name);
+        out
+    }
+}
+
+/// Decode `opts` (NULL: defaults).
+///
+/// # Safety
+/// `opts` must be NULL or point to a valid `kl_authorize_opts` whose pointers are NULL or
+/// valid for their lengths during the call.
+unsafe fn read_opts<'a>(opts: *const kl_authorize_opts) -> Result<AuthorizeOptions<'a>, Failure> {
+    // SAFETY: forwarded contract; the struct is plain data (no `bool`, no enum), so any bit
+    // pattern C leaves in it is a valid value.
+    let Some(o) = (unsafe { opts.as_ref() }) else {
+        return Ok(AuthorizeOptions::default());
+    };
+    let idempotency_key = try_opt_str!(o.idempotency_key, o.idempotency_key_len);
+    let signature = try_opt_str!(o.signature, o.signature_len);
+    // SAFETY: forwarded contract.
+    let body = unsafe { opt_bytes(o.body, o.body_len, isize::MAX.unsigned_abs(), "opts->body") }?;
+    Ok(AuthorizeOptions {
+        cost: (o.has_cost != 0).then_some(o.cost),
+        idempotency_key,
+        signature,
+        body,
+        now: (o.now_ms != 0).then_some(o.now_ms),
+    })
+}
+
+/// Authorize a request: the most specific route rule for (`method`, `path`) decides the
+/// scope and the default cost (SPEC §5, §6). `token`, `method` and `path` are required
+/// UTF-8 strings; `opts` may be NULL.
+///
+/// On `KL_OK`, `*out_grant` (caller-owned memory, e.g. on the stack) is filled; nothing is
+/// allocated. On a refusal `*out_grant` is untouched and the refusal's message and JSON
+/// body are available from `kl_last_error_message()` / `kl_last_error_body()`.
+///
+/// Returns `KL_OK`, a refusal (`KL_INVALID_API_KEY`, `KL_API_KEY_INACTIVE`,
+/// `KL_API_KEY_EXPIRED`, `KL_INVALID_SIGNATURE`, `KL_MISSING_SCOPE`,
+/// `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`),
+/// `KL_INVALID_ARGUMENT` (NULL, non-UTF-8 or oversized input; a token over 512 bytes is
+/// `KL_INVALID_API_KEY`), `KL_VAULT_CLOSED`, `KL_STORAGE`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    path: *const c_char,
+    path_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary("kl_authorize", || {
+        let out = try_out!(out_grant);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let method = try_str!(method, method_len);
+        let path = try_str!(path, path_len);
+        // SAFETY: module contract.
+        let options = unsafe { read_opts(opts) }?;
+        let grant = vault.authorize(token, Target::route(method, path), &options)?;
+        out.write(kl_grant::from(&grant));
+        Ok(())
+    })
+}
+
+/// Authorize non-HTTP work by naming the required `scope` directly (no route lookup; the
+/// default cost is 0). Otherwise exactly like `kl_authorize`, with the same statuses.
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_scope(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    scope: *const c_char,
+    scope_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary("kl_authorize_scope", || {
+        let out = try_out!(out_grant);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let scope = try_str!(scope, scope_len);
+        // SAFETY: module contract.
+        let options = unsafe { read_opts(opts) }?;
+        let grant = vault.authorize(token, Target::scope(scope), &options)?;
+        out.write(kl_grant::from(&grant));
+        Ok(())
+    })
+}
+
+/// Like `kl_authorize`, but on `KL_OK` writes the whole grant as JSON to `*out_json`
+/// (caller frees with `kl_string_free`): `{"account_id", "key_id", "key_name", "prefix",
+/// "auth_method": "apikey"|"operator", "scopes": [...], "charged", "credits",
+/// "total_credits", "replayed", "ratelimits": [{"name","max","remaining","reset_ms"}]}`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_json(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    path: *const c_char,
+    path_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_authorize_json", || {
+        let out: Out<*mut c_char> = try_out!(out_json);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let method = try_str!(method, method_len);
+        let path = try_str!(path, path_len);
+        // SAFETY: module contract.
+        let options = unsafe { read_opts(opts) }?;
+        let grant = vault.authorize(token, Target::route(method, path), &options)?;
+        out.put_json(&grant)
+    })
+}
+
+/// Like `kl_authorize_scope`, but on `KL_OK` writes the whole grant as JSON to
+/// `*out_json` (see `kl_authorize_json`; caller frees with `kl_string_free`).
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_scope_json(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    scope: *const c_char,
+    scope_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_authorize_scope_json", || {
+        let out: Out<*mut c_char> = try_out!(out_json);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let scope = try_str!(scope, scope_len);
+        // SAFETY: module contract.
+        let options = unsafe { read_opts(opts) }?;
+        let grant = vault.authorize(token, Target::scope(scope), &options)?;
+        out.put_json(&grant)
+    })
+}

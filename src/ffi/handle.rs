@@ -1,0 +1,145 @@
+//! The vault handle: `kl_vault_open`, `kl_vault_flush`, `kl_vault_close`, `kl_vault_free`.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::args::parse_json;
+use super::panic::{boundary, guard};
+use super::status::kl_status;
+use crate::{Argon2Params, Durability, Vault, VaultOptions};
+
+/// An open vault. Opaque: created by `kl_vault_open`, destroyed by `kl_vault_free`.
+///
+/// Thread-safe: any number of threads may call any function on one handle at once, except
+/// `kl_vault_free`, which must be the last call on it. After `kl_vault_close` the handle
+/// stays valid memory and every call on it returns `KL_VAULT_CLOSED` until it is freed.
+#[allow(non_camel_case_types)]
+pub struct kl_vault {
+    // The core's `Vault` is `Sync` and its `close()` already turns every later call into
+    // `vault_closed`, so the handle needs no lock of its own: the hot path takes none.
+    pub(crate) vault: Vault,
+}
+
+/// The `options_json` of `kl_vault_open`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenOptions {
+    #[serde(default)]
+    exclusive: bool,
+    durability: Option<Durability>,
+    argon2: Option<Argon2Json>,
+    cache_capacity: Option<usize>,
+    actor: Option<String>,
+    flush_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Argon2Json {
+    m_kib: u32,
+    t: u32,
+    p: u32,
+}
+
+impl OpenOptions {
+    fn into_vault_options(self) -> VaultOptions {
+        let mut o = VaultOptions {
+            exclusive: self.exclusive,
+            actor: self.actor,
+            ..VaultOptions::default()
+        };
+        if let Some(d) = self.durability {
+            o.durability = d;
+        }
+        if let Some(a) = self.argon2 {
+            o.argon2 = Some(Argon2Params {
+                m_kib: a.m_kib,
+                t: a.t,
+                p: a.p,
+            });
+        }
+        if let Some(c) = self.cache_capacity {
+            o.cache_capacity = c;
+        }
+        if let Some(ms) = self.flush_interval_ms {
+            o.flush_interval = Duration::from_millis(ms);
+        }
+        o
+    }
+}
+
+/// Open (or create) the vault file at `path` (UTF-8, `path_len` bytes, not necessarily
+/// NUL-terminated). The file is created with mode 0600.
+///
+/// `options_json` may be NULL (defaults) or a JSON object with any of:
+/// `{"exclusive": false, "durability": "immediate"|"eventual", "argon2": {"m_kib": 19456,
+/// "t": 2, "p": 1}, "cache_capacity": 100000, "actor": "name", "flush_interval_ms": 1000}`.
+/// Unknown fields are `KL_INVALID_ARGUMENT`. `"eventual"` requires `"exclusive": true`.
+///
+/// On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
+/// Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options),
+/// `KL_VAULT_LOCKED` (another process holds it exclusively), `KL_STORAGE`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_vault_open(
+    path: *const c_char,
+    path_len: usize,
+    options_json: *const c_char,
+    options_len: usize,
+    out: *mut *mut kl_vault,
+) -> kl_status {
+    boundary("kl_vault_open", || {
+        let out = try_out!(out);
+        let path = try_str!(path, path_len);
+        let options = try_opt_str!(options_json, options_len);
+        let options: OpenOptions = match options {
+            Some(json) => {
+                parse_json::<Option<OpenOptions>>(json, "options_json")?.unwrap_or_default()
+            }
+            None => OpenOptions::default(),
+        };
+        let vault = Vault::open_with(path, options.into_vault_options())?;
+        out.write(Box::into_raw(Box::new(kl_vault { vault })));
+        Ok(())
+    })
+}
+
+/// Flush usage counters and request-path audit entries now (also done every second and
+/// on close). Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL `v`), `KL_VAULT_CLOSED`,
+/// `KL_STORAGE`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_vault_flush(v: *const kl_vault) -> kl_status {
+    boundary("kl_vault_flush", || {
+        let vault = try_vault!(v);
+        vault.flush()?;
+        Ok(())
+    })
+}
+
+/// Flush and close the vault. The handle stays allocated: later calls on it return
+/// `KL_VAULT_CLOSED` (not a crash) until `kl_vault_free`. Closing twice is `KL_OK`.
+/// Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL `v`), `KL_STORAGE` (the final flush
+/// failed; the vault is closed anyway).
+#[no_mangle]
+pub unsafe extern "C" fn kl_vault_close(v: *const kl_vault) -> kl_status {
+    boundary("kl_vault_close", || {
+        let vault = try_vault!(v);
+        vault.close()?;
+        Ok(())
+    })
+}
+
+/// Close the vault if it is open (flushing it) and free the handle. `NULL` is a no-op.
+/// No other thread may use the handle during or after this call.
+#[no_mangle]
+pub unsafe extern "C" fn kl_vault_free(v: *mut kl_vault) {
+    if v.is_null() {
+        return;
+    }
+    guard((), || {
+        // SAFETY: `v` came from `Box::into_raw` in `kl_vault_open` and is freed once
+        // (contract above). Dropping the `Vault` closes and flushes it.
+        drop(unsafe { Box::from_raw(v) });
+    });
+}

@@ -1,0 +1,136 @@
+//! Compiles `tests/c/test_keyledger.c` against `include/keyledger.h` and the cdylib
+//! (`libkeyledger.so`), runs it on a temporary vault, and runs it again under valgrind
+//! (leaks and memory errors) when valgrind is installed.
+//!
+//! Run alone with `cargo test --test c_abi -- --nocapture`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding `libkeyledger.so`: the profile directory this test was built
+/// into (`<target>/debug`, found from the test executable, which lives in `deps/`), else
+/// `$CARGO_TARGET_DIR/debug` or `target/debug`.
+fn lib_dir() -> PathBuf {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+    {
+        if dir.join("deps").is_dir() {
+            return dir;
+        }
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| manifest_dir().join("target"), PathBuf::from)
+        .join("debug")
+}
+
+fn modified(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// The freshest `libkeyledger.so`. `cargo test` builds the lib with all its crate types
+/// into `<profile>/deps/` but copies it up to `<profile>/` only on `cargo build`, so the
+/// one in `deps/` is the one built from this source; without either, run `cargo build --lib`.
+fn cdylib() -> PathBuf {
+    let dir = lib_dir();
+    let candidates = [
+        dir.join("deps").join("libkeyledger.so"),
+        dir.join("libkeyledger.so"),
+    ];
+    if !candidates.iter().any(|p| p.exists()) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--lib"])
+            .current_dir(manifest_dir())
+            .status()
+            .expect("cargo build --lib should run");
+        assert!(status.success(), "cargo build --lib failed");
+    }
+    let so = candidates
+        .into_iter()
+        .filter(|p| p.exists())
+        .max_by_key(|p| modified(p))
+        .unwrap_or_else(|| panic!("no libkeyledger.so under {}", dir.display()));
+    println!("linking {}", so.display());
+    so
+}
+
+fn show(what: &str, out: &Output) {
+    println!("--- {what}: {}", out.status);
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Compile the C test program into `dir`.
+fn compile(dir: &Path) -> PathBuf {
+    let so = cdylib();
+    let lib_dir = so.parent().unwrap();
+    let exe = dir.join("test_keyledger");
+    let root = manifest_dir();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/test_keyledger.c"))
+        .arg("-L")
+        .arg(lib_dir)
+        .args(["-lkeyledger", "-lpthread"])
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("a C compiler (cc) should be installed");
+    show("cc", &out);
+    assert!(out.status.success(), "the C test program did not compile");
+    exe
+}
+
+fn assert_passed(out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("c_abi: ") && last.ends_with(" passed, 0 failed"),
+        "unexpected summary line {last:?}"
+    );
+}
+
+#[test]
+fn c_program_passes_against_the_header_and_the_cdylib() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile(dir.path());
+    let vault = dir.path().join("c.redb");
+    let out = Command::new(&exe).arg(&vault).output().unwrap();
+    show("test_keyledger", &out);
+    assert!(out.status.success(), "the C tests failed");
+    assert_passed(&out);
+
+    let valgrind = Command::new("valgrind").arg("--version").output();
+    if !valgrind.is_ok_and(|o| o.status.success()) {
+        println!("note: valgrind is not installed; skipping the leak check");
+        return;
+    }
+    let vault = dir.path().join("valgrind.redb");
+    let out = Command::new("valgrind")
+        .args([
+            "--quiet",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--error-exitcode=99",
+        ])
+        .arg(&exe)
+        .arg(&vault)
+        .output()
+        .unwrap();
+    show("valgrind test_keyledger", &out);
+    assert!(
+        out.status.success(),
+        "valgrind found memory errors or definite leaks (exit {})",
+        out.status
+    );
+    assert_passed(&out);
+}
