@@ -28,13 +28,10 @@ fn lib_dir() -> PathBuf {
         .join("debug")
 }
 
-fn modified(p: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// The freshest `libkeyledger.so`. `cargo test` builds the lib with all its crate types
+/// The `libkeyledger.so` to test. `cargo test` builds the lib with all its crate types
 /// into `<profile>/deps/` but copies it up to `<profile>/` only on `cargo build`, so the
-/// one in `deps/` is the one built from this source; without either, run `cargo build --lib`.
+/// one in `deps/` is the one built from this source and is preferred; without either,
+/// run `cargo build --lib`.
 fn cdylib() -> PathBuf {
     let dir = lib_dir();
     let candidates = [
@@ -52,8 +49,7 @@ fn cdylib() -> PathBuf {
     }
     let so = candidates
         .into_iter()
-        .filter(|p| p.exists())
-        .max_by_key(|p| modified(p))
+        .find(|p| p.exists())
         .unwrap_or_else(|| panic!("no libkeyledger.so under {}", dir.display()));
     println!("linking {}", so.display());
     so
@@ -67,8 +63,12 @@ fn show(what: &str, out: &Output) {
 
 /// Compile the C test program into `dir`.
 fn compile(dir: &Path) -> PathBuf {
+    // Link (and load, through the rpath) a private copy, so that neither cargo's
+    // LD_LIBRARY_PATH nor another build in the same target dir (maturin's Python build
+    // also writes a libkeyledger.so) decides which library the program runs against.
     let so = cdylib();
-    let lib_dir = so.parent().unwrap();
+    let lib_dir = dir;
+    std::fs::copy(&so, lib_dir.join("libkeyledger.so")).expect("copy the cdylib");
     let exe = dir.join("test_keyledger");
     let root = manifest_dir();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
@@ -104,7 +104,11 @@ fn c_program_passes_against_the_header_and_the_cdylib() {
     let dir = tempfile::tempdir().unwrap();
     let exe = compile(dir.path());
     let vault = dir.path().join("c.redb");
-    let out = Command::new(&exe).arg(&vault).output().unwrap();
+    let out = Command::new(&exe)
+        .arg(&vault)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
     show("test_keyledger", &out);
     assert!(out.status.success(), "the C tests failed");
     assert_passed(&out);
@@ -124,6 +128,7 @@ fn c_program_passes_against_the_header_and_the_cdylib() {
         ])
         .arg(&exe)
         .arg(&vault)
+        .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();
     show("valgrind test_keyledger", &out);
