@@ -39,6 +39,7 @@ mod model;
 pub mod policy;
 #[cfg(feature = "python")]
 mod python;
+mod secrets;
 pub(crate) mod shm;
 mod store;
 pub mod token;
@@ -53,6 +54,7 @@ pub use model::{
     NewKey, RateLimitStatus, SecretToken, Stats, Usage, WhoAmI,
 };
 pub use policy::RouteRule;
+pub use secrets::{sign_request, MasterKey, DEFAULT_SIGNATURE_WINDOW_MS, MASTER_KEY_ENV};
 pub use token::{looks_like_key, redact};
 pub use vault::{
     system_now, AuthorizeOptions, Clock, Durability, Target, Vault, VaultOptions,

@@ -183,20 +183,36 @@ pub struct Usage {
 }
 
 /// A freshly minted token: shown once, never stored, zeroized on drop, never printed by
-/// `Debug`. Call [`SecretToken::expose`] to hand it to the user.
+/// `Debug`. Call [`SecretToken::expose`] to hand it to the user. A key created with
+/// `signing` also carries its signing secret ([`SecretToken::signing_secret`]), shown once
+/// as well.
 #[derive(Clone)]
-pub struct SecretToken(pub(crate) Zeroizing<String>);
+pub struct SecretToken {
+    pub(crate) token: Zeroizing<String>,
+    pub(crate) signing: Option<Zeroizing<String>>,
+}
 
 impl SecretToken {
     /// The token itself. Show it once; keyledger cannot show it again.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.token
+    }
+
+    /// The signing secret of a signing key (64 hex characters; its ASCII bytes are the
+    /// HMAC key clients sign requests with), `None` for other keys. An admin can recover
+    /// it later with `reveal_signing_secret` (audited).
+    pub fn signing_secret(&self) -> Option<&str> {
+        self.signing.as_deref().map(String::as_str)
     }
 }
 
 impl std::fmt::Debug for SecretToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SecretToken({})", crate::token::redact(&self.0))
+        write!(f, "SecretToken({}", crate::token::redact(&self.token))?;
+        if self.signing.is_some() {
+            f.write_str(", signing secret: …")?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -268,6 +284,13 @@ impl NewKey {
     #[must_use]
     pub fn operator(mut self, operator: bool) -> Self {
         self.operator = operator;
+        self
+    }
+
+    /// Require signed requests (needs a vault opened with a master key).
+    #[must_use]
+    pub fn signing(mut self, signing: bool) -> Self {
+        self.signing = signing;
         self
     }
 

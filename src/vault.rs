@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use crate::batch::GroupCommit;
 use crate::cache::Cache;
@@ -19,6 +20,7 @@ use crate::model::{
     NewKey, SecretToken, Stats, Usage, WhoAmI,
 };
 use crate::policy::{self, RouteRule, Router};
+use crate::secrets::{self, MasterKey};
 use crate::shm::{Sidecar, SlotKind};
 use crate::store::{AccountRecord, AuditRecord, KeyRecord, Sharing, Store, WriteTx};
 use crate::token;
@@ -85,6 +87,13 @@ pub struct VaultOptions {
     pub actor: Option<String>,
     /// The clock (tests pin it).
     pub clock: Option<Clock>,
+    /// The master key for signing secrets (SPEC §7). `None`: a passphrase, else
+    /// `KEYLEDGER_MASTER_KEY`, else none (a vault without signing keys needs none).
+    pub master_key: Option<MasterKey>,
+    /// Derive the master key from this passphrase (argon2id; salt stored in the vault).
+    pub master_passphrase: Option<Zeroizing<String>>,
+    /// Request signatures are accepted this far from now, each side (default 300 s).
+    pub signature_window_ms: Millis,
 }
 
 impl Default for VaultOptions {
@@ -102,6 +111,9 @@ impl Default for VaultOptions {
             flush_interval: Duration::from_secs(1),
             actor: None,
             clock: None,
+            master_key: None,
+            master_passphrase: None,
+            signature_window_ms: secrets::DEFAULT_SIGNATURE_WINDOW_MS,
         }
     }
 }
@@ -114,6 +126,8 @@ impl std::fmt::Debug for VaultOptions {
             .field("argon2", &self.argon2)
             .field("cache_capacity", &self.cache_capacity)
             .field("actor", &self.actor)
+            .field("master_key", &self.master_key.as_ref().map(|_| "…"))
+            .field("signature_window_ms", &self.signature_window_ms)
             .finish_non_exhaustive()
     }
 }
@@ -250,6 +264,8 @@ struct Inner {
     argon2_runs: AtomicU64,
     throttled: AtomicU64,
     flush_interval: Duration,
+    master: RwLock<Option<MasterKey>>,
+    signature_window_ms: Millis,
 }
 
 /// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
@@ -299,6 +315,14 @@ impl Vault {
         if options.flush_interval.is_zero() {
             return Err(Error::invalid("flush_interval must be positive"));
         }
+        if options.signature_window_ms <= 0 {
+            return Err(Error::invalid("signature_window_ms must be positive"));
+        }
+        if options.master_key.is_some() && options.master_passphrase.is_some() {
+            return Err(Error::invalid(
+                "give master_key or master_passphrase, not both",
+            ));
+        }
         let fork_gen = fork_generation();
         let sharing = if options.exclusive {
             Sharing::Exclusive
@@ -325,6 +349,7 @@ impl Vault {
             (None, Some(stored)) => stored,
             (None, None) => Argon2Params::default(),
         };
+        let master = resolve_master_key(&store, options.master_key, options.master_passphrase)?;
         let (sidecar, mode) = if options.exclusive {
             (
                 Some(Sidecar::private(options.shm_slots)),
@@ -361,6 +386,8 @@ impl Vault {
             argon2_runs: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             flush_interval: options.flush_interval,
+            master: RwLock::new(master),
+            signature_window_ms: options.signature_window_ms,
         });
         let flusher = spawn_flusher(&inner)?;
         Ok(Vault {
@@ -740,13 +767,14 @@ impl Vault {
             }
             (None, None) => None,
         };
-        if new.signing {
-            return Err(Error::invalid(
-                "signing keys need the master key support of SPEC §7, which this version does not have yet",
-            ));
-        }
+        let master = if new.signing {
+            Some(inner.master_for_signing()?)
+        } else {
+            None
+        };
         let metadata = metadata_string(new.metadata)?;
-        let (secret, hash, key_id) = inner.mint(&new.prefix)?;
+        let (mut secret, hash, key_id) = inner.mint(&new.prefix)?;
+        let signing_secret = seal_signing_secret(master.as_ref(), &key_id, &mut secret)?;
         let rec = KeyRecord {
             key_id,
             prefix: new.prefix,
@@ -759,7 +787,7 @@ impl Vault {
             disabled: false,
             revoked_at: None,
             secret_hash: hash,
-            signing_secret: None,
+            signing_secret,
             rotated_from: None,
             metadata,
         };
@@ -777,7 +805,7 @@ impl Vault {
                 "key_created",
                 Some(&rec.key_id),
                 Some(&rec.account_id),
-                json!({ "name": rec.name, "prefix": rec.prefix, "scopes": rec.scopes, "operator": rec.operator, "expires_at": rec.expires_at }),
+                json!({ "name": rec.name, "prefix": rec.prefix, "scopes": rec.scopes, "operator": rec.operator, "signing": rec.signing_secret.is_some(), "expires_at": rec.expires_at }),
             )?;
             Ok(())
         })?;
@@ -904,7 +932,13 @@ impl Vault {
             .key(key_id)?
             .ok_or_else(|| not_found_key(key_id))?;
         live(&old)?;
-        let (secret, hash, new_id) = inner.mint(&old.prefix)?;
+        let master = if old.signing_secret.is_some() {
+            Some(inner.master_for_signing()?)
+        } else {
+            None
+        };
+        let (mut secret, hash, new_id) = inner.mint(&old.prefix)?;
+        let signing_secret = seal_signing_secret(master.as_ref(), &new_id, &mut secret)?;
         let ends = now.saturating_add(grace_ms);
         let created = inner.write(|tx| {
             let mut old = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
@@ -918,7 +952,7 @@ impl Vault {
                 disabled: false,
                 revoked_at: None,
                 secret_hash: hash.clone(),
-                signing_secret: None,
+                signing_secret: signing_secret.clone(),
                 rotated_from: Some(old.key_id.clone()),
                 expires_at: old.expires_at.filter(|&at| at > now),
                 ..old.clone()
@@ -965,6 +999,59 @@ impl Vault {
             refused,
             hourly,
         })
+    }
+
+    /// The signing secret of a signing key, for an admin who lost it (audited as
+    /// `signing_secret_revealed`). Needs the master key.
+    pub fn reveal_signing_secret(&self, key_id: &str) -> Result<Zeroizing<String>> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        if !token::is_valid_key_id(key_id) {
+            return Err(Error::invalid("key_id must be 8 characters of [a-z0-9]"));
+        }
+        let master = inner.master.read().clone().ok_or_else(no_master_key)?;
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let rec = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
+            let sealed = rec
+                .signing_secret
+                .as_ref()
+                .ok_or_else(|| Error::invalid(format!("key {key_id} is not a signing key")))?;
+            let plain = master
+                .open(&secrets::signing_aad(key_id), sealed)
+                .ok_or_else(|| undecryptable(key_id))?;
+            let text = String::from_utf8(plain.to_vec()).map_err(|_| undecryptable(key_id))?;
+            inner.audit(
+                tx,
+                now,
+                "signing_secret_revealed",
+                Some(key_id),
+                Some(&rec.account_id),
+                json!({}),
+            )?;
+            Ok(Zeroizing::new(text))
+        })
+    }
+
+    /// Whether this handle holds a master key.
+    pub fn has_master_key(&self) -> bool {
+        self.inner.master.read().is_some()
+    }
+
+    /// Master-key rotation: re-encrypt every signing secret under `new` in one transaction
+    /// (all or nothing) and replace the check value. Returns how many secrets were
+    /// re-encrypted. Other processes must reopen with the new key.
+    pub fn rekey(&self, new: MasterKey) -> Result<usize> {
+        self.inner.rekey(new, None)
+    }
+
+    /// [`Vault::rekey`] to a key derived from a new passphrase (a fresh salt is stored).
+    pub fn rekey_passphrase(&self, passphrase: &str) -> Result<usize> {
+        let mut salt = vec![0u8; 16];
+        getrandom::fill(&mut salt).map_err(Error::storage)?;
+        let kdf = Argon2Params::default();
+        let new = MasterKey::from_passphrase(passphrase.as_bytes(), &salt, kdf)?;
+        self.inner.rekey(new, Some((salt, kdf)))
     }
 
     // ----------------------------------------------------------------- routes
@@ -1241,7 +1328,7 @@ impl Inner {
         token: &str,
         now: Millis,
         target: &Target<'_>,
-        _options: &AuthorizeOptions<'_>,
+        options: &AuthorizeOptions<'_>,
     ) -> Result<Authed> {
         if token.len() > token::MAX_TOKEN_LEN {
             return Err(self.refuse_unknown(None, target, now));
@@ -1270,10 +1357,34 @@ impl Inner {
         if rec.expires_at.is_some_and(|at| now >= at) {
             return Err(self.refuse(Some(&rec), target, now, Error::ApiKeyExpired));
         }
-        if rec.signing_secret.is_some() {
-            // Signing keys cannot be created by this version (SPEC §7 is not built yet);
-            // a record that has one is refused rather than let through unsigned.
-            return Err(self.refuse(Some(&rec), target, now, Error::InvalidSignature));
+        if let Some(sealed) = &rec.signing_secret {
+            let secret = {
+                let master = self.master.read();
+                let Some(master) = master.as_ref() else {
+                    return Err(no_master_key());
+                };
+                master
+                    .open(&secrets::signing_aad(&rec.key_id), sealed)
+                    .ok_or_else(|| undecryptable(&rec.key_id))?
+            };
+            let (method, path) = match *target {
+                Target::Route { method, path } => (method, path),
+                Target::Scope(s) => ("SCOPE", s),
+            };
+            let signed = options.signature.is_some_and(|sig| {
+                secrets::verify_request(
+                    &secret,
+                    sig,
+                    now,
+                    self.signature_window_ms,
+                    method,
+                    path,
+                    options.body.unwrap_or_default(),
+                )
+            });
+            if !signed {
+                return Err(self.refuse(Some(&rec), target, now, Error::InvalidSignature));
+            }
         }
         Ok(Authed { rec, usage })
     }
@@ -1465,7 +1576,14 @@ impl Inner {
             let _permit = self.limiter.acquire();
             crypto::hash_secret(parsed.secret.as_bytes(), self.argon2)?
         };
-        Ok((SecretToken(secret), hash, key_id))
+        Ok((
+            SecretToken {
+                token: secret,
+                signing: None,
+            },
+            hash,
+            key_id,
+        ))
     }
 
     /// Load a key, let `change` edit it, write it with its audit entry. `change` returns
@@ -1501,6 +1619,62 @@ impl Inner {
             .0
             .and_then(|(l, _, _)| (l != i64::MIN).then_some(l));
         Ok(key_info(&rec, last))
+    }
+
+    fn rekey(&self, new: MasterKey, kdf: Option<(Vec<u8>, Argon2Params)>) -> Result<usize> {
+        self.check_open()?;
+        let current = self.master.read().clone();
+        let now = (self.clock)();
+        let count = self.write(|tx| {
+            if let Some(check) = tx.meta("master_check")? {
+                if !current.as_ref().is_some_and(|c| c.matches(&check)) {
+                    return Err(Error::WrongMasterKey);
+                }
+            }
+            let mut count = 0usize;
+            for mut rec in tx.keys_of(None)? {
+                let Some(sealed) = &rec.signing_secret else {
+                    continue;
+                };
+                let aad = secrets::signing_aad(&rec.key_id);
+                let cur = current.as_ref().ok_or(Error::WrongMasterKey)?;
+                let plain = cur
+                    .open(&aad, sealed)
+                    .ok_or_else(|| undecryptable(&rec.key_id))?;
+                #[cfg(test)]
+                if count >= tests::REKEY_FAIL_AFTER.load(Ordering::SeqCst) {
+                    return Err(Error::Storage("injected failure during rekey".into()));
+                }
+                rec.signing_secret = Some(new.seal(&aad, &plain)?);
+                tx.put_key(&rec)?;
+                count += 1;
+            }
+            tx.put_meta("master_check", &new.check_value()?)?;
+            if let Some((salt, params)) = &kdf {
+                tx.put_meta("master_salt", salt)?;
+                tx.put_meta("master_kdf", &params.encode())?;
+            }
+            self.audit(
+                tx,
+                now,
+                "master_key_rotated",
+                None,
+                None,
+                json!({ "reencrypted": count, "passphrase": kdf.is_some() }),
+            )?;
+            Ok(count)
+        })?;
+        *self.master.write() = Some(new);
+        Ok(count)
+    }
+
+    /// The master key, required to create a signing key.
+    fn master_for_signing(&self) -> Result<MasterKey> {
+        self.master.read().clone().ok_or_else(|| {
+            Error::invalid(
+                "signing keys need a master key: open the vault with master_key, a passphrase or KEYLEDGER_MASTER_KEY",
+            )
+        })
     }
 
     fn submit_debit(&self, req: DebitReq) -> Result<Debited> {
@@ -1806,6 +1980,89 @@ fn normalize_scopes<S: AsRef<str>>(scopes: &[S]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// For a signing key: a fresh signing secret, handed to `token` (shown once) and returned
+/// sealed under the master key for storage. `None` for other keys.
+fn seal_signing_secret(
+    master: Option<&MasterKey>,
+    key_id: &str,
+    token: &mut SecretToken,
+) -> Result<Option<Vec<u8>>> {
+    let Some(master) = master else {
+        return Ok(None);
+    };
+    let plain = secrets::new_signing_secret()?;
+    let sealed = master.seal(&secrets::signing_aad(key_id), plain.as_bytes())?;
+    token.signing = Some(plain);
+    Ok(Some(sealed))
+}
+
+fn no_master_key() -> Error {
+    Error::WrongMasterKey
+}
+
+fn undecryptable(key_id: &str) -> Error {
+    Error::Storage(format!(
+        "the signing secret of key {key_id} does not decrypt: the record was altered or moved"
+    ))
+}
+
+/// The master key for this handle: the one given, else derived from the passphrase (salt
+/// and parameters stored in the vault, created on first use), else `KEYLEDGER_MASTER_KEY`.
+/// It must match the vault's check value, which the first key given creates.
+fn resolve_master_key(
+    store: &Store,
+    key: Option<MasterKey>,
+    passphrase: Option<Zeroizing<String>>,
+) -> Result<Option<MasterKey>> {
+    let key = match (key, passphrase) {
+        (Some(k), _) => Some(k),
+        (None, Some(p)) => {
+            let mut tx = store.write()?;
+            let salt = tx.meta("master_salt")?;
+            let kdf = tx
+                .meta("master_kdf")?
+                .and_then(|v| Argon2Params::decode(&v));
+            let (salt, kdf) = match (salt, kdf) {
+                (Some(salt), Some(kdf)) => {
+                    drop(tx);
+                    (salt, kdf)
+                }
+                _ => {
+                    let mut salt = vec![0u8; 16];
+                    getrandom::fill(&mut salt).map_err(Error::storage)?;
+                    let kdf = Argon2Params::default();
+                    tx.put_meta("master_salt", &salt)?;
+                    tx.put_meta("master_kdf", &kdf.encode())?;
+                    tx.commit(redb::Durability::Immediate)?;
+                    (salt, kdf)
+                }
+            };
+            Some(MasterKey::from_passphrase(p.as_bytes(), &salt, kdf)?)
+        }
+        (None, None) => MasterKey::from_env()?,
+    };
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    if let Some(check) = store.read()?.meta("master_check")? {
+        return if key.matches(&check) {
+            Ok(Some(key))
+        } else {
+            Err(Error::WrongMasterKey)
+        };
+    }
+    let mut tx = store.write()?;
+    match tx.meta("master_check")? {
+        Some(check) if !key.matches(&check) => return Err(Error::WrongMasterKey),
+        Some(_) => {}
+        None => {
+            tx.put_meta("master_check", &key.check_value()?)?;
+            tx.commit(redb::Durability::Immediate)?;
+        }
+    }
+    Ok(Some(key))
+}
+
 fn metadata_string(metadata: Option<Value>) -> Result<String> {
     let m = metadata.unwrap_or_else(|| json!({}));
     if !m.is_object() {
@@ -1822,6 +2079,10 @@ fn metadata_string(metadata: Option<Value>) -> Result<String> {
 mod tests {
     use super::*;
 
+    /// Fault injection for `rekey`: fail before re-encrypting the secret with this index.
+    pub(super) static REKEY_FAIL_AFTER: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(usize::MAX);
+
     fn vault(dir: &tempfile::TempDir) -> Vault {
         Vault::open_with(
             dir.path().join("v.redb"),
@@ -1831,6 +2092,103 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    fn signing_vault(dir: &tempfile::TempDir, master: &MasterKey) -> Vault {
+        Vault::open_with(
+            dir.path().join("v.redb"),
+            VaultOptions {
+                argon2: Some(Argon2Params::INSECURE_FAST),
+                master_key: Some(master.clone()),
+                ..VaultOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn rewrite_key(v: &Vault, key_id: &str, f: impl FnOnce(&mut KeyRecord)) {
+        v.inner
+            .write(|tx| {
+                let mut rec = tx.key(key_id)?.unwrap();
+                f(&mut rec);
+                tx.put_key(&rec)
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_tampered_or_swapped_signing_secret_never_decrypts() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let v = signing_vault(&dir, &master);
+        v.create_account("a", 0, None).unwrap();
+        let (_, k1) = v
+            .create_key(NewKey::new("a", "k1", ["x"]).signing(true))
+            .unwrap();
+        let (_, k2) = v
+            .create_key(NewKey::new("a", "k2", ["x"]).signing(true))
+            .unwrap();
+        // Flip one byte of k1's ciphertext.
+        rewrite_key(&v, &k1.key_id, |r| {
+            let s = r.signing_secret.as_mut().unwrap();
+            let last = s.len() - 1;
+            s[last] ^= 0x01;
+        });
+        assert!(matches!(
+            v.reveal_signing_secret(&k1.key_id),
+            Err(Error::Storage(_))
+        ));
+        // Copy k2's (valid) ciphertext onto k1: bound to k2's key_id, it does not open.
+        let k2_blob = v
+            .inner
+            .read()
+            .unwrap()
+            .key(&k2.key_id)
+            .unwrap()
+            .unwrap()
+            .signing_secret;
+        rewrite_key(&v, &k1.key_id, |r| r.signing_secret = k2_blob.clone());
+        assert!(matches!(
+            v.reveal_signing_secret(&k1.key_id),
+            Err(Error::Storage(_))
+        ));
+        // Truncated.
+        rewrite_key(&v, &k1.key_id, |r| r.signing_secret = Some(vec![1, 2, 3]));
+        assert!(matches!(
+            v.reveal_signing_secret(&k1.key_id),
+            Err(Error::Storage(_))
+        ));
+        assert!(v.reveal_signing_secret(&k2.key_id).is_ok());
+    }
+
+    #[test]
+    fn an_interrupted_rekey_leaves_the_old_master_key_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let v = signing_vault(&dir, &master);
+        v.create_account("a", 0, None).unwrap();
+        let mut secrets = Vec::new();
+        for i in 0..3 {
+            let (t, info) = v
+                .create_key(NewKey::new("a", format!("k{i}"), ["x"]).signing(true))
+                .unwrap();
+            secrets.push((info.key_id, t.signing_secret().unwrap().to_string()));
+        }
+        tests::REKEY_FAIL_AFTER.store(1, Ordering::SeqCst);
+        let r = v.rekey(MasterKey::generate().unwrap());
+        tests::REKEY_FAIL_AFTER.store(usize::MAX, Ordering::SeqCst);
+        assert!(matches!(r, Err(Error::Storage(_))));
+        for (key_id, secret) in &secrets {
+            assert_eq!(v.reveal_signing_secret(key_id).unwrap().as_str(), secret);
+        }
+        v.close().unwrap();
+        drop(v);
+        // The old key still matches the vault's check value.
+        let v = signing_vault(&dir, &master);
+        assert_eq!(
+            v.reveal_signing_secret(&secrets[2].0).unwrap().as_str(),
+            secrets[2].1
+        );
     }
 
     /// A writer that dies between its two slot bumps (after its commit) leaves the slot
