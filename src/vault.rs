@@ -538,8 +538,10 @@ impl Vault {
             match inner.submit_debit(req) {
                 Ok(d) => {
                     if let Some(first) = d.replayed {
+                        // The first call's grant; this call charged nothing.
                         grant = first;
                         grant.replayed = true;
+                        grant.charged = 0;
                     } else {
                         grant.charged = d.charged;
                         grant.credits = d.credits;

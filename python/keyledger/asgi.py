@@ -16,6 +16,12 @@ rules, and then either
 * calls the app with the ``Grant`` in ``scope["keyledger"]`` and in
   ``scope["state"]["keyledger"]`` (``request.state.keyledger`` in Starlette/FastAPI).
 
+Signed requests (keys created with ``signing=True``, SPEC §7): when the request carries the
+signature header (default ``X-KeyLedger-Signature: t=<unix seconds>,v1=<hex>``), the
+middleware reads the whole body (up to ``max_body`` bytes), checks the signature over
+``"<t>.<METHOD>.<path>.<body>"`` and replays the body to the app unchanged. A signing key
+without the header is refused with 401 ``invalid_signature``.
+
 Lifespan and websocket scopes pass through untouched. A request whose route costs credits
 is authorized in a worker thread (its durable debit waits for a commit, and concurrent
 debits then share one commit); a free route is authorized inline, in about a microsecond.
@@ -68,6 +74,8 @@ class KeyLedgerMiddleware:
         ``Bearer <token>``). Any other header is read as the bare token.
     :param cost: credits to charge per request instead of the matched route's cost.
     :param exclude: paths served without a key (exact matches), e.g. ``("/health",)``.
+    :param signature_header: the header carrying a request signature.
+    :param max_body: the largest body read for a signature check (413 beyond it).
     """
 
     def __init__(
@@ -78,12 +86,27 @@ class KeyLedgerMiddleware:
         header: str = "authorization",
         cost: Optional[int] = None,
         exclude: Iterable[str] = (),
+        signature_header: str = "x-keyledger-signature",
+        max_body: int = 1024 * 1024,
     ) -> None:
         self.app = app
         self.vault = vault
         self.header = header.lower().encode("latin-1")
         self.cost = cost
         self.exclude = frozenset(exclude)
+        self.signature_header = signature_header.lower().encode("latin-1")
+        self.max_body = max_body
+
+    def _signature(self, scope: Scope) -> Optional[str]:
+        for name, value in scope.get("headers") or ():
+            if name == self.signature_header:
+                if len(value) > MAX_HEADER:
+                    return ""
+                try:
+                    return str(value.decode("ascii"))
+                except UnicodeDecodeError:
+                    return ""
+        return None
 
     def _token(self, scope: Scope) -> Optional[str]:
         for name, value in scope.get("headers") or ():
@@ -114,6 +137,19 @@ class KeyLedgerMiddleware:
         method = str(scope.get("method", "GET"))
         path = str(scope.get("path", "/"))
         token = self._token(scope)
+        signature = self._signature(scope)
+        body: Optional[bytes] = None
+        if signature is not None:
+            body = await _read_body(receive, self.max_body)
+            if body is None:
+                await _answer(send, KeyLedgerError(
+                    "request body too large to verify its signature",
+                    status=413,
+                    code="invalid_argument",
+                    body={"success": False, "error": "invalid_argument", "message": "request body too large"},
+                ))
+                return
+            receive = _replay(body)
         try:
             if token is None:
                 raise InvalidApiKey(
@@ -122,7 +158,7 @@ class KeyLedgerMiddleware:
                     code="invalid_api_key",
                     body={"success": False, "error": "invalid_api_key", "message": "missing or malformed API key"},
                 )
-            grant = await self._authorize(token, method, path)
+            grant = await self._authorize(token, method, path, signature, body)
         except KeyLedgerError as refusal:
             await _answer(send, refusal)
             return
@@ -131,13 +167,50 @@ class KeyLedgerMiddleware:
         state["keyledger"] = grant
         await self.app(scope, receive, send)
 
-    async def _authorize(self, token: str, method: str, path: str) -> Grant:
-        if self._costs_credits(method, path):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                None, lambda: self.vault.authorize(token, route=(method, path), cost=self.cost)
+    async def _authorize(
+        self, token: str, method: str, path: str, signature: Optional[str], body: Optional[bytes]
+    ) -> Grant:
+        def call() -> Grant:
+            return self.vault.authorize(
+                token, route=(method, path), cost=self.cost, signature=signature, body=body
             )
-        return self.vault.authorize(token, route=(method, path), cost=self.cost)
+
+        if self._costs_credits(method, path):
+            return await asyncio.get_running_loop().run_in_executor(None, call)
+        return call()
+
+
+async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
+    """The whole request body, or None when it exceeds ``limit``."""
+    chunks: List[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that hands the app the body already read, then waits for disconnect."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # nothing more will come; the server cancels us
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 async def _answer(send: Send, refusal: KeyLedgerError) -> None:

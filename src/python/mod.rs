@@ -12,9 +12,11 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyTuple};
 
+use zeroize::Zeroizing;
+
 use crate::{
-    Argon2Params, AuditQuery, AuthorizeOptions, Durability, Error, Millis, NewKey, Target,
-    ThrottleConfig, VaultOptions,
+    Argon2Params, AuditQuery, AuthorizeOptions, Durability, Error, MasterKey, Millis, NewKey,
+    SecretToken, Target, ThrottleConfig, VaultOptions,
 };
 
 // ------------------------------------------------------------------ errors
@@ -242,6 +244,27 @@ fn strings_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
         );
     }
     Ok(out)
+}
+
+fn token_to_py<'py>(py: Python<'py>, token: &SecretToken) -> PyResult<Bound<'py, PyAny>> {
+    let cls = py.import("keyledger._types")?.getattr("Token")?;
+    cls.call1((token.expose(), token.signing_secret()))
+}
+
+/// A master key: 32 raw `bytes`, or its base64 as `str`.
+fn master_key_arg(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<MasterKey>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(text) = obj.extract::<PyBackedStr>() {
+        return MasterKey::from_base64(&text).py(py).map(Some);
+    }
+    if let Ok(raw) = obj.extract::<pyo3::pybacked::PyBackedBytes>() {
+        return MasterKey::from_bytes(&raw).py(py).map(Some);
+    }
+    Err(PyTypeError::new_err(
+        "master_key must be 32 bytes or their base64 as str",
+    ))
 }
 
 // ------------------------------------------------------------------ result classes
@@ -719,12 +742,13 @@ fn argon2_arg(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option
 #[pymethods]
 impl PyVault {
     #[new]
-    #[pyo3(signature = (path, *, master_key=None, argon2=None, exclusive=false, durability="immediate", cache_capacity=100_000, actor=None, throttle_burst=None, throttle_per_second=None))]
+    #[pyo3(signature = (path, *, master_key=None, master_passphrase=None, argon2=None, exclusive=false, durability="immediate", cache_capacity=100_000, actor=None, throttle_burst=None, throttle_per_second=None, signature_window=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
         master_key: Option<&Bound<'_, PyAny>>,
+        master_passphrase: Option<String>,
         argon2: Option<&Bound<'_, PyAny>>,
         exclusive: bool,
         durability: &str,
@@ -732,13 +756,9 @@ impl PyVault {
         actor: Option<String>,
         throttle_burst: Option<u32>,
         throttle_per_second: Option<f64>,
+        signature_window: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        if master_key.is_some_and(|m| !m.is_none()) {
-            return Err(invalid(
-                py,
-                "master_key: signing secrets (SPEC §7) are not supported by this version yet",
-            ));
-        }
+        let master_key = master_key_arg(py, master_key)?;
         let durability = match durability {
             "immediate" => Durability::Immediate,
             "eventual" => Durability::Eventual,
@@ -769,8 +789,14 @@ impl PyVault {
             cache_capacity,
             actor,
             throttle,
+            master_key,
+            master_passphrase: master_passphrase.map(Zeroizing::new),
             ..VaultOptions::default()
         };
+        let mut options = options;
+        if let Some(w) = signature_window.filter(|o| !o.is_none()) {
+            options.signature_window_ms = duration_arg(py, w, "signature_window")?;
+        }
         let vault = py
             .detach(|| crate::Vault::open_with(&path, options))
             .py(py)?;
@@ -929,9 +955,9 @@ impl PyVault {
     /// Mint a key: returns `(token, KeyInfo)`. The token is shown once and never again.
     #[pyo3(signature = (account_id, name, scopes, *, prefix="kl_live", expires_at=None, expires_in=None, operator=false, signing=false, metadata=None))]
     #[allow(clippy::too_many_arguments)]
-    fn create_key(
+    fn create_key<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         account_id: String,
         name: String,
         scopes: &Bound<'_, PyAny>,
@@ -941,7 +967,7 @@ impl PyVault {
         operator: bool,
         signing: bool,
         metadata: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<(String, PyKeyInfo)> {
+    ) -> PyResult<(Bound<'py, PyAny>, PyKeyInfo)> {
         let mut new = NewKey::new(account_id, name, strings_arg(scopes, "scopes")?).prefix(prefix);
         if let Some(at) = expires_at.filter(|o| !o.is_none()) {
             new.expires_at = Some(instant_arg(py, at, "expires_at")?);
@@ -953,7 +979,7 @@ impl PyVault {
         new.signing = signing;
         new.metadata = metadata_arg(py, metadata)?;
         let (token, info) = py.detach(|| self.vault.create_key(new)).py(py)?;
-        Ok((token.expose().to_string(), PyKeyInfo(info)))
+        Ok((token_to_py(py, &token)?, PyKeyInfo(info)))
     }
 
     fn key(&self, py: Python<'_>, key_id: PyBackedStr) -> PyResult<PyKeyInfo> {
@@ -1021,18 +1047,47 @@ impl PyVault {
     /// Rotate: a new key with the same settings; the old one works for `grace`
     /// (a timedelta or seconds; default 0) and then expires. Returns `(token, KeyInfo)`.
     #[pyo3(signature = (key_id, grace=None))]
-    fn rotate_key(
+    fn rotate_key<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         key_id: PyBackedStr,
         grace: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<(String, PyKeyInfo)> {
+    ) -> PyResult<(Bound<'py, PyAny>, PyKeyInfo)> {
         let grace = match grace {
             Some(g) if !g.is_none() => duration_arg(py, g, "grace")?,
             _ => 0,
         };
         let (token, info) = py.detach(|| self.vault.rotate_key(&key_id, grace)).py(py)?;
-        Ok((token.expose().to_string(), PyKeyInfo(info)))
+        Ok((token_to_py(py, &token)?, PyKeyInfo(info)))
+    }
+
+    /// The signing secret of a signing key (audited as `signing_secret_revealed`).
+    fn reveal_signing_secret(&self, py: Python<'_>, key_id: PyBackedStr) -> PyResult<String> {
+        let secret = py
+            .detach(|| self.vault.reveal_signing_secret(&key_id))
+            .py(py)?;
+        Ok(secret.as_str().to_string())
+    }
+
+    /// Re-encrypt every signing secret under a new master key (32 bytes, or base64 str),
+    /// all or nothing. Returns how many were re-encrypted.
+    fn rekey(&self, py: Python<'_>, new_master_key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let key = master_key_arg(py, Some(new_master_key))?
+            .ok_or_else(|| invalid(py, "new_master_key is required"))?;
+        py.detach(|| self.vault.rekey(key)).py(py)
+    }
+
+    /// `rekey` to a key derived from a new passphrase.
+    fn rekey_passphrase(&self, py: Python<'_>, passphrase: String) -> PyResult<usize> {
+        let passphrase = Zeroizing::new(passphrase);
+        py.detach(|| self.vault.rekey_passphrase(&passphrase))
+            .py(py)
+    }
+
+    /// Whether this handle holds a master key.
+    #[getter]
+    fn has_master_key(&self) -> bool {
+        self.vault.has_master_key()
     }
 
     #[pyo3(signature = (method, pattern, scope, cost=None))]
@@ -1166,6 +1221,42 @@ fn verify_webhook(
     ))
 }
 
+/// The signature header a client sends for a signed request:
+/// `t=<t>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">`.
+#[pyfunction]
+#[pyo3(signature = (signing_secret, method, path, body=None, t=None))]
+fn sign_request(
+    py: Python<'_>,
+    signing_secret: PyBackedStr,
+    method: PyBackedStr,
+    path: PyBackedStr,
+    body: Option<&Bound<'_, PyAny>>,
+    t: Option<&Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    let body = match body {
+        Some(b) if !b.is_none() => bytes_arg(b, "body")?,
+        _ => Vec::new(),
+    };
+    let t_ms = match t {
+        Some(t) if !t.is_none() => instant_arg(py, t, "t")?,
+        _ => crate::system_now(),
+    };
+    Ok(crate::sign_request(
+        &signing_secret,
+        t_ms.div_euclid(1000),
+        &method,
+        &path,
+        &body,
+    ))
+}
+
+/// A new random master key, as base64 (for `KEYLEDGER_MASTER_KEY`).
+#[pyfunction]
+fn generate_master_key(py: Python<'_>) -> PyResult<String> {
+    let k = MasterKey::generate().py(py)?;
+    Ok(k.to_base64().as_str().to_string())
+}
+
 /// The version of the native module.
 #[pyfunction]
 fn version() -> &'static str {
@@ -1176,7 +1267,8 @@ fn version() -> &'static str {
 mod _keyledger {
     #[pymodule_export]
     use super::{
-        looks_like_key, redact, sign_webhook, verify_webhook, version, PyAccount, PyAuditEntry,
-        PyBalance, PyGrant, PyKeyInfo, PyRouteRule, PyUsage, PyVault, PyWhoAmI,
+        generate_master_key, looks_like_key, redact, sign_request, sign_webhook, verify_webhook,
+        version, PyAccount, PyAuditEntry, PyBalance, PyGrant, PyKeyInfo, PyRouteRule, PyUsage,
+        PyVault, PyWhoAmI,
     };
 }

@@ -1,0 +1,25 @@
+"""Small Python-side types the native module returns."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class Token(str):
+    """A freshly minted API key token: a ``str`` (show it to the user once; keyledger
+    cannot show it again).
+
+    For a key created with ``signing=True``, ``signing_secret`` holds its signing secret
+    (64 hex characters; its ASCII bytes are the HMAC key clients sign requests with), also
+    shown once. It is ``None`` for other keys.
+    """
+
+    signing_secret: Optional[str]
+
+    def __new__(cls, token: str, signing_secret: Optional[str] = None) -> "Token":
+        self = super().__new__(cls, token)
+        self.signing_secret = signing_secret
+        return self
+
+
+__all__ = ["Token"]
