@@ -1,0 +1,247 @@
+// Type definitions of the keyledger Node.js binding.
+
+/** A u64 amount in: a safe non-negative integer Number, or a BigInt below 2^64. */
+export type Amount = number | bigint;
+/** A u64 amount out: a Number, or a BigInt when it exceeds Number.MAX_SAFE_INTEGER. */
+export type AmountOut = number | bigint;
+/** A point in time in: a Date or unix milliseconds. */
+export type Instant = Date | number;
+
+export interface VaultOptions {
+  /** One process only: a second opener gets `vault_locked`; cheaper reads and commits. */
+  exclusive?: boolean;
+  /** `'eventual'` (debits made durable within ~100 ms) requires `exclusive: true`. */
+  durability?: 'immediate' | 'eventual';
+  /** argon2id parameters for new hashes (default m_kib 19456, t 2, p 1). */
+  argon2?: { m_kib?: number; t?: number; p?: number; mKib?: number };
+  /** Verified-secret cache size (default 100 000). */
+  cacheCapacity?: number;
+  cache_capacity?: number;
+  /** Recorded as the actor of this handle's audit entries. */
+  actor?: string;
+  /** How often usage counters are flushed (default 1000 ms). */
+  flushIntervalMs?: number;
+  flush_interval_ms?: number;
+}
+
+export interface RateLimitStatus {
+  name: string;
+  max: AmountOut;
+  remaining: AmountOut;
+  resetMs: number;
+}
+
+export interface Grant {
+  accountId: string;
+  keyId: string;
+  keyName: string;
+  prefix: string;
+  authMethod: 'apikey' | 'operator';
+  /** The key's scopes: only with `full: true`, else null. */
+  scopes: string[] | null;
+  charged: AmountOut;
+  /** Credits left after this call. */
+  credits: AmountOut;
+  totalCredits: AmountOut;
+  replayed: boolean;
+  /** Each applied rate limit: only with `full: true`, else null. */
+  ratelimits: RateLimitStatus[] | null;
+}
+
+export interface FullGrant extends Grant {
+  scopes: string[];
+  ratelimits: RateLimitStatus[];
+}
+
+interface AuthorizeCommon {
+  /** Credits to charge instead of the route's cost (0 for a scope). */
+  cost?: Amount;
+  /** 1–255 bytes, per account: a repeat within 24 h replays the first grant, charging nothing. */
+  idempotencyKey?: string;
+  /** The request time (default: now); for tests and replays. */
+  now?: Instant;
+  /** `t=<unix seconds>,v1=<hex>` for keys that require signing. */
+  signature?: string;
+  /** The request body, for signatures. */
+  body?: Buffer | Uint8Array | string;
+  /** Also return `scopes` and `ratelimits` (the JSON variant of the C call; slower). */
+  full?: boolean;
+}
+
+export type AuthorizeOptions =
+  | (AuthorizeCommon & { route: [method: string, path: string]; scope?: undefined })
+  | (AuthorizeCommon & { scope: string; route?: undefined });
+
+export interface Account {
+  id: string;
+  credits: AmountOut;
+  totalCredits: AmountOut;
+  createdAt: Date;
+  /** Exactly as stored (keys are not camel-cased). */
+  metadata: Record<string, unknown>;
+}
+
+export interface Balance {
+  accountId: string;
+  credits: AmountOut;
+  totalCredits: AmountOut;
+}
+
+export interface KeyInfo {
+  keyId: string;
+  prefix: string;
+  accountId: string;
+  name: string;
+  scopes: string[];
+  operator: boolean;
+  createdAt: Date;
+  expiresAt: Date | null;
+  disabled: boolean;
+  revokedAt: Date | null;
+  signing: boolean;
+  rotatedFrom: string | null;
+  metadata: Record<string, unknown>;
+  lastUsedAt: Date | null;
+}
+
+export interface NewKey {
+  /** The secret token: shown once, never retrievable again. */
+  token: string;
+  key: KeyInfo;
+}
+
+export interface WhoAmI {
+  accountId: string;
+  keyId: string;
+  keyName: string;
+  authMethod: 'apikey' | 'operator';
+  scopes: string[];
+  credits: AmountOut;
+  totalCredits: AmountOut;
+}
+
+export interface RouteRule {
+  method: string;
+  pattern: string;
+  scope: string;
+  cost: AmountOut;
+}
+
+export interface AuditEntry {
+  seq: number;
+  time: Date;
+  action: string;
+  keyId: string | null;
+  accountId: string | null;
+  actor: string | null;
+  /** Exactly as stored (snake_case keys, times as unix ms). */
+  details: Record<string, unknown>;
+}
+
+export interface Usage {
+  keyId: string;
+  lastUsedAt: Date | null;
+  granted: number;
+  refused: number;
+  /** [hour start, calls] pairs. */
+  hourly: Array<[Date, number]>;
+}
+
+export interface CreateKeyOptions {
+  /** Default `'kl_live'`. */
+  prefix?: string;
+  expiresAt?: Instant;
+  /** Milliseconds from now. */
+  expiresIn?: number;
+  operator?: boolean;
+  signing?: boolean;
+  metadata?: Record<string, unknown>;
+}
+
+export interface AuditQuery {
+  keyId?: string;
+  accountId?: string;
+  action?: string;
+  since?: Instant;
+  /** Default 100, at most 10 000. */
+  limit?: number;
+}
+
+export type ErrorCode =
+  | 'invalid_api_key'
+  | 'api_key_inactive'
+  | 'api_key_expired'
+  | 'invalid_signature'
+  | 'missing_scope'
+  | 'route_not_allowed'
+  | 'insufficient_credits'
+  | 'rate_limited'
+  | 'not_found'
+  | 'already_exists'
+  | 'invalid_argument'
+  | 'wrong_master_key'
+  | 'storage'
+  | 'vault_locked'
+  | 'vault_closed'
+  | 'panic';
+
+/** Every refusal and failed call. */
+export class KeyLedgerError extends Error {
+  name: 'KeyLedgerError';
+  /** The HTTP status to answer with (401, 402, 403, 429, 400, 404, 409, 500). */
+  status: number;
+  code: ErrorCode;
+  /** The JSON body to answer with, e.g. `{ success: false, error: 'missing_scope', required: 'sms:send', message }`. */
+  body: { success: false; error: ErrorCode; message: string; [field: string]: unknown };
+  /** The numeric `kl_status` of the C ABI. */
+  klStatus: number;
+}
+
+export class Vault {
+  constructor(path: string, options?: VaultOptions);
+  static open(path: string, options?: VaultOptions): Vault;
+  readonly path: string;
+  readonly closed: boolean;
+
+  authorize(token: string, options: AuthorizeOptions & { full: true }): FullGrant;
+  authorize(token: string, options: AuthorizeOptions): Grant;
+  whoami(token: string): WhoAmI;
+
+  createAccount(id: string, options?: { credits?: Amount; metadata?: Record<string, unknown> }): Account;
+  account(id: string): Account;
+  listAccounts(): Account[];
+  topUp(id: string, amount: Amount, options?: { reference?: string }): Balance;
+  debit(id: string, amount: Amount, options?: { idempotencyKey?: string }): Balance;
+  balance(id: string): Balance;
+
+  createKey(accountId: string, name: string, scopes: string[], options?: CreateKeyOptions): NewKey;
+  key(keyId: string): KeyInfo;
+  listKeys(accountId?: string | null): KeyInfo[];
+  revokeKey(keyId: string): KeyInfo;
+  disableKey(keyId: string): KeyInfo;
+  enableKey(keyId: string): KeyInfo;
+  setScopes(keyId: string, scopes: string[]): KeyInfo;
+  /** `null` clears the expiry. */
+  setExpiry(keyId: string, expiresAt: Instant | null): KeyInfo;
+  rotateKey(keyId: string, options?: { graceMs?: number }): NewKey;
+  usage(keyId: string): Usage;
+
+  addRoute(method: string, pattern: string, scope: string, options?: { cost?: Amount }): RouteRule;
+  removeRoute(method: string, pattern: string): RouteRule;
+  listRoutes(): RouteRule[];
+  matchRoute(method: string, path: string): RouteRule | null;
+
+  audit(query?: AuditQuery): AuditEntry[];
+  flush(): void;
+  /** Flush, close and free the handle (the reliable path; the finalizer is a fallback). */
+  close(): void;
+}
+
+/** Shape and checksum only, no vault access. */
+export function looksLikeKey(token: unknown): boolean;
+/** `"<prefix>_<key_id>_…"`: what logs may show. */
+export function redact(token: string): string;
+/** The version of the loaded libkeyledger. */
+export function version(): string;
+/** The path of the loaded shared library. */
+export const libraryPath: string;

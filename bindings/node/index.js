@@ -1,0 +1,646 @@
+'use strict';
+// keyledger for Node.js: an embedded API-key vault with credits, over the C ABI
+// (include/keyledger.h) with koffi. See README.md and index.d.ts.
+
+const native = require('./lib/native');
+const json = require('./lib/json');
+
+const KL_OK = 0;
+const KL_VAULT_CLOSED = 2007;
+const U64_MAX = (1n << 64n) - 1n;
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+const TWO_32 = 2 ** 32;
+const SAFE_HI = 0x200000; // hi word below 2^21 → hi * 2^32 + lo ≤ 2^53 - 1
+
+// ---------------------------------------------------------------------------- errors
+
+/**
+ * Every refusal and every failed call. `status` is the HTTP status, `code` the stable
+ * code (`invalid_api_key`, `missing_scope`, …), `body` the parsed JSON body a host sends
+ * with that status, `klStatus` the numeric `kl_status` of the C ABI.
+ */
+class KeyLedgerError extends Error {
+  constructor(message, { status, code, body, klStatus }) {
+    super(message);
+    this.name = 'KeyLedgerError';
+    this.status = status;
+    this.code = code;
+    this.body = body;
+    this.klStatus = klStatus;
+  }
+}
+
+const outA = [null];
+const outB = [null];
+
+/** Build the error of the last failed call on this thread. */
+function lastError(st) {
+  const code = native.kl_status_code(st);
+  const status = native.kl_status_http(st);
+  const message = native.kl_last_error_message() || code;
+  let body;
+  if (native.kl_last_error_body(outA) === KL_OK) {
+    const text = native.takeString(outA[0]);
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+  }
+  if (!body || typeof body !== 'object') body = { success: false, error: code, message };
+  return new KeyLedgerError(message, { status, code, body, klStatus: st });
+}
+
+function jsError(klStatus, message) {
+  const code = native.kl_status_code(klStatus);
+  return new KeyLedgerError(message, {
+    status: native.kl_status_http(klStatus),
+    code,
+    body: { success: false, error: code, message },
+    klStatus,
+  });
+}
+
+function invalid(message) {
+  return jsError(2003, message);
+}
+
+function check(st) {
+  if (st !== KL_OK) throw lastError(st);
+}
+
+// ---------------------------------------------------------------------- arguments
+
+function str(name, v) {
+  if (typeof v !== 'string') throw new TypeError(`keyledger: ${name} must be a string, got ${describe(v)}`);
+  return v;
+}
+
+function optStr(name, v) {
+  return v === undefined || v === null ? null : str(name, v);
+}
+
+function describe(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v;
+}
+
+function opts(name, v) {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) {
+    throw new TypeError(`keyledger: ${name} must be an options object, got ${describe(v)}`);
+  }
+  return v;
+}
+
+/** A u64 amount: a safe non-negative integer Number, or a BigInt in [0, 2^64). */
+function u64(name, v) {
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v)) throw invalid(`${name} must be an integer, got ${v}`);
+    if (v < 0) throw invalid(`${name} must not be negative, got ${v}`);
+    if (!Number.isSafeInteger(v)) {
+      throw invalid(`${name} is beyond Number.MAX_SAFE_INTEGER and would be rounded: pass a BigInt`);
+    }
+    return v;
+  }
+  if (typeof v === 'bigint') {
+    if (v < 0n) throw invalid(`${name} must not be negative, got ${v}`);
+    if (v > U64_MAX) throw invalid(`${name} does not fit in 64 bits`);
+    return v;
+  }
+  throw new TypeError(`keyledger: ${name} must be a number or a bigint, got ${describe(v)}`);
+}
+
+/** A signed 64-bit integer count of milliseconds (a duration or a unix time). */
+function i64(name, v) {
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v)) throw invalid(`${name} must be an integer number of milliseconds, got ${v}`);
+    return v;
+  }
+  if (typeof v === 'bigint') {
+    if (v < I64_MIN || v > I64_MAX) throw invalid(`${name} does not fit in 64 bits`);
+    const n = Number(v);
+    return Number.isSafeInteger(n) ? n : v;
+  }
+  throw new TypeError(`keyledger: ${name} must be a number of milliseconds, got ${describe(v)}`);
+}
+
+/** A point in time: a Date or unix milliseconds. */
+function instant(name, v) {
+  if (v instanceof Date) {
+    const t = v.getTime();
+    if (Number.isNaN(t)) throw invalid(`${name} is an invalid Date`);
+    return t;
+  }
+  if (typeof v === 'number' || typeof v === 'bigint') return i64(name, v);
+  throw new TypeError(`keyledger: ${name} must be a Date or unix milliseconds, got ${describe(v)}`);
+}
+
+function scopesArg(v) {
+  if (!Array.isArray(v)) throw new TypeError(`keyledger: scopes must be an array of strings, got ${describe(v)}`);
+  for (const s of v) {
+    if (typeof s !== 'string') throw new TypeError(`keyledger: scopes must be an array of strings, found ${describe(s)}`);
+  }
+  return v;
+}
+
+function metadataArg(v) {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'object') throw new TypeError(`keyledger: metadata must be an object, got ${describe(v)}`);
+  let text;
+  try {
+    text = JSON.stringify(v);
+  } catch (e) {
+    throw invalid(`metadata is not JSON-serialisable: ${e.message}`);
+  }
+  return text;
+}
+
+const blen = Buffer.byteLength;
+
+/** Results: parse the JSON and convert it to its JS shape. */
+function takeJson(ptr) {
+  return json.convert(json.parse(native.takeString(ptr)));
+}
+
+function u64At(buf, off) {
+  const lo = buf.readUInt32LE(off);
+  const hi = buf.readUInt32LE(off + 4);
+  return hi < SAFE_HI ? hi * TWO_32 + lo : buf.readBigUInt64LE(off);
+}
+
+function cstrAt(buf, off, size) {
+  let end = buf.indexOf(0, off);
+  if (end < 0 || end > off + size) end = off + size;
+  return buf.toString('utf8', off, end);
+}
+
+const G = native.GRANT_LAYOUT;
+
+function decodeGrant(buf) {
+  return {
+    accountId: cstrAt(buf, G.account_id, 129),
+    keyId: cstrAt(buf, G.key_id, 9),
+    keyName: cstrAt(buf, G.key_name, 129),
+    prefix: cstrAt(buf, G.prefix, 33),
+    authMethod: buf.readUInt32LE(G.auth_method) === 1 ? 'operator' : 'apikey',
+    scopes: null,
+    charged: u64At(buf, G.charged),
+    credits: u64At(buf, G.credits),
+    totalCredits: u64At(buf, G.total_credits),
+    replayed: buf[G.replayed] !== 0,
+    ratelimits: null,
+  };
+}
+
+function grantFromJson(text) {
+  const g = json.parse(text);
+  return {
+    accountId: g.account_id,
+    keyId: g.key_id,
+    keyName: g.key_name,
+    prefix: g.prefix,
+    authMethod: g.auth_method,
+    scopes: g.scopes,
+    charged: g.charged,
+    credits: g.credits,
+    totalCredits: g.total_credits,
+    replayed: g.replayed,
+    ratelimits: (g.ratelimits || []).map((r) => json.convert(r)),
+  };
+}
+
+function camelToSnake(k) {
+  return k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+function snakeKeys(v) {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+  const out = {};
+  for (const k of Object.keys(v)) {
+    if (v[k] !== undefined) out[camelToSnake(k)] = snakeKeys(v[k]);
+  }
+  return out;
+}
+
+// ----------------------------------------------------------------------- the vault
+
+// Frees the C handle of a Vault that was garbage-collected without close().
+const registry = new FinalizationRegistry((handle) => {
+  native.kl_vault_free(handle);
+});
+
+// Vaults still open, closed (flushed) when the process or worker exits normally.
+const openVaults = new Set();
+let exitHookInstalled = false;
+function installExitHook() {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const ref of openVaults) {
+      const v = ref.deref();
+      if (v) {
+        try {
+          v.close();
+        } catch {
+          // exiting anyway
+        }
+      }
+    }
+  });
+}
+
+/**
+ * An open vault file. Synchronous: every call runs on the calling thread (a cold
+ * authorize runs argon2 once per key per process; a debit waits for its commit).
+ */
+class Vault {
+  #h = null;
+  #ref = null;
+  #path;
+  #grantBuf = Buffer.alloc(G.size);
+
+  /**
+   * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
+   * (`'immediate'` | `'eventual'`), `argon2` (`{ m_kib, t, p }`), `cacheCapacity`,
+   * `actor`, `flushIntervalMs` (camelCase or snake_case; unknown fields are refused).
+   */
+  constructor(path, options) {
+    str('path', path);
+    const o = opts('options', options);
+    const optsJson = Object.keys(o).length ? JSON.stringify(snakeKeys(o)) : null;
+    const out = [null];
+    check(native.kl_vault_open(path, blen(path), optsJson, optsJson ? blen(optsJson) : 0, out));
+    this.#h = out[0];
+    this.#path = path;
+    registry.register(this, this.#h, this);
+    installExitHook();
+    this.#ref = new WeakRef(this);
+    openVaults.add(this.#ref);
+  }
+
+  /** Same as `new Vault(path, options)`. */
+  static open(path, options) {
+    return new Vault(path, options);
+  }
+
+  /** The path the vault was opened with. */
+  get path() {
+    return this.#path;
+  }
+
+  /** True after `close()`. */
+  get closed() {
+    return this.#h === null;
+  }
+
+  #handle() {
+    if (this.#h === null) throw jsError(KL_VAULT_CLOSED, 'the vault is closed');
+    return this.#h;
+  }
+
+  /** Flush usage counters and request-path audit entries now (also done every second). */
+  flush() {
+    check(native.kl_vault_flush(this.#handle()));
+  }
+
+  /**
+   * Flush, close and free the vault. Later calls throw `vault_closed`; closing twice is
+   * a no-op. This is the reliable way to release the file: the FinalizationRegistry
+   * only frees a forgotten handle whenever the garbage collector gets to it.
+   */
+  close() {
+    const h = this.#h;
+    if (h === null) return;
+    this.#h = null;
+    registry.unregister(this);
+    openVaults.delete(this.#ref);
+    const st = native.kl_vault_close(h);
+    const err = st === KL_OK ? null : lastError(st);
+    native.kl_vault_free(h);
+    if (err) throw err;
+  }
+
+  // ------------------------------------------------------------------ authorize
+
+  /**
+   * Authorize a request. `options.route = [method, path]` or `options.scope = 'ns:x'`
+   * (exactly one); `cost`, `idempotencyKey`, `now` (Date | ms), `signature`, `body`
+   * (Buffer | string), `full` (true: also return `scopes` and `ratelimits`, via the
+   * JSON variant of the C call). Throws KeyLedgerError on every refusal.
+   */
+  authorize(token, options) {
+    if (typeof token !== 'string') str('token', token);
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError('keyledger: authorize needs an options object with `route` or `scope`');
+    }
+    const { route, scope } = options;
+    let method;
+    let path;
+    if (route !== undefined && route !== null) {
+      if (scope !== undefined && scope !== null) {
+        throw new TypeError('keyledger: pass either `route` or `scope`, not both');
+      }
+      if (!Array.isArray(route) || route.length !== 2) {
+        throw new TypeError('keyledger: route must be [method, path]');
+      }
+      method = route[0];
+      path = route[1];
+      if (typeof method !== 'string' || typeof path !== 'string') {
+        throw new TypeError('keyledger: route must be [method, path] with two strings');
+      }
+    } else if (scope === undefined || scope === null) {
+      throw new TypeError('keyledger: authorize needs `route: [method, path]` or `scope`');
+    } else {
+      str('scope', scope);
+    }
+    const o = authorizeOpts(options);
+    const h = this.#handle();
+    if (options.full === true) {
+      const st = route
+        ? native.kl_authorize_json(h, token, blen(token), method, blen(method), path, blen(path), o, outA)
+        : native.kl_authorize_scope_json(h, token, blen(token), scope, blen(scope), o, outA);
+      if (st !== KL_OK) throw lastError(st);
+      return grantFromJson(native.takeString(outA[0]));
+    }
+    const buf = this.#grantBuf;
+    const st = route
+      ? native.kl_authorize(h, token, blen(token), method, blen(method), path, blen(path), o, buf)
+      : native.kl_authorize_scope(h, token, blen(token), scope, blen(scope), o, buf);
+    if (st !== KL_OK) throw lastError(st);
+    return decodeGrant(buf);
+  }
+
+  /** Who `token` belongs to and what its account has left (no route, scope or credit check). */
+  whoami(token) {
+    str('token', token);
+    check(native.kl_whoami(this.#handle(), token, blen(token), outA));
+    return takeJson(outA[0]);
+  }
+
+  // ------------------------------------------------------------------- accounts
+
+  /** Create an account (`credits` default 0, `metadata` a JSON object). */
+  createAccount(id, options) {
+    str('id', id);
+    const o = opts('options', options);
+    const credits = o.credits === undefined || o.credits === null ? 0 : u64('credits', o.credits);
+    const meta = metadataArg(o.metadata);
+    check(native.kl_create_account(this.#handle(), id, blen(id), credits, meta, meta ? blen(meta) : 0, outA));
+    return takeJson(outA[0]);
+  }
+
+  account(id) {
+    str('id', id);
+    check(native.kl_account(this.#handle(), id, blen(id), outA));
+    return takeJson(outA[0]);
+  }
+
+  listAccounts() {
+    check(native.kl_list_accounts(this.#handle(), outA));
+    return takeJson(outA[0]);
+  }
+
+  /** Add `amount` (> 0) credits; `reference` is kept in the audit entry. */
+  topUp(id, amount, options) {
+    str('id', id);
+    const n = u64('amount', amount);
+    const ref = optStr('reference', opts('options', options).reference);
+    check(native.kl_top_up(this.#handle(), id, blen(id), n, ref, ref === null ? 0 : blen(ref), outA));
+    return takeJson(outA[0]);
+  }
+
+  /** Debit `amount` (> 0) credits; refused with `insufficient_credits` (402) if short. */
+  debit(id, amount, options) {
+    str('id', id);
+    const n = u64('amount', amount);
+    const key = optStr('idempotencyKey', opts('options', options).idempotencyKey);
+    check(native.kl_debit(this.#handle(), id, blen(id), n, key, key === null ? 0 : blen(key), outA));
+    return takeJson(outA[0]);
+  }
+
+  balance(id) {
+    str('id', id);
+    check(native.kl_balance(this.#handle(), id, blen(id), outA));
+    return takeJson(outA[0]);
+  }
+
+  // ----------------------------------------------------------------------- keys
+
+  /**
+   * Mint a key: `{ token, key }`. The token is shown once and never again. Options:
+   * `prefix`, `expiresAt` (Date | ms), `expiresIn` (ms), `operator`, `signing`, `metadata`.
+   */
+  createKey(accountId, name, scopes, options) {
+    str('accountId', accountId);
+    str('name', name);
+    scopesArg(scopes);
+    const o = opts('options', options);
+    const spec = { account_id: accountId, name, scopes };
+    if (o.prefix !== undefined && o.prefix !== null) spec.prefix = str('prefix', o.prefix);
+    if (o.expiresAt !== undefined && o.expiresAt !== null) spec.expires_at = toJsonInt(instant('expiresAt', o.expiresAt));
+    if (o.expiresIn !== undefined && o.expiresIn !== null) spec.expires_in_ms = toJsonInt(i64('expiresIn', o.expiresIn));
+    if (o.operator !== undefined && o.operator !== null) spec.operator = bool('operator', o.operator);
+    if (o.signing !== undefined && o.signing !== null) spec.signing = bool('signing', o.signing);
+    if (o.metadata !== undefined && o.metadata !== null) {
+      metadataArg(o.metadata);
+      spec.metadata = o.metadata;
+    }
+    const text = JSON.stringify(spec);
+    check(native.kl_create_key(this.#handle(), text, blen(text), outA, outB));
+    const token = native.takeSecret(outA[0]);
+    return { token, key: takeJson(outB[0]) };
+  }
+
+  key(keyId) {
+    return this.#keyCall(native.kl_key, keyId);
+  }
+
+  /** Every key, or the keys of `accountId`. */
+  listKeys(accountId) {
+    const a = optStr('accountId', accountId);
+    check(native.kl_list_keys(this.#handle(), a, a === null ? 0 : blen(a), outA));
+    return takeJson(outA[0]);
+  }
+
+  revokeKey(keyId) {
+    return this.#keyCall(native.kl_revoke_key, keyId);
+  }
+
+  disableKey(keyId) {
+    return this.#keyCall(native.kl_disable_key, keyId);
+  }
+
+  enableKey(keyId) {
+    return this.#keyCall(native.kl_enable_key, keyId);
+  }
+
+  setScopes(keyId, scopes) {
+    str('keyId', keyId);
+    const text = JSON.stringify(scopesArg(scopes));
+    check(native.kl_set_scopes(this.#handle(), keyId, blen(keyId), text, blen(text), outA));
+    return takeJson(outA[0]);
+  }
+
+  /** Set the expiry (Date | ms), or clear it with `null`. */
+  setExpiry(keyId, expiresAt) {
+    str('keyId', keyId);
+    if (expiresAt === undefined) throw new TypeError('keyledger: setExpiry needs a Date, unix ms, or null to clear');
+    const has = expiresAt !== null;
+    const at = has ? instant('expiresAt', expiresAt) : 0;
+    check(native.kl_set_expiry(this.#handle(), keyId, blen(keyId), has ? 1 : 0, at, outA));
+    return takeJson(outA[0]);
+  }
+
+  /** Mint a replacement key; the old one keeps working for `graceMs` (default 0). */
+  rotateKey(keyId, options) {
+    str('keyId', keyId);
+    const o = opts('options', options);
+    const grace = o.graceMs === undefined || o.graceMs === null ? 0 : i64('graceMs', o.graceMs);
+    check(native.kl_rotate_key(this.#handle(), keyId, blen(keyId), grace, outA, outB));
+    const token = native.takeSecret(outA[0]);
+    return { token, key: takeJson(outB[0]) };
+  }
+
+  /** `{ keyId, lastUsedAt, granted, refused, hourly: [[Date, count], …] }`. */
+  usage(keyId) {
+    return this.#keyCall(native.kl_usage, keyId);
+  }
+
+  #keyCall(f, keyId) {
+    str('keyId', keyId);
+    check(f(this.#handle(), keyId, blen(keyId), outA));
+    return takeJson(outA[0]);
+  }
+
+  // --------------------------------------------------------------------- routes
+
+  addRoute(method, pattern, scope, options) {
+    str('method', method);
+    str('pattern', pattern);
+    str('scope', scope);
+    const o = opts('options', options);
+    const cost = o.cost === undefined || o.cost === null ? 0 : u64('cost', o.cost);
+    check(native.kl_add_route(this.#handle(), method, blen(method), pattern, blen(pattern), scope, blen(scope), cost, outA));
+    return takeJson(outA[0]);
+  }
+
+  removeRoute(method, pattern) {
+    str('method', method);
+    str('pattern', pattern);
+    check(native.kl_remove_route(this.#handle(), method, blen(method), pattern, blen(pattern), outA));
+    return takeJson(outA[0]);
+  }
+
+  listRoutes() {
+    check(native.kl_list_routes(this.#handle(), outA));
+    return takeJson(outA[0]);
+  }
+
+  /** The rule that would decide `method path`, or null. */
+  matchRoute(method, path) {
+    str('method', method);
+    str('path', path);
+    check(native.kl_match_route(this.#handle(), method, blen(method), path, blen(path), outA));
+    return takeJson(outA[0]);
+  }
+
+  // ---------------------------------------------------------------------- audit
+
+  /** Audit entries, newest first: `{ keyId, accountId, action, since, limit }` filters. */
+  audit(query) {
+    const q = opts('query', query);
+    const spec = {};
+    if (q.keyId !== undefined && q.keyId !== null) spec.key_id = str('keyId', q.keyId);
+    if (q.accountId !== undefined && q.accountId !== null) spec.account_id = str('accountId', q.accountId);
+    if (q.action !== undefined && q.action !== null) spec.action = str('action', q.action);
+    if (q.since !== undefined && q.since !== null) spec.since = toJsonInt(instant('since', q.since));
+    if (q.limit !== undefined && q.limit !== null) spec.limit = toJsonInt(u64('limit', q.limit));
+    const text = Object.keys(spec).length ? JSON.stringify(spec) : null;
+    check(native.kl_audit(this.#handle(), text, text ? blen(text) : 0, outA));
+    return takeJson(outA[0]);
+  }
+}
+
+function bool(name, v) {
+  if (typeof v !== 'boolean') throw new TypeError(`keyledger: ${name} must be a boolean, got ${describe(v)}`);
+  return v;
+}
+
+function toJsonInt(v) {
+  if (typeof v === 'bigint') throw invalid('value is beyond Number.MAX_SAFE_INTEGER');
+  return v;
+}
+
+/** The kl_authorize_opts struct, or null for all defaults (the hot path). */
+function authorizeOpts(o) {
+  const { cost, idempotencyKey, now, signature, body } = o;
+  if (
+    (cost === undefined || cost === null) &&
+    (idempotencyKey === undefined || idempotencyKey === null) &&
+    (now === undefined || now === null) &&
+    (signature === undefined || signature === null) &&
+    (body === undefined || body === null)
+  ) {
+    return null;
+  }
+  const s = {
+    cost: 0,
+    has_cost: 0,
+    idempotency_key: null,
+    idempotency_key_len: 0,
+    signature: null,
+    signature_len: 0,
+    body: null,
+    body_len: 0,
+    now_ms: 0,
+  };
+  if (cost !== undefined && cost !== null) {
+    s.cost = u64('cost', cost);
+    s.has_cost = 1;
+  }
+  if (idempotencyKey !== undefined && idempotencyKey !== null) {
+    s.idempotency_key = str('idempotencyKey', idempotencyKey);
+    s.idempotency_key_len = blen(idempotencyKey);
+  }
+  if (signature !== undefined && signature !== null) {
+    s.signature = str('signature', signature);
+    s.signature_len = blen(signature);
+  }
+  if (body !== undefined && body !== null) {
+    let b = body;
+    if (typeof b === 'string') b = Buffer.from(b, 'utf8');
+    else if (!(b instanceof Uint8Array)) throw new TypeError('keyledger: body must be a Buffer, Uint8Array or string');
+    s.body = b.length ? b : null;
+    s.body_len = b.length;
+  }
+  if (now !== undefined && now !== null) {
+    s.now_ms = instant('now', now);
+    if (s.now_ms === 0) s.now_ms = 1; // 0 would mean "the vault's clock"
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------- helpers
+
+/** Shape and checksum only (no vault): for secret scanners, log filters, typo checks. */
+function looksLikeKey(token) {
+  if (typeof token !== 'string') return false;
+  return native.kl_looks_like_key(token, blen(token));
+}
+
+/** What logs may show for a token: `"<prefix>_<key_id>_…"`. */
+function redact(token) {
+  str('token', token);
+  check(native.kl_redact(token, blen(token), outA));
+  return native.takeString(outA[0]);
+}
+
+/** The version of the loaded libkeyledger. */
+function version() {
+  return native.kl_version();
+}
+
+module.exports = { Vault, KeyLedgerError, looksLikeKey, redact, version, libraryPath: native.libraryPath };

@@ -1,0 +1,177 @@
+'use strict';
+// The C ABI of keyledger (include/keyledger.h), declared with koffi.
+//
+// Strings go in as (JS string, UTF-8 byte length): koffi encodes the string to UTF-8
+// exactly as Buffer.byteLength counts it (lone surrogates become U+FFFD in both).
+// Strings come out as `char **` declared here as `void **`, so we get the pointer, copy
+// the text with koffi.decode and free it with kl_string_free / kl_secret_free.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const koffi = require('koffi');
+
+function libFileName() {
+  switch (process.platform) {
+    case 'darwin': return 'libkeyledger.dylib';
+    case 'win32': return 'keyledger.dll';
+    default: return 'libkeyledger.so';
+  }
+}
+
+/** Where the shared library is: $KEYLEDGER_LIB, else the repository's target dir. */
+function findLibrary() {
+  const fromEnv = process.env.KEYLEDGER_LIB;
+  if (fromEnv) {
+    if (!fs.existsSync(fromEnv)) {
+      throw new Error(`keyledger: KEYLEDGER_LIB points to ${fromEnv}, which does not exist`);
+    }
+    return fromEnv;
+  }
+  const root = path.resolve(__dirname, '..', '..', '..');
+  const candidates = ['release', 'debug'].map((p) => path.join(root, 'target', p, libFileName()));
+  for (const c of candidates) {
+    if (fs.existsSync(c)) return c;
+  }
+  throw new Error(
+    'keyledger: the shared library was not found. Build it with `cargo build --lib` ' +
+      '(or `cargo build --lib --release`) at the repository root, or set KEYLEDGER_LIB ' +
+      `to the path of ${libFileName()}. Looked in: ${candidates.join(', ')}`,
+  );
+}
+
+const libraryPath = findLibrary();
+const lib = koffi.load(libraryPath);
+
+// Types ------------------------------------------------------------------------------
+
+koffi.opaque('kl_vault');
+
+const KL_ACCOUNT_ID_SIZE = 129;
+const KL_KEY_ID_SIZE = 9;
+const KL_PREFIX_SIZE = 33;
+const KL_KEY_NAME_SIZE = 129;
+
+const kl_grant = koffi.struct('kl_grant', {
+  account_id: koffi.array('char', KL_ACCOUNT_ID_SIZE, 'String'),
+  key_id: koffi.array('char', KL_KEY_ID_SIZE, 'String'),
+  prefix: koffi.array('char', KL_PREFIX_SIZE, 'String'),
+  key_name: koffi.array('char', KL_KEY_NAME_SIZE, 'String'),
+  auth_method: 'uint32_t',
+  charged: 'uint64_t',
+  credits: 'uint64_t',
+  total_credits: 'uint64_t',
+  replayed: 'bool',
+});
+
+const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
+  cost: 'uint64_t',
+  has_cost: 'uint8_t',
+  idempotency_key: 'const char *',
+  idempotency_key_len: 'size_t',
+  signature: 'const char *',
+  signature_len: 'size_t',
+  body: 'const uint8_t *',
+  body_len: 'size_t',
+  now_ms: 'int64_t',
+});
+
+// The grant is decoded by hand from a reusable Buffer (faster than koffi's struct
+// marshalling, and nothing is allocated on the C side anyway).
+const GRANT_LAYOUT = {
+  size: kl_grant.size,
+  account_id: koffi.offsetof(kl_grant, 'account_id'),
+  key_id: koffi.offsetof(kl_grant, 'key_id'),
+  prefix: koffi.offsetof(kl_grant, 'prefix'),
+  key_name: koffi.offsetof(kl_grant, 'key_name'),
+  auth_method: koffi.offsetof(kl_grant, 'auth_method'),
+  charged: koffi.offsetof(kl_grant, 'charged'),
+  credits: koffi.offsetof(kl_grant, 'credits'),
+  total_credits: koffi.offsetof(kl_grant, 'total_credits'),
+  replayed: koffi.offsetof(kl_grant, 'replayed'),
+};
+
+// Functions --------------------------------------------------------------------------
+
+const S = 'const char *'; // a string in; always followed by its byte length
+const V = 'kl_vault *';
+const OUT = '_Out_ void **'; // a string out, freed by us
+
+function fn(name, ret, args) {
+  return lib.func(name, ret, args);
+}
+
+const native = {
+  libraryPath,
+  GRANT_LAYOUT,
+  kl_authorize_opts,
+
+  kl_string_free: fn('kl_string_free', 'void', ['void *']),
+  kl_secret_free: fn('kl_secret_free', 'void', ['void *']),
+  kl_version: fn('kl_version', 'const char *', []),
+  kl_last_error_message: fn('kl_last_error_message', 'const char *', []),
+  kl_last_error_body: fn('kl_last_error_body', 'uint32_t', [OUT]),
+  kl_status_http: fn('kl_status_http', 'uint16_t', ['uint32_t']),
+  kl_status_code: fn('kl_status_code', 'const char *', ['uint32_t']),
+  kl_looks_like_key: fn('kl_looks_like_key', 'bool', [S, 'size_t']),
+  kl_redact: fn('kl_redact', 'uint32_t', [S, 'size_t', OUT]),
+
+  kl_vault_open: fn('kl_vault_open', 'uint32_t', [S, 'size_t', S, 'size_t', '_Out_ kl_vault **']),
+  kl_vault_flush: fn('kl_vault_flush', 'uint32_t', [V]),
+  kl_vault_close: fn('kl_vault_close', 'uint32_t', [V]),
+  kl_vault_free: fn('kl_vault_free', 'void', [V]),
+
+  // The grant out-parameter is a plain pointer: we pass a Buffer of GRANT_LAYOUT.size.
+  kl_authorize: fn('kl_authorize', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
+  kl_authorize_scope: fn('kl_authorize_scope', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
+  kl_authorize_json: fn('kl_authorize_json', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+  kl_authorize_scope_json: fn('kl_authorize_scope_json', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+
+  kl_create_account: fn('kl_create_account', 'uint32_t', [V, S, 'size_t', 'uint64_t', S, 'size_t', OUT]),
+  kl_account: fn('kl_account', 'uint32_t', [V, S, 'size_t', OUT]),
+  kl_list_accounts: fn('kl_list_accounts', 'uint32_t', [V, OUT]),
+  kl_top_up: fn('kl_top_up', 'uint32_t', [V, S, 'size_t', 'uint64_t', S, 'size_t', OUT]),
+  kl_debit: fn('kl_debit', 'uint32_t', [V, S, 'size_t', 'uint64_t', S, 'size_t', OUT]),
+  kl_balance: fn('kl_balance', 'uint32_t', [V, S, 'size_t', OUT]),
+
+  kl_create_key: fn('kl_create_key', 'uint32_t', [V, S, 'size_t', OUT, OUT]),
+  kl_key: fn('kl_key', 'uint32_t', [V, S, 'size_t', OUT]),
+  kl_list_keys: fn('kl_list_keys', 'uint32_t', [V, S, 'size_t', OUT]),
+  kl_revoke_key: fn('kl_revoke_key', 'uint32_t', [V, S, 'size_t', OUT]),
+  kl_disable_key: fn('kl_disable_key', 'uint32_t', [V, S, 'size_t', OUT]),
+  kl_enable_key: fn('kl_enable_key', 'uint32_t', [V, S, 'size_t', OUT]),
+  kl_usage: fn('kl_usage', 'uint32_t', [V, S, 'size_t', OUT]),
+  kl_set_scopes: fn('kl_set_scopes', 'uint32_t', [V, S, 'size_t', S, 'size_t', OUT]),
+  kl_set_expiry: fn('kl_set_expiry', 'uint32_t', [V, S, 'size_t', 'uint8_t', 'int64_t', OUT]),
+  kl_rotate_key: fn('kl_rotate_key', 'uint32_t', [V, S, 'size_t', 'int64_t', OUT, OUT]),
+  kl_whoami: fn('kl_whoami', 'uint32_t', [V, S, 'size_t', OUT]),
+
+  kl_add_route: fn('kl_add_route', 'uint32_t', [V, S, 'size_t', S, 'size_t', S, 'size_t', 'uint64_t', OUT]),
+  kl_remove_route: fn('kl_remove_route', 'uint32_t', [V, S, 'size_t', S, 'size_t', OUT]),
+  kl_list_routes: fn('kl_list_routes', 'uint32_t', [V, OUT]),
+  kl_match_route: fn('kl_match_route', 'uint32_t', [V, S, 'size_t', S, 'size_t', OUT]),
+  kl_audit: fn('kl_audit', 'uint32_t', [V, S, 'size_t', OUT]),
+};
+
+/** Copy a keyledger-owned C string and free it. */
+native.takeString = function takeString(ptr) {
+  try {
+    return koffi.decode(ptr, 'char', -1);
+  } finally {
+    native.kl_string_free(ptr);
+  }
+};
+
+/** Copy a token and wipe + free the C copy. */
+native.takeSecret = function takeSecret(ptr) {
+  try {
+    return koffi.decode(ptr, 'char', -1);
+  } finally {
+    native.kl_secret_free(ptr);
+  }
+};
+
+module.exports = native;
