@@ -36,15 +36,22 @@ defmodule KeyLedger.Gate do
       route = if scope, do: {:scope, scope}, else: {text(method), text(path)}
 
       case route do
+        {:scope, _} ->
+          authorize(vault, token, route, opts)
+
         {m, p} when not is_binary(m) or not is_binary(p) ->
           {:error, 400, error_body("invalid_argument", "malformed request line")}
 
         _ ->
-          case KeyLedger.authorize(vault, token, route, opts) do
-            {:ok, grant} -> {:ok, grant}
-            {:error, %{status: status, body: body}} -> {:error, status, body}
-          end
+          authorize(vault, token, route, opts)
       end
+    end
+  end
+
+  defp authorize(vault, token, route, opts) do
+    case KeyLedger.authorize(vault, token, route, opts) do
+      {:ok, grant} -> {:ok, grant}
+      {:error, %{status: status, body: body}} -> {:error, status, body}
     end
   end
 
