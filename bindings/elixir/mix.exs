@@ -18,12 +18,12 @@ defmodule Mix.Tasks.Compile.KeyledgerNif do
   @output "priv/keyledger_nif.so"
 
   @impl true
-  def run(_args) do
+  def run(args) do
     lib_dir = lib_dir!()
     erts_include = erts_include!()
     inputs = [@source, @header, "mix.exs"]
 
-    if Mix.Utils.stale?(inputs, [@output]) or stale_link?(lib_dir) do
+    if "--force" in args or Mix.Utils.stale?(inputs, [@output]) or stale_link?(lib_dir) do
       File.mkdir_p!("priv")
       cc = System.get_env("CC", "cc")
 
