@@ -1,0 +1,575 @@
+/*
+ * keyledger_nif.c: the Erlang/Elixir NIF over the keyledger C ABI (include/keyledger.h).
+ *
+ * - The vault is a NIF resource holding a kl_vault*. Its destructor (run when the last
+ *   Erlang reference is garbage-collected) calls kl_vault_free(), which closes the vault
+ *   if KeyLedger.close/1 did not. close/1 calls kl_vault_close(): the handle stays
+ *   valid memory and later calls return KL_VAULT_CLOSED (2007) until the destructor runs.
+ * - Strings in are iodata (binaries or iolists) passed as (pointer, length); nil is
+ *   "absent" for optional ones. Any other type is badarg (ArgumentError in Elixir).
+ * - Unsigned amounts: a non-integer is badarg; a negative or over-u64 integer is an
+ *   {:error, invalid_argument} like every other host (SPEC §9).
+ * - Results: {:ok, term} or {:error, %{status: http, code: binary, message: binary,
+ *   body: json_binary, kl_status: int}}. The last error is thread-local in the C ABI,
+ *   so it is read right after the failing call, inside the same NIF call (hence on the
+ *   same scheduler thread).
+ * - Every call that may run argon2 or commit (open, close, flush, authorize, whoami and
+ *   every management call) runs on a dirty scheduler: IO-bound, except create_key and
+ *   rotate_key (an argon2 hash of the new secret: CPU-bound). looks_like_key, redact and
+ *   version are plain NIFs (no I/O, microseconds).
+ * - Every string keyledger returns is freed (kl_string_free); tokens are copied into a
+ *   binary and then wiped and freed with kl_secret_free.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <erl_nif.h>
+
+#include "keyledger.h"
+
+typedef struct {
+    kl_vault *v;
+} vault_res;
+
+static ErlNifResourceType *VAULT_RES;
+
+static ERL_NIF_TERM A_OK, A_ERROR, A_NIL, A_TRUE, A_FALSE;
+static ERL_NIF_TERM A_STATUS, A_CODE, A_MESSAGE, A_BODY, A_KL_STATUS;
+static ERL_NIF_TERM A_ACCOUNT_ID, A_KEY_ID, A_KEY_NAME, A_PREFIX, A_AUTH_METHOD, A_CHARGED,
+    A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED, A_APIKEY, A_OPERATOR;
+
+static void vault_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    vault_res *r = (vault_res *)obj;
+    if (r->v != NULL) {
+        kl_vault_free(r->v);
+        r->v = NULL;
+    }
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)info;
+    VAULT_RES = enif_open_resource_type(env, NULL, "keyledger_vault", vault_dtor,
+                                        ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    if (VAULT_RES == NULL) return 1;
+#define ATOM(var, name) var = enif_make_atom(env, name)
+    ATOM(A_OK, "ok");
+    ATOM(A_ERROR, "error");
+    ATOM(A_NIL, "nil");
+    ATOM(A_TRUE, "true");
+    ATOM(A_FALSE, "false");
+    ATOM(A_STATUS, "status");
+    ATOM(A_CODE, "code");
+    ATOM(A_MESSAGE, "message");
+    ATOM(A_BODY, "body");
+    ATOM(A_KL_STATUS, "kl_status");
+    ATOM(A_ACCOUNT_ID, "account_id");
+    ATOM(A_KEY_ID, "key_id");
+    ATOM(A_KEY_NAME, "key_name");
+    ATOM(A_PREFIX, "prefix");
+    ATOM(A_AUTH_METHOD, "auth_method");
+    ATOM(A_CHARGED, "charged");
+    ATOM(A_CREDITS, "credits");
+    ATOM(A_TOTAL_CREDITS, "total_credits");
+    ATOM(A_REPLAYED, "replayed");
+    ATOM(A_APIKEY, "apikey");
+    ATOM(A_OPERATOR, "operator");
+#undef ATOM
+    return 0;
+}
+
+static int upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM info) {
+    (void)old_priv;
+    return load(env, priv, info);
+}
+
+/* ---- terms in ---------------------------------------------------------------------- */
+
+typedef struct {
+    const char *ptr;
+    size_t len;
+} str_arg;
+
+/* Required string: a binary or an iolist. */
+static int get_str(ErlNifEnv *env, ERL_NIF_TERM t, str_arg *out) {
+    ErlNifBinary b;
+    if (enif_is_binary(env, t)) {
+        if (!enif_inspect_binary(env, t, &b)) return 0;
+    } else if (enif_is_list(env, t)) {
+        if (!enif_inspect_iolist_as_binary(env, t, &b)) return 0;
+    } else {
+        return 0;
+    }
+    /* A non-NULL pointer even for the empty string: NULL means "absent" in the C ABI. */
+    out->ptr = b.size ? (const char *)b.data : "";
+    out->len = b.size;
+    return 1;
+}
+
+/* Optional string: nil is absent (NULL, 0). */
+static int get_opt_str(ErlNifEnv *env, ERL_NIF_TERM t, str_arg *out) {
+    if (enif_is_identical(t, A_NIL)) {
+        out->ptr = NULL;
+        out->len = 0;
+        return 1;
+    }
+    return get_str(env, t, out);
+}
+
+enum { ARG_OK = 0, ARG_BADARG = 1, ARG_INVALID = 2 };
+
+/* An unsigned 64-bit amount: not an integer is badarg, out of range is invalid_argument. */
+static int get_u64(ErlNifEnv *env, ERL_NIF_TERM t, uint64_t *out) {
+    ErlNifUInt64 u;
+    if (enif_get_uint64(env, t, &u)) {
+        *out = (uint64_t)u;
+        return ARG_OK;
+    }
+    return enif_term_type(env, t) == ERL_NIF_TERM_TYPE_INTEGER ? ARG_INVALID : ARG_BADARG;
+}
+
+static int get_i64(ErlNifEnv *env, ERL_NIF_TERM t, int64_t *out) {
+    ErlNifSInt64 i;
+    if (enif_get_int64(env, t, &i)) {
+        *out = (int64_t)i;
+        return ARG_OK;
+    }
+    return enif_term_type(env, t) == ERL_NIF_TERM_TYPE_INTEGER ? ARG_INVALID : ARG_BADARG;
+}
+
+static int get_vault(ErlNifEnv *env, ERL_NIF_TERM t, vault_res **out) {
+    return enif_get_resource(env, t, VAULT_RES, (void **)out);
+}
+
+/* ---- terms out --------------------------------------------------------------------- */
+
+static ERL_NIF_TERM make_bin(ErlNifEnv *env, const char *s, size_t len) {
+    ERL_NIF_TERM t;
+    unsigned char *data = enif_make_new_binary(env, len, &t);
+    if (len) memcpy(data, s, len);
+    return t;
+}
+
+static ERL_NIF_TERM make_cstr(ErlNifEnv *env, const char *s) {
+    return make_bin(env, s ? s : "", s ? strlen(s) : 0);
+}
+
+/* A JSON string keyledger returned: copied into a binary, then freed. */
+static ERL_NIF_TERM take_json(ErlNifEnv *env, char *s) {
+    ERL_NIF_TERM t = make_cstr(env, s);
+    kl_string_free(s);
+    return t;
+}
+
+/* A token keyledger returned: copied into a binary, then wiped and freed. */
+static ERL_NIF_TERM take_secret(ErlNifEnv *env, char *s) {
+    ERL_NIF_TERM t = make_cstr(env, s);
+    kl_secret_free(s);
+    return t;
+}
+
+static ERL_NIF_TERM ok(ErlNifEnv *env, ERL_NIF_TERM t) {
+    return enif_make_tuple2(env, A_OK, t);
+}
+
+static ERL_NIF_TERM error_map(ErlNifEnv *env, uint32_t st, ERL_NIF_TERM message,
+                              ERL_NIF_TERM body) {
+    ERL_NIF_TERM keys[5] = {A_STATUS, A_CODE, A_MESSAGE, A_BODY, A_KL_STATUS};
+    ERL_NIF_TERM vals[5] = {enif_make_uint(env, kl_status_http(st)),
+                            make_cstr(env, kl_status_code(st)), message, body,
+                            enif_make_uint(env, st)};
+    ERL_NIF_TERM map;
+    if (!enif_make_map_from_arrays(env, keys, vals, 5, &map)) return enif_make_badarg(env);
+    return enif_make_tuple2(env, A_ERROR, map);
+}
+
+/* The error of the kl_ call that just failed on this thread. */
+static ERL_NIF_TERM kl_error(ErlNifEnv *env, kl_status st) {
+    ERL_NIF_TERM message = make_cstr(env, kl_last_error_message());
+    char *body = NULL;
+    ERL_NIF_TERM body_t;
+    if (kl_last_error_body(&body) == KL_OK && body != NULL) {
+        body_t = take_json(env, body);
+    } else {
+        char buf[160];
+        int n = snprintf(buf, sizeof buf, "{\"success\":false,\"error\":\"%s\"}",
+                         kl_status_code(st));
+        body_t = make_bin(env, buf, n > 0 ? (size_t)n : 0);
+    }
+    return error_map(env, (uint32_t)st, message, body_t);
+}
+
+/* An invalid_argument found on this side of the boundary (a negative amount, ...). */
+static ERL_NIF_TERM invalid_arg(ErlNifEnv *env, const char *what) {
+    char msg[160], body[320];
+    int m = snprintf(msg, sizeof msg, "invalid argument: %s", what);
+    int b = snprintf(body, sizeof body,
+                     "{\"success\":false,\"error\":\"invalid_argument\",\"message\":\"%s\"}",
+                     msg);
+    return error_map(env, KL_INVALID_ARGUMENT, make_bin(env, msg, m > 0 ? (size_t)m : 0),
+                     make_bin(env, body, b > 0 ? (size_t)b : 0));
+}
+
+#define RESULT_JSON(call)                                                                \
+    do {                                                                                 \
+        char *out_json = NULL;                                                           \
+        kl_status st_ = (call);                                                          \
+        if (st_ != KL_OK) return kl_error(env, st_);                                     \
+        return ok(env, take_json(env, out_json));                                        \
+    } while (0)
+
+#define VAULT(i)                                                                         \
+    vault_res *r;                                                                        \
+    if (!get_vault(env, argv[i], &r)) return enif_make_badarg(env)
+
+#define STR(i, name)                                                                     \
+    str_arg name;                                                                        \
+    if (!get_str(env, argv[i], &name)) return enif_make_badarg(env)
+
+#define OPT_STR(i, name)                                                                 \
+    str_arg name;                                                                        \
+    if (!get_opt_str(env, argv[i], &name)) return enif_make_badarg(env)
+
+#define U64(i, name, what)                                                               \
+    uint64_t name;                                                                       \
+    switch (get_u64(env, argv[i], &name)) {                                              \
+    case ARG_OK: break;                                                                  \
+    case ARG_INVALID: return invalid_arg(env, what " must be between 0 and 2^64-1");    \
+    default: return enif_make_badarg(env);                                               \
+    }
+
+#define I64(i, name, what)                                                               \
+    int64_t name;                                                                        \
+    switch (get_i64(env, argv[i], &name)) {                                              \
+    case ARG_OK: break;                                                                  \
+    case ARG_INVALID: return invalid_arg(env, what " is out of the 64-bit range");      \
+    default: return enif_make_badarg(env);                                               \
+    }
+
+/* ---- open / close ------------------------------------------------------------------ */
+
+/* open(path, options_json | nil) */
+static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    STR(0, path);
+    OPT_STR(1, options);
+    kl_vault *v = NULL;
+    kl_status st = kl_vault_open(path.ptr, path.len, options.ptr, options.len, &v);
+    if (st != KL_OK) return kl_error(env, st);
+    vault_res *r = enif_alloc_resource(VAULT_RES, sizeof(vault_res));
+    if (r == NULL) {
+        kl_vault_free(v);
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    r->v = v;
+    ERL_NIF_TERM t = enif_make_resource(env, r);
+    enif_release_resource(r); /* the term owns it now; the GC runs the destructor */
+    return ok(env, t);
+}
+
+static ERL_NIF_TERM nif_close(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    kl_status st = kl_vault_close(r->v);
+    if (st != KL_OK) return kl_error(env, st);
+    return A_OK;
+}
+
+static ERL_NIF_TERM nif_flush(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    kl_status st = kl_vault_flush(r->v);
+    if (st != KL_OK) return kl_error(env, st);
+    return A_OK;
+}
+
+/* ---- authorize --------------------------------------------------------------------- */
+
+static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
+    ERL_NIF_TERM keys[9] = {A_ACCOUNT_ID, A_KEY_ID,  A_KEY_NAME,      A_PREFIX,  A_AUTH_METHOD,
+                            A_CHARGED,    A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED};
+    ERL_NIF_TERM vals[9] = {
+        make_cstr(env, g->account_id),
+        make_cstr(env, g->key_id),
+        make_cstr(env, g->key_name),
+        make_cstr(env, g->prefix),
+        g->auth_method == KL_AUTH_OPERATOR ? A_OPERATOR : A_APIKEY,
+        enif_make_uint64(env, g->charged),
+        enif_make_uint64(env, g->credits),
+        enif_make_uint64(env, g->total_credits),
+        g->replayed ? A_TRUE : A_FALSE,
+    };
+    ERL_NIF_TERM map;
+    if (!enif_make_map_from_arrays(env, keys, vals, 9, &map)) return enif_make_badarg(env);
+    return map;
+}
+
+/*
+ * authorize(vault, token, method | nil, path | scope, cost | nil, idempotency_key | nil,
+ *           signature | nil, body | nil, now_ms, full_json?)
+ *
+ * method nil: a scope authorization (kl_authorize_scope*). full_json? false: the grant
+ * map is built here from kl_grant (no allocation in keyledger); true: the JSON grant
+ * (with scopes and rate limits) is returned as {:ok, {:json, binary}}.
+ */
+static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, token);
+    OPT_STR(2, method);
+    STR(3, target);
+    kl_authorize_opts o;
+    memset(&o, 0, sizeof o);
+    if (!enif_is_identical(argv[4], A_NIL)) {
+        U64(4, cost, "cost");
+        o.cost = cost;
+        o.has_cost = 1;
+    }
+    OPT_STR(5, idem);
+    OPT_STR(6, sig);
+    OPT_STR(7, body);
+    I64(8, now_ms, "now");
+    int full;
+    if (enif_is_identical(argv[9], A_TRUE)) full = 1;
+    else if (enif_is_identical(argv[9], A_FALSE)) full = 0;
+    else return enif_make_badarg(env);
+
+    o.idempotency_key = idem.ptr;
+    o.idempotency_key_len = idem.len;
+    o.signature = sig.ptr;
+    o.signature_len = sig.len;
+    o.body = (const uint8_t *)body.ptr;
+    o.body_len = body.len;
+    o.now_ms = now_ms;
+
+    kl_status st;
+    if (full) {
+        char *json = NULL;
+        st = method.ptr == NULL
+                 ? kl_authorize_scope_json(r->v, token.ptr, token.len, target.ptr, target.len,
+                                           &o, &json)
+                 : kl_authorize_json(r->v, token.ptr, token.len, method.ptr, method.len,
+                                     target.ptr, target.len, &o, &json);
+        if (st != KL_OK) return kl_error(env, st);
+        return ok(env, enif_make_tuple2(env, enif_make_atom(env, "json"), take_json(env, json)));
+    }
+    kl_grant g;
+    st = method.ptr == NULL
+             ? kl_authorize_scope(r->v, token.ptr, token.len, target.ptr, target.len, &o, &g)
+             : kl_authorize(r->v, token.ptr, token.len, method.ptr, method.len, target.ptr,
+                            target.len, &o, &g);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, grant_map(env, &g));
+}
+
+/* ---- management -------------------------------------------------------------------- */
+
+typedef kl_status (*fn_v)(const kl_vault *, char **);
+typedef kl_status (*fn_vs)(const kl_vault *, const char *, size_t, char **);
+
+/* (vault) -> json */
+static ERL_NIF_TERM call_v(ErlNifEnv *env, const ERL_NIF_TERM argv[], fn_v f) {
+    VAULT(0);
+    RESULT_JSON(f(r->v, &out_json));
+}
+
+/* (vault, string) -> json; optional: nil allowed */
+static ERL_NIF_TERM call_vs(ErlNifEnv *env, const ERL_NIF_TERM argv[], fn_vs f, int optional) {
+    VAULT(0);
+    str_arg s;
+    if (!(optional ? get_opt_str(env, argv[1], &s) : get_str(env, argv[1], &s)))
+        return enif_make_badarg(env);
+    RESULT_JSON(f(r->v, s.ptr, s.len, &out_json));
+}
+
+#define NIF_V(name, fn)                                                                  \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) { \
+        (void)argc;                                                                      \
+        return call_v(env, argv, fn);                                                    \
+    }
+#define NIF_VS(name, fn, optional)                                                       \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) { \
+        (void)argc;                                                                      \
+        return call_vs(env, argv, fn, optional);                                         \
+    }
+
+NIF_V(list_accounts, kl_list_accounts)
+NIF_V(list_routes, kl_list_routes)
+NIF_VS(account, kl_account, 0)
+NIF_VS(balance, kl_balance, 0)
+NIF_VS(key, kl_key, 0)
+NIF_VS(revoke_key, kl_revoke_key, 0)
+NIF_VS(disable_key, kl_disable_key, 0)
+NIF_VS(enable_key, kl_enable_key, 0)
+NIF_VS(usage, kl_usage, 0)
+NIF_VS(whoami, kl_whoami, 0)
+NIF_VS(list_keys, kl_list_keys, 1)
+NIF_VS(audit, kl_audit, 1)
+
+typedef kl_status (*fn_vsuo)(const kl_vault *, const char *, size_t, uint64_t, const char *,
+                             size_t, char **);
+
+/* (vault, id, amount, optional string) -> json */
+static ERL_NIF_TERM call_vsuo(ErlNifEnv *env, const ERL_NIF_TERM argv[], fn_vsuo f) {
+    VAULT(0);
+    STR(1, id);
+    U64(2, amount, "amount");
+    OPT_STR(3, extra);
+    RESULT_JSON(f(r->v, id.ptr, id.len, amount, extra.ptr, extra.len, &out_json));
+}
+
+static ERL_NIF_TERM nif_create_account(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    return call_vsuo(env, argv, kl_create_account);
+}
+static ERL_NIF_TERM nif_top_up(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    return call_vsuo(env, argv, kl_top_up);
+}
+static ERL_NIF_TERM nif_debit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    return call_vsuo(env, argv, kl_debit);
+}
+
+/* create_key(vault, spec_json) -> {token, key_json} */
+static ERL_NIF_TERM nif_create_key(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, spec);
+    char *token = NULL, *key_json = NULL;
+    kl_status st = kl_create_key(r->v, spec.ptr, spec.len, &token, &key_json);
+    if (st != KL_OK) return kl_error(env, st);
+    ERL_NIF_TERM t = take_secret(env, token);
+    return ok(env, enif_make_tuple2(env, t, take_json(env, key_json)));
+}
+
+/* rotate_key(vault, key_id, grace_ms) -> {token, key_json} */
+static ERL_NIF_TERM nif_rotate_key(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, key_id);
+    I64(2, grace_ms, "grace");
+    if (grace_ms < 0) return invalid_arg(env, "grace must not be negative");
+    char *token = NULL, *key_json = NULL;
+    kl_status st = kl_rotate_key(r->v, key_id.ptr, key_id.len, grace_ms, &token, &key_json);
+    if (st != KL_OK) return kl_error(env, st);
+    ERL_NIF_TERM t = take_secret(env, token);
+    return ok(env, enif_make_tuple2(env, t, take_json(env, key_json)));
+}
+
+/* set_scopes(vault, key_id, scopes_json) */
+static ERL_NIF_TERM nif_set_scopes(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, key_id);
+    STR(2, scopes);
+    RESULT_JSON(kl_set_scopes(r->v, key_id.ptr, key_id.len, scopes.ptr, scopes.len, &out_json));
+}
+
+/* set_expiry(vault, key_id, expires_at_ms | nil) */
+static ERL_NIF_TERM nif_set_expiry(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, key_id);
+    uint8_t has = 0;
+    int64_t at = 0;
+    if (!enif_is_identical(argv[2], A_NIL)) {
+        I64(2, v, "expires_at");
+        has = 1;
+        at = v;
+    }
+    RESULT_JSON(kl_set_expiry(r->v, key_id.ptr, key_id.len, has, at, &out_json));
+}
+
+/* add_route(vault, method, pattern, scope, cost) */
+static ERL_NIF_TERM nif_add_route(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, method);
+    STR(2, pattern);
+    STR(3, scope);
+    U64(4, cost, "cost");
+    RESULT_JSON(kl_add_route(r->v, method.ptr, method.len, pattern.ptr, pattern.len, scope.ptr,
+                             scope.len, cost, &out_json));
+}
+
+/* remove_route(vault, method, pattern) */
+static ERL_NIF_TERM nif_remove_route(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, method);
+    STR(2, pattern);
+    RESULT_JSON(kl_remove_route(r->v, method.ptr, method.len, pattern.ptr, pattern.len,
+                                &out_json));
+}
+
+/* match_route(vault, method, path) */
+static ERL_NIF_TERM nif_match_route(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, method);
+    STR(2, path);
+    RESULT_JSON(kl_match_route(r->v, method.ptr, method.len, path.ptr, path.len, &out_json));
+}
+
+/* ---- no vault ---------------------------------------------------------------------- */
+
+static ERL_NIF_TERM nif_looks_like_key(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    STR(0, token);
+    return kl_looks_like_key(token.ptr, token.len) ? A_TRUE : A_FALSE;
+}
+
+static ERL_NIF_TERM nif_redact(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    STR(0, token);
+    char *out_json = NULL;
+    kl_status st = kl_redact(token.ptr, token.len, &out_json);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, take_json(env, out_json));
+}
+
+static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return make_cstr(env, kl_version());
+}
+
+#define IO ERL_NIF_DIRTY_JOB_IO_BOUND
+#define CPU ERL_NIF_DIRTY_JOB_CPU_BOUND
+
+static ErlNifFunc nif_funcs[] = {
+    {"open", 2, nif_open, IO},
+    {"close", 1, nif_close, IO},
+    {"flush", 1, nif_flush, IO},
+    {"authorize", 10, nif_authorize, IO},
+    {"whoami", 2, nif_whoami, IO},
+    {"create_account", 4, nif_create_account, IO},
+    {"account", 2, nif_account, IO},
+    {"list_accounts", 1, nif_list_accounts, IO},
+    {"top_up", 4, nif_top_up, IO},
+    {"debit", 4, nif_debit, IO},
+    {"balance", 2, nif_balance, IO},
+    {"create_key", 2, nif_create_key, CPU},
+    {"key", 2, nif_key, IO},
+    {"list_keys", 2, nif_list_keys, IO},
+    {"revoke_key", 2, nif_revoke_key, IO},
+    {"disable_key", 2, nif_disable_key, IO},
+    {"enable_key", 2, nif_enable_key, IO},
+    {"set_scopes", 3, nif_set_scopes, IO},
+    {"set_expiry", 3, nif_set_expiry, IO},
+    {"rotate_key", 3, nif_rotate_key, CPU},
+    {"usage", 2, nif_usage, IO},
+    {"add_route", 5, nif_add_route, IO},
+    {"remove_route", 3, nif_remove_route, IO},
+    {"list_routes", 1, nif_list_routes, IO},
+    {"match_route", 3, nif_match_route, IO},
+    {"audit", 2, nif_audit, IO},
+    {"looks_like_key", 1, nif_looks_like_key, 0},
+    {"redact", 1, nif_redact, 0},
+    {"version", 0, nif_version, 0},
+};
+
+ERL_NIF_INIT(Elixir.KeyLedger.Nif, nif_funcs, load, NULL, upgrade, NULL)

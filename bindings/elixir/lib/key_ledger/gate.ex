@@ -1,0 +1,143 @@
+defmodule KeyLedger.Gate do
+  @moduledoc """
+  HTTP gating over `KeyLedger.authorize/4`, independent of any web framework (the Plug
+  in `KeyLedger.Plug` and any other server adapter are thin wrappers over it).
+
+      case KeyLedger.Gate.check(vault, headers, "POST", "/api/v1/messaging/send", []) do
+        {:ok, grant} -> handle(grant)
+        {:error, status, body_json} -> respond(status, [{"content-type", "application/json"}], body_json)
+      end
+
+  `headers` is a list of `{name, value}` pairs (binaries or charlists; names are matched
+  case-insensitively, as Plug, Cowboy and `:httpd` give them). The token is read from
+  `Authorization: Bearer <token>` (the scheme is case-insensitive), else from
+  `X-Api-Key: <token>`. A missing, empty, oversized, non-UTF-8 or otherwise hostile
+  header is refused with 401 `invalid_api_key`; it never raises.
+
+  Options: everything `KeyLedger.authorize/4` takes (`cost:`, `idempotency_key:`,
+  `signature:`, `body:`, `now:`, `full:`), plus `scope:` to authorize a scope instead of
+  the `(method, path)` route, and `idempotency_header:` (e.g. `"idempotency-key"`) to
+  take the idempotency key from a request header.
+
+  Refusals come back as `{:error, http_status, body_json}` with keyledger's JSON body
+  (`{"success":false,"error":"insufficient_credits","credits":0,"required":1,…}`), ready
+  to send as is. Vault-side failures (storage, closed vault) are 500 with their body.
+  """
+
+  @max_header 8192
+
+  @spec check(KeyLedger.vault(), [{iodata, iodata}], iodata, iodata, keyword) ::
+          {:ok, KeyLedger.grant()} | {:error, pos_integer, binary}
+  def check(vault, headers, method, path, opts \\ []) do
+    with {:ok, token} <- token(headers) do
+      {scope, opts} = Keyword.pop(opts, :scope)
+      {idem_header, opts} = Keyword.pop(opts, :idempotency_header)
+      opts = put_idempotency(opts, headers, idem_header)
+      route = if scope, do: {:scope, scope}, else: {text(method), text(path)}
+
+      case route do
+        {:scope, _} ->
+          authorize(vault, token, route, opts)
+
+        {m, p} when not is_binary(m) or not is_binary(p) ->
+          {:error, 400, error_body("invalid_argument", "malformed request line")}
+
+        _ ->
+          authorize(vault, token, route, opts)
+      end
+    end
+  end
+
+  defp authorize(vault, token, route, opts) do
+    case KeyLedger.authorize(vault, token, route, opts) do
+      {:ok, grant} -> {:ok, grant}
+      {:error, %{status: status, body: body}} -> {:error, status, body}
+    end
+  end
+
+  @doc "The API token of a request's headers: `{:ok, token}` or a 401 refusal."
+  @spec token([{iodata, iodata}]) :: {:ok, binary} | {:error, 401, binary}
+  def token(headers) when is_list(headers) do
+    auth = header(headers, "authorization")
+    api_key = header(headers, "x-api-key")
+
+    candidate =
+      cond do
+        auth == :bad or api_key == :bad -> :bad
+        is_binary(auth) -> bearer(auth)
+        is_binary(api_key) -> String.trim(api_key)
+        true -> nil
+      end
+
+    cond do
+      candidate in [nil, ""] -> refuse("missing API key: send Authorization: Bearer <key>")
+      candidate == :bad or not String.valid?(candidate) -> refuse("malformed API key")
+      true -> {:ok, candidate}
+    end
+  end
+
+  def token(_), do: refuse("missing API key: send Authorization: Bearer <key>")
+
+  defp bearer(value) do
+    case value do
+      <<scheme::binary-size(6), rest::binary>> ->
+        if String.downcase(scheme, :ascii) == "bearer" and match?(<<c, _::binary>> when c in [?\s, ?\t], rest),
+          do: String.trim(rest),
+          else: nil
+
+      _ ->
+        nil
+    end
+  end
+
+  # The first header named `name` (case-insensitive), as a binary; nil when absent,
+  # :bad when it is not iodata or is oversized.
+  defp header(headers, name) do
+    Enum.find_value(headers, fn
+      {k, v} ->
+        if header_name(k) == name, do: header_value(v)
+
+      _ ->
+        nil
+    end)
+  end
+
+  defp header_name(k) when is_binary(k), do: String.downcase(k, :ascii)
+  defp header_name(k) when is_list(k), do: k |> safe_binary() |> header_name()
+  defp header_name(k) when is_atom(k), do: k |> Atom.to_string() |> header_name()
+  defp header_name(_), do: nil
+
+  defp header_value(v) when is_binary(v) and byte_size(v) <= @max_header, do: v
+  defp header_value(v) when is_list(v), do: v |> safe_binary() |> header_value()
+  defp header_value(_), do: :bad
+
+  defp safe_binary(iodata) do
+    IO.iodata_to_binary(iodata)
+  rescue
+    ArgumentError ->
+      # A charlist with code points > 255 (e.g. from a UTF-8-decoding server).
+      try do
+        :unicode.characters_to_binary(iodata)
+      rescue
+        _ -> :bad
+      end
+  end
+
+  defp put_idempotency(opts, _headers, nil), do: opts
+
+  defp put_idempotency(opts, headers, name) do
+    case header(headers, String.downcase(name, :ascii)) do
+      v when is_binary(v) and v != "" -> Keyword.put_new(opts, :idempotency_key, v)
+      _ -> opts
+    end
+  end
+
+  defp text(s) when is_binary(s), do: s
+  defp text(s) when is_list(s), do: safe_binary(s)
+  defp text(s) when is_atom(s), do: s |> Atom.to_string() |> String.upcase()
+
+  defp refuse(message), do: {:error, 401, error_body("invalid_api_key", message)}
+
+  defp error_body(code, message),
+    do: KeyLedger.JSON.encode!(%{success: false, error: code, message: message})
+end

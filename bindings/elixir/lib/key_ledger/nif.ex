@@ -1,0 +1,47 @@
+defmodule KeyLedger.Nif do
+  @moduledoc false
+  # The raw NIF (c_src/keyledger_nif.c). Use `KeyLedger` instead: these functions take
+  # positional, already-encoded arguments and return JSON binaries.
+
+  @on_load :load_nif
+
+  def load_nif do
+    path = :filename.join(:code.priv_dir(:keyledger), ~c"keyledger_nif")
+    :erlang.load_nif(path, 0)
+  end
+
+  defp nif!, do: :erlang.nif_error(:keyledger_nif_not_loaded)
+
+  def open(_path, _options_json), do: nif!()
+  def close(_vault), do: nif!()
+  def flush(_vault), do: nif!()
+
+  def authorize(_vault, _token, _method, _path_or_scope, _cost, _idem, _sig, _body, _now, _full),
+    do: nif!()
+
+  def whoami(_vault, _token), do: nif!()
+  def create_account(_vault, _id, _credits, _metadata_json), do: nif!()
+  def account(_vault, _id), do: nif!()
+  def list_accounts(_vault), do: nif!()
+  def top_up(_vault, _id, _amount, _reference), do: nif!()
+  def debit(_vault, _id, _amount, _idempotency_key), do: nif!()
+  def balance(_vault, _id), do: nif!()
+  def create_key(_vault, _spec_json), do: nif!()
+  def key(_vault, _key_id), do: nif!()
+  def list_keys(_vault, _account_id), do: nif!()
+  def revoke_key(_vault, _key_id), do: nif!()
+  def disable_key(_vault, _key_id), do: nif!()
+  def enable_key(_vault, _key_id), do: nif!()
+  def set_scopes(_vault, _key_id, _scopes_json), do: nif!()
+  def set_expiry(_vault, _key_id, _expires_at), do: nif!()
+  def rotate_key(_vault, _key_id, _grace_ms), do: nif!()
+  def usage(_vault, _key_id), do: nif!()
+  def add_route(_vault, _method, _pattern, _scope, _cost), do: nif!()
+  def remove_route(_vault, _method, _pattern), do: nif!()
+  def list_routes(_vault), do: nif!()
+  def match_route(_vault, _method, _path), do: nif!()
+  def audit(_vault, _query_json), do: nif!()
+  def looks_like_key(_token), do: nif!()
+  def redact(_token), do: nif!()
+  def version, do: nif!()
+end

@@ -1,0 +1,419 @@
+defmodule KeyLedger do
+  @moduledoc """
+  keyledger for Elixir: an embedded API-key vault with credits, over its C ABI (a NIF).
+
+      {:ok, vault} = KeyLedger.open("/var/lib/myapp/keys.redb", exclusive: true)
+      {:ok, _} = KeyLedger.create_account(vault, "acct_42", credits: 100)
+      {:ok, _} = KeyLedger.add_route(vault, "POST", "/api/v1/messaging/send", "sms:send", 1)
+      {:ok, %{token: token}} = KeyLedger.create_key(vault, "acct_42", "backend", ["sms:*"])
+      {:ok, grant} = KeyLedger.authorize(vault, token, {"POST", "/api/v1/messaging/send"})
+
+  ## Conventions
+
+    * Every call returns `{:ok, result}` or `{:error, error}` where `error` is
+      `%{status: http_status, code: "missing_scope", message: "…", body: json_binary,
+      kl_status: 1101}`. `body` is the JSON object to send with `status` as the HTTP
+      response (SPEC §8), e.g. `{"success":false,"error":"missing_scope","required":"sms:send",…}`.
+    * Arguments of the wrong type (an atom where a string is expected, a float amount,
+      …) raise `ArgumentError`. Strings may be binaries or iodata; invalid UTF-8,
+      empty ids, a negative or over-u64 amount give `{:error, %{code: "invalid_argument"}}`
+      and change nothing.
+    * Records come back as maps with atom keys (`metadata` and audit `details` keep the
+      string keys they were given). **Times are integers in unix milliseconds** (UTC);
+      wherever a time is an input (`now:`, `expires_at:`, `since:`) a `DateTime` is
+      accepted too.
+    * Calls that may run argon2 or commit run on dirty schedulers, so they never block
+      a normal scheduler. The vault is closed by `close/1`, or when the last reference
+      to it is garbage-collected.
+  """
+
+  alias KeyLedger.{JSON, Nif}
+
+  @typedoc "An open vault (a NIF resource)."
+  @type vault :: reference
+
+  @type error :: %{
+          status: pos_integer,
+          code: String.t(),
+          message: String.t(),
+          body: String.t(),
+          kl_status: pos_integer
+        }
+
+  @type grant :: %{
+          account_id: String.t(),
+          key_id: String.t(),
+          key_name: String.t(),
+          prefix: String.t(),
+          auth_method: :apikey | :operator,
+          charged: non_neg_integer,
+          credits: non_neg_integer,
+          total_credits: non_neg_integer,
+          replayed: boolean
+        }
+
+  @type result(t) :: {:ok, t} | {:error, error}
+  @type time :: integer | DateTime.t()
+
+  # ---- vault ---------------------------------------------------------------------------
+
+  @doc """
+  Opens (or creates, mode 0600) the vault file at `path`.
+
+  Options: `exclusive:` (boolean; one BEAM node owns the file, a second opener gets
+  `vault_locked`), `durability:` (`:immediate` | `:eventual`, the latter only with
+  `exclusive: true`), `argon2:` (`%{m_kib:, t:, p:}`), `cache_capacity:`, `actor:`
+  (recorded in audit entries), `flush_interval_ms:`.
+  """
+  @spec open(Path.t(), keyword) :: result(vault)
+  def open(path, opts \\ []) when is_list(opts) do
+    # Unknown options are refused here; values are checked by keyledger (invalid_argument).
+    options =
+      Enum.map(opts, fn
+        {k, v} when k in [:exclusive] and is_boolean(v) -> {k, v}
+        {:durability, v} when v in [:immediate, :eventual, "immediate", "eventual"] -> {:durability, v}
+        {:argon2, v} when is_map(v) or is_list(v) -> {:argon2, Map.new(v)}
+        {k, v} when k in [:cache_capacity, :flush_interval_ms] and is_integer(v) -> {k, v}
+        {:actor, v} when is_binary(v) -> {:actor, v}
+        other -> raise ArgumentError, "unknown or invalid open option #{inspect(other)}"
+      end)
+
+    json = if options == [], do: nil, else: JSON.encode!(Map.new(options))
+    Nif.open(path_arg(path), json)
+  end
+
+  @doc "Flushes and closes the vault. Later calls return `{:error, %{code: \"vault_closed\"}}`."
+  @spec close(vault) :: :ok | {:error, error}
+  def close(vault), do: Nif.close(vault)
+
+  @doc "Flushes usage counters and request-path audit entries now (also done every second)."
+  @spec flush(vault) :: :ok | {:error, error}
+  def flush(vault), do: Nif.flush(vault)
+
+  # ---- authorize -----------------------------------------------------------------------
+
+  @doc """
+  Authorizes a request: `route` is `{method, path}` (the most specific route rule decides
+  the scope and default cost) or `{:scope, scope}` (default cost 0).
+
+  Options: `cost:` (credits to charge instead of the default), `idempotency_key:`,
+  `signature:` and `body:` (for signing keys), `now:` (unix ms or `DateTime`; for tests),
+  `full: true` (also return `scopes` and `ratelimits`, through the C ABI's JSON variant:
+  one JSON encode/decode more per call).
+
+  The grant is built in C from the fixed-size `kl_grant`:
+  `%{account_id, key_id, key_name, prefix, auth_method: :apikey | :operator, charged,
+  credits, total_credits, replayed}`.
+  """
+  @spec authorize(vault, iodata, {iodata, iodata} | {:scope, iodata}, keyword) ::
+          result(grant)
+  def authorize(vault, token, route, opts \\ [])
+
+  def authorize(vault, token, {:scope, scope}, opts),
+    do: do_authorize(vault, token, nil, scope, opts)
+
+  def authorize(vault, token, {method, path}, opts) when not is_atom(method),
+    do: do_authorize(vault, token, method, path, opts)
+
+  def authorize(_vault, _token, route, _opts),
+    do: raise(ArgumentError, "route must be {method, path} or {:scope, scope}, got #{inspect(route)}")
+
+  defp do_authorize(vault, token, method, target, opts) do
+    full = Keyword.get(opts, :full, false)
+
+    result =
+      Nif.authorize(
+        vault,
+        token,
+        method,
+        target,
+        Keyword.get(opts, :cost),
+        Keyword.get(opts, :idempotency_key),
+        Keyword.get(opts, :signature),
+        Keyword.get(opts, :body),
+        now_ms(Keyword.get(opts, :now)),
+        full
+      )
+
+    case result do
+      {:ok, {:json, json}} -> {:ok, record(json)}
+      other -> other
+    end
+  end
+
+  defp now_ms(nil), do: 0
+  defp now_ms(ms) when is_integer(ms), do: ms
+  defp now_ms(%DateTime{} = dt), do: DateTime.to_unix(dt, :millisecond)
+  defp now_ms(other), do: raise(ArgumentError, "now: must be unix ms or a DateTime, got #{inspect(other)}")
+
+  @doc """
+  Who `token` belongs to (key checks only; no route, scope or credit check):
+  `%{account_id, key_id, key_name, auth_method, scopes, credits, total_credits}`.
+  """
+  @spec whoami(vault, iodata) :: result(map)
+  def whoami(vault, token), do: vault |> Nif.whoami(token) |> decoded()
+
+  # ---- accounts ------------------------------------------------------------------------
+
+  @doc """
+  Creates account `id` (1–128 bytes). Options: `credits:` (default 0), `metadata:` (a map,
+  ≤ 4 KiB as JSON). An integer as the third argument is the initial credits.
+  """
+  @spec create_account(vault, iodata, keyword | non_neg_integer) :: result(map)
+  def create_account(vault, id, opts \\ [])
+
+  def create_account(vault, id, credits) when is_integer(credits),
+    do: create_account(vault, id, credits: credits)
+
+  def create_account(vault, id, opts) when is_list(opts) do
+    metadata = opts |> Keyword.get(:metadata) |> json_object_arg(:metadata)
+    vault |> Nif.create_account(id, Keyword.get(opts, :credits, 0), metadata) |> decoded()
+  end
+
+  @doc "The account `id`: `%{id, credits, total_credits, created_at, metadata}`."
+  @spec account(vault, iodata) :: result(map)
+  def account(vault, id), do: vault |> Nif.account(id) |> decoded()
+
+  @doc "Every account, ordered by id."
+  @spec list_accounts(vault) :: result([map])
+  def list_accounts(vault), do: vault |> Nif.list_accounts() |> decoded()
+
+  @doc "Adds `amount` (> 0) credits. Option `reference:` (≤ 255 bytes, kept in the audit log)."
+  @spec top_up(vault, iodata, non_neg_integer, keyword) :: result(map)
+  def top_up(vault, id, amount, opts \\ []),
+    do: vault |> Nif.top_up(id, amount, Keyword.get(opts, :reference)) |> decoded()
+
+  @doc """
+  Debits `amount` (> 0) credits, for callers authenticated some other way. Option
+  `idempotency_key:`. Refused with the same `insufficient_credits` (402) as `authorize/4`.
+  """
+  @spec debit(vault, iodata, non_neg_integer, keyword) :: result(map)
+  def debit(vault, id, amount, opts \\ []),
+    do: vault |> Nif.debit(id, amount, Keyword.get(opts, :idempotency_key)) |> decoded()
+
+  @doc "`%{account_id, credits, total_credits}`."
+  @spec balance(vault, iodata) :: result(map)
+  def balance(vault, id), do: vault |> Nif.balance(id) |> decoded()
+
+  # ---- keys ----------------------------------------------------------------------------
+
+  @doc """
+  Mints a key for `account_id`. Returns `{:ok, %{token: token, key: key_info}}`: the token
+  is shown once and can never be retrieved again.
+
+  Options: `prefix:` (default `"kl_live"`), `expires_at:` (unix ms or `DateTime`) or
+  `expires_in:` (ms), `operator:`, `signing:`, `metadata:` (a map).
+  """
+  @spec create_key(vault, String.t(), String.t(), [String.t()], keyword) ::
+          result(%{token: String.t(), key: map})
+  def create_key(vault, account_id, name, scopes, opts \\ []) when is_list(opts) do
+    with_invalid(fn -> do_create_key(vault, account_id, name, scopes, opts) end)
+  end
+
+  defp do_create_key(vault, account_id, name, scopes, opts) do
+    spec =
+      %{account_id: string_arg(account_id, :account_id), name: string_arg(name, :name),
+        scopes: scopes_arg(scopes)}
+      |> put_opt(:prefix, opts[:prefix] && string_arg(opts[:prefix], :prefix))
+      |> put_opt(:expires_at, opts[:expires_at] && time_arg(opts[:expires_at], :expires_at))
+      |> put_opt(:expires_in_ms, opts[:expires_in] && int_arg(opts[:expires_in], :expires_in))
+      |> put_opt(:operator, bool_opt(opts, :operator))
+      |> put_opt(:signing, bool_opt(opts, :signing))
+      |> put_opt(:metadata, opts[:metadata] && map_arg(opts[:metadata], :metadata))
+
+    vault |> Nif.create_key(JSON.encode!(spec)) |> token_and_key()
+  end
+
+  @doc "The key's public info (never the secret or its hash)."
+  @spec key(vault, iodata) :: result(map)
+  def key(vault, key_id), do: vault |> Nif.key(key_id) |> decoded()
+
+  @doc "The keys of `account_id`, or every key when it is `nil`."
+  @spec list_keys(vault, iodata | nil) :: result([map])
+  def list_keys(vault, account_id \\ nil), do: vault |> Nif.list_keys(account_id) |> decoded()
+
+  @doc "Revokes the key for good (`invalid_api_key` from the next call in every process)."
+  @spec revoke_key(vault, iodata) :: result(map)
+  def revoke_key(vault, key_id), do: vault |> Nif.revoke_key(key_id) |> decoded()
+
+  @doc "Disables the key (`api_key_inactive` until enabled)."
+  @spec disable_key(vault, iodata) :: result(map)
+  def disable_key(vault, key_id), do: vault |> Nif.disable_key(key_id) |> decoded()
+
+  @doc "Enables a disabled key."
+  @spec enable_key(vault, iodata) :: result(map)
+  def enable_key(vault, key_id), do: vault |> Nif.enable_key(key_id) |> decoded()
+
+  @doc "Replaces the key's scopes."
+  @spec set_scopes(vault, iodata, [String.t()]) :: result(map)
+  def set_scopes(vault, key_id, scopes) do
+    with_invalid(fn ->
+      vault |> Nif.set_scopes(key_id, JSON.encode!(scopes_arg(scopes))) |> decoded()
+    end)
+  end
+
+  @doc "Sets the key's expiry (unix ms or `DateTime`), or clears it with `nil`."
+  @spec set_expiry(vault, iodata, time | nil) :: result(map)
+  def set_expiry(vault, key_id, nil), do: vault |> Nif.set_expiry(key_id, nil) |> decoded()
+
+  def set_expiry(vault, key_id, at),
+    do: vault |> Nif.set_expiry(key_id, time_arg(at, :expires_at)) |> decoded()
+
+  @doc """
+  Zero-downtime rotation: a new key (same account, name, prefix, scopes); the old one
+  keeps working for `grace:` ms (default 0: it stops now). `{:ok, %{token:, key:}}`.
+  """
+  @spec rotate_key(vault, iodata, keyword) :: result(%{token: String.t(), key: map})
+  def rotate_key(vault, key_id, opts \\ []),
+    do: vault |> Nif.rotate_key(key_id, Keyword.get(opts, :grace, 0)) |> token_and_key()
+
+  @doc "`%{key_id, last_used_at, granted, refused, hourly: [[hour_start_ms, count], …]}`."
+  @spec usage(vault, iodata) :: result(map)
+  def usage(vault, key_id), do: vault |> Nif.usage(key_id) |> decoded()
+
+  # ---- routes --------------------------------------------------------------------------
+
+  @doc "Adds the rule `(method, pattern) → (scope, cost)`; `method` may be `\"*\"`."
+  @spec add_route(vault, iodata, iodata, iodata, non_neg_integer) :: result(map)
+  def add_route(vault, method, pattern, scope, cost \\ 0),
+    do: vault |> Nif.add_route(method, pattern, scope, cost) |> decoded()
+
+  @doc "Removes the rule for `(method, pattern)` and returns it."
+  @spec remove_route(vault, iodata, iodata) :: result(map)
+  def remove_route(vault, method, pattern),
+    do: vault |> Nif.remove_route(method, pattern) |> decoded()
+
+  @doc "Every rule, most specific first."
+  @spec list_routes(vault) :: result([map])
+  def list_routes(vault), do: vault |> Nif.list_routes() |> decoded()
+
+  @doc "The rule that would decide `method path`, or `nil`."
+  @spec match_route(vault, iodata, iodata) :: result(map | nil)
+  def match_route(vault, method, path), do: vault |> Nif.match_route(method, path) |> decoded()
+
+  # ---- audit ---------------------------------------------------------------------------
+
+  @doc """
+  Audit entries, newest first: `%{seq, time, action, key_id, account_id, actor, details}`.
+  Options: `key_id:`, `account_id:`, `action:`, `since:` (unix ms or `DateTime`),
+  `limit:` (default 100, ≤ 10 000).
+  """
+  @spec audit(vault, keyword) :: result([map])
+  def audit(vault, opts \\ []) when is_list(opts), do: with_invalid(fn -> do_audit(vault, opts) end)
+
+  defp do_audit(vault, opts) do
+    query =
+      Enum.reduce(opts, %{}, fn
+        {k, v}, acc when k in [:key_id, :account_id, :action] -> Map.put(acc, k, string_arg(v, k))
+        {:since, v}, acc -> Map.put(acc, :since, time_arg(v, :since))
+        {:limit, v}, acc -> Map.put(acc, :limit, int_arg(v, :limit))
+        other, _ -> raise ArgumentError, "unknown audit option #{inspect(other)}"
+      end)
+
+    json = if query == %{}, do: nil, else: JSON.encode!(query)
+    vault |> Nif.audit(json) |> decoded()
+  end
+
+  # ---- no vault ------------------------------------------------------------------------
+
+  @doc "Whether `token` has the shape and checksum of a keyledger token (no vault access)."
+  @spec looks_like_key?(iodata) :: boolean
+  def looks_like_key?(token), do: Nif.looks_like_key(token)
+
+  @doc "What logs may show for `token`: `\"<prefix>_<key_id>_…\"` (never the secret)."
+  @spec redact(iodata) :: String.t()
+  def redact(token) do
+    case Nif.redact(token) do
+      {:ok, s} -> s
+      {:error, _} -> "…"
+    end
+  end
+
+  @doc "The version of the keyledger library the NIF is linked against."
+  @spec version() :: String.t()
+  def version, do: Nif.version()
+
+  # ---- helpers -------------------------------------------------------------------------
+
+  defp decoded({:ok, json}) when is_binary(json), do: {:ok, record(json)}
+  defp decoded(other), do: other
+
+  defp token_and_key({:ok, {token, json}}), do: {:ok, %{token: token, key: record(json)}}
+  defp token_and_key(other), do: other
+
+  @doc false
+  # JSON from the C ABI → atom-keyed records (only the known field names become atoms).
+  def record(json), do: json |> JSON.decode!() |> atomize()
+
+  @fields ~w(id credits total_credits created_at metadata account_id key_id prefix name
+             scopes operator expires_at disabled revoked_at signing rotated_from last_used_at
+             key_name auth_method charged replayed ratelimits max remaining reset_ms granted
+             refused hourly method pattern scope cost seq time action actor details limit
+             retry_after)
+  @field_atoms Map.new(@fields, &{&1, String.to_atom(&1)})
+  @opaque_fields ["metadata", "details"]
+
+  defp atomize(list) when is_list(list), do: Enum.map(list, &atomize/1)
+
+  defp atomize(map) when is_map(map) do
+    Map.new(map, fn
+      {k, v} when k in @opaque_fields -> {Map.fetch!(@field_atoms, k), v}
+      {"auth_method", m} when m in ["apikey", "operator"] -> {:auth_method, String.to_atom(m)}
+      {k, v} -> {Map.get(@field_atoms, k, k), atomize(v)}
+    end)
+  end
+
+  defp atomize(other), do: other
+
+  defp put_opt(map, _k, nil), do: map
+  defp put_opt(map, k, v), do: Map.put(map, k, v)
+
+  defp bool_opt(opts, k) do
+    case Keyword.get(opts, k) do
+      nil -> nil
+      b when is_boolean(b) -> b
+      other -> raise ArgumentError, "#{k}: must be a boolean, got #{inspect(other)}"
+    end
+  end
+
+  defp path_arg(path) when is_binary(path) or is_list(path), do: path
+  defp path_arg(path), do: raise(ArgumentError, "path must be a string, got #{inspect(path)}")
+
+  # Strings that go into JSON arguments must be valid UTF-8 text (the NIF checks the
+  # strings it passes itself): invalid UTF-8 is an invalid_argument error, like in C.
+  defp string_arg(s, what) when is_binary(s) or is_list(s) do
+    bin = IO.iodata_to_binary(s)
+    if String.valid?(bin), do: bin, else: throw({:invalid_argument, "#{what} is not valid UTF-8"})
+  end
+
+  defp string_arg(other, what),
+    do: raise(ArgumentError, "#{what}: must be a string, got #{inspect(other)}")
+
+  defp with_invalid(fun) do
+    fun.()
+  catch
+    {:invalid_argument, msg} -> invalid_argument(msg)
+  end
+
+  defp invalid_argument(msg) do
+    body = JSON.encode!(%{success: false, error: "invalid_argument", message: msg})
+    {:error, %{status: 400, code: "invalid_argument", message: msg, body: body, kl_status: 2003}}
+  end
+
+  defp scopes_arg(scopes) when is_list(scopes), do: Enum.map(scopes, &string_arg(&1, :scopes))
+  defp scopes_arg(other), do: raise(ArgumentError, "scopes must be a list of strings, got #{inspect(other)}")
+
+  defp int_arg(n, _what) when is_integer(n), do: n
+  defp int_arg(other, what), do: raise(ArgumentError, "#{what}: must be an integer, got #{inspect(other)}")
+
+  defp time_arg(n, _what) when is_integer(n), do: n
+  defp time_arg(%DateTime{} = dt, _what), do: DateTime.to_unix(dt, :millisecond)
+  defp time_arg(other, what),
+    do: raise(ArgumentError, "#{what}: must be unix ms or a DateTime, got #{inspect(other)}")
+
+  defp map_arg(m, _what) when is_map(m) and not is_struct(m), do: m
+  defp map_arg(other, what), do: raise(ArgumentError, "#{what}: must be a map, got #{inspect(other)}")
+
+  defp json_object_arg(nil, _what), do: nil
+  defp json_object_arg(m, what), do: m |> map_arg(what) |> JSON.encode!()
+end
