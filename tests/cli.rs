@@ -111,7 +111,16 @@ impl Cli {
 }
 
 fn raw(vault: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    raw_env(vault, args, stdin, &[])
+}
+
+fn raw_env(vault: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(BIN);
+    cmd.env_remove("KEYLEDGER_MASTER_KEY")
+        .env_remove("KEYLEDGER_NEW_MASTER_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.arg("--argon2-fast")
         .arg("--vault")
         .arg(vault)
@@ -714,4 +723,105 @@ fn exclusive_open_works() {
         .ok();
     cli.run(&["--exclusive", "account", "balance", "acct_x"])
         .ok();
+}
+
+#[test]
+fn signing_keys_with_a_master_key_from_the_environment_reveal_and_rekey() {
+    let cli = Cli::init();
+    let generated = raw(&cli.vault, &["master-key", "generate"], None).ok();
+    let master = generated.stdout.trim().to_string();
+    assert_eq!(master.len(), 44, "base64 of 32 bytes: {master:?}");
+    let env = [("KEYLEDGER_MASTER_KEY", master.as_str())];
+    let run = |args: &[&str]| raw_env(&cli.vault, args, None, &env);
+    run(&["account", "create", "acct_1", "--credits", "5"]).ok();
+    run(&[
+        "route", "add", "POST", "/v1/send", "sms:send", "--cost", "1",
+    ])
+    .ok();
+    // Without the master key, a signing key cannot be made.
+    raw(
+        &cli.vault,
+        &[
+            "key",
+            "create",
+            "--account",
+            "acct_1",
+            "--name",
+            "s",
+            "--scope",
+            "sms:send",
+            "--signing",
+        ],
+        None,
+    )
+    .code(8);
+    let created = run(&[
+        "key",
+        "create",
+        "--account",
+        "acct_1",
+        "--name",
+        "s",
+        "--scope",
+        "sms:send",
+        "--signing",
+    ])
+    .ok();
+    let lines: Vec<&str> = created.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "token then signing secret: {:?}",
+        created.stdout
+    );
+    let (token, secret) = (lines[0], lines[1]);
+    assert_eq!(secret.len(), 64);
+    let key_id = key_id_of(token);
+    // Unsigned: 401 invalid_signature (exit 2). Signed: granted.
+    let unsigned = run(&["--json", "authorize", token, "--route", "POST /v1/send"]).code(2);
+    assert_eq!(unsigned.json()["error"], "invalid_signature");
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let sig = keyledger::sign_request(secret, t, "POST", "/v1/send", b"hello");
+    run(&[
+        "authorize",
+        token,
+        "--route",
+        "POST /v1/send",
+        "--signature",
+        &sig,
+        "--body",
+        "hello",
+    ])
+    .ok();
+    let revealed = run(&["key", "reveal-secret", &key_id]).ok();
+    assert_eq!(revealed.stdout.trim(), secret);
+    // Rekey to a generated key: the old key no longer opens the vault's secrets.
+    let rekeyed = run(&["rekey", "--generate"]).ok();
+    let new_master = rekeyed.stdout.trim().to_string();
+    assert_eq!(new_master.len(), 44);
+    run(&["key", "reveal-secret", &key_id]).code(9);
+    let revealed = raw_env(
+        &cli.vault,
+        &["key", "reveal-secret", &key_id],
+        None,
+        &[("KEYLEDGER_MASTER_KEY", new_master.as_str())],
+    )
+    .ok();
+    assert_eq!(revealed.stdout.trim(), secret);
+    // The master key never appears in a listing or the audit log.
+    let audit = raw_env(
+        &cli.vault,
+        &["--json", "audit"],
+        None,
+        &[("KEYLEDGER_MASTER_KEY", new_master.as_str())],
+    )
+    .ok();
+    assert!(!audit.stdout.contains(secret) && !audit.stdout.contains(&new_master));
+    assert!(
+        audit.stdout.contains("master_key_rotated")
+            && audit.stdout.contains("signing_secret_revealed")
+    );
 }

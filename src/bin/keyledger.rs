@@ -87,6 +87,13 @@ struct Cli {
     /// TEST ONLY: hash new secrets with insecure, fast argon2 parameters.
     #[arg(long, global = true, hide = true)]
     argon2_fast: bool,
+    /// Ask for the master key (base64) on the terminal instead of reading
+    /// KEYLEDGER_MASTER_KEY. Never pass a key as an argument: it would land in shell history.
+    #[arg(long, global = true, conflicts_with = "passphrase_prompt")]
+    master_key_prompt: bool,
+    /// Ask for the master passphrase on the terminal (the key is derived with argon2id).
+    #[arg(long, global = true)]
+    passphrase_prompt: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,7 +128,31 @@ enum Command {
         /// A repeat within 24 h replays the first grant and charges nothing.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// The request signature, for signing keys: `t=<unix seconds>,v1=<hex>`.
+        #[arg(long)]
+        signature: Option<String>,
+        /// The request body the signature covers.
+        #[arg(long)]
+        body: Option<String>,
     },
+    /// Re-encrypt every signing secret under a new master key, all or nothing. The new
+    /// key comes from KEYLEDGER_NEW_MASTER_KEY, a prompt (--prompt), or --generate (printed
+    /// once). The current key: KEYLEDGER_MASTER_KEY, --master-key-prompt or --passphrase-prompt.
+    Rekey {
+        /// Ask for the new key (base64) on the terminal.
+        #[arg(long, conflicts_with_all = ["generate", "new_passphrase"])]
+        prompt: bool,
+        /// Generate the new key and print it once.
+        #[arg(long, conflicts_with = "new_passphrase")]
+        generate: bool,
+        /// Ask for a new passphrase instead of a key.
+        #[arg(long)]
+        new_passphrase: bool,
+    },
+    /// Master keys: `keyledger master-key generate` prints a fresh one (base64) for
+    /// KEYLEDGER_MASTER_KEY.
+    #[command(subcommand)]
+    MasterKey(MasterKeyCmd),
     /// Who a token belongs to and what its account has left.
     Whoami {
         /// The token, or `-` to read it from stdin (keeps it out of shell history).
@@ -206,6 +237,12 @@ enum AccountCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum MasterKeyCmd {
+    /// Print a fresh random master key (base64 of 32 bytes).
+    Generate,
+}
+
+#[derive(Subcommand, Debug)]
 enum KeyCmd {
     /// Mint a key; its token is printed once.
     Create(KeyCreate),
@@ -217,6 +254,8 @@ enum KeyCmd {
     },
     /// Show a key.
     Show { key_id: String },
+    /// Print a signing key's signing secret (needs the master key; audited).
+    RevealSecret { key_id: String },
     /// Revoke a key for good.
     Revoke { key_id: String },
     /// Disable a key (refused as api_key_inactive until enabled).
@@ -280,6 +319,10 @@ struct KeyCreate {
     /// Operator key: every scope, never charged, every use audited.
     #[arg(long)]
     operator: bool,
+    /// Require signed requests; the signing secret is printed once, after the token
+    /// (needs the master key).
+    #[arg(long)]
+    signing: bool,
     /// A JSON object.
     #[arg(long)]
     metadata: Option<String>,
@@ -438,13 +481,55 @@ fn write_stdout(text: &str) -> CliResult {
         .map_err(|e| CliError::Other(format!("cannot write to stdout: {e}")))
 }
 
-fn vault_options(cli: &Cli) -> VaultOptions {
-    VaultOptions {
+fn vault_options(cli: &Cli) -> CliResult<VaultOptions> {
+    let mut options = VaultOptions {
         actor: Some("cli".into()),
         exclusive: cli.exclusive,
         argon2: cli.argon2_fast.then_some(Argon2Params::INSECURE_FAST),
         ..Default::default()
+    };
+    if cli.master_key_prompt {
+        let text = prompt_secret("master key (base64): ")?;
+        options.master_key = Some(keyledger::MasterKey::from_base64(&text)?);
+    } else if cli.passphrase_prompt {
+        options.master_passphrase = Some(prompt_secret("master passphrase: ")?);
     }
+    Ok(options)
+}
+
+/// Read one line from the terminal without echo (from stdin when it is not a terminal).
+fn prompt_secret(prompt: &str) -> CliResult<Zeroizing<String>> {
+    use std::io::BufRead;
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: isatty only inspects the descriptor.
+    let tty = unsafe { libc::isatty(fd) } == 1;
+    let mut saved: Option<libc::termios> = None;
+    if tty {
+        eprint!("{prompt}");
+        // SAFETY: a zeroed termios is a valid out-parameter for tcgetattr, which fills it.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is a terminal; t is a valid termios.
+        if unsafe { libc::tcgetattr(fd, &mut t) } == 0 {
+            let mut quiet = t;
+            quiet.c_lflag &= !libc::ECHO;
+            // SAFETY: as above; restoring happens below.
+            unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+            saved = Some(t);
+        }
+    }
+    let mut line = Zeroizing::new(String::new());
+    let read = std::io::stdin().lock().take(4096).read_line(&mut line);
+    if let Some(t) = saved {
+        // SAFETY: restores the settings read above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) };
+        eprintln!();
+    }
+    read.map_err(|e| CliError::Other(format!("cannot read from the terminal: {e}")))?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+    if trimmed.is_empty() {
+        return Err(invalid("nothing was entered"));
+    }
+    Ok(trimmed)
 }
 
 /// Open an existing vault (every command but `init` and `quickstart`): a mistyped path
@@ -456,7 +541,7 @@ fn open_existing(cli: &Cli) -> CliResult<Vault> {
             cli.vault.display()
         ))));
     }
-    Ok(Vault::open_with(&cli.vault, vault_options(cli))?)
+    Ok(Vault::open_with(&cli.vault, vault_options(cli)?)?)
 }
 
 fn main() -> ExitCode {
@@ -494,7 +579,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, out: &Out) -> CliResult<u8> {
     match &cli.command {
         Command::Init => {
-            let vault = Vault::open_with(&cli.vault, vault_options(cli))?;
+            let vault = Vault::open_with(&cli.vault, vault_options(cli)?)?;
             let mode = vault.cache_mode();
             vault.close()?;
             let path = std::fs::canonicalize(&cli.vault).unwrap_or_else(|_| cli.vault.clone());
@@ -515,6 +600,17 @@ fn run(cli: &Cli, out: &Out) -> CliResult<u8> {
                 }
             })?;
             Ok(if ok { 0 } else { 2 })
+        }
+        Command::MasterKey(MasterKeyCmd::Generate) => {
+            let key = keyledger::MasterKey::generate()?;
+            let b64 = key.to_base64();
+            eprintln!(
+                "warning: store this key now (e.g. in KEYLEDGER_MASTER_KEY); it is shown once"
+            );
+            out.emit(&json!({"master_key": b64.as_str()}), || {
+                format!("{}\n", b64.as_str())
+            })?;
+            Ok(0)
         }
         Command::Quickstart { dir } => {
             quickstart::run(dir, cli.argon2_fast, out)?;
@@ -543,6 +639,8 @@ fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
             scope,
             cost,
             idempotency_key,
+            signature,
+            body,
         } => {
             let token = read_token(token)?;
             let cost = cost.as_deref().map(|c| parse_u64("cost", c)).transpose()?;
@@ -563,6 +661,8 @@ fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
             let options = AuthorizeOptions {
                 cost,
                 idempotency_key: idempotency_key.as_deref(),
+                signature: signature.as_deref(),
+                body: body.as_deref().map(str::as_bytes),
                 ..Default::default()
             };
             match vault.authorize(&token, target, &options) {
@@ -651,6 +751,44 @@ fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
             let entries = vault.audit(&query)?;
             out.emit(&entries, || output::audit_table(&entries))
         }
+        Command::Rekey {
+            prompt,
+            generate,
+            new_passphrase,
+        } => {
+            let count = if *new_passphrase {
+                let p = prompt_secret("new master passphrase: ")?;
+                vault.rekey_passphrase(&p)?
+            } else {
+                let new = if *generate {
+                    keyledger::MasterKey::generate()?
+                } else if *prompt {
+                    keyledger::MasterKey::from_base64(&prompt_secret("new master key (base64): ")?)?
+                } else {
+                    let text = Zeroizing::new(std::env::var("KEYLEDGER_NEW_MASTER_KEY").map_err(|_| {
+                        invalid("give the new key in KEYLEDGER_NEW_MASTER_KEY, or use --prompt, --generate or --new-passphrase")
+                    })?);
+                    keyledger::MasterKey::from_base64(&text)?
+                };
+                let count = vault.rekey(new.clone())?;
+                if *generate {
+                    eprintln!("the new master key follows; store it now (it is shown once) and restart every worker with it");
+                    let b64 = new.to_base64();
+                    if out.json {
+                        return out.emit(
+                            &json!({"reencrypted": count, "master_key": b64.as_str()}),
+                            String::new,
+                        );
+                    }
+                    write_stdout(&format!("{}\n", b64.as_str()))?;
+                    return Ok(());
+                }
+                count
+            };
+            out.emit(&json!({"reencrypted": count}), || {
+                format!("re-encrypted {count} signing secret(s) under the new master key; restart every worker with it\n")
+            })
+        }
         Command::Usage { key_id } => {
             let u = vault.usage(key_id)?;
             out.emit(&u, || {
@@ -672,7 +810,10 @@ fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
                 s
             })
         }
-        Command::Init | Command::Check { .. } | Command::Quickstart { .. } => {
+        Command::Init
+        | Command::Check { .. }
+        | Command::Quickstart { .. }
+        | Command::MasterKey(_) => {
             unreachable!("handled without an open vault")
         }
     }
@@ -766,6 +907,16 @@ fn print_new_token(
     eprintln!(
         "warning: this is the only time the token is shown; store it now: it cannot be shown again"
     );
+    if let Some(secret) = token.signing_secret() {
+        eprintln!("the second line of stdout is the key's signing secret (also shown once)");
+        if out.json {
+            return out.emit(
+                &json!({"token": token.expose(), "signing_secret": secret, "key": info}),
+                String::new,
+            );
+        }
+        return write_stdout(&format!("{}\n{secret}\n", token.expose()));
+    }
     if out.json {
         out.emit(&json!({"token": token.expose(), "key": info}), String::new)
     } else {
@@ -783,7 +934,8 @@ fn key(vault: &Vault, cmd: &KeyCmd, out: &Out, now: Millis) -> CliResult {
         KeyCmd::Create(c) => {
             let mut new = NewKey::new(c.account.as_str(), c.name.as_str(), c.scopes.iter())
                 .prefix(c.prefix.as_str())
-                .operator(c.operator);
+                .operator(c.operator)
+                .signing(c.signing);
             if let Some(s) = &c.expires_in {
                 new = new.expires_in_ms(seconds_to_ms("--expires-in", s)?);
             }
@@ -801,6 +953,14 @@ fn key(vault: &Vault, cmd: &KeyCmd, out: &Out, now: Millis) -> CliResult {
             out.emit(&keys, || output::keys_table(&keys, now))
         }
         KeyCmd::Show { key_id } => show(vault.key(key_id)?, "showing"),
+        KeyCmd::RevealSecret { key_id } => {
+            let secret = vault.reveal_signing_secret(key_id)?;
+            eprintln!("warning: this reveal is recorded in the audit log");
+            out.emit(
+                &json!({"key_id": key_id, "signing_secret": secret.as_str()}),
+                || format!("{}\n", secret.as_str()),
+            )
+        }
         KeyCmd::Revoke { key_id } => show(vault.revoke_key(key_id)?, "revoked"),
         KeyCmd::Disable { key_id } => show(vault.disable_key(key_id)?, "disabled"),
         KeyCmd::Enable { key_id } => show(vault.enable_key(key_id)?, "enabled"),
