@@ -35,6 +35,7 @@ mod crypto;
 mod error;
 /// The C ABI (`include/keyledger.h`): `kl_` functions over [`Vault`]; see the module docs.
 pub mod ffi;
+mod limits;
 mod model;
 pub mod policy;
 #[cfg(feature = "python")]
@@ -49,9 +50,10 @@ mod webhook;
 
 pub use crypto::{Argon2Params, ThrottleConfig};
 pub use error::{Error, Result};
+pub use limits::{LimitOwner, RateLimit};
 pub use model::{
     Account, AuditEntry, AuditQuery, AuthMethod, Balance, CacheMode, Grant, KeyInfo, Millis,
-    NewKey, RateLimitStatus, SecretToken, Stats, Usage, WhoAmI,
+    NewKey, RateLimitStatus, Refill, RefillInterval, SecretToken, Stats, Usage, WhoAmI,
 };
 pub use policy::RouteRule;
 pub use secrets::{sign_request, MasterKey, DEFAULT_SIGNATURE_WINDOW_MS, MASTER_KEY_ENV};

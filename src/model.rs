@@ -23,6 +23,31 @@ pub struct Account {
     pub created_at: Millis,
     /// A JSON object (≤ 4 KiB serialized).
     pub metadata: Value,
+    /// The account's refill plan, if any (SPEC §13).
+    pub refill: Option<Refill>,
+}
+
+/// How often a refill happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefillInterval {
+    /// At 00:00 UTC every day.
+    Daily,
+    /// At 00:00 UTC on `day` (1–28) of every month.
+    Monthly,
+}
+
+/// A quota that refills: at the first call after each period boundary the account's
+/// credits are *set* to `amount` (not added to), in that call's transaction, and audited as
+/// `credits_refilled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refill {
+    /// Credits after a refill.
+    pub amount: u64,
+    /// Daily or monthly.
+    pub interval: RefillInterval,
+    /// Day of the month (1–28) for monthly refills; 1 for daily ones.
+    pub day: u8,
 }
 
 /// An account's credits.

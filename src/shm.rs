@@ -121,8 +121,8 @@ impl SlotKind {
 
 /// Where the slots live.
 enum Backing {
-    /// Process-private array (`Sidecar::private`).
-    Heap(Box<[AtomicU64]>),
+    /// Process-private arrays (`Sidecar::private`).
+    Heap(Box<[AtomicU64]>, Box<[RateBucket]>),
     /// The mapped sidecar file.
     Mapped {
         /// Start of the slot array inside `_map` (derived from `as_mut_ptr`, so writes through
@@ -130,12 +130,28 @@ enum Backing {
         slots: *const AtomicU64,
         /// Number of slots.
         len: usize,
+        /// Start of the rate-limit buckets (null when the file has no usable region).
+        buckets: *const RateBucket,
+        /// Number of rate-limit buckets.
+        bucket_count: usize,
         /// Keeps the mapping alive; never accessed except through `slots`.
         _map: MmapMut,
         /// The open file, for flock.
         file: File,
     },
 }
+
+/// One rate-limit counter (SPEC §13) in the sidecar: `key` identifies the limit (0 =
+/// free), `tat` is its GCRA theoretical arrival time in unix nanoseconds.
+#[repr(C)]
+pub(crate) struct RateBucket {
+    pub(crate) key: AtomicU64,
+    pub(crate) tat: AtomicU64,
+}
+
+/// Rate-limit buckets created with a new sidecar (16 bytes each: 1 MiB).
+pub(crate) const RATE_BUCKETS: u64 = 65_536;
+const BUCKET_LEN: u64 = 16;
 
 /// Generation slots shared by every process of a vault (or private to one process).
 pub(crate) struct Sidecar {
@@ -196,12 +212,14 @@ impl Sidecar {
         flock(&file, libc::LOCK_EX)?;
         let mapped = prepare_and_map(&file, vault_id, requested);
         let unlocked = flock(&file, libc::LOCK_UN);
-        let (map, slots, len) = mapped?;
+        let (map, slots, len, buckets, bucket_count) = mapped?;
         unlocked?;
         Ok(Sidecar {
             backing: Backing::Mapped {
                 slots,
                 len,
+                buckets,
+                bucket_count,
                 _map: map,
                 file,
             },
@@ -215,8 +233,14 @@ impl Sidecar {
     pub(crate) fn private(slot_count: u32) -> Sidecar {
         let n = normalize_slot_count(slot_count);
         let slots: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        let buckets: Box<[RateBucket]> = (0..RATE_BUCKETS)
+            .map(|_| RateBucket {
+                key: AtomicU64::new(0),
+                tat: AtomicU64::new(0),
+            })
+            .collect();
         Sidecar {
-            backing: Backing::Heap(slots),
+            backing: Backing::Heap(slots, buckets),
             writers: Mutex::new(()),
             lock_failed: AtomicBool::new(false),
         }
@@ -279,9 +303,30 @@ impl Sidecar {
         }
     }
 
+    /// The rate-limit buckets (empty when the sidecar file has no usable region).
+    pub(crate) fn rate_buckets(&self) -> &[RateBucket] {
+        match &self.backing {
+            Backing::Heap(_, buckets) => buckets,
+            Backing::Mapped {
+                buckets,
+                bucket_count,
+                ..
+            } => {
+                if buckets.is_null() {
+                    return &[];
+                }
+                // SAFETY: `buckets` points into the live mapping owned by `self`, which covers
+                // `bucket_count * 16` bytes from it (validated in `prepare_and_map`), 8-byte
+                // aligned, never unmapped while `self` lives; `RateBucket` is two `AtomicU64`s
+                // (`repr(C)`), valid for every bit pattern, only accessed atomically.
+                unsafe { std::slice::from_raw_parts(*buckets, *bucket_count) }
+            }
+        }
+    }
+
     fn slots(&self) -> &[AtomicU64] {
         match &self.backing {
-            Backing::Heap(slots) => slots,
+            Backing::Heap(slots, _) => slots,
             Backing::Mapped { slots, len, .. } => {
                 // SAFETY: `slots` points `SLOTS_OFFSET` bytes into the live mapping owned by
                 // `self`, which is at least `SLOTS_OFFSET + len * 8` bytes long, 8-byte aligned
@@ -357,9 +402,14 @@ fn normalize_slot_count(n: u32) -> u32 {
     n.clamp(1, MAX_SLOTS).next_power_of_two()
 }
 
-/// Total file length for `slot_count` slots and no rate-limit region.
+/// File length of the header and `slot_count` slots (where the rate-limit region starts).
 fn file_len(slot_count: u32) -> u64 {
     SLOTS_OFFSET + u64::from(slot_count) * 8
+}
+
+/// File length with the rate-limit region this version creates.
+fn full_len(slot_count: u32) -> u64 {
+    file_len(slot_count) + RATE_BUCKETS * BUCKET_LEN
 }
 
 /// FNV-1a 64 over the kind tag and the id, then `fmix64`. Part of the file format.
@@ -395,8 +445,9 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
 
 /// Outcome of inspecting an existing file.
 enum Inspection {
-    /// A valid version-1 sidecar of this vault with this many slots.
-    Valid(u32),
+    /// A valid version-1 sidecar of this vault with this many slots and its rate-limit
+    /// region `(offset, len)` (`(0, 0)`: none yet).
+    Valid(u32, u64, u64),
     /// Anything we must not trust.
     Rebuild,
 }
@@ -438,7 +489,8 @@ fn inspect(file: &File, len: u64, vault_id: &[u8; 16]) -> io::Result<Inspection>
         return Ok(Inspection::Rebuild);
     }
     let slots_end = file_len(slot_count);
-    let expected = match (u64_at(&h, 48), u64_at(&h, 56)) {
+    let (rl_off, rl_len) = (u64_at(&h, 48), u64_at(&h, 56));
+    let expected = match (rl_off, rl_len) {
         (0, 0) => Some(slots_end),
         (off, rl_len) if off >= slots_end && off % 8 == 0 && rl_len > 0 => off.checked_add(rl_len),
         _ => None,
@@ -446,7 +498,7 @@ fn inspect(file: &File, len: u64, vault_id: &[u8; 16]) -> io::Result<Inspection>
     if expected != Some(len) || h[16..32] != vault_id[..] {
         return Ok(Inspection::Rebuild);
     }
-    Ok(Inspection::Valid(slot_count))
+    Ok(Inspection::Valid(slot_count, rl_off, rl_len))
 }
 
 /// Header bytes (the first 64; the rest of the 4096 is zero).
@@ -458,13 +510,14 @@ fn encode_header(vault_id: &[u8; 16], slot_count: u32) -> [u8; HEADER_FIELDS] {
     h[16..32].copy_from_slice(vault_id);
     h[32..36].copy_from_slice(&slot_count.to_le_bytes());
     h[40..48].copy_from_slice(&SLOTS_OFFSET.to_le_bytes());
-    // ratelimit_offset, ratelimit_len: 0, 0 (already zero).
+    h[48..56].copy_from_slice(&file_len(slot_count).to_le_bytes());
+    h[56..64].copy_from_slice(&(RATE_BUCKETS * BUCKET_LEN).to_le_bytes());
     h
 }
 
 /// Zeroes the locked file to the size for `slot_count` and writes the header last.
 fn rebuild(file: &File, len: u64, vault_id: &[u8; 16], slot_count: u32) -> io::Result<()> {
-    let total = file_len(slot_count);
+    let total = full_len(slot_count);
     if len == total {
         // Same size: zero in place rather than truncating, so a process that still maps this
         // file (another vault's) never touches memory past the end of the file.
@@ -487,17 +540,29 @@ fn prepare_and_map(
     file: &File,
     vault_id: [u8; 16],
     requested: u32,
-) -> io::Result<(MmapMut, *const AtomicU64, usize)> {
+) -> io::Result<(MmapMut, *const AtomicU64, usize, *const RateBucket, usize)> {
     let len = file.metadata()?.len();
-    let slot_count = match inspect(file, len, &vault_id)? {
-        Inspection::Valid(n) => n,
+    let (slot_count, rl_off, rl_len) = match inspect(file, len, &vault_id)? {
+        Inspection::Valid(n, 0, 0) => {
+            // A sidecar made before rate limits: append the region. Growing never disturbs
+            // a process that maps the shorter file.
+            let off = file_len(n);
+            let rl_len = RATE_BUCKETS * BUCKET_LEN;
+            file.set_len(off + rl_len)?;
+            let mut fields = [0u8; 16];
+            fields[..8].copy_from_slice(&off.to_le_bytes());
+            fields[8..].copy_from_slice(&rl_len.to_le_bytes());
+            file.write_all_at(&fields, 48)?;
+            (n, off, rl_len)
+        }
+        Inspection::Valid(n, off, rl_len) => (n, off, rl_len),
         Inspection::Rebuild => {
             rebuild(file, len, &vault_id, requested)?;
-            requested
+            (requested, file_len(requested), RATE_BUCKETS * BUCKET_LEN)
         }
     };
     let too_big = || io::Error::new(io::ErrorKind::InvalidData, "sidecar too large to map");
-    let map_len = usize::try_from(file_len(slot_count)).map_err(|_| too_big())?;
+    let map_len = usize::try_from(rl_off + rl_len).map_err(|_| too_big())?;
     let offset = usize::try_from(SLOTS_OFFSET).map_err(|_| too_big())?;
     let slots = usize::try_from(slot_count).map_err(|_| too_big())?;
     // SAFETY: maps `map_len` bytes of a regular file that is at least that long (validated or
@@ -514,7 +579,19 @@ fn prepare_and_map(
     if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU64>()) {
         return Err(io::Error::other("sidecar mapping is misaligned"));
     }
-    Ok((map, ptr.cast_const(), slots))
+    // The rate-limit buckets: a whole number of 16-byte buckets, or none (the generation
+    // slots still work; rate limits then fall back to per-process counters).
+    let bucket_count = usize::try_from(rl_len / BUCKET_LEN).map_err(|_| too_big())?;
+    let rl_start = usize::try_from(rl_off).map_err(|_| too_big())?;
+    let buckets = if bucket_count > 0 && rl_start % 8 == 0 {
+        // SAFETY: `rl_start + bucket_count * 16 <= map_len`, inside the mapping.
+        unsafe { map.as_mut_ptr().add(rl_start) }
+            .cast::<RateBucket>()
+            .cast_const()
+    } else {
+        std::ptr::null()
+    };
+    Ok((map, ptr.cast_const(), slots, buckets, bucket_count))
 }
 
 #[cfg(test)]
@@ -534,7 +611,10 @@ mod tests {
 
     fn assert_valid_file(path: &Path, vault_id: &[u8; 16], slots: u32) {
         let bytes = std::fs::read(path).unwrap();
-        assert_eq!(bytes.len() as u64, 4096 + u64::from(slots) * 8);
+        assert_eq!(
+            bytes.len() as u64,
+            4096 + u64::from(slots) * 8 + RATE_BUCKETS * 16
+        );
         assert_eq!(&bytes[0..8], b"KLSHM\0\0\x01");
         let h = header(path);
         assert_eq!(u32_at(&h, 8), 1);
@@ -543,8 +623,8 @@ mod tests {
         assert_eq!(u32_at(&h, 32), slots);
         assert_eq!(u32_at(&h, 36), 0);
         assert_eq!(u64_at(&h, 40), 4096);
-        assert_eq!(u64_at(&h, 48), 0);
-        assert_eq!(u64_at(&h, 56), 0);
+        assert_eq!(u64_at(&h, 48), 4096 + u64::from(slots) * 8);
+        assert_eq!(u64_at(&h, 56), RATE_BUCKETS * 16);
         assert!(
             bytes[64..].iter().all(|&b| b == 0),
             "reserved and slots zero"
@@ -724,7 +804,7 @@ mod tests {
 
     /// A valid file for `vault_id` whose slots hold a recognisable value.
     fn valid_file(vault_id: &[u8; 16], slots: u32) -> Vec<u8> {
-        let mut bytes = vec![0u8; file_len(slots) as usize];
+        let mut bytes = vec![0u8; full_len(slots) as usize];
         bytes[..HEADER_FIELDS].copy_from_slice(&encode_header(vault_id, slots));
         for s in 0..slots as usize {
             let off = 4096 + s * 8;
@@ -787,14 +867,33 @@ mod tests {
     }
 
     fn assert_valid_file_len(path: &Path, slots: u32) {
-        assert_eq!(std::fs::metadata(path).unwrap().len(), file_len(slots));
+        assert_eq!(std::fs::metadata(path).unwrap().len(), full_len(slots));
     }
 
     #[test]
-    fn rate_limit_region_appended_by_a_later_writer_is_accepted_and_kept() {
+    fn a_sidecar_made_before_rate_limits_gets_its_region_appended_and_keeps_its_slots() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.shm");
         let mut bytes = valid_file(&VID, 64);
+        bytes.truncate(file_len(64) as usize);
+        bytes[48..64].fill(0); // no region: the layout before rate limits
+        std::fs::write(&path, &bytes).unwrap();
+        let sc = Sidecar::open(&path, VID, 64).unwrap();
+        assert_eq!(sc.load(3), 42, "not rebuilt");
+        assert_eq!(sc.rate_buckets().len() as u64, RATE_BUCKETS);
+        drop(sc);
+        assert_valid_file_len(&path, 64);
+        let h = header(&path);
+        assert_eq!(u64_at(&h, 48), file_len(64));
+        assert_eq!(u64_at(&h, 56), RATE_BUCKETS * 16);
+    }
+
+    #[test]
+    fn a_rate_limit_region_of_another_size_is_accepted_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.shm");
+        let mut bytes = valid_file(&VID, 64);
+        bytes.truncate(file_len(64) as usize);
         let rl_off = file_len(64);
         bytes[48..56].copy_from_slice(&rl_off.to_le_bytes());
         bytes[56..64].copy_from_slice(&4096u64.to_le_bytes());
@@ -802,6 +901,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let sc = Sidecar::open(&path, VID, 64).unwrap();
         assert_eq!(sc.load(3), 42, "not rebuilt");
+        assert_eq!(sc.rate_buckets().len(), 4096 / 16);
         one_write(&sc, &[3]);
         drop(sc);
         let after = std::fs::read(&path).unwrap();

@@ -40,6 +40,9 @@ const AUDIT_BY_KEY: TableDefinition<(&str, u64), ()> = TableDefinition::new("aud
 const AUDIT_BY_ACCOUNT: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_by_account");
 const USAGE_TOTALS: TableDefinition<&str, (i64, u64, u64)> = TableDefinition::new("usage_totals");
 const USAGE_HOURLY: TableDefinition<(&str, i64), u64> = TableDefinition::new("usage_hourly");
+/// `(owner, name) → (limit, duration_ms, auto_apply)`; owner is `k:<key_id>` or `a:<account>`.
+const RATELIMITS: TableDefinition<(&str, &str), (u64, u64, bool)> =
+    TableDefinition::new("ratelimits");
 
 /// The on-disk format version, stored under `meta["format"]`.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -51,6 +54,10 @@ pub(crate) struct AccountRecord {
     pub created_at: Millis,
     /// Serialized JSON object.
     pub metadata: String,
+    /// Credits set back to an amount each period (SPEC §13).
+    pub refill: Option<crate::model::Refill>,
+    /// Start of the last period whose refill was applied.
+    pub refilled_at: Option<Millis>,
 }
 
 /// A stored key. Holds the argon2 hash: never printed (Debug is hand-written).
@@ -186,6 +193,7 @@ impl Store {
             t.open_table(AUDIT_BY_ACCOUNT)?;
             t.open_table(USAGE_TOTALS)?;
             t.open_table(USAGE_HOURLY)?;
+            t.open_table(RATELIMITS)?;
         }
         tx.put_meta("format", &FORMAT_VERSION.to_le_bytes())?;
         let mut id = [0u8; 16];
@@ -301,6 +309,27 @@ macro_rules! read_methods {
                         }
                     }
                 }
+            }
+            Ok(out)
+        }
+
+        /// The rate limits of an owner (`k:<key_id>` / `a:<account_id>`), by name.
+        pub(crate) fn limits(&self, owner: &str) -> Result<Vec<crate::limits::RateLimit>> {
+            let t = self.txn.open_table(RATELIMITS)?;
+            let mut out = Vec::new();
+            for row in t.range((owner, "")..)? {
+                let (k, v) = row?;
+                let (o, name) = k.value();
+                if o != owner {
+                    break;
+                }
+                let (limit, duration_ms, auto_apply) = v.value();
+                out.push(crate::limits::RateLimit {
+                    name: name.to_string(),
+                    limit,
+                    duration_ms,
+                    auto_apply,
+                });
             }
             Ok(out)
         }
@@ -471,6 +500,57 @@ impl<'s> WriteTx<'s> {
             .insert((rec.account_id.as_str(), rec.key_id.as_str()), ())?;
         self.touch(SlotKind::Key, &rec.key_id);
         Ok(())
+    }
+
+    /// Set (insert or replace) a rate limit; `kind`/`id` name the owner's generation slot.
+    pub(crate) fn put_limit(
+        &mut self,
+        owner: &str,
+        slot: (SlotKind, &str),
+        def: &crate::limits::RateLimit,
+    ) -> Result<Option<crate::limits::RateLimit>> {
+        let mut t = self.txn.open_table(RATELIMITS)?;
+        let old = t
+            .insert(
+                (owner, def.name.as_str()),
+                (def.limit, def.duration_ms, def.auto_apply),
+            )?
+            .map(|v| {
+                let (limit, duration_ms, auto_apply) = v.value();
+                crate::limits::RateLimit {
+                    name: def.name.clone(),
+                    limit,
+                    duration_ms,
+                    auto_apply,
+                }
+            });
+        drop(t);
+        self.touch(slot.0, slot.1);
+        Ok(old)
+    }
+
+    /// Remove a rate limit; returns it if it existed.
+    pub(crate) fn remove_limit(
+        &mut self,
+        owner: &str,
+        slot: (SlotKind, &str),
+        name: &str,
+    ) -> Result<Option<crate::limits::RateLimit>> {
+        let mut t = self.txn.open_table(RATELIMITS)?;
+        let old = t.remove((owner, name))?.map(|v| {
+            let (limit, duration_ms, auto_apply) = v.value();
+            crate::limits::RateLimit {
+                name: name.to_string(),
+                limit,
+                duration_ms,
+                auto_apply,
+            }
+        });
+        drop(t);
+        if old.is_some() {
+            self.touch(slot.0, slot.1);
+        }
+        Ok(old)
     }
 
     /// Insert a route; false if (method, pattern) already exists.

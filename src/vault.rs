@@ -15,9 +15,10 @@ use crate::batch::GroupCommit;
 use crate::cache::Cache;
 use crate::crypto::{self, Argon2Params, DigestKey, Limiter, Throttle, ThrottleConfig, Verified};
 use crate::error::{Error, Result};
+use crate::limits::{self, Counters, LimitOwner, RateLimit, Taken};
 use crate::model::{
     Account, AuditEntry, AuditQuery, AuthMethod, Balance, CacheMode, Grant, KeyInfo, Millis,
-    NewKey, SecretToken, Stats, Usage, WhoAmI,
+    NewKey, Refill, RefillInterval, SecretToken, Stats, Usage, WhoAmI,
 };
 use crate::policy::{self, RouteRule, Router};
 use crate::secrets::{self, MasterKey};
@@ -179,19 +180,63 @@ pub struct AuthorizeOptions<'a> {
     pub body: Option<&'a [u8]>,
     /// The time of the request (default: the vault's clock).
     pub now: Option<Millis>,
+    /// Rate limits to apply besides the auto-applied ones, by name (SPEC §13).
+    pub limits: Option<&'a [&'a str]>,
+    /// How much this call weighs against every applied limit (default 1).
+    pub limit_cost: Option<u64>,
+}
+
+/// A key record with the rate limits attached to it, as read in one transaction.
+struct KeyState {
+    rec: KeyRecord,
+    limits: Box<[RateLimit]>,
 }
 
 struct KeyEntry {
-    rec: Arc<KeyRecord>,
+    state: Arc<KeyState>,
     gen: u64,
     verified: Option<[u8; 32]>,
     usage: Arc<UsageCell>,
 }
 
-struct AccountEntry {
+/// What the hot path needs of an account, as read in one transaction.
+#[derive(Clone)]
+struct AccountView {
     credits: u64,
     total: u64,
+    /// Its rate limits (`None`: none).
+    limits: Option<Arc<[RateLimit]>>,
+    /// When its next refill is due (`None`: no refill plan).
+    next_refill: Option<Millis>,
+}
+
+struct AccountEntry {
+    view: AccountView,
     gen: u64,
+}
+
+/// A generation slot read before a store read, to decide whether what was read may be
+/// cached (only if the slot was idle and unchanged across the read).
+struct Generation<'a> {
+    sidecar: Option<(&'a Sidecar, usize)>,
+    before: u64,
+}
+
+impl Generation<'_> {
+    /// Whether an entry cached with `gen` is current.
+    fn current(&self, gen: u64) -> bool {
+        Sidecar::is_idle(self.before) && gen == self.before
+    }
+
+    /// The generation to cache what was just read with (`NEVER`: do not trust it).
+    fn after_read(&self) -> u64 {
+        match self.sidecar {
+            Some((sc, slot)) if Sidecar::is_idle(self.before) && sc.load(slot) == self.before => {
+                self.before
+            }
+            _ => NEVER,
+        }
+    }
 }
 
 /// A generation value no slot ever holds while idle: entries carrying it never hit.
@@ -266,6 +311,7 @@ struct Inner {
     flush_interval: Duration,
     master: RwLock<Option<MasterKey>>,
     signature_window_ms: Millis,
+    counters: Counters,
 }
 
 /// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
@@ -388,6 +434,7 @@ impl Vault {
             flush_interval: options.flush_interval,
             master: RwLock::new(master),
             signature_window_ms: options.signature_window_ms,
+            counters: Counters::new(),
         });
         let flusher = spawn_flusher(&inner)?;
         Ok(Vault {
@@ -480,7 +527,7 @@ impl Vault {
         validate_authorize_args(&target, options)?;
         let now = options.now.unwrap_or_else(|| (inner.clock)());
         let authed = inner.authenticate(token, now, &target, options)?;
-        let rec = &authed.rec;
+        let rec = &authed.state.rec;
         // Scope or route.
         let (required, route_cost) = match target {
             Target::Route { method, path } => match inner.router()?.find(method, path) {
@@ -495,7 +542,49 @@ impl Vault {
         if !operator && !policy::scopes_grant(&rec.scopes, &required) {
             return Err(inner.refuse(Some(rec), &target, now, Error::MissingScope { required }));
         }
-        // Credits.
+        // Rate limits, then credits: what a refused call took is given back.
+        let account = inner.account_view(&rec.account_id)?;
+        let taken = inner.take_limits(&authed.state, &account, &target, options, now)?;
+        let result = inner.charge(&authed.state, &account, route_cost, &target, options, now);
+        let mut grant = match result {
+            Ok(grant) => grant,
+            Err(e) => {
+                inner.give_back(&taken);
+                return Err(e);
+            }
+        };
+        grant.ratelimits = taken.into_iter().map(|t| t.status).collect();
+        authed.usage.granted(now);
+        if operator {
+            inner.pending.event(
+                EventKey {
+                    action: "operator_authorized",
+                    key_id: Some(rec.key_id.clone()),
+                    account_id: Some(rec.account_id.clone()),
+                    code: None,
+                    route: target.describe(),
+                },
+                now,
+            );
+        }
+        Ok(grant)
+    }
+}
+
+impl Inner {
+    /// The credits step of `authorize`: debit (with group commit) or read the balance.
+    fn charge(
+        &self,
+        state: &KeyState,
+        account: &AccountView,
+        route_cost: u64,
+        target: &Target<'_>,
+        options: &AuthorizeOptions<'_>,
+        now: Millis,
+    ) -> Result<Grant> {
+        let inner = self;
+        let rec = &state.rec;
+        let operator = rec.operator;
         let cost = if operator {
             0
         } else {
@@ -523,10 +612,10 @@ impl Vault {
         } else {
             options.idempotency_key
         };
-        if cost == 0 && idem.is_none() {
-            let (credits, total) = inner.balance_cached(&rec.account_id)?;
-            grant.credits = credits;
-            grant.total_credits = total;
+        let refill_due = account.next_refill.is_some_and(|due| now >= due);
+        if cost == 0 && idem.is_none() && !refill_due {
+            grant.credits = account.credits;
+            grant.total_credits = account.total;
         } else {
             let req = DebitReq {
                 account_id: rec.account_id.clone(),
@@ -548,25 +637,92 @@ impl Vault {
                         grant.total_credits = d.total;
                     }
                 }
-                Err(e) => return Err(inner.refuse(Some(rec), &target, now, e)),
+                Err(e) => return Err(inner.refuse(Some(rec), target, now, e)),
             }
-        }
-        authed.usage.granted(now);
-        if operator {
-            inner.pending.event(
-                EventKey {
-                    action: "operator_authorized",
-                    key_id: Some(rec.key_id.clone()),
-                    account_id: Some(rec.account_id.clone()),
-                    code: None,
-                    route: target.describe(),
-                },
-                now,
-            );
         }
         Ok(grant)
     }
 
+    /// The rate-limit step of `authorize`: every auto-applied limit of the key and its
+    /// account, and those named in `options.limits`. All or nothing: a refusal gives back
+    /// what the earlier limits took.
+    fn take_limits(
+        &self,
+        state: &KeyState,
+        account: &AccountView,
+        target: &Target<'_>,
+        options: &AuthorizeOptions<'_>,
+        now: Millis,
+    ) -> Result<Vec<Taken>> {
+        let rec = &state.rec;
+        let account_limits: &[RateLimit] = account.limits.as_deref().unwrap_or(&[]);
+        let named = options.limits.unwrap_or(&[]);
+        if state.limits.is_empty() && account_limits.is_empty() {
+            if let Some(name) = named.first() {
+                return Err(Error::invalid(format!("unknown rate limit {name:?}")));
+            }
+            return Ok(Vec::new());
+        }
+        for name in named {
+            if !state
+                .limits
+                .iter()
+                .chain(account_limits)
+                .any(|l| l.name == *name)
+            {
+                return Err(Error::invalid(format!("unknown rate limit {name:?}")));
+            }
+        }
+        let weight = options.limit_cost.unwrap_or(1);
+        let buckets = self
+            .sidecar
+            .as_ref()
+            .map_or(&[][..], |sc| sc.rate_buckets());
+        let key_owner = LimitOwner::Key(&rec.key_id).storage_key();
+        let account_owner = LimitOwner::Account(&rec.account_id).storage_key();
+        let applicable = state
+            .limits
+            .iter()
+            .map(|l| (&key_owner, l))
+            .chain(account_limits.iter().map(|l| (&account_owner, l)))
+            .filter(|(_, l)| l.auto_apply || named.contains(&l.name.as_str()));
+        let mut taken: Vec<Taken> = Vec::new();
+        for (owner, def) in applicable {
+            let key = limits::bucket_key(owner, def);
+            match self.counters.take(buckets, key, def, weight, now) {
+                Ok(t) => taken.push(t),
+                Err(x) => {
+                    self.give_back(&taken);
+                    return Err(self.refuse(
+                        Some(rec),
+                        target,
+                        now,
+                        Error::RateLimited {
+                            limit: x.name,
+                            max: x.max,
+                            remaining: 0,
+                            reset_ms: x.reset_ms,
+                            retry_after: x.retry_after_s,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn give_back(&self, taken: &[Taken]) {
+        let buckets = self
+            .sidecar
+            .as_ref()
+            .map_or(&[][..], |sc| sc.rate_buckets());
+        for t in taken {
+            self.counters.give_back(buckets, t);
+        }
+    }
+}
+
+impl Vault {
     /// Who a token belongs to and what its account has left (the seeds'
     /// `/api/v1/account`). Runs the key checks of `authorize` (format, secret, revoked,
     /// disabled, expired) but no scope, route or credit check.
@@ -576,8 +732,8 @@ impl Vault {
         let now = (inner.clock)();
         let target = Target::Scope("whoami");
         let authed = inner.authenticate(token, now, &target, &AuthorizeOptions::default())?;
-        let rec = &authed.rec;
-        let (credits, total) = inner.balance_cached(&rec.account_id)?;
+        let rec = &authed.state.rec;
+        let (credits, total) = inner.balance_now(&rec.account_id, now)?;
         Ok(WhoAmI {
             account_id: rec.account_id.clone(),
             key_id: rec.key_id.clone(),
@@ -616,6 +772,8 @@ impl Vault {
                 &AccountRecord {
                     created_at: now,
                     metadata: metadata.clone(),
+                    refill: None,
+                    refilled_at: None,
                 },
             )?;
             tx.put_balance(id, credits, credits)?;
@@ -732,7 +890,7 @@ impl Vault {
         let inner = &*self.inner;
         inner.check_open()?;
         validate_id(id, "account id")?;
-        let (credits, total) = inner.balance_cached(id)?;
+        let (credits, total) = inner.balance_now(id, (inner.clock)())?;
         Ok(Balance {
             account_id: id.to_string(),
             credits,
@@ -1035,6 +1193,161 @@ impl Vault {
         })
     }
 
+    /// Set a rate limit (SPEC §13): `limit` units per `duration_ms`, on a key or on an
+    /// account (shared by all its keys). `auto_apply`: checked by every `authorize`; else
+    /// only when the call names it. Setting an existing name replaces it.
+    pub fn set_ratelimit(
+        &self,
+        owner: LimitOwner<'_>,
+        name: &str,
+        limit: u64,
+        duration_ms: u64,
+        auto_apply: bool,
+    ) -> Result<RateLimit> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_limit_name(name)?;
+        if limit == 0 {
+            return Err(Error::invalid("limit must be positive"));
+        }
+        if duration_ms == 0 || duration_ms > MAX_LIMIT_WINDOW_MS {
+            return Err(Error::invalid("duration must be between 1 ms and 366 days"));
+        }
+        let def = RateLimit {
+            name: name.to_string(),
+            limit,
+            duration_ms,
+            auto_apply,
+        };
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let (slot, key_id, account_id) = limit_owner(tx, owner)?;
+            let storage = owner.storage_key();
+            let existing = tx.limits(&storage)?;
+            if existing.len() >= MAX_LIMITS && !existing.iter().any(|l| l.name == name) {
+                return Err(Error::invalid(format!("at most {MAX_LIMITS} rate limits per key or account")));
+            }
+            let old = tx.put_limit(&storage, slot, &def)?;
+            inner.audit(
+                tx,
+                now,
+                "ratelimit_set",
+                key_id.as_deref(),
+                account_id.as_deref(),
+                json!({ "name": def.name, "limit": def.limit, "duration_ms": def.duration_ms, "auto_apply": def.auto_apply, "replaced": old.is_some() }),
+            )?;
+            Ok(())
+        })?;
+        Ok(def)
+    }
+
+    /// Remove a rate limit by name.
+    pub fn remove_ratelimit(&self, owner: LimitOwner<'_>, name: &str) -> Result<RateLimit> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_limit_name(name)?;
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let (slot, key_id, account_id) = limit_owner(tx, owner)?;
+            let old = tx
+                .remove_limit(&owner.storage_key(), slot, name)?
+                .ok_or_else(|| Error::NotFound(format!("rate limit {name:?}")))?;
+            inner.audit(
+                tx,
+                now,
+                "ratelimit_removed",
+                key_id.as_deref(),
+                account_id.as_deref(),
+                json!({ "name": old.name }),
+            )?;
+            Ok(old)
+        })
+    }
+
+    /// The rate limits of a key or an account, by name.
+    pub fn ratelimits(&self, owner: LimitOwner<'_>) -> Result<Vec<RateLimit>> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let r = inner.read()?;
+        match owner {
+            LimitOwner::Key(k) => {
+                r.key(k)?.ok_or_else(|| not_found_key(k))?;
+            }
+            LimitOwner::Account(a) => {
+                r.account(a)?
+                    .ok_or_else(|| Error::NotFound(format!("account {a:?}")))?;
+            }
+        }
+        r.limits(&owner.storage_key())
+    }
+
+    /// Give an account a quota that refills (SPEC §13): at the first call after each
+    /// period boundary its credits are set to `amount`. `day` (1–28) is the day of the
+    /// month for monthly refills (ignored, and stored as 1, for daily ones). The first
+    /// refill happens at the next boundary.
+    pub fn set_refill(
+        &self,
+        account_id: &str,
+        amount: u64,
+        interval: RefillInterval,
+        day: u8,
+    ) -> Result<Account> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_id(account_id, "account id")?;
+        if interval == RefillInterval::Monthly && !(1..=28).contains(&day) {
+            return Err(Error::invalid("day must be between 1 and 28"));
+        }
+        let refill = Refill {
+            amount,
+            interval,
+            day: if interval == RefillInterval::Daily {
+                1
+            } else {
+                day
+            },
+        };
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let mut rec = tx
+                .account(account_id)?
+                .ok_or_else(|| Error::NotFound(format!("account {account_id:?}")))?;
+            rec.refill = Some(refill);
+            rec.refilled_at = Some(limits::calendar::period_start(&refill, now));
+            tx.put_account(account_id, &rec)?;
+            inner.audit(
+                tx,
+                now,
+                "refill_set",
+                None,
+                Some(account_id),
+                json!({ "amount": amount, "interval": refill.interval, "day": refill.day }),
+            )?;
+            Ok(())
+        })?;
+        self.account(account_id)
+    }
+
+    /// Remove an account's refill plan (its credits stay as they are).
+    pub fn clear_refill(&self, account_id: &str) -> Result<Account> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_id(account_id, "account id")?;
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let mut rec = tx
+                .account(account_id)?
+                .ok_or_else(|| Error::NotFound(format!("account {account_id:?}")))?;
+            if rec.refill.take().is_some() {
+                rec.refilled_at = None;
+                tx.put_account(account_id, &rec)?;
+                inner.audit(tx, now, "refill_cleared", None, Some(account_id), json!({}))?;
+            }
+            Ok(())
+        })?;
+        self.account(account_id)
+    }
+
     /// Whether this handle holds a master key.
     pub fn has_master_key(&self) -> bool {
         self.inner.master.read().is_some()
@@ -1204,7 +1517,7 @@ fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, JoinHandle<()>
 }
 
 struct Authed {
-    rec: Arc<KeyRecord>,
+    state: Arc<KeyState>,
     usage: Arc<UsageCell>,
 }
 
@@ -1338,26 +1651,27 @@ impl Inner {
         let Some(parsed) = token::parse(token) else {
             return Err(self.refuse_unknown(None, target, now));
         };
-        let Some((rec, verified, usage)) = self.key_entry(parsed.key_id)? else {
+        let Some((state, verified, usage)) = self.key_entry(parsed.key_id)? else {
             return Err(self.refuse_unknown(Some(parsed.key_id), target, now));
         };
+        let rec = &state.rec;
         if parsed.prefix != rec.prefix {
-            return Err(self.refuse(Some(&rec), target, now, Error::InvalidApiKey));
+            return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
         }
         let digest = self.digest_key.digest(parsed.secret.as_bytes());
         let secret_ok = match verified {
             // A key's secret never changes: a verified digest decides without argon2.
             Some(v) => crypto::digest_eq(&v, &digest),
-            None => self.verify_cold(&rec, parsed.secret, digest)?,
+            None => self.verify_cold(&state, parsed.secret, digest)?,
         };
         if !secret_ok || rec.revoked_at.is_some() {
-            return Err(self.refuse(Some(&rec), target, now, Error::InvalidApiKey));
+            return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
         }
         if rec.disabled {
-            return Err(self.refuse(Some(&rec), target, now, Error::ApiKeyInactive));
+            return Err(self.refuse(Some(rec), target, now, Error::ApiKeyInactive));
         }
         if rec.expires_at.is_some_and(|at| now >= at) {
-            return Err(self.refuse(Some(&rec), target, now, Error::ApiKeyExpired));
+            return Err(self.refuse(Some(rec), target, now, Error::ApiKeyExpired));
         }
         if let Some(sealed) = &rec.signing_secret {
             let secret = {
@@ -1385,15 +1699,16 @@ impl Inner {
                 )
             });
             if !signed {
-                return Err(self.refuse(Some(&rec), target, now, Error::InvalidSignature));
+                return Err(self.refuse(Some(rec), target, now, Error::InvalidSignature));
             }
         }
-        Ok(Authed { rec, usage })
+        Ok(Authed { state, usage })
     }
 
     /// argon2 check of a secret not yet verified in this process, behind the throttle and
     /// the concurrency cap.
-    fn verify_cold(&self, rec: &KeyRecord, secret: &str, digest: [u8; 32]) -> Result<bool> {
+    fn verify_cold(&self, state: &Arc<KeyState>, secret: &str, digest: [u8; 32]) -> Result<bool> {
+        let rec = &state.rec;
         if !self.throttle.allows(&rec.key_id) {
             self.throttled.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
@@ -1416,7 +1731,7 @@ impl Inner {
                     self.keys.insert(
                         &rec.key_id,
                         KeyEntry {
-                            rec: Arc::new(rec.clone()),
+                            state: state.clone(),
                             gen: NEVER,
                             verified: Some(digest),
                             usage: self.pending.cell(&rec.key_id),
@@ -1450,114 +1765,136 @@ impl Inner {
         })
     }
 
-    /// The key record for `key_id`: from the cache when its generation slot says nothing
-    /// changed, else from the store (then cached with the generation seen before the read).
+    fn generation(&self, kind: SlotKind, id: &str) -> Generation<'_> {
+        match &self.sidecar {
+            Some(sc) => {
+                let slot = sc.slot_of(kind, id);
+                Generation {
+                    sidecar: Some((sc, slot)),
+                    before: sc.load(slot),
+                }
+            }
+            None => Generation {
+                sidecar: None,
+                before: NEVER,
+            },
+        }
+    }
+
+    /// The key record (and its limits) for `key_id`: from the cache when its generation
+    /// slot says nothing changed, else from the store (then cached with the generation
+    /// seen before the read).
     #[allow(clippy::type_complexity)]
     fn key_entry(
         &self,
         key_id: &str,
-    ) -> Result<Option<(Arc<KeyRecord>, Option<[u8; 32]>, Arc<UsageCell>)>> {
-        let (slot, before) = match &self.sidecar {
-            Some(sc) => {
-                let slot = sc.slot_of(SlotKind::Key, key_id);
-                (Some(slot), sc.load(slot))
-            }
-            None => (None, NEVER),
-        };
-        if Sidecar::is_idle(before) {
-            let hit = self.keys.with(key_id, |e| {
-                (e.gen == before).then(|| (e.rec.clone(), e.verified, e.usage.clone()))
-            });
-            if let Some(Some(hit)) = hit {
-                return Ok(Some(hit));
-            }
+    ) -> Result<Option<(Arc<KeyState>, Option<[u8; 32]>, Arc<UsageCell>)>> {
+        let g = self.generation(SlotKind::Key, key_id);
+        let hit = self.keys.with(key_id, |e| {
+            g.current(e.gen)
+                .then(|| (e.state.clone(), e.verified, e.usage.clone()))
+        });
+        if let Some(Some(hit)) = hit {
+            return Ok(Some(hit));
         }
-        let rec = self.read()?.key(key_id)?;
-        let after = match (&self.sidecar, slot) {
-            (Some(sc), Some(slot)) => sc.load(slot),
-            _ => NEVER,
+        let state = {
+            let r = self.read()?;
+            match r.key(key_id)? {
+                Some(rec) => {
+                    let limits = r.limits(&LimitOwner::Key(key_id).storage_key())?;
+                    Some(KeyState {
+                        rec,
+                        limits: limits.into_boxed_slice(),
+                    })
+                }
+                None => None,
+            }
         };
-        let Some(rec) = rec else {
+        let gen = g.after_read();
+        let Some(state) = state else {
             self.keys.remove(key_id);
             return Ok(None);
         };
-        let rec = Arc::new(rec);
-        let gen = if Sidecar::is_idle(before) && before == after {
-            before
-        } else {
-            NEVER
-        };
+        let state = Arc::new(state);
         let verified = self.keys.with(key_id, |e| e.verified).flatten();
         let usage = self.pending.cell(key_id);
         self.keys.insert(
             key_id,
             KeyEntry {
-                rec: rec.clone(),
+                state: state.clone(),
                 gen,
                 verified,
                 usage: usage.clone(),
             },
         );
-        Ok(Some((rec, verified, usage)))
+        Ok(Some((state, verified, usage)))
     }
 
-    /// (credits, total_credits) of an account, cached like key records.
-    fn balance_cached(&self, account_id: &str) -> Result<(u64, u64)> {
-        let (slot, before) = match &self.sidecar {
-            Some(sc) => {
-                let slot = sc.slot_of(SlotKind::Account, account_id);
-                (Some(slot), sc.load(slot))
+    /// An account's balance, limits and refill due date, cached like key records.
+    fn account_view(&self, account_id: &str) -> Result<AccountView> {
+        let g = self.generation(SlotKind::Account, account_id);
+        if let Some(Some(hit)) = self
+            .accounts
+            .with(account_id, |e| g.current(e.gen).then(|| e.view.clone()))
+        {
+            return Ok(hit);
+        }
+        let view = {
+            let r = self.read()?;
+            let (credits, total) = r
+                .balance(account_id)?
+                .ok_or_else(|| Error::NotFound(format!("account {account_id:?}")))?;
+            let rec = r.account(account_id)?;
+            let limits = r.limits(&LimitOwner::Account(account_id).storage_key())?;
+            AccountView {
+                credits,
+                total,
+                limits: (!limits.is_empty()).then(|| limits.into()),
+                next_refill: rec.as_ref().and_then(next_refill),
             }
-            None => (None, NEVER),
         };
-        if Sidecar::is_idle(before) {
-            if let Some(Some(hit)) = self.accounts.with(account_id, |e| {
-                (e.gen == before).then_some((e.credits, e.total))
-            }) {
-                return Ok(hit);
-            }
+        let gen = g.after_read();
+        if gen != NEVER {
+            self.accounts.insert(
+                account_id,
+                AccountEntry {
+                    view: view.clone(),
+                    gen,
+                },
+            );
         }
-        let balance = self
-            .read()?
-            .balance(account_id)?
-            .ok_or_else(|| Error::NotFound(format!("account {account_id:?}")))?;
-        if let (Some(sc), Some(slot)) = (&self.sidecar, slot) {
-            let after = sc.load(slot);
-            if Sidecar::is_idle(before) && before == after {
-                self.accounts.insert(
-                    account_id,
-                    AccountEntry {
-                        credits: balance.0,
-                        total: balance.1,
-                        gen: before,
-                    },
-                );
-            }
+        Ok(view)
+    }
+
+    /// (credits, total_credits) of an account, applying a due refill first.
+    fn balance_now(&self, account_id: &str, now: Millis) -> Result<(u64, u64)> {
+        let view = self.account_view(account_id)?;
+        if view.next_refill.is_some_and(|due| now >= due) {
+            let d = self.submit_debit(DebitReq {
+                account_id: account_id.to_string(),
+                cost: 0,
+                idempotency: None,
+                now,
+                grant: None,
+            })?;
+            return Ok((d.credits, d.total));
         }
-        Ok(balance)
+        Ok((view.credits, view.total))
     }
 
     /// The route table, cached behind the global "routes" slot.
     fn router(&self) -> Result<Arc<Router>> {
-        let (slot, before) = match &self.sidecar {
-            Some(sc) => {
-                let slot = sc.slot_of(SlotKind::Global, "routes");
-                (Some(slot), sc.load(slot))
-            }
-            None => (None, NEVER),
-        };
-        if Sidecar::is_idle(before) {
+        let g = self.generation(SlotKind::Global, "routes");
+        {
             let cached = self.routes.read();
-            if cached.0 == before {
+            if g.current(cached.0) {
                 return Ok(cached.1.clone());
             }
         }
         let router = Arc::new(Router::new(self.read()?.routes()?));
-        if let (Some(sc), Some(slot)) = (&self.sidecar, slot) {
-            let after = sc.load(slot);
-            if Sidecar::is_idle(before) && before == after {
-                *self.routes.write() = (before, router.clone());
-            }
+        let gen = g.after_read();
+        if gen != NEVER {
+            *self.routes.write() = (gen, router.clone());
         }
         Ok(router)
     }
@@ -1749,9 +2086,7 @@ impl Inner {
                 }
             }
         }
-        let (credits, total) = tx
-            .balance(account)?
-            .ok_or_else(|| Error::NotFound(format!("account {account:?}")))?;
+        let (credits, total) = self.refill_if_due(tx, account, req.now)?;
         if credits < req.cost {
             return Err(Error::InsufficientCredits {
                 credits,
@@ -1794,6 +2129,45 @@ impl Inner {
             total,
             replayed: None,
         })
+    }
+
+    /// The balance of `account`, after applying its refill if a period boundary has passed
+    /// since the last one: credits are *set* to the plan's amount, in this transaction,
+    /// audited as `credits_refilled`. Exactly once per period, whatever the number of
+    /// processes: the transaction re-reads `refilled_at`.
+    fn refill_if_due(
+        &self,
+        tx: &mut WriteTx<'_>,
+        account: &str,
+        now: Millis,
+    ) -> Result<(u64, u64)> {
+        let (credits, total) = tx
+            .balance(account)?
+            .ok_or_else(|| Error::NotFound(format!("account {account:?}")))?;
+        let Some(mut rec) = tx.account(account)? else {
+            return Ok((credits, total));
+        };
+        let Some(refill) = rec.refill else {
+            return Ok((credits, total));
+        };
+        let start = limits::calendar::period_start(&refill, now);
+        if rec.refilled_at.is_some_and(|at| at >= start) {
+            return Ok((credits, total));
+        }
+        let total = total.saturating_add(refill.amount.saturating_sub(credits));
+        tx.put_balance(account, refill.amount, total)?;
+        rec.refilled_at = Some(start);
+        tx.put_account(account, &rec)?;
+        tx.append_audit(&AuditRecord {
+            time: now,
+            action: "credits_refilled".into(),
+            key_id: None,
+            account_id: Some(account.to_string()),
+            actor: None,
+            details: json!({ "amount": refill.amount, "previous": credits, "period_start": start })
+                .to_string(),
+        })?;
+        Ok((refill.amount, total))
     }
 
     /// Write batched usage counters and request-path audit entries in one transaction.
@@ -1888,8 +2262,18 @@ fn key_info(rec: &KeyRecord, last_used_at: Option<Millis>) -> KeyInfo {
     }
 }
 
+/// When the next refill of an account is due (`None`: no refill plan).
+fn next_refill(rec: &AccountRecord) -> Option<Millis> {
+    let refill = rec.refill.as_ref()?;
+    Some(match rec.refilled_at {
+        Some(start) => limits::calendar::next_period(refill, start),
+        None => Millis::MIN,
+    })
+}
+
 fn account_from(id: &str, rec: &AccountRecord, credits: u64, total: u64) -> Account {
     Account {
+        refill: rec.refill,
         id: id.to_string(),
         credits,
         total_credits: total,
@@ -1921,6 +2305,49 @@ fn validate_id(id: &str, what: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Most rate limits on one key or account.
+const MAX_LIMITS: usize = 16;
+/// Longest rate-limit window.
+const MAX_LIMIT_WINDOW_MS: u64 = 366 * 86_400_000;
+
+fn validate_limit_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_:.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "a rate limit name is 1–64 characters of [a-z0-9_:.-]",
+        ))
+    }
+}
+
+/// Check that a limit's owner exists; its generation slot and audit ids.
+#[allow(clippy::type_complexity)]
+fn limit_owner<'o>(
+    tx: &WriteTx<'_>,
+    owner: LimitOwner<'o>,
+) -> Result<((SlotKind, &'o str), Option<String>, Option<String>)> {
+    match owner {
+        LimitOwner::Key(k) => {
+            if !token::is_valid_key_id(k) {
+                return Err(Error::invalid("key_id must be 8 characters of [a-z0-9]"));
+            }
+            let rec = tx.key(k)?.ok_or_else(|| not_found_key(k))?;
+            Ok(((SlotKind::Key, k), Some(rec.key_id), Some(rec.account_id)))
+        }
+        LimitOwner::Account(a) => {
+            validate_id(a, "account id")?;
+            tx.account(a)?
+                .ok_or_else(|| Error::NotFound(format!("account {a:?}")))?;
+            Ok(((SlotKind::Account, a), None, Some(a.to_string())))
+        }
+    }
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -1964,6 +2391,17 @@ fn validate_authorize_args(target: &Target<'_>, options: &AuthorizeOptions<'_>) 
     }
     if let Some(k) = options.idempotency_key {
         validate_idempotency_key(k)?;
+    }
+    if options.limit_cost == Some(0) {
+        return Err(Error::invalid("limit_cost must be positive"));
+    }
+    if let Some(names) = options.limits {
+        if names.len() > MAX_LIMITS * 2 {
+            return Err(Error::invalid("too many rate limit names"));
+        }
+        for name in names {
+            validate_limit_name(name)?;
+        }
     }
     Ok(())
 }

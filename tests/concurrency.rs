@@ -17,6 +17,8 @@ const COST1: AuthorizeOptions<'static> = AuthorizeOptions {
     signature: None,
     body: None,
     now: None,
+    limits: None,
+    limit_cost: None,
 };
 
 fn spend_until_refused(v: &Vault, token: &str) -> (u64, u64) {

@@ -22,6 +22,10 @@ middleware reads the whole body (up to ``max_body`` bytes), checks the signature
 ``"<t>.<METHOD>.<path>.<body>"`` and replays the body to the app unchanged. A signing key
 without the header is refused with 401 ``invalid_signature``.
 
+Rate limits (SPEC §13): a granted response carries ``RateLimit-Limit``,
+``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds) for the most constrained limit the
+call was checked against; a 429 carries ``Retry-After`` and the same headers.
+
 Lifespan and websocket scopes pass through untouched. A request whose route costs credits
 is authorized in a worker thread (its durable debit waits for a commit, and concurrent
 debits then share one commit); a free route is authorized inline, in about a microsecond.
@@ -31,7 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable, Iterable, List, MutableMapping, Optional, Tuple
+import time
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple
 
 from keyledger._errors import InvalidApiKey, KeyLedgerError
 from keyledger._keyledger import Grant, Vault
@@ -165,6 +170,17 @@ class KeyLedgerMiddleware:
         scope["keyledger"] = grant
         state = scope.setdefault("state", {})
         state["keyledger"] = grant
+        limit_headers = _ratelimit_headers(grant.ratelimits)
+        if limit_headers:
+            inner_send = send
+
+            async def send_with_limits(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = dict(message)
+                    message["headers"] = list(message.get("headers") or []) + limit_headers
+                await inner_send(message)
+
+            send = send_with_limits
         await self.app(scope, receive, send)
 
     async def _authorize(
@@ -178,6 +194,19 @@ class KeyLedgerMiddleware:
         if self._costs_credits(method, path):
             return await asyncio.get_running_loop().run_in_executor(None, call)
         return call()
+
+
+def _ratelimit_headers(limits: List[Dict[str, Any]]) -> List[Tuple[bytes, bytes]]:
+    """IETF ``RateLimit-*`` headers for the limit with the fewest calls left."""
+    if not limits:
+        return []
+    tightest = min(limits, key=lambda r: int(r["remaining"]))
+    reset_s = max(0, -(-(int(tightest["reset_ms"]) - int(time.time() * 1000)) // 1000))
+    return [
+        (b"ratelimit-limit", str(tightest["max"]).encode()),
+        (b"ratelimit-remaining", str(tightest["remaining"]).encode()),
+        (b"ratelimit-reset", str(reset_s).encode()),
+    ]
 
 
 async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
@@ -222,6 +251,12 @@ async def _answer(send: Send, refusal: KeyLedgerError) -> None:
     ]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="api"'))
+    if status == 429:
+        b = refusal.body
+        headers.append((b"retry-after", str(b.get("retry_after", 1)).encode()))
+        headers.append((b"ratelimit-limit", str(b.get("max", 0)).encode()))
+        headers.append((b"ratelimit-remaining", b"0"))
+        headers.append((b"ratelimit-reset", str(b.get("retry_after", 1)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -138,6 +138,7 @@ unsafe fn read_opts<'a>(opts: *const kl_authorize_opts) -> Result<AuthorizeOptio
         signature,
         body,
         now: (o.now_ms != 0).then_some(o.now_ms),
+        ..AuthorizeOptions::default()
     })
 }
 

@@ -487,6 +487,15 @@ impl PyAccount {
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         value_to_py(py, &self.0.metadata)
     }
+    /// `{"amount", "interval": "daily"|"monthly", "day"}` or `None`.
+    #[getter]
+    fn refill<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.0
+            .refill
+            .as_ref()
+            .map(|r| value_to_py(py, &serde_json::to_value(r).unwrap_or_default()))
+            .transpose()
+    }
     fn __repr__(&self) -> String {
         format!(
             "Account(id={}, credits={}, total_credits={})",
@@ -660,6 +669,53 @@ impl PyUsage {
             self.0.granted,
             self.0.refused
         )
+    }
+}
+
+/// A rate limit definition.
+#[pyclass(frozen, module = "keyledger", name = "RateLimit")]
+pub struct PyRateLimit(crate::RateLimit);
+
+#[pymethods]
+impl PyRateLimit {
+    #[getter]
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+    #[getter]
+    fn limit(&self) -> u64 {
+        self.0.limit
+    }
+    /// The window as a `timedelta`.
+    #[getter]
+    fn duration<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let ms = i64::try_from(self.0.duration_ms).unwrap_or(i64::MAX);
+        times(py)?.one_ms.bind(py).call_method1("__mul__", (ms,))
+    }
+    #[getter]
+    fn auto_apply(&self) -> bool {
+        self.0.auto_apply
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "RateLimit(name={}, limit={}, duration_ms={}, auto_apply={})",
+            pyq(&self.0.name),
+            self.0.limit,
+            self.0.duration_ms,
+            py_bool(self.0.auto_apply)
+        )
+    }
+}
+
+fn owner_arg<'a>(
+    py: Python<'_>,
+    key_id: Option<&'a str>,
+    account_id: Option<&'a str>,
+) -> PyResult<crate::LimitOwner<'a>> {
+    match (key_id, account_id) {
+        (Some(k), None) => Ok(crate::LimitOwner::Key(k)),
+        (None, Some(a)) => Ok(crate::LimitOwner::Account(a)),
+        _ => Err(invalid(py, "give exactly one of key_id= or account_id=")),
     }
 }
 
@@ -850,7 +906,7 @@ impl PyVault {
         Ok(d)
     }
 
-    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, now=None))]
+    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None))]
     #[allow(clippy::too_many_arguments)]
     fn authorize(
         &self,
@@ -862,9 +918,19 @@ impl PyVault {
         idempotency_key: Option<PyBackedStr>,
         signature: Option<PyBackedStr>,
         body: Option<pyo3::pybacked::PyBackedBytes>,
+        limits: Option<&Bound<'_, PyAny>>,
+        limit_cost: Option<&Bound<'_, PyAny>>,
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyGrant> {
         let cost = opt_u64_arg(py, cost, "cost")?;
+        let limit_cost = opt_u64_arg(py, limit_cost, "limit_cost")?;
+        let limit_names = match limits {
+            Some(l) if !l.is_none() => Some(strings_arg(l, "limits")?),
+            _ => None,
+        };
+        let limit_refs: Option<Vec<&str>> = limit_names
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect());
         let now = match now {
             Some(n) if !n.is_none() => Some(instant_arg(py, n, "now")?),
             _ => None,
@@ -885,6 +951,8 @@ impl PyVault {
             signature: signature.as_deref(),
             body: body.as_deref(),
             now,
+            limits: limit_refs.as_deref(),
+            limit_cost,
         };
         let grant = py
             .detach(|| self.vault.authorize(&token, target, &options))
@@ -1084,6 +1152,92 @@ impl PyVault {
             .py(py)
     }
 
+    /// Set a rate limit of `limit` per `duration` (timedelta or seconds) on a key or an
+    /// account (shared by its keys). Setting an existing name replaces it.
+    #[pyo3(signature = (name, limit, duration, *, key_id=None, account_id=None, auto_apply=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_ratelimit(
+        &self,
+        py: Python<'_>,
+        name: String,
+        limit: &Bound<'_, PyAny>,
+        duration: &Bound<'_, PyAny>,
+        key_id: Option<String>,
+        account_id: Option<String>,
+        auto_apply: bool,
+    ) -> PyResult<PyRateLimit> {
+        let limit = u64_arg(py, limit, "limit", true)?;
+        let duration_ms = duration_arg(py, duration, "duration")?;
+        let duration_ms =
+            u64::try_from(duration_ms).map_err(|_| invalid(py, "duration must be positive"))?;
+        let owner = owner_arg(py, key_id.as_deref(), account_id.as_deref())?;
+        py.detach(|| {
+            self.vault
+                .set_ratelimit(owner, &name, limit, duration_ms, auto_apply)
+        })
+        .py(py)
+        .map(PyRateLimit)
+    }
+
+    #[pyo3(signature = (name, *, key_id=None, account_id=None))]
+    fn remove_ratelimit(
+        &self,
+        py: Python<'_>,
+        name: String,
+        key_id: Option<String>,
+        account_id: Option<String>,
+    ) -> PyResult<PyRateLimit> {
+        let owner = owner_arg(py, key_id.as_deref(), account_id.as_deref())?;
+        py.detach(|| self.vault.remove_ratelimit(owner, &name))
+            .py(py)
+            .map(PyRateLimit)
+    }
+
+    #[pyo3(signature = (*, key_id=None, account_id=None))]
+    fn ratelimits(
+        &self,
+        py: Python<'_>,
+        key_id: Option<String>,
+        account_id: Option<String>,
+    ) -> PyResult<Vec<PyRateLimit>> {
+        let owner = owner_arg(py, key_id.as_deref(), account_id.as_deref())?;
+        let v = py.detach(|| self.vault.ratelimits(owner)).py(py)?;
+        Ok(v.into_iter().map(PyRateLimit).collect())
+    }
+
+    /// Refill the account's credits to `amount` each period ("daily", or "monthly" on
+    /// `day` 1–28), at the first call after the boundary.
+    #[pyo3(signature = (account_id, amount, interval, day=None))]
+    fn set_refill(
+        &self,
+        py: Python<'_>,
+        account_id: String,
+        amount: &Bound<'_, PyAny>,
+        interval: &str,
+        day: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyAccount> {
+        let amount = u64_arg(py, amount, "amount", false)?;
+        let interval = match interval {
+            "daily" => crate::RefillInterval::Daily,
+            "monthly" => crate::RefillInterval::Monthly,
+            _ => return Err(invalid(py, "interval must be \"daily\" or \"monthly\"")),
+        };
+        let day = match day {
+            Some(d) if !d.is_none() => u8::try_from(u64_arg(py, d, "day", true)?)
+                .map_err(|_| invalid(py, "day must be between 1 and 28"))?,
+            _ => 1,
+        };
+        py.detach(|| self.vault.set_refill(&account_id, amount, interval, day))
+            .py(py)
+            .map(PyAccount)
+    }
+
+    fn clear_refill(&self, py: Python<'_>, account_id: String) -> PyResult<PyAccount> {
+        py.detach(|| self.vault.clear_refill(&account_id))
+            .py(py)
+            .map(PyAccount)
+    }
+
     /// Whether this handle holds a master key.
     #[getter]
     fn has_master_key(&self) -> bool {
@@ -1268,7 +1422,7 @@ mod _keyledger {
     #[pymodule_export]
     use super::{
         generate_master_key, looks_like_key, redact, sign_request, sign_webhook, verify_webhook,
-        version, PyAccount, PyAuditEntry, PyBalance, PyGrant, PyKeyInfo, PyRouteRule, PyUsage,
-        PyVault, PyWhoAmI,
+        version, PyAccount, PyAuditEntry, PyBalance, PyGrant, PyKeyInfo, PyRateLimit, PyRouteRule,
+        PyUsage, PyVault, PyWhoAmI,
     };
 }

@@ -34,3 +34,16 @@ def manage(path: str) -> Optional[dt.datetime]:
 
 def middleware(app: object, vault: keyledger.Vault) -> KeyLedgerMiddleware:
     return KeyLedgerMiddleware(app, vault, cost=1)  # type: ignore[arg-type]
+
+
+def signing_and_limits(vault: keyledger.Vault) -> int:
+    token, info = vault.create_key("acct_42", "signed", ["sms:send"], signing=True)
+    secret: Optional[str] = token.signing_secret
+    assert secret is not None and vault.reveal_signing_secret(info.key_id) == secret
+    header: str = keyledger.sign_request(secret, "POST", "/v1/send", b"{}")
+    grant = vault.authorize(token, route=("POST", "/v1/send"), signature=header, body=b"{}", limits=["burst"], limit_cost=2)
+    lim: keyledger.RateLimit = vault.set_ratelimit("burst", 10, dt.timedelta(seconds=1), key_id=info.key_id)
+    acct: keyledger.Account = vault.set_refill("acct_42", 100, "monthly", day=1)
+    assert acct.refill is not None and lim.duration.total_seconds() == 1
+    moved: int = vault.rekey(keyledger.generate_master_key())
+    return grant.credits + moved
