@@ -825,3 +825,61 @@ fn signing_keys_with_a_master_key_from_the_environment_reveal_and_rekey() {
             && audit.stdout.contains("signing_secret_revealed")
     );
 }
+
+#[test]
+fn rate_limits_and_refills_from_the_command_line() {
+    let mut cli = Cli::init();
+    let token = setup(&mut cli, "10", &["sms:send"]);
+    let key_id = key_id_of(&token);
+    cli.run(&["limit", "set", "per_minute", "2", "60", "--key", &key_id])
+        .ok();
+    let listed = cli.run(&["--json", "limit", "list", "--key", &key_id]).ok();
+    assert_eq!(listed.json()[0]["limit"], 2);
+    assert_eq!(listed.json()[0]["duration_ms"], 60_000);
+    cli.run(&["authorize", &token, "--route", SEND]).ok();
+    cli.run(&["authorize", &token, "--route", SEND]).ok();
+    let refused = cli
+        .run(&["--json", "authorize", &token, "--route", SEND])
+        .code(5);
+    assert_eq!(refused.json()["error"], "rate_limited");
+    assert_eq!(refused.json()["limit"], "per_minute");
+    cli.run(&["limit", "set", "x", "0", "60", "--account", "acct_1"])
+        .code(8);
+    cli.run(&["limit", "set", "x", "1", "60"]).code(1);
+    cli.run(&["limit", "remove", "per_minute", "--key", &key_id])
+        .ok();
+    cli.run(&["limit", "remove", "per_minute", "--key", &key_id])
+        .code(6);
+    let plan = cli
+        .run(&[
+            "--json",
+            "account",
+            "refill",
+            "acct_1",
+            "--amount",
+            "500",
+            "--interval",
+            "monthly",
+            "--day",
+            "15",
+        ])
+        .ok();
+    assert_eq!(plan.json()["refill"]["amount"], 500);
+    assert_eq!(plan.json()["refill"]["day"], 15);
+    cli.run(&[
+        "account",
+        "refill",
+        "acct_1",
+        "--amount",
+        "5",
+        "--interval",
+        "monthly",
+        "--day",
+        "31",
+    ])
+    .code(8);
+    let cleared = cli
+        .run(&["--json", "account", "refill", "acct_1", "--clear"])
+        .ok();
+    assert!(cleared.json()["refill"].is_null());
+}

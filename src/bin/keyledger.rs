@@ -111,6 +111,9 @@ enum Command {
     /// Route rules: (METHOD, PATTERN) -> (SCOPE, cost).
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Rate limits on keys and accounts, shared by every process.
+    #[command(subcommand)]
+    Limit(LimitCmd),
     /// Authorize a token for a route or a scope, as a host would (debits credits).
     #[command(group(ArgGroup::new("target").required(true).args(["route", "scope"])))]
     Authorize {
@@ -234,6 +237,75 @@ enum AccountCmd {
     },
     /// An account's credits.
     Balance { id: String },
+    /// A quota that refills: credits are set to --amount at the first call after each
+    /// daily or monthly boundary (UTC). `--clear` removes the plan.
+    #[command(group(ArgGroup::new("plan").required(true).args(["amount", "clear"])))]
+    Refill {
+        id: String,
+        /// Credits after each refill.
+        #[arg(long, allow_hyphen_values = true, requires = "interval")]
+        amount: Option<String>,
+        /// `daily` or `monthly`.
+        #[arg(long, value_parser = ["daily", "monthly"])]
+        interval: Option<String>,
+        /// Day of the month (1-28) for monthly refills.
+        #[arg(long, default_value = "1", allow_hyphen_values = true)]
+        day: String,
+        /// Remove the refill plan.
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+/// Which key or account a rate limit belongs to.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct LimitOwnerArgs {
+    /// A key's limit.
+    #[arg(long = "key")]
+    key_id: Option<String>,
+    /// An account's limit, shared by all its keys.
+    #[arg(long = "account")]
+    account_id: Option<String>,
+}
+
+impl LimitOwnerArgs {
+    fn owner(&self) -> keyledger::LimitOwner<'_> {
+        match (&self.key_id, &self.account_id) {
+            (Some(k), _) => keyledger::LimitOwner::Key(k),
+            (None, Some(a)) => keyledger::LimitOwner::Account(a),
+            (None, None) => unreachable!("clap requires one of --key / --account"),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum LimitCmd {
+    /// Set (or replace) a limit of LIMIT calls per SECONDS.
+    Set {
+        name: String,
+        #[arg(allow_hyphen_values = true)]
+        limit: String,
+        /// The window, in whole seconds.
+        #[arg(allow_hyphen_values = true)]
+        seconds: String,
+        #[command(flatten)]
+        owner: LimitOwnerArgs,
+        /// Apply only when a call names it (default: every authorize checks it).
+        #[arg(long)]
+        named_only: bool,
+    },
+    /// Remove a limit.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        owner: LimitOwnerArgs,
+    },
+    /// List the limits of a key or an account.
+    List {
+        #[command(flatten)]
+        owner: LimitOwnerArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -633,6 +705,7 @@ fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
         Command::Account(a) => account(vault, a, out),
         Command::Key(k) => key(vault, k, out, now),
         Command::Route(r) => route(vault, r, out),
+        Command::Limit(l) => limit(vault, l, out),
         Command::Authorize {
             token,
             route,
@@ -849,6 +922,13 @@ fn account(vault: &Vault, cmd: &AccountCmd, out: &Out) -> CliResult {
                     ("total_credits", a.total_credits.to_string()),
                     ("created", output::iso8601(a.created_at)),
                     ("metadata", a.metadata.to_string()),
+                    (
+                        "refill",
+                        a.refill.map_or_else(
+                            || "none".to_string(),
+                            |r| serde_json::to_string(&r).unwrap_or_default(),
+                        ),
+                    ),
                 ])
             })
         }
@@ -890,6 +970,84 @@ fn account(vault: &Vault, cmd: &AccountCmd, out: &Out) -> CliResult {
         AccountCmd::Balance { id } => {
             let b = vault.balance(id)?;
             out.emit(&b, || balance_line(&b))
+        }
+        AccountCmd::Refill {
+            id,
+            amount,
+            interval,
+            day,
+            clear,
+        } => {
+            let a = if *clear {
+                vault.clear_refill(id)?
+            } else {
+                let amount = parse_u64("amount", amount.as_deref().unwrap_or_default())?;
+                let interval = match interval.as_deref() {
+                    Some("monthly") => keyledger::RefillInterval::Monthly,
+                    _ => keyledger::RefillInterval::Daily,
+                };
+                let day = u8::try_from(parse_positive("day", day)?)
+                    .map_err(|_| invalid("--day must be between 1 and 28"))?;
+                vault.set_refill(id, amount, interval, day)?
+            };
+            out.emit(&a, || match &a.refill {
+                Some(r) => format!(
+                    "account {} refills to {} credits {}\n",
+                    a.id,
+                    r.amount,
+                    match r.interval {
+                        keyledger::RefillInterval::Daily => "every day at 00:00 UTC".to_string(),
+                        keyledger::RefillInterval::Monthly =>
+                            format!("on day {} of every month at 00:00 UTC", r.day),
+                    }
+                ),
+                None => format!("account {} has no refill plan\n", a.id),
+            })
+        }
+    }
+}
+
+fn limit(vault: &Vault, cmd: &LimitCmd, out: &Out) -> CliResult {
+    let table = |limits: &[keyledger::RateLimit]| {
+        let rows: Vec<Vec<String>> = limits
+            .iter()
+            .map(|l| {
+                vec![
+                    l.name.clone(),
+                    l.limit.to_string(),
+                    format!("{}s", l.duration_ms as f64 / 1000.0),
+                    if l.auto_apply {
+                        "every call"
+                    } else {
+                        "when named"
+                    }
+                    .to_string(),
+                ]
+            })
+            .collect();
+        output::table(&["NAME", "LIMIT", "PER", "APPLIES"], &rows)
+    };
+    match cmd {
+        LimitCmd::Set {
+            name,
+            limit,
+            seconds,
+            owner,
+            named_only,
+        } => {
+            let limit = parse_positive("limit", limit)?;
+            let ms = seconds_to_ms("seconds", seconds)?;
+            let ms = u64::try_from(ms).map_err(|_| invalid("seconds must be positive"))?;
+            let l = vault.set_ratelimit(owner.owner(), name, limit, ms, !named_only)?;
+            out.emit(&l, || table(std::slice::from_ref(&l)))
+        }
+        LimitCmd::Remove { name, owner } => {
+            let l = vault.remove_ratelimit(owner.owner(), name)?;
+            out.emit(&l, || format!("removed rate limit {}\n", l.name))
+        }
+        LimitCmd::List { owner } => {
+            let all = vault.ratelimits(owner.owner())?;
+            out.emit(&all, || table(&all))
         }
     }
 }
