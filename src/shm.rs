@@ -37,19 +37,22 @@
 //! offset 32    slot_count       u32      power of two, 1 ..= 2^24 (default 65 536)
 //! offset 36    reserved         u32      written as 0, ignored on read
 //! offset 40    slots_offset     u64      = 4096
-//! offset 48    ratelimit_offset u64      0 in version 1 (SPEC §13 counters come later)
-//! offset 56    ratelimit_len    u64      0 in version 1
+//! offset 48    ratelimit_offset u64      = 4096 + slot_count * 8 (0: no region, an older file)
+//! offset 56    ratelimit_len    u64      = 65 536 × 16 (0: no region)
 //! offset 64    reserved         up to 4096, written as zero, ignored on read
 //! offset 4096  slots            slot_count × u64, accessed only as `AtomicU64`
+//! ratelimit_offset  buckets      ratelimit_len / 16 × { key: u64, tat: u64 } (SPEC §13;
+//!                                see `src/limits.rs`), accessed only as `AtomicU64`
 //! ```
 //!
-//! The file length is exactly `4096 + slot_count * 8`, or, when a later writer of this format
-//! has appended a rate-limit region (`ratelimit_offset` ≥ end of the slots, 8-aligned,
-//! `ratelimit_len` > 0), exactly `ratelimit_offset + ratelimit_len`. This version accepts such
-//! a region and leaves it alone, so counters can be added without invalidating the slots for
-//! processes of this version. A change that breaks the slot protocol must raise `version`;
-//! a sidecar with a *newer* version is refused (the caller runs without a cache, which is
-//! correct) rather than rebuilt under the feet of the newer processes.
+//! The file length is exactly `ratelimit_offset + ratelimit_len` (a rate-limit region
+//! `ratelimit_offset` ≥ end of the slots, 8-aligned, `ratelimit_len` > 0), or
+//! `4096 + slot_count * 8` for a file made before rate limits: opening such a file appends
+//! the region under the lock (growing a file never disturbs a process that maps the shorter
+//! one). A region of another size is used as it is (`ratelimit_len / 16` buckets). A change
+//! that breaks the slot protocol must raise `version`; a sidecar with a *newer* version is
+//! refused (the caller runs without a cache, which is correct) rather than rebuilt under
+//! the feet of the newer processes.
 //!
 //! Slot index: FNV-1a 64 over one kind byte (`k` key, `a` account, `g` global) followed by
 //! the id's UTF-8 bytes, finalized with the MurmurHash3 `fmix64` mixer, modulo `slot_count`.
