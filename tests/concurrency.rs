@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{env, is_child, options, run_child, Fixture};
+use common::{env, is_child, options, reported, run_child, Fixture};
 use keyledger::{AuthorizeOptions, CacheMode, Error, NewKey, Target, Vault};
 
 const COST1: AuthorizeOptions<'static> = AuthorizeOptions {
@@ -96,15 +96,7 @@ fn four_processes_spend_exactly_the_balance() {
         .collect();
     let mut total = 0;
     for c in children {
-        let out = c.join().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        // libtest may print "test child_spend ... " on the same line first.
-        let n = text
-            .split("GRANTED=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("child reported nothing");
-        total += n.parse::<u64>().unwrap();
+        total += reported(&c.join().unwrap(), "GRANTED");
     }
     assert_eq!(total, N, "processes overspent or lost debits");
     assert_eq!(f.vault.balance("a").unwrap().credits, 0);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{env, is_child, options, run_child, Fixture, T0};
+use common::{env, is_child, options, reported, run_child, Fixture, T0};
 use keyledger::{
     AuditQuery, AuthorizeOptions, Error, LimitOwner, NewKey, RefillInterval, Target, Vault,
 };
@@ -277,14 +277,7 @@ fn four_processes_share_one_limit_instead_of_each_allowing_it() {
         .collect();
     let mut total = 0u64;
     for c in children {
-        let out = c.join().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let n = text
-            .split("GRANTED=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .expect("child reported nothing");
-        total += n.parse::<u64>().unwrap();
+        total += reported(&c.join().unwrap(), "GRANTED");
     }
     // 960 attempts at one instant: exactly the limit, not 4 × 100.
     assert_eq!(total, 100);

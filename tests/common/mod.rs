@@ -118,6 +118,16 @@ pub fn run_child(entry: &str, env: &[(&str, String)]) -> Output {
     out
 }
 
+/// The number a child printed as `NAME=<n>` (libtest may print "test … " on the same line).
+pub fn reported(out: &Output, name: &str) -> u64 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(&format!("{name}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the child reported no {name}: {text}"))
+}
+
 pub fn is_child() -> bool {
     std::env::var_os("KEYLEDGER_CHILD").is_some()
 }
