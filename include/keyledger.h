@@ -762,8 +762,10 @@ kl_status kl_has_master_key(const struct kl_vault *v,
  of 32 bytes) in one transaction, all or nothing, and make it this handle's master key.
  Other processes must reopen with the new key (the old one then gets
  `KL_WRONG_MASTER_KEY`). On `KL_OK`, `*out_count` receives how many secrets were
- re-encrypted. Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL, bad UTF-8, not base64 of 32
- bytes, no current master key), `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ re-encrypted. A vault that never had a master key gets its first one this way. Returns
+ `KL_OK`, `KL_INVALID_ARGUMENT` (NULL, bad UTF-8, not base64 of 32 bytes),
+ `KL_WRONG_MASTER_KEY` (the vault has a master key and this handle does not hold it),
+ `KL_VAULT_CLOSED`, `KL_STORAGE`.
  */
 kl_status kl_rekey(const struct kl_vault *v,
                    const char *new_master_key_b64,
@@ -783,8 +785,9 @@ kl_status kl_rekey_passphrase(const struct kl_vault *v,
  The signing secret of signing key `key_id`, for an admin who lost it (audited as
  `signing_secret_revealed`; needs the master key). On `KL_OK`, `*out_secret` receives
  the 64 hex characters (free with `kl_secret_free`). Returns `KL_OK`, `KL_NOT_FOUND`,
- `KL_INVALID_ARGUMENT` (not a signing key, no master key, bad input),
- `KL_WRONG_MASTER_KEY` (the secret does not decrypt), `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ `KL_INVALID_ARGUMENT` (not a signing key, bad input), `KL_WRONG_MASTER_KEY` (the
+ handle has no master key), `KL_VAULT_CLOSED`, `KL_STORAGE` (the secret does not
+ decrypt).
  */
 kl_status kl_reveal_signing_secret(const struct kl_vault *v,
                                    const char *key_id,
