@@ -270,7 +270,9 @@ void kl_string_free(char *s);
 
 /*
  Wipe (overwrite with zeros) and free a secret that keyledger returned: the token of
- `kl_create_key` and `kl_rotate_key`. `NULL` is a no-op. Also safe on any other string
+ `kl_create_key` and `kl_rotate_key` (and their `_signing` variants), a signing secret
+ (`kl_create_key_signing`, `kl_rotate_key_signing`, `kl_reveal_signing_secret`) or a
+ master key (`kl_generate_master_key`). `NULL` is a no-op. Also safe on any other string
  keyledger returned.
  */
 void kl_secret_free(char *s);
@@ -346,12 +348,25 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
 
  `options_json` may be NULL (defaults) or a JSON object with any of:
  `{"exclusive": false, "durability": "immediate"|"eventual", "argon2": {"m_kib": 19456,
- "t": 2, "p": 1}, "cache_capacity": 100000, "actor": "name", "flush_interval_ms": 1000}`.
+ "t": 2, "p": 1}, "cache_capacity": 100000, "actor": "name", "flush_interval_ms": 1000,
+ "master_key": "<base64 of 32 bytes>", "master_passphrase": "...",
+ "signature_window_ms": 300000, "throttle": {"burst": 10, "per_second": 1.0}}`.
  Unknown fields are `KL_INVALID_ARGUMENT`. `"eventual"` requires `"exclusive": true`.
 
+ Master key (SPEC §7; needed only for signing keys): `"master_key"` (standard or
+ URL-safe base64, padding optional) or `"master_passphrase"` (argon2id, salt stored in
+ the vault), not both; with neither, `KEYLEDGER_MASTER_KEY` is read from the
+ environment, else the vault opens without one. The parsed copies are wiped after use;
+ wiping `options_json` itself is the caller's business. `"signature_window_ms"` (> 0):
+ how far a request signature's `t=` may be from now, each side (default 300 s).
+ `"throttle"`: failed-secret token bucket per key_id (`burst` ≥ 0 attempts,
+ `per_second` ≥ 0 regained; default 10 and 1.0).
+
  On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
- Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options),
- `KL_VAULT_LOCKED` (another process holds it exclusively), `KL_STORAGE`.
+ Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master
+ key that is not base64 of 32 bytes, both key fields), `KL_WRONG_MASTER_KEY` (the vault
+ was sealed under another master key or passphrase), `KL_VAULT_LOCKED` (another process
+ holds it exclusively), `KL_STORAGE`.
  */
 kl_status kl_vault_open(const char *path,
                         size_t path_len,
@@ -461,14 +476,34 @@ kl_status kl_balance(const struct kl_vault *v,
  info `{"key_id","prefix","account_id","name","scopes","operator","created_at",
  "expires_at","disabled","revoked_at","signing","rotated_from","metadata",
  "last_used_at"}` (free with `kl_string_free`). Both or neither are written.
- Returns `KL_OK`, `KL_NOT_FOUND` (account), `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`,
- `KL_STORAGE`.
+
+ A signing key (`"signing": true`, which needs the vault's master key) also gets a
+ signing secret, which this function does not return: use `kl_create_key_signing` to
+ receive it at creation, or `kl_reveal_signing_secret` later.
+
+ Returns `KL_OK`, `KL_NOT_FOUND` (account), `KL_INVALID_ARGUMENT` (also: a signing key
+ without a master key), `KL_VAULT_CLOSED`, `KL_STORAGE`.
  */
 kl_status kl_create_key(const struct kl_vault *v,
                         const char *spec_json,
                         size_t spec_len,
                         char **out_token,
                         char **out_key_json);
+
+/*
+ `kl_create_key` that also returns the signing secret (SPEC §7). Every out-parameter is
+ required (non-NULL). On `KL_OK`, `*out_token` and `*out_key_json` are as for
+ `kl_create_key`, and `*out_signing_secret` receives the key's signing secret — 64
+ lowercase hex characters whose ASCII bytes are the HMAC key of `kl_sign_request`; free
+ it with `kl_secret_free` — or NULL when the key is not a signing key. All three or
+ none are written. Same statuses as `kl_create_key`.
+ */
+kl_status kl_create_key_signing(const struct kl_vault *v,
+                                const char *spec_json,
+                                size_t spec_len,
+                                char **out_token,
+                                char **out_signing_secret,
+                                char **out_key_json);
 
 /*
  The key `key_id`'s public info as JSON (see `kl_create_key`; free with
@@ -561,6 +596,8 @@ kl_status kl_set_expiry(const struct kl_vault *v,
  operator flag and metadata; the old key keeps working for `grace_ms` (0: it stops now).
  On `KL_OK`, `*out_token` receives the new token (free with `kl_secret_free`) and
  `*out_key_json` the new key's info (free with `kl_string_free`); both or neither.
+ Rotating a signing key mints a new signing secret (needs the master key), which this
+ function does not return: use `kl_rotate_key_signing`, or `kl_reveal_signing_secret`.
  Returns `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
  */
 kl_status kl_rotate_key(const struct kl_vault *v,
@@ -569,6 +606,20 @@ kl_status kl_rotate_key(const struct kl_vault *v,
                         int64_t grace_ms,
                         char **out_token,
                         char **out_key_json);
+
+/*
+ `kl_rotate_key` that also returns the new key's signing secret: every out-parameter is
+ required; on `KL_OK` `*out_signing_secret` receives the new signing secret (free with
+ `kl_secret_free`), or NULL when the key is not a signing key. All three or none are
+ written. Same statuses as `kl_rotate_key`.
+ */
+kl_status kl_rotate_key_signing(const struct kl_vault *v,
+                                const char *key_id,
+                                size_t key_id_len,
+                                int64_t grace_ms,
+                                char **out_token,
+                                char **out_signing_secret,
+                                char **out_key_json);
 
 /*
  Who `token` belongs to and what its account has left (runs the key checks of
@@ -688,6 +739,118 @@ const char *kl_last_error_message(void);
  `kl_last_error_message`, `kl_status_http` and `kl_status_code` in any order.
  */
 kl_status kl_last_error_body(char **out_json);
+
+/*
+ A fresh random master key (32 bytes from the OS CSPRNG) as standard padded base64 —
+ the value for `"master_key"` in `kl_vault_open`'s options or for
+ `KEYLEDGER_MASTER_KEY`. On `KL_OK`, `*out_b64` receives it (free with
+ `kl_secret_free`). Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL `out_b64`),
+ `KL_STORAGE` (no randomness).
+ */
+kl_status kl_generate_master_key(char **out_b64);
+
+/*
+ Whether the handle holds a master key (given at open, derived from a passphrase, or
+ read from `KEYLEDGER_MASTER_KEY`). On `KL_OK`, `*out` receives it. Also answers on a
+ closed handle. Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL `v` or `out`).
+ */
+kl_status kl_has_master_key(const struct kl_vault *v,
+                            bool *out);
+
+/*
+ Master-key rotation: re-encrypt every signing secret under `new_master_key_b64` (base64
+ of 32 bytes) in one transaction, all or nothing, and make it this handle's master key.
+ Other processes must reopen with the new key (the old one then gets
+ `KL_WRONG_MASTER_KEY`). On `KL_OK`, `*out_count` receives how many secrets were
+ re-encrypted. A vault that never had a master key gets its first one this way. Returns
+ `KL_OK`, `KL_INVALID_ARGUMENT` (NULL, bad UTF-8, not base64 of 32 bytes),
+ `KL_WRONG_MASTER_KEY` (the vault has a master key and this handle does not hold it),
+ `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_rekey(const struct kl_vault *v,
+                   const char *new_master_key_b64,
+                   size_t new_master_key_len,
+                   uint64_t *out_count);
+
+/*
+ `kl_rekey` to a key derived from a new `passphrase` (argon2id; a fresh salt is stored
+ in the vault). Same statuses as `kl_rekey`.
+ */
+kl_status kl_rekey_passphrase(const struct kl_vault *v,
+                              const char *passphrase,
+                              size_t passphrase_len,
+                              uint64_t *out_count);
+
+/*
+ The signing secret of signing key `key_id`, for an admin who lost it (audited as
+ `signing_secret_revealed`; needs the master key). On `KL_OK`, `*out_secret` receives
+ the 64 hex characters (free with `kl_secret_free`). Returns `KL_OK`, `KL_NOT_FOUND`,
+ `KL_INVALID_ARGUMENT` (not a signing key, bad input), `KL_WRONG_MASTER_KEY` (the
+ handle has no master key), `KL_VAULT_CLOSED`, `KL_STORAGE` (the secret does not
+ decrypt).
+ */
+kl_status kl_reveal_signing_secret(const struct kl_vault *v,
+                                   const char *key_id,
+                                   size_t key_id_len,
+                                   char **out_secret);
+
+/*
+ The signature header a client sends with a request to a signing key:
+ `"t=<t_seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">"`, keyed with the
+ ASCII bytes of `secret` (the 64 hex characters of the signing secret). `method` is
+ upper-cased; `body` may be NULL with `body_len` 0 (empty body) and is any bytes. Pass
+ it to `kl_authorize` as `opts->signature` with the same body. On `KL_OK`, `*out_header`
+ receives the header (free with `kl_string_free`). Returns `KL_OK`,
+ `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`, `method` or `path`). Does not touch
+ a vault.
+ */
+kl_status kl_sign_request(const char *secret,
+                          size_t secret_len,
+                          int64_t t_seconds,
+                          const char *method,
+                          size_t method_len,
+                          const char *path,
+                          size_t path_len,
+                          const uint8_t *body,
+                          size_t body_len,
+                          char **out_header);
+
+/*
+ The webhook signature of `body` under `secret`: lowercase hex HMAC-SHA256, byte for
+ byte what `hmac.new(secret, body, sha256).hexdigest()` gives. `secret` is required
+ (non-NULL, at most `KL_MAX_INPUT_LEN` bytes, any bytes); `body` may be NULL with
+ `body_len` 0 (empty). On `KL_OK`, `*out_hex` receives the 64 hex characters (free with
+ `kl_string_free`). Returns `KL_OK`, `KL_INVALID_ARGUMENT`.
+ */
+kl_status kl_sign_webhook(const uint8_t *secret,
+                          size_t secret_len,
+                          const uint8_t *body,
+                          size_t body_len,
+                          char **out_hex);
+
+/*
+ Whether `signature_hex` (hex, either case, surrounding whitespace ignored) is the
+ webhook signature of `body` under `secret`, compared in constant time. `body` may be
+ NULL with `body_len` 0 (empty). Anything malformed — a NULL `secret` or
+ `signature_hex`, NULL with a non-zero length, non-UTF-8 or non-hex signature, a wrong
+ length — is `false`, never a crash. Does not touch the thread's last error.
+ */
+bool kl_verify_webhook(const uint8_t *body,
+                       size_t body_len,
+                       const char *signature_hex,
+                       size_t signature_len,
+                       const uint8_t *secret,
+                       size_t secret_len);
+
+/*
+ This handle's counters as JSON (free with `kl_string_free`): `{"argon2_runs",
+ "read_txns", "commits", "throttled", "cache_mode": "shared"|"private"|"disabled"}` —
+ argon2 verifications run, read transactions opened, commits, failed secret checks
+ refused by the throttle, and how caches are validated (SPEC §4). Also answers on a
+ closed handle (the counters of its life). Returns `KL_OK`, `KL_INVALID_ARGUMENT`.
+ */
+kl_status kl_vault_stats(const struct kl_vault *v,
+                         char **out_json);
 
 /*
  The HTTP status for a `kl_status` value: 200 for `KL_OK`, 401/402/403/429 for

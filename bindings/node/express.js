@@ -3,8 +3,84 @@
 // keyledger. Reads `Authorization: Bearer <token>`, authorizes `req.method` + `req.path`
 // (the path without its query string), answers a refusal with its HTTP status and JSON
 // body (plus `WWW-Authenticate: Bearer` on 401), and puts the grant in `req.keyledger`.
+//
+// Signed requests (SPEC §7): when `X-KeyLedger-Signature` is present, its value and the
+// raw request body go to `authorize`. The raw bytes are found, in this order:
+//   1. `options.rawBody(req)` if given;
+//   2. `req.rawBody` (Buffer or string) — set it with a body parser's verify hook,
+//      `express.json({ verify: captureRawBody })`, mounted before the gate;
+//   3. `req.body` when it is a Buffer (`express.raw()`) or a string (`express.text()`);
+//   4. the request stream itself, when no body parser has read it yet: the gate reads it
+//      (at most `options.limit` bytes, default 1 MiB, else 413) and keeps the bytes in
+//      `req.rawBody`. Body parsers mounted *after* the gate then find the stream consumed
+//      and leave `req.body` alone: mount them before it, with `verify: captureRawBody`.
+// A body already parsed into an object without its raw bytes cannot be checked: that is a
+// setup error, passed to `next(err)` (never silently granted or refused).
 
 const { KeyLedgerError } = require('./index');
+
+const DEFAULT_LIMIT = 1 << 20;
+
+/** A body parser `verify` hook that keeps the raw bytes in `req.rawBody`. */
+function captureRawBody(req, _res, buf) {
+  req.rawBody = Buffer.from(buf);
+}
+
+/** Read the rest of `req` into a Buffer, at most `limit` bytes. */
+function readBody(req, limit) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    let done = false;
+    const finish = (err, value) => {
+      if (done) return;
+      done = true;
+      req.removeListener('data', onData);
+      req.removeListener('end', onEnd);
+      req.removeListener('error', onError);
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const onData = (c) => {
+      size += c.length;
+      if (size > limit) {
+        const e = new Error(`request body larger than ${limit} bytes`);
+        e.tooLarge = true;
+        req.pause();
+        finish(e);
+        return;
+      }
+      chunks.push(c);
+    };
+    const onEnd = () => finish(null, Buffer.concat(chunks, size));
+    const onError = (e) => finish(e);
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+  });
+}
+
+/** The raw body bytes of `req` (see the rules above); a Promise only when it must read. */
+function rawBodyOf(req, options) {
+  if (typeof options.rawBody === 'function') return options.rawBody(req);
+  if (Buffer.isBuffer(req.rawBody) || typeof req.rawBody === 'string') return req.rawBody;
+  if (Buffer.isBuffer(req.body) || typeof req.body === 'string') return req.body;
+  const unread = !req.readableEnded && !req.readableDidRead;
+  if (unread && req.body === undefined) {
+    return readBody(req, options.limit || DEFAULT_LIMIT).then((buf) => {
+      req.rawBody = buf;
+      return buf;
+    });
+  }
+  if (req.body === undefined || req.body === null) return Buffer.alloc(0);
+  const e = new Error(
+    'keyledgerMiddleware: a signed request needs its raw body, but it was already parsed. ' +
+      'Mount the body parser with `verify: captureRawBody` (from keyledger/express), use ' +
+      'express.raw(), or mount the gate before any body parser.',
+  );
+  e.status = 500;
+  throw e;
+}
 
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
@@ -17,13 +93,39 @@ const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
  * @param {boolean} [options.full=false] also put `scopes` and `ratelimits` in the grant
  * @param {string} [options.idempotencyHeader] a request header whose value is passed as
  *   the idempotency key (e.g. 'idempotency-key')
+ * @param {string} [options.signatureHeader='x-keyledger-signature'] the header carrying a
+ *   request signature (`t=…,v1=…`)
+ * @param {(req) => Buffer|string} [options.rawBody] where to find a signed request's raw
+ *   body (default: see the rules at the top of this file)
+ * @param {number} [options.limit=1048576] the most body bytes the gate reads itself
  */
 function keyledgerMiddleware(vault, options = {}) {
   if (!vault || typeof vault.authorize !== 'function') {
     throw new TypeError('keyledgerMiddleware: the first argument must be a keyledger Vault');
   }
   const header = (options.header || 'authorization').toLowerCase();
+  const signatureHeader = (options.signatureHeader || 'x-keyledger-signature').toLowerCase();
   const { cost, full = false, idempotencyHeader } = options;
+
+  function refuse(res, err) {
+    if (err.status === 401) res.set('WWW-Authenticate', 'Bearer');
+    if (err.status === 429 && err.body && err.body.retry_after !== undefined) {
+      res.set('Retry-After', String(err.body.retry_after));
+    }
+    return res.status(err.status).json(err.body);
+  }
+
+  function decide(req, res, next, token, opts) {
+    let grant;
+    try {
+      grant = vault.authorize(token, opts);
+    } catch (err) {
+      if (!(err instanceof KeyLedgerError)) return next(err);
+      return refuse(res, err);
+    }
+    req.keyledger = grant;
+    return next();
+  }
 
   return function keyledger(req, res, next) {
     const raw = req.headers[header];
@@ -39,20 +141,35 @@ function keyledgerMiddleware(vault, options = {}) {
       const k = req.headers[idempotencyHeader.toLowerCase()];
       if (typeof k === 'string' && k !== '') opts.idempotencyKey = k;
     }
-    let grant;
-    try {
-      grant = vault.authorize(token, opts);
-    } catch (err) {
-      if (!(err instanceof KeyLedgerError)) return next(err);
-      if (err.status === 401) res.set('WWW-Authenticate', 'Bearer');
-      if (err.status === 429 && err.body && err.body.retry_after !== undefined) {
-        res.set('Retry-After', String(err.body.retry_after));
-      }
-      return res.status(err.status).json(err.body);
+    const sigRaw = req.headers[signatureHeader];
+    const signature = Array.isArray(sigRaw) ? sigRaw[0] : sigRaw;
+    if (typeof signature !== 'string' || signature === '') {
+      return decide(req, res, next, token, opts);
     }
-    req.keyledger = grant;
-    return next();
+    opts.signature = signature;
+    let body;
+    try {
+      body = rawBodyOf(req, options);
+    } catch (err) {
+      return next(err);
+    }
+    if (body && typeof body.then === 'function') {
+      return body.then(
+        (b) => {
+          opts.body = b;
+          decide(req, res, next, token, opts);
+        },
+        (err) => {
+          if (err && err.tooLarge) {
+            return res.status(413).json({ success: false, error: 'payload_too_large', message: err.message });
+          }
+          return next(err);
+        },
+      );
+    }
+    opts.body = body;
+    return decide(req, res, next, token, opts);
   };
 }
 
-module.exports = { keyledgerMiddleware };
+module.exports = { keyledgerMiddleware, captureRawBody };

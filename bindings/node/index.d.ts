@@ -22,6 +22,21 @@ export interface VaultOptions {
   /** How often usage counters are flushed (default 1000 ms). */
   flushIntervalMs?: number;
   flush_interval_ms?: number;
+  /**
+   * The master key that seals signing secrets (SPEC §7): base64 of 32 bytes, or the 32
+   * bytes. Without it or `masterPassphrase`, `KEYLEDGER_MASTER_KEY` is read; a vault
+   * without signing keys needs none.
+   */
+  masterKey?: string | Uint8Array;
+  master_key?: string | Uint8Array;
+  /** Derive the master key from a passphrase (argon2id, salt stored in the vault). */
+  masterPassphrase?: string;
+  master_passphrase?: string;
+  /** How far a request signature's `t=` may be from now, each side (default 300 000 ms). */
+  signatureWindowMs?: number;
+  signature_window_ms?: number;
+  /** Failed-secret throttle per key_id (default burst 10, 1 per second). */
+  throttle?: { burst?: number; perSecond?: number; per_second?: number };
 }
 
 export interface RateLimitStatus {
@@ -108,6 +123,24 @@ export interface NewKey {
   /** The secret token: shown once, never retrievable again. */
   token: string;
   key: KeyInfo;
+  /**
+   * A signing key's signing secret (64 hex characters; `null` for other keys): what the
+   * client signs requests with (`signRequest`). Recoverable with `revealSigningSecret`.
+   */
+  signingSecret: string | null;
+}
+
+export interface VaultStats {
+  /** argon2 verifications run by this handle. */
+  argon2Runs: AmountOut;
+  /** Read transactions opened. */
+  readTxns: AmountOut;
+  /** Write transactions committed. */
+  commits: AmountOut;
+  /** Failed secret checks refused by the throttle without running argon2. */
+  throttled: AmountOut;
+  /** How caches are validated (SPEC §4). */
+  cacheMode: 'shared' | 'private' | 'disabled';
 }
 
 export interface WhoAmI {
@@ -232,6 +265,18 @@ export class Vault {
   matchRoute(method: string, path: string): RouteRule | null;
 
   audit(query?: AuditQuery): AuditEntry[];
+
+  /** Whether this handle holds a master key. */
+  readonly hasMasterKey: boolean;
+  /** A signing key's secret, for an admin who lost it (audited; needs the master key). */
+  revealSigningSecret(keyId: string): string;
+  /** Re-encrypt every signing secret under a new master key; returns how many. */
+  rekey(newMasterKey: string | Uint8Array): number;
+  /** `rekey` to a key derived from a new passphrase. */
+  rekeyPassphrase(passphrase: string): number;
+  /** This handle's counters. */
+  stats(): VaultStats;
+
   flush(): void;
   /** Flush, close and free the handle (the reliable path; the finalizer is a fallback). */
   close(): void;
@@ -245,3 +290,26 @@ export function redact(token: string): string;
 export function version(): string;
 /** The path of the loaded shared library. */
 export const libraryPath: string;
+
+/** A fresh random master key as base64 (for `masterKey` or `KEYLEDGER_MASTER_KEY`). */
+export function generateMasterKey(): string;
+/**
+ * The `X-KeyLedger-Signature` value for a request to a signing key:
+ * `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">`. `path` without
+ * the query string; `t` a Date or unix milliseconds (default now).
+ */
+export function signRequest(
+  secret: string,
+  method: string,
+  path: string,
+  body?: Buffer | Uint8Array | string | null,
+  t?: Instant,
+): string;
+/** Lowercase hex HMAC-SHA256 of `body` under `secret` (same as node:crypto's createHmac). */
+export function signWebhook(secret: Buffer | Uint8Array | string, body: Buffer | Uint8Array | string | null): string;
+/** Constant-time check of a webhook signature; anything malformed is `false`. */
+export function verifyWebhook(
+  body: Buffer | Uint8Array | string | null,
+  signatureHex: unknown,
+  secret: Buffer | Uint8Array | string,
+): boolean;

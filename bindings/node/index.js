@@ -265,11 +265,20 @@ class Vault {
   /**
    * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
    * (`'immediate'` | `'eventual'`), `argon2` (`{ m_kib, t, p }`), `cacheCapacity`,
-   * `actor`, `flushIntervalMs` (camelCase or snake_case; unknown fields are refused).
+   * `actor`, `flushIntervalMs`, `masterKey` (base64 string or 32-byte Buffer),
+   * `masterPassphrase`, `signatureWindowMs`, `throttle` (`{ burst, perSecond }`)
+   * (camelCase or snake_case; unknown fields are refused). Without `masterKey` or
+   * `masterPassphrase` the library reads `KEYLEDGER_MASTER_KEY` itself.
    */
   constructor(path, options) {
     str('path', path);
-    const o = opts('options', options);
+    const o = { ...opts('options', options) };
+    for (const k of ['masterKey', 'master_key']) {
+      if (o[k] !== undefined && o[k] !== null) o[k] = masterKeyArg(k, o[k]);
+    }
+    for (const k of ['masterPassphrase', 'master_passphrase']) {
+      if (o[k] !== undefined && o[k] !== null) str(k, o[k]);
+    }
     const optsJson = Object.keys(o).length ? JSON.stringify(snakeKeys(o)) : null;
     const out = [null];
     check(native.kl_vault_open(path, blen(path), optsJson, optsJson ? blen(optsJson) : 0, out));
@@ -430,8 +439,11 @@ class Vault {
   // ----------------------------------------------------------------------- keys
 
   /**
-   * Mint a key: `{ token, key }`. The token is shown once and never again. Options:
-   * `prefix`, `expiresAt` (Date | ms), `expiresIn` (ms), `operator`, `signing`, `metadata`.
+   * Mint a key: `{ token, key, signingSecret }`. The token is shown once and never again;
+   * `signingSecret` (64 hex characters, `null` unless `signing: true`) is what the client
+   * signs requests with (`signRequest`); an admin can recover it with
+   * `revealSigningSecret`. Options: `prefix`, `expiresAt` (Date | ms), `expiresIn` (ms),
+   * `operator`, `signing` (needs the vault's master key), `metadata`.
    */
   createKey(accountId, name, scopes, options) {
     str('accountId', accountId);
@@ -449,9 +461,9 @@ class Vault {
       spec.metadata = o.metadata;
     }
     const text = JSON.stringify(spec);
-    check(native.kl_create_key(this.#handle(), text, blen(text), outA, outB));
-    const token = native.takeSecret(outA[0]);
-    return { token, key: takeJson(outB[0]) };
+    const outC = [null];
+    check(native.kl_create_key_signing(this.#handle(), text, blen(text), outA, outC, outB));
+    return takeNewKey(outA, outC, outB);
   }
 
   key(keyId) {
@@ -494,14 +506,17 @@ class Vault {
     return takeJson(outA[0]);
   }
 
-  /** Mint a replacement key; the old one keeps working for `graceMs` (default 0). */
+  /**
+   * Mint a replacement key, `{ token, key, signingSecret }`; the old one keeps working for
+   * `graceMs` (default 0). A signing key's replacement gets a new signing secret.
+   */
   rotateKey(keyId, options) {
     str('keyId', keyId);
     const o = opts('options', options);
     const grace = o.graceMs === undefined || o.graceMs === null ? 0 : i64('graceMs', o.graceMs);
-    check(native.kl_rotate_key(this.#handle(), keyId, blen(keyId), grace, outA, outB));
-    const token = native.takeSecret(outA[0]);
-    return { token, key: takeJson(outB[0]) };
+    const outC = [null];
+    check(native.kl_rotate_key_signing(this.#handle(), keyId, blen(keyId), grace, outA, outC, outB));
+    return takeNewKey(outA, outC, outB);
   }
 
   /** `{ keyId, lastUsedAt, granted, refused, hourly: [[Date, count], …] }`. */
@@ -562,6 +577,65 @@ class Vault {
     check(native.kl_audit(this.#handle(), text, text ? blen(text) : 0, outA));
     return takeJson(outA[0]);
   }
+
+  // ------------------------------------------------------------- master key (§7)
+
+  /** Whether this handle holds a master key (given, derived, or from KEYLEDGER_MASTER_KEY). */
+  get hasMasterKey() {
+    const out = [false];
+    check(native.kl_has_master_key(this.#handle(), out));
+    return out[0] === true;
+  }
+
+  /** A signing key's secret, for an admin who lost it (audited; needs the master key). */
+  revealSigningSecret(keyId) {
+    str('keyId', keyId);
+    check(native.kl_reveal_signing_secret(this.#handle(), keyId, blen(keyId), outA));
+    return native.takeSecret(outA[0]);
+  }
+
+  /**
+   * Re-encrypt every signing secret under `newMasterKey` (base64 or a 32-byte Buffer), all
+   * or nothing, and use it from now on; other processes must reopen with it. Returns how
+   * many secrets were re-encrypted.
+   */
+  rekey(newMasterKey) {
+    const b64 = masterKeyArg('newMasterKey', newMasterKey);
+    const out = [0];
+    check(native.kl_rekey(this.#handle(), b64, blen(b64), out));
+    return Number(out[0]);
+  }
+
+  /** `rekey` to a key derived from a new passphrase (argon2id, fresh salt). */
+  rekeyPassphrase(passphrase) {
+    str('passphrase', passphrase);
+    const out = [0];
+    check(native.kl_rekey_passphrase(this.#handle(), passphrase, blen(passphrase), out));
+    return Number(out[0]);
+  }
+
+  /** This handle's counters: `{ argon2Runs, readTxns, commits, throttled, cacheMode }`. */
+  stats() {
+    check(native.kl_vault_stats(this.#handle(), outA));
+    return takeJson(outA[0]);
+  }
+}
+
+/** `{ token, key, signingSecret }` from the three out-parameters (secrets wiped in C). */
+function takeNewKey(tokenOut, secretOut, keyOut) {
+  const token = native.takeSecret(tokenOut[0]);
+  const signingSecret = native.takeSecret(secretOut[0]);
+  return { token, key: takeJson(keyOut[0]), signingSecret };
+}
+
+/** A master key in: its base64 text, or exactly 32 bytes (sent to C as base64). */
+function masterKeyArg(name, v) {
+  if (typeof v === 'string') return v;
+  if (v instanceof Uint8Array) {
+    if (v.length !== 32) throw invalid(`${name} must be 32 bytes or their base64 (got ${v.length} bytes)`);
+    return Buffer.from(v.buffer, v.byteOffset, v.length).toString('base64');
+  }
+  throw new TypeError(`keyledger: ${name} must be a base64 string or a 32-byte Buffer, got ${describe(v)}`);
 }
 
 function bool(name, v) {
@@ -643,4 +717,86 @@ function version() {
   return native.kl_version();
 }
 
-module.exports = { Vault, KeyLedgerError, looksLikeKey, redact, version, libraryPath: native.libraryPath };
+// ------------------------------------------------------------ signing helpers (§7)
+
+/** Bytes in: a Buffer/Uint8Array as is, a string as UTF-8. */
+function bytesArg(name, v) {
+  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  if (v instanceof Uint8Array) return v;
+  throw new TypeError(`keyledger: ${name} must be a Buffer, Uint8Array or string, got ${describe(v)}`);
+}
+
+/** A body: like bytesArg, and null/undefined is empty. */
+function bodyArg(v) {
+  return v === undefined || v === null ? Buffer.alloc(0) : bytesArg('body', v);
+}
+
+/** A fresh random master key as base64 (for `masterKey` or KEYLEDGER_MASTER_KEY). */
+function generateMasterKey() {
+  check(native.kl_generate_master_key(outA));
+  return native.takeSecret(outA[0]);
+}
+
+/**
+ * The `X-KeyLedger-Signature` header a client sends to a signing key:
+ * `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">`, keyed with the
+ * signing secret's text. `path` is the request path without its query string; `body`
+ * (Buffer | string | null) the exact bytes sent; `t` a Date or unix milliseconds (default
+ * now; truncated to whole seconds).
+ */
+function signRequest(secret, method, path, body, t) {
+  str('secret', secret);
+  str('method', method);
+  str('path', path);
+  const b = bodyArg(body);
+  const ms = t === undefined || t === null ? Date.now() : instant('t', t);
+  const seconds = Math.floor(Number(ms) / 1000);
+  check(native.kl_sign_request(secret, blen(secret), seconds, method, blen(method), path, blen(path),
+    b.length ? b : null, b.length, outA));
+  return native.takeString(outA[0]);
+}
+
+/**
+ * Webhook signature: lowercase hex HMAC-SHA256 of `body` under `secret` (both Buffer or
+ * string), byte for byte `crypto.createHmac('sha256', secret).update(body).digest('hex')`.
+ * An empty secret is refused (`invalid_argument`).
+ */
+function signWebhook(secret, body) {
+  const k = bytesArg('secret', secret);
+  const b = bodyArg(body);
+  if (k.length === 0) throw invalid('secret must not be empty');
+  check(native.kl_sign_webhook(k, k.length, b.length ? b : null, b.length, outA));
+  return native.takeString(outA[0]);
+}
+
+/**
+ * Whether `signatureHex` is the webhook signature of `body` under `secret`, compared in
+ * constant time. Anything malformed (not a string, not hex, wrong length, empty secret) is
+ * `false`, never an exception.
+ */
+function verifyWebhook(body, signatureHex, secret) {
+  if (typeof signatureHex !== 'string') return false;
+  let b;
+  let k;
+  try {
+    b = bodyArg(body);
+    k = bytesArg('secret', secret);
+  } catch {
+    return false;
+  }
+  if (k.length === 0) return false;
+  return native.kl_verify_webhook(b.length ? b : null, b.length, signatureHex, blen(signatureHex), k, k.length);
+}
+
+module.exports = {
+  Vault,
+  KeyLedgerError,
+  looksLikeKey,
+  redact,
+  version,
+  generateMasterKey,
+  signRequest,
+  signWebhook,
+  verifyWebhook,
+  libraryPath: native.libraryPath,
+};

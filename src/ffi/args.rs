@@ -208,7 +208,9 @@ pub unsafe extern "C" fn kl_string_free(s: *mut c_char) {
 }
 
 /// Wipe (overwrite with zeros) and free a secret that keyledger returned: the token of
-/// `kl_create_key` and `kl_rotate_key`. `NULL` is a no-op. Also safe on any other string
+/// `kl_create_key` and `kl_rotate_key` (and their `_signing` variants), a signing secret
+/// (`kl_create_key_signing`, `kl_rotate_key_signing`, `kl_reveal_signing_secret`) or a
+/// master key (`kl_generate_master_key`). `NULL` is a no-op. Also safe on any other string
 /// keyledger returned.
 #[no_mangle]
 pub unsafe extern "C" fn kl_secret_free(s: *mut c_char) {

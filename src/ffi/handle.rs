@@ -3,12 +3,13 @@
 use std::ffi::c_char;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use zeroize::Zeroizing;
 
 use super::args::parse_json;
-use super::panic::{boundary, guard};
+use super::panic::{boundary, guard, Failure};
 use super::status::kl_status;
-use crate::{Argon2Params, Durability, Vault, VaultOptions};
+use crate::{Argon2Params, Durability, MasterKey, Millis, ThrottleConfig, Vault, VaultOptions};
 
 /// An open vault. Opaque: created by `kl_vault_open`, destroyed by `kl_vault_free`.
 ///
@@ -22,8 +23,9 @@ pub struct kl_vault {
     pub(crate) vault: Vault,
 }
 
-/// The `options_json` of `kl_vault_open`.
-#[derive(Debug, Default, Deserialize)]
+/// The `options_json` of `kl_vault_open`. No `Debug`: it may hold a master key or a
+/// passphrase.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OpenOptions {
     #[serde(default)]
@@ -33,6 +35,27 @@ struct OpenOptions {
     cache_capacity: Option<usize>,
     actor: Option<String>,
     flush_interval_ms: Option<u64>,
+    master_key: Option<SecretString>,
+    master_passphrase: Option<SecretString>,
+    signature_window_ms: Option<Millis>,
+    throttle: Option<ThrottleJson>,
+}
+
+/// A string parsed out of the options that is wiped when dropped (a master key's base64
+/// or a passphrase).
+struct SecretString(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+        String::deserialize(d).map(|s| SecretString(Zeroizing::new(s)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThrottleJson {
+    burst: Option<u32>,
+    per_second: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,12 +67,34 @@ struct Argon2Json {
 }
 
 impl OpenOptions {
-    fn into_vault_options(self) -> VaultOptions {
+    fn into_vault_options(self) -> Result<VaultOptions, Failure> {
         let mut o = VaultOptions {
             exclusive: self.exclusive,
             actor: self.actor,
             ..VaultOptions::default()
         };
+        if let Some(key) = self.master_key {
+            o.master_key = Some(MasterKey::from_base64(&key.0)?);
+        }
+        o.master_passphrase = self.master_passphrase.map(|p| p.0);
+        if let Some(ms) = self.signature_window_ms {
+            o.signature_window_ms = ms;
+        }
+        if let Some(t) = self.throttle {
+            let mut throttle = ThrottleConfig::default();
+            if let Some(b) = t.burst {
+                throttle.burst = b;
+            }
+            if let Some(r) = t.per_second {
+                if !r.is_finite() || r < 0.0 {
+                    return Err(Failure::invalid(
+                        "options_json: throttle.per_second must be a non-negative number",
+                    ));
+                }
+                throttle.per_second = r;
+            }
+            o.throttle = throttle;
+        }
         if let Some(d) = self.durability {
             o.durability = d;
         }
@@ -66,7 +111,7 @@ impl OpenOptions {
         if let Some(ms) = self.flush_interval_ms {
             o.flush_interval = Duration::from_millis(ms);
         }
-        o
+        Ok(o)
     }
 }
 
@@ -75,12 +120,25 @@ impl OpenOptions {
 ///
 /// `options_json` may be NULL (defaults) or a JSON object with any of:
 /// `{"exclusive": false, "durability": "immediate"|"eventual", "argon2": {"m_kib": 19456,
-/// "t": 2, "p": 1}, "cache_capacity": 100000, "actor": "name", "flush_interval_ms": 1000}`.
+/// "t": 2, "p": 1}, "cache_capacity": 100000, "actor": "name", "flush_interval_ms": 1000,
+/// "master_key": "<base64 of 32 bytes>", "master_passphrase": "...",
+/// "signature_window_ms": 300000, "throttle": {"burst": 10, "per_second": 1.0}}`.
 /// Unknown fields are `KL_INVALID_ARGUMENT`. `"eventual"` requires `"exclusive": true`.
 ///
+/// Master key (SPEC §7; needed only for signing keys): `"master_key"` (standard or
+/// URL-safe base64, padding optional) or `"master_passphrase"` (argon2id, salt stored in
+/// the vault), not both; with neither, `KEYLEDGER_MASTER_KEY` is read from the
+/// environment, else the vault opens without one. The parsed copies are wiped after use;
+/// wiping `options_json` itself is the caller's business. `"signature_window_ms"` (> 0):
+/// how far a request signature's `t=` may be from now, each side (default 300 s).
+/// `"throttle"`: failed-secret token bucket per key_id (`burst` ≥ 0 attempts,
+/// `per_second` ≥ 0 regained; default 10 and 1.0).
+///
 /// On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
-/// Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options),
-/// `KL_VAULT_LOCKED` (another process holds it exclusively), `KL_STORAGE`.
+/// Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master
+/// key that is not base64 of 32 bytes, both key fields), `KL_WRONG_MASTER_KEY` (the vault
+/// was sealed under another master key or passphrase), `KL_VAULT_LOCKED` (another process
+/// holds it exclusively), `KL_STORAGE`.
 #[no_mangle]
 pub unsafe extern "C" fn kl_vault_open(
     path: *const c_char,
@@ -99,7 +157,7 @@ pub unsafe extern "C" fn kl_vault_open(
             }
             None => OpenOptions::default(),
         };
-        let vault = Vault::open_with(path, options.into_vault_options())?;
+        let vault = Vault::open_with(path, options.into_vault_options()?)?;
         out.write(Box::into_raw(Box::new(kl_vault { vault })));
         Ok(())
     })

@@ -56,9 +56,11 @@ struct AuditJson {
     limit: Option<usize>,
 }
 
-/// Write a new token and its key's JSON, both or neither.
+/// Write a new token, its signing secret (NULL for a key that does not sign) and its
+/// key's JSON: all or none.
 fn put_token_and_key(
     out_token: Out<*mut c_char>,
+    out_signing_secret: Option<Out<*mut c_char>>,
     out_key_json: Out<*mut c_char>,
     token: &SecretToken,
     info: &KeyInfo,
@@ -66,6 +68,13 @@ fn put_token_and_key(
     let json = serde_json::to_string(info)
         .map_err(|e| crate::Error::Storage(format!("could not encode JSON: {e}")))?;
     out_token.write(secret_c_string(token.expose()));
+    if let Some(out) = out_signing_secret {
+        out.write(
+            token
+                .signing_secret()
+                .map_or(std::ptr::null_mut(), secret_c_string),
+        );
+    }
     out_key_json.put_string(json);
     Ok(())
 }
@@ -206,8 +215,13 @@ pub unsafe extern "C" fn kl_balance(
 /// info `{"key_id","prefix","account_id","name","scopes","operator","created_at",
 /// "expires_at","disabled","revoked_at","signing","rotated_from","metadata",
 /// "last_used_at"}` (free with `kl_string_free`). Both or neither are written.
-/// Returns `KL_OK`, `KL_NOT_FOUND` (account), `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`,
-/// `KL_STORAGE`.
+///
+/// A signing key (`"signing": true`, which needs the vault's master key) also gets a
+/// signing secret, which this function does not return: use `kl_create_key_signing` to
+/// receive it at creation, or `kl_reveal_signing_secret` later.
+///
+/// Returns `KL_OK`, `KL_NOT_FOUND` (account), `KL_INVALID_ARGUMENT` (also: a signing key
+/// without a master key), `KL_VAULT_CLOSED`, `KL_STORAGE`.
 #[no_mangle]
 pub unsafe extern "C" fn kl_create_key(
     v: *const kl_vault,
@@ -222,7 +236,39 @@ pub unsafe extern "C" fn kl_create_key(
         let vault = try_vault!(v);
         let spec: KeySpec = parse_json(try_str!(spec_json, spec_len), "spec_json")?;
         let (token, info) = vault.create_key(spec.into())?;
-        put_token_and_key(out_token, out_key_json, &token, &info)
+        put_token_and_key(out_token, None, out_key_json, &token, &info)
+    })
+}
+
+/// `kl_create_key` that also returns the signing secret (SPEC §7). Every out-parameter is
+/// required (non-NULL). On `KL_OK`, `*out_token` and `*out_key_json` are as for
+/// `kl_create_key`, and `*out_signing_secret` receives the key's signing secret — 64
+/// lowercase hex characters whose ASCII bytes are the HMAC key of `kl_sign_request`; free
+/// it with `kl_secret_free` — or NULL when the key is not a signing key. All three or
+/// none are written. Same statuses as `kl_create_key`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_create_key_signing(
+    v: *const kl_vault,
+    spec_json: *const c_char,
+    spec_len: usize,
+    out_token: *mut *mut c_char,
+    out_signing_secret: *mut *mut c_char,
+    out_key_json: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_create_key_signing", || {
+        let out_token = try_out!(out_token);
+        let out_signing_secret = try_out!(out_signing_secret);
+        let out_key_json = try_out!(out_key_json);
+        let vault = try_vault!(v);
+        let spec: KeySpec = parse_json(try_str!(spec_json, spec_len), "spec_json")?;
+        let (token, info) = vault.create_key(spec.into())?;
+        put_token_and_key(
+            out_token,
+            Some(out_signing_secret),
+            out_key_json,
+            &token,
+            &info,
+        )
     })
 }
 
@@ -419,6 +465,8 @@ pub unsafe extern "C" fn kl_set_expiry(
 /// operator flag and metadata; the old key keeps working for `grace_ms` (0: it stops now).
 /// On `KL_OK`, `*out_token` receives the new token (free with `kl_secret_free`) and
 /// `*out_key_json` the new key's info (free with `kl_string_free`); both or neither.
+/// Rotating a signing key mints a new signing secret (needs the master key), which this
+/// function does not return: use `kl_rotate_key_signing`, or `kl_reveal_signing_secret`.
 /// Returns `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
 #[no_mangle]
 pub unsafe extern "C" fn kl_rotate_key(
@@ -435,7 +483,38 @@ pub unsafe extern "C" fn kl_rotate_key(
         let vault = try_vault!(v);
         let key_id = try_str!(key_id, key_id_len);
         let (token, info) = vault.rotate_key(key_id, grace_ms)?;
-        put_token_and_key(out_token, out_key_json, &token, &info)
+        put_token_and_key(out_token, None, out_key_json, &token, &info)
+    })
+}
+
+/// `kl_rotate_key` that also returns the new key's signing secret: every out-parameter is
+/// required; on `KL_OK` `*out_signing_secret` receives the new signing secret (free with
+/// `kl_secret_free`), or NULL when the key is not a signing key. All three or none are
+/// written. Same statuses as `kl_rotate_key`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_rotate_key_signing(
+    v: *const kl_vault,
+    key_id: *const c_char,
+    key_id_len: usize,
+    grace_ms: i64,
+    out_token: *mut *mut c_char,
+    out_signing_secret: *mut *mut c_char,
+    out_key_json: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_rotate_key_signing", || {
+        let out_token = try_out!(out_token);
+        let out_signing_secret = try_out!(out_signing_secret);
+        let out_key_json = try_out!(out_key_json);
+        let vault = try_vault!(v);
+        let key_id = try_str!(key_id, key_id_len);
+        let (token, info) = vault.rotate_key(key_id, grace_ms)?;
+        put_token_and_key(
+            out_token,
+            Some(out_signing_secret),
+            out_key_json,
+            &token,
+            &info,
+        )
     })
 }
 

@@ -20,7 +20,8 @@
 //!   any error they are left untouched. Records and listings are JSON documents
 //!   (`char **out_json`, NUL-terminated, no interior NUL) that the caller frees with
 //!   `kl_string_free()`. Tokens (`char **out_token`) must be freed with
-//!   `kl_secret_free()`, which wipes them first. `kl_vault_free(NULL)`,
+//!   `kl_secret_free()`, which wipes them first; so must every other secret keyledger
+//!   hands out (signing secrets, generated master keys). `kl_vault_free(NULL)`,
 //!   `kl_string_free(NULL)` and `kl_secret_free(NULL)` are no-ops.
 //! - **Handles.** `kl_vault_open()` gives a `kl_vault*` owned by the caller, freed with
 //!   `kl_vault_free()`. A handle may be used from any number of threads at once (no lock
@@ -46,6 +47,7 @@ mod authorize;
 mod handle;
 mod manage;
 mod panic;
+mod signing;
 pub mod status;
 
 pub use args::{kl_secret_free, kl_string_free, KL_MAX_INPUT_LEN};
@@ -57,4 +59,5 @@ pub use authorize::{
 pub use handle::{kl_vault, kl_vault_close, kl_vault_flush, kl_vault_free, kl_vault_open};
 pub use manage::*;
 pub use panic::{kl_last_error_body, kl_last_error_message};
+pub use signing::*;
 pub use status::{kl_status, kl_status_code, kl_status_http};

@@ -144,6 +144,456 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* ------------------------------------------------------------------ signing (SPEC §7) */
+
+static int is_lower_hex(const char *s, size_t n) {
+    if (s == NULL || strlen(s) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}
+
+static void hex_to_bytes(const char *hex, uint8_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned int b = 0;
+        sscanf(hex + 2 * i, "%2x", &b);
+        out[i] = (uint8_t)b;
+    }
+}
+
+/* RFC 4231 HMAC-SHA256 cases 1, 2, 3 and 6 (the same as tests/vectors/rfc4231.json). */
+static void test_webhooks(void) {
+    struct {
+        uint8_t key[131];
+        size_t key_len;
+        uint8_t data[160];
+        size_t data_len;
+        const char *mac;
+    } cases[4];
+    memset(cases, 0, sizeof cases);
+    memset(cases[0].key, 0x0b, 20);
+    cases[0].key_len = 20;
+    memcpy(cases[0].data, "Hi There", 8);
+    cases[0].data_len = 8;
+    cases[0].mac = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+    memcpy(cases[1].key, "Jefe", 4);
+    cases[1].key_len = 4;
+    memcpy(cases[1].data, "what do ya want for nothing?", 28);
+    cases[1].data_len = 28;
+    cases[1].mac = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+    memset(cases[2].key, 0xaa, 20);
+    cases[2].key_len = 20;
+    memset(cases[2].data, 0xdd, 50);
+    cases[2].data_len = 50;
+    cases[2].mac = "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe";
+    static const char long_data[] =
+        "This is a test using a larger than block-size key and a larger than block-size data. "
+        "The key needs to be hashed before being used by the HMAC algorithm.";
+    memset(cases[3].key, 0xaa, 131);
+    cases[3].key_len = 131;
+    memcpy(cases[3].data, long_data, sizeof long_data - 1);
+    cases[3].data_len = sizeof long_data - 1;
+    cases[3].mac = "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2";
+
+    for (int i = 0; i < 4; i++) {
+        char *hex = NULL;
+        CHECK(kl_sign_webhook(cases[i].key, cases[i].key_len, cases[i].data, cases[i].data_len,
+                              &hex) == KL_OK);
+        CHECK(hex != NULL && strcmp(hex, cases[i].mac) == 0);
+        if (hex == NULL || strcmp(hex, cases[i].mac) != 0)
+            fprintf(stderr, "  case %d: got %s\n", i, hex ? hex : "NULL");
+        kl_string_free(hex);
+        CHECK(kl_verify_webhook(cases[i].data, cases[i].data_len, Z(cases[i].mac),
+                                cases[i].key, cases[i].key_len));
+        char upper[65];
+        for (int j = 0; j < 64; j++) {
+            char c = cases[i].mac[j];
+            upper[j] = (c >= 'a' && c <= 'f') ? (char)(c - 32) : c;
+        }
+        upper[64] = '\0';
+        CHECK(kl_verify_webhook(cases[i].data, cases[i].data_len, Z(upper), cases[i].key,
+                                cases[i].key_len));
+        /* Another body, another secret, a cut signature: false. */
+        CHECK(!kl_verify_webhook(cases[i].data, cases[i].data_len - 1, Z(cases[i].mac),
+                                 cases[i].key, cases[i].key_len));
+        CHECK(!kl_verify_webhook(cases[i].data, cases[i].data_len, Z(cases[i].mac),
+                                 cases[i].key, cases[i].key_len - 1));
+        CHECK(!kl_verify_webhook(cases[i].data, cases[i].data_len, cases[i].mac, 63,
+                                 cases[i].key, cases[i].key_len));
+    }
+    /* A hex-decoded key gives the same (the vector file's encoding). */
+    {
+        uint8_t key[4];
+        hex_to_bytes("4a656665", key, 4);
+        CHECK(kl_verify_webhook((const uint8_t *)"what do ya want for nothing?", 28,
+                                Z(cases[1].mac), key, 4));
+    }
+
+    /* An empty body may be NULL with length 0; a NULL secret is refused. */
+    char *a = NULL, *b = NULL;
+    CHECK(kl_sign_webhook((const uint8_t *)"k", 1, NULL, 0, &a) == KL_OK);
+    CHECK(kl_sign_webhook((const uint8_t *)"k", 1, (const uint8_t *)"", 0, &b) == KL_OK);
+    CHECK(a != NULL && b != NULL && strcmp(a, b) == 0 && is_lower_hex(a, 64));
+    CHECK(kl_verify_webhook(NULL, 0, Z(a), (const uint8_t *)"k", 1));
+    kl_string_free(b);
+    char *o = SENTINEL;
+    expect_invalid(kl_sign_webhook(NULL, 0, (const uint8_t *)"b", 1, &o));
+    expect_invalid(kl_sign_webhook(NULL, 3, (const uint8_t *)"b", 1, &o));
+    expect_invalid(kl_sign_webhook((const uint8_t *)"k", 1, NULL, 4, &o));
+    expect_invalid(kl_sign_webhook((const uint8_t *)"k", 1, (const uint8_t *)"b", 1, NULL));
+    CHECK(o == SENTINEL);
+    /* Secrets and bodies are bytes: invalid UTF-8 is fine there. */
+    CHECK(kl_sign_webhook((const uint8_t *)"\xff\xfe", 2, (const uint8_t *)"\xc3\x28", 2, &o) ==
+          KL_OK);
+    kl_string_free(o);
+    /* verify never fails loudly: every malformed input is false. */
+    CHECK(!kl_verify_webhook(NULL, 0, NULL, 0, NULL, 0));
+    CHECK(!kl_verify_webhook(NULL, 0, Z(a), NULL, 0));
+    CHECK(!kl_verify_webhook(NULL, 0, NULL, 0, (const uint8_t *)"k", 1));
+    CHECK(!kl_verify_webhook(NULL, 5, Z(a), (const uint8_t *)"k", 1));
+    CHECK(!kl_verify_webhook(NULL, 0, NULL, 64, (const uint8_t *)"k", 1));
+    CHECK(!kl_verify_webhook(NULL, 0, Z(a), NULL, 1));
+    CHECK(!kl_verify_webhook(NULL, 0, S("\xff\xfe"), (const uint8_t *)"k", 1));
+    CHECK(!kl_verify_webhook(NULL, 0, S("zz"), (const uint8_t *)"k", 1));
+    CHECK(!kl_verify_webhook(NULL, 0, S(""), (const uint8_t *)"k", 1));
+    kl_string_free(a);
+}
+
+static kl_vault *open_signing(const char *path, const char *master_b64, kl_status *st) {
+    char options[256];
+    snprintf(options, sizeof options,
+             "{\"argon2\":{\"m_kib\":8,\"t\":1,\"p\":1},\"master_key\":\"%s\","
+             "\"signature_window_ms\":300000,\"throttle\":{\"burst\":5,\"per_second\":0.5}}",
+             master_b64);
+    kl_vault *v = NULL;
+    *st = kl_vault_open(Z(path), Z(options), &v);
+    return *st == KL_OK ? v : NULL;
+}
+
+static void test_signing(const char *base_path) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.signing", base_path);
+    kl_status st;
+    char *json = NULL;
+
+    /* ---- master keys */
+    char *master = SENTINEL, *master2 = NULL;
+    expect_invalid(kl_generate_master_key(NULL));
+    CHECK(kl_generate_master_key(&master) == KL_OK);
+    CHECK(master != SENTINEL && strlen(master) == 44 && master[43] == '=');
+    CHECK(kl_generate_master_key(&master2) == KL_OK);
+    CHECK(master2 != NULL && strcmp(master, master2) != 0);
+
+    /* ---- bad open options */
+    {
+        kl_vault *bad = (kl_vault *)SENTINEL;
+        expect_invalid(kl_vault_open(Z(path), S("{\"master_key\":\"c2hvcnQ=\"}"), &bad));
+        CHECK(!contains(kl_last_error_message(), "c2hvcnQ"));
+        expect_invalid(kl_vault_open(Z(path), S("{\"master_key\":\"not base64!!\"}"), &bad));
+        CHECK(!contains(kl_last_error_message(), "base64!!"));
+        expect_invalid(kl_vault_open(Z(path), S("{\"master_key\":42}"), &bad));
+        char both[256];
+        snprintf(both, sizeof both, "{\"master_key\":\"%s\",\"master_passphrase\":\"pw\"}", master);
+        expect_invalid(kl_vault_open(Z(path), Z(both), &bad));
+        CHECK(!contains(kl_last_error_message(), master));
+        expect_invalid(kl_vault_open(Z(path), S("{\"signature_window_ms\":0}"), &bad));
+        expect_invalid(kl_vault_open(Z(path), S("{\"throttle\":{\"per_second\":-1}}"), &bad));
+        expect_invalid(kl_vault_open(Z(path), S("{\"throttle\":{\"rate\":1}}"), &bad));
+        expect_invalid(kl_vault_open(Z(path), S("{\"master_passphrase\":\"\xff\"}"), &bad));
+        CHECK(bad == (kl_vault *)SENTINEL);
+    }
+
+    kl_vault *v = open_signing(path, master, &st);
+    CHECK(st == KL_OK && v != NULL);
+    if (v == NULL) {
+        kl_secret_free(master);
+        kl_secret_free(master2);
+        return;
+    }
+    bool has = false;
+    CHECK(kl_has_master_key(v, &has) == KL_OK && has);
+    CHECK(kl_vault_stats(v, &json) == KL_OK);
+    CHECK(contains(json, "\"argon2_runs\":") && contains(json, "\"read_txns\":"));
+    CHECK(contains(json, "\"commits\":") && contains(json, "\"throttled\":0"));
+    CHECK(contains(json, "\"cache_mode\":\"shared\""));
+    kl_string_free(json);
+
+    CHECK(kl_create_account(v, S("acct_s"), 10, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    CHECK(kl_add_route(v, S("POST"), S("/v1/send"), S("sms:send"), 1, &json) == KL_OK);
+    kl_string_free(json);
+
+    /* ---- a signing key: token, secret and info, all three */
+    char *token = SENTINEL, *secret = SENTINEL, *key_json = SENTINEL;
+    st = kl_create_key_signing(
+        v, S("{\"account_id\":\"acct_s\",\"name\":\"signed\",\"scopes\":[\"sms:send\"],\"signing\":true}"),
+        &token, &secret, &key_json);
+    CHECK(st == KL_OK);
+    if (st != KL_OK) {
+        kl_vault_free(v);
+        kl_secret_free(master);
+        kl_secret_free(master2);
+        return;
+    }
+    CHECK(is_lower_hex(secret, 64));
+    CHECK(contains(key_json, "\"signing\":true"));
+    CHECK(!contains(key_json, secret));
+    char key_id[16] = "";
+    CHECK(json_str(key_json, "key_id", key_id, sizeof key_id));
+    kl_string_free(key_json);
+
+    /* A key that does not sign: the secret out-parameter is set to NULL. */
+    {
+        char *t = NULL, *s = SENTINEL, *k = NULL;
+        st = kl_create_key_signing(v, S("{\"account_id\":\"acct_s\",\"name\":\"plain\",\"scopes\":[\"sms:send\"]}"),
+                                   &t, &s, &k);
+        CHECK(st == KL_OK && t != NULL && s == NULL && contains(k, "\"signing\":false"));
+        /* It needs no signature. */
+        kl_grant g;
+        CHECK(kl_authorize(v, Z(t), S("POST"), S("/v1/send"), NULL, &g) == KL_OK && g.charged == 1);
+        kl_secret_free(t);
+        kl_string_free(k);
+    }
+    /* kl_create_key makes signing keys too; the secret is recoverable with reveal. */
+    char other_id[16] = "";
+    {
+        char *t = NULL, *k = NULL;
+        st = kl_create_key(v, S("{\"account_id\":\"acct_s\",\"name\":\"quiet\",\"scopes\":[\"sms:send\"],\"signing\":true}"),
+                           &t, &k);
+        CHECK(st == KL_OK && contains(k, "\"signing\":true"));
+        CHECK(json_str(k, "key_id", other_id, sizeof other_id));
+        char *s = NULL;
+        CHECK(kl_reveal_signing_secret(v, Z(other_id), &s) == KL_OK && is_lower_hex(s, 64));
+        kl_secret_free(s);
+        kl_secret_free(t);
+        kl_string_free(k);
+    }
+
+    /* ---- signed requests through kl_authorize_opts */
+    static const char body[] = "{\"to\":\"+15550100\"}";
+    int64_t t = now_ms() / 1000;
+    char *header = SENTINEL;
+    st = kl_sign_request(Z(secret), t, S("post"), S("/v1/send"), (const uint8_t *)body,
+                         sizeof body - 1, &header);
+    CHECK(st == KL_OK);
+    char want_prefix[64];
+    snprintf(want_prefix, sizeof want_prefix, "t=%lld,v1=", (long long)t);
+    CHECK(header != SENTINEL && strncmp(header, want_prefix, strlen(want_prefix)) == 0);
+    CHECK(is_lower_hex(header + strlen(want_prefix), 64));
+
+    kl_authorize_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.signature = header;
+    opts.signature_len = strlen(header);
+    opts.body = (const uint8_t *)body;
+    opts.body_len = sizeof body - 1;
+    kl_grant g;
+    st = kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &opts, &g);
+    CHECK(st == KL_OK && g.charged == 1 && strcmp(g.key_id, key_id) == 0);
+    st = kl_authorize_json(v, Z(token), S("POST"), S("/v1/send"), &opts, &json);
+    CHECK(st == KL_OK && contains(json, "\"charged\":1"));
+    kl_string_free(json);
+    st = kl_authorize_scope(v, Z(token), S("sms:send"), &opts, &g);
+    expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
+    /* Unsigned: refused, 401 invalid_signature, nothing charged. */
+    uint64_t before = credits_of(v, "acct_s");
+    st = kl_authorize(v, Z(token), S("POST"), S("/v1/send"), NULL, &g);
+    expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
+    /* Signed, another body. */
+    opts.body = (const uint8_t *)"{}";
+    opts.body_len = 2;
+    st = kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &opts, &g);
+    expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
+    opts.body = (const uint8_t *)body;
+    opts.body_len = sizeof body - 1;
+    /* The window: 300 s each way, not 301. */
+    opts.now_ms = (t + 301) * 1000;
+    st = kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &opts, &g);
+    expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
+    opts.now_ms = (t - 301) * 1000;
+    st = kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &opts, &g);
+    expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
+    CHECK(credits_of(v, "acct_s") == before);
+    opts.now_ms = (t + 300) * 1000;
+    CHECK(kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &opts, &g) == KL_OK);
+    opts.now_ms = 0;
+    /* Another key's secret signs nothing for this one. */
+    {
+        char *s2 = NULL, *h2 = NULL;
+        CHECK(kl_reveal_signing_secret(v, Z(other_id), &s2) == KL_OK);
+        CHECK(kl_sign_request(Z(s2), t, S("POST"), S("/v1/send"), (const uint8_t *)body,
+                              sizeof body - 1, &h2) == KL_OK);
+        kl_authorize_opts o2 = opts;
+        o2.signature = h2;
+        o2.signature_len = strlen(h2);
+        st = kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &o2, &g);
+        expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
+        kl_secret_free(s2);
+        kl_string_free(h2);
+    }
+    /* A body-less request may pass NULL/0 for the body on both sides. */
+    {
+        char *h0 = NULL;
+        CHECK(kl_sign_request(Z(secret), t, S("POST"), S("/v1/send"), NULL, 0, &h0) == KL_OK);
+        kl_authorize_opts o0;
+        memset(&o0, 0, sizeof o0);
+        o0.signature = h0;
+        o0.signature_len = strlen(h0);
+        CHECK(kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &o0, &g) == KL_OK);
+        kl_string_free(h0);
+    }
+
+    /* ---- reveal: the same secret, audited */
+    {
+        char *s = SENTINEL;
+        CHECK(kl_reveal_signing_secret(v, Z(key_id), &s) == KL_OK);
+        CHECK(s != SENTINEL && strcmp(s, secret) == 0);
+        kl_secret_free(s);
+        CHECK(kl_audit(v, S("{\"action\":\"signing_secret_revealed\"}"), &json) == KL_OK);
+        CHECK(contains(json, key_id) && !contains(json, secret));
+        kl_string_free(json);
+        s = SENTINEL;
+        st = kl_reveal_signing_secret(v, S("zzzzzzzz"), &s);
+        expect_error(st, KL_NOT_FOUND, 404, "not_found", NULL);
+        CHECK(s == SENTINEL);
+    }
+
+    /* ---- rotation mints a new signing secret */
+    char *new_token = SENTINEL, *new_secret = SENTINEL, *new_json = SENTINEL;
+    st = kl_rotate_key_signing(v, Z(key_id), 0, &new_token, &new_secret, &new_json);
+    CHECK(st == KL_OK);
+    char new_id[16] = "";
+    if (st == KL_OK) {
+        CHECK(is_lower_hex(new_secret, 64) && strcmp(new_secret, secret) != 0);
+        CHECK(json_str(new_json, "key_id", new_id, sizeof new_id));
+        char *h = NULL;
+        CHECK(kl_sign_request(Z(new_secret), t, S("POST"), S("/v1/send"), (const uint8_t *)body,
+                              sizeof body - 1, &h) == KL_OK);
+        kl_authorize_opts o = opts;
+        o.signature = h;
+        o.signature_len = strlen(h);
+        CHECK(kl_authorize(v, Z(new_token), S("POST"), S("/v1/send"), &o, &g) == KL_OK);
+        /* The old key's signature does not sign for the new key. */
+        st = kl_authorize(v, Z(new_token), S("POST"), S("/v1/send"), &opts, &g);
+        expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
+        kl_string_free(h);
+        kl_string_free(new_json);
+    } else {
+        new_token = NULL;
+        new_secret = NULL;
+    }
+    {
+        char *a = SENTINEL, *b = SENTINEL, *c = SENTINEL;
+        st = kl_rotate_key_signing(v, S("zzzzzzzz"), 0, &a, &b, &c);
+        expect_error(st, KL_NOT_FOUND, 404, "not_found", NULL);
+        CHECK(a == SENTINEL && b == SENTINEL && c == SENTINEL);
+    }
+
+    /* ---- NULL, invalid UTF-8: KL_INVALID_ARGUMENT, out-parameters untouched */
+    {
+        char *o = SENTINEL, *o2 = SENTINEL, *o3 = SENTINEL;
+        uint64_t n = 777;
+        bool b = true;
+#define NULL_CASE(call)                                                                  \
+    do {                                                                                 \
+        expect_invalid(call);                                                            \
+        CHECK(o == SENTINEL && o2 == SENTINEL && o3 == SENTINEL && n == 777 && b);       \
+    } while (0)
+        const char *spec = "{\"account_id\":\"acct_s\",\"name\":\"n\",\"scopes\":[\"a\"],\"signing\":true}";
+        NULL_CASE(kl_create_key_signing(NULL, Z(spec), &o, &o2, &o3));
+        NULL_CASE(kl_create_key_signing(v, NULL, 0, &o, &o2, &o3));
+        NULL_CASE(kl_create_key_signing(v, Z(spec), NULL, &o2, &o3));
+        NULL_CASE(kl_create_key_signing(v, Z(spec), &o, NULL, &o3));
+        NULL_CASE(kl_create_key_signing(v, Z(spec), &o, &o2, NULL));
+        NULL_CASE(kl_create_key_signing(v, S("{\"account_id\":\"\xff\"}"), &o, &o2, &o3));
+        NULL_CASE(kl_rotate_key_signing(NULL, Z(key_id), 0, &o, &o2, &o3));
+        NULL_CASE(kl_rotate_key_signing(v, NULL, 0, 0, &o, &o2, &o3));
+        NULL_CASE(kl_rotate_key_signing(v, Z(other_id), 0, NULL, &o2, &o3));
+        NULL_CASE(kl_rotate_key_signing(v, Z(other_id), 0, &o, NULL, &o3));
+        NULL_CASE(kl_rotate_key_signing(v, Z(other_id), 0, &o, &o2, NULL));
+        NULL_CASE(kl_rotate_key_signing(v, S("\xff\xfe"), 0, &o, &o2, &o3));
+        NULL_CASE(kl_reveal_signing_secret(NULL, Z(key_id), &o));
+        NULL_CASE(kl_reveal_signing_secret(v, NULL, 0, &o));
+        NULL_CASE(kl_reveal_signing_secret(v, Z(key_id), NULL));
+        NULL_CASE(kl_reveal_signing_secret(v, S("\xff\xfe"), &o));
+        NULL_CASE(kl_rekey(NULL, Z(master2), &n));
+        NULL_CASE(kl_rekey(v, NULL, 0, &n));
+        NULL_CASE(kl_rekey(v, Z(master2), NULL));
+        NULL_CASE(kl_rekey(v, S("\xff\xfe"), &n));
+        NULL_CASE(kl_rekey(v, S("not base64 of 32 bytes"), &n));
+        NULL_CASE(kl_rekey(v, S("c2hvcnQ="), &n));
+        NULL_CASE(kl_rekey_passphrase(NULL, S("pw"), &n));
+        NULL_CASE(kl_rekey_passphrase(v, NULL, 0, &n));
+        NULL_CASE(kl_rekey_passphrase(v, S("pw"), NULL));
+        NULL_CASE(kl_rekey_passphrase(v, S("\xff"), &n));
+        NULL_CASE(kl_has_master_key(NULL, &b));
+        NULL_CASE(kl_has_master_key(v, NULL));
+        NULL_CASE(kl_vault_stats(NULL, &o));
+        NULL_CASE(kl_vault_stats(v, NULL));
+        NULL_CASE(kl_sign_request(NULL, 0, t, S("POST"), S("/p"), NULL, 0, &o));
+        NULL_CASE(kl_sign_request(Z(secret), t, NULL, 0, S("/p"), NULL, 0, &o));
+        NULL_CASE(kl_sign_request(Z(secret), t, S("POST"), NULL, 0, NULL, 0, &o));
+        NULL_CASE(kl_sign_request(Z(secret), t, S("POST"), S("/p"), NULL, 3, &o));
+        NULL_CASE(kl_sign_request(Z(secret), t, S("POST"), S("/p"), NULL, 0, NULL));
+        NULL_CASE(kl_sign_request(S("\xff\xfe"), t, S("POST"), S("/p"), NULL, 0, &o));
+        NULL_CASE(kl_sign_request(Z(secret), t, S("P\xffST"), S("/p"), NULL, 0, &o));
+        NULL_CASE(kl_sign_request(Z(secret), t, S("POST"), S("/\xc3\x28"), NULL, 0, &o));
+#undef NULL_CASE
+        /* A key that does not sign has nothing to reveal. */
+        char *t2 = NULL, *k2 = NULL;
+        CHECK(kl_create_key(v, S("{\"account_id\":\"acct_s\",\"name\":\"p\",\"scopes\":[\"a\"]}"), &t2, &k2) == KL_OK);
+        char plain_id[16] = "";
+        CHECK(json_str(k2, "key_id", plain_id, sizeof plain_id));
+        expect_invalid(kl_reveal_signing_secret(v, Z(plain_id), &o));
+        CHECK(o == SENTINEL);
+        kl_secret_free(t2);
+        kl_string_free(k2);
+    }
+
+    /* ---- rekey: every signing secret moves to the new master key */
+    uint64_t count = 0;
+    CHECK(kl_rekey(v, Z(master2), &count) == KL_OK);
+    CHECK(count == 3); /* "signed" (rotated, still stored), its successor, "quiet" */
+    {
+        char *s = NULL;
+        CHECK(kl_reveal_signing_secret(v, Z(key_id), &s) == KL_OK && s && strcmp(s, secret) == 0);
+        kl_secret_free(s);
+    }
+    CHECK(kl_vault_close(v) == KL_OK);
+    has = false;
+    CHECK(kl_has_master_key(v, &has) == KL_OK && has);
+    CHECK(kl_vault_stats(v, &json) == KL_OK && contains(json, "\"commits\":"));
+    kl_string_free(json);
+    char *o = SENTINEL;
+    st = kl_reveal_signing_secret(v, Z(key_id), &o);
+    expect_error(st, KL_VAULT_CLOSED, 500, "vault_closed", NULL);
+    CHECK(o == SENTINEL);
+    kl_vault_free(v);
+
+    /* The old master key no longer opens it; the new one does, with the same secrets. */
+    kl_vault *old = open_signing(path, master, &st);
+    expect_error(st, KL_WRONG_MASTER_KEY, 500, "wrong_master_key", NULL);
+    CHECK(old == NULL);
+    CHECK(!contains(kl_last_error_message(), master));
+    kl_vault *nv = open_signing(path, master2, &st);
+    CHECK(st == KL_OK && nv != NULL);
+    if (nv != NULL) {
+        char *s = NULL;
+        CHECK(kl_reveal_signing_secret(nv, Z(new_id), &s) == KL_OK && s && new_secret &&
+              strcmp(s, new_secret) == 0);
+        kl_secret_free(s);
+        kl_vault_free(nv);
+    }
+
+    kl_string_free(header);
+    kl_secret_free(new_token);
+    kl_secret_free(new_secret);
+    kl_secret_free(token);
+    kl_secret_free(secret);
+    kl_secret_free(master);
+    kl_secret_free(master2);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
@@ -688,6 +1138,9 @@ int main(int argc, char **argv) {
     CHECK(1);
 
     kl_secret_free(token);
+
+    test_webhooks();
+    test_signing(path);
 
     printf("c_abi: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

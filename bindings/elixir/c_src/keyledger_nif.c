@@ -15,10 +15,12 @@
  *   same scheduler thread).
  * - Every call that may run argon2 or commit (open, close, flush, authorize, whoami and
  *   every management call) runs on a dirty scheduler: IO-bound, except create_key and
- *   rotate_key (an argon2 hash of the new secret: CPU-bound). looks_like_key, redact and
- *   version are plain NIFs (no I/O, microseconds).
- * - Every string keyledger returns is freed (kl_string_free); tokens are copied into a
- *   binary and then wiped and freed with kl_secret_free.
+ *   rotate_key (an argon2 hash of the new secret: CPU-bound). looks_like_key, redact,
+ *   version, has_master_key, stats and generate_master_key are plain NIFs (no I/O,
+ *   microseconds); the HMAC helpers (sign_request, sign_webhook, verify_webhook) run on
+ *   dirty CPU schedulers because a body may be large.
+ * - Every string keyledger returns is freed (kl_string_free); tokens, signing secrets and
+ *   master keys are copied into a binary and then wiped and freed with kl_secret_free.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -433,30 +435,36 @@ static ERL_NIF_TERM nif_debit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     return call_vsuo(env, argv, kl_debit);
 }
 
-/* create_key(vault, spec_json) -> {token, key_json} */
+/* A new key's three results: {token, signing_secret | nil, key_json}, all freed here. */
+static ERL_NIF_TERM new_key(ErlNifEnv *env, char *token, char *secret, char *key_json) {
+    ERL_NIF_TERM t = take_secret(env, token);
+    ERL_NIF_TERM s = secret == NULL ? A_NIL : take_secret(env, secret);
+    return ok(env, enif_make_tuple3(env, t, s, take_json(env, key_json)));
+}
+
+/* create_key(vault, spec_json) -> {token, signing_secret | nil, key_json} */
 static ERL_NIF_TERM nif_create_key(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     VAULT(0);
     STR(1, spec);
-    char *token = NULL, *key_json = NULL;
-    kl_status st = kl_create_key(r->v, spec.ptr, spec.len, &token, &key_json);
+    char *token = NULL, *secret = NULL, *key_json = NULL;
+    kl_status st = kl_create_key_signing(r->v, spec.ptr, spec.len, &token, &secret, &key_json);
     if (st != KL_OK) return kl_error(env, st);
-    ERL_NIF_TERM t = take_secret(env, token);
-    return ok(env, enif_make_tuple2(env, t, take_json(env, key_json)));
+    return new_key(env, token, secret, key_json);
 }
 
-/* rotate_key(vault, key_id, grace_ms) -> {token, key_json} */
+/* rotate_key(vault, key_id, grace_ms) -> {token, signing_secret | nil, key_json} */
 static ERL_NIF_TERM nif_rotate_key(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     VAULT(0);
     STR(1, key_id);
     I64(2, grace_ms, "grace");
     if (grace_ms < 0) return invalid_arg(env, "grace must not be negative");
-    char *token = NULL, *key_json = NULL;
-    kl_status st = kl_rotate_key(r->v, key_id.ptr, key_id.len, grace_ms, &token, &key_json);
+    char *token = NULL, *secret = NULL, *key_json = NULL;
+    kl_status st = kl_rotate_key_signing(r->v, key_id.ptr, key_id.len, grace_ms, &token, &secret,
+                                         &key_json);
     if (st != KL_OK) return kl_error(env, st);
-    ERL_NIF_TERM t = take_secret(env, token);
-    return ok(env, enif_make_tuple2(env, t, take_json(env, key_json)));
+    return new_key(env, token, secret, key_json);
 }
 
 /* set_scopes(vault, key_id, scopes_json) */
@@ -514,6 +522,101 @@ static ERL_NIF_TERM nif_match_route(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     RESULT_JSON(kl_match_route(r->v, method.ptr, method.len, path.ptr, path.len, &out_json));
 }
 
+/* ---- master key and signing secrets (SPEC §7) --------------------------------------- */
+
+/* reveal_signing_secret(vault, key_id) -> secret */
+static ERL_NIF_TERM nif_reveal_signing_secret(ErlNifEnv *env, int argc,
+                                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, key_id);
+    char *secret = NULL;
+    kl_status st = kl_reveal_signing_secret(r->v, key_id.ptr, key_id.len, &secret);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, take_secret(env, secret));
+}
+
+/* rekey(vault, new_master_key_b64) / rekey_passphrase(vault, passphrase) -> count */
+static ERL_NIF_TERM nif_rekey(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, key);
+    uint64_t n = 0;
+    kl_status st = kl_rekey(r->v, key.ptr, key.len, &n);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, enif_make_uint64(env, n));
+}
+
+static ERL_NIF_TERM nif_rekey_passphrase(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, passphrase);
+    uint64_t n = 0;
+    kl_status st = kl_rekey_passphrase(r->v, passphrase.ptr, passphrase.len, &n);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, enif_make_uint64(env, n));
+}
+
+static ERL_NIF_TERM nif_has_master_key(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    bool has = false;
+    kl_status st = kl_has_master_key(r->v, &has);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, has ? A_TRUE : A_FALSE);
+}
+
+NIF_V(stats, kl_vault_stats)
+
+static ERL_NIF_TERM nif_generate_master_key(ErlNifEnv *env, int argc,
+                                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    char *b64 = NULL;
+    kl_status st = kl_generate_master_key(&b64);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, take_secret(env, b64));
+}
+
+/* sign_request(secret, t_seconds, method, path, body) -> header */
+static ERL_NIF_TERM nif_sign_request(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    STR(0, secret);
+    I64(1, t, "t");
+    STR(2, method);
+    STR(3, path);
+    STR(4, body);
+    char *header = NULL;
+    kl_status st = kl_sign_request(secret.ptr, secret.len, t, method.ptr, method.len, path.ptr,
+                                   path.len, (const uint8_t *)body.ptr, body.len, &header);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, take_json(env, header));
+}
+
+/* sign_webhook(secret, body) -> hex (both any bytes) */
+static ERL_NIF_TERM nif_sign_webhook(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    STR(0, secret);
+    STR(1, body);
+    char *hex = NULL;
+    kl_status st = kl_sign_webhook((const uint8_t *)secret.ptr, secret.len,
+                                   (const uint8_t *)body.ptr, body.len, &hex);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, take_json(env, hex));
+}
+
+/* verify_webhook(body, signature_hex, secret) -> boolean */
+static ERL_NIF_TERM nif_verify_webhook(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    STR(0, body);
+    STR(1, sig);
+    STR(2, secret);
+    return kl_verify_webhook((const uint8_t *)body.ptr, body.len, sig.ptr, sig.len,
+                             (const uint8_t *)secret.ptr, secret.len)
+               ? A_TRUE
+               : A_FALSE;
+}
+
 /* ---- no vault ---------------------------------------------------------------------- */
 
 static ERL_NIF_TERM nif_looks_like_key(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -567,6 +670,16 @@ static ErlNifFunc nif_funcs[] = {
     {"list_routes", 1, nif_list_routes, IO},
     {"match_route", 3, nif_match_route, IO},
     {"audit", 2, nif_audit, IO},
+    {"reveal_signing_secret", 2, nif_reveal_signing_secret, IO},
+    {"rekey", 2, nif_rekey, IO},
+    {"rekey_passphrase", 2, nif_rekey_passphrase, CPU},
+    {"has_master_key", 1, nif_has_master_key, 0},
+    {"stats", 1, nif_stats, 0},
+    {"generate_master_key", 0, nif_generate_master_key, 0},
+    /* HMAC over a body of any size: dirty CPU, so a large body never blocks a scheduler. */
+    {"sign_request", 5, nif_sign_request, CPU},
+    {"sign_webhook", 2, nif_sign_webhook, CPU},
+    {"verify_webhook", 3, nif_verify_webhook, CPU},
     {"looks_like_key", 1, nif_looks_like_key, 0},
     {"redact", 1, nif_redact, 0},
     {"version", 0, nif_version, 0},

@@ -64,6 +64,12 @@ defmodule KeyLedger do
   `vault_locked`), `durability:` (`:immediate` | `:eventual`, the latter only with
   `exclusive: true`), `argon2:` (`%{m_kib:, t:, p:}`), `cache_capacity:`, `actor:`
   (recorded in audit entries), `flush_interval_ms:`.
+
+  Signing (SPEC §7): `master_key:` (base64 of 32 bytes, or the 32 bytes themselves) or
+  `master_passphrase:` (argon2id, salt stored in the vault) — with neither, the library
+  reads `KEYLEDGER_MASTER_KEY`; a vault without signing keys needs none. A wrong key is
+  `{:error, %{code: "wrong_master_key"}}`. `signature_window_ms:` (default 300 000) and
+  `throttle:` (`[burst: 10, per_second: 1.0]`, the failed-secret throttle per key_id).
   """
   @spec open(Path.t(), keyword) :: result(vault)
   def open(path, opts \\ []) when is_list(opts) do
@@ -75,12 +81,26 @@ defmodule KeyLedger do
         {:argon2, v} when is_map(v) or is_list(v) -> {:argon2, Map.new(v)}
         {k, v} when k in [:cache_capacity, :flush_interval_ms] and is_integer(v) -> {k, v}
         {:actor, v} when is_binary(v) -> {:actor, v}
-        other -> raise ArgumentError, "unknown or invalid open option #{inspect(other)}"
+        {:master_key, v} when is_binary(v) -> {:master_key, master_key_text(v)}
+        {:master_passphrase, v} when is_binary(v) -> {:master_passphrase, v}
+        {:signature_window_ms, v} when is_integer(v) -> {:signature_window_ms, v}
+        {:throttle, v} when is_map(v) or is_list(v) -> {:throttle, Map.new(v)}
+        {k, nil} when k in [:master_key, :master_passphrase] -> {k, nil}
+        other -> raise ArgumentError, "unknown or invalid open option #{redact_option(other)}"
       end)
 
     json = if options == [], do: nil, else: JSON.encode!(Map.new(options))
     Nif.open(path_arg(path), json)
   end
+
+  # A master key given as its 32 raw bytes goes to C as base64; anything else is taken as
+  # base64 text (keyledger checks it).
+  defp master_key_text(<<_::binary-size(32)>> = raw), do: Base.encode64(raw)
+  defp master_key_text(text), do: text
+
+  # Never echo a key or a passphrase in an error message.
+  defp redact_option({k, _}) when k in [:master_key, :master_passphrase], do: "#{inspect(k)} (not a binary)"
+  defp redact_option(other), do: inspect(other)
 
   @doc "Flushes and closes the vault. Later calls return `{:error, %{code: \"vault_closed\"}}`."
   @spec close(vault) :: :ok | {:error, error}
@@ -198,14 +218,17 @@ defmodule KeyLedger do
   # ---- keys ----------------------------------------------------------------------------
 
   @doc """
-  Mints a key for `account_id`. Returns `{:ok, %{token: token, key: key_info}}`: the token
-  is shown once and can never be retrieved again.
+  Mints a key for `account_id`. Returns `{:ok, %{token: token, key: key_info,
+  signing_secret: secret | nil}}`: the token is shown once and can never be retrieved
+  again. A key created with `signing: true` (needs the vault's master key) also gets a
+  signing secret (64 hex characters) that clients sign requests with (`sign_request/5`);
+  an admin can recover it with `reveal_signing_secret/2`. Other keys get `nil`.
 
   Options: `prefix:` (default `"kl_live"`), `expires_at:` (unix ms or `DateTime`) or
   `expires_in:` (ms), `operator:`, `signing:`, `metadata:` (a map).
   """
   @spec create_key(vault, String.t(), String.t(), [String.t()], keyword) ::
-          result(%{token: String.t(), key: map})
+          result(%{token: String.t(), key: map, signing_secret: String.t() | nil})
   def create_key(vault, account_id, name, scopes, opts \\ []) when is_list(opts) do
     with_invalid(fn -> do_create_key(vault, account_id, name, scopes, opts) end)
   end
@@ -261,9 +284,11 @@ defmodule KeyLedger do
 
   @doc """
   Zero-downtime rotation: a new key (same account, name, prefix, scopes); the old one
-  keeps working for `grace:` ms (default 0: it stops now). `{:ok, %{token:, key:}}`.
+  keeps working for `grace:` ms (default 0: it stops now). `{:ok, %{token:, key:,
+  signing_secret:}}`: a signing key's replacement gets a new signing secret.
   """
-  @spec rotate_key(vault, iodata, keyword) :: result(%{token: String.t(), key: map})
+  @spec rotate_key(vault, iodata, keyword) ::
+          result(%{token: String.t(), key: map, signing_secret: String.t() | nil})
   def rotate_key(vault, key_id, opts \\ []),
     do: vault |> Nif.rotate_key(key_id, Keyword.get(opts, :grace, 0)) |> token_and_key()
 
@@ -314,6 +339,115 @@ defmodule KeyLedger do
     vault |> Nif.audit(json) |> decoded()
   end
 
+  # ---- master key and signing (SPEC §7) -------------------------------------------------
+
+  @doc "Whether this handle holds a master key (given, derived, or from `KEYLEDGER_MASTER_KEY`)."
+  @spec has_master_key?(vault) :: boolean
+  def has_master_key?(vault) do
+    {:ok, has} = Nif.has_master_key(vault)
+    has
+  end
+
+  @doc "A signing key's secret, for an admin who lost it (audited; needs the master key)."
+  @spec reveal_signing_secret(vault, iodata) :: result(String.t())
+  def reveal_signing_secret(vault, key_id), do: Nif.reveal_signing_secret(vault, key_id)
+
+  @doc """
+  Re-encrypts every signing secret under `new_master_key` (base64, or 32 raw bytes) in
+  one transaction and uses it from now on; other processes must reopen with it.
+  `{:ok, count}` of re-encrypted secrets. `passphrase: "..."` instead derives the new key
+  from a passphrase (`rekey(vault, passphrase: "…")`).
+  """
+  @spec rekey(vault, binary | keyword) :: result(non_neg_integer)
+  def rekey(vault, passphrase: passphrase) when is_binary(passphrase),
+    do: Nif.rekey_passphrase(vault, passphrase)
+
+  def rekey(vault, new_master_key) when is_binary(new_master_key),
+    do: Nif.rekey(vault, master_key_text(new_master_key))
+
+  def rekey(_vault, _other),
+    do: raise(ArgumentError, "rekey needs a base64 master key, 32 bytes, or passphrase: \"…\"")
+
+  @doc """
+  This handle's counters: `%{argon2_runs, read_txns, commits, throttled, cache_mode:
+  :shared | :private | :disabled}`.
+  """
+  @spec stats(vault) :: result(map)
+  def stats(vault) do
+    case vault |> Nif.stats() |> decoded() do
+      {:ok, %{cache_mode: m} = s} when m in ["shared", "private", "disabled"] ->
+        {:ok, %{s | cache_mode: String.to_existing_atom(m)}}
+
+      other ->
+        other
+    end
+  end
+
+  @doc "A fresh random master key as base64 (for `master_key:` or `KEYLEDGER_MASTER_KEY`)."
+  @spec generate_master_key() :: String.t()
+  def generate_master_key do
+    {:ok, b64} = Nif.generate_master_key()
+    b64
+  end
+
+  @doc """
+  The signature header a client sends with a request to a signing key:
+  `"t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<METHOD>.<path>.<body>\">"`, keyed with
+  the signing secret's text. `path` without its query string; `body` the exact bytes
+  sent (iodata; `nil` is empty); `t` unix **milliseconds** or a `DateTime` (default now;
+  truncated to whole seconds). Raises `ArgumentError` on non-UTF-8 secret, method or path.
+  """
+  @spec sign_request(iodata, iodata, iodata, iodata | nil, time | nil) :: String.t()
+  def sign_request(secret, method, path, body, t \\ nil) do
+    ms = if t == nil, do: System.system_time(:millisecond), else: time_arg(t, :t)
+
+    case Nif.sign_request(secret, Integer.floor_div(ms, 1000), method, path, body || "") do
+      {:ok, header} -> header
+      {:error, %{message: m}} -> raise ArgumentError, m
+    end
+  end
+
+  @doc """
+  Webhook signature: lowercase hex HMAC-SHA256 of `body` under `secret` (any bytes), the
+  same as `:crypto.mac(:hmac, :sha256, secret, body) |> Base.encode16(case: :lower)`.
+  An empty secret raises `ArgumentError`.
+  """
+  @spec sign_webhook(iodata, iodata | nil) :: String.t()
+  def sign_webhook(secret, body) do
+    if IO.iodata_length(secret) == 0, do: raise(ArgumentError, "the webhook secret is empty")
+
+    case Nif.sign_webhook(secret, body || "") do
+      {:ok, hex} -> hex
+      {:error, %{message: m}} -> raise ArgumentError, m
+    end
+  end
+
+  @doc """
+  Whether `signature_hex` (either case) is the webhook signature of `body` under
+  `secret`, compared in constant time. Anything malformed (not hex, wrong length, not a
+  binary, an empty secret) is `false`, never an exception.
+  """
+  @spec verify_webhook(iodata | nil, term, iodata) :: boolean
+  def verify_webhook(body, signature_hex, secret) do
+    with true <- is_binary(signature_hex),
+         true <- iodata?(body || "") and iodata?(secret),
+         true <- IO.iodata_length(secret) > 0 do
+      Nif.verify_webhook(body || "", signature_hex, secret)
+    else
+      _ -> false
+    end
+  end
+
+  defp iodata?(b) when is_binary(b), do: true
+
+  defp iodata?(l) when is_list(l) do
+    IO.iodata_length(l) >= 0
+  rescue
+    ArgumentError -> false
+  end
+
+  defp iodata?(_), do: false
+
   # ---- no vault ------------------------------------------------------------------------
 
   @doc "Whether `token` has the shape and checksum of a keyledger token (no vault access)."
@@ -338,7 +472,8 @@ defmodule KeyLedger do
   defp decoded({:ok, json}) when is_binary(json), do: {:ok, record(json)}
   defp decoded(other), do: other
 
-  defp token_and_key({:ok, {token, json}}), do: {:ok, %{token: token, key: record(json)}}
+  defp token_and_key({:ok, {token, secret, json}}),
+    do: {:ok, %{token: token, key: record(json), signing_secret: secret}}
   defp token_and_key(other), do: other
 
   @doc false
@@ -349,7 +484,7 @@ defmodule KeyLedger do
              scopes operator expires_at disabled revoked_at signing rotated_from last_used_at
              key_name auth_method charged replayed ratelimits max remaining reset_ms granted
              refused hourly method pattern scope cost seq time action actor details limit
-             retry_after)
+             retry_after argon2_runs read_txns commits throttled cache_mode)
   @field_atoms Map.new(@fields, &{&1, String.to_atom(&1)})
   @opaque_fields ["metadata", "details"]
 

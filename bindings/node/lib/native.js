@@ -154,6 +154,21 @@ const native = {
   kl_list_routes: fn('kl_list_routes', 'uint32_t', [V, OUT]),
   kl_match_route: fn('kl_match_route', 'uint32_t', [V, S, 'size_t', S, 'size_t', OUT]),
   kl_audit: fn('kl_audit', 'uint32_t', [V, S, 'size_t', OUT]),
+
+  // SPEC §7: master key, signing secrets, signatures, webhooks; handle counters.
+  kl_create_key_signing: fn('kl_create_key_signing', 'uint32_t', [V, S, 'size_t', OUT, OUT, OUT]),
+  kl_rotate_key_signing: fn('kl_rotate_key_signing', 'uint32_t', [V, S, 'size_t', 'int64_t', OUT, OUT, OUT]),
+  kl_reveal_signing_secret: fn('kl_reveal_signing_secret', 'uint32_t', [V, S, 'size_t', OUT]),
+  kl_rekey: fn('kl_rekey', 'uint32_t', [V, S, 'size_t', '_Out_ uint64_t *']),
+  kl_rekey_passphrase: fn('kl_rekey_passphrase', 'uint32_t', [V, S, 'size_t', '_Out_ uint64_t *']),
+  kl_has_master_key: fn('kl_has_master_key', 'uint32_t', [V, '_Out_ bool *']),
+  kl_vault_stats: fn('kl_vault_stats', 'uint32_t', [V, OUT]),
+  kl_generate_master_key: fn('kl_generate_master_key', 'uint32_t', [OUT]),
+  kl_sign_request: fn('kl_sign_request', 'uint32_t',
+    [S, 'size_t', 'int64_t', S, 'size_t', S, 'size_t', 'const uint8_t *', 'size_t', OUT]),
+  kl_sign_webhook: fn('kl_sign_webhook', 'uint32_t', ['const uint8_t *', 'size_t', 'const uint8_t *', 'size_t', OUT]),
+  kl_verify_webhook: fn('kl_verify_webhook', 'bool',
+    ['const uint8_t *', 'size_t', S, 'size_t', 'const uint8_t *', 'size_t']),
 };
 
 /** Copy a keyledger-owned C string and free it. */
@@ -165,8 +180,9 @@ native.takeString = function takeString(ptr) {
   }
 };
 
-/** Copy a token and wipe + free the C copy. */
+/** Copy a token (or signing secret, or master key) and wipe + free the C copy. NULL → null. */
 native.takeSecret = function takeSecret(ptr) {
+  if (ptr === null) return null;
   try {
     return koffi.decode(ptr, 'char', -1);
   } finally {

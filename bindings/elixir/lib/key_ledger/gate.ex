@@ -19,6 +19,12 @@ defmodule KeyLedger.Gate do
   the `(method, path)` route, and `idempotency_header:` (e.g. `"idempotency-key"`) to
   take the idempotency key from a request header.
 
+  Signed requests (SPEC §7): the `X-KeyLedger-Signature` header (`t=…,v1=…`) is passed
+  as `signature:` (an explicit `signature:` option wins). The signature covers the raw
+  request body, which a gate cannot read from headers: pass it as `body:` — the exact
+  bytes received, before any parsing. Without it the body counts as empty, so a signed
+  request with a body is refused as `invalid_signature` (401).
+
   Refusals come back as `{:error, http_status, body_json}` with keyledger's JSON body
   (`{"success":false,"error":"insufficient_credits","credits":0,"required":1,…}`), ready
   to send as is. Vault-side failures (storage, closed vault) are 500 with their body.
@@ -32,7 +38,7 @@ defmodule KeyLedger.Gate do
     with {:ok, token} <- token(headers) do
       {scope, opts} = Keyword.pop(opts, :scope)
       {idem_header, opts} = Keyword.pop(opts, :idempotency_header)
-      opts = put_idempotency(opts, headers, idem_header)
+      opts = opts |> put_idempotency(headers, idem_header) |> put_signature(headers)
       route = if scope, do: {:scope, scope}, else: {text(method), text(path)}
 
       case route do
@@ -129,6 +135,17 @@ defmodule KeyLedger.Gate do
     case header(headers, String.downcase(name, :ascii)) do
       v when is_binary(v) and v != "" -> Keyword.put_new(opts, :idempotency_key, v)
       _ -> opts
+    end
+  end
+
+  # `x-keyledger-signature` becomes the `signature:` option unless one was given. An
+  # oversized or non-UTF-8 value is passed on as an empty signature: refused by keyledger
+  # as `invalid_signature` for a signing key, ignored by any other key.
+  defp put_signature(opts, headers) do
+    case header(headers, "x-keyledger-signature") do
+      nil -> opts
+      v when is_binary(v) -> Keyword.put_new(opts, :signature, if(String.valid?(v), do: v, else: ""))
+      _ -> Keyword.put_new(opts, :signature, "")
     end
   end
 

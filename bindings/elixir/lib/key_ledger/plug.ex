@@ -15,6 +15,12 @@ if Code.ensure_loaded?(Plug.Conn) do
       * everything `KeyLedger.Gate.check/5` takes: `:cost`, `:scope`,
         `:idempotency_header`, ...
       * `:assign` (default `:keyledger`): where the grant goes in `conn.assigns`.
+      * Signed requests: when `x-keyledger-signature` is present, the raw body is taken
+        from `conn.assigns.raw_body` (set it with a `Plug.Parsers` `:body_reader` that
+        keeps the bytes), else read here with `Plug.Conn.read_body/2` (up to `:length`,
+        default 1 MB, else 413) and stored in `conn.assigns.raw_body`. Mount this plug
+        before `Plug.Parsers`, or keep the raw body in `:raw_body`: a body already
+        consumed by a parser reads as empty and the signature fails (401).
 
     A refusal halts the connection with its HTTP status (401, 402, 403, 429, ...) and
     keyledger's JSON body.
@@ -33,16 +39,49 @@ if Code.ensure_loaded?(Plug.Conn) do
     def call(conn, opts) do
       {vault_ref, opts} = Keyword.pop(opts, :vault)
       {assign, opts} = Keyword.pop(opts, :assign, :keyledger)
+      {length, opts} = Keyword.pop(opts, :length, 1_000_000)
 
-      case KeyLedger.Gate.check(vault(vault_ref), conn.req_headers, conn.method, conn.request_path, opts) do
-        {:ok, grant} ->
-          assign(conn, assign, grant)
+      case signed_body(conn, opts, length) do
+        {:ok, conn, opts} ->
+          case KeyLedger.Gate.check(vault(vault_ref), conn.req_headers, conn.method, conn.request_path, opts) do
+            {:ok, grant} -> assign(conn, assign, grant)
+            {:error, status, body} -> refuse(conn, status, body)
+          end
 
-        {:error, status, body} ->
-          conn
-          |> put_resp_content_type("application/json")
-          |> send_resp(status, body)
-          |> halt()
+        {:error, conn, status, body} ->
+          refuse(conn, status, body)
+      end
+    end
+
+    defp refuse(conn, status, body) do
+      conn
+      |> put_resp_content_type("application/json")
+      |> send_resp(status, body)
+      |> halt()
+    end
+
+    # The raw body of a signed request, as the `body:` option.
+    defp signed_body(conn, opts, length) do
+      cond do
+        Keyword.has_key?(opts, :body) or get_req_header(conn, "x-keyledger-signature") == [] ->
+          {:ok, conn, opts}
+
+        is_binary(conn.assigns[:raw_body]) or is_list(conn.assigns[:raw_body]) ->
+          {:ok, conn, Keyword.put(opts, :body, conn.assigns[:raw_body])}
+
+        true ->
+          case read_body(conn, length: length) do
+            {:ok, body, conn} ->
+              {:ok, assign(conn, :raw_body, body), Keyword.put(opts, :body, body)}
+
+            {:more, _partial, conn} ->
+              {:error, conn, 413,
+               KeyLedger.JSON.encode!(%{success: false, error: "payload_too_large", message: "request body too large"})}
+
+            {:error, _reason} ->
+              {:error, conn, 400,
+               KeyLedger.JSON.encode!(%{success: false, error: "invalid_argument", message: "could not read the request body"})}
+          end
       end
     end
 
