@@ -54,6 +54,12 @@
 #define KL_KEY_NAME_SIZE 129
 
 /*
+ Size of `kl_grant.ratelimit_name`: rate limit names are at most 64 characters, plus
+ the NUL.
+ */
+#define KL_RATELIMIT_NAME_SIZE 65
+
+/*
  `kl_grant.auth_method` of an ordinary key (`"apikey"`).
  */
 #define KL_AUTH_APIKEY 0
@@ -62,6 +68,27 @@
  `kl_grant.auth_method` of an operator key (`"operator"`): every scope, never charged.
  */
 #define KL_AUTH_OPERATOR 1
+
+/*
+ `owner_kind` of a limit on one key (`owner_id` is its key id).
+ */
+#define KL_OWNER_KEY 0
+
+/*
+ `owner_kind` of a limit on an account, shared by all its keys (`owner_id` is the
+ account id).
+ */
+#define KL_OWNER_ACCOUNT 1
+
+/*
+ `interval` of `kl_set_refill`: at 00:00 UTC every day.
+ */
+#define KL_REFILL_DAILY 0
+
+/*
+ `interval` of `kl_set_refill`: at 00:00 UTC on `day` (1–28) of every month.
+ */
+#define KL_REFILL_MONTHLY 1
 
 /*
  The result of every fallible `kl_` function. `KL_OK` (0) is success; everything
@@ -209,12 +236,34 @@ typedef struct kl_authorize_opts {
    The request time in unix milliseconds; 0: the vault's clock.
    */
   int64_t now_ms;
+  /*
+   Optional (NULL: none): the rate limits to apply besides the auto-applied ones
+   (SPEC §13), as a JSON array of limit names, e.g. `["tokens"]`. A name that is
+   neither the key's nor its account's limit is `KL_INVALID_ARGUMENT`. (A JSON array,
+   like `kl_set_scopes`, rather than an array of pointers: one string to validate.)
+   */
+  const char *limits_json;
+  /*
+   Length of `limits_json` in bytes.
+   */
+  size_t limits_json_len;
+  /*
+   How much this call weighs against every applied rate limit, used only when
+   `has_limit_cost` is non-zero (default 1).
+   */
+  uint64_t limit_cost;
+  /*
+   0: the call weighs 1. Non-zero: it weighs `limit_cost`.
+   */
+  uint8_t has_limit_cost;
 } kl_authorize_opts;
 
 /*
  A successful authorization, with fixed-size NUL-terminated buffers (sized from the
- SPEC's limits, so nothing is ever truncated). Scopes and rate limits are in the JSON
- variants (`kl_authorize_json`).
+ SPEC's limits, so nothing is ever truncated). Scopes and every applied rate limit are
+ in the JSON variants (`kl_authorize_json`); this struct carries the tightest applied
+ limit (the one with the fewest units left; the first applied on a tie), enough for
+ the `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers.
  */
 typedef struct kl_grant {
   /*
@@ -253,6 +302,28 @@ typedef struct kl_grant {
    True when this is the stored grant of an earlier call with the same idempotency key.
    */
   bool replayed;
+  /*
+   Non-zero when at least one rate limit applied to this call: the `ratelimit_*`
+   fields then describe the tightest one. 0: no limit applied, and they are zero.
+   */
+  uint8_t has_ratelimit;
+  /*
+   The tightest limit's name (empty without one).
+   */
+  char ratelimit_name[KL_RATELIMIT_NAME_SIZE];
+  /*
+   Its maximum per window (`RateLimit-Limit`).
+   */
+  uint64_t ratelimit_limit;
+  /*
+   Units left in its window after this call (`RateLimit-Remaining`).
+   */
+  uint64_t ratelimit_remaining;
+  /*
+   Unix milliseconds at which its window is full again (`RateLimit-Reset` is the
+   seconds from now until then, rounded up).
+   */
+  int64_t ratelimit_reset_ms;
 } kl_grant;
 
 
@@ -289,8 +360,13 @@ void kl_secret_free(char *s);
  Returns `KL_OK`, a refusal (`KL_INVALID_API_KEY`, `KL_API_KEY_INACTIVE`,
  `KL_API_KEY_EXPIRED`, `KL_INVALID_SIGNATURE`, `KL_MISSING_SCOPE`,
  `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`),
- `KL_INVALID_ARGUMENT` (NULL, non-UTF-8 or oversized input; a token over 512 bytes is
+ `KL_INVALID_ARGUMENT` (NULL, non-UTF-8 or oversized input, a `limits_json` that is
+ not an array of strings or names an unknown limit; a token over 512 bytes is
  `KL_INVALID_API_KEY`), `KL_VAULT_CLOSED`, `KL_STORAGE`.
+
+ `KL_RATE_LIMITED` (HTTP 429) charges nothing; its body is `{"error":"rate_limited",
+ "limit","max","remaining":0,"reset_ms","retry_after"}` (`retry_after` in seconds, for
+ a `Retry-After` header).
  */
 kl_status kl_authorize(const struct kl_vault *v,
                        const char *token,
@@ -394,6 +470,82 @@ kl_status kl_vault_close(const struct kl_vault *v);
  No other thread may use the handle during or after this call.
  */
 void kl_vault_free(struct kl_vault *v);
+
+/*
+ Set (or replace: same owner and name) the rate limit `name` (1–64 characters of
+ `[a-z0-9_:.-]`) allowing `limit` (> 0) units per `duration_ms` (1 ms – 366 days) on a
+ key or an account (`owner_kind`: `KL_OWNER_KEY` / `KL_OWNER_ACCOUNT`). `auto_apply`
+ non-zero: checked by every authorization; 0: only when named in
+ `kl_authorize_opts.limits_json`. Changing a limit's definition starts its counter
+ afresh. On `KL_OK`, `*out_json` receives `{"name","limit","duration_ms","auto_apply"}`
+ (free with `kl_string_free`). Returns `KL_OK`, `KL_NOT_FOUND` (key or account),
+ `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_set_ratelimit(const struct kl_vault *v,
+                           uint32_t owner_kind,
+                           const char *owner_id,
+                           size_t owner_id_len,
+                           const char *name,
+                           size_t name_len,
+                           uint64_t limit,
+                           uint64_t duration_ms,
+                           uint8_t auto_apply,
+                           char **out_json);
+
+/*
+ Remove the rate limit `name` of a key or an account (see `kl_set_ratelimit`). On
+ `KL_OK`, `*out_json` receives the removed limit (free with `kl_string_free`). Returns
+ `KL_OK`, `KL_NOT_FOUND` (owner or limit), `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`,
+ `KL_STORAGE`.
+ */
+kl_status kl_remove_ratelimit(const struct kl_vault *v,
+                              uint32_t owner_kind,
+                              const char *owner_id,
+                              size_t owner_id_len,
+                              const char *name,
+                              size_t name_len,
+                              char **out_json);
+
+/*
+ The rate limits of a key or an account, by name, as a JSON array of
+ `{"name","limit","duration_ms","auto_apply"}` (free with `kl_string_free`). Returns
+ `KL_OK`, `KL_NOT_FOUND` (key or account), `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`,
+ `KL_STORAGE`.
+ */
+kl_status kl_ratelimits(const struct kl_vault *v,
+                        uint32_t owner_kind,
+                        const char *owner_id,
+                        size_t owner_id_len,
+                        char **out_json);
+
+/*
+ Give account `account_id` a quota that refills: at the first call after each period
+ boundary (00:00 UTC daily, or on `day` of the month) its credits are *set* to `amount`,
+ in that call's transaction, audited as `credits_refilled`. `interval` is
+ `KL_REFILL_DAILY` or `KL_REFILL_MONTHLY`; `day` (1–28) is used by monthly refills only
+ (pass 1 or 0 for daily ones). The first refill happens at the next boundary. On
+ `KL_OK`, `*out_json` receives the account (see `kl_create_account`) with its
+ `"refill": {"amount","interval":"daily"|"monthly","day"}` (free with
+ `kl_string_free`). Returns `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT` (unknown
+ interval, monthly day outside 1–28), `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_set_refill(const struct kl_vault *v,
+                        const char *account_id,
+                        size_t account_id_len,
+                        uint64_t amount,
+                        uint32_t interval,
+                        uint8_t day,
+                        char **out_json);
+
+/*
+ Remove account `account_id`'s refill plan (its credits stay as they are). On `KL_OK`,
+ `*out_json` receives the account, with `"refill": null` (free with `kl_string_free`).
+ Returns `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_clear_refill(const struct kl_vault *v,
+                          const char *account_id,
+                          size_t account_id_len,
+                          char **out_json);
 
 /*
  Create an account `id` (1–128 bytes) with `credits` and optional `metadata_json` (NULL,

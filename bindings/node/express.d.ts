@@ -5,6 +5,10 @@ export interface KeyledgerMiddlewareOptions {
   header?: string;
   /** Credits to charge instead of the route's cost: a value, or a function of the request. */
   cost?: Amount | ((req: any) => Amount | undefined | null);
+  /** Rate limits to apply besides the auto-applied ones: names, or a function of the request. */
+  limits?: string[] | ((req: any) => string[] | undefined | null);
+  /** The request's weight against every applied rate limit (default 1): a value, or a function of the request. */
+  limitCost?: Amount | ((req: any) => Amount | undefined | null);
   /** Also put `scopes` and `ratelimits` in the grant (slower). */
   full?: boolean;
   /** A request header whose value becomes the idempotency key. */
@@ -20,7 +24,11 @@ export interface KeyledgerMiddlewareOptions {
 /** A body-parser `verify` hook keeping the raw bytes in `req.rawBody`: `express.json({ verify: captureRawBody })`. */
 export function captureRawBody(req: any, res: any, buf: Buffer): void;
 
-/** Express middleware: sets `req.keyledger` to the grant, or answers the refusal. */
+/**
+ * Express middleware: sets `req.keyledger` to the grant, or answers the refusal. A grant
+ * with an applied rate limit sets `RateLimit-Limit`, `RateLimit-Remaining` and
+ * `RateLimit-Reset`; a 429 sets `Retry-After` and the same three headers.
+ */
 export function keyledgerMiddleware(
   vault: Vault,
   options?: KeyledgerMiddlewareOptions,

@@ -16,6 +16,11 @@
 //      and leave `req.body` alone: mount them before it, with `verify: captureRawBody`.
 // A body already parsed into an object without its raw bytes cannot be checked: that is a
 // setup error, passed to `next(err)` (never silently granted or refused).
+//
+// Rate limits (SPEC §13): a grant to which a limit applied sets `RateLimit-Limit`,
+// `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window is full again)
+// for the tightest limit (`grant.ratelimit`); a 429 refusal sets `Retry-After` (seconds)
+// and the same three headers (remaining 0).
 
 const { KeyLedgerError } = require('./index');
 
@@ -90,6 +95,10 @@ const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
  * @param {string} [options.header='authorization'] the header that carries the token
  * @param {number|bigint|((req) => number|bigint|undefined)} [options.cost] credits to
  *   charge instead of the matched route's cost (a number, or a function of the request)
+ * @param {string[]|((req) => string[]|undefined)} [options.limits] names of rate limits
+ *   to apply besides the auto-applied ones (an array, or a function of the request)
+ * @param {number|bigint|((req) => number|bigint|undefined)} [options.limitCost] the
+ *   request's weight against every applied rate limit (default 1)
  * @param {boolean} [options.full=false] also put `scopes` and `ratelimits` in the grant
  * @param {string} [options.idempotencyHeader] a request header whose value is passed as
  *   the idempotency key (e.g. 'idempotency-key')
@@ -105,12 +114,17 @@ function keyledgerMiddleware(vault, options = {}) {
   }
   const header = (options.header || 'authorization').toLowerCase();
   const signatureHeader = (options.signatureHeader || 'x-keyledger-signature').toLowerCase();
-  const { cost, full = false, idempotencyHeader } = options;
+  const { cost, full = false, idempotencyHeader, limits, limitCost } = options;
 
   function refuse(res, err) {
     if (err.status === 401) res.set('WWW-Authenticate', 'Bearer');
     if (err.status === 429 && err.body && err.body.retry_after !== undefined) {
       res.set('Retry-After', String(err.body.retry_after));
+      if (err.body.max !== undefined) {
+        res.set('RateLimit-Limit', String(err.body.max));
+        res.set('RateLimit-Remaining', '0');
+        res.set('RateLimit-Reset', String(err.body.retry_after));
+      }
     }
     return res.status(err.status).json(err.body);
   }
@@ -124,6 +138,12 @@ function keyledgerMiddleware(vault, options = {}) {
       return refuse(res, err);
     }
     req.keyledger = grant;
+    const limit = grant.ratelimit;
+    if (limit) {
+      res.set('RateLimit-Limit', String(limit.max));
+      res.set('RateLimit-Remaining', String(limit.remaining));
+      res.set('RateLimit-Reset', String(Math.max(0, Math.ceil((limit.resetMs - Date.now()) / 1000))));
+    }
     return next();
   }
 
@@ -137,6 +157,10 @@ function keyledgerMiddleware(vault, options = {}) {
     const opts = { route: [req.method, req.path], full };
     const c = typeof cost === 'function' ? cost(req) : cost;
     if (c !== undefined && c !== null) opts.cost = c;
+    const l = typeof limits === 'function' ? limits(req) : limits;
+    if (l !== undefined && l !== null) opts.limits = l;
+    const w = typeof limitCost === 'function' ? limitCost(req) : limitCost;
+    if (w !== undefined && w !== null) opts.limitCost = w;
     if (idempotencyHeader) {
       const k = req.headers[idempotencyHeader.toLowerCase()];
       if (typeof k === 'string' && k !== '') opts.idempotencyKey = k;

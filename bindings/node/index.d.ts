@@ -39,11 +39,38 @@ export interface VaultOptions {
   throttle?: { burst?: number; perSecond?: number; per_second?: number };
 }
 
+/** The state of one rate limit applied to a granted call (SPEC §13). */
 export interface RateLimitStatus {
   name: string;
+  /** Units allowed per window. */
   max: AmountOut;
+  /** Units left in the window after this call. */
   remaining: AmountOut;
+  /** Unix milliseconds at which the window is full again. */
   resetMs: number;
+}
+
+/** A rate limit definition on a key or an account. */
+export interface RateLimit {
+  /** 1–64 characters of `[a-z0-9_:.-]`. */
+  name: string;
+  /** Units allowed per window. */
+  limit: AmountOut;
+  /** The window, in milliseconds. */
+  durationMs: AmountOut;
+  /** Checked by every authorize (else only when named in `limits`). */
+  autoApply: boolean;
+}
+
+/** Whose rate limit: one key, or an account (shared by all its keys). Exactly one. */
+export type LimitOwner = { keyId: string; accountId?: undefined } | { accountId: string; keyId?: undefined };
+
+/** An account's refill plan: credits are set to `amount` at each period boundary. */
+export interface Refill {
+  amount: AmountOut;
+  interval: 'daily' | 'monthly';
+  /** Day of the month (1–28) for monthly refills; 1 for daily ones. */
+  day: number;
 }
 
 export interface Grant {
@@ -61,6 +88,11 @@ export interface Grant {
   replayed: boolean;
   /** Each applied rate limit: only with `full: true`, else null. */
   ratelimits: RateLimitStatus[] | null;
+  /**
+   * The tightest applied rate limit (fewest units left), or null when none applied: what
+   * the `RateLimit-*` headers report. Always present (the fast path reads it from `kl_grant`).
+   */
+  ratelimit: RateLimitStatus | null;
 }
 
 export interface FullGrant extends Grant {
@@ -79,6 +111,10 @@ interface AuthorizeCommon {
   signature?: string;
   /** The request body, for signatures. */
   body?: Buffer | Uint8Array | string;
+  /** Rate limits to apply besides the auto-applied ones, by name (an unknown name is `invalid_argument`). */
+  limits?: string[];
+  /** The call's weight against every applied rate limit (default 1). */
+  limitCost?: Amount;
   /** Also return `scopes` and `ratelimits` (the JSON variant of the C call; slower). */
   full?: boolean;
 }
@@ -94,6 +130,8 @@ export interface Account {
   createdAt: Date;
   /** Exactly as stored (keys are not camel-cased). */
   metadata: Record<string, unknown>;
+  /** The refill plan, if any (SPEC §13). */
+  refill: Refill | null;
 }
 
 export interface Balance {
@@ -265,6 +303,23 @@ export class Vault {
   matchRoute(method: string, path: string): RouteRule | null;
 
   audit(query?: AuditQuery): AuditEntry[];
+
+  /**
+   * Set (or replace) a rate limit: `limit` units per `durationMs` on a key or an account.
+   * `autoApply` (default true): checked by every authorize; false: only when named in `limits`.
+   */
+  setRatelimit(name: string, limit: Amount, durationMs: Amount, options: LimitOwner & { autoApply?: boolean }): RateLimit;
+  /** Remove a rate limit; returns it (`not_found` if absent). */
+  removeRatelimit(name: string, owner: LimitOwner): RateLimit;
+  /** The rate limits of a key or an account, by name. */
+  ratelimits(owner: LimitOwner): RateLimit[];
+  /**
+   * A quota that refills: at the first call after each boundary (00:00 UTC daily, or on
+   * `day` 1–28 of the month, default 1) the credits are set to `amount`.
+   */
+  setRefill(accountId: string, amount: Amount, interval: 'daily' | 'monthly', options?: { day?: number }): Account;
+  /** Remove the refill plan (credits stay as they are). */
+  clearRefill(accountId: string): Account;
 
   /** Whether this handle holds a master key. */
   readonly hasMasterKey: boolean;

@@ -171,6 +171,11 @@ function u64At(buf, off) {
   return hi < SAFE_HI ? hi * TWO_32 + lo : buf.readBigUInt64LE(off);
 }
 
+/** A signed 64-bit integer (unix ms) as a Number: exact below 2^53 in magnitude. */
+function i64At(buf, off) {
+  return buf.readInt32LE(off + 4) * TWO_32 + buf.readUInt32LE(off);
+}
+
 function cstrAt(buf, off, size) {
   let end = buf.indexOf(0, off);
   if (end < 0 || end > off + size) end = off + size;
@@ -192,11 +197,25 @@ function decodeGrant(buf) {
     totalCredits: u64At(buf, G.total_credits),
     replayed: buf[G.replayed] !== 0,
     ratelimits: null,
+    ratelimit: buf[G.has_ratelimit] === 0 ? null : {
+      name: cstrAt(buf, G.ratelimit_name, G.ratelimit_name_size),
+      max: u64At(buf, G.ratelimit_limit),
+      remaining: u64At(buf, G.ratelimit_remaining),
+      resetMs: i64At(buf, G.ratelimit_reset_ms),
+    },
   };
+}
+
+/** The tightest of the applied limits: the first with the fewest units left; or null. */
+function tightest(limits) {
+  let t = null;
+  for (const r of limits) if (t === null || r.remaining < t.remaining) t = r;
+  return t;
 }
 
 function grantFromJson(text) {
   const g = json.parse(text);
+  const ratelimits = (g.ratelimits || []).map((r) => json.convert(r));
   return {
     accountId: g.account_id,
     keyId: g.key_id,
@@ -208,7 +227,8 @@ function grantFromJson(text) {
     credits: g.credits,
     totalCredits: g.total_credits,
     replayed: g.replayed,
-    ratelimits: (g.ratelimits || []).map((r) => json.convert(r)),
+    ratelimits,
+    ratelimit: tightest(ratelimits),
   };
 }
 
@@ -337,8 +357,12 @@ class Vault {
   /**
    * Authorize a request. `options.route = [method, path]` or `options.scope = 'ns:x'`
    * (exactly one); `cost`, `idempotencyKey`, `now` (Date | ms), `signature`, `body`
-   * (Buffer | string), `full` (true: also return `scopes` and `ratelimits`, via the
-   * JSON variant of the C call). Throws KeyLedgerError on every refusal.
+   * (Buffer | string), `limits` (names of rate limits to apply besides the auto-applied
+   * ones), `limitCost` (the call's weight against every applied limit, default 1),
+   * `full` (true: also return `scopes` and `ratelimits`, via the JSON variant of the C
+   * call). Every grant has `ratelimit`: the tightest applied limit `{ name, max,
+   * remaining, resetMs }`, or null. Throws KeyLedgerError on every refusal (an exceeded
+   * limit: `rate_limited`, 429, body with `limit`, `max`, `reset_ms`, `retry_after`).
    */
   authorize(token, options) {
     if (typeof token !== 'string') str('token', token);
@@ -578,6 +602,74 @@ class Vault {
     return takeJson(outA[0]);
   }
 
+  // ----------------------------------------------------- rate limits and refills (§13)
+
+  /**
+   * Set (or replace) the rate limit `name` (1–64 characters of `[a-z0-9_:.-]`): `limit`
+   * units per `durationMs` milliseconds, on one key (`{ keyId }`) or on an account, shared
+   * by all its keys (`{ accountId }`): exactly one. `autoApply` (default true): checked by
+   * every authorize; false: only when named in `authorize(..., { limits: [name] })`.
+   * Returns `{ name, limit, durationMs, autoApply }`.
+   */
+  setRatelimit(name, limit, durationMs, options) {
+    str('name', name);
+    const n = u64('limit', limit);
+    const d = u64('durationMs', durationMs);
+    const o = opts('options', options);
+    const [kind, id] = ownerArg(o);
+    const auto = o.autoApply === undefined || o.autoApply === null ? true : bool('autoApply', o.autoApply);
+    check(native.kl_set_ratelimit(this.#handle(), kind, id, blen(id), name, blen(name), n, d, auto ? 1 : 0, outA));
+    return takeJson(outA[0]);
+  }
+
+  /** Remove the rate limit `name` of `{ keyId }` or `{ accountId }`; returns it. */
+  removeRatelimit(name, options) {
+    str('name', name);
+    const [kind, id] = ownerArg(opts('options', options));
+    check(native.kl_remove_ratelimit(this.#handle(), kind, id, blen(id), name, blen(name), outA));
+    return takeJson(outA[0]);
+  }
+
+  /** The rate limits of `{ keyId }` or `{ accountId }`, by name. */
+  ratelimits(options) {
+    const [kind, id] = ownerArg(opts('options', options));
+    check(native.kl_ratelimits(this.#handle(), kind, id, blen(id), outA));
+    return takeJson(outA[0]);
+  }
+
+  /**
+   * A quota that refills: at the first call after each period boundary (00:00 UTC daily,
+   * or on `day` 1–28 of the month, default 1) the account's credits are set to `amount`
+   * (not added). `interval` is `'daily'` or `'monthly'`. Returns the account, with
+   * `refill: { amount, interval, day }`.
+   */
+  setRefill(accountId, amount, interval, options) {
+    str('accountId', accountId);
+    const n = u64('amount', amount);
+    if (interval !== 'daily' && interval !== 'monthly') {
+      throw invalid(`interval must be 'daily' or 'monthly', got ${typeof interval === 'string' ? JSON.stringify(interval) : describe(interval)}`);
+    }
+    const o = opts('options', options);
+    let day = 1;
+    if (o.day !== undefined && o.day !== null) {
+      if (typeof o.day !== 'number' || !Number.isInteger(o.day)) {
+        throw new TypeError(`keyledger: day must be an integer, got ${describe(o.day)}`);
+      }
+      // Monthly days outside 1–28 are refused by keyledger; daily refills ignore the day.
+      if (o.day < 0 || o.day > 255) throw invalid(`day must be between 1 and 28, got ${o.day}`);
+      day = o.day;
+    }
+    check(native.kl_set_refill(this.#handle(), accountId, blen(accountId), n, interval === 'daily' ? 0 : 1, day, outA));
+    return takeJson(outA[0]);
+  }
+
+  /** Remove the account's refill plan (its credits stay); returns the account. */
+  clearRefill(accountId) {
+    str('accountId', accountId);
+    check(native.kl_clear_refill(this.#handle(), accountId, blen(accountId), outA));
+    return takeJson(outA[0]);
+  }
+
   // ------------------------------------------------------------- master key (§7)
 
   /** Whether this handle holds a master key (given, derived, or from KEYLEDGER_MASTER_KEY). */
@@ -638,6 +730,14 @@ function masterKeyArg(name, v) {
   throw new TypeError(`keyledger: ${name} must be a base64 string or a 32-byte Buffer, got ${describe(v)}`);
 }
 
+/** `{ keyId }` or `{ accountId }` (exactly one) → [owner kind, id] for the C ABI. */
+function ownerArg(o) {
+  const hasKey = o.keyId !== undefined && o.keyId !== null;
+  const hasAccount = o.accountId !== undefined && o.accountId !== null;
+  if (hasKey === hasAccount) throw invalid('pass exactly one of keyId and accountId');
+  return hasKey ? [0, str('keyId', o.keyId)] : [1, str('accountId', o.accountId)];
+}
+
 function bool(name, v) {
   if (typeof v !== 'boolean') throw new TypeError(`keyledger: ${name} must be a boolean, got ${describe(v)}`);
   return v;
@@ -650,8 +750,10 @@ function toJsonInt(v) {
 
 /** The kl_authorize_opts struct, or null for all defaults (the hot path). */
 function authorizeOpts(o) {
-  const { cost, idempotencyKey, now, signature, body } = o;
+  const { cost, idempotencyKey, now, signature, body, limits, limitCost } = o;
   if (
+    (limits === undefined || limits === null) &&
+    (limitCost === undefined || limitCost === null) &&
     (cost === undefined || cost === null) &&
     (idempotencyKey === undefined || idempotencyKey === null) &&
     (now === undefined || now === null) &&
@@ -670,6 +772,10 @@ function authorizeOpts(o) {
     body: null,
     body_len: 0,
     now_ms: 0,
+    limits_json: null,
+    limits_json_len: 0,
+    limit_cost: 0,
+    has_limit_cost: 0,
   };
   if (cost !== undefined && cost !== null) {
     s.cost = u64('cost', cost);
@@ -689,6 +795,17 @@ function authorizeOpts(o) {
     else if (!(b instanceof Uint8Array)) throw new TypeError('keyledger: body must be a Buffer, Uint8Array or string');
     s.body = b.length ? b : null;
     s.body_len = b.length;
+  }
+  if (limits !== undefined && limits !== null) {
+    if (!Array.isArray(limits) || limits.some((n) => typeof n !== 'string')) {
+      throw new TypeError(`keyledger: limits must be an array of limit names, got ${describe(limits)}`);
+    }
+    s.limits_json = JSON.stringify(limits);
+    s.limits_json_len = blen(s.limits_json);
+  }
+  if (limitCost !== undefined && limitCost !== null) {
+    s.limit_cost = u64('limitCost', limitCost);
+    s.has_limit_cost = 1;
   }
   if (now !== undefined && now !== null) {
     s.now_ms = instant('now', now);

@@ -6,7 +6,7 @@
 
 use std::ffi::c_char;
 
-use super::args::{opt_bytes, Out};
+use super::args::{opt_bytes, parse_json, Out};
 use super::handle::kl_vault;
 use super::panic::{boundary, Failure};
 use super::status::kl_status;
@@ -20,6 +20,9 @@ pub const KL_KEY_ID_SIZE: usize = 9;
 pub const KL_PREFIX_SIZE: usize = 33;
 /// Size of `kl_grant.key_name`: key names are at most 128 bytes, plus the NUL.
 pub const KL_KEY_NAME_SIZE: usize = 129;
+/// Size of `kl_grant.ratelimit_name`: rate limit names are at most 64 characters, plus
+/// the NUL.
+pub const KL_RATELIMIT_NAME_SIZE: usize = 65;
 /// `kl_grant.auth_method` of an ordinary key (`"apikey"`).
 pub const KL_AUTH_APIKEY: u32 = 0;
 /// `kl_grant.auth_method` of an operator key (`"operator"`): every scope, never charged.
@@ -50,11 +53,25 @@ pub struct kl_authorize_opts {
     pub body_len: usize,
     /// The request time in unix milliseconds; 0: the vault's clock.
     pub now_ms: i64,
+    /// Optional (NULL: none): the rate limits to apply besides the auto-applied ones
+    /// (SPEC §13), as a JSON array of limit names, e.g. `["tokens"]`. A name that is
+    /// neither the key's nor its account's limit is `KL_INVALID_ARGUMENT`. (A JSON array,
+    /// like `kl_set_scopes`, rather than an array of pointers: one string to validate.)
+    pub limits_json: *const c_char,
+    /// Length of `limits_json` in bytes.
+    pub limits_json_len: usize,
+    /// How much this call weighs against every applied rate limit, used only when
+    /// `has_limit_cost` is non-zero (default 1).
+    pub limit_cost: u64,
+    /// 0: the call weighs 1. Non-zero: it weighs `limit_cost`.
+    pub has_limit_cost: u8,
 }
 
 /// A successful authorization, with fixed-size NUL-terminated buffers (sized from the
-/// SPEC's limits, so nothing is ever truncated). Scopes and rate limits are in the JSON
-/// variants (`kl_authorize_json`).
+/// SPEC's limits, so nothing is ever truncated). Scopes and every applied rate limit are
+/// in the JSON variants (`kl_authorize_json`); this struct carries the tightest applied
+/// limit (the one with the fewest units left; the first applied on a tie), enough for
+/// the `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +94,18 @@ pub struct kl_grant {
     pub total_credits: u64,
     /// True when this is the stored grant of an earlier call with the same idempotency key.
     pub replayed: bool,
+    /// Non-zero when at least one rate limit applied to this call: the `ratelimit_*`
+    /// fields then describe the tightest one. 0: no limit applied, and they are zero.
+    pub has_ratelimit: u8,
+    /// The tightest limit's name (empty without one).
+    pub ratelimit_name: [c_char; KL_RATELIMIT_NAME_SIZE],
+    /// Its maximum per window (`RateLimit-Limit`).
+    pub ratelimit_limit: u64,
+    /// Units left in its window after this call (`RateLimit-Remaining`).
+    pub ratelimit_remaining: u64,
+    /// Unix milliseconds at which its window is full again (`RateLimit-Reset` is the
+    /// seconds from now until then, rounded up).
+    pub ratelimit_reset_ms: i64,
 }
 
 /// Copy `s` into a NUL-terminated buffer. The core's limits make every field fit; were one
@@ -108,7 +137,20 @@ impl From<&Grant> for kl_grant {
             credits: g.credits,
             total_credits: g.total_credits,
             replayed: g.replayed,
+            has_ratelimit: 0,
+            ratelimit_name: [0; KL_RATELIMIT_NAME_SIZE],
+            ratelimit_limit: 0,
+            ratelimit_remaining: 0,
+            ratelimit_reset_ms: 0,
         };
+        // The first limit with the fewest units left (`min_by_key` keeps the first).
+        if let Some(r) = g.ratelimits.iter().min_by_key(|r| r.remaining) {
+            out.has_ratelimit = 1;
+            fill(&mut out.ratelimit_name, &r.name);
+            out.ratelimit_limit = r.max;
+            out.ratelimit_remaining = r.remaining;
+            out.ratelimit_reset_ms = r.reset_ms;
+        }
         fill(&mut out.account_id, &g.account_id);
         fill(&mut out.key_id, &g.key_id);
         fill(&mut out.prefix, &g.prefix);
@@ -117,28 +159,39 @@ impl From<&Grant> for kl_grant {
     }
 }
 
-/// Decode `opts` (NULL: defaults).
+/// Decode `opts` (NULL: defaults) and run `f` with the options. The limit names of
+/// `limits_json` live only for the call, hence the closure.
 ///
 /// # Safety
 /// `opts` must be NULL or point to a valid `kl_authorize_opts` whose pointers are NULL or
 /// valid for their lengths during the call.
-unsafe fn read_opts<'a>(opts: *const kl_authorize_opts) -> Result<AuthorizeOptions<'a>, Failure> {
+unsafe fn with_opts<R>(
+    opts: *const kl_authorize_opts,
+    f: impl FnOnce(&AuthorizeOptions<'_>) -> Result<R, Failure>,
+) -> Result<R, Failure> {
     // SAFETY: forwarded contract; the struct is plain data (no `bool`, no enum), so any bit
     // pattern C leaves in it is a valid value.
     let Some(o) = (unsafe { opts.as_ref() }) else {
-        return Ok(AuthorizeOptions::default());
+        return f(&AuthorizeOptions::default());
     };
     let idempotency_key = try_opt_str!(o.idempotency_key, o.idempotency_key_len);
     let signature = try_opt_str!(o.signature, o.signature_len);
     // SAFETY: forwarded contract.
     let body = unsafe { opt_bytes(o.body, o.body_len, isize::MAX.unsigned_abs(), "opts->body") }?;
-    Ok(AuthorizeOptions {
+    let names: Option<Vec<String>> = try_opt_str!(o.limits_json, o.limits_json_len)
+        .map(|json| parse_json(json, "opts->limits_json"))
+        .transpose()?;
+    let limits: Option<Vec<&str>> = names
+        .as_ref()
+        .map(|n| n.iter().map(String::as_str).collect());
+    f(&AuthorizeOptions {
         cost: (o.has_cost != 0).then_some(o.cost),
         idempotency_key,
         signature,
         body,
         now: (o.now_ms != 0).then_some(o.now_ms),
-        ..AuthorizeOptions::default()
+        limits: limits.as_deref(),
+        limit_cost: (o.has_limit_cost != 0).then_some(o.limit_cost),
     })
 }
 
@@ -153,8 +206,13 @@ unsafe fn read_opts<'a>(opts: *const kl_authorize_opts) -> Result<AuthorizeOptio
 /// Returns `KL_OK`, a refusal (`KL_INVALID_API_KEY`, `KL_API_KEY_INACTIVE`,
 /// `KL_API_KEY_EXPIRED`, `KL_INVALID_SIGNATURE`, `KL_MISSING_SCOPE`,
 /// `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`),
-/// `KL_INVALID_ARGUMENT` (NULL, non-UTF-8 or oversized input; a token over 512 bytes is
+/// `KL_INVALID_ARGUMENT` (NULL, non-UTF-8 or oversized input, a `limits_json` that is
+/// not an array of strings or names an unknown limit; a token over 512 bytes is
 /// `KL_INVALID_API_KEY`), `KL_VAULT_CLOSED`, `KL_STORAGE`.
+///
+/// `KL_RATE_LIMITED` (HTTP 429) charges nothing; its body is `{"error":"rate_limited",
+/// "limit","max","remaining":0,"reset_ms","retry_after"}` (`retry_after` in seconds, for
+/// a `Retry-After` header).
 #[no_mangle]
 pub unsafe extern "C" fn kl_authorize(
     v: *const kl_vault,
@@ -174,8 +232,11 @@ pub unsafe extern "C" fn kl_authorize(
         let method = try_str!(method, method_len);
         let path = try_str!(path, path_len);
         // SAFETY: module contract.
-        let options = unsafe { read_opts(opts) }?;
-        let grant = vault.authorize(token, Target::route(method, path), &options)?;
+        let grant = unsafe {
+            with_opts(opts, |o| {
+                Ok(vault.authorize(token, Target::route(method, path), o)?)
+            })
+        }?;
         out.write(kl_grant::from(&grant));
         Ok(())
     })
@@ -199,8 +260,11 @@ pub unsafe extern "C" fn kl_authorize_scope(
         let token = try_str!(token, token_len);
         let scope = try_str!(scope, scope_len);
         // SAFETY: module contract.
-        let options = unsafe { read_opts(opts) }?;
-        let grant = vault.authorize(token, Target::scope(scope), &options)?;
+        let grant = unsafe {
+            with_opts(opts, |o| {
+                Ok(vault.authorize(token, Target::scope(scope), o)?)
+            })
+        }?;
         out.write(kl_grant::from(&grant));
         Ok(())
     })
@@ -229,8 +293,11 @@ pub unsafe extern "C" fn kl_authorize_json(
         let method = try_str!(method, method_len);
         let path = try_str!(path, path_len);
         // SAFETY: module contract.
-        let options = unsafe { read_opts(opts) }?;
-        let grant = vault.authorize(token, Target::route(method, path), &options)?;
+        let grant = unsafe {
+            with_opts(opts, |o| {
+                Ok(vault.authorize(token, Target::route(method, path), o)?)
+            })
+        }?;
         out.put_json(&grant)
     })
 }
@@ -253,8 +320,11 @@ pub unsafe extern "C" fn kl_authorize_scope_json(
         let token = try_str!(token, token_len);
         let scope = try_str!(scope, scope_len);
         // SAFETY: module contract.
-        let options = unsafe { read_opts(opts) }?;
-        let grant = vault.authorize(token, Target::scope(scope), &options)?;
+        let grant = unsafe {
+            with_opts(opts, |o| {
+                Ok(vault.authorize(token, Target::scope(scope), o)?)
+            })
+        }?;
         out.put_json(&grant)
     })
 }

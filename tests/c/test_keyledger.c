@@ -596,6 +596,288 @@ static void test_signing(const char *base_path) {
 
 /* ------------------------------------------------------------------ main */
 
+/* ------------------------------------------------------------------ rate limits and refills (SPEC §13) */
+
+/* Count the occurrences of needle in haystack. */
+static int count_of(const char *haystack, const char *needle) {
+    int n = 0;
+    for (const char *p = haystack; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+    return n;
+}
+
+/* A new key of `account` with scope "x": its token (kl_secret_free) and key id. */
+static char *new_key(kl_vault *v, const char *account, char key_id[16]) {
+    char spec[256];
+    snprintf(spec, sizeof spec, "{\"account_id\":\"%s\",\"name\":\"k\",\"scopes\":[\"x\"]}", account);
+    char *token = NULL, *key_json = NULL;
+    kl_status st = kl_create_key(v, Z(spec), &token, &key_json);
+    CHECK(st == KL_OK);
+    key_id[0] = '\0';
+    CHECK(json_str(key_json, "key_id", key_id, 16));
+    kl_string_free(key_json);
+    return token;
+}
+
+static void test_ratelimits(const char *base_path) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.limits", base_path);
+    kl_vault *v = NULL;
+    kl_status st;
+    char *json = NULL;
+    CHECK(kl_vault_open(Z(path), Z(OPTIONS), &v) == KL_OK);
+    if (v == NULL) return;
+    CHECK(kl_create_account(v, S("acct_rl"), 100, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    char key_id[16], key2_id[16];
+    char *token = new_key(v, "acct_rl", key_id);
+    char *token2 = new_key(v, "acct_rl", key2_id);
+    if (token == NULL || token2 == NULL) {
+        kl_secret_free(token);
+        kl_secret_free(token2);
+        kl_vault_free(v);
+        return;
+    }
+
+    /* ---- set, list */
+    json = NULL;
+    st = kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("per_second"), 10, 1000, 1, &json);
+    CHECK(st == KL_OK);
+    CHECK(contains(json, "\"name\":\"per_second\""));
+    CHECK(contains(json, "\"limit\":10"));
+    CHECK(contains(json, "\"duration_ms\":1000"));
+    CHECK(contains(json, "\"auto_apply\":true"));
+    kl_string_free(json);
+    json = NULL;
+    CHECK(kl_ratelimits(v, KL_OWNER_KEY, Z(key_id), &json) == KL_OK);
+    CHECK(json != NULL && json[0] == '[' && count_of(json, "\"name\":") == 1);
+    CHECK(contains(json, "\"name\":\"per_second\""));
+    kl_string_free(json);
+    json = NULL;
+    CHECK(kl_ratelimits(v, KL_OWNER_ACCOUNT, S("acct_rl"), &json) == KL_OK);
+    CHECK(json != NULL && strcmp(json, "[]") == 0);
+    kl_string_free(json);
+
+    /* ---- ten per second: the 11th call is refused (429), charging nothing */
+    int64_t t0 = (now_ms() / 1000 + 60) * 1000; /* a whole second, a minute from now */
+    kl_authorize_opts o;
+    memset(&o, 0, sizeof o);
+    o.now_ms = t0;
+    o.has_cost = 1;
+    o.cost = 1;
+    kl_grant g;
+    int in_order = 1;
+    for (int i = 0; i < 10; i++) {
+        memset(&g, 0xAB, sizeof g);
+        st = kl_authorize_scope(v, Z(token), S("x"), &o, &g);
+        if (st != KL_OK || g.has_ratelimit != 1 || g.ratelimit_remaining != (uint64_t)(9 - i) ||
+            g.ratelimit_limit != 10 || strcmp(g.ratelimit_name, "per_second") != 0 ||
+            g.ratelimit_reset_ms <= t0 || g.ratelimit_reset_ms > t0 + 1000)
+            in_order = 0;
+    }
+    CHECK(in_order);
+    CHECK(g.credits == 90);
+    kl_grant untouched;
+    memset(&g, 0xAB, sizeof g);
+    memcpy(&untouched, &g, sizeof g);
+    st = kl_authorize_scope(v, Z(token), S("x"), &o, &g);
+    expect_error(st, KL_RATE_LIMITED, 429, "rate_limited", "\"limit\":\"per_second\"");
+    CHECK(memcmp(&g, &untouched, sizeof g) == 0);
+    {
+        char *body = NULL;
+        CHECK(kl_last_error_body(&body) == KL_OK);
+        CHECK(contains(body, "\"max\":10"));
+        CHECK(contains(body, "\"remaining\":0"));
+        CHECK(contains(body, "\"retry_after\":1"));
+        CHECK(contains(body, "\"reset_ms\":"));
+        kl_string_free(body);
+    }
+    CHECK(credits_of(v, "acct_rl") == 90);
+    /* The JSON variant is refused the same way; the other key has no limit of its own. */
+    json = SENTINEL;
+    st = kl_authorize_scope_json(v, Z(token), S("x"), &o, &json);
+    expect_error(st, KL_RATE_LIMITED, 429, "rate_limited", "\"limit\":\"per_second\"");
+    CHECK(json == SENTINEL);
+    CHECK(kl_authorize_scope(v, Z(token2), S("x"), &o, &g) == KL_OK);
+    CHECK(g.has_ratelimit == 0 && g.ratelimit_name[0] == '\0' && g.ratelimit_limit == 0 &&
+          g.ratelimit_remaining == 0 && g.ratelimit_reset_ms == 0);
+    /* A second later the window has room again. */
+    o.now_ms = t0 + 1000;
+    json = NULL;
+    st = kl_authorize_scope_json(v, Z(token), S("x"), &o, &json);
+    CHECK(st == KL_OK);
+    CHECK(contains(json, "\"ratelimits\":[{\"name\":\"per_second\",\"max\":10,\"remaining\":9,"));
+    kl_string_free(json);
+
+    /* ---- remove */
+    json = NULL;
+    CHECK(kl_remove_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("per_second"), &json) == KL_OK);
+    CHECK(contains(json, "\"name\":\"per_second\""));
+    kl_string_free(json);
+    json = SENTINEL;
+    st = kl_remove_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("per_second"), &json);
+    expect_error(st, KL_NOT_FOUND, 404, "not_found", NULL);
+    CHECK(json == SENTINEL);
+    json = NULL;
+    CHECK(kl_ratelimits(v, KL_OWNER_KEY, Z(key_id), &json) == KL_OK);
+    CHECK(json != NULL && strcmp(json, "[]") == 0);
+    kl_string_free(json);
+    CHECK(kl_authorize_scope(v, Z(token), S("x"), &o, &g) == KL_OK && g.has_ratelimit == 0);
+
+    /* ---- an account limit applied by name, with a weight, shared by the account's keys */
+    json = NULL;
+    st = kl_set_ratelimit(v, KL_OWNER_ACCOUNT, S("acct_rl"), S("tokens"), 100, 60000, 0, &json);
+    CHECK(st == KL_OK && contains(json, "\"auto_apply\":false"));
+    kl_string_free(json);
+    memset(&o, 0, sizeof o);
+    o.now_ms = t0;
+    CHECK(kl_authorize_scope(v, Z(token), S("x"), &o, &g) == KL_OK && g.has_ratelimit == 0);
+    o.limits_json = "[\"tokens\"]";
+    o.limits_json_len = strlen(o.limits_json);
+    o.has_limit_cost = 1;
+    o.limit_cost = 70;
+    st = kl_authorize_scope(v, Z(token), S("x"), &o, &g);
+    CHECK(st == KL_OK);
+    CHECK(g.has_ratelimit == 1 && strcmp(g.ratelimit_name, "tokens") == 0);
+    CHECK(g.ratelimit_limit == 100 && g.ratelimit_remaining == 30);
+    o.limit_cost = 31;
+    st = kl_authorize_scope(v, Z(token2), S("x"), &o, &g);
+    expect_error(st, KL_RATE_LIMITED, 429, "rate_limited", "\"limit\":\"tokens\"");
+    o.limit_cost = 30;
+    st = kl_authorize_scope(v, Z(token2), S("x"), &o, &g);
+    CHECK(st == KL_OK && g.ratelimit_remaining == 0);
+    /* The tightest of several applied limits is the one with the fewest units left. */
+    json = NULL;
+    CHECK(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key2_id), S("burst"), 5, 1000, 1, &json) == KL_OK);
+    kl_string_free(json);
+    memset(&o, 0, sizeof o);
+    o.now_ms = t0 + 2000;
+    json = NULL;
+    st = kl_authorize_scope_json(v, Z(token2), S("x"), &o, &json);
+    CHECK(st == KL_OK && count_of(json, "\"name\":") == 1); /* "tokens" is not auto-applied */
+    kl_string_free(json);
+    o.limits_json = "[\"tokens\"]";
+    o.limits_json_len = strlen(o.limits_json);
+    o.now_ms = t0 + 60000; /* "tokens" has room again */
+    st = kl_authorize_scope(v, Z(token2), S("x"), &o, &g);
+    CHECK(st == KL_OK && g.has_ratelimit == 1);
+    CHECK(strcmp(g.ratelimit_name, "burst") == 0 && g.ratelimit_remaining == 4 && g.ratelimit_limit == 5);
+    /* Bad limit lists. */
+    const char *bad_lists[] = {"[\"nope\"]", "not json", "[1]", "{\"tokens\":1}"};
+    for (size_t i = 0; i < sizeof bad_lists / sizeof bad_lists[0]; i++) {
+        o.limits_json = bad_lists[i];
+        o.limits_json_len = strlen(bad_lists[i]);
+        memset(&g, 0xAB, sizeof g);
+        expect_invalid(kl_authorize_scope(v, Z(token2), S("x"), &o, &g));
+        CHECK(memcmp(&g, &untouched, sizeof g) == 0);
+    }
+    o.limits_json = NULL;
+    o.limits_json_len = 3;
+    expect_invalid(kl_authorize_scope(v, Z(token2), S("x"), &o, &g));
+    o.limits_json = "[\"\xff\"]";
+    o.limits_json_len = 5;
+    expect_invalid(kl_authorize_scope(v, Z(token2), S("x"), &o, &g));
+
+    /* ---- bad definitions and owners */
+    json = SENTINEL;
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("x"), 0, 1000, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("x"), 1, 0, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("Bad"), 1, 1000, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), S(""), 1, 1000, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, 7, Z(key_id), S("x"), 1, 1000, 1, &json));
+    expect_invalid(kl_ratelimits(v, 2, S("acct_rl"), &json));
+    expect_invalid(kl_remove_ratelimit(v, 2, S("acct_rl"), S("tokens"), &json));
+    st = kl_set_ratelimit(v, KL_OWNER_ACCOUNT, S("nobody"), S("x"), 1, 1000, 1, &json);
+    expect_error(st, KL_NOT_FOUND, 404, "not_found", NULL);
+    st = kl_set_ratelimit(v, KL_OWNER_KEY, S("zzzzzzzz"), S("x"), 1, 1000, 1, &json);
+    expect_error(st, KL_NOT_FOUND, 404, "not_found", NULL);
+    st = kl_ratelimits(v, KL_OWNER_ACCOUNT, S("nobody"), &json);
+    expect_error(st, KL_NOT_FOUND, 404, "not_found", NULL);
+    CHECK(json == SENTINEL);
+
+    /* ---- NULL and invalid input on every new function: KL_INVALID_ARGUMENT, outs untouched */
+    expect_invalid(kl_set_ratelimit(NULL, KL_OWNER_KEY, Z(key_id), S("x"), 1, 1000, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, NULL, 0, S("x"), 1, 1000, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), NULL, 0, 1, 1000, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), NULL, 4, 1, 1000, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("\xff"), 1, 1000, 1, &json));
+    expect_invalid(kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("x"), 1, 1000, 1, NULL));
+    expect_invalid(kl_remove_ratelimit(NULL, KL_OWNER_KEY, Z(key_id), S("x"), &json));
+    expect_invalid(kl_remove_ratelimit(v, KL_OWNER_KEY, NULL, 0, S("x"), &json));
+    expect_invalid(kl_remove_ratelimit(v, KL_OWNER_KEY, Z(key_id), NULL, 0, &json));
+    expect_invalid(kl_remove_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("x"), NULL));
+    expect_invalid(kl_ratelimits(NULL, KL_OWNER_KEY, Z(key_id), &json));
+    expect_invalid(kl_ratelimits(v, KL_OWNER_KEY, NULL, 0, &json));
+    expect_invalid(kl_ratelimits(v, KL_OWNER_KEY, S("\xfe\xff"), &json));
+    expect_invalid(kl_ratelimits(v, KL_OWNER_KEY, Z(key_id), NULL));
+    expect_invalid(kl_set_refill(NULL, S("acct_rl"), 1, KL_REFILL_DAILY, 1, &json));
+    expect_invalid(kl_set_refill(v, NULL, 0, 1, KL_REFILL_DAILY, 1, &json));
+    expect_invalid(kl_set_refill(v, S("acct_rl"), 1, KL_REFILL_DAILY, 1, NULL));
+    expect_invalid(kl_clear_refill(NULL, S("acct_rl"), &json));
+    expect_invalid(kl_clear_refill(v, NULL, 0, &json));
+    expect_invalid(kl_clear_refill(v, S("acct_rl"), NULL));
+    CHECK(json == SENTINEL);
+
+    /* ---- refills: a daily quota, set (not added) at the first call after midnight UTC */
+    json = NULL;
+    CHECK(kl_create_account(v, S("acct_q"), 3, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    char q_id[16];
+    char *qtoken = new_key(v, "acct_q", q_id);
+    json = NULL;
+    st = kl_set_refill(v, S("acct_q"), 50, KL_REFILL_DAILY, 0, &json);
+    CHECK(st == KL_OK);
+    CHECK(contains(json, "\"refill\":{\"amount\":50,\"interval\":\"daily\",\"day\":1}"));
+    kl_string_free(json);
+    memset(&o, 0, sizeof o);
+    o.has_cost = 1;
+    o.cost = 1;
+    o.now_ms = 0; /* the vault's clock: before the boundary, no refill */
+    CHECK(qtoken != NULL && kl_authorize_scope(v, Z(qtoken), S("x"), &o, &g) == KL_OK);
+    CHECK(g.credits == 2);
+    o.now_ms = now_ms() + 86400000; /* across the boundary */
+    CHECK(qtoken != NULL && kl_authorize_scope(v, Z(qtoken), S("x"), &o, &g) == KL_OK);
+    CHECK(g.charged == 1 && g.credits == 49);
+    CHECK(qtoken != NULL && kl_authorize_scope(v, Z(qtoken), S("x"), &o, &g) == KL_OK);
+    CHECK(g.credits == 48); /* once per period */
+    json = NULL;
+    CHECK(kl_audit(v, S("{\"action\":\"credits_refilled\"}"), &json) == KL_OK);
+    CHECK(count_of(json, "\"action\":\"credits_refilled\"") == 1);
+    kl_string_free(json);
+    json = NULL;
+    CHECK(kl_set_refill(v, S("acct_q"), 1000, KL_REFILL_MONTHLY, 15, &json) == KL_OK);
+    CHECK(contains(json, "\"refill\":{\"amount\":1000,\"interval\":\"monthly\",\"day\":15}"));
+    kl_string_free(json);
+    json = SENTINEL;
+    expect_invalid(kl_set_refill(v, S("acct_q"), 10, KL_REFILL_MONTHLY, 29, &json));
+    expect_invalid(kl_set_refill(v, S("acct_q"), 10, KL_REFILL_MONTHLY, 0, &json));
+    expect_invalid(kl_set_refill(v, S("acct_q"), 10, 2, 1, &json));
+    st = kl_set_refill(v, S("nobody"), 10, KL_REFILL_DAILY, 1, &json);
+    expect_error(st, KL_NOT_FOUND, 404, "not_found", NULL);
+    st = kl_clear_refill(v, S("nobody"), &json);
+    expect_error(st, KL_NOT_FOUND, 404, "not_found", NULL);
+    CHECK(json == SENTINEL);
+    json = NULL;
+    CHECK(kl_clear_refill(v, S("acct_q"), &json) == KL_OK);
+    CHECK(contains(json, "\"refill\":null") && contains(json, "\"credits\":48"));
+    kl_string_free(json);
+
+    /* ---- a closed vault */
+    CHECK(kl_vault_close(v) == KL_OK);
+    json = SENTINEL;
+    st = kl_set_ratelimit(v, KL_OWNER_KEY, Z(key_id), S("x"), 1, 1000, 1, &json);
+    expect_error(st, KL_VAULT_CLOSED, 500, "vault_closed", NULL);
+    st = kl_ratelimits(v, KL_OWNER_KEY, Z(key_id), &json);
+    expect_error(st, KL_VAULT_CLOSED, 500, "vault_closed", NULL);
+    st = kl_set_refill(v, S("acct_q"), 1, KL_REFILL_DAILY, 1, &json);
+    expect_error(st, KL_VAULT_CLOSED, 500, "vault_closed", NULL);
+    CHECK(json == SENTINEL);
+
+    kl_secret_free(token);
+    kl_secret_free(token2);
+    kl_secret_free(qtoken);
+    kl_vault_free(v);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s VAULT_PATH\n", argv[0]);
@@ -725,6 +1007,7 @@ int main(int argc, char **argv) {
     CHECK(g.credits == 2);
     CHECK(g.total_credits == 3);
     CHECK(!g.replayed);
+    CHECK(g.has_ratelimit == 0 && g.ratelimit_name[0] == '\0'); /* no limit applied */
     CHECK(credits_of(v, "acct_42") == 2);
     CHECK(kl_last_error_message()[0] == '\0');
 
@@ -1141,6 +1424,7 @@ int main(int argc, char **argv) {
 
     test_webhooks();
     test_signing(path);
+    test_ratelimits(path);
 
     printf("c_abi: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

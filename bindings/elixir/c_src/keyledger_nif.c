@@ -40,6 +40,7 @@ static ERL_NIF_TERM A_OK, A_ERROR, A_NIL, A_TRUE, A_FALSE;
 static ERL_NIF_TERM A_STATUS, A_CODE, A_MESSAGE, A_BODY, A_KL_STATUS;
 static ERL_NIF_TERM A_ACCOUNT_ID, A_KEY_ID, A_KEY_NAME, A_PREFIX, A_AUTH_METHOD, A_CHARGED,
     A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED, A_APIKEY, A_OPERATOR;
+static ERL_NIF_TERM A_RATELIMIT, A_NAME, A_MAX, A_REMAINING, A_RESET_MS;
 
 static void vault_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
@@ -78,6 +79,11 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     ATOM(A_REPLAYED, "replayed");
     ATOM(A_APIKEY, "apikey");
     ATOM(A_OPERATOR, "operator");
+    ATOM(A_RATELIMIT, "ratelimit");
+    ATOM(A_NAME, "name");
+    ATOM(A_MAX, "max");
+    ATOM(A_REMAINING, "remaining");
+    ATOM(A_RESET_MS, "reset_ms");
 #undef ATOM
     return 0;
 }
@@ -289,10 +295,25 @@ static ERL_NIF_TERM nif_flush(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
 
 /* ---- authorize --------------------------------------------------------------------- */
 
+/* The tightest applied rate limit of a grant: %{name, max, remaining, reset_ms} or nil. */
+static ERL_NIF_TERM ratelimit_map(ErlNifEnv *env, const kl_grant *g) {
+    if (!g->has_ratelimit) return A_NIL;
+    ERL_NIF_TERM keys[4] = {A_NAME, A_MAX, A_REMAINING, A_RESET_MS};
+    ERL_NIF_TERM vals[4] = {
+        make_cstr(env, g->ratelimit_name),
+        enif_make_uint64(env, g->ratelimit_limit),
+        enif_make_uint64(env, g->ratelimit_remaining),
+        enif_make_int64(env, g->ratelimit_reset_ms),
+    };
+    ERL_NIF_TERM map;
+    if (!enif_make_map_from_arrays(env, keys, vals, 4, &map)) return A_NIL;
+    return map;
+}
+
 static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
-    ERL_NIF_TERM keys[9] = {A_ACCOUNT_ID, A_KEY_ID,  A_KEY_NAME,      A_PREFIX,  A_AUTH_METHOD,
-                            A_CHARGED,    A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED};
-    ERL_NIF_TERM vals[9] = {
+    ERL_NIF_TERM keys[10] = {A_ACCOUNT_ID, A_KEY_ID,  A_KEY_NAME,      A_PREFIX,   A_AUTH_METHOD,
+                             A_CHARGED,    A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED, A_RATELIMIT};
+    ERL_NIF_TERM vals[10] = {
         make_cstr(env, g->account_id),
         make_cstr(env, g->key_id),
         make_cstr(env, g->key_name),
@@ -302,15 +323,17 @@ static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
         enif_make_uint64(env, g->credits),
         enif_make_uint64(env, g->total_credits),
         g->replayed ? A_TRUE : A_FALSE,
+        ratelimit_map(env, g),
     };
     ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, keys, vals, 9, &map)) return enif_make_badarg(env);
+    if (!enif_make_map_from_arrays(env, keys, vals, 10, &map)) return enif_make_badarg(env);
     return map;
 }
 
 /*
  * authorize(vault, token, method | nil, path | scope, cost | nil, idempotency_key | nil,
- *           signature | nil, body | nil, now_ms, full_json?)
+ *           signature | nil, body | nil, now_ms, full_json?, limits_json | nil,
+ *           limit_cost | nil)
  *
  * method nil: a scope authorization (kl_authorize_scope*). full_json? false: the grant
  * map is built here from kl_grant (no allocation in keyledger); true: the JSON grant
@@ -337,7 +360,15 @@ static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     if (enif_is_identical(argv[9], A_TRUE)) full = 1;
     else if (enif_is_identical(argv[9], A_FALSE)) full = 0;
     else return enif_make_badarg(env);
+    OPT_STR(10, limits);
+    if (!enif_is_identical(argv[11], A_NIL)) {
+        U64(11, limit_cost, "limit_cost");
+        o.limit_cost = limit_cost;
+        o.has_limit_cost = 1;
+    }
 
+    o.limits_json = limits.ptr;
+    o.limits_json_len = limits.len;
     o.idempotency_key = idem.ptr;
     o.idempotency_key_len = idem.len;
     o.signature = sig.ptr;
@@ -522,6 +553,70 @@ static ERL_NIF_TERM nif_match_route(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     RESULT_JSON(kl_match_route(r->v, method.ptr, method.len, path.ptr, path.len, &out_json));
 }
 
+/* ---- rate limits and refills (SPEC §13) ----------------------------------------------- */
+
+/* A small unsigned integer argument (an owner kind, an interval, a day): badarg unless an
+ * integer; a negative or over-32-bit one is invalid_argument, and so is any value the C
+ * ABI does not know (an owner kind other than 0/1, ...). */
+#define UINT_ARG(i, name, what)                                                          \
+    unsigned name;                                                                       \
+    if (!enif_get_uint(env, argv[i], &name)) {                                           \
+        if (enif_term_type(env, argv[i]) == ERL_NIF_TERM_TYPE_INTEGER)                   \
+            return invalid_arg(env, what " is out of range");                            \
+        return enif_make_badarg(env);                                                    \
+    }
+
+/* set_ratelimit(vault, owner_kind, owner_id, name, limit, duration_ms, auto_apply?) */
+static ERL_NIF_TERM nif_set_ratelimit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    UINT_ARG(1, kind, "owner kind");
+    STR(2, owner);
+    STR(3, name);
+    U64(4, limit, "limit");
+    U64(5, duration_ms, "duration");
+    uint8_t auto_apply;
+    if (enif_is_identical(argv[6], A_TRUE)) auto_apply = 1;
+    else if (enif_is_identical(argv[6], A_FALSE)) auto_apply = 0;
+    else return enif_make_badarg(env);
+    RESULT_JSON(kl_set_ratelimit(r->v, kind, owner.ptr, owner.len, name.ptr, name.len, limit,
+                                 duration_ms, auto_apply, &out_json));
+}
+
+/* remove_ratelimit(vault, owner_kind, owner_id, name) */
+static ERL_NIF_TERM nif_remove_ratelimit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    UINT_ARG(1, kind, "owner kind");
+    STR(2, owner);
+    STR(3, name);
+    RESULT_JSON(kl_remove_ratelimit(r->v, kind, owner.ptr, owner.len, name.ptr, name.len,
+                                    &out_json));
+}
+
+/* ratelimits(vault, owner_kind, owner_id) */
+static ERL_NIF_TERM nif_ratelimits(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    UINT_ARG(1, kind, "owner kind");
+    STR(2, owner);
+    RESULT_JSON(kl_ratelimits(r->v, kind, owner.ptr, owner.len, &out_json));
+}
+
+/* set_refill(vault, account_id, amount, interval, day) */
+static ERL_NIF_TERM nif_set_refill(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, id);
+    U64(2, amount, "amount");
+    UINT_ARG(3, interval, "interval");
+    UINT_ARG(4, day, "day");
+    if (day > 255) return invalid_arg(env, "day must be between 1 and 28");
+    RESULT_JSON(kl_set_refill(r->v, id.ptr, id.len, amount, interval, (uint8_t)day, &out_json));
+}
+
+NIF_VS(clear_refill, kl_clear_refill, 0)
+
 /* ---- master key and signing secrets (SPEC §7) --------------------------------------- */
 
 /* reveal_signing_secret(vault, key_id) -> secret */
@@ -647,7 +742,7 @@ static ErlNifFunc nif_funcs[] = {
     {"open", 2, nif_open, IO},
     {"close", 1, nif_close, IO},
     {"flush", 1, nif_flush, IO},
-    {"authorize", 10, nif_authorize, IO},
+    {"authorize", 12, nif_authorize, IO},
     {"whoami", 2, nif_whoami, IO},
     {"create_account", 4, nif_create_account, IO},
     {"account", 2, nif_account, IO},
@@ -670,6 +765,11 @@ static ErlNifFunc nif_funcs[] = {
     {"list_routes", 1, nif_list_routes, IO},
     {"match_route", 3, nif_match_route, IO},
     {"audit", 2, nif_audit, IO},
+    {"set_ratelimit", 7, nif_set_ratelimit, IO},
+    {"remove_ratelimit", 4, nif_remove_ratelimit, IO},
+    {"ratelimits", 3, nif_ratelimits, IO},
+    {"set_refill", 5, nif_set_refill, IO},
+    {"clear_refill", 2, nif_clear_refill, IO},
     {"reveal_signing_secret", 2, nif_reveal_signing_secret, IO},
     {"rekey", 2, nif_rekey, IO},
     {"rekey_passphrase", 2, nif_rekey_passphrase, CPU},

@@ -49,7 +49,16 @@ defmodule KeyLedger do
           charged: non_neg_integer,
           credits: non_neg_integer,
           total_credits: non_neg_integer,
-          replayed: boolean
+          replayed: boolean,
+          ratelimit: ratelimit_status | nil
+        }
+
+  @typedoc "The state of a rate limit applied to a granted call (SPEC §13)."
+  @type ratelimit_status :: %{
+          name: String.t(),
+          max: non_neg_integer,
+          remaining: non_neg_integer,
+          reset_ms: integer
         }
 
   @type result(t) :: {:ok, t} | {:error, error}
@@ -118,12 +127,17 @@ defmodule KeyLedger do
 
   Options: `cost:` (credits to charge instead of the default), `idempotency_key:`,
   `signature:` and `body:` (for signing keys), `now:` (unix ms or `DateTime`; for tests),
+  `limits:` (names of rate limits to apply besides the auto-applied ones, SPEC §13),
+  `limit_cost:` (the call's weight against every applied limit, default 1),
   `full: true` (also return `scopes` and `ratelimits`, through the C ABI's JSON variant:
   one JSON encode/decode more per call).
 
   The grant is built in C from the fixed-size `kl_grant`:
   `%{account_id, key_id, key_name, prefix, auth_method: :apikey | :operator, charged,
-  credits, total_credits, replayed}`.
+  credits, total_credits, replayed, ratelimit}`, where `ratelimit` is the tightest
+  applied rate limit (fewest units left) `%{name, max, remaining, reset_ms}`, or `nil`.
+  An exceeded limit is `{:error, %{status: 429, code: "rate_limited"}}` (nothing charged)
+  whose body has `limit`, `max`, `remaining`, `reset_ms` and `retry_after` (seconds).
   """
   @spec authorize(vault, iodata, {iodata, iodata} | {:scope, iodata}, keyword) ::
           result(grant)
@@ -139,27 +153,47 @@ defmodule KeyLedger do
     do: raise(ArgumentError, "route must be {method, path} or {:scope, scope}, got #{inspect(route)}")
 
   defp do_authorize(vault, token, method, target, opts) do
-    full = Keyword.get(opts, :full, false)
+    with_invalid(fn ->
+      full = Keyword.get(opts, :full, false)
 
-    result =
-      Nif.authorize(
-        vault,
-        token,
-        method,
-        target,
-        Keyword.get(opts, :cost),
-        Keyword.get(opts, :idempotency_key),
-        Keyword.get(opts, :signature),
-        Keyword.get(opts, :body),
-        now_ms(Keyword.get(opts, :now)),
-        full
-      )
+      result =
+        Nif.authorize(
+          vault,
+          token,
+          method,
+          target,
+          Keyword.get(opts, :cost),
+          Keyword.get(opts, :idempotency_key),
+          Keyword.get(opts, :signature),
+          Keyword.get(opts, :body),
+          now_ms(Keyword.get(opts, :now)),
+          full,
+          limits_arg(Keyword.get(opts, :limits)),
+          Keyword.get(opts, :limit_cost)
+        )
 
-    case result do
-      {:ok, {:json, json}} -> {:ok, record(json)}
-      other -> other
-    end
+      case result do
+        {:ok, {:json, json}} ->
+          grant = record(json)
+          {:ok, Map.put(grant, :ratelimit, tightest(grant.ratelimits))}
+
+        other ->
+          other
+      end
+    end)
   end
+
+  defp limits_arg(nil), do: nil
+
+  defp limits_arg(names) when is_list(names),
+    do: names |> Enum.map(&string_arg(&1, :limits)) |> JSON.encode!()
+
+  defp limits_arg(other),
+    do: raise(ArgumentError, "limits: must be a list of limit names, got #{inspect(other)}")
+
+  # The first applied limit with the fewest units left, or nil.
+  defp tightest([]), do: nil
+  defp tightest(limits), do: Enum.min_by(limits, & &1.remaining)
 
   defp now_ms(nil), do: 0
   defp now_ms(ms) when is_integer(ms), do: ms
@@ -339,6 +373,85 @@ defmodule KeyLedger do
     vault |> Nif.audit(json) |> decoded()
   end
 
+  # ---- rate limits and refills (SPEC §13) ------------------------------------------------
+
+  @doc """
+  Sets (or replaces) the rate limit `name` (1–64 characters of `[a-z0-9_:.-]`): `limit`
+  units per `duration_ms` milliseconds, on one key (`key_id:`) or on an account, shared by
+  all its keys (`account_id:`): exactly one of the two. `auto_apply:` (default `true`):
+  checked by every `authorize/4`; `false`: only when named in its `limits:` option.
+  Returns `%{name, limit, duration_ms, auto_apply}`.
+  """
+  @spec set_ratelimit(vault, iodata, non_neg_integer, non_neg_integer, keyword) :: result(map)
+  def set_ratelimit(vault, name, limit, duration_ms, opts) when is_list(opts) do
+    with_invalid(fn ->
+      {kind, id} = owner_arg(opts)
+      auto = Keyword.get(opts, :auto_apply, true)
+      unless is_boolean(auto), do: raise(ArgumentError, "auto_apply: must be a boolean, got #{inspect(auto)}")
+      vault |> Nif.set_ratelimit(kind, id, name, limit, duration_ms, auto) |> decoded()
+    end)
+  end
+
+  @doc "Removes the rate limit `name` of `key_id:` or `account_id:` and returns it."
+  @spec remove_ratelimit(vault, iodata, keyword) :: result(map)
+  def remove_ratelimit(vault, name, opts) when is_list(opts) do
+    with_invalid(fn ->
+      {kind, id} = owner_arg(opts)
+      vault |> Nif.remove_ratelimit(kind, id, name) |> decoded()
+    end)
+  end
+
+  @doc "The rate limits of `key_id:` or `account_id:`, by name."
+  @spec ratelimits(vault, keyword) :: result([map])
+  def ratelimits(vault, opts) when is_list(opts) do
+    with_invalid(fn ->
+      {kind, id} = owner_arg(opts)
+      vault |> Nif.ratelimits(kind, id) |> decoded()
+    end)
+  end
+
+  @doc """
+  Gives account `account_id` a quota that refills: at the first call after each period
+  boundary (00:00 UTC every day for `:daily`; on `day:` 1–28, default 1, of every month
+  for `:monthly`) its credits are *set* to `amount` (not added), audited as
+  `credits_refilled`. The first refill happens at the next boundary. Returns the account,
+  whose `refill` is `%{amount, interval: :daily | :monthly, day}`.
+  """
+  @spec set_refill(vault, iodata, non_neg_integer, :daily | :monthly, keyword) :: result(map)
+  def set_refill(vault, account_id, amount, interval, opts \\ []) when is_list(opts) do
+    code =
+      case interval do
+        i when i in [:daily, "daily"] -> 0
+        i when i in [:monthly, "monthly"] -> 1
+        other -> {:bad, other}
+      end
+
+    case {code, Keyword.get(opts, :day, 1)} do
+      {{:bad, other}, _} ->
+        invalid_argument("interval must be :daily or :monthly, got #{inspect(other)}")
+
+      {_, day} when not is_integer(day) ->
+        raise ArgumentError, "day: must be an integer, got #{inspect(day)}"
+
+      {code, day} ->
+        vault |> Nif.set_refill(account_id, amount, code, day) |> decoded()
+    end
+  end
+
+  @doc "Removes the account's refill plan (its credits stay as they are); returns the account."
+  @spec clear_refill(vault, iodata) :: result(map)
+  def clear_refill(vault, account_id), do: vault |> Nif.clear_refill(account_id) |> decoded()
+
+  # `key_id:` or `account_id:` (exactly one) → {owner kind of the C ABI, id}.
+  defp owner_arg(opts) do
+    case {Keyword.get(opts, :key_id), Keyword.get(opts, :account_id)} do
+      {nil, nil} -> throw({:invalid_argument, "pass key_id: or account_id:"})
+      {key_id, nil} -> {0, key_id}
+      {nil, account_id} -> {1, account_id}
+      _ -> throw({:invalid_argument, "pass key_id: or account_id:, not both"})
+    end
+  end
+
   # ---- master key and signing (SPEC §7) -------------------------------------------------
 
   @doc "Whether this handle holds a master key (given, derived, or from `KEYLEDGER_MASTER_KEY`)."
@@ -484,7 +597,8 @@ defmodule KeyLedger do
              scopes operator expires_at disabled revoked_at signing rotated_from last_used_at
              key_name auth_method charged replayed ratelimits max remaining reset_ms granted
              refused hourly method pattern scope cost seq time action actor details limit
-             retry_after argon2_runs read_txns commits throttled cache_mode)
+             retry_after argon2_runs read_txns commits throttled cache_mode duration_ms
+             auto_apply refill amount interval day)
   @field_atoms Map.new(@fields, &{&1, String.to_atom(&1)})
   @opaque_fields ["metadata", "details"]
 
@@ -494,6 +608,7 @@ defmodule KeyLedger do
     Map.new(map, fn
       {k, v} when k in @opaque_fields -> {Map.fetch!(@field_atoms, k), v}
       {"auth_method", m} when m in ["apikey", "operator"] -> {:auth_method, String.to_atom(m)}
+      {"interval", i} when i in ["daily", "monthly"] -> {:interval, String.to_atom(i)}
       {k, v} -> {Map.get(@field_atoms, k, k), atomize(v)}
     end)
   end

@@ -19,7 +19,8 @@ defmodule KeyLedger.AuthorizeTest do
              charged: 1,
              credits: 9,
              total_credits: 10,
-             replayed: false
+             replayed: false,
+             ratelimit: nil
            }
 
     # a free route, a :name segment, a trailing * and a scope call charge nothing
@@ -34,6 +35,7 @@ defmodule KeyLedger.AuthorizeTest do
     assert {:ok, grant} = KeyLedger.authorize(v, t, @send, full: true)
     assert grant.scopes == ["numbers:read", "sms:*"] or grant.scopes == ["sms:*", "numbers:read"]
     assert grant.ratelimits == []
+    assert grant.ratelimit == nil
     assert %{auth_method: :apikey, charged: 1, credits: 9} = grant
   end
 

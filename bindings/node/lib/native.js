@@ -50,6 +50,7 @@ const KL_ACCOUNT_ID_SIZE = 129;
 const KL_KEY_ID_SIZE = 9;
 const KL_PREFIX_SIZE = 33;
 const KL_KEY_NAME_SIZE = 129;
+const KL_RATELIMIT_NAME_SIZE = 65;
 
 const kl_grant = koffi.struct('kl_grant', {
   account_id: koffi.array('char', KL_ACCOUNT_ID_SIZE, 'String'),
@@ -61,6 +62,12 @@ const kl_grant = koffi.struct('kl_grant', {
   credits: 'uint64_t',
   total_credits: 'uint64_t',
   replayed: 'bool',
+  // SPEC §13: the tightest applied rate limit (fewest units left), if any.
+  has_ratelimit: 'uint8_t',
+  ratelimit_name: koffi.array('char', KL_RATELIMIT_NAME_SIZE, 'String'),
+  ratelimit_limit: 'uint64_t',
+  ratelimit_remaining: 'uint64_t',
+  ratelimit_reset_ms: 'int64_t',
 });
 
 const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
@@ -73,6 +80,11 @@ const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
   body: 'const uint8_t *',
   body_len: 'size_t',
   now_ms: 'int64_t',
+  // SPEC §13: a JSON array of limit names to apply, and the call's weight.
+  limits_json: 'const char *',
+  limits_json_len: 'size_t',
+  limit_cost: 'uint64_t',
+  has_limit_cost: 'uint8_t',
 });
 
 // The grant is decoded by hand from a reusable Buffer (faster than koffi's struct
@@ -88,6 +100,12 @@ const GRANT_LAYOUT = {
   credits: koffi.offsetof(kl_grant, 'credits'),
   total_credits: koffi.offsetof(kl_grant, 'total_credits'),
   replayed: koffi.offsetof(kl_grant, 'replayed'),
+  has_ratelimit: koffi.offsetof(kl_grant, 'has_ratelimit'),
+  ratelimit_name: koffi.offsetof(kl_grant, 'ratelimit_name'),
+  ratelimit_name_size: KL_RATELIMIT_NAME_SIZE,
+  ratelimit_limit: koffi.offsetof(kl_grant, 'ratelimit_limit'),
+  ratelimit_remaining: koffi.offsetof(kl_grant, 'ratelimit_remaining'),
+  ratelimit_reset_ms: koffi.offsetof(kl_grant, 'ratelimit_reset_ms'),
 };
 
 // Functions --------------------------------------------------------------------------
@@ -154,6 +172,14 @@ const native = {
   kl_list_routes: fn('kl_list_routes', 'uint32_t', [V, OUT]),
   kl_match_route: fn('kl_match_route', 'uint32_t', [V, S, 'size_t', S, 'size_t', OUT]),
   kl_audit: fn('kl_audit', 'uint32_t', [V, S, 'size_t', OUT]),
+
+  // SPEC §13: rate limits (owner kind 0 = key, 1 = account) and refills (0 daily, 1 monthly).
+  kl_set_ratelimit: fn('kl_set_ratelimit', 'uint32_t',
+    [V, 'uint32_t', S, 'size_t', S, 'size_t', 'uint64_t', 'uint64_t', 'uint8_t', OUT]),
+  kl_remove_ratelimit: fn('kl_remove_ratelimit', 'uint32_t', [V, 'uint32_t', S, 'size_t', S, 'size_t', OUT]),
+  kl_ratelimits: fn('kl_ratelimits', 'uint32_t', [V, 'uint32_t', S, 'size_t', OUT]),
+  kl_set_refill: fn('kl_set_refill', 'uint32_t', [V, S, 'size_t', 'uint64_t', 'uint32_t', 'uint8_t', OUT]),
+  kl_clear_refill: fn('kl_clear_refill', 'uint32_t', [V, S, 'size_t', OUT]),
 
   // SPEC §7: master key, signing secrets, signatures, webhooks; handle counters.
   kl_create_key_signing: fn('kl_create_key_signing', 'uint32_t', [V, S, 'size_t', OUT, OUT, OUT]),

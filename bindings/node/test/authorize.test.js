@@ -19,6 +19,7 @@ test('a grant carries every field (fast path)', () => {
     totalCredits: 10,
     replayed: false,
     ratelimits: null,
+    ratelimit: null,
   });
   vault.close();
 });
@@ -29,6 +30,7 @@ test('full: true also returns scopes and rate limits', () => {
   assert.equal(g.keyId, key.keyId);
   assert.deepEqual(g.scopes, ['numbers:read', 'sms:send']);
   assert.deepEqual(g.ratelimits, []);
+  assert.equal(g.ratelimit, null);
   assert.equal(g.charged, 1);
   assert.equal(g.credits, 9);
   assert.equal(g.totalCredits, 10);

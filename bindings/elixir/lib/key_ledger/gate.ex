@@ -28,6 +28,20 @@ defmodule KeyLedger.Gate do
   Refusals come back as `{:error, http_status, body_json}` with keyledger's JSON body
   (`{"success":false,"error":"insufficient_credits","credits":0,"required":1,…}`), ready
   to send as is. Vault-side failures (storage, closed vault) are 500 with their body.
+
+  Rate limits (SPEC §13): `limits:` and `limit_cost:` are passed to `authorize/4`. A grant
+  carries `ratelimit`, the tightest applied limit (or `nil`). `check/5` keeps its
+  two-shapes result; `check_with_headers/5` also returns the response headers to send:
+
+      case KeyLedger.Gate.check_with_headers(vault, headers, method, path, []) do
+        {:ok, grant, resp_headers} -> handle(grant, resp_headers)
+        {:error, status, body_json, resp_headers} -> respond(status, resp_headers, body_json)
+      end
+
+  They are `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset` (seconds until
+  the window is full again) on a grant to which a limit applied; `retry-after` (seconds)
+  and the same three on a 429; `www-authenticate: Bearer` on a 401 (see
+  `response_headers/1`).
   """
 
   @max_header 8192
@@ -35,6 +49,71 @@ defmodule KeyLedger.Gate do
   @spec check(KeyLedger.vault(), [{iodata, iodata}], iodata, iodata, keyword) ::
           {:ok, KeyLedger.grant()} | {:error, pos_integer, binary}
   def check(vault, headers, method, path, opts \\ []) do
+    decide(vault, headers, method, path, opts)
+  end
+
+  @typedoc "Response headers: lowercase names, binary values."
+  @type resp_headers :: [{String.t(), String.t()}]
+
+  @doc """
+  `check/5` that also returns the response headers to send (rate limits, `retry-after`,
+  `www-authenticate`; see `response_headers/1`): `{:ok, grant, headers}` or
+  `{:error, status, body_json, headers}`.
+  """
+  @spec check_with_headers(KeyLedger.vault(), [{iodata, iodata}], iodata, iodata, keyword) ::
+          {:ok, KeyLedger.grant(), resp_headers} | {:error, pos_integer, binary, resp_headers}
+  def check_with_headers(vault, headers, method, path, opts \\ []) do
+    case decide(vault, headers, method, path, opts) do
+      {:ok, grant} = ok -> {:ok, grant, response_headers(ok)}
+      {:error, status, body} = err -> {:error, status, body, response_headers(err)}
+    end
+  end
+
+  @doc """
+  The response headers for a result of `check/5` (or a grant):
+
+    * a grant with a `ratelimit`: `ratelimit-limit`, `ratelimit-remaining`,
+      `ratelimit-reset` (seconds from now until `reset_ms`, rounded up);
+    * a 429 refusal: `retry-after` (the body's `retry_after`), `ratelimit-limit` (its
+      `max`), `ratelimit-remaining: 0`, `ratelimit-reset` (`retry_after`);
+    * a 401 refusal: `www-authenticate: Bearer`;
+    * anything else: `[]`.
+  """
+  @spec response_headers({:ok, map} | {:error, pos_integer, binary} | map) :: resp_headers
+  def response_headers({:ok, grant}), do: response_headers(grant)
+
+  def response_headers({:error, 401, _body}), do: [{"www-authenticate", "Bearer"}]
+
+  def response_headers({:error, 429, body}) do
+    case KeyLedger.JSON.decode!(body) do
+      %{"retry_after" => retry, "max" => max} ->
+        [{"retry-after", to_string(retry)}, {"ratelimit-limit", to_string(max)},
+         {"ratelimit-remaining", "0"}, {"ratelimit-reset", to_string(retry)}]
+
+      %{"retry_after" => retry} ->
+        [{"retry-after", to_string(retry)}]
+
+      _ ->
+        []
+    end
+  rescue
+    _ -> []
+  end
+
+  def response_headers({:error, _status, _body}), do: []
+
+  def response_headers(%{ratelimit: %{max: limit, remaining: remaining, reset_ms: reset_ms}}) do
+    now = System.system_time(:millisecond)
+    reset = max(0, div(reset_ms - now + 999, 1000))
+
+    [{"ratelimit-limit", Integer.to_string(limit)},
+     {"ratelimit-remaining", Integer.to_string(remaining)},
+     {"ratelimit-reset", Integer.to_string(reset)}]
+  end
+
+  def response_headers(%{}), do: []
+
+  defp decide(vault, headers, method, path, opts) do
     with {:ok, token} <- token(headers) do
       {scope, opts} = Keyword.pop(opts, :scope)
       {idem_header, opts} = Keyword.pop(opts, :idempotency_header)

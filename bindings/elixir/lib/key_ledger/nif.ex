@@ -16,8 +16,13 @@ defmodule KeyLedger.Nif do
   def close(_vault), do: nif!()
   def flush(_vault), do: nif!()
 
-  def authorize(_vault, _token, _method, _path_or_scope, _cost, _idem, _sig, _body, _now, _full),
-    do: nif!()
+  def authorize(_vault, _token, _method, _path_or_scope, _cost, _idem, _sig, _body, _now, _full,
+                _limits_json, _limit_cost),
+      do: nif!()
+
+  # The arity before rate limits (SPEC §13): no named limits, weight 1.
+  def authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full),
+    do: authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full, nil, nil)
 
   def whoami(_vault, _token), do: nif!()
   def create_account(_vault, _id, _credits, _metadata_json), do: nif!()
@@ -41,6 +46,11 @@ defmodule KeyLedger.Nif do
   def list_routes(_vault), do: nif!()
   def match_route(_vault, _method, _path), do: nif!()
   def audit(_vault, _query_json), do: nif!()
+  def set_ratelimit(_vault, _owner_kind, _owner_id, _name, _limit, _duration_ms, _auto_apply), do: nif!()
+  def remove_ratelimit(_vault, _owner_kind, _owner_id, _name), do: nif!()
+  def ratelimits(_vault, _owner_kind, _owner_id), do: nif!()
+  def set_refill(_vault, _account_id, _amount, _interval, _day), do: nif!()
+  def clear_refill(_vault, _account_id), do: nif!()
   def reveal_signing_secret(_vault, _key_id), do: nif!()
   def rekey(_vault, _master_key_b64), do: nif!()
   def rekey_passphrase(_vault, _passphrase), do: nif!()

@@ -23,7 +23,10 @@ if Code.ensure_loaded?(Plug.Conn) do
         consumed by a parser reads as empty and the signature fails (401).
 
     A refusal halts the connection with its HTTP status (401, 402, 403, 429, ...) and
-    keyledger's JSON body.
+    keyledger's JSON body. Response headers come from `KeyLedger.Gate.check_with_headers/5`:
+    `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset` on a grant to which a
+    rate limit applied, `retry-after` and the same three on a 429, `www-authenticate` on
+    a 401.
     """
     @behaviour Plug
 
@@ -43,15 +46,18 @@ if Code.ensure_loaded?(Plug.Conn) do
 
       case signed_body(conn, opts, length) do
         {:ok, conn, opts} ->
-          case KeyLedger.Gate.check(vault(vault_ref), conn.req_headers, conn.method, conn.request_path, opts) do
-            {:ok, grant} -> assign(conn, assign, grant)
-            {:error, status, body} -> refuse(conn, status, body)
+          case KeyLedger.Gate.check_with_headers(vault(vault_ref), conn.req_headers, conn.method, conn.request_path, opts) do
+            {:ok, grant, headers} -> conn |> put_headers(headers) |> assign(assign, grant)
+            {:error, status, body, headers} -> conn |> put_headers(headers) |> refuse(status, body)
           end
 
         {:error, conn, status, body} ->
           refuse(conn, status, body)
       end
     end
+
+    defp put_headers(conn, headers),
+      do: Enum.reduce(headers, conn, fn {k, v}, c -> put_resp_header(c, k, v) end)
 
     defp refuse(conn, status, body) do
       conn
