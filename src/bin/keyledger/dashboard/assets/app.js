@@ -156,7 +156,9 @@
       h('tbody', {}, rows)));
   }
 
-  function content(...nodes) { document.getElementById('content').replaceChildren(...nodes); }
+  function content(...nodes) {
+    document.getElementById('content').replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
+  }
 
   function keyStatus(k) {
     if (k.revoked_at !== null && k.revoked_at !== undefined) return 'revoked';
@@ -283,7 +285,7 @@
         h('code', { class: 'token', id: 'new-signing-secret', text: revealed.signing_secret }));
     }
     parts.push(h('div', { class: 'row' }, copy,
-      h('button', { type: 'button', class: 'secondary', id: 'dismiss-token', text: 'I have stored it', onclick: () => { revealed = null; keysPage(); } })));
+      h('button', { type: 'button', class: 'secondary', id: 'dismiss-token', text: 'I have stored it', onclick: () => { revealed = null; clearFlash(); guarded(keysPage); } })));
     return h('div', { class: 'card secret-panel', id: 'secret-panel' }, parts);
   }
 
