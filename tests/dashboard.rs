@@ -21,7 +21,7 @@ struct Server {
     vault: PathBuf,
     /// The stderr lines printed before the URL (token announcement, warnings).
     banner: Vec<String>,
-    _stderr: BufReader<ChildStderr>,
+    stderr: BufReader<ChildStderr>,
     _dir: tempfile::TempDir,
 }
 
@@ -70,7 +70,7 @@ impl Server {
             addr,
             vault,
             banner,
-            _stderr: stderr,
+            stderr,
             _dir: dir,
         }
     }
@@ -188,7 +188,10 @@ impl Resp {
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -851,4 +854,48 @@ fn routes_limits_and_refills() {
     for e in audit.as_array().unwrap() {
         assert_eq!(e["actor"], json!("dashboard"), "{e}");
     }
+}
+
+#[test]
+fn only_loopback_host_names_are_served_and_wrong_methods_get_json() {
+    let srv = Server::start(Some(ADMIN), "127.0.0.1:0");
+    // A rebound name (DNS rebinding) gets nothing, not even the login page.
+    for path in ["/login", "/api/session", "/assets/app.js"] {
+        let r = http(srv.addr, "GET", path, &[("Host", "evil.example:8477")], b"");
+        assert_eq!(r.status, 421, "{path}");
+    }
+    let r = http(
+        srv.addr,
+        "GET",
+        "/login",
+        &[("Host", "localhost:1234")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    srv.client()
+        .get("/api/login")
+        .refused(405, "method_not_allowed");
+}
+
+#[test]
+fn sigterm_closes_the_vault_and_exits_cleanly() {
+    let mut srv = Server::start(Some(ADMIN), "127.0.0.1:0");
+    let c = srv.admin();
+    c.post("/api/accounts", json!({"id": "acct_1", "credits": 3}))
+        .ok();
+    let pid = srv.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = srv.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    srv.stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("shutting down"), "{rest}");
+    assert!(!rest.contains(ADMIN));
+    // The change is in the vault for the next process.
+    let shown = srv.cli(&["--json", "account", "show", "acct_1"], None).ok();
+    assert!(shown.stdout.contains("\"credits\": 3"), "{}", shown.stdout);
 }

@@ -52,6 +52,8 @@ const PAGES: &[(&str, &str)] = &[
 pub struct AppState {
     pub vault: Arc<Vault>,
     pub auth: Arc<auth::Auth>,
+    /// Bound to a loopback address: requests must name a loopback host (DNS rebinding).
+    pub loopback: bool,
 }
 
 /// An error answered as JSON: a core error keeps its status and body.
@@ -112,17 +114,14 @@ impl AppState {
 
 /// Start the server and block until Ctrl-C / SIGTERM; then close the vault.
 pub fn serve(vault: Vault, listen: &str) -> Result<(), String> {
-    let auth = auth::Auth::from_env()?;
+    let auth = Arc::new(auth::Auth::from_env()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let vault = Arc::new(vault);
-    let state = AppState {
-        vault: vault.clone(),
-        auth: Arc::new(auth),
-    };
+    let shared = vault.clone();
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -130,12 +129,18 @@ pub fn serve(vault: Vault, listen: &str) -> Result<(), String> {
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        let state = AppState {
+            vault: shared,
+            auth,
+            loopback: addr.ip().is_loopback(),
+        };
         announce(addr, &state.auth);
         axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|e| format!("server error: {e}"))
     });
+    drop(runtime);
     let closed = vault.close().map_err(|e| format!("closing the vault: {e}"));
     result.and(closed)
 }
@@ -186,7 +191,8 @@ pub fn router(state: AppState) -> Router {
             auth::require_session,
         ))
         .route("/login", post(auth::login))
-        .fallback(api_not_found);
+        .fallback(api_not_found)
+        .method_not_allowed_fallback(api_wrong_method);
     let mut pages = Router::new();
     for (path, _) in PAGES {
         pages = pages.route(&format!("/{path}"), get(page));
@@ -204,9 +210,43 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::from_fn(security_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
+}
+
+/// On a loopback address, only requests that name a loopback host are served: a page of
+/// another site whose name is rebound to 127.0.0.1 (DNS rebinding) gets nothing.
+async fn check_host(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if st.loopback {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if !is_loopback_host(host) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "this dashboard answers only to 127.0.0.1, [::1] or localhost\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// `127.0.0.1:8477`, `localhost`, `[::1]:9000`, … (any port: SSH tunnels remap it).
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Headers on every response: nothing is cached (a creation response holds a secret),
@@ -251,6 +291,14 @@ async fn api_not_found(method: Method) -> ApiError {
     )
 }
 
+async fn api_wrong_method(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on this endpoint"),
+    )
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -290,4 +338,34 @@ async fn app_js() -> Response {
 
 async fn app_css() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1:8477",
+            "127.0.0.1",
+            "localhost:9000",
+            "LOCALHOST",
+            "[::1]:8477",
+            "[::1]",
+            "127.1.2.3:80",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example",
+            "evil.example:8477",
+            "localhost.evil.example",
+            "10.0.0.1:8477",
+            "[::2]:8477",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
 }
