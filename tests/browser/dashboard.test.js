@@ -32,6 +32,7 @@ let base;
 let context;
 let page;
 const pageErrors = [];
+let serverOutput = '';
 
 // The environment of the children, without a KEYLEDGER_VAULT that could point elsewhere.
 function env(extra) {
@@ -73,7 +74,8 @@ before(async () => {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
-  server.stderr.on('data', (d) => { stderr += d; });
+  server.stderr.on('data', (d) => { stderr += d; serverOutput += d; });
+  server.stdout.on('data', (d) => { serverOutput += d; });
   base = await new Promise((resolve, reject) => {
     const lines = readline.createInterface({ input: server.stdout });
     lines.once('line', (line) => {
@@ -251,5 +253,28 @@ test('mint a key, copy its secret once, authorize, revoke, and the secret is gon
   assert.ok(!(await page.content()).includes(secret));
   await open('/audit');
   await shot('audit');
+
+  // Rotate the live key with a grace period: a new token, shown once; the old key keeps
+  // working until the grace ends.
+  await open('/keys');
+  await page.selectOption('#key-manage [name=key_id]', keyId2);
+  await page.fill('#key-manage [name=grace]', '3600');
+  await page.click('#key-manage button[value=rotate]');
+  await page.waitForSelector('#new-token');
+  const token3 = (await page.textContent('#new-token')).trim();
+  assert.match(token3, /^dial_live_[a-z0-9]{8}_[0-9A-Za-z]{46}$/);
+  assert.match(await page.textContent('#flash'), /stops at/);
+  await page.click('#copy-token');
+  await page.waitForFunction(() => document.getElementById('copy-token').textContent !== 'Copy');
+  assert.equal(cli(['authorize', '-', '--scope', 'sms:send'], token3).code, 0);
+  assert.equal(cli(['authorize', '-', '--scope', 'sms:send'], token2).code, 0, 'the old key works during the grace');
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  const after = await page.content();
+  for (const t of [token, token2, token3]) assert.ok(!after.includes(t.split('_')[3]));
+
+  // Nothing secret went to the server's output either.
+  for (const t of [token, token2, token3]) assert.ok(!serverOutput.includes(t.split('_')[3]), 'a secret in the server log');
+  assert.ok(!serverOutput.includes(ADMIN), 'the admin token in the server log');
   assert.deepEqual(pageErrors, [], 'no script errors on any page');
 });
