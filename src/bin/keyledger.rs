@@ -30,6 +30,8 @@
 //! `--argon2-fast` (hidden) hashes new secrets with `Argon2Params::INSECURE_FAST`: for tests
 //! only, never for a real vault (it is stored in the vault and used for every later key).
 
+#[path = "keyledger/dashboard/mod.rs"]
+mod dashboard;
 #[path = "keyledger/output.rs"]
 mod output;
 #[path = "keyledger/quickstart.rs"]
@@ -188,6 +190,13 @@ enum Command {
     Check {
         /// The token, or `-` to read it from stdin (keeps it out of shell history).
         token: String,
+    },
+    /// Serve the operator dashboard over the vault (SPEC §14). The admin token comes from
+    /// KEYLEDGER_ADMIN_TOKEN, or is generated and printed once on stderr.
+    Dashboard {
+        /// Address to listen on (loopback by default; port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8477")]
+        listen: String,
     },
     /// Build a demo vault in DIR/keyledger.redb (ignores --vault) and narrate a few
     /// authorizations. Refuses a vault there that already holds data.
@@ -555,7 +564,10 @@ fn write_stdout(text: &str) -> CliResult {
 
 fn vault_options(cli: &Cli) -> CliResult<VaultOptions> {
     let mut options = VaultOptions {
-        actor: Some("cli".into()),
+        actor: Some(match cli.command {
+            Command::Dashboard { .. } => "dashboard".into(),
+            _ => "cli".into(),
+        }),
         exclusive: cli.exclusive,
         argon2: cli.argon2_fast.then_some(Argon2Params::INSECURE_FAST),
         ..Default::default()
@@ -686,6 +698,10 @@ fn run(cli: &Cli, out: &Out) -> CliResult<u8> {
         }
         Command::Quickstart { dir } => {
             quickstart::run(dir, cli.argon2_fast, out)?;
+            Ok(0)
+        }
+        Command::Dashboard { listen } => {
+            dashboard::serve(open_existing(cli)?, listen).map_err(CliError::Other)?;
             Ok(0)
         }
         cmd => {
@@ -886,6 +902,7 @@ fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
         Command::Init
         | Command::Check { .. }
         | Command::Quickstart { .. }
+        | Command::Dashboard { .. }
         | Command::MasterKey(_) => {
             unreachable!("handled without an open vault")
         }
