@@ -2283,7 +2283,16 @@ fn account_from(id: &str, rec: &AccountRecord, credits: u64, total: u64) -> Acco
 }
 
 fn not_found_key(key_id: &str) -> Error {
-    Error::NotFound(format!("key {key_id:?}"))
+    // Echo only what can be a key id: a host that passes a whole token where a key id is
+    // expected must not find its secret in an error message (and then in its logs).
+    if crate::token::is_valid_key_id(key_id) {
+        Error::NotFound(format!("key {key_id:?}"))
+    } else {
+        Error::NotFound(format!(
+            "key {:?} (not a key id)",
+            crate::token::redact(key_id)
+        ))
+    }
 }
 
 /// A revoked key can no longer be changed (only revoked again, which is a no-op).
