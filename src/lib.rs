@@ -49,6 +49,13 @@ mod vault;
 mod webhook;
 
 pub use crypto::{Argon2Params, ThrottleConfig};
+/// Test hooks (storage that fails on demand, the record decoder for the fuzzer): not API.
+#[doc(hidden)]
+pub mod testing {
+    #[cfg(feature = "fault-injection")]
+    pub use crate::store::fault;
+    pub use crate::store::fuzz_decode_records;
+}
 pub use error::{Error, Result};
 pub use limits::{LimitOwner, RateLimit};
 pub use model::{

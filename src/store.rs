@@ -127,6 +127,210 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     }
 }
 
+/// Decode one stored record of each kind from raw bytes, for the fuzzer: corrupt bytes must
+/// give a `storage` error, never a panic. Returns which decodes succeeded.
+#[doc(hidden)]
+pub fn fuzz_decode_records(bytes: &[u8]) -> [bool; 3] {
+    [
+        decode::<AccountRecord>(bytes, "account").is_ok(),
+        decode::<KeyRecord>(bytes, "key").is_ok(),
+        decode::<AuditRecord>(bytes, "audit").is_ok(),
+    ]
+}
+
+/// Storage that fails on demand (STYLE habit 10): a vault opened on a path armed here goes
+/// through a redb backend that wraps the real file and, once its countdown runs out, fails
+/// every write, `set_len` and `fsync` with an I/O error, until healed. Compiled only in unit
+/// tests and with the `fault-injection` feature (the integration tests and the fuzzer turn
+/// it on); a release build has none of it.
+#[cfg(any(test, feature = "fault-injection"))]
+#[doc(hidden)]
+pub mod fault {
+    use std::fs::OpenOptions;
+    use std::ops::Bound;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use redb::backends::FileBackend;
+    use redb::{BackendError, StorageBackend};
+
+    use crate::error::{Error, Result};
+
+    /// The switch shared by a test and the backends opened on its path.
+    #[derive(Debug, Default)]
+    pub struct Faults {
+        /// Mutating operations still allowed before failing; negative: never fail.
+        countdown: AtomicI64,
+        failures: AtomicU64,
+        operations: AtomicU64,
+    }
+
+    impl Faults {
+        /// Let `n` more writes/syncs succeed, then fail every one until [`Faults::heal`].
+        pub fn fail_after(&self, n: u64) {
+            self.countdown
+                .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::SeqCst);
+        }
+        /// Fail from the next write or sync on.
+        pub fn fail_now(&self) {
+            self.fail_after(0);
+        }
+        /// Stop failing.
+        pub fn heal(&self) {
+            self.countdown.store(-1, Ordering::SeqCst);
+        }
+        /// How many operations failed so far.
+        pub fn failures(&self) -> u64 {
+            self.failures.load(Ordering::SeqCst)
+        }
+        /// How many mutating operations (write, set_len, sync) were attempted.
+        pub fn operations(&self) -> u64 {
+            self.operations.load(Ordering::SeqCst)
+        }
+
+        fn check(&self, what: &str) -> std::io::Result<()> {
+            self.operations.fetch_add(1, Ordering::SeqCst);
+            let left = self
+                .countdown
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                    (c > 0).then(|| c - 1)
+                });
+            match left {
+                // Disarmed (negative) or still counting down.
+                Err(c) if c < 0 => Ok(()),
+                Ok(_) => Ok(()),
+                Err(_) => {
+                    self.failures.fetch_add(1, Ordering::SeqCst);
+                    Err(std::io::Error::other(format!("injected fault: {what}")))
+                }
+            }
+        }
+    }
+
+    static ARMED: Mutex<Vec<(PathBuf, Arc<Faults>)>> = Mutex::new(Vec::new());
+
+    fn canonical(path: &Path) -> PathBuf {
+        std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+    }
+
+    /// Every later open of `path` (in this process) goes through a failing backend driven
+    /// by the returned switch, which starts healed.
+    pub fn arm(path: &Path) -> Arc<Faults> {
+        let faults = Arc::new(Faults::default());
+        faults.heal();
+        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        armed.retain(|(p, _)| *p != canonical(path));
+        armed.push((canonical(path), faults.clone()));
+        faults
+    }
+
+    /// Later opens of `path` use the plain file again.
+    pub fn disarm(path: &Path) {
+        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        armed.retain(|(p, _)| *p != canonical(path));
+    }
+
+    pub(crate) fn armed_for(path: &Path) -> Option<Arc<Faults>> {
+        let armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        if armed.is_empty() {
+            return None;
+        }
+        let path = canonical(path);
+        armed
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, f)| f.clone())
+    }
+
+    /// redb's file backend with faults on demand.
+    #[derive(Debug)]
+    pub(crate) struct FailingBackend {
+        inner: FileBackend,
+        faults: Arc<Faults>,
+    }
+
+    impl FailingBackend {
+        pub(crate) fn open(path: &Path, faults: Arc<Faults>) -> Result<FailingBackend> {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+            Ok(FailingBackend {
+                inner: FileBackend::new(file)?,
+                faults,
+            })
+        }
+    }
+
+    impl StorageBackend for FailingBackend {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.faults.check("set_len")?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.faults.check("sync")?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.faults.check("write")?;
+            self.inner.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.inner.close()
+        }
+        fn try_lock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<bool, BackendError> {
+            self.inner.try_lock_range(start, end)
+        }
+        fn try_lock_shared_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<bool, BackendError> {
+            self.inner.try_lock_shared_range(start, end)
+        }
+        fn lock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<(), BackendError> {
+            self.inner.lock_range(start, end)
+        }
+        fn lock_shared_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<(), BackendError> {
+            self.inner.lock_shared_range(start, end)
+        }
+        fn unlock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<(), BackendError> {
+            self.inner.unlock_range(start, end)
+        }
+        fn query_lock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<bool, BackendError> {
+            self.inner.query_lock_range(start, end)
+        }
+    }
+}
+
 /// Whether the store may hold other processes (MultiWriter) or only this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sharing {
@@ -157,10 +361,19 @@ impl Store {
             Sharing::MultiProcess => redb::ConcurrencyMode::MultiWriter,
             Sharing::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
         };
-        let db = redb::Builder::new()
+        let mut builder = redb::Builder::new();
+        builder
             .set_cache_size(cache_bytes)
-            .set_concurrency_mode(mode)
-            .create(path)?;
+            .set_concurrency_mode(mode);
+        #[cfg(any(test, feature = "fault-injection"))]
+        let db = match fault::armed_for(path) {
+            Some(faults) => {
+                builder.create_with_backend(fault::FailingBackend::open(path, faults)?)?
+            }
+            None => builder.create(path)?,
+        };
+        #[cfg(not(any(test, feature = "fault-injection")))]
+        let db = builder.create(path)?;
         let store = Store {
             db,
             read_txns: AtomicU64::new(0),

@@ -2283,7 +2283,16 @@ fn account_from(id: &str, rec: &AccountRecord, credits: u64, total: u64) -> Acco
 }
 
 fn not_found_key(key_id: &str) -> Error {
-    Error::NotFound(format!("key {key_id:?}"))
+    // Echo only what can be a key id: a host that passes a whole token where a key id is
+    // expected must not find its secret in an error message (and then in its logs).
+    if crate::token::is_valid_key_id(key_id) {
+        Error::NotFound(format!("key {key_id:?}"))
+    } else {
+        Error::NotFound(format!(
+            "key {:?} (not a key id)",
+            crate::token::redact(key_id)
+        ))
+    }
 }
 
 /// A revoked key can no longer be changed (only revoked again, which is a no-op).
@@ -2508,11 +2517,42 @@ fn metadata_string(metadata: Option<Value>) -> Result<String> {
     if !m.is_object() {
         return Err(Error::invalid("metadata must be a JSON object"));
     }
+    // Stored metadata is read back with serde_json's parser, which stops at 128 levels of
+    // nesting, and serializing a value nested thousands deep recurses as deep. So the
+    // depth is measured first, without recursion (metadata nested 128 levels deep used
+    // to be accepted and then read back as `{}`).
+    if json_depth(&m) > MAX_METADATA_DEPTH {
+        return Err(Error::invalid(format!(
+            "metadata is nested too deeply (at most {MAX_METADATA_DEPTH} levels)"
+        )));
+    }
     let s = m.to_string();
     if s.len() > MAX_METADATA {
         return Err(Error::invalid("metadata must be at most 4 KiB as JSON"));
     }
     Ok(s)
+}
+
+/// Nesting levels of arrays and objects that serde_json reads back (its limit is 128).
+const MAX_METADATA_DEPTH: usize = 127;
+
+/// The nesting depth of a JSON value (an object or array is one level), iteratively.
+fn json_depth(v: &Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        max = max.max(d);
+        if max > MAX_METADATA_DEPTH {
+            break;
+        }
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    max
 }
 
 #[cfg(test)]

@@ -139,3 +139,44 @@ pub fn env(name: &str) -> String {
 pub fn file_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
+
+// ---- reliability helpers (tests/crash.rs, tests/faults.rs, tests/model.rs) ----
+
+/// Open the file with redb alone (no other handle may have it open) and run its integrity
+/// check; panics if the file is not a clean redb database.
+pub fn assert_redb_integrity(path: &Path) {
+    let mut db = redb::Database::open(path).expect("redb cannot open the vault file");
+    assert!(
+        db.check_integrity().expect("redb integrity check errored"),
+        "redb integrity check failed (the file needed repair)"
+    );
+}
+
+/// The newest audit entries (at most 10 000) have consecutive sequence numbers ending at
+/// the newest one, and if there are fewer than 10 000 they start at 1: no gap.
+pub fn assert_no_audit_gap(v: &Vault) -> u64 {
+    let entries = v
+        .audit(&keyledger::AuditQuery {
+            limit: Some(10_000),
+            ..keyledger::AuditQuery::default()
+        })
+        .unwrap();
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    for w in seqs.windows(2) {
+        assert_eq!(
+            w[0],
+            w[1] + 1,
+            "audit sequence gap between {} and {}",
+            w[1],
+            w[0]
+        );
+    }
+    if seqs.len() < 10_000 {
+        assert_eq!(
+            seqs.last().copied().unwrap_or(1),
+            1,
+            "audit does not start at 1"
+        );
+    }
+    seqs.first().copied().unwrap_or(0)
+}

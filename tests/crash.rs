@@ -1,0 +1,621 @@
+//! Crash safety (SPEC §6, §10): a worker process debits, tops up and manages keys in a
+//! loop and is killed with SIGKILL at random points; nothing it was told succeeded is ever
+//! lost, nothing is counted twice, and the file stays a clean redb database.
+//!
+//! The worker is this test binary re-run on `child_crash_worker`. Before each call it
+//! writes an intent line (`@@ I …`) and after the call returns it writes what was
+//! acknowledged (`@@ A …`), both to a pipe, before going on. So at any kill at most one
+//! call is in flight: the parent's model knows the exact balance, give or take that one
+//! call, and checks after each kill that the vault holds exactly one of the two outcomes.
+//!
+//! In some phases a second process (`child_crash_server`) stays alive across the kills,
+//! serving `authorize` from its warm caches: after every kill it must report the exact
+//! balance and refuse every key whose revocation was acknowledged (the worker may die
+//! between the two generation bumps of its commit; readers must then fall back to redb).
+//!
+//! Sizes: 240 kills by default (CI); `KEYLEDGER_LONG=1` runs 5 000, and `KL_CRASH_KILLS=n`
+//! any number. `KL_SEED` replays a run (the seed is printed).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use common::{assert_no_audit_gap, assert_redb_integrity, env, is_child, options, Fixture};
+use keyledger::{AuthorizeOptions, Error, NewKey, Target, Vault};
+
+const INITIAL: u64 = 1_000_000_000;
+
+/// splitmix64: reproducible randomness without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "@@ {line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// A worker whose call fails reports it (the parent fails the test) and stops.
+fn ok<T>(r: keyledger::Result<T>) -> T {
+    r.unwrap_or_else(|e| {
+        say(&format!("FAIL {e:?}"));
+        std::process::exit(3)
+    })
+}
+
+fn cost(c: u64, idem: Option<&str>) -> AuthorizeOptions<'_> {
+    AuthorizeOptions {
+        cost: Some(c),
+        idempotency_key: idem,
+        ..AuthorizeOptions::default()
+    }
+}
+
+/// The worker: runs until killed.
+#[test]
+fn child_crash_worker() {
+    if !is_child() || std::env::var_os("KL_ROLE").is_none_or(|r| r != "worker") {
+        return;
+    }
+    let mut rng = Rng(env("KL_SEED").parse().unwrap());
+    let round = env("KL_ROUND");
+    let token = env("KL_TOKEN");
+    let v = ok(Vault::open_with(env("KL_PATH"), options()));
+    let mut mine: Vec<String> = Vec::new();
+    say("READY");
+    // First, retry the idempotent call that was in flight when the last worker died.
+    if let Ok(retry) = std::env::var("KL_RETRY") {
+        let (k, c) = retry.split_once(' ').unwrap();
+        let c: u64 = c.parse().unwrap();
+        say(&format!("I idem {c} {k}"));
+        let g = ok(v.authorize(&token, Target::scope("x"), &cost(c, Some(k))));
+        say(&format!("A idem {} {} {k}", g.charged, g.replayed));
+    }
+    for i in 0u64.. {
+        match rng.below(100) {
+            0..=44 => {
+                let c = 1 + rng.below(5);
+                say(&format!("I auth {c}"));
+                let g = ok(v.authorize(&token, Target::scope("x"), &cost(c, None)));
+                say(&format!("A auth {} {}", g.charged, g.credits));
+            }
+            45..=59 => {
+                let c = 1 + rng.below(5);
+                let k = format!("r{round}-{i}");
+                say(&format!("I idem {c} {k}"));
+                let g = ok(v.authorize(&token, Target::scope("x"), &cost(c, Some(&k))));
+                say(&format!("A idem {} {} {k}", g.charged, g.replayed));
+            }
+            60..=74 => {
+                let c = 1 + rng.below(9);
+                say(&format!("I debit {c}"));
+                let b = ok(v.debit("a", c, None));
+                say(&format!("A debit {c} {}", b.credits));
+            }
+            75..=79 => {
+                let c = 10 + rng.below(90);
+                say(&format!("I topup {c}"));
+                let b = ok(v.top_up("a", c, None));
+                say(&format!("A topup {c} {}", b.credits));
+            }
+            80..=89 => {
+                say("I create 0");
+                let (t, info) = ok(v.create_key(NewKey::new("a", "k", ["x"])));
+                say(&format!("A create {} {}", info.key_id, t.expose()));
+                mine.push(info.key_id);
+            }
+            90..=94 if !mine.is_empty() => {
+                let id = mine.swap_remove(rng.below(mine.len() as u64) as usize);
+                say(&format!("I revoke 0 {id}"));
+                ok(v.revoke_key(&id));
+                say(&format!("A revoke {id}"));
+            }
+            95..=99 if !mine.is_empty() => {
+                let id = mine[rng.below(mine.len() as u64) as usize].clone();
+                let disable = rng.below(2) == 0;
+                say(&format!("I toggle 0 {id} {disable}"));
+                if disable {
+                    ok(v.disable_key(&id));
+                } else {
+                    ok(v.enable_key(&id));
+                }
+                say(&format!("A toggle {id} {disable}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The long-lived server: answers commands from stdin from its warm caches.
+#[test]
+fn child_crash_server() {
+    if !is_child() || std::env::var_os("KL_ROLE").is_none_or(|r| r != "server") {
+        return;
+    }
+    let v = Vault::open_with(env("KL_PATH"), options()).unwrap();
+    say("READY");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("AUTH") => {
+                let token = words.next().unwrap();
+                match v.authorize(token, Target::scope("x"), &AuthorizeOptions::default()) {
+                    Ok(g) => say(&format!("OK {}", g.credits)),
+                    Err(e) => say(&format!("ERR {}", e.code())),
+                }
+            }
+            Some("BAL") => say(&format!("BAL {}", v.balance("a").unwrap().credits)),
+            _ => break,
+        }
+    }
+    v.close().unwrap();
+}
+
+/// A child with its protocol lines (`@@ …`) forwarded to a channel.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proc {
+    fn spawn(env: &[(&str, String)], stdin: bool) -> Proc {
+        let exe = std::env::current_exe().unwrap();
+        let role = &env.iter().find(|(k, _)| *k == "KL_ROLE").unwrap().1;
+        let entry = format!("child_crash_{role}");
+        let mut cmd = Command::new(exe);
+        cmd.args(["--exact", &entry, "--nocapture", "--test-threads=1"])
+            .env("KEYLEDGER_CHILD", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() });
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                // libtest may print "test child_… ... " on the same line first.
+                if let Some((_, msg)) = line.split_once("@@ ") {
+                    if tx.send(msg.to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Proc {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            reader: Some(reader),
+        }
+    }
+
+    fn expect_line(&self, what: &str) -> String {
+        match self.lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(e) => panic!("no {what} from the child: {e:?}"),
+        }
+    }
+
+    fn ask(&mut self, cmd: &str) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+        self.expect_line(cmd)
+    }
+
+    /// SIGKILL, then every line it wrote before dying.
+    fn kill(mut self) -> Vec<String> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        self.lines.try_iter().collect()
+    }
+
+    fn quit(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "server exited with {status}");
+    }
+}
+
+#[derive(Clone, Debug)]
+struct KeyModel {
+    token: Option<String>,
+    revoked: bool,
+    disabled: bool,
+}
+
+/// What the parent knows: exact, since every acknowledged call is reported.
+#[derive(Default)]
+struct Model {
+    credits: u64,
+    total: u64,
+    keys: BTreeMap<String, KeyModel>,
+    /// Idempotency keys whose debit landed → the amount it charged.
+    idem: HashMap<String, u64>,
+    acked_debits: u64,
+    acked_calls: u64,
+    in_flight_landed: u64,
+    in_flight_lost: u64,
+}
+
+impl Model {
+    fn apply(&mut self, ack: &str) {
+        self.acked_calls += 1;
+        let w: Vec<&str> = ack.split(' ').collect();
+        match w[0] {
+            "auth" => {
+                let c: u64 = w[1].parse().unwrap();
+                self.credits -= c;
+                self.acked_debits += c;
+                assert_eq!(w[2].parse::<u64>().unwrap(), self.credits, "grant credits");
+            }
+            "idem" => {
+                let (charged, replayed, k) = (w[1].parse::<u64>().unwrap(), w[2] == "true", w[3]);
+                match self.idem.get(k) {
+                    Some(_) => assert!(replayed && charged == 0, "idempotent retry charged twice"),
+                    None => {
+                        assert!(!replayed, "a replay of a call that never landed");
+                        self.idem.insert(k.to_string(), charged);
+                        self.credits -= charged;
+                        self.acked_debits += charged;
+                    }
+                }
+            }
+            "debit" => {
+                let c: u64 = w[1].parse().unwrap();
+                self.credits -= c;
+                self.acked_debits += c;
+                assert_eq!(w[2].parse::<u64>().unwrap(), self.credits, "debit balance");
+            }
+            "topup" => {
+                let c: u64 = w[1].parse().unwrap();
+                self.credits += c;
+                self.total += c;
+                assert_eq!(w[2].parse::<u64>().unwrap(), self.credits, "top-up balance");
+            }
+            "create" => {
+                self.keys.insert(
+                    w[1].to_string(),
+                    KeyModel {
+                        token: Some(w[2].to_string()),
+                        revoked: false,
+                        disabled: false,
+                    },
+                );
+            }
+            "revoke" => self.keys.get_mut(w[1]).unwrap().revoked = true,
+            "toggle" => self.keys.get_mut(w[1]).unwrap().disabled = w[2] == "true",
+            other => panic!("unknown ack {other}"),
+        }
+    }
+
+    /// Resolve the call in flight at the kill (if any) against what the vault holds, then
+    /// check the whole model. Returns the idempotent call to retry, if it was in flight.
+    fn settle(&mut self, v: &Vault, in_flight: Option<&str>) -> Option<String> {
+        let b = v.balance("a").unwrap();
+        let keys: HashMap<String, keyledger::KeyInfo> = v
+            .list_keys(Some("a"))
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.key_id.clone(), k))
+            .collect();
+        let mut retry = None;
+        if let Some(intent) = in_flight {
+            let w: Vec<&str> = intent.split(' ').collect();
+            let c: u64 = w[1].parse().unwrap();
+            let landed = match w[0] {
+                "auth" | "debit" => {
+                    assert!(b.credits == self.credits || b.credits + c == self.credits);
+                    b.credits != self.credits
+                }
+                "idem" => {
+                    let k = w[2];
+                    retry = Some(format!("{k} {c}"));
+                    if self.idem.contains_key(k) {
+                        // A retry of a call that had landed: charges nothing either way.
+                        assert_eq!(b.credits, self.credits, "a replay charged");
+                        false
+                    } else {
+                        assert!(b.credits == self.credits || b.credits + c == self.credits);
+                        let landed = b.credits != self.credits;
+                        if landed {
+                            self.idem.insert(k.to_string(), c);
+                        }
+                        landed
+                    }
+                }
+                "topup" => {
+                    assert!(b.credits == self.credits || b.credits == self.credits + c);
+                    if b.credits != self.credits {
+                        self.total += c;
+                    }
+                    b.credits != self.credits
+                }
+                "create" => {
+                    let new: Vec<&String> = keys
+                        .keys()
+                        .filter(|k| !self.keys.contains_key(*k))
+                        .collect();
+                    assert!(new.len() <= 1, "more than one unacknowledged key");
+                    for id in &new {
+                        self.keys.insert(
+                            (*id).clone(),
+                            KeyModel {
+                                token: None,
+                                revoked: false,
+                                disabled: false,
+                            },
+                        );
+                    }
+                    !new.is_empty()
+                }
+                "revoke" => {
+                    let landed = keys[w[2]].revoked_at.is_some();
+                    self.keys.get_mut(w[2]).unwrap().revoked = landed;
+                    landed
+                }
+                "toggle" => {
+                    let landed = keys[w[2]].disabled == (w[3] == "true");
+                    self.keys.get_mut(w[2]).unwrap().disabled = keys[w[2]].disabled;
+                    landed
+                }
+                other => panic!("unknown intent {other}"),
+            };
+            if matches!(w[0], "auth" | "debit" | "idem" | "topup") {
+                self.credits = b.credits;
+            }
+            if landed {
+                self.in_flight_landed += 1;
+                if matches!(w[0], "auth" | "debit" | "idem") {
+                    self.acked_debits += c;
+                }
+            } else {
+                self.in_flight_lost += 1;
+            }
+        }
+        // The invariant: balance + debits == initial + top-ups, exactly.
+        assert_eq!(b.credits, self.credits, "balance differs from the model");
+        assert_eq!(
+            b.total_credits, self.total,
+            "total credits differ from the model"
+        );
+        assert_eq!(
+            b.credits + self.acked_debits,
+            self.total,
+            "credits were lost or created"
+        );
+        // No acknowledged management change is missing (and nothing else appeared).
+        assert_eq!(keys.len(), self.keys.len(), "keys differ from the model");
+        for (id, m) in &self.keys {
+            let k = &keys[id];
+            assert_eq!(k.revoked_at.is_some(), m.revoked, "revocation of {id}");
+            assert_eq!(k.disabled, m.disabled, "disabled flag of {id}");
+        }
+        retry
+    }
+}
+
+fn kills() -> u64 {
+    if let Ok(n) = std::env::var("KL_CRASH_KILLS") {
+        return n.parse().unwrap();
+    }
+    if std::env::var_os("KEYLEDGER_LONG").is_some() {
+        5_000
+    } else {
+        240
+    }
+}
+
+#[test]
+fn sigkill_at_random_points_loses_no_acknowledged_debit_or_change() {
+    if is_child() {
+        return;
+    }
+    let seed: u64 = std::env::var("KL_SEED").map_or_else(
+        |_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        },
+        |s| s.parse().unwrap(),
+    );
+    eprintln!("crash test seed: KL_SEED={seed}");
+    let mut rng = Rng(seed);
+    let f = Fixture::new();
+    f.vault.create_account("a", INITIAL, None).unwrap();
+    let (token, main) = f.vault.create_key(NewKey::new("a", "main", ["x"])).unwrap();
+    f.vault.close().unwrap();
+    let path = f.path.display().to_string();
+    let mut model = Model {
+        credits: INITIAL,
+        total: INITIAL,
+        ..Model::default()
+    };
+    model.keys.insert(
+        main.key_id,
+        KeyModel {
+            token: Some(token.expose().to_string()),
+            revoked: false,
+            disabled: false,
+        },
+    );
+    let mut retry: Option<String> = None;
+    let mut server: Option<Proc> = None;
+    let (mut integrity_checks, mut server_checks, mut killed_in_open) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    let n = kills();
+    for round in 0..n {
+        // Phases of 20 rounds; every other phase runs with a live server.
+        let want_server = (round / 20) % 2 == 1;
+        if want_server && server.is_none() {
+            let s = Proc::spawn(
+                &[("KL_ROLE", "server".into()), ("KL_PATH", path.clone())],
+                true,
+            );
+            assert_eq!(s.expect_line("server READY"), "READY");
+            server = Some(s);
+        } else if !want_server {
+            if let Some(s) = server.take() {
+                s.quit();
+            }
+        }
+        if let Some(s) = server.as_mut() {
+            // Warm its caches: the main key, the balance, a few live keys.
+            let r = s.ask(&format!("AUTH {}", token.expose()));
+            assert_eq!(
+                r,
+                format!("OK {}", model.credits),
+                "server before round {round}"
+            );
+            for (_, k) in model.keys.iter().rev().take(3) {
+                if let Some(t) = &k.token {
+                    s.ask(&format!("AUTH {t}"));
+                }
+            }
+        }
+        let mut env = vec![
+            ("KL_ROLE", "worker".to_string()),
+            ("KL_PATH", path.clone()),
+            ("KL_TOKEN", token.expose().to_string()),
+            ("KL_SEED", rng.next().to_string()),
+            ("KL_ROUND", round.to_string()),
+        ];
+        if let Some(r) = &retry {
+            env.push(("KL_RETRY", r.clone()));
+        }
+        let w = Proc::spawn(&env, false);
+        // Kill at a random point: mostly while it works, sometimes while it opens.
+        let early = rng.below(10) == 0;
+        if !early {
+            match w.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) => assert_eq!(l, "READY"),
+                Err(RecvTimeoutError::Timeout) => panic!("worker never got ready"),
+                Err(RecvTimeoutError::Disconnected) => panic!("worker died"),
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(if early {
+            4_000
+        } else {
+            40_000
+        })));
+        let lines = w.kill();
+        // Replay what it acknowledged; at most one intent is left without its ack.
+        let mut in_flight: Option<String> = None;
+        let mut saw_ready = !early;
+        for l in lines {
+            assert!(
+                !l.starts_with("FAIL"),
+                "worker call failed in round {round}: {l}"
+            );
+            if l == "READY" {
+                saw_ready = true;
+            } else if let Some(intent) = l.strip_prefix("I ") {
+                assert!(in_flight.is_none(), "two calls in flight");
+                in_flight = Some(intent.to_string());
+            } else if let Some(ack) = l.strip_prefix("A ") {
+                let intent = in_flight.take().expect("an ack without an intent");
+                assert_eq!(intent.split(' ').next(), ack.split(' ').next());
+                model.apply(ack);
+                if ack.starts_with("idem") {
+                    retry = None;
+                }
+            }
+        }
+        if !saw_ready {
+            killed_in_open += 1;
+        }
+        // The file is a clean redb database (only checkable with no other process in it).
+        if server.is_none() {
+            assert_redb_integrity(&f.path);
+            integrity_checks += 1;
+        }
+        let v = Vault::open_with(&f.path, options()).unwrap();
+        let r = model.settle(&v, in_flight.as_deref());
+        if r.is_some() {
+            retry = r;
+        }
+        assert_no_audit_gap(&v);
+        v.close().unwrap();
+        if let Some(s) = server.as_mut() {
+            // Its warm caches follow every commit of the killed worker.
+            assert_eq!(
+                s.ask("BAL"),
+                format!("BAL {}", model.credits),
+                "round {round}"
+            );
+            for k in model.keys.values().rev().take(6) {
+                let Some(t) = &k.token else { continue };
+                let r = s.ask(&format!("AUTH {t}"));
+                let want = if k.revoked {
+                    "ERR invalid_api_key".to_string()
+                } else if k.disabled {
+                    "ERR api_key_inactive".to_string()
+                } else {
+                    format!("OK {}", model.credits)
+                };
+                assert_eq!(r, want, "server's view of a key after round {round}");
+                server_checks += 1;
+            }
+        }
+    }
+    if let Some(s) = server.take() {
+        s.quit();
+    }
+    assert_redb_integrity(&f.path);
+    let v = Vault::open_with(&f.path, options()).unwrap();
+    let top = assert_no_audit_gap(&v);
+    // Keys the model knows are all there, and the main key still works.
+    assert!(v
+        .authorize(
+            token.expose(),
+            Target::scope("x"),
+            &AuthorizeOptions::default()
+        )
+        .is_ok());
+    assert_eq!(
+        v.authorize(
+            "kl_live_nope",
+            Target::scope("x"),
+            &AuthorizeOptions::default()
+        )
+        .unwrap_err(),
+        Error::InvalidApiKey
+    );
+    eprintln!(
+        "crash test: {n} SIGKILLs ({killed_in_open} before the worker was ready) in {:.1}s; \
+         {} acknowledged calls, {} credits debited; calls in flight at the kill: {} landed, {} \
+         did not; {} keys; {integrity_checks} redb integrity checks; {server_checks} checks by \
+         the live server; audit entries: {top}",
+        started.elapsed().as_secs_f64(),
+        model.acked_calls,
+        model.acked_debits,
+        model.in_flight_landed,
+        model.in_flight_lost,
+        model.keys.len(),
+    );
+}
