@@ -135,6 +135,15 @@ fuzz_target!(|data: &[u8]| {
                     body: body.as_ptr(),
                     body_len: body.len(),
                     now_ms: 0,
+                    // Fuzzed named limits (any bytes: the ABI must refuse bad JSON cleanly).
+                    limits_json: if field(3).is_empty() {
+                        ptr::null()
+                    } else {
+                        field(3).as_ptr().cast()
+                    },
+                    limits_json_len: field(3).len(),
+                    limit_cost: u64::from(which & 0x03),
+                    has_limit_cost: which & 0x04,
                 };
                 let mut g: kl_grant = std::mem::zeroed();
                 let (m, ml) = c(field(1));
