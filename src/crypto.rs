@@ -121,18 +121,72 @@ pub(crate) fn verify_secret(secret: &[u8], phc: &str, current: Argon2Params) -> 
     }
 }
 
+/// A page of its own for 32 bytes of key material.
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// 32 bytes of key material (the master key, the digest key) on a page of their own,
+/// excluded from core dumps (`MADV_DONTDUMP`) and locked in RAM (`mlock`, so never
+/// swapped) where the platform allows — both best effort: a failure (e.g. a low
+/// `RLIMIT_MEMLOCK`) leaves the key usable. Zeroized on drop; never printed.
+pub(crate) struct KeyBytes(Box<Page>);
+
+impl KeyBytes {
+    /// Take the bytes (the caller's copy should be a `Zeroizing` buffer).
+    pub(crate) fn new(bytes: &[u8; 32]) -> KeyBytes {
+        let mut page = Box::new(Page([0u8; 4096]));
+        page.0[..32].copy_from_slice(bytes);
+        let ptr = page.0.as_mut_ptr().cast::<libc::c_void>();
+        // SAFETY: `ptr` is the start of a live, page-aligned allocation of 4096 bytes that
+        // this value owns; madvise and mlock only change how the kernel treats the page.
+        unsafe {
+            libc::madvise(ptr, 4096, libc::MADV_DONTDUMP);
+            libc::mlock(ptr, 4096);
+        }
+        KeyBytes(page)
+    }
+
+    pub(crate) fn random() -> Result<KeyBytes> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(key.as_mut()).map_err(Error::storage)?;
+        Ok(KeyBytes::new(&key))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        self.0 .0[..32]
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("32 bytes"))
+    }
+}
+
+impl Clone for KeyBytes {
+    fn clone(&self) -> KeyBytes {
+        KeyBytes::new(self.bytes())
+    }
+}
+
+impl Drop for KeyBytes {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.0 .0[..32].zeroize();
+        let ptr = self.0 .0.as_mut_ptr().cast::<libc::c_void>();
+        // SAFETY: unlocks the page locked in `new`, still owned by `self`.
+        unsafe {
+            libc::munlock(ptr, 4096);
+        }
+    }
+}
+
 /// A process-random key for BLAKE3 digests of verified secrets. Never leaves the process.
-pub(crate) struct DigestKey(Zeroizing<[u8; 32]>);
+pub(crate) struct DigestKey(KeyBytes);
 
 impl DigestKey {
     pub(crate) fn random() -> Result<DigestKey> {
-        let mut key = Zeroizing::new([0u8; 32]);
-        getrandom::fill(key.as_mut()).map_err(Error::storage)?;
-        Ok(DigestKey(key))
+        Ok(DigestKey(KeyBytes::random()?))
     }
 
     pub(crate) fn digest(&self, secret: &[u8]) -> [u8; 32] {
-        *blake3::keyed_hash(&self.0, secret).as_bytes()
+        *blake3::keyed_hash(self.0.bytes(), secret).as_bytes()
     }
 }
 

@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::crypto::Argon2Params;
+use crate::crypto::{Argon2Params, KeyBytes};
 use crate::error::{Error, Result};
 use crate::model::Millis;
 
@@ -30,10 +30,11 @@ const NONCE_LEN: usize = 24;
 const CHECK_PLAINTEXT: &[u8] = b"keyledger master key check v1";
 const CHECK_AAD: &[u8] = b"keyledger:v1:master_check";
 
-/// The vault's master key: 32 bytes that encrypt signing secrets. Zeroized on drop; its
-/// `Debug` shows nothing of it.
+/// The vault's master key: 32 bytes that encrypt signing secrets. Kept on a page of its
+/// own that is excluded from core dumps and locked in RAM where allowed; zeroized on drop;
+/// its `Debug` shows nothing of it.
 #[derive(Clone)]
-pub struct MasterKey(Zeroizing<[u8; 32]>);
+pub struct MasterKey(KeyBytes);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +48,8 @@ impl MasterKey {
         let arr: [u8; 32] = bytes
             .try_into()
             .map_err(|_| Error::invalid("a master key is exactly 32 bytes"))?;
-        Ok(MasterKey(Zeroizing::new(arr)))
+        let arr = Zeroizing::new(arr);
+        Ok(MasterKey(KeyBytes::new(&arr)))
     }
 
     /// Base64 (standard or URL-safe, padding optional) of 32 bytes.
@@ -80,9 +82,7 @@ impl MasterKey {
 
     /// A fresh random key (e.g. for `keyledger master-key generate`).
     pub fn generate() -> Result<MasterKey> {
-        let mut k = Zeroizing::new([0u8; 32]);
-        getrandom::fill(k.as_mut()).map_err(Error::storage)?;
-        Ok(MasterKey(k))
+        Ok(MasterKey(KeyBytes::random()?))
     }
 
     /// Derive a key from a passphrase with argon2id (`salt` ≥ 16 bytes).
@@ -101,16 +101,16 @@ impl MasterKey {
         argon
             .hash_password_into(passphrase, salt, out.as_mut())
             .map_err(|e| Error::invalid(format!("passphrase derivation failed: {e}")))?;
-        Ok(MasterKey(out))
+        Ok(MasterKey(KeyBytes::new(&out)))
     }
 
     /// The key as base64 (standard, padded), in a zeroizing string.
     pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.0.as_ref()))
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.0.bytes()))
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.0.as_ref().into())
+        XChaCha20Poly1305::new(self.0.bytes().into())
     }
 
     /// `nonce || ciphertext` of `plaintext`, bound to `aad`.
@@ -309,7 +309,7 @@ mod tests {
         let k = MasterKey::generate().unwrap();
         let b64 = k.to_base64();
         let back = MasterKey::from_base64(&b64).unwrap();
-        assert_eq!(back.0.as_ref(), k.0.as_ref());
+        assert_eq!(back.0.bytes(), k.0.bytes());
         assert_eq!(format!("{k:?}"), "MasterKey(…)");
         assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
         assert!(MasterKey::from_base64("not base64!!").is_err());
@@ -322,8 +322,8 @@ mod tests {
         let a = MasterKey::from_passphrase(b"correct horse", b"0123456789abcdef", p).unwrap();
         let b = MasterKey::from_passphrase(b"correct horse", b"0123456789abcdef", p).unwrap();
         let c = MasterKey::from_passphrase(b"correct horse", b"fedcba9876543210", p).unwrap();
-        assert_eq!(a.0.as_ref(), b.0.as_ref());
-        assert_ne!(a.0.as_ref(), c.0.as_ref());
+        assert_eq!(a.0.bytes(), b.0.bytes());
+        assert_ne!(a.0.bytes(), c.0.bytes());
     }
 
     const NOW: Millis = 1_795_392_000_000;
