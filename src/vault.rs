@@ -27,6 +27,10 @@ use crate::store::{AccountRecord, AuditRecord, KeyRecord, Sharing, Store, WriteT
 use crate::token;
 use crate::usage::{clip_route, EventKey, Pending, UsageCell};
 
+// The bulk key path (`create_keys_bulk`) lives beside the vault and uses its private helpers.
+#[path = "bulk.rs"]
+mod bulk;
+
 /// A source of "now" in unix milliseconds. Tests pin it; the default reads the system clock.
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 
