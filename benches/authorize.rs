@@ -285,6 +285,7 @@ fn debit(c: &mut Criterion) {
             if exclusive && threads == 4 {
                 continue;
             }
+            let (calls_before, commits_before) = (calls, v.stats().commits);
             g.bench_function(format!("durable_{threads}_threads_{mode}"), |b| {
                 b.iter_custom(|iters| {
                     let per = iters.div_ceil(threads as u64).max(1);
@@ -292,6 +293,17 @@ fn debit(c: &mut Criterion) {
                     per_call(threads, iters, &call)
                 })
             });
+            // Group commit at work: debits per write transaction (the flusher's few
+            // commits of usage counters are counted too).
+            let commits = v.stats().commits - commits_before;
+            if calls == calls_before {
+                continue; // filtered out
+            }
+            eprintln!(
+                "debit/durable_{threads}_threads_{mode}: {} debits in {commits} commits, {:.1} per commit",
+                calls - calls_before,
+                (calls - calls_before) as f64 / commits.max(1) as f64
+            );
         }
         // Exact: every call debited exactly one credit.
         assert_eq!(v.balance("acct_42").unwrap().credits, start - calls);
