@@ -123,10 +123,19 @@ def main() -> None:
         note += f"; examples/scale p50: {scale['hot_p50_ns_big']} ns vs {scale['hot_p50_ns_1k']} ns"
     row("the same with 1 000 000 keys in the vault", "≤ 1.5 × the 1 000-key figure",
         f"{big:.2f}×" if big else "not measured", big is not None and big <= 1.5, note)
+    per_commit = {}
+    crit_txt = RESULTS / "criterion.txt"
+    if crit_txt.exists():
+        for line in crit_txt.read_text().splitlines():
+            if "per commit" in line and line.startswith("debit/"):
+                name, rest = line.split(":", 1)
+                per_commit[name.strip()] = rest.strip().split(",")[-1].strip()
     r16 = rate(d[(16, "multiwriter")])
     row("`authorize` with a durable debit, 16 threads, one process (group commit)", "≥ 20 000 / s",
         fmt_rate(r16), r16 is not None and r16 >= 20000,
-        f"exclusive: {fmt_rate(rate(d[(16, 'exclusive')]))}; 4 threads MultiWriter: {fmt_rate(rate(d[(4, 'multiwriter')]))}")
+        f"{per_commit.get('debit/durable_16_threads_multiwriter', '?')} debits per commit; "
+        f"exclusive: {fmt_rate(rate(d[(16, 'exclusive')]))}; 4 threads MultiWriter: {fmt_rate(rate(d[(4, 'multiwriter')]))}; "
+        f"from Python (bench/compare.py): {fmt_rate(kl['debit_per_s']['16']) if kl else 'n/a'}")
     if mp:
         row("the same, 4 processes × 4 threads on one file", "≥ 8 000 / s, totals exact",
             f"{mp['per_second']:,.0f} / s, exact: {'yes' if mp['exact'] else 'NO'}",
@@ -261,6 +270,17 @@ def main() -> None:
                    "timed calls (includes the timer). Cold: first verification of a new key by a fresh "
                    "vault / service / connection.\n")
     out.append(f"![side by side]({CHART})\n")
+    base = json.loads((ROOT / "bench" / "baseline.json").read_text())
+    out.append("## The hot path before and after issue 8\n")
+    out.append(base["what"] + ".\n")
+    out.append("| | before | after |")
+    out.append("|---|---|---|")
+    for r in base["rows"]:
+        out.append("| " + " | ".join(r) + " |")
+    out.append("")
+    for c in base["changes"]:
+        out.append(f"- {c}")
+    out.append("")
     (ROOT / "BENCHMARKS.md").write_text("\n".join(out))
     chart(cmp_, kl)
 
