@@ -109,7 +109,9 @@ def main() -> None:
         note = (f"examples/hotloop scaling: median of {len(scaling['ratios'])} alternated rounds "
                 f"({', '.join(f'{r:.2f}' for r in scaling['ratios'])}); CPU time per call, 2 threads ÷ 1 thread: "
                 f"{scaling['cpu_per_call_ratio']:.2f} (1.00 = the threads do not slow each other down; "
-                f"a wall ratio under 2 then means other jobs held a core)")
+                f"a wall ratio under 2 then means other jobs held a core); context switches of the 2 threads: "
+                f"{scaling.get('voluntary_switches_2_threads', '?')} voluntary (blocking on a lock), "
+                f"{scaling.get('involuntary_switches_2_threads', '?')} involuntary (core taken by another job)")
         if t1 and t2:
             note += f"; criterion: {t1 / t2:.2f}×"
     else:

@@ -42,21 +42,26 @@ fn main() {
     // Wall time of `threads` threads making `calls` calls each, and their CPU time.
     let run = |threads: usize| {
         let start = Instant::now();
-        let cpu: f64 = std::thread::scope(|s| {
+        let (cpu, switches) = std::thread::scope(|s| {
             let hs: Vec<_> = (0..threads)
                 .map(|_| {
                     s.spawn(|| {
-                        let c0 = thread_cpu();
+                        let (c0, s0) = (thread_cpu(), thread_switches());
                         for _ in 0..calls {
                             std::hint::black_box(v.authorize(token, route, &opts).unwrap());
                         }
-                        thread_cpu() - c0
+                        let s1 = thread_switches();
+                        (thread_cpu() - c0, (s1.0 - s0.0, s1.1 - s0.1))
                     })
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
+            hs.into_iter()
+                .map(|h| h.join().unwrap())
+                .fold((0.0, (0, 0)), |(c, (v, i)), (dc, (dv, di))| {
+                    (c + dc, (v + dv, i + di))
+                })
         });
-        (start.elapsed(), cpu)
+        (start.elapsed(), cpu, switches)
     };
     if !scaling {
         let per = run(threads).0 / (calls as u32);
@@ -67,9 +72,12 @@ fn main() {
     let mut ratios = Vec::new();
     let (mut one, mut two) = (Vec::new(), Vec::new());
     let mut cpu_ratios = Vec::new();
+    let (mut voluntary, mut involuntary) = (0i64, 0i64);
     for _ in 0..rounds {
-        let (w1, c1) = run(1);
-        let (w2, c2) = run(2);
+        let (w1, c1, _) = run(1);
+        let (w2, c2, (vol, invol)) = run(2);
+        voluntary += vol;
+        involuntary += invol;
         let t1 = w1.as_secs_f64() / calls as f64;
         let t2 = w2.as_secs_f64() / calls as f64;
         // Throughput ratio: 2 threads made twice the calls in t2 per call-slot.
@@ -92,12 +100,22 @@ fn main() {
     };
     let rounds_text = fmt(&ratios);
     println!(
-        "{{\"bench\": \"scaling\", \"ratios\": [{rounds_text}], \"median_ratio\": {:.2}, \"ns_per_call_1_thread\": {:.0}, \"ns_per_call_2_threads\": {:.0}, \"cpu_per_call_ratio\": {:.2}}}",
+        "{{\"bench\": \"scaling\", \"ratios\": [{rounds_text}], \"median_ratio\": {:.2}, \"ns_per_call_1_thread\": {:.0}, \"ns_per_call_2_threads\": {:.0}, \"cpu_per_call_ratio\": {:.2}, \"voluntary_switches_2_threads\": {voluntary}, \"involuntary_switches_2_threads\": {involuntary}}}",
         median(&mut ratios),
         median(&mut one),
         median(&mut two),
         median(&mut cpu_ratios),
     );
+}
+
+/// Context switches of the calling thread so far: (voluntary — it blocked, e.g. on a
+/// lock; involuntary — the scheduler gave its core to someone else).
+fn thread_switches() -> (i64, i64) {
+    // SAFETY: getrusage fills one rusage through a valid pointer; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    (ru.ru_nvcsw, ru.ru_nivcsw)
 }
 
 /// CPU time of the calling thread, in seconds.
