@@ -12,7 +12,8 @@ One script, one run, one machine: the same workload through
 
 Measured: hot verify (median from batches of 50 calls, p99 from single timed calls), cold
 verify (first verification of a key in a fresh process-level object), durable debit
-throughput at 1, 8 and 16 threads (where the peer has credits at all). Ratios are
+throughput at 1, 8 and 16 threads (where the peer has credits at all; median of 3 rounds,
+the systems interleaved). Ratios are
 peer / keyledger (higher = keyledger faster).
 
     python3 bench/compare.py            # sets up target/benchenv, builds, runs, prints
@@ -44,9 +45,15 @@ VPY = VENV / "bin" / "python"
 
 HOT_CALLS = 30_000
 BATCH = 50
-DEBIT_SECONDS = 2.0
+DEBIT_SECONDS = 1.0
+DEBIT_ROUNDS = 3
 THREADS = (1, 8, 16)
 COLD_KEYS = 3
+
+# name → (one durable debit, credits left): the systems with credits. Their debit runs
+# are interleaved (round after round, system after system) so a disk that speeds up or
+# slows down during the run (a shared machine) weighs on every system alike.
+DEBITS: dict = {}
 
 
 # --------------------------------------------------------------------------- set-up
@@ -186,19 +193,11 @@ def bench_keyledger(tmp: Path) -> dict:
         colds.append((time.perf_counter_ns() - t) / 1e3)
         fresh.close()
     out["cold_us"] = statistics.median(colds)
-    before = v.balance("acct_42").credits
-    debit = {}
-    calls = 0
-    for n in THREADS:
-        rate, total = throughput(lambda: (lambda: v.authorize(token, route=SEND_ROUTE)), n)
-        debit[str(n)] = rate
-        calls += total
-    after = v.balance("acct_42").credits
-    assert before - after == calls, f"keyledger: {before - after} debited for {calls} calls"
-    out["debit_per_s"] = debit
-    out["debit_exact"] = True
+    DEBITS["keyledger"] = (
+        lambda: v.authorize(token, route=SEND_ROUTE),
+        lambda: v.balance("acct_42").credits,
+    )
     out["version"] = getattr(keyledger, "__version__", "dev")
-    v.close()
     return out
 
 
@@ -280,16 +279,7 @@ def bench_sqlite(tmp: Path) -> dict:
         colds.append((time.perf_counter_ns() - t) / 1e3)
         fresh.conn().close()
     out["cold_us"] = statistics.median(colds)
-    before = gate.credits()
-    debit = {}
-    calls = 0
-    for n in THREADS:
-        rate, total = throughput(lambda: (lambda: gate.debit(token, "sms:send", 1)), n)
-        debit[str(n)] = rate
-        calls += total
-    assert before - gate.credits() == calls, "sqlite gate lost a debit"
-    out["debit_per_s"] = debit
-    out["debit_exact"] = True
+    DEBITS["sqlite3 gate"] = (lambda: gate.debit(token, "sms:send", 1), gate.credits)
     out["version"] = "sqlite " + __import__("sqlite3").sqlite_version
     return out
 
@@ -378,6 +368,31 @@ def bench_drf(tmp: Path) -> dict:
     return out
 
 
+def run_debits(results: list[dict]) -> None:
+    """Durable debit throughput of every system with credits, interleaved; the median of
+    DEBIT_ROUNDS runs per (system, threads); totals checked exact."""
+    rates = {name: {n: [] for n in THREADS} for name in DEBITS}
+    calls = {name: 0 for name in DEBITS}
+    before = {name: credits() for name, (_, credits) in DEBITS.items()}
+    names = list(DEBITS)
+    for rnd in range(DEBIT_ROUNDS):
+        for n in THREADS:
+            for name in names if rnd % 2 == 0 else reversed(names):
+                call = DEBITS[name][0]
+                rate, total = throughput(lambda: call, n)
+                rates[name][n].append(rate)
+                calls[name] += total
+    for r in results:
+        name = r["name"]
+        if name not in DEBITS:
+            continue
+        left = DEBITS[name][1]()
+        assert before[name] - left == calls[name], f"{name}: {before[name] - left} debited for {calls[name]} calls"
+        r["debit_per_s"] = {str(n): statistics.median(v) for n, v in rates[name].items()}
+        r["debit_rounds"] = {str(n): v for n, v in rates[name].items()}
+        r["debit_exact"] = True
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -441,6 +456,9 @@ def main() -> None:
         for fn in (bench_keyledger, bench_sqlite, bench_keyshield, bench_drf):
             print(f"running {fn.__name__[6:]} …", file=sys.stderr, flush=True)
             results.append(fn(tmp))
+        print("running durable debits (interleaved) …", file=sys.stderr, flush=True)
+        run_debits(results)
+        DEBITS.clear()
     doc = {
         "machine": {
             "cores": os.cpu_count(),
@@ -448,7 +466,12 @@ def main() -> None:
             "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         },
-        "config": {"hot_calls": HOT_CALLS, "batch": BATCH, "debit_seconds": DEBIT_SECONDS},
+        "config": {
+            "hot_calls": HOT_CALLS,
+            "batch": BATCH,
+            "debit_seconds": DEBIT_SECONDS,
+            "debit_rounds": DEBIT_ROUNDS,
+        },
         "results": results,
     }
     print_table(results)

@@ -135,7 +135,7 @@ def main() -> None:
     r16 = rate(d[(16, "multiwriter")])
     row("`authorize` with a durable debit, 16 threads, one process (group commit)", "≥ 20 000 / s",
         fmt_rate(r16), r16 is not None and r16 >= 20000,
-        f"{per_commit.get('debit/durable_16_threads_multiwriter', '?')} debits per commit; "
+        f"{per_commit.get('debit/durable_16_threads_multiwriter', '? per commit')} (debits per commit); "
         f"exclusive: {fmt_rate(rate(d[(16, 'exclusive')]))}; 4 threads MultiWriter: {fmt_rate(rate(d[(4, 'multiwriter')]))}; "
         f"from Python (bench/compare.py): {fmt_rate(kl['debit_per_s']['16']) if kl else 'n/a'}")
     if mp:
