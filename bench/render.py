@@ -283,6 +283,9 @@ def main() -> None:
                    "timed calls (includes the timer). Cold: first verification of a new key by a fresh "
                    "vault / service / connection.\n")
     out.append(f"![side by side]({CHART})\n")
+    notes = ROOT / "bench" / "notes.md"
+    if notes.exists():
+        out.append(notes.read_text())
     base = json.loads((ROOT / "bench" / "baseline.json").read_text())
     out.append("## The hot path before and after issue 8\n")
     out.append(base["what"] + ".\n")
