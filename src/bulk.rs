@@ -24,7 +24,7 @@ impl Vault {
     /// seconds; a key hashed with parameters other than the vault's is rehashed at the
     /// vault's parameters on its first successful verification, as SPEC §4 says).
     ///
-    /// Writes [`BATCH`] keys per durable transaction and one `keys_created_bulk` audit
+    /// Writes 4096 keys per durable transaction and one `keys_created_bulk` audit
     /// entry per transaction (not one per key). Returns the tokens, in creation order.
     /// Not part of the stable API.
     #[doc(hidden)]
