@@ -193,7 +193,6 @@ pub struct AuthorizeOptions<'a> {
 }
 
 /// A key record with the rate limits attached to it, as read in one transaction.
-#[derive(Clone)]
 struct KeyState {
     rec: KeyRecord,
     limits: Box<[RateLimit]>,
