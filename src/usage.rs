@@ -68,6 +68,8 @@ pub(crate) struct Drained {
 
 pub(crate) struct Pending {
     cells: Mutex<HashMap<String, Arc<UsageCell>>>,
+    /// Cells private to one thread's hot-path copy of a key (see `thread_cell`).
+    thread_cells: Mutex<Vec<(String, Arc<UsageCell>)>>,
     refused: Mutex<HashMap<String, u64>>,
     events: Mutex<HashMap<EventKey, EventAgg>>,
 }
@@ -88,6 +90,7 @@ impl Pending {
     pub(crate) fn new() -> Pending {
         Pending {
             cells: Mutex::new(HashMap::new()),
+            thread_cells: Mutex::new(Vec::new()),
             refused: Mutex::new(HashMap::new()),
             events: Mutex::new(HashMap::new()),
         }
@@ -100,6 +103,17 @@ impl Pending {
             .entry(key_id.to_string())
             .or_insert_with(|| Arc::new(UsageCell::new()))
             .clone()
+    }
+
+    /// A new cell for `key_id` owned by one thread's hot-path copy of the key, so threads
+    /// counting calls of the same key never write the same cache line. Drained with the
+    /// others (their counts add up); forgotten once its thread drops it and it is flushed.
+    pub(crate) fn thread_cell(&self, key_id: &str) -> Arc<UsageCell> {
+        let cell = Arc::new(UsageCell::new());
+        self.thread_cells
+            .lock()
+            .push((key_id.to_string(), cell.clone()));
+        cell
     }
 
     pub(crate) fn refused(&self, key_id: &str) {
@@ -127,23 +141,29 @@ impl Pending {
     pub(crate) fn drain(&self) -> Drained {
         let mut out = Drained::default();
         let mut refused = std::mem::take(&mut *self.refused.lock());
-        {
-            let mut cells = self.cells.lock();
-            cells.retain(|key_id, cell| {
-                let granted = cell.granted.swap(0, Ordering::Relaxed);
-                let last = cell.last_used.load(Ordering::Relaxed);
-                let r = refused.remove(key_id).unwrap_or(0);
-                if granted > 0 || r > 0 {
-                    out.usage.push((
-                        key_id.clone(),
-                        (last != i64::MIN).then_some(last),
-                        granted,
-                        r,
-                    ));
-                }
-                // Forget cells nobody else holds once they are flushed.
-                Arc::strong_count(cell) > 1 || granted > 0
-            });
+        // key_id → (latest use, granted) over the shared cell and every thread's cell.
+        let mut totals: HashMap<String, (i64, u64)> = HashMap::new();
+        let mut take = |key_id: &String, cell: &Arc<UsageCell>| -> bool {
+            let granted = cell.granted.swap(0, Ordering::Relaxed);
+            let last = cell.last_used.load(Ordering::Relaxed);
+            if granted > 0 || last != i64::MIN {
+                let t = totals.entry(key_id.clone()).or_insert((i64::MIN, 0));
+                t.0 = t.0.max(last);
+                t.1 += granted;
+            }
+            // Forget cells nobody else holds once they are flushed.
+            Arc::strong_count(cell) > 1 || granted > 0
+        };
+        self.cells.lock().retain(|key_id, cell| take(key_id, cell));
+        self.thread_cells
+            .lock()
+            .retain(|(key_id, cell)| take(key_id, cell));
+        for (key_id, (last, granted)) in totals {
+            let r = refused.remove(&key_id).unwrap_or(0);
+            if granted > 0 || r > 0 {
+                out.usage
+                    .push((key_id, (last != i64::MIN).then_some(last), granted, r));
+            }
         }
         for (key_id, r) in refused {
             out.usage.push((key_id, None, 0, r));
@@ -233,6 +253,23 @@ mod tests {
         let d = p.drain();
         assert_eq!(d.usage, vec![("aaaaaaaa".to_string(), Some(30), 3, 1)]);
         assert!(p.drain().usage.is_empty());
+    }
+
+    #[test]
+    fn thread_cells_add_up_with_the_shared_cell_and_are_forgotten_when_dropped() {
+        let p = Pending::new();
+        let shared = p.cell("aaaaaaaa");
+        let mine = p.thread_cell("aaaaaaaa");
+        shared.granted(10);
+        mine.granted(40);
+        mine.granted(20);
+        assert_eq!(
+            p.drain().usage,
+            vec![("aaaaaaaa".to_string(), Some(40), 3, 0)]
+        );
+        drop(mine);
+        assert!(p.drain().usage.is_empty());
+        assert_eq!(p.thread_cells.lock().len(), 0);
     }
 
     #[test]

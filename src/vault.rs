@@ -1,6 +1,8 @@
 //! The vault: open, authorize, manage (SPEC §4–§6, §9, §10).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Once, Weak};
 use std::thread::JoinHandle;
@@ -12,7 +14,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use crate::batch::GroupCommit;
-use crate::cache::Cache;
+use crate::cache::{self, BuildFast, Cache};
 use crate::crypto::{self, Argon2Params, DigestKey, Limiter, Throttle, ThrottleConfig, Verified};
 use crate::error::{Error, Result};
 use crate::limits::{self, Counters, LimitOwner, RateLimit, Taken};
@@ -26,6 +28,10 @@ use crate::shm::{Sidecar, SlotKind};
 use crate::store::{AccountRecord, AuditRecord, KeyRecord, Sharing, Store, WriteTx};
 use crate::token;
 use crate::usage::{clip_route, EventKey, Pending, UsageCell};
+
+// The bulk key path (`create_keys_bulk`) lives beside the vault and uses its private helpers.
+#[path = "bulk.rs"]
+mod bulk;
 
 /// A source of "now" in unix milliseconds. Tests pin it; the default reads the system clock.
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
@@ -215,6 +221,38 @@ struct AccountEntry {
     gen: u64,
 }
 
+/// What one call holds of its key: the record and the usage counters it bumps.
+struct HotKey {
+    state: Arc<KeyState>,
+    usage: Arc<UsageCell>,
+}
+
+/// This thread's copy of a verified key (see [`Local`]).
+struct LocalKey {
+    hot: Rc<HotKey>,
+    gen: u64,
+    verified: [u8; 32],
+    /// Hit since the last sweep (CLOCK, as in the shared cache).
+    referenced: bool,
+}
+
+/// Verified keys this thread's copy holds at most.
+const LOCAL_KEYS: usize = 1024;
+
+/// Per-thread copies of what the hot path reads on every call (`cache::with_local`):
+/// two threads authorizing the same key then write no shared cache line — no shard lock
+/// word, no `Arc` count, no usage counter. Entries are validated by the same generation
+/// slots as the shared caches, so they are exactly as current.
+#[derive(Default)]
+struct Local {
+    keys: HashMap<Box<str>, LocalKey, BuildFast>,
+    /// Promotions refused since the last sweep of a full `keys`.
+    misses: usize,
+    accounts: HashMap<Box<str>, (AccountView, u64), BuildFast>,
+    /// This thread's own copy of the route table (its own reference count).
+    router: Option<(u64, Arc<Router>)>,
+}
+
 /// A generation slot read before a store read, to decide whether what was read may be
 /// cached (only if the slot was idle and unchanged across the read).
 struct Generation<'a> {
@@ -312,6 +350,8 @@ struct Inner {
     master: RwLock<Option<MasterKey>>,
     signature_window_ms: Millis,
     counters: Counters,
+    /// Owner id of this vault's per-thread copies (`cache::with_local`).
+    local_id: u64,
 }
 
 /// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
@@ -435,6 +475,7 @@ impl Vault {
             master: RwLock::new(master),
             signature_window_ms: options.signature_window_ms,
             counters: Counters::new(),
+            local_id: cache::new_owner(),
         });
         let flusher = spawn_flusher(&inner)?;
         Ok(Vault {
@@ -529,17 +570,22 @@ impl Vault {
         let authed = inner.authenticate(token, now, &target, options)?;
         let rec = &authed.state.rec;
         // Scope or route.
-        let (required, route_cost) = match target {
-            Target::Route { method, path } => match inner.router()?.find(method, path) {
-                Some(rule) => (rule.scope.clone(), rule.cost),
-                None => {
-                    return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+        let router;
+        let (required, route_cost): (&str, u64) = match target {
+            Target::Route { method, path } => {
+                router = inner.router()?;
+                match router.find(method, path) {
+                    Some(rule) => (&rule.scope, rule.cost),
+                    None => {
+                        return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+                    }
                 }
-            },
-            Target::Scope(s) => (s.to_string(), 0),
+            }
+            Target::Scope(s) => (s, 0),
         };
         let operator = rec.operator;
-        if !operator && !policy::scopes_grant(&rec.scopes, &required) {
+        if !operator && !policy::scopes_grant(&rec.scopes, required) {
+            let required = required.to_string();
             return Err(inner.refuse(Some(rec), &target, now, Error::MissingScope { required }));
         }
         // Rate limits, then credits: what a refused call took is given back.
@@ -1517,8 +1563,15 @@ fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, JoinHandle<()>
 }
 
 struct Authed {
-    state: Arc<KeyState>,
-    usage: Arc<UsageCell>,
+    hot: Rc<HotKey>,
+}
+
+impl std::ops::Deref for Authed {
+    type Target = HotKey;
+
+    fn deref(&self) -> &HotKey {
+        &self.hot
+    }
 }
 
 impl Inner {
@@ -1651,9 +1704,10 @@ impl Inner {
         let Some(parsed) = token::parse(token) else {
             return Err(self.refuse_unknown(None, target, now));
         };
-        let Some((state, verified, usage)) = self.key_entry(parsed.key_id)? else {
+        let Some((hot, verified)) = self.key_entry(parsed.key_id)? else {
             return Err(self.refuse_unknown(Some(parsed.key_id), target, now));
         };
+        let state = &hot.state;
         let rec = &state.rec;
         if parsed.prefix != rec.prefix {
             return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
@@ -1662,7 +1716,7 @@ impl Inner {
         let secret_ok = match verified {
             // A key's secret never changes: a verified digest decides without argon2.
             Some(v) => crypto::digest_eq(&v, &digest),
-            None => self.verify_cold(&state, parsed.secret, digest)?,
+            None => self.verify_cold(state, parsed.secret, digest)?,
         };
         if !secret_ok || rec.revoked_at.is_some() {
             return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
@@ -1702,7 +1756,7 @@ impl Inner {
                 return Err(self.refuse(Some(rec), target, now, Error::InvalidSignature));
             }
         }
-        Ok(Authed { state, usage })
+        Ok(Authed { hot })
     }
 
     /// argon2 check of a secret not yet verified in this process, behind the throttle and
@@ -1781,21 +1835,35 @@ impl Inner {
         }
     }
 
-    /// The key record (and its limits) for `key_id`: from the cache when its generation
-    /// slot says nothing changed, else from the store (then cached with the generation
-    /// seen before the read).
+    /// The key record (and its limits) for `key_id`: from this thread's copy or the
+    /// process cache when its generation slot says nothing changed, else from the store
+    /// (then cached with the generation seen before the read). With the verified digest of
+    /// its secret, if any.
     #[allow(clippy::type_complexity)]
-    fn key_entry(
-        &self,
-        key_id: &str,
-    ) -> Result<Option<(Arc<KeyState>, Option<[u8; 32]>, Arc<UsageCell>)>> {
+    fn key_entry(&self, key_id: &str) -> Result<Option<(Rc<HotKey>, Option<[u8; 32]>)>> {
         let g = self.generation(SlotKind::Key, key_id);
+        let local = cache::with_local(self.local_id, |l: &mut Local| {
+            let e = l.keys.get_mut(key_id)?;
+            if !g.current(e.gen) {
+                return None;
+            }
+            e.referenced = true;
+            Some((e.hot.clone(), Some(e.verified)))
+        });
+        if let Some(Some(hit)) = local {
+            return Ok(Some(hit));
+        }
         let hit = self.keys.with(key_id, |e| {
             g.current(e.gen)
-                .then(|| (e.state.clone(), e.verified, e.usage.clone()))
+                .then(|| (e.state.clone(), e.gen, e.verified, e.usage.clone()))
         });
-        if let Some(Some(hit)) = hit {
-            return Ok(Some(hit));
+        if let Some(Some((state, gen, verified, usage))) = hit {
+            if let Some(digest) = verified {
+                if let Some(hot) = self.promote(key_id, &state, gen, digest) {
+                    return Ok(Some((hot, verified)));
+                }
+            }
+            return Ok(Some((Rc::new(HotKey { state, usage }), verified)));
         }
         let state = {
             let r = self.read()?;
@@ -1827,16 +1895,68 @@ impl Inner {
                 usage: usage.clone(),
             },
         );
-        Ok(Some((state, verified, usage)))
+        Ok(Some((Rc::new(HotKey { state, usage }), verified)))
     }
 
-    /// An account's balance, limits and refill due date, cached like key records.
+    /// Copy a verified key into this thread's `Local` (its own usage cell), unless the
+    /// copy is full of keys hit since its last sweep.
+    fn promote(
+        &self,
+        key_id: &str,
+        state: &Arc<KeyState>,
+        gen: u64,
+        verified: [u8; 32],
+    ) -> Option<Rc<HotKey>> {
+        cache::with_local(self.local_id, |l: &mut Local| {
+            if l.keys.len() >= LOCAL_KEYS && !l.keys.contains_key(key_id) {
+                // Sweep at most once per LOCAL_KEYS refusals: a thread serving far more
+                // keys than it can hold pays one probe, not a sweep, per call.
+                l.misses += 1;
+                if l.misses < LOCAL_KEYS {
+                    return None;
+                }
+                l.misses = 0;
+                l.keys.retain(|_, e| std::mem::take(&mut e.referenced));
+                if l.keys.len() >= LOCAL_KEYS {
+                    return None;
+                }
+            }
+            let hot = Rc::new(HotKey {
+                state: state.clone(),
+                usage: self.pending.thread_cell(key_id),
+            });
+            l.keys.insert(
+                key_id.into(),
+                LocalKey {
+                    hot: hot.clone(),
+                    gen,
+                    verified,
+                    referenced: false,
+                },
+            );
+            Some(hot)
+        })
+        .flatten()
+    }
+
+    /// An account's balance, limits and refill due date, cached like key records (and
+    /// copied per thread, like verified keys).
     fn account_view(&self, account_id: &str) -> Result<AccountView> {
         let g = self.generation(SlotKind::Account, account_id);
+        let local = cache::with_local(self.local_id, |l: &mut Local| {
+            l.accounts
+                .get(account_id)
+                .filter(|(_, gen)| g.current(*gen))
+                .map(|(view, _)| view.clone())
+        });
+        if let Some(Some(hit)) = local {
+            return Ok(hit);
+        }
         if let Some(Some(hit)) = self
             .accounts
             .with(account_id, |e| g.current(e.gen).then(|| e.view.clone()))
         {
+            self.localize_account(account_id, &hit, g.before);
             return Ok(hit);
         }
         let view = {
@@ -1862,8 +1982,23 @@ impl Inner {
                     gen,
                 },
             );
+            self.localize_account(account_id, &view, gen);
         }
         Ok(view)
+    }
+
+    /// Keep a thread-private copy of an account view (its limits in an `Arc` of its own).
+    fn localize_account(&self, account_id: &str, view: &AccountView, gen: u64) {
+        let copy = AccountView {
+            limits: view.limits.as_deref().map(Arc::from),
+            ..view.clone()
+        };
+        cache::with_local(self.local_id, |l: &mut Local| {
+            if l.accounts.len() >= LOCAL_KEYS && !l.accounts.contains_key(account_id) {
+                l.accounts.clear();
+            }
+            l.accounts.insert(account_id.into(), (copy, gen));
+        });
     }
 
     /// (credits, total_credits) of an account, applying a due refill first.
@@ -1882,19 +2017,39 @@ impl Inner {
         Ok((view.credits, view.total))
     }
 
-    /// The route table, cached behind the global "routes" slot.
+    /// The route table, cached behind the global "routes" slot (and copied per thread,
+    /// so its reference count is not shared between threads).
     fn router(&self) -> Result<Arc<Router>> {
         let g = self.generation(SlotKind::Global, "routes");
-        {
-            let cached = self.routes.read();
-            if g.current(cached.0) {
-                return Ok(cached.1.clone());
-            }
+        let local = cache::with_local(self.local_id, |l: &mut Local| {
+            l.router
+                .as_ref()
+                .filter(|(gen, _)| g.current(*gen))
+                .map(|(_, r)| r.clone())
+        });
+        if let Some(Some(router)) = local {
+            return Ok(router);
         }
-        let router = Arc::new(Router::new(self.read()?.routes()?));
-        let gen = g.after_read();
+        let shared = {
+            let cached = self.routes.read();
+            g.current(cached.0).then(|| cached.1.clone())
+        };
+        let (router, gen) = match shared {
+            Some(router) => (router, g.before),
+            None => {
+                let router = Arc::new(Router::new(self.read()?.routes()?));
+                let gen = g.after_read();
+                if gen != NEVER {
+                    *self.routes.write() = (gen, router.clone());
+                }
+                (router, gen)
+            }
+        };
         if gen != NEVER {
-            *self.routes.write() = (gen, router.clone());
+            let copy = Arc::new(Router::clone(&router));
+            cache::with_local(self.local_id, |l: &mut Local| {
+                l.router = Some((gen, copy));
+            });
         }
         Ok(router)
     }
