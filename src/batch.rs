@@ -21,7 +21,13 @@ struct State<Req, Res> {
     done: HashMap<u64, Result<Res>>,
     leading: bool,
     next_ticket: u64,
+    /// Size of the previous batch: how many callers are likely on their way back.
+    last_batch: usize,
 }
+
+/// How long a leader waits for the callers of the previous batch to queue again. Only
+/// when that batch had several requests: a lone caller never waits.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(150);
 
 pub(crate) struct GroupCommit<Req, Res> {
     state: Mutex<State<Req, Res>>,
@@ -36,6 +42,7 @@ impl<Req, Res> GroupCommit<Req, Res> {
                 done: HashMap::new(),
                 leading: false,
                 next_ticket: 0,
+                last_batch: 0,
             }),
             cv: Condvar::new(),
         }
@@ -53,6 +60,10 @@ impl<Req, Res> GroupCommit<Req, Res> {
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         st.queue.push((ticket, req));
+        if st.leading {
+            // A leader may be gathering a batch: tell it one more has arrived.
+            self.cv.notify_all();
+        }
         loop {
             if let Some(res) = st.done.remove(&ticket) {
                 return res;
@@ -62,7 +73,19 @@ impl<Req, Res> GroupCommit<Req, Res> {
                 continue;
             }
             st.leading = true;
+            // Callers of the previous batch come back one by one: give them a moment, so a
+            // busy process does not alternate between full batches and batches of one.
+            let expected = st.last_batch.min(MAX_BATCH);
+            if expected > 1 && st.queue.len() < expected {
+                let deadline = std::time::Instant::now() + GATHER;
+                while st.queue.len() < expected {
+                    if self.cv.wait_until(&mut st, deadline).timed_out() {
+                        break;
+                    }
+                }
+            }
             let take = st.queue.len().min(MAX_BATCH);
+            st.last_batch = take;
             let batch: Vec<(u64, Req)> = st.queue.drain(..take).collect();
             drop(st);
             let (tickets, reqs): (Vec<u64>, Vec<Req>) = batch.into_iter().unzip();
