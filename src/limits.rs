@@ -76,6 +76,24 @@ pub(crate) fn bucket_key(owner: &str, def: &RateLimit) -> u64 {
     u64::from_le_bytes(b).max(1)
 }
 
+/// A limit as the hot path uses it: its definition and its bucket key, computed once
+/// when the key or account is read (not on every call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BoundLimit {
+    pub key: u64,
+    pub def: RateLimit,
+}
+
+/// Bind the limits of `owner` (a `LimitOwner::storage_key()`) to their buckets.
+pub(crate) fn bind(owner: &str, defs: Vec<RateLimit>) -> Vec<BoundLimit> {
+    defs.into_iter()
+        .map(|def| BoundLimit {
+            key: bucket_key(owner, &def),
+            def,
+        })
+        .collect()
+}
+
 /// A limit consumed by a call, to report in the grant or to give back.
 #[derive(Clone, Debug)]
 pub(crate) struct Taken {

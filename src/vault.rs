@@ -17,7 +17,7 @@ use crate::batch::GroupCommit;
 use crate::cache::{self, BuildFast, Cache};
 use crate::crypto::{self, Argon2Params, DigestKey, Limiter, Throttle, ThrottleConfig, Verified};
 use crate::error::{Error, Result};
-use crate::limits::{self, Counters, LimitOwner, RateLimit, Taken};
+use crate::limits::{self, BoundLimit, Counters, LimitOwner, RateLimit, Taken};
 use crate::model::{
     Account, AuditEntry, AuditQuery, AuthMethod, Balance, CacheMode, Grant, KeyInfo, Millis,
     NewKey, Refill, RefillInterval, SecretToken, Stats, Usage, WhoAmI,
@@ -195,7 +195,7 @@ pub struct AuthorizeOptions<'a> {
 /// A key record with the rate limits attached to it, as read in one transaction.
 struct KeyState {
     rec: KeyRecord,
-    limits: Box<[RateLimit]>,
+    limits: Box<[BoundLimit]>,
 }
 
 struct KeyEntry {
@@ -211,7 +211,7 @@ struct AccountView {
     credits: u64,
     total: u64,
     /// Its rate limits (`None`: none).
-    limits: Option<Arc<[RateLimit]>>,
+    limits: Option<Arc<[BoundLimit]>>,
     /// When its next refill is due (`None`: no refill plan).
     next_refill: Option<Millis>,
 }
@@ -701,7 +701,7 @@ impl Inner {
         now: Millis,
     ) -> Result<Vec<Taken>> {
         let rec = &state.rec;
-        let account_limits: &[RateLimit] = account.limits.as_deref().unwrap_or(&[]);
+        let account_limits: &[BoundLimit] = account.limits.as_deref().unwrap_or(&[]);
         let named = options.limits.unwrap_or(&[]);
         if state.limits.is_empty() && account_limits.is_empty() {
             if let Some(name) = named.first() {
@@ -714,7 +714,7 @@ impl Inner {
                 .limits
                 .iter()
                 .chain(account_limits)
-                .any(|l| l.name == *name)
+                .any(|l| l.def.name == *name)
             {
                 return Err(Error::invalid(format!("unknown rate limit {name:?}")));
             }
@@ -724,18 +724,14 @@ impl Inner {
             .sidecar
             .as_ref()
             .map_or(&[][..], |sc| sc.rate_buckets());
-        let key_owner = LimitOwner::Key(&rec.key_id).storage_key();
-        let account_owner = LimitOwner::Account(&rec.account_id).storage_key();
         let applicable = state
             .limits
             .iter()
-            .map(|l| (&key_owner, l))
-            .chain(account_limits.iter().map(|l| (&account_owner, l)))
-            .filter(|(_, l)| l.auto_apply || named.contains(&l.name.as_str()));
+            .chain(account_limits)
+            .filter(|l| l.def.auto_apply || named.contains(&l.def.name.as_str()));
         let mut taken: Vec<Taken> = Vec::new();
-        for (owner, def) in applicable {
-            let key = limits::bucket_key(owner, def);
-            match self.counters.take(buckets, key, def, weight, now) {
+        for l in applicable {
+            match self.counters.take(buckets, l.key, &l.def, weight, now) {
                 Ok(t) => taken.push(t),
                 Err(x) => {
                     self.give_back(&taken);
@@ -1869,7 +1865,8 @@ impl Inner {
             let r = self.read()?;
             match r.key(key_id)? {
                 Some(rec) => {
-                    let limits = r.limits(&LimitOwner::Key(key_id).storage_key())?;
+                    let owner = LimitOwner::Key(key_id).storage_key();
+                    let limits = limits::bind(&owner, r.limits(&owner)?);
                     Some(KeyState {
                         rec,
                         limits: limits.into_boxed_slice(),
@@ -1965,7 +1962,8 @@ impl Inner {
                 .balance(account_id)?
                 .ok_or_else(|| Error::NotFound(format!("account {account_id:?}")))?;
             let rec = r.account(account_id)?;
-            let limits = r.limits(&LimitOwner::Account(account_id).storage_key())?;
+            let owner = LimitOwner::Account(account_id).storage_key();
+            let limits = limits::bind(&owner, r.limits(&owner)?);
             AccountView {
                 credits,
                 total,
