@@ -378,8 +378,9 @@ fn a_wrong_secret_for_a_verified_key_is_refused_without_argon2() {
     assert_eq!(f.vault.stats().argon2_runs, runs);
 }
 
-#[test]
-fn a_flood_of_wrong_secrets_is_throttled_and_the_owner_still_gets_in() {
+/// A vault whose throttle allows 5 failed secret checks per key_id, never refilled, with
+/// one account and one key: (vault, its dir, token, a wrong token for the same key_id).
+fn throttled_vault() -> (Vault, tempfile::TempDir, keyledger::SecretToken, String) {
     let dir = tempfile::tempdir().unwrap();
     let v = Vault::open_with(
         dir.path().join("v.redb"),
@@ -394,7 +395,15 @@ fn a_flood_of_wrong_secrets_is_throttled_and_the_owner_still_gets_in() {
     .unwrap();
     v.create_account("a", 0, None).unwrap();
     let (t, info) = v.create_key(NewKey::new("a", "k", ["x"])).unwrap();
-    let wrong = keyledger::token::mint(&info.prefix, &info.key_id).unwrap();
+    let wrong = keyledger::token::mint(&info.prefix, &info.key_id)
+        .unwrap()
+        .to_string();
+    (v, dir, t, wrong)
+}
+
+#[test]
+fn a_flood_of_wrong_secrets_is_throttled_and_the_owner_still_gets_in() {
+    let (v, _dir, t, wrong) = throttled_vault();
     for _ in 0..50 {
         assert_eq!(
             v.authorize(&wrong, Target::scope("x"), &none())
@@ -412,23 +421,9 @@ fn a_flood_of_wrong_secrets_is_throttled_and_the_owner_still_gets_in() {
         Error::InvalidApiKey
     );
     // ...but an owner whose secret was verified before the attack is never throttled.
-    let v2dir = tempfile::tempdir().unwrap();
-    let v2 = Vault::open_with(
-        v2dir.path().join("v.redb"),
-        VaultOptions {
-            throttle: ThrottleConfig {
-                burst: 5,
-                per_second: 0.0,
-            },
-            ..common::options()
-        },
-    )
-    .unwrap();
-    v2.create_account("a", 0, None).unwrap();
-    let (t2, info2) = v2.create_key(NewKey::new("a", "k", ["x"])).unwrap();
+    let (v2, _dir2, t2, wrong2) = throttled_vault();
     v2.authorize(t2.expose(), Target::scope("x"), &none())
         .unwrap();
-    let wrong2 = keyledger::token::mint(&info2.prefix, &info2.key_id).unwrap();
     for _ in 0..50 {
         assert!(v2.authorize(&wrong2, Target::scope("x"), &none()).is_err());
     }
