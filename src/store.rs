@@ -633,6 +633,16 @@ macro_rules! read_methods {
             Ok(out)
         }
 
+        /// When a key was last used, as of the last usage flush (totals only, no buckets).
+        pub(crate) fn last_used(&self, key_id: &str) -> Result<Option<Millis>> {
+            let t = self.txn.open_table(USAGE_TOTALS)?;
+            let last = t
+                .get(key_id)?
+                .map(|v| v.value().0)
+                .filter(|&l| l != i64::MIN);
+            Ok(last)
+        }
+
         /// (last_used_at, granted, refused) and hourly buckets (oldest first).
         pub(crate) fn usage(
             &self,

@@ -1020,11 +1020,7 @@ impl Vault {
         inner.check_open()?;
         let r = inner.read()?;
         let rec = r.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
-        let last = r
-            .usage(key_id)?
-            .0
-            .and_then(|(l, _, _)| (l != i64::MIN).then_some(l));
-        Ok(key_info(&rec, last))
+        Ok(key_info(&rec, r.last_used(key_id)?))
     }
 
     /// Keys, of one account or of all, ordered by key_id.
@@ -1037,10 +1033,7 @@ impl Vault {
         let r = inner.read()?;
         let mut out = Vec::new();
         for rec in r.keys_of(account_id)? {
-            let last = r
-                .usage(&rec.key_id)?
-                .0
-                .and_then(|(l, _, _)| (l != i64::MIN).then_some(l));
+            let last = r.last_used(&rec.key_id)?;
             out.push(key_info(&rec, last));
         }
         Ok(out)
@@ -2105,12 +2098,7 @@ impl Inner {
             }
             Ok(rec)
         })?;
-        let last = self
-            .read()?
-            .usage(key_id)?
-            .0
-            .and_then(|(l, _, _)| (l != i64::MIN).then_some(l));
-        Ok(key_info(&rec, last))
+        Ok(key_info(&rec, self.read()?.last_used(key_id)?))
     }
 
     fn rekey(&self, new: MasterKey, kdf: Option<(Vec<u8>, Argon2Params)>) -> Result<usize> {
