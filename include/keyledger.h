@@ -142,6 +142,27 @@ enum kl_status
    */
   KL_RATE_LIMITED = 1301,
   /*
+   `too_many_attempts`, HTTP 429: too many secret verifications queued or failed in
+   this process; the secret was not checked. The body has `retry_after`. Retryable.
+   */
+  KL_TOO_MANY_ATTEMPTS = 1302,
+  /*
+   `idempotency_conflict`, HTTP 409: the idempotency key was used for a request with
+   other parameters. Nothing was charged.
+   */
+  KL_IDEMPOTENCY_CONFLICT = 1401,
+  /*
+   `duplicate_request`, HTTP 409: a gate refused to serve a replayed idempotency key
+   again. The body has `charged` and `first_at` of the original call.
+   */
+  KL_DUPLICATE_REQUEST = 1402,
+  /*
+   `ambiguous_path`, HTTP 400: the request target could reach different handlers
+   depending on how a router normalises it (encoded `/`, `?`, `#`, `\`, NUL, dot
+   segments, swallowed empty segments).
+   */
+  KL_AMBIGUOUS_PATH = 1501,
+  /*
    `not_found`, HTTP 404: no such account, key or route.
    */
   KL_NOT_FOUND = 2001,
@@ -1005,7 +1026,7 @@ kl_status kl_vault_stats(const struct kl_vault *v,
                          char **out_json);
 
 /*
- The HTTP status for a `kl_status` value: 200 for `KL_OK`, 401/402/403/429 for
+ The HTTP status for a `kl_status` value: 200 for `KL_OK`, 400/401/402/403/409/429 for
  refusals, 400/404/409/500 for management errors. An unknown number gives 400 (like
  `KL_INVALID_ARGUMENT`). Never fails; does not touch the thread's last error.
  */

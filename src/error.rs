@@ -59,6 +59,34 @@ pub enum Error {
         /// Credits the call needed.
         required: u64,
     },
+    /// The idempotency key was used before, within its 24 h window, for a request with
+    /// other parameters (account, route rule or scope, cost or limit cost). Nothing was
+    /// charged. A client must use a fresh key for a different request.
+    #[error("idempotency key was already used for a different request")]
+    IdempotencyConflict,
+    /// An HTTP gate refuses a replayed request instead of running the handler again: the
+    /// idempotency key was already served. `charged` and `first_at` describe the original
+    /// call. [`crate::Vault::authorize`] itself returns a grant marked `replayed`; only a
+    /// caller that asks for this refusal gets it.
+    #[error("duplicate request: this idempotency key was already served")]
+    DuplicateRequest {
+        /// Credits the original call was charged.
+        charged: u64,
+        /// When the original call was granted, in unix milliseconds.
+        first_at: i64,
+    },
+    /// Too many secret verifications are queued or have failed in this process: the
+    /// secret was not checked. Retryable; never a statement about the key.
+    #[error("too many authentication attempts, retry in {retry_after} s")]
+    TooManyAttempts {
+        /// Seconds to wait before retrying (at least 1).
+        retry_after: u64,
+    },
+    /// The request target cannot be read unambiguously (an encoded `/`, `?`, `#`, `\` or
+    /// NUL, a `.` or `..` segment, an empty segment a rule would swallow, …): routers
+    /// could disagree on which handler it reaches, so the gate refuses it.
+    #[error("ambiguous request path: {0}")]
+    AmbiguousPath(String),
     /// A management call named an account, key or route that does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -98,6 +126,10 @@ impl Error {
             Error::RouteNotAllowed => "route_not_allowed",
             Error::RateLimited { .. } => "rate_limited",
             Error::InsufficientCredits { .. } => "insufficient_credits",
+            Error::IdempotencyConflict => "idempotency_conflict",
+            Error::DuplicateRequest { .. } => "duplicate_request",
+            Error::TooManyAttempts { .. } => "too_many_attempts",
+            Error::AmbiguousPath(_) => "ambiguous_path",
             Error::NotFound(_) => "not_found",
             Error::AlreadyExists(_) => "already_exists",
             Error::InvalidArgument(_) => "invalid_argument",
@@ -119,9 +151,11 @@ impl Error {
             Error::InsufficientCredits { .. } => 402,
             Error::MissingScope { .. } | Error::RouteNotAllowed => 403,
             Error::NotFound(_) => 404,
-            Error::AlreadyExists(_) => 409,
-            Error::InvalidArgument(_) => 400,
-            Error::RateLimited { .. } => 429,
+            Error::AlreadyExists(_)
+            | Error::IdempotencyConflict
+            | Error::DuplicateRequest { .. } => 409,
+            Error::InvalidArgument(_) | Error::AmbiguousPath(_) => 400,
+            Error::RateLimited { .. } | Error::TooManyAttempts { .. } => 429,
             Error::WrongMasterKey
             | Error::Storage(_)
             | Error::VaultLocked
@@ -129,8 +163,8 @@ impl Error {
         }
     }
 
-    /// Whether this is a refusal of an authorization (401/402/403/429), as opposed to a
-    /// management or storage error.
+    /// Whether this is a refusal of an authorization (400/401/402/403/409/429), as opposed
+    /// to a management or storage error.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
@@ -142,12 +176,17 @@ impl Error {
                 | Error::RouteNotAllowed
                 | Error::RateLimited { .. }
                 | Error::InsufficientCredits { .. }
+                | Error::IdempotencyConflict
+                | Error::DuplicateRequest { .. }
+                | Error::TooManyAttempts { .. }
+                | Error::AmbiguousPath(_)
         )
     }
 
     /// The JSON body a host sends with [`Error::status`]: always an object with
     /// `success: false`, `error` (the code) and `message`, plus the fields of SPEC §8
-    /// (`required`; `credits`/`required`; `limit`/`max`/`remaining`/`reset_ms`/`retry_after`).
+    /// (`required`; `credits`/`required`; `limit`/`max`/`remaining`/`reset_ms`/`retry_after`;
+    /// `charged`/`first_at` for a duplicate request; `retry_after` for too many attempts).
     pub fn body(&self) -> Value {
         let mut body = Map::new();
         body.insert("success".into(), Value::Bool(false));
@@ -174,9 +213,27 @@ impl Error {
                 body.insert("reset_ms".into(), json!(reset_ms));
                 body.insert("retry_after".into(), json!(retry_after));
             }
+            Error::DuplicateRequest { charged, first_at } => {
+                body.insert("charged".into(), json!(charged));
+                body.insert("first_at".into(), json!(first_at));
+            }
+            Error::TooManyAttempts { retry_after } => {
+                body.insert("retry_after".into(), json!(retry_after));
+            }
             _ => {}
         }
         Value::Object(body)
+    }
+
+    /// Seconds a client should wait before retrying, for the refusals that are retryable
+    /// (`rate_limited`, `too_many_attempts`): the value of a `Retry-After` header.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_after, .. } | Error::TooManyAttempts { retry_after } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn invalid(msg: impl Into<String>) -> Error {
@@ -255,11 +312,30 @@ mod tests {
             Error::ApiKeyExpired,
             Error::InvalidSignature,
             Error::RouteNotAllowed,
+            Error::IdempotencyConflict,
+            Error::DuplicateRequest {
+                charged: 1,
+                first_at: 2,
+            },
+            Error::TooManyAttempts { retry_after: 1 },
+            Error::AmbiguousPath("encoded '/'".into()),
         ] {
             assert!(e.is_refusal());
             assert!((400..500).contains(&e.status()));
         }
         assert!(!Error::NotFound("key x".into()).is_refusal());
+        assert_eq!(Error::IdempotencyConflict.status(), 409);
+        assert_eq!(Error::AmbiguousPath("x".into()).status(), 400);
+        assert_eq!(
+            Error::TooManyAttempts { retry_after: 3 }.retry_after(),
+            Some(3)
+        );
+        let dup = Error::DuplicateRequest {
+            charged: 5,
+            first_at: 1_700_000_000_000,
+        };
+        assert_eq!(dup.body()["charged"], json!(5));
+        assert_eq!(dup.body()["first_at"], json!(1_700_000_000_000_i64));
         assert!(!Error::Storage("io".into()).is_refusal());
     }
 }

@@ -76,6 +76,34 @@ class RateLimited(KeyLedgerError):
     """429 ``rate_limited``; ``body`` has ``limit``, ``max``, ``remaining``, ``reset_ms``, ``retry_after``."""
 
 
+class TooManyAttempts(KeyLedgerError):
+    """429 ``too_many_attempts``: too many secret checks queued or failed in this process.
+
+    The secret was not checked, so this says nothing about the key: retry after
+    ``body["retry_after"]`` seconds.
+    """
+
+
+class ConflictError(KeyLedgerError):
+    """409: the request collides with an earlier one under the same idempotency key."""
+
+
+class IdempotencyConflict(ConflictError):
+    """409 ``idempotency_conflict``: the key was used for a request with other parameters."""
+
+
+class DuplicateRequest(ConflictError):
+    """409 ``duplicate_request``: a gate refused to run a replayed request again.
+
+    ``body`` has ``charged`` and ``first_at`` (unix ms) of the original call.
+    """
+
+
+class AmbiguousPath(KeyLedgerError):
+    """400 ``ambiguous_path``: the request target could reach different handlers
+    depending on how a router normalises it (encoded ``/``, ``?``, ``#``, dot segments, …)."""
+
+
 class NotFound(KeyLedgerError):
     """``not_found``: no such account, key or route."""
 
@@ -116,6 +144,11 @@ __all__ = [
     "RouteNotAllowed",
     "InsufficientCredits",
     "RateLimited",
+    "TooManyAttempts",
+    "ConflictError",
+    "IdempotencyConflict",
+    "DuplicateRequest",
+    "AmbiguousPath",
     "NotFound",
     "AlreadyExists",
     "InvalidArgument",

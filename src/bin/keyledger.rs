@@ -454,7 +454,7 @@ fn exit_code(e: &Error) -> u8 {
         "invalid_api_key" | "api_key_inactive" | "api_key_expired" | "invalid_signature" => 2,
         "missing_scope" | "route_not_allowed" => 3,
         "insufficient_credits" => 4,
-        "rate_limited" => 5,
+        "rate_limited" | "too_many_attempts" => 5,
         "not_found" => 6,
         "already_exists" => 7,
         "invalid_argument" => 8,

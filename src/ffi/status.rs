@@ -8,7 +8,9 @@
 //! | `1001–1099` | authentication refusals (HTTP 401) |
 //! | `1101–1199` | authorization refusals (HTTP 403) |
 //! | `1201–1299` | credit refusals (HTTP 402) |
-//! | `1301–1399` | rate-limit refusals (HTTP 429) |
+//! | `1301–1399` | rate-limit and attempt refusals (HTTP 429) |
+//! | `1401–1499` | request conflicts (HTTP 409) |
+//! | `1501–1599` | request targets the gate cannot read unambiguously (HTTP 400) |
 //! | `2001–2099` | management and open errors |
 //! | `9001–9099` | errors of the C boundary itself |
 //!
@@ -49,6 +51,19 @@ pub enum kl_status {
     /// `rate_limited`, HTTP 429: the body has `limit`, `max`, `remaining`, `reset_ms`,
     /// `retry_after`.
     KL_RATE_LIMITED = 1301,
+    /// `too_many_attempts`, HTTP 429: too many secret verifications queued or failed in
+    /// this process; the secret was not checked. The body has `retry_after`. Retryable.
+    KL_TOO_MANY_ATTEMPTS = 1302,
+    /// `idempotency_conflict`, HTTP 409: the idempotency key was used for a request with
+    /// other parameters. Nothing was charged.
+    KL_IDEMPOTENCY_CONFLICT = 1401,
+    /// `duplicate_request`, HTTP 409: a gate refused to serve a replayed idempotency key
+    /// again. The body has `charged` and `first_at` of the original call.
+    KL_DUPLICATE_REQUEST = 1402,
+    /// `ambiguous_path`, HTTP 400: the request target could reach different handlers
+    /// depending on how a router normalises it (encoded `/`, `?`, `#`, `\`, NUL, dot
+    /// segments, swallowed empty segments).
+    KL_AMBIGUOUS_PATH = 1501,
     /// `not_found`, HTTP 404: no such account, key or route.
     KL_NOT_FOUND = 2001,
     /// `already_exists`, HTTP 409.
@@ -72,7 +87,7 @@ pub enum kl_status {
 
 impl kl_status {
     /// Every status, for tests and for `from_u32` (not exported to C).
-    pub(crate) const ALL: [kl_status; 17] = [
+    pub(crate) const ALL: [kl_status; 21] = [
         kl_status::KL_OK,
         kl_status::KL_INVALID_API_KEY,
         kl_status::KL_API_KEY_INACTIVE,
@@ -82,6 +97,10 @@ impl kl_status {
         kl_status::KL_ROUTE_NOT_ALLOWED,
         kl_status::KL_INSUFFICIENT_CREDITS,
         kl_status::KL_RATE_LIMITED,
+        kl_status::KL_TOO_MANY_ATTEMPTS,
+        kl_status::KL_IDEMPOTENCY_CONFLICT,
+        kl_status::KL_DUPLICATE_REQUEST,
+        kl_status::KL_AMBIGUOUS_PATH,
         kl_status::KL_NOT_FOUND,
         kl_status::KL_ALREADY_EXISTS,
         kl_status::KL_INVALID_ARGUMENT,
@@ -112,6 +131,10 @@ impl kl_status {
             Error::RouteNotAllowed => kl_status::KL_ROUTE_NOT_ALLOWED,
             Error::RateLimited { .. } => kl_status::KL_RATE_LIMITED,
             Error::InsufficientCredits { .. } => kl_status::KL_INSUFFICIENT_CREDITS,
+            Error::TooManyAttempts { .. } => kl_status::KL_TOO_MANY_ATTEMPTS,
+            Error::IdempotencyConflict => kl_status::KL_IDEMPOTENCY_CONFLICT,
+            Error::DuplicateRequest { .. } => kl_status::KL_DUPLICATE_REQUEST,
+            Error::AmbiguousPath(_) => kl_status::KL_AMBIGUOUS_PATH,
             Error::NotFound(_) => kl_status::KL_NOT_FOUND,
             Error::AlreadyExists(_) => kl_status::KL_ALREADY_EXISTS,
             Error::InvalidArgument(_) => kl_status::KL_INVALID_ARGUMENT,
@@ -138,6 +161,10 @@ impl kl_status {
             kl_status::KL_ROUTE_NOT_ALLOWED => c"route_not_allowed",
             kl_status::KL_INSUFFICIENT_CREDITS => c"insufficient_credits",
             kl_status::KL_RATE_LIMITED => c"rate_limited",
+            kl_status::KL_TOO_MANY_ATTEMPTS => c"too_many_attempts",
+            kl_status::KL_IDEMPOTENCY_CONFLICT => c"idempotency_conflict",
+            kl_status::KL_DUPLICATE_REQUEST => c"duplicate_request",
+            kl_status::KL_AMBIGUOUS_PATH => c"ambiguous_path",
             kl_status::KL_NOT_FOUND => c"not_found",
             kl_status::KL_ALREADY_EXISTS => c"already_exists",
             kl_status::KL_INVALID_ARGUMENT => c"invalid_argument",
@@ -161,9 +188,11 @@ impl kl_status {
             kl_status::KL_INSUFFICIENT_CREDITS => 402,
             kl_status::KL_MISSING_SCOPE | kl_status::KL_ROUTE_NOT_ALLOWED => 403,
             kl_status::KL_NOT_FOUND => 404,
-            kl_status::KL_ALREADY_EXISTS => 409,
-            kl_status::KL_INVALID_ARGUMENT => 400,
-            kl_status::KL_RATE_LIMITED => 429,
+            kl_status::KL_ALREADY_EXISTS
+            | kl_status::KL_IDEMPOTENCY_CONFLICT
+            | kl_status::KL_DUPLICATE_REQUEST => 409,
+            kl_status::KL_INVALID_ARGUMENT | kl_status::KL_AMBIGUOUS_PATH => 400,
+            kl_status::KL_RATE_LIMITED | kl_status::KL_TOO_MANY_ATTEMPTS => 429,
             kl_status::KL_WRONG_MASTER_KEY
             | kl_status::KL_STORAGE
             | kl_status::KL_VAULT_LOCKED
@@ -173,7 +202,7 @@ impl kl_status {
     }
 }
 
-/// The HTTP status for a `kl_status` value: 200 for `KL_OK`, 401/402/403/429 for
+/// The HTTP status for a `kl_status` value: 200 for `KL_OK`, 400/401/402/403/409/429 for
 /// refusals, 400/404/409/500 for management errors. An unknown number gives 400 (like
 /// `KL_INVALID_ARGUMENT`). Never fails; does not touch the thread's last error.
 #[no_mangle]
@@ -216,6 +245,13 @@ mod tests {
                 credits: 1,
                 required: 2,
             },
+            Error::TooManyAttempts { retry_after: 1 },
+            Error::IdempotencyConflict,
+            Error::DuplicateRequest {
+                charged: 1,
+                first_at: 2,
+            },
+            Error::AmbiguousPath("dot segment".into()),
             Error::NotFound("key x".into()),
             Error::AlreadyExists("account y".into()),
             Error::InvalidArgument("bad".into()),
@@ -262,6 +298,10 @@ mod tests {
             (kl_status::KL_ROUTE_NOT_ALLOWED, 1102),
             (kl_status::KL_INSUFFICIENT_CREDITS, 1201),
             (kl_status::KL_RATE_LIMITED, 1301),
+            (kl_status::KL_TOO_MANY_ATTEMPTS, 1302),
+            (kl_status::KL_IDEMPOTENCY_CONFLICT, 1401),
+            (kl_status::KL_DUPLICATE_REQUEST, 1402),
+            (kl_status::KL_AMBIGUOUS_PATH, 1501),
             (kl_status::KL_NOT_FOUND, 2001),
             (kl_status::KL_ALREADY_EXISTS, 2002),
             (kl_status::KL_INVALID_ARGUMENT, 2003),
@@ -287,7 +327,7 @@ mod tests {
 
     #[test]
     fn unknown_numbers_map_like_invalid_argument() {
-        for n in [1, 999, 1005, 2008, 3000, 9002, u32::MAX] {
+        for n in [1, 999, 1005, 1303, 1403, 1502, 2008, 3000, 9002, u32::MAX] {
             assert_eq!(kl_status_http(n), 400);
             // SAFETY: static NUL-terminated string.
             let c = unsafe { CStr::from_ptr(kl_status_code(n)) };
