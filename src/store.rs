@@ -856,6 +856,60 @@ impl<'s> WriteTx<'s> {
         Ok(doomed.len())
     }
 
+    /// Delete request-path refusal entries (`auth_refused`) older than `before`, scanning
+    /// at most `max` entries from where the last pruning stopped (a cursor kept in `meta`).
+    /// Management entries, operator entries and anything newer are never touched, and the
+    /// newest entry is kept so sequence numbers are never reused. Returns the number of
+    /// entries deleted, plus one when the cursor moved: non-zero means commit.
+    pub(crate) fn prune_refusals(&mut self, before: Millis, max: usize) -> Result<usize> {
+        const CURSOR: &str = "audit_prune_cursor";
+        let cursor = match self.meta(CURSOR)? {
+            Some(v) => <[u8; 8]>::try_from(v.as_slice())
+                .map(u64::from_le_bytes)
+                .map_err(|_| Error::Storage("corrupt audit prune cursor".into()))?,
+            None => 0,
+        };
+        let mut doomed: Vec<(u64, Option<String>, Option<String>)> = Vec::new();
+        let mut next = cursor;
+        {
+            let audit = self.txn.open_table(AUDIT)?;
+            let Some(newest) = audit.last()?.map(|(k, _)| k.value()) else {
+                return Ok(0);
+            };
+            for row in audit.range(cursor..newest)?.take(max) {
+                let (k, v) = row?;
+                let rec: AuditRecord = decode(v.value(), "audit")?;
+                if rec.time >= before {
+                    break;
+                }
+                next = k.value() + 1;
+                if rec.action == "auth_refused" {
+                    doomed.push((k.value(), rec.key_id, rec.account_id));
+                }
+            }
+        }
+        let moved = next != cursor;
+        if moved {
+            self.put_meta(CURSOR, &next.to_le_bytes())?;
+        }
+        if doomed.is_empty() {
+            return Ok(usize::from(moved));
+        }
+        let mut audit = self.txn.open_table(AUDIT)?;
+        let mut by_key = self.txn.open_table(AUDIT_BY_KEY)?;
+        let mut by_account = self.txn.open_table(AUDIT_BY_ACCOUNT)?;
+        for (seq, key_id, account_id) in &doomed {
+            audit.remove(*seq)?;
+            if let Some(k) = key_id {
+                by_key.remove((k.as_str(), *seq))?;
+            }
+            if let Some(a) = account_id {
+                by_account.remove((a.as_str(), *seq))?;
+            }
+        }
+        Ok(doomed.len() + usize::from(moved))
+    }
+
     /// Append an audit entry; returns its sequence number.
     pub(crate) fn append_audit(&mut self, rec: &AuditRecord) -> Result<u64> {
         let mut audit = self.txn.open_table(AUDIT)?;

@@ -5,6 +5,14 @@
 //! (key_id, account_id, action, code, route) events within one flush window become one
 //! audit entry with a `count`. The vault flushes everything in one transaction at least
 //! every second and on close; a crash loses at most that window of counters, never a debit.
+//!
+//! Refusals an attacker can vary at will are folded further, so a flood cannot grow the
+//! audit log faster than a few entries per window:
+//! - a token whose key_id is unknown (or that is malformed): one entry per (code, window),
+//!   whatever the key_id and route, with a `count` and a few `samples`;
+//! - a request that no route rule matches: one entry per (key, window), whatever the path;
+//! - beyond [`MAX_EVENTS`] distinct entries in one window, every further event folds into
+//!   one overflow entry per (action, code).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -15,8 +23,16 @@ use parking_lot::Mutex;
 use crate::model::Millis;
 
 /// Distinct coalesced events kept per window; beyond it events fold into one overflow
-/// entry per (action, code), so a flood of random tokens cannot grow memory or the file.
-const MAX_EVENTS: usize = 10_000;
+/// entry per (action, code), so a flood cannot grow memory or the file.
+pub(crate) const MAX_EVENTS: usize = 1_000;
+/// Samples kept with a folded entry (the first distinct ones of the window).
+pub(crate) const MAX_SAMPLES: usize = 5;
+/// The route text of a folded entry whose requests matched no rule.
+pub(crate) const UNMATCHED_ROUTES: &str = "(unmatched routes)";
+/// The route text of a folded entry of tokens with unknown key ids or a bad format.
+pub(crate) const UNKNOWN_KEYS: &str = "(unknown or malformed keys)";
+/// The route text of the overflow entry of a window.
+pub(crate) const OVERFLOW: &str = "(overflow: too many distinct events in one window)";
 /// Longest route text kept in an audit entry.
 const MAX_ROUTE: usize = 200;
 
@@ -51,11 +67,40 @@ pub(crate) struct EventKey {
     pub route: String,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EventAgg {
     pub first: Millis,
     pub last: Millis,
     pub count: u64,
+    /// Up to [`MAX_SAMPLES`] distinct examples of what was folded into this entry (a route,
+    /// or `key_id route`); empty for an entry that folds nothing.
+    pub samples: Vec<String>,
+}
+
+impl EventAgg {
+    fn new(now: Millis) -> EventAgg {
+        EventAgg {
+            first: now,
+            last: now,
+            count: 0,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, first: Millis, last: Millis, count: u64, sample: Option<&str>) {
+        self.count = self.count.saturating_add(count);
+        self.first = self.first.min(first);
+        self.last = self.last.max(last);
+        if let Some(sample) = sample {
+            self.sample(sample);
+        }
+    }
+
+    fn sample(&mut self, sample: &str) {
+        if self.samples.len() < MAX_SAMPLES && !self.samples.iter().any(|s| s == sample) {
+            self.samples.push(clip_route(sample));
+        }
+    }
 }
 
 /// What one flush writes.
@@ -120,21 +165,25 @@ impl Pending {
         *self.refused.lock().entry(key_id.to_string()).or_insert(0) += 1;
     }
 
-    pub(crate) fn event(&self, mut key: EventKey, now: Millis) {
+    /// Count one event. `sample` is what was folded away to build `key` (the real route of
+    /// an unmatched request, the key id and route of an unknown key), kept as an example.
+    pub(crate) fn event(&self, mut key: EventKey, now: Millis, sample: Option<&str>) {
         let mut events = self.events.lock();
+        let mut overflow_sample = None;
         if events.len() >= MAX_EVENTS && !events.contains_key(&key) {
+            overflow_sample = Some(match &key.key_id {
+                Some(k) => format!("{k} {}", key.route),
+                None => key.route.clone(),
+            });
             key.key_id = None;
             key.account_id = None;
-            key.route = "(overflow: too many distinct events this second)".into();
+            key.route = OVERFLOW.into();
         }
-        let agg = events.entry(key).or_insert(EventAgg {
-            first: now,
-            last: now,
-            count: 0,
-        });
-        agg.count += 1;
-        agg.first = agg.first.min(now);
-        agg.last = agg.last.max(now);
+        let sample = overflow_sample.as_deref().or(sample);
+        events
+            .entry(key)
+            .or_insert_with(|| EventAgg::new(now))
+            .add(now, now, 1, sample);
     }
 
     /// Take everything accumulated since the last drain.
@@ -190,14 +239,11 @@ impl Pending {
         }
         let mut events = self.events.lock();
         for (k, agg) in drained.events {
-            let e = events.entry(k).or_insert(EventAgg {
-                first: agg.first,
-                last: agg.last,
-                count: 0,
-            });
-            e.count += agg.count;
-            e.first = e.first.min(agg.first);
-            e.last = e.last.max(agg.last);
+            let e = events.entry(k).or_insert_with(|| EventAgg::new(agg.first));
+            e.add(agg.first, agg.last, agg.count, None);
+            for s in &agg.samples {
+                e.sample(s);
+            }
         }
     }
 }
@@ -220,7 +266,7 @@ mod tests {
     fn identical_refusals_in_one_window_coalesce_into_one_event_with_a_count() {
         let p = Pending::new();
         for t in 0..50 {
-            p.event(refusal("aaaaaaaa"), 1000 + t);
+            p.event(refusal("aaaaaaaa"), 1000 + t, None);
         }
         let d = p.drain();
         assert_eq!(d.events.len(), 1);
@@ -234,12 +280,55 @@ mod tests {
     fn a_flood_of_distinct_refusals_stays_bounded() {
         let p = Pending::new();
         for i in 0..(MAX_EVENTS + 5000) {
-            p.event(refusal(&format!("k{i}")), 1);
+            p.event(refusal(&format!("k{i}")), 1, None);
         }
         let d = p.drain();
         assert!(d.events.len() <= MAX_EVENTS + 1);
         let total: u64 = d.events.iter().map(|(_, a)| a.count).sum();
         assert_eq!(total, (MAX_EVENTS + 5000) as u64);
+        let overflow = d
+            .events
+            .iter()
+            .find(|(k, _)| k.route == OVERFLOW)
+            .expect("an overflow entry");
+        assert_eq!(overflow.1.count, 5000);
+        assert_eq!(overflow.1.samples.len(), MAX_SAMPLES);
+        assert_eq!(overflow.0.key_id, None);
+    }
+
+    #[test]
+    fn a_folded_entry_keeps_a_few_distinct_samples() {
+        let p = Pending::new();
+        let key = EventKey {
+            action: "auth_refused",
+            key_id: None,
+            account_id: None,
+            code: Some("invalid_api_key"),
+            route: UNKNOWN_KEYS.into(),
+        };
+        for i in 0..100 {
+            p.event(key.clone(), 5, Some(&format!("k{} GET /x", i % 3)));
+        }
+        let d = p.drain();
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].1.count, 100);
+        assert_eq!(
+            d.events[0].1.samples,
+            vec!["k0 GET /x", "k1 GET /x", "k2 GET /x"]
+        );
+    }
+
+    #[test]
+    fn a_failed_flush_puts_counts_and_samples_back() {
+        let p = Pending::new();
+        p.event(refusal("aaaaaaaa"), 1, Some("GET /a"));
+        let d = p.drain();
+        p.restore(d);
+        p.event(refusal("aaaaaaaa"), 2, Some("GET /b"));
+        let d = p.drain();
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].1.count, 2);
+        assert_eq!(d.events[0].1.samples, vec!["GET /a", "GET /b"]);
     }
 
     #[test]

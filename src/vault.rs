@@ -66,6 +66,9 @@ pub enum Durability {
     Eventual,
 }
 
+/// How long refusal audit entries are kept by default.
+pub const DEFAULT_REFUSAL_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How to open a vault.
 #[derive(Clone)]
 pub struct VaultOptions {
@@ -101,6 +104,10 @@ pub struct VaultOptions {
     pub master_passphrase: Option<Zeroizing<String>>,
     /// Request signatures are accepted this far from now, each side (default 300 s).
     pub signature_window_ms: Millis,
+    /// How long `auth_refused` audit entries are kept (default 30 days); `None` keeps them
+    /// forever. Older ones are deleted in the background, a bounded batch at a time.
+    /// Management entries and `operator_authorized` entries are never pruned.
+    pub refusal_retention: Option<Duration>,
 }
 
 impl Default for VaultOptions {
@@ -121,6 +128,7 @@ impl Default for VaultOptions {
             master_key: None,
             master_passphrase: None,
             signature_window_ms: secrets::DEFAULT_SIGNATURE_WINDOW_MS,
+            refusal_retention: Some(DEFAULT_REFUSAL_RETENTION),
         }
     }
 }
@@ -135,6 +143,7 @@ impl std::fmt::Debug for VaultOptions {
             .field("actor", &self.actor)
             .field("master_key", &self.master_key.as_ref().map(|_| "…"))
             .field("signature_window_ms", &self.signature_window_ms)
+            .field("refusal_retention", &self.refusal_retention)
             .finish_non_exhaustive()
     }
 }
@@ -349,6 +358,7 @@ struct Inner {
     flush_interval: Duration,
     master: RwLock<Option<MasterKey>>,
     signature_window_ms: Millis,
+    refusal_retention: Option<Duration>,
     counters: Counters,
     /// Owner id of this vault's per-thread copies (`cache::with_local`).
     local_id: u64,
@@ -474,6 +484,7 @@ impl Vault {
             flush_interval: options.flush_interval,
             master: RwLock::new(master),
             signature_window_ms: options.signature_window_ms,
+            refusal_retention: options.refusal_retention,
             counters: Counters::new(),
             local_id: cache::new_owner(),
         });
@@ -611,6 +622,7 @@ impl Vault {
                     route: target.describe(),
                 },
                 now,
+                None,
             );
         }
         Ok(grant)
@@ -1640,7 +1652,9 @@ impl Inner {
         })
     }
 
-    /// Record a refusal (usage + coalesced audit entry) and hand the error back.
+    /// Record a refusal (usage + coalesced audit entry) and hand the error back. Requests
+    /// that match no rule fold into one entry per key and window, whatever their path (the
+    /// paths are kept as samples), so varying the path cannot grow the log.
     fn refuse(
         &self,
         rec: Option<&KeyRecord>,
@@ -1651,30 +1665,45 @@ impl Inner {
         if let Some(r) = rec {
             self.pending.refused(&r.key_id);
         }
+        let described = target.describe();
+        let (route, sample) = if matches!(err, Error::RouteNotAllowed) {
+            (crate::usage::UNMATCHED_ROUTES.to_string(), Some(described))
+        } else {
+            (described, None)
+        };
         self.pending.event(
             EventKey {
                 action: "auth_refused",
                 key_id: rec.map(|r| r.key_id.clone()),
                 account_id: rec.map(|r| r.account_id.clone()),
                 code: Some(err.code()),
-                route: target.describe(),
+                route,
             },
             now,
+            sample.as_deref(),
         );
         err
     }
 
-    /// Refusal before a key record is known: the key_id of a well-formed token is kept.
+    /// Refusal before a key record is known (a malformed token, or a key_id that names no
+    /// key). Key ids and routes are the attacker's to choose, so all such refusals of one
+    /// window fold into one entry, with the first few `key_id route` pairs as samples.
     fn refuse_unknown(&self, key_id: Option<&str>, target: &Target<'_>, now: Millis) -> Error {
+        let described = target.describe();
+        let sample = match key_id {
+            Some(k) => format!("{k} {described}"),
+            None => format!("(malformed) {described}"),
+        };
         self.pending.event(
             EventKey {
                 action: "auth_refused",
-                key_id: key_id.map(str::to_string),
+                key_id: None,
                 account_id: None,
                 code: Some("invalid_api_key"),
-                route: target.describe(),
+                route: crate::usage::UNKNOWN_KEYS.to_string(),
             },
             now,
+            Some(&sample),
         );
         Error::InvalidApiKey
     }
@@ -2335,6 +2364,9 @@ impl Inner {
                 if agg.count > 1 {
                     details["last"] = json!(agg.last);
                 }
+                if !agg.samples.is_empty() {
+                    details["samples"] = json!(agg.samples);
+                }
                 tx.append_audit(&AuditRecord {
                     time: agg.first,
                     action: k.action.to_string(),
@@ -2376,7 +2408,11 @@ impl Inner {
         };
         // Only open a write transaction when something is due.
         let mut tx = store.write()?;
-        let n = tx.prune_idempotent(now.saturating_sub(IDEMPOTENCY_WINDOW_MS), 1000)?;
+        let mut n = tx.prune_idempotent(now.saturating_sub(IDEMPOTENCY_WINDOW_MS), 1000)?;
+        if let Some(keep) = self.refusal_retention {
+            let keep = Millis::try_from(keep.as_millis()).unwrap_or(Millis::MAX);
+            n += tx.prune_refusals(now.saturating_sub(keep), 5000)?;
+        }
         if n > 0 {
             tx.commit(redb::Durability::Immediate)?;
         }

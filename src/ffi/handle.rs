@@ -39,6 +39,7 @@ struct OpenOptions {
     master_passphrase: Option<SecretString>,
     signature_window_ms: Option<Millis>,
     throttle: Option<ThrottleJson>,
+    refusal_retention_ms: Option<u64>,
 }
 
 /// A string parsed out of the options that is wiped when dropped (a master key's base64
@@ -111,6 +112,9 @@ impl OpenOptions {
         if let Some(ms) = self.flush_interval_ms {
             o.flush_interval = Duration::from_millis(ms);
         }
+        if let Some(ms) = self.refusal_retention_ms {
+            o.refusal_retention = (ms > 0).then(|| Duration::from_millis(ms));
+        }
         Ok(o)
     }
 }
@@ -132,7 +136,8 @@ impl OpenOptions {
 /// wiping `options_json` itself is the caller's business. `"signature_window_ms"` (> 0):
 /// how far a request signature's `t=` may be from now, each side (default 300 s).
 /// `"throttle"`: failed-secret token bucket per key_id (`burst` ≥ 0 attempts,
-/// `per_second` ≥ 0 regained; default 10 and 1.0).
+/// `per_second` ≥ 0 regained; default 10 and 1.0). `"refusal_retention_ms"`: how long
+/// `auth_refused` audit entries are kept (default 30 days; 0 keeps them forever).
 ///
 /// On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
 /// Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master

@@ -802,7 +802,7 @@ fn argon2_arg(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option
 #[pymethods]
 impl PyVault {
     #[new]
-    #[pyo3(signature = (path, *, master_key=None, master_passphrase=None, argon2=None, exclusive=false, durability="immediate", cache_capacity=100_000, actor=None, throttle_burst=None, throttle_per_second=None, signature_window=None))]
+    #[pyo3(signature = (path, *, master_key=None, master_passphrase=None, argon2=None, exclusive=false, durability="immediate", cache_capacity=100_000, actor=None, throttle_burst=None, throttle_per_second=None, signature_window=None, refusal_retention=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -817,6 +817,7 @@ impl PyVault {
         throttle_burst: Option<u32>,
         throttle_per_second: Option<f64>,
         signature_window: Option<&Bound<'_, PyAny>>,
+        refusal_retention: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let master_key = master_key_arg(py, master_key)?;
         let durability = match durability {
@@ -856,6 +857,11 @@ impl PyVault {
         let mut options = options;
         if let Some(w) = signature_window.filter(|o| !o.is_none()) {
             options.signature_window_ms = duration_arg(py, w, "signature_window")?;
+        }
+        if let Some(r) = refusal_retention.filter(|o| !o.is_none()) {
+            let ms = u64::try_from(duration_arg(py, r, "refusal_retention")?)
+                .map_err(|_| invalid(py, "refusal_retention must not be negative"))?;
+            options.refusal_retention = (ms > 0).then(|| std::time::Duration::from_millis(ms));
         }
         let vault = py
             .detach(|| crate::Vault::open_with(&path, options))
