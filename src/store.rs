@@ -9,8 +9,6 @@
 //! encoding of a `*Record` struct; balances are a fixed-width `(u64, u64)` tuple; integers
 //! stored by redb are little-endian.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -347,16 +345,14 @@ pub(crate) struct Store {
 
 impl Store {
     /// Open (creating with mode 0600 if missing) the vault file.
-    pub(crate) fn open(path: &Path, sharing: Sharing, cache_bytes: usize) -> Result<Store> {
-        // Create the file ourselves so it is 0600 from its first byte.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+    /// Open the store in `file`, the vault file at `path` already opened and checked by
+    /// `crate::files::open_vault_file` (redb uses that very descriptor).
+    pub(crate) fn open(
+        path: &Path,
+        file: std::fs::File,
+        sharing: Sharing,
+        cache_bytes: usize,
+    ) -> Result<Store> {
         let mode = match sharing {
             Sharing::MultiProcess => redb::ConcurrencyMode::MultiWriter,
             Sharing::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
@@ -370,10 +366,13 @@ impl Store {
             Some(faults) => {
                 builder.create_with_backend(fault::FailingBackend::open(path, faults)?)?
             }
-            None => builder.create(path)?,
+            None => builder.create_with_backend(redb::backends::FileBackend::new(file)?)?,
         };
         #[cfg(not(any(test, feature = "fault-injection")))]
-        let db = builder.create(path)?;
+        let db = {
+            let _ = path;
+            builder.create_with_backend(redb::backends::FileBackend::new(file)?)?
+        };
         let store = Store {
             db,
             read_txns: AtomicU64::new(0),

@@ -362,6 +362,8 @@ struct Inner {
     counters: Counters,
     /// Owner id of this vault's per-thread copies (`cache::with_local`).
     local_id: u64,
+    /// Why the shared cache is disabled, when it is (`Vault::cache_disabled_reason`).
+    cache_note: Option<String>,
 }
 
 /// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
@@ -425,7 +427,9 @@ impl Vault {
         } else {
             Sharing::MultiProcess
         };
-        let store = Store::open(&path, sharing, options.storage_cache_bytes)?;
+        // Never a planted file, never through a symlink to someone else's file (src/files.rs).
+        let vault_file = crate::files::open_vault_file(&path)?;
+        let store = Store::open(&path, vault_file.file, sharing, options.storage_cache_bytes)?;
         let (vault_id, argon2) = {
             let r = store.read()?;
             let id: [u8; 16] = r
@@ -446,18 +450,40 @@ impl Vault {
             (None, None) => Argon2Params::default(),
         };
         let master = resolve_master_key(&store, options.master_key, options.master_passphrase)?;
-        let (sidecar, mode) = if options.exclusive {
+        let (sidecar, mode, cache_note) = if options.exclusive {
             (
                 Some(Sidecar::private(options.shm_slots)),
                 CacheMode::Private,
+                None,
             )
-        } else if options.shared_cache {
-            match Sidecar::open(&sidecar_path(&path), vault_id, options.shm_slots) {
-                Ok(s) => (Some(s), CacheMode::Shared),
-                Err(_) => (None, CacheMode::Disabled),
-            }
+        } else if !options.shared_cache {
+            (
+                None,
+                CacheMode::Disabled,
+                Some("shared_cache is off".into()),
+            )
+        } else if vault_file.links > 1 {
+            // Another name for the same file would get another sidecar: processes opening
+            // it by that name would never see our writes. Trust no shared cache.
+            let note = format!(
+                "the vault file has {} hard links; a shared cache is not trusted",
+                vault_file.links
+            );
+            (None, CacheMode::Disabled, Some(note))
         } else {
-            (None, CacheMode::Disabled)
+            // Named from the canonical path: every name (symlink) of the file shares it.
+            let shm = sidecar_path(&vault_file.canonical);
+            match Sidecar::open(&shm, vault_id, options.shm_slots) {
+                Ok(s) => (Some(s), CacheMode::Shared, None),
+                Err(e) => match crate::shm::unsafe_file(&e) {
+                    Some(msg) => return Err(Error::InvalidArgument(msg)),
+                    None => (
+                        None,
+                        CacheMode::Disabled,
+                        Some(format!("cannot map {}: {e}", shm.display())),
+                    ),
+                },
+            }
         };
         let inner = Arc::new(Inner {
             path,
@@ -487,6 +513,7 @@ impl Vault {
             refusal_retention: options.refusal_retention,
             counters: Counters::new(),
             local_id: cache::new_owner(),
+            cache_note,
         });
         let flusher = spawn_flusher(&inner)?;
         Ok(Vault {
@@ -500,9 +527,24 @@ impl Vault {
         &self.inner.path
     }
 
-    /// How this process validates its caches.
+    /// How this process validates its caches. `Disabled` also when the vault file has
+    /// more than one hard link, and while a removed or replaced sidecar could not be mapped
+    /// again (see [`Vault::cache_disabled_reason`]).
     pub fn cache_mode(&self) -> CacheMode {
-        self.inner.mode
+        match &self.inner.sidecar {
+            Some(sc) if !sc.is_trusted() => CacheMode::Disabled,
+            _ => self.inner.mode,
+        }
+    }
+
+    /// Why [`Vault::cache_mode`] is `Disabled` (`None` when it is not).
+    pub fn cache_disabled_reason(&self) -> Option<String> {
+        if self.cache_mode() != CacheMode::Disabled {
+            return None;
+        }
+        Some(self.inner.cache_note.clone().unwrap_or_else(|| {
+            "the sidecar was removed or replaced and could not be mapped again".into()
+        }))
     }
 
     /// The argon2id parameters new hashes get.
@@ -1539,7 +1581,10 @@ fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, JoinHandle<()>
         Duration::from_millis(100).min(interval)
     } else {
         interval
-    };
+    }
+    // At least once a second: the sidecar check below bounds how long a removed sidecar
+    // goes unnoticed.
+    .min(Duration::from_secs(1));
     let handle = std::thread::Builder::new()
         .name("keyledger-flush".into())
         .spawn(move || {
@@ -1550,6 +1595,10 @@ fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, JoinHandle<()>
                     _ => return, // closed
                 }
                 let Some(inner) = weak.upgrade() else { return };
+                if let Some(sc) = &inner.sidecar {
+                    // Removed, replaced or retired: map the file now at the path.
+                    sc.check_path();
+                }
                 let _ = inner.sync_if_needed();
                 since_flush += tick;
                 if since_flush >= interval {
@@ -1623,8 +1672,12 @@ impl Inner {
         let (touched, committer) = tx.into_parts();
         match &self.sidecar {
             Some(sc) if !touched.is_empty() => {
-                let slots: Vec<usize> = touched.iter().map(|(k, id)| sc.slot_of(*k, id)).collect();
+                // Slot numbers from the guard: it may have remapped a replaced sidecar.
                 let mut guard = sc.write();
+                let slots: Vec<usize> = touched
+                    .iter()
+                    .map(|(k, id)| guard.slot_of(*k, id))
+                    .collect();
                 guard.begin(&slots);
                 committer.commit(durability)
                 // guard drops here: the slots become idle with new values
