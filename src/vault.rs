@@ -1178,6 +1178,12 @@ impl Vault {
     /// Zero-downtime rotation: mint a new key with the same account, name, prefix,
     /// scopes, operator flag and metadata; the old key keeps working for `grace_ms`
     /// (0: it stops now) and then expires.
+    ///
+    /// The new key carries every restriction of the old one: its expiry, its own rate
+    /// limits (fresh windows) and the signing requirement (a new signing secret, which
+    /// needs the master key). A revoked, disabled or expired key is refused
+    /// (`invalid_argument`): rotation never lifts a suspension or an expiry. So is a key
+    /// already rotated (in its grace period): rotate its successor instead.
     pub fn rotate_key(&self, key_id: &str, grace_ms: Millis) -> Result<(SecretToken, KeyInfo)> {
         let inner = &*self.inner;
         inner.check_open()?;
@@ -1185,11 +1191,15 @@ impl Vault {
             return Err(Error::invalid("grace must not be negative"));
         }
         let now = (inner.clock)();
+        let ends = now
+            .checked_add(grace_ms)
+            .filter(|&at| at <= times::MAX_TIME_MS)
+            .ok_or_else(|| Error::invalid("grace is too long"))?;
         let old = inner
             .read()?
             .key(key_id)?
             .ok_or_else(|| not_found_key(key_id))?;
-        live(&old)?;
+        rotatable(&old, now)?;
         let master = if old.signing_secret.is_some() {
             Some(inner.master_for_signing()?)
         } else {
@@ -1197,27 +1207,40 @@ impl Vault {
         };
         let (mut secret, hash, new_id) = inner.mint(&old.prefix)?;
         let signing_secret = seal_signing_secret(master.as_ref(), &new_id, &mut secret)?;
-        let ends = now.saturating_add(grace_ms);
         let created = inner.write(|tx| {
             let mut old = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
-            live(&old)?;
+            rotatable(&old, now)?;
+            if let Some(next) = tx
+                .keys_of(Some(&old.account_id))?
+                .into_iter()
+                .find(|k| k.rotated_from.as_deref() == Some(key_id))
+            {
+                return Err(Error::invalid(format!(
+                    "key {key_id} was already rotated to {}: rotate that key instead",
+                    next.key_id
+                )));
+            }
             if tx.key(&new_id)?.is_some() {
                 return Err(Error::Storage("key id collision; retry".into()));
             }
             let new = KeyRecord {
                 key_id: new_id.clone(),
                 created_at: now,
-                disabled: false,
                 revoked_at: None,
                 secret_hash: hash.clone(),
                 signing_secret: signing_secret.clone(),
                 rotated_from: Some(old.key_id.clone()),
-                expires_at: old.expires_at.filter(|&at| at > now),
                 ..old.clone()
             };
             old.expires_at = Some(old.expires_at.map_or(ends, |at| at.min(ends)));
             tx.put_key(&old)?;
             tx.put_key(&new)?;
+            // The key's own rate limits go with it (fresh windows: a new bucket key).
+            let from = LimitOwner::Key(&old.key_id).storage_key();
+            let to = LimitOwner::Key(&new.key_id).storage_key();
+            for def in tx.limits(&from)? {
+                tx.put_limit(&to, (SlotKind::Key, &new.key_id), &def)?;
+            }
             inner.audit(
                 tx,
                 now,
@@ -2541,6 +2564,24 @@ fn not_found_key(key_id: &str) -> Error {
 }
 
 /// A revoked key can no longer be changed (only revoked again, which is a no-op).
+/// A key that may be rotated: live, enabled and not expired (rotation must not lift a
+/// suspension or an expiry).
+fn rotatable(rec: &KeyRecord, now: Millis) -> Result<()> {
+    live(rec)?;
+    let id = &rec.key_id;
+    if rec.disabled {
+        return Err(Error::invalid(format!(
+            "key {id} is disabled: enable it first if its owner may keep access (rotating does not lift a suspension)"
+        )));
+    }
+    if rec.expires_at.is_some_and(|at| at <= now) {
+        return Err(Error::invalid(format!(
+            "key {id} has expired: extend its expiry first if its owner may keep access (rotating does not renew a key)"
+        )));
+    }
+    Ok(())
+}
+
 fn live(rec: &KeyRecord) -> Result<()> {
     if rec.revoked_at.is_some() {
         Err(Error::invalid(format!("key {} is revoked", rec.key_id)))
