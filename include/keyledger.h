@@ -277,6 +277,13 @@ typedef struct kl_authorize_opts {
    0: the call weighs 1. Non-zero: it weighs `limit_cost`.
    */
   uint8_t has_limit_cost;
+  /*
+   0: a repeat of `idempotency_key` (same request, within 24 h) returns the first
+   grant with `replayed` set. Non-zero: it is refused with `KL_DUPLICATE_REQUEST`,
+   whose body carries the first call's `charged` and `first_at`. Either way nothing is
+   charged; a reuse of the key for another request is `KL_IDEMPOTENCY_CONFLICT`.
+   */
+  uint8_t refuse_replay;
 } kl_authorize_opts;
 
 /*
@@ -380,7 +387,8 @@ void kl_secret_free(char *s);
 
  Returns `KL_OK`, a refusal (`KL_INVALID_API_KEY`, `KL_API_KEY_INACTIVE`,
  `KL_API_KEY_EXPIRED`, `KL_INVALID_SIGNATURE`, `KL_MISSING_SCOPE`,
- `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`),
+ `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`,
+ `KL_IDEMPOTENCY_CONFLICT`, `KL_DUPLICATE_REQUEST` with `refuse_replay`),
  `KL_INVALID_ARGUMENT` (NULL, non-UTF-8 or oversized input, a `limits_json` that is
  not an array of strings or names an unknown limit; a token over 512 bytes is
  `KL_INVALID_API_KEY`), `KL_VAULT_CLOSED`, `KL_STORAGE`.

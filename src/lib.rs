@@ -36,6 +36,7 @@ mod error;
 /// The C ABI (`include/keyledger.h`): `kl_` functions over [`Vault`]; see the module docs.
 pub mod ffi;
 mod files;
+mod idempotency;
 mod limits;
 mod model;
 pub mod policy;
@@ -44,6 +45,7 @@ mod python;
 mod secrets;
 pub(crate) mod shm;
 mod store;
+mod times;
 pub mod token;
 mod usage;
 mod vault;
@@ -65,9 +67,10 @@ pub use model::{
 };
 pub use policy::RouteRule;
 pub use secrets::{sign_request, MasterKey, DEFAULT_SIGNATURE_WINDOW_MS, MASTER_KEY_ENV};
+pub use times::{MAX_TIME_MS, MIN_TIME_MS};
 pub use token::{looks_like_key, redact};
 pub use vault::{
-    system_now, AuthorizeOptions, Clock, Durability, Target, Vault, VaultOptions,
+    system_now, AuthorizeOptions, Clock, Durability, OnReplay, Target, Vault, VaultOptions,
     IDEMPOTENCY_WINDOW_MS,
 };
 pub use webhook::{sign_webhook, verify_webhook};

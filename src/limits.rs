@@ -369,49 +369,56 @@ pub(crate) mod calendar {
 
     const DAY_MS: i64 = 86_400_000;
 
-    /// (year, month 1–12, day 1–31) of a day count since 1970-01-01.
-    fn civil_from_days(z: i64) -> (i64, i64, i64) {
-        let z = z + 719_468;
+    /// (year, month 1–12, day 1–31) of a day count since 1970-01-01; `None` when the
+    /// arithmetic would overflow (never for the days of `crate::times`' range).
+    fn civil_from_days(z: i64) -> Option<(i64, i64, i64)> {
+        let z = z.checked_add(719_468)?;
         let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
+        let doe = z.checked_sub(era.checked_mul(146_097)?)?;
         let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
         let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
         let mp = (5 * doy + 2) / 153;
         let d = doy - (153 * mp + 2) / 5 + 1;
         let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        (y, m, d)
+        let y = era
+            .checked_mul(400)?
+            .checked_add(yoe)?
+            .checked_add(i64::from(m <= 2))?;
+        Some((y, m, d))
     }
 
-    /// Days since 1970-01-01 of (year, month 1–12, day).
-    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
+    /// Days since 1970-01-01 of (year, month 1–12, day); `None` on overflow.
+    fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+        let y = if m <= 2 { y.checked_sub(1)? } else { y };
         let era = y.div_euclid(400);
         let yoe = y - era * 400;
         let mp = if m > 2 { m - 3 } else { m + 9 };
         let doy = (153 * mp + 2) / 5 + d - 1;
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
+        era.checked_mul(146_097)?
+            .checked_add(doe)?
+            .checked_sub(719_468)
     }
 
-    fn month_start(y: i64, m: i64, day: i64) -> Millis {
+    fn month_start(y: i64, m: i64, day: i64) -> Option<Millis> {
         let (y, m) = if m < 1 {
-            (y - 1, m + 12)
+            (y.checked_sub(1)?, m + 12)
         } else if m > 12 {
-            (y + 1, m - 12)
+            (y.checked_add(1)?, m - 12)
         } else {
             (y, m)
         };
-        days_from_civil(y, m, day).saturating_mul(DAY_MS)
+        days_from_civil(y, m, day)?.checked_mul(DAY_MS)
     }
 
-    /// Start of the refill period that contains `now`.
-    pub(crate) fn period_start(refill: &Refill, now: Millis) -> Millis {
+    /// Start of the refill period that contains `now`; `None` if it is not representable
+    /// (only for instants far outside `crate::times`' range).
+    pub(crate) fn period_start(refill: &Refill, now: Millis) -> Option<Millis> {
         let days = now.div_euclid(DAY_MS);
         match refill.interval {
-            RefillInterval::Daily => days * DAY_MS,
+            RefillInterval::Daily => days.checked_mul(DAY_MS),
             RefillInterval::Monthly => {
-                let (y, m, d) = civil_from_days(days);
+                let (y, m, d) = civil_from_days(days)?;
                 let day = i64::from(refill.day);
                 if d >= day {
                     month_start(y, m, day)
@@ -422,12 +429,13 @@ pub(crate) mod calendar {
         }
     }
 
-    /// Start of the period after the one starting at `start`.
-    pub(crate) fn next_period(refill: &Refill, start: Millis) -> Millis {
+    /// Start of the period after the one starting at `start`; `None` if it is not
+    /// representable (the refill is then never due).
+    pub(crate) fn next_period(refill: &Refill, start: Millis) -> Option<Millis> {
         match refill.interval {
-            RefillInterval::Daily => start.saturating_add(DAY_MS),
+            RefillInterval::Daily => start.checked_add(DAY_MS),
             RefillInterval::Monthly => {
-                let (y, m, _) = civil_from_days(start.div_euclid(DAY_MS));
+                let (y, m, _) = civil_from_days(start.div_euclid(DAY_MS))?;
                 month_start(y, m + 1, i64::from(refill.day))
             }
         }
@@ -437,18 +445,43 @@ pub(crate) mod calendar {
     mod tests {
         use super::*;
 
+        fn ps(r: &Refill, now: Millis) -> Millis {
+            period_start(r, now).unwrap()
+        }
+
+        fn np(r: &Refill, start: Millis) -> Millis {
+            next_period(r, start).unwrap()
+        }
+
+        #[test]
+        fn extreme_instants_give_none_instead_of_overflowing() {
+            for interval in [RefillInterval::Daily, RefillInterval::Monthly] {
+                let r = Refill {
+                    amount: 1,
+                    interval,
+                    day: 28,
+                };
+                assert_eq!(next_period(&r, i64::MAX), None);
+                let _ = period_start(&r, i64::MIN);
+                let _ = period_start(&r, i64::MAX);
+            }
+        }
+
         fn at(y: i64, m: i64, d: i64, h: i64) -> Millis {
-            days_from_civil(y, m, d) * DAY_MS + h * 3_600_000
+            days_from_civil(y, m, d).unwrap() * DAY_MS + h * 3_600_000
         }
 
         #[test]
         fn civil_dates_round_trip() {
             for z in [-800_000, -1, 0, 1, 10_957, 20_415, 2_000_000] {
-                let (y, m, d) = civil_from_days(z);
-                assert_eq!(days_from_civil(y, m, d), z);
+                let (y, m, d) = civil_from_days(z).unwrap();
+                assert_eq!(days_from_civil(y, m, d), Some(z));
             }
-            assert_eq!(civil_from_days(0), (1970, 1, 1));
-            assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+            assert_eq!(civil_from_days(0), Some((1970, 1, 1)));
+            assert_eq!(
+                civil_from_days(days_from_civil(2024, 2, 29).unwrap()),
+                Some((2024, 2, 29))
+            );
         }
 
         #[test]
@@ -458,16 +491,13 @@ pub(crate) mod calendar {
                 interval: RefillInterval::Monthly,
                 day: 15,
             };
-            assert_eq!(period_start(&r, at(2026, 11, 23, 5)), at(2026, 11, 15, 0));
-            assert_eq!(period_start(&r, at(2026, 11, 14, 23)), at(2026, 10, 15, 0));
-            assert_eq!(period_start(&r, at(2026, 1, 3, 0)), at(2025, 12, 15, 0));
-            assert_eq!(next_period(&r, at(2026, 12, 15, 0)), at(2027, 1, 15, 0));
+            assert_eq!(ps(&r, at(2026, 11, 23, 5)), at(2026, 11, 15, 0));
+            assert_eq!(ps(&r, at(2026, 11, 14, 23)), at(2026, 10, 15, 0));
+            assert_eq!(ps(&r, at(2026, 1, 3, 0)), at(2025, 12, 15, 0));
+            assert_eq!(np(&r, at(2026, 12, 15, 0)), at(2027, 1, 15, 0));
             let first = Refill { day: 1, ..r };
-            assert_eq!(period_start(&first, at(2026, 12, 1, 0)), at(2026, 12, 1, 0));
-            assert_eq!(
-                period_start(&first, at(2026, 11, 30, 23)),
-                at(2026, 11, 1, 0)
-            );
+            assert_eq!(ps(&first, at(2026, 12, 1, 0)), at(2026, 12, 1, 0));
+            assert_eq!(ps(&first, at(2026, 11, 30, 23)), at(2026, 11, 1, 0));
         }
 
         #[test]
@@ -477,8 +507,8 @@ pub(crate) mod calendar {
                 interval: RefillInterval::Daily,
                 day: 1,
             };
-            assert_eq!(period_start(&r, at(2026, 11, 23, 17)), at(2026, 11, 23, 0));
-            assert_eq!(next_period(&r, at(2026, 11, 23, 0)), at(2026, 11, 24, 0));
+            assert_eq!(ps(&r, at(2026, 11, 23, 17)), at(2026, 11, 23, 0));
+            assert_eq!(np(&r, at(2026, 11, 23, 0)), at(2026, 11, 24, 0));
         }
     }
 }

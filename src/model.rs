@@ -366,4 +366,6 @@ pub struct Stats {
     pub commits: u64,
     /// Failed secret checks refused by the throttle without running argon2.
     pub throttled: u64,
+    /// Background flusher rounds that panicked (each was caught, and the flusher went on).
+    pub flusher_panics: u64,
 }

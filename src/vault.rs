@@ -17,6 +17,7 @@ use crate::batch::GroupCommit;
 use crate::cache::{self, BuildFast, Cache};
 use crate::crypto::{self, Argon2Params, DigestKey, Limiter, Throttle, ThrottleConfig, Verified};
 use crate::error::{Error, Result};
+use crate::idempotency::{self, Matched};
 use crate::limits::{self, BoundLimit, Counters, LimitOwner, RateLimit, Taken};
 use crate::model::{
     Account, AuditEntry, AuditQuery, AuthMethod, Balance, CacheMode, Grant, KeyInfo, Millis,
@@ -26,6 +27,7 @@ use crate::policy::{self, RouteRule, Router};
 use crate::secrets::{self, MasterKey};
 use crate::shm::{Sidecar, SlotKind};
 use crate::store::{AccountRecord, AuditRecord, KeyRecord, Sharing, Store, WriteTx};
+use crate::times;
 use crate::token;
 use crate::usage::{clip_route, EventKey, Pending, UsageCell};
 
@@ -187,18 +189,37 @@ impl<'a> Target<'a> {
 pub struct AuthorizeOptions<'a> {
     /// Credits to charge; default: the matched route's cost (0 for a scope).
     pub cost: Option<u64>,
-    /// At most 255 bytes, per account: a repeat within 24 h returns the first grant.
+    /// At most 255 bytes, per account: a repeat of the same request (account, route rule
+    /// or scope, cost, limit cost) within 24 h is answered per `on_replay` and charges
+    /// nothing; a reuse for another request is [`Error::IdempotencyConflict`].
     pub idempotency_key: Option<&'a str>,
     /// `t=<unix seconds>,v1=<hex>` for keys that require signing (SPEC §7).
     pub signature: Option<&'a str>,
     /// The request body, for signatures.
     pub body: Option<&'a [u8]>,
-    /// The time of the request (default: the vault's clock).
+    /// The time of the request (default: the vault's clock), in
+    /// `MIN_TIME_MS ..= MAX_TIME_MS`; outside it the call is `invalid_argument`.
     pub now: Option<Millis>,
     /// Rate limits to apply besides the auto-applied ones, by name (SPEC §13).
     pub limits: Option<&'a [&'a str]>,
     /// How much this call weighs against every applied limit (default 1).
     pub limit_cost: Option<u64>,
+    /// What a repeat of an idempotency key answers (default: the first grant, replayed).
+    pub on_replay: OnReplay,
+}
+
+/// What [`Vault::authorize`] answers when an idempotency key repeats an earlier call
+/// (same account, route rule or scope, cost and limit cost, within 24 h). A repeat with
+/// other parameters is always refused with [`Error::IdempotencyConflict`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnReplay {
+    /// The first call's grant, marked `replayed`, with `charged` 0 (for a caller that
+    /// serves its stored response itself).
+    #[default]
+    Grant,
+    /// [`Error::DuplicateRequest`] with the first call's charge and time: the request was
+    /// already served, do not run it again. Nothing is charged either way.
+    Refuse,
 }
 
 /// A key record with the rate limits attached to it, as read in one transaction.
@@ -292,18 +313,11 @@ const NEVER: u64 = u64::MAX;
 struct DebitReq {
     account_id: String,
     cost: u64,
-    /// Namespaced idempotency key (`a:` authorize, `d:` management debit).
-    idempotency: Option<String>,
+    /// Namespaced idempotency key (`a:` authorize, `d:` management debit) and the
+    /// request's fingerprint.
+    idempotency: Option<(String, [u8; 32])>,
     now: Millis,
     /// The grant to complete (authorize) — `None` for a management debit.
-    grant: Option<Grant>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredOutcome {
-    charged: u64,
-    credits: u64,
-    total: u64,
     grant: Option<Grant>,
 }
 
@@ -312,7 +326,8 @@ struct Debited {
     charged: u64,
     credits: u64,
     total: u64,
-    replayed: Option<Grant>,
+    /// The first call's grant and time, for a replay.
+    replayed: Option<(Grant, Millis)>,
 }
 
 static FORK_GEN: AtomicU64 = AtomicU64::new(0);
@@ -364,6 +379,11 @@ struct Inner {
     local_id: u64,
     /// Why the shared cache is disabled, when it is (`Vault::cache_disabled_reason`).
     cache_note: Option<String>,
+    /// Background flusher rounds that panicked (caught; see `spawn_flusher`).
+    flusher_panics: AtomicU64,
+    /// Flusher rounds still to panic on purpose (test hook).
+    #[cfg(feature = "fault-injection")]
+    injected_flusher_panics: AtomicU64,
 }
 
 /// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
@@ -507,6 +527,9 @@ impl Vault {
             unsynced: AtomicBool::new(false),
             argon2_runs: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            flusher_panics: AtomicU64::new(0),
+            #[cfg(feature = "fault-injection")]
+            injected_flusher_panics: AtomicU64::new(0),
             flush_interval: options.flush_interval,
             master: RwLock::new(master),
             signature_window_ms: options.signature_window_ms,
@@ -560,7 +583,17 @@ impl Vault {
             read_txns: store.as_ref().map_or(0, Store::read_txns),
             commits: store.as_ref().map_or(0, Store::commits),
             throttled: self.inner.throttled.load(Ordering::Relaxed),
+            flusher_panics: self.inner.flusher_panics.load(Ordering::Relaxed),
         }
+    }
+
+    /// Test hook: the next `n` rounds of this vault's background flusher panic. Not API.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn inject_flusher_panics(&self, n: u64) {
+        self.inner
+            .injected_flusher_panics
+            .store(n, Ordering::SeqCst);
     }
 
     /// Flush usage counters and request-path audit entries now (also done every second
@@ -624,17 +657,24 @@ impl Vault {
         let rec = &authed.state.rec;
         // Scope or route.
         let router;
-        let (required, route_cost): (&str, u64) = match target {
+        let (required, route_cost, matched): (&str, u64, Matched<'_>) = match target {
             Target::Route { method, path } => {
                 router = inner.router()?;
                 match router.find(method, path) {
-                    Some(rule) => (&rule.scope, rule.cost),
+                    Some(rule) => (
+                        &rule.scope,
+                        rule.cost,
+                        Matched::Rule {
+                            method: &rule.method,
+                            pattern: &rule.pattern,
+                        },
+                    ),
                     None => {
                         return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
                     }
                 }
             }
-            Target::Scope(s) => (s, 0),
+            Target::Scope(s) => (s, 0, Matched::Scope(s)),
         };
         let operator = rec.operator;
         if !operator && !policy::scopes_grant(&rec.scopes, required) {
@@ -644,7 +684,14 @@ impl Vault {
         // Rate limits, then credits: what a refused call took is given back.
         let account = inner.account_view(&rec.account_id)?;
         let taken = inner.take_limits(&authed.state, &account, &target, options, now)?;
-        let result = inner.charge(&authed.state, &account, route_cost, &target, options, now);
+        let result = inner.charge(
+            &authed.state,
+            &account,
+            (route_cost, &matched),
+            &target,
+            options,
+            now,
+        );
         let mut grant = match result {
             Ok(grant) => grant,
             Err(e) => {
@@ -677,7 +724,7 @@ impl Inner {
         &self,
         state: &KeyState,
         account: &AccountView,
-        route_cost: u64,
+        (route_cost, matched): (u64, &Matched<'_>),
         target: &Target<'_>,
         options: &AuthorizeOptions<'_>,
         now: Millis,
@@ -720,13 +767,24 @@ impl Inner {
             let req = DebitReq {
                 account_id: rec.account_id.clone(),
                 cost,
-                idempotency: idem.map(|k| format!("a:{k}")),
+                idempotency: idem.map(|k| {
+                    let limit_cost = options.limit_cost.unwrap_or(1);
+                    let fp = idempotency::fingerprint(&rec.account_id, matched, cost, limit_cost);
+                    (format!("a:{k}"), fp)
+                }),
                 now,
                 grant: Some(grant.clone()),
             };
             match inner.submit_debit(req) {
                 Ok(d) => {
-                    if let Some(first) = d.replayed {
+                    if let Some((first, first_at)) = d.replayed {
+                        if options.on_replay == OnReplay::Refuse {
+                            // Not a refusal of the key: the request was already served.
+                            return Err(Error::DuplicateRequest {
+                                charged: first.charged,
+                                first_at,
+                            });
+                        }
                         // The first call's grant; this call charged nothing.
                         grant = first;
                         grant.replayed = true;
@@ -956,7 +1014,8 @@ impl Vault {
 
     /// Debit `amount` (> 0) credits for a caller authenticated some other way (e.g. a
     /// dashboard session). Refuses with `insufficient_credits` (402) and changes nothing
-    /// when the balance is short. An `idempotency_key` repeat within 24 h charges nothing.
+    /// when the balance is short. An `idempotency_key` repeat within 24 h charges nothing;
+    /// reused with another amount it is [`Error::IdempotencyConflict`].
     pub fn debit(&self, id: &str, amount: u64, idempotency_key: Option<&str>) -> Result<Balance> {
         let inner = &*self.inner;
         inner.check_open()?;
@@ -970,7 +1029,10 @@ impl Vault {
         let d = inner.submit_debit(DebitReq {
             account_id: id.to_string(),
             cost: amount,
-            idempotency: idempotency_key.map(|k| format!("d:{k}")),
+            idempotency: idempotency_key.map(|k| {
+                let fp = idempotency::fingerprint(id, &Matched::Debit, amount, 0);
+                (format!("d:{k}"), fp)
+            }),
             now: (inner.clock)(),
             grant: None,
         })?;
@@ -1155,6 +1217,7 @@ impl Vault {
                     "expires_at must be a positive unix time in milliseconds",
                 ));
             }
+            times::check("expires_at", at)?;
         }
         self.inner.update_key(key_id, now, |rec| {
             live(rec)?;
@@ -1169,6 +1232,12 @@ impl Vault {
     /// Zero-downtime rotation: mint a new key with the same account, name, prefix,
     /// scopes, operator flag and metadata; the old key keeps working for `grace_ms`
     /// (0: it stops now) and then expires.
+    ///
+    /// The new key carries every restriction of the old one: its expiry, its own rate
+    /// limits (fresh windows) and the signing requirement (a new signing secret, which
+    /// needs the master key). A revoked, disabled or expired key is refused
+    /// (`invalid_argument`): rotation never lifts a suspension or an expiry. So is a key
+    /// already rotated (in its grace period): rotate its successor instead.
     pub fn rotate_key(&self, key_id: &str, grace_ms: Millis) -> Result<(SecretToken, KeyInfo)> {
         let inner = &*self.inner;
         inner.check_open()?;
@@ -1176,11 +1245,15 @@ impl Vault {
             return Err(Error::invalid("grace must not be negative"));
         }
         let now = (inner.clock)();
+        let ends = now
+            .checked_add(grace_ms)
+            .filter(|&at| at <= times::MAX_TIME_MS)
+            .ok_or_else(|| Error::invalid("grace is too long"))?;
         let old = inner
             .read()?
             .key(key_id)?
             .ok_or_else(|| not_found_key(key_id))?;
-        live(&old)?;
+        rotatable(&old, now)?;
         let master = if old.signing_secret.is_some() {
             Some(inner.master_for_signing()?)
         } else {
@@ -1188,27 +1261,40 @@ impl Vault {
         };
         let (mut secret, hash, new_id) = inner.mint(&old.prefix)?;
         let signing_secret = seal_signing_secret(master.as_ref(), &new_id, &mut secret)?;
-        let ends = now.saturating_add(grace_ms);
         let created = inner.write(|tx| {
             let mut old = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
-            live(&old)?;
+            rotatable(&old, now)?;
+            if let Some(next) = tx
+                .keys_of(Some(&old.account_id))?
+                .into_iter()
+                .find(|k| k.rotated_from.as_deref() == Some(key_id))
+            {
+                return Err(Error::invalid(format!(
+                    "key {key_id} was already rotated to {}: rotate that key instead",
+                    next.key_id
+                )));
+            }
             if tx.key(&new_id)?.is_some() {
                 return Err(Error::Storage("key id collision; retry".into()));
             }
             let new = KeyRecord {
                 key_id: new_id.clone(),
                 created_at: now,
-                disabled: false,
                 revoked_at: None,
                 secret_hash: hash.clone(),
                 signing_secret: signing_secret.clone(),
                 rotated_from: Some(old.key_id.clone()),
-                expires_at: old.expires_at.filter(|&at| at > now),
                 ..old.clone()
             };
             old.expires_at = Some(old.expires_at.map_or(ends, |at| at.min(ends)));
             tx.put_key(&old)?;
             tx.put_key(&new)?;
+            // The key's own rate limits go with it (fresh windows: a new bucket key).
+            let from = LimitOwner::Key(&old.key_id).storage_key();
+            let to = LimitOwner::Key(&new.key_id).storage_key();
+            for def in tx.limits(&from)? {
+                tx.put_limit(&to, (SlotKind::Key, &new.key_id), &def)?;
+            }
             inner.audit(
                 tx,
                 now,
@@ -1402,7 +1488,10 @@ impl Vault {
                 .account(account_id)?
                 .ok_or_else(|| Error::NotFound(format!("account {account_id:?}")))?;
             rec.refill = Some(refill);
-            rec.refilled_at = Some(limits::calendar::period_start(&refill, now));
+            rec.refilled_at = Some(
+                limits::calendar::period_start(&refill, now)
+                    .ok_or_else(|| Error::invalid("the clock is outside the supported range"))?,
+            );
             tx.put_account(account_id, &rec)?;
             inner.audit(
                 tx,
@@ -1543,6 +1632,9 @@ impl Vault {
         if limit > 10_000 {
             return Err(Error::invalid("limit must be at most 10000"));
         }
+        if let Some(since) = query.since {
+            times::check("since", since)?;
+        }
         inner.flush()?;
         let r = inner.read()?;
         let rows = r.audit(
@@ -1595,16 +1687,34 @@ fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, JoinHandle<()>
                     _ => return, // closed
                 }
                 let Some(inner) = weak.upgrade() else { return };
-                if let Some(sc) = &inner.sidecar {
-                    // Removed, replaced or retired: map the file now at the path.
-                    sc.check_path();
-                }
-                let _ = inner.sync_if_needed();
                 since_flush += tick;
-                if since_flush >= interval {
+                let full = since_flush >= interval;
+                if full {
                     since_flush = Duration::ZERO;
-                    let _ = inner.flush();
-                    let _ = inner.prune_idempotency();
+                }
+                // A panic in one round (a bug) must not stop every later flush: count it
+                // and go on; what that round drained is retried or lost, never wrapped.
+                let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    #[cfg(feature = "fault-injection")]
+                    if inner
+                        .injected_flusher_panics
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        panic!("injected flusher panic");
+                    }
+                    if let Some(sc) = &inner.sidecar {
+                        // Removed, replaced or retired: map the file now at the path.
+                        sc.check_path();
+                    }
+                    let _ = inner.sync_if_needed();
+                    if full {
+                        let _ = inner.flush();
+                        let _ = inner.prune_idempotency();
+                    }
+                }));
+                if round.is_err() {
+                    inner.flusher_panics.fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
@@ -2283,28 +2393,33 @@ impl Inner {
 
     fn apply_debit(&self, tx: &mut WriteTx<'_>, req: DebitReq) -> Result<Debited> {
         let account = req.account_id.as_str();
-        if let Some(k) = &req.idempotency {
+        if let Some((k, fingerprint)) = &req.idempotency {
             if let Some((at, bytes)) = tx.idempotent(account, k)? {
                 if req.now.saturating_sub(at) < IDEMPOTENCY_WINDOW_MS {
-                    let stored: StoredOutcome = postcard::from_bytes(&bytes)
-                        .map_err(|_| Error::Storage("corrupt idempotency record".into()))?;
+                    let stored = idempotency::decode(&bytes)?;
+                    // Another request under the same key (or a record from before
+                    // fingerprints, which cannot prove it is the same): refuse, charge nothing.
+                    if stored.fingerprint.as_ref() != Some(fingerprint) {
+                        return Err(Error::IdempotencyConflict);
+                    }
+                    let first = stored.grant.unwrap_or(Grant {
+                        account_id: account.to_string(),
+                        key_id: String::new(),
+                        key_name: String::new(),
+                        prefix: String::new(),
+                        auth_method: AuthMethod::Apikey,
+                        scopes: Vec::new(),
+                        charged: stored.charged,
+                        credits: stored.credits,
+                        total_credits: stored.total,
+                        replayed: true,
+                        ratelimits: Vec::new(),
+                    });
                     return Ok(Debited {
                         charged: 0,
                         credits: stored.credits,
                         total: stored.total,
-                        replayed: Some(stored.grant.unwrap_or(Grant {
-                            account_id: account.to_string(),
-                            key_id: String::new(),
-                            key_name: String::new(),
-                            prefix: String::new(),
-                            auth_method: AuthMethod::Apikey,
-                            scopes: Vec::new(),
-                            charged: stored.charged,
-                            credits: stored.credits,
-                            total_credits: stored.total,
-                            replayed: true,
-                            ratelimits: Vec::new(),
-                        })),
+                        replayed: Some((first, at)),
                     });
                 }
             }
@@ -2320,20 +2435,21 @@ impl Inner {
         if req.cost > 0 {
             tx.put_balance(account, left, total)?;
         }
-        if let Some(k) = &req.idempotency {
+        if let Some((k, fingerprint)) = &req.idempotency {
             let grant = req.grant.clone().map(|mut g| {
                 g.charged = req.cost;
                 g.credits = left;
                 g.total_credits = total;
                 g
             });
-            let outcome = StoredOutcome {
+            let bytes = idempotency::StoredV2 {
+                fingerprint: *fingerprint,
                 charged: req.cost,
                 credits: left,
                 total,
                 grant,
-            };
-            let bytes = postcard::to_allocvec(&outcome).map_err(Error::storage)?;
+            }
+            .encode()?;
             tx.put_idempotent(account, k, req.now, &bytes)?;
         }
         if req.grant.is_none() {
@@ -2373,7 +2489,10 @@ impl Inner {
         let Some(refill) = rec.refill else {
             return Ok((credits, total));
         };
-        let start = limits::calendar::period_start(&refill, now);
+        // `None` only far outside the range of accepted instants: no refill then.
+        let Some(start) = limits::calendar::period_start(&refill, now) else {
+            return Ok((credits, total));
+        };
         if rec.refilled_at.is_some_and(|at| at >= start) {
             return Ok((credits, total));
         }
@@ -2406,7 +2525,14 @@ impl Inner {
                 .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?;
             let mut tx = store.write()?;
             for (key_id, last, granted, refused) in &drained.usage {
-                let hour = last.unwrap_or(0).div_euclid(HOUR_MS) * HOUR_MS;
+                // Instants are range-checked where they enter, so the product always
+                // fits; were it not to, the counts go to the epoch's bucket, not a
+                // wrapped one.
+                let hour = last
+                    .unwrap_or(0)
+                    .div_euclid(HOUR_MS)
+                    .checked_mul(HOUR_MS)
+                    .unwrap_or(0);
                 tx.add_usage(key_id, *last, *granted, *refused, hour)?;
             }
             for (k, agg) in &drained.events {
@@ -2496,7 +2622,8 @@ fn key_info(rec: &KeyRecord, last_used_at: Option<Millis>) -> KeyInfo {
 fn next_refill(rec: &AccountRecord) -> Option<Millis> {
     let refill = rec.refill.as_ref()?;
     Some(match rec.refilled_at {
-        Some(start) => limits::calendar::next_period(refill, start),
+        // Not representable: never due.
+        Some(start) => limits::calendar::next_period(refill, start).unwrap_or(Millis::MAX),
         None => Millis::MIN,
     })
 }
@@ -2526,6 +2653,24 @@ fn not_found_key(key_id: &str) -> Error {
 }
 
 /// A revoked key can no longer be changed (only revoked again, which is a no-op).
+/// A key that may be rotated: live, enabled and not expired (rotation must not lift a
+/// suspension or an expiry).
+fn rotatable(rec: &KeyRecord, now: Millis) -> Result<()> {
+    live(rec)?;
+    let id = &rec.key_id;
+    if rec.disabled {
+        return Err(Error::invalid(format!(
+            "key {id} is disabled: enable it first if its owner may keep access (rotating does not lift a suspension)"
+        )));
+    }
+    if rec.expires_at.is_some_and(|at| at <= now) {
+        return Err(Error::invalid(format!(
+            "key {id} has expired: extend its expiry first if its owner may keep access (rotating does not renew a key)"
+        )));
+    }
+    Ok(())
+}
+
 fn live(rec: &KeyRecord) -> Result<()> {
     if rec.revoked_at.is_some() {
         Err(Error::invalid(format!("key {} is revoked", rec.key_id)))
@@ -2604,6 +2749,7 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 fn validate_expiry(at: Millis, now: Millis) -> Result<Millis> {
+    times::check("expires_at", at)?;
     if at <= now {
         return Err(Error::invalid("expires_at must be in the future"));
     }
@@ -2630,6 +2776,9 @@ fn validate_authorize_args(target: &Target<'_>, options: &AuthorizeOptions<'_>) 
     }
     if let Some(k) = options.idempotency_key {
         validate_idempotency_key(k)?;
+    }
+    if let Some(now) = options.now {
+        times::check("now", now)?;
     }
     if options.limit_cost == Some(0) {
         return Err(Error::invalid("limit_cost must be positive"));

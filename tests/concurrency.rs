@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{env, is_child, options, reported, run_child, Fixture};
-use keyledger::{AuthorizeOptions, CacheMode, Error, NewKey, Target, Vault};
+use keyledger::{AuthorizeOptions, CacheMode, Error, NewKey, OnReplay, Target, Vault};
 
 const COST1: AuthorizeOptions<'static> = AuthorizeOptions {
     cost: Some(1),
@@ -19,6 +19,7 @@ const COST1: AuthorizeOptions<'static> = AuthorizeOptions {
     now: None,
     limits: None,
     limit_cost: None,
+    on_replay: OnReplay::Grant,
 };
 
 fn spend_until_refused(v: &Vault, token: &str) -> (u64, u64) {

@@ -82,9 +82,15 @@ struct Model {
     /// credits, total
     accounts: HashMap<usize, (u64, u64)>,
     keys: Vec<MKey>,
-    /// (account, namespaced idempotency key) → (time, credits, total, charged)
-    idem: HashMap<(usize, String), (i64, u64, u64, u64)>,
+    /// (account, namespaced idempotency key) → (time, credits, total, charged, what the
+    /// call was: its scope or "debit", and its cost)
+    idem: HashMap<(usize, String), Stored>,
 }
+
+/// What an idempotent call was, for conflicts: its scope (or "debit") and its cost.
+type Call = (String, u64);
+/// (time, credits, total, charged, call)
+type Stored = (i64, u64, u64, u64, Call);
 
 /// What a call returned, in a form both sides can produce.
 #[derive(Debug, PartialEq, Eq)]
@@ -109,11 +115,24 @@ fn scope_grants(granted: &[String], required: &str) -> bool {
 }
 
 impl Model {
-    fn idem_replay(&self, a: usize, k: &str, now: i64) -> Option<(u64, u64, u64)> {
+    /// The stored outcome of a repeat, or a conflict when the key served another call.
+    fn idem_replay(
+        &self,
+        a: usize,
+        k: &str,
+        now: i64,
+        what: &(String, u64),
+    ) -> Option<Result<(u64, u64, u64), Error>> {
         self.idem
             .get(&(a, k.to_string()))
             .filter(|(at, ..)| now - at < IDEMPOTENCY_WINDOW_MS)
-            .map(|&(_, c, t, ch)| (c, t, ch))
+            .map(|(_, c, t, ch, w)| {
+                if w == what {
+                    Ok((*c, *t, *ch))
+                } else {
+                    Err(Error::IdempotencyConflict)
+                }
+            })
     }
 
     /// The model's answer to a debit of `cost` (idempotency key already namespaced).
@@ -123,13 +142,16 @@ impl Model {
         cost: u64,
         idem: Option<String>,
         now: i64,
+        scope: &str,
     ) -> Result<(u64, u64, u64, bool), Error> {
+        let what = (scope.to_string(), cost);
         let &(credits, total) = self
             .accounts
             .get(&a)
             .ok_or_else(|| Error::NotFound(String::new()))?;
         if let Some(k) = &idem {
-            if let Some((c, t, ch)) = self.idem_replay(a, k, now) {
+            if let Some(r) = self.idem_replay(a, k, now, &what) {
+                let (c, t, ch) = r?;
                 return Ok((c, t, ch, true));
             }
         }
@@ -142,7 +164,7 @@ impl Model {
         let left = credits - cost;
         self.accounts.insert(a, (left, total));
         if let Some(k) = idem {
-            self.idem.insert((a, k), (now, left, total, cost));
+            self.idem.insert((a, k), (now, left, total, cost, what));
         }
         Ok((left, total, cost, false))
     }
@@ -211,7 +233,7 @@ fn run_sequence(ops: &[Op], checked: &AtomicU64) -> Result<(), TestCaseError> {
                 let want = if *c == 0 {
                     Err(Error::InvalidArgument(String::new()))
                 } else {
-                    m.debit(*a, *c, key.map(|k| format!("d:{k}")), now)
+                    m.debit(*a, *c, key.map(|k| format!("d:{k}")), now, "debit")
                         .map(|(cr, t, _, _)| Seen::Balance(cr, t))
                 };
                 (
@@ -355,7 +377,13 @@ fn run_sequence(ops: &[Op], checked: &AtomicU64) -> Result<(), TestCaseError> {
                         replayed: false,
                     }
                 } else {
-                    match m.debit(k.account, *cost, ikey.map(|i| format!("a:{i}")), now) {
+                    match m.debit(
+                        k.account,
+                        *cost,
+                        ikey.map(|i| format!("a:{i}")),
+                        now,
+                        required,
+                    ) {
                         Ok((credits, _, charged, replayed)) => Seen::Grant {
                             charged: if replayed { 0 } else { charged },
                             credits,

@@ -115,6 +115,12 @@ interface AuthorizeCommon {
   limits?: string[];
   /** The call's weight against every applied rate limit (default 1). */
   limitCost?: Amount;
+  /**
+   * A repeat of `idempotencyKey` (same request within 24 h): `'grant'` (default) returns
+   * the first grant with `replayed: true`; `'refuse'` throws `duplicate_request` (409,
+   * body `charged`, `first_at`). Nothing is charged either way.
+   */
+  onReplay?: 'grant' | 'refuse';
   /** Also return `scopes` and `ratelimits` (the JSON variant of the C call; slower). */
   full?: boolean;
 }

@@ -359,6 +359,10 @@ class Vault {
    * (exactly one); `cost`, `idempotencyKey`, `now` (Date | ms), `signature`, `body`
    * (Buffer | string), `limits` (names of rate limits to apply besides the auto-applied
    * ones), `limitCost` (the call's weight against every applied limit, default 1),
+   * `onReplay` ('grant', the default: a repeat of `idempotencyKey` returns the first
+   * grant with `replayed: true`; 'refuse': it throws `duplicate_request`, 409, body with
+   * the first call's `charged` and `first_at`; a reuse for another request throws
+   * `idempotency_conflict`, 409, either way),
    * `full` (true: also return `scopes` and `ratelimits`, via the JSON variant of the C
    * call). Every grant has `ratelimit`: the tightest applied limit `{ name, max,
    * remaining, resetMs }`, or null. Throws KeyLedgerError on every refusal (an exceeded
@@ -750,7 +754,10 @@ function toJsonInt(v) {
 
 /** The kl_authorize_opts struct, or null for all defaults (the hot path). */
 function authorizeOpts(o) {
-  const { cost, idempotencyKey, now, signature, body, limits, limitCost } = o;
+  const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay } = o;
+  if (onReplay !== undefined && onReplay !== null && onReplay !== 'grant' && onReplay !== 'refuse') {
+    throw invalid(`onReplay must be 'grant' or 'refuse', got ${describe(onReplay)}`);
+  }
   if (
     (limits === undefined || limits === null) &&
     (limitCost === undefined || limitCost === null) &&
@@ -776,6 +783,7 @@ function authorizeOpts(o) {
     limits_json_len: 0,
     limit_cost: 0,
     has_limit_cost: 0,
+    refuse_replay: onReplay === 'refuse' ? 1 : 0,
   };
   if (cost !== undefined && cost !== null) {
     s.cost = u64('cost', cost);

@@ -193,6 +193,7 @@ class Vault:
         limits: Optional[Sequence[str]] = None,
         limit_cost: Optional[int] = None,
         now: Optional[_Instant] = None,
+        on_replay: Literal["grant", "refuse"] = "grant",
     ) -> Grant: ...
     def whoami(self, token: str) -> WhoAmI: ...
     def create_account(

@@ -10,7 +10,7 @@ use super::args::{opt_bytes, parse_json, Out};
 use super::handle::kl_vault;
 use super::panic::{boundary, Failure};
 use super::status::kl_status;
-use crate::{AuthMethod, AuthorizeOptions, Grant, Target};
+use crate::{AuthMethod, AuthorizeOptions, Grant, OnReplay, Target};
 
 /// Size of `kl_grant.account_id`: account ids are at most 128 bytes, plus the NUL.
 pub const KL_ACCOUNT_ID_SIZE: usize = 129;
@@ -65,6 +65,11 @@ pub struct kl_authorize_opts {
     pub limit_cost: u64,
     /// 0: the call weighs 1. Non-zero: it weighs `limit_cost`.
     pub has_limit_cost: u8,
+    /// 0: a repeat of `idempotency_key` (same request, within 24 h) returns the first
+    /// grant with `replayed` set. Non-zero: it is refused with `KL_DUPLICATE_REQUEST`,
+    /// whose body carries the first call's `charged` and `first_at`. Either way nothing is
+    /// charged; a reuse of the key for another request is `KL_IDEMPOTENCY_CONFLICT`.
+    pub refuse_replay: u8,
 }
 
 /// A successful authorization, with fixed-size NUL-terminated buffers (sized from the
@@ -192,6 +197,11 @@ unsafe fn with_opts<R>(
         now: (o.now_ms != 0).then_some(o.now_ms),
         limits: limits.as_deref(),
         limit_cost: (o.has_limit_cost != 0).then_some(o.limit_cost),
+        on_replay: if o.refuse_replay != 0 {
+            OnReplay::Refuse
+        } else {
+            OnReplay::Grant
+        },
     })
 }
 
@@ -205,7 +215,8 @@ unsafe fn with_opts<R>(
 ///
 /// Returns `KL_OK`, a refusal (`KL_INVALID_API_KEY`, `KL_API_KEY_INACTIVE`,
 /// `KL_API_KEY_EXPIRED`, `KL_INVALID_SIGNATURE`, `KL_MISSING_SCOPE`,
-/// `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`),
+/// `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`,
+/// `KL_IDEMPOTENCY_CONFLICT`, `KL_DUPLICATE_REQUEST` with `refuse_replay`),
 /// `KL_INVALID_ARGUMENT` (NULL, non-UTF-8 or oversized input, a `limits_json` that is
 /// not an array of strings or names an unknown limit; a token over 512 bytes is
 /// `KL_INVALID_API_KEY`), `KL_VAULT_CLOSED`, `KL_STORAGE`.

@@ -913,10 +913,11 @@ impl PyVault {
         d.set_item("read_txns", s.read_txns)?;
         d.set_item("commits", s.commits)?;
         d.set_item("throttled", s.throttled)?;
+        d.set_item("flusher_panics", s.flusher_panics)?;
         Ok(d)
     }
 
-    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None))]
+    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None))]
     #[allow(clippy::too_many_arguments)]
     fn authorize(
         &self,
@@ -931,7 +932,13 @@ impl PyVault {
         limits: Option<&Bound<'_, PyAny>>,
         limit_cost: Option<&Bound<'_, PyAny>>,
         now: Option<&Bound<'_, PyAny>>,
+        on_replay: Option<PyBackedStr>,
     ) -> PyResult<PyGrant> {
+        let on_replay = match on_replay.as_deref() {
+            None | Some("grant") => crate::OnReplay::Grant,
+            Some("refuse") => crate::OnReplay::Refuse,
+            Some(_) => return Err(invalid(py, "on_replay must be \"grant\" or \"refuse\"")),
+        };
         let cost = opt_u64_arg(py, cost, "cost")?;
         let limit_cost = opt_u64_arg(py, limit_cost, "limit_cost")?;
         let limit_names = match limits {
@@ -963,6 +970,7 @@ impl PyVault {
             now,
             limits: limit_refs.as_deref(),
             limit_cost,
+            on_replay,
         };
         let grant = py
             .detach(|| self.vault.authorize(&token, target, &options))

@@ -333,7 +333,7 @@ static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
 /*
  * authorize(vault, token, method | nil, path | scope, cost | nil, idempotency_key | nil,
  *           signature | nil, body | nil, now_ms, full_json?, limits_json | nil,
- *           limit_cost | nil)
+ *           limit_cost | nil, refuse_replay?)
  *
  * method nil: a scope authorization (kl_authorize_scope*). full_json? false: the grant
  * map is built here from kl_grant (no allocation in keyledger); true: the JSON grant
@@ -366,6 +366,9 @@ static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
         o.limit_cost = limit_cost;
         o.has_limit_cost = 1;
     }
+    /* refuse_replay?: true refuses a replayed idempotency key (duplicate_request). */
+    if (enif_is_identical(argv[12], A_TRUE)) o.refuse_replay = 1;
+    else if (!enif_is_identical(argv[12], A_FALSE)) return enif_make_badarg(env);
 
     o.limits_json = limits.ptr;
     o.limits_json_len = limits.len;
@@ -742,7 +745,7 @@ static ErlNifFunc nif_funcs[] = {
     {"open", 2, nif_open, IO},
     {"close", 1, nif_close, IO},
     {"flush", 1, nif_flush, IO},
-    {"authorize", 12, nif_authorize, IO},
+    {"authorize", 13, nif_authorize, IO},
     {"whoami", 2, nif_whoami, IO},
     {"create_account", 4, nif_create_account, IO},
     {"account", 2, nif_account, IO},

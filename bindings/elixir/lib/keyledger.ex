@@ -129,6 +129,10 @@ defmodule KeyLedger do
   `signature:` and `body:` (for signing keys), `now:` (unix ms or `DateTime`; for tests),
   `limits:` (names of rate limits to apply besides the auto-applied ones, SPEC §13),
   `limit_cost:` (the call's weight against every applied limit, default 1),
+  `on_replay:` (`:grant`, the default: a repeat of `idempotency_key` returns the first
+  grant with `replayed: true`; `:refuse`: `{:error, %{status: 409, code:
+  "duplicate_request"}}` whose body has the first call's `charged` and `first_at`; a
+  reuse of the key for another request is `idempotency_conflict`, 409, either way),
   `full: true` (also return `scopes` and `ratelimits`, through the C ABI's JSON variant:
   one JSON encode/decode more per call).
 
@@ -169,7 +173,8 @@ defmodule KeyLedger do
           now_ms(Keyword.get(opts, :now)),
           full,
           limits_arg(Keyword.get(opts, :limits)),
-          Keyword.get(opts, :limit_cost)
+          Keyword.get(opts, :limit_cost),
+          refuse_replay?(Keyword.get(opts, :on_replay, :grant))
         )
 
       case result do
@@ -194,6 +199,12 @@ defmodule KeyLedger do
   # The first applied limit with the fewest units left, or nil.
   defp tightest([]), do: nil
   defp tightest(limits), do: Enum.min_by(limits, & &1.remaining)
+
+  defp refuse_replay?(:grant), do: false
+  defp refuse_replay?(:refuse), do: true
+
+  defp refuse_replay?(other),
+    do: raise(ArgumentError, "on_replay: must be :grant or :refuse, got #{inspect(other)}")
 
   defp now_ms(nil), do: 0
   defp now_ms(ms) when is_integer(ms), do: ms

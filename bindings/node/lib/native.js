@@ -85,6 +85,8 @@ const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
   limits_json_len: 'size_t',
   limit_cost: 'uint64_t',
   has_limit_cost: 'uint8_t',
+  // Non-zero: a replayed idempotency key is refused with `duplicate_request` (409).
+  refuse_replay: 'uint8_t',
 });
 
 // The grant is decoded by hand from a reusable Buffer (faster than koffi's struct

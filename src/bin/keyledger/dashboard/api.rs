@@ -14,7 +14,7 @@
 //! | POST | `/api/accounts/{id}/debit` | `debit` `{amount, idempotency_key?}` |
 //! | POST | `/api/accounts/{id}/refill` | `set_refill` `{amount, interval, day?}` |
 //! | POST | `/api/accounts/{id}/refill/clear` | `clear_refill` |
-//! | GET | `/api/keys?account=` | `list_keys` |
+//! | GET | `/api/keys?account=` | `list_keys`, each with `rotatable` (what `rotate_key` accepts) |
 //! | POST | `/api/keys` | `create_key` `{account_id, name, scopes, prefix?, expires_at?, expires_in?, operator?, signing?, metadata?}` → the token, once |
 //! | GET | `/api/keys/{key_id}` | `key` |
 //! | POST | `/api/keys/{key_id}/revoke` · `/disable` · `/enable` | `revoke_key` · `disable_key` · `enable_key` |
@@ -186,9 +186,33 @@ async fn clear_refill(State(st): State<AppState>, Id(id): Id, b: JsonObject) -> 
 
 async fn list_keys(State(st): State<AppState>, q: QueryMap) -> ApiResult {
     let account = q.str("account");
-    st.run(move |v| to_json(&v.list_keys(account.as_deref())?))
+    st.run(move |v| with_rotatable(&v.list_keys(account.as_deref())?))
         .await
         .map(ok)
+}
+
+/// Each key with `rotatable`: live, enabled, not expired and not already rotated (no key
+/// of the list names it in `rotated_from`) — exactly what `rotate_key` accepts, so the
+/// page offers rotation only there. The list holds every key of the accounts it covers,
+/// so successors are in it.
+fn with_rotatable(keys: &[keyledger::KeyInfo]) -> Result<Value, ApiError> {
+    let now = keyledger::system_now();
+    let rotated: std::collections::HashSet<&str> = keys
+        .iter()
+        .filter_map(|k| k.rotated_from.as_deref())
+        .collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let mut j = to_json(k)?;
+        j["rotatable"] = json!(
+            k.revoked_at.is_none()
+                && !k.disabled
+                && k.expires_at.is_none_or(|at| at > now)
+                && !rotated.contains(k.key_id.as_str())
+        );
+        out.push(j);
+    }
+    Ok(Value::Array(out))
 }
 
 async fn create_key(State(st): State<AppState>, mut b: JsonObject) -> ApiResult {

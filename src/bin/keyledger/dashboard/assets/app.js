@@ -362,6 +362,8 @@
       h('button', { type: 'submit', name: 'do', value: 'never', class: 'secondary', text: 'Never expire' }),
       field('Grace (seconds the old key keeps working)', input('grace', { class: 'narrow', inputmode: 'numeric', value: '0' })),
       h('button', { type: 'submit', name: 'do', value: 'rotate', text: 'Rotate' }),
+      h('p', { class: 'muted rotate-note', hidden: true,
+        text: 'Rotation is offered for enabled, unexpired keys not already rotated (rotate the newest key instead).' }),
     ], async (v, submitter) => {
       const what = submitter ? submitter.value : '';
       const base = '/keys/' + encodeURIComponent(v.key_id);
@@ -386,6 +388,18 @@
           (r.old.expires_at === null ? 'keeps working' : 'stops at ' + fmtTime(r.old.expires_at)) + '. Copy the new token now.');
       }
     });
+
+    // Offer rotation only where the core allows it (the API refuses the rest anyway).
+    const rotatable = new Set(keys.filter((k) => k.rotatable).map((k) => k.key_id));
+    const syncRotate = () => {
+      const ok = rotatable.has(manage.elements.key_id.value);
+      const button = manage.querySelector('button[value="rotate"]');
+      button.disabled = !ok;
+      button.hidden = !ok;
+      manage.querySelector('.rotate-note').hidden = ok;
+    };
+    manage.elements.key_id.addEventListener('change', syncRotate);
+    if (live.length) syncRotate();
 
     content(
       secretPanel(),
