@@ -455,7 +455,8 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
  `{"exclusive": false, "durability": "immediate"|"eventual", "argon2": {"m_kib": 19456,
  "t": 2, "p": 1}, "cache_capacity": 100000, "actor": "name", "flush_interval_ms": 1000,
  "master_key": "<base64 of 32 bytes>", "master_passphrase": "...",
- "signature_window_ms": 300000, "throttle": {"burst": 10, "per_second": 1.0}}`.
+ "signature_window_ms": 300000, "throttle": {"burst": 10, "per_second": 1.0,
+ "budget_burst": 30, "budget_per_second": 3.0}, "argon2_queue": 32}`.
  Unknown fields are `KL_INVALID_ARGUMENT`. `"eventual"` requires `"exclusive": true`.
 
  Master key (SPEC §7; needed only for signing keys): `"master_key"` (standard or
@@ -465,7 +466,12 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
  wiping `options_json` itself is the caller's business. `"signature_window_ms"` (> 0):
  how far a request signature's `t=` may be from now, each side (default 300 s).
  `"throttle"`: failed-secret token bucket per key_id (`burst` ≥ 0 attempts,
- `per_second` ≥ 0 regained; default 10 and 1.0).
+ `per_second` ≥ 0 regained; default 10 and 1.0) and the process budget of failed
+ verifications (`budget_burst` ≥ 1, `budget_per_second` ≥ 0; default 30 and 3.0): when
+ spent, a secret not yet verified is refused with `KL_TOO_MANY_ATTEMPTS` (429).
+ `"argon2_queue"`: authorizations that may wait for an argon2 slot (default 32); beyond
+ that, `KL_TOO_MANY_ATTEMPTS` at once. `"argon2"` applies only when this open creates
+ the vault; change an existing vault's parameters with `kl_set_argon2_params`.
 
  On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
  Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master
@@ -1022,6 +1028,19 @@ bool kl_verify_webhook(const uint8_t *body,
                        size_t signature_len,
                        const uint8_t *secret,
                        size_t secret_len);
+
+/*
+ Change the vault's argon2id parameters for new hashes (`m_kib` KiB of memory, `t`
+ passes, `p` lanes), audited as `argon2_params_changed`. Existing hashes are rehashed at
+ their next verification only where the new parameters are stronger. Returns `KL_OK`,
+ `KL_INVALID_ARGUMENT` (parameters argon2 refuses, or below the OWASP argon2id minimum:
+ m ≥ 19456 KiB with t ≥ 2, or 47104/1, 12288/3, 9216/4, 7168/5), `KL_VAULT_CLOSED`,
+ `KL_STORAGE`.
+ */
+kl_status kl_set_argon2_params(const struct kl_vault *v,
+                               uint32_t m_kib,
+                               uint32_t t,
+                               uint32_t p);
 
 /*
  This handle's counters as JSON (free with `kl_string_free`): `{"argon2_runs",

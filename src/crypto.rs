@@ -2,11 +2,12 @@
 //!
 //! - [`Argon2Params`] and [`hash_secret`]/[`verify_secret`]: argon2id PHC strings at rest.
 //! - [`DigestKey`]: the process-random BLAKE3 key of the verified-secret cache.
-//! - [`Limiter`]: caps concurrent argon2 computations.
+//! - [`Limiter`]: caps concurrent argon2 computations, with a bounded queue.
 //! - [`Throttle`]: a token bucket of failed secret checks per key_id.
+//! - [`Budget`]: the process-wide token bucket of failed argon2 verifications.
+//! - [`FailedSecrets`]: keyed digests of secrets recently proved wrong, refused without argon2.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -15,9 +16,24 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::model::Millis;
+
+/// Whether this build accepts argon2 parameters below [`Argon2Params::meets_floor`]: only
+/// builds with the `insecure-fast-argon2` feature (the project's own tests) do.
+pub(crate) const ALLOW_WEAK_ARGON2: bool = cfg!(feature = "insecure-fast-argon2");
+
+/// OWASP's argon2id configurations of equal strength (memory KiB, passes), p = 1.
+const OWASP_FLOOR: [(u32, u32); 5] = [
+    (47_104, 1),
+    (19_456, 2),
+    (12_288, 3),
+    (9_216, 4),
+    (7_168, 5),
+];
 
 /// argon2id cost parameters. Stored in every hash, so they can change later: a verified
-/// secret whose hash has other parameters is rehashed with the vault's current ones.
+/// secret whose hash has strictly weaker parameters than the vault's current ones is
+/// rehashed with them (never towards weaker ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Argon2Params {
     /// Memory in KiB (default 19 456).
@@ -51,8 +67,54 @@ impl Argon2Params {
             .map_err(|e| Error::invalid(format!("argon2 parameters: {e}")))
     }
 
+    /// Whether these parameters are at least one of OWASP's argon2id minimum
+    /// configurations: m ≥ 47 104 KiB and t ≥ 1, or m ≥ 19 456 and t ≥ 2, or m ≥ 12 288 and
+    /// t ≥ 3, or m ≥ 9 216 and t ≥ 4, or m ≥ 7 168 and t ≥ 5 (any p ≥ 1). A build without
+    /// the `insecure-fast-argon2` feature refuses weaker ones for new hashes.
+    pub fn meets_floor(self) -> bool {
+        self.p >= 1
+            && OWASP_FLOOR
+                .iter()
+                .any(|&(m, t)| self.m_kib >= m && self.t >= t)
+    }
+
+    /// Whether a hash made with `self` is strictly weaker than one made with `other`:
+    /// `other` has at least as much memory and as many passes, and more of one of them.
+    /// Only then is a verified secret rehashed (p alone does not change the cost).
+    pub fn weaker_than(self, other: Argon2Params) -> bool {
+        other.m_kib >= self.m_kib
+            && other.t >= self.t
+            && (other.m_kib > self.m_kib || other.t > self.t)
+    }
+
+    /// Valid for argon2, and not below the floor unless `allow_weak`.
+    pub(crate) fn check(self, allow_weak: bool) -> Result<()> {
+        self.to_params()?;
+        if !allow_weak && !self.meets_floor() {
+            return Err(Error::invalid(format!(
+                "argon2 parameters m={} KiB, t={}, p={} are below the OWASP argon2id minimum \
+                 (m ≥ 19456 KiB with t ≥ 2, or an equivalent: 47104/1, 12288/3, 9216/4, 7168/5); \
+                 weaker ones are accepted only by builds with the insecure-fast-argon2 feature, for tests",
+                self.m_kib, self.t, self.p
+            )));
+        }
+        Ok(())
+    }
+
+    /// Valid for argon2 and, outside test builds, at or above the floor.
     pub(crate) fn validate(self) -> Result<()> {
-        self.to_params().map(|_| ())
+        self.check(ALLOW_WEAK_ARGON2)
+    }
+
+    /// The parameters new hashes get when `self` is what the vault stores: below the floor
+    /// (a vault made by a test build, or downgraded before the floor existed) a production
+    /// build uses the defaults instead.
+    pub(crate) fn effective(self) -> Argon2Params {
+        if self.validate().is_ok() {
+            self
+        } else {
+            Argon2Params::default()
+        }
     }
 
     pub(crate) fn encode(self) -> [u8; 12] {
@@ -80,6 +142,7 @@ impl Argon2Params {
 
 /// Hash a secret into an argon2id PHC string with a fresh random salt.
 pub(crate) fn hash_secret(secret: &[u8], params: Argon2Params) -> Result<String> {
+    params.validate()?;
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(Error::storage)?;
     let salt = SaltString::encode_b64(&salt).map_err(Error::storage)?;
@@ -97,7 +160,7 @@ pub(crate) enum Verified {
     No,
     /// Right secret, and the hash uses `current` parameters.
     Yes,
-    /// Right secret, but the hash uses other parameters: rehash it.
+    /// Right secret, but the hash uses strictly weaker parameters than `current`: rehash it.
     YesRehash,
 }
 
@@ -110,14 +173,20 @@ pub(crate) fn verify_secret(secret: &[u8], phc: &str, current: Argon2Params) -> 
         return Verified::No;
     }
     match Params::try_from(&parsed) {
-        Ok(p)
-            if p.m_cost() == current.m_kib
-                && p.t_cost() == current.t
-                && p.p_cost() == current.p =>
-        {
-            Verified::Yes
+        Ok(p) => {
+            let stored = Argon2Params {
+                m_kib: p.m_cost(),
+                t: p.t_cost(),
+                p: p.p_cost(),
+            };
+            if stored.weaker_than(current) {
+                Verified::YesRehash
+            } else {
+                Verified::Yes
+            }
         }
-        _ => Verified::YesRehash,
+        // Unreadable parameters in a hash that verified: leave it as it is.
+        Err(_) => Verified::Yes,
     }
 }
 
@@ -188,6 +257,17 @@ impl DigestKey {
     pub(crate) fn digest(&self, secret: &[u8]) -> [u8; 32] {
         *blake3::keyed_hash(self.0.bytes(), secret).as_bytes()
     }
+
+    /// The digest of a secret that failed against the hash `phc` (see [`FailedSecrets`]):
+    /// domain-separated from [`DigestKey::digest`], and bound to the hash.
+    pub(crate) fn failed_digest(&self, phc: &str, secret: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(self.0.bytes());
+        h.update(b"keyledger:v1:failed_secret\0");
+        h.update(&(phc.len() as u64).to_le_bytes());
+        h.update(phc.as_bytes());
+        h.update(secret);
+        *h.finalize().as_bytes()
+    }
 }
 
 /// Constant-time equality of two digests.
@@ -195,47 +275,92 @@ pub(crate) fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
-/// A counting semaphore capping concurrent argon2 runs.
+/// A counting semaphore capping concurrent argon2 runs, with a bounded queue: the request
+/// path never waits behind more than `max_waiting` others (it is refused instead).
 pub(crate) struct Limiter {
-    free: Mutex<usize>,
+    state: Mutex<LimiterState>,
     cv: Condvar,
+    max_waiting: usize,
+}
+
+struct LimiterState {
+    free: usize,
+    waiting: usize,
 }
 
 /// A held argon2 permit; released on drop.
 pub(crate) struct Permit<'a>(&'a Limiter);
 
 impl Limiter {
-    pub(crate) fn new(permits: usize) -> Limiter {
+    /// `permits` concurrent runs (at least 1); at most `max_waiting` callers of
+    /// [`Limiter::try_acquire`] wait for one.
+    pub(crate) fn new(permits: usize, max_waiting: usize) -> Limiter {
         Limiter {
-            free: Mutex::new(permits.max(1)),
+            state: Mutex::new(LimiterState {
+                free: permits.max(1),
+                waiting: 0,
+            }),
             cv: Condvar::new(),
+            max_waiting,
         }
     }
 
+    /// Wait for a permit, however long (management calls: an operator's own work).
     pub(crate) fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock();
-        while *free == 0 {
-            self.cv.wait(&mut free);
+        let mut st = self.state.lock();
+        st.waiting += 1;
+        while st.free == 0 {
+            self.cv.wait(&mut st);
         }
-        *free -= 1;
+        st.waiting -= 1;
+        st.free -= 1;
         Permit(self)
+    }
+
+    /// A permit, waiting only if fewer than `max_waiting` callers already wait; `None` at
+    /// once when the queue is full (the request path: refuse rather than pile up).
+    pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
+        let mut st = self.state.lock();
+        if st.free == 0 && st.waiting >= self.max_waiting {
+            return None;
+        }
+        st.waiting += 1;
+        while st.free == 0 {
+            self.cv.wait(&mut st);
+        }
+        st.waiting -= 1;
+        st.free -= 1;
+        Some(Permit(self))
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.state.lock().waiting
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock() += 1;
+        self.0.state.lock().free += 1;
         self.0.cv.notify_one();
     }
 }
 
-/// Failed-secret throttle settings: a token bucket per key_id.
+/// Failed-secret throttle settings: a token bucket per key_id, and the process-wide budget
+/// of failed argon2 verifications.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ThrottleConfig {
-    /// Failed attempts allowed in a burst.
+    /// Failed attempts a key_id may have in a burst before it may only use the upper half
+    /// of the process budget (so one attacked key_id cannot starve every other).
     pub burst: u32,
-    /// Attempts regained per second.
+    /// Attempts a key_id regains per second.
     pub per_second: f64,
+    /// Failed argon2 verifications this process allows in a burst, over all key_ids
+    /// (default 30, at least 1). When spent, a secret not yet verified is refused with
+    /// `too_many_attempts` (429) and a `retry_after`, without argon2.
+    pub budget_burst: u32,
+    /// Failed verifications the process budget regains per second (default 3).
+    pub budget_per_second: f64,
 }
 
 impl Default for ThrottleConfig {
@@ -243,13 +368,52 @@ impl Default for ThrottleConfig {
         ThrottleConfig {
             burst: 10,
             per_second: 1.0,
+            budget_burst: 30,
+            budget_per_second: 3.0,
         }
     }
 }
 
+impl ThrottleConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !(self.per_second.is_finite() && self.per_second >= 0.0) {
+            return Err(Error::invalid(
+                "throttle.per_second must be a non-negative number",
+            ));
+        }
+        if !(self.budget_per_second.is_finite() && self.budget_per_second >= 0.0) {
+            return Err(Error::invalid(
+                "throttle.budget_per_second must be a non-negative number",
+            ));
+        }
+        if self.budget_burst == 0 {
+            return Err(Error::invalid(
+                "throttle.budget_burst must be at least 1: with 0 no secret could ever be verified",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Milliseconds from `at` to `now`, 0 when the clock went back.
+fn elapsed_ms(at: Millis, now: Millis) -> f64 {
+    // i64 → f64 loses precision only beyond 2^53 ms (285 000 years): harmless here.
+    now.saturating_sub(at).max(0) as f64
+}
+
 struct Bucket {
     tokens: f64,
-    at: Instant,
+    at: Millis,
+}
+
+impl Bucket {
+    /// Add what `per_second` earned since `at`, up to `burst`. A clock that went back
+    /// re-anchors the bucket instead of stalling it.
+    fn refill(&mut self, now: Millis, per_second: f64, burst: f64) {
+        let earned = elapsed_ms(self.at, now) * per_second / 1000.0;
+        self.tokens = (self.tokens + earned).min(burst);
+        self.at = now;
+    }
 }
 
 /// Per-key_id token buckets of failed secret checks. Bounded: at most `MAX_TRACKED`
@@ -269,35 +433,25 @@ impl Throttle {
         }
     }
 
-    fn refill(&self, b: &mut Bucket, now: Instant) {
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.config.per_second).min(f64::from(self.config.burst));
-        b.at = now;
-    }
-
-    /// May a (possibly failing) argon2 check run for this key_id now?
-    pub(crate) fn allows(&self, key_id: &str) -> bool {
+    /// Has this key_id failed fewer than its burst (net of refills) by `now`?
+    pub(crate) fn allows(&self, key_id: &str, now: Millis) -> bool {
         let mut map = self.buckets.lock();
         match map.get_mut(key_id) {
             None => true,
             Some(b) => {
-                self.refill(b, Instant::now());
+                b.refill(now, self.config.per_second, f64::from(self.config.burst));
                 b.tokens >= 1.0
             }
         }
     }
 
     /// Record a failed check.
-    pub(crate) fn failed(&self, key_id: &str) {
-        let now = Instant::now();
+    pub(crate) fn failed(&self, key_id: &str, now: Millis) {
         let burst = f64::from(self.config.burst);
+        let per_second = self.config.per_second;
         let mut map = self.buckets.lock();
         if map.len() >= MAX_TRACKED && !map.contains_key(key_id) {
-            let per_second = self.config.per_second;
-            map.retain(|_, b| {
-                let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-                b.tokens + elapsed * per_second < burst
-            });
+            map.retain(|_, b| b.tokens + elapsed_ms(b.at, now) * per_second / 1000.0 < burst);
             if map.len() >= MAX_TRACKED {
                 return; // every tracked key is under attack: keep the existing buckets
             }
@@ -306,8 +460,117 @@ impl Throttle {
             tokens: burst,
             at: now,
         });
-        self.refill(b, now);
+        b.refill(now, per_second, burst);
         b.tokens = (b.tokens - 1.0).max(0.0);
+    }
+}
+
+/// Longest `retry_after` the budget reports (a budget that never refills).
+const MAX_RETRY_AFTER: u64 = 3_600;
+
+/// The process-wide token bucket of failed argon2 verifications. A cold verification
+/// takes a token before argon2 runs and gives it back if the secret was right, so only
+/// failures spend the budget, and never more run at once than there are tokens.
+pub(crate) struct Budget {
+    burst: f64,
+    per_second: f64,
+    bucket: Mutex<Bucket>,
+}
+
+impl Budget {
+    pub(crate) fn new(config: &ThrottleConfig, now: Millis) -> Budget {
+        let burst = f64::from(config.budget_burst);
+        Budget {
+            burst,
+            per_second: config.budget_per_second,
+            bucket: Mutex::new(Bucket {
+                tokens: burst,
+                at: now,
+            }),
+        }
+    }
+
+    /// Take a token, leaving at least half the burst when `keep_half` (a key_id past its
+    /// own burst). `Err(retry_after)` in whole seconds (≥ 1) when there is none to take.
+    pub(crate) fn take(&self, now: Millis, keep_half: bool) -> std::result::Result<(), u64> {
+        let reserve = if keep_half {
+            (self.burst / 2.0).floor()
+        } else {
+            0.0
+        };
+        let mut b = self.bucket.lock();
+        b.refill(now, self.per_second, self.burst);
+        let need = 1.0 + reserve;
+        if b.tokens >= need {
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        if self.per_second <= 0.0 || need > self.burst {
+            return Err(MAX_RETRY_AFTER);
+        }
+        let secs = ((need - b.tokens) / self.per_second).ceil();
+        // Bounded above by MAX_RETRY_AFTER before the cast, so it fits.
+        Err((secs.clamp(1.0, MAX_RETRY_AFTER as f64)) as u64)
+    }
+
+    /// Give back a token taken for a verification that succeeded.
+    pub(crate) fn refund(&self) {
+        let mut b = self.bucket.lock();
+        b.tokens = (b.tokens + 1.0).min(self.burst);
+    }
+}
+
+/// Keyed digests of (hash, secret) pairs whose argon2 check failed in this process: the
+/// same wrong secret is refused again without argon2. A key's hash never changes, so an
+/// entry never goes stale. Bounded: two generations of at most `FAILED_GENERATION`
+/// entries each; when the young one fills up, the old one is dropped (LRU-ish: a hit in
+/// the old generation is moved to the young one).
+pub(crate) struct FailedSecrets {
+    /// (young, old) generations.
+    sets: Mutex<(DigestSet, DigestSet)>,
+}
+
+type DigestSet = HashSet<[u8; 32]>;
+
+const FAILED_GENERATION: usize = 16_384;
+
+impl FailedSecrets {
+    pub(crate) fn new() -> FailedSecrets {
+        FailedSecrets {
+            sets: Mutex::new((HashSet::new(), HashSet::new())),
+        }
+    }
+
+    pub(crate) fn contains(&self, d: &[u8; 32]) -> bool {
+        let mut sets = self.sets.lock();
+        let (young, old) = &mut *sets;
+        if young.contains(d) {
+            return true;
+        }
+        if old.remove(d) {
+            Self::push(young, old, *d);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn insert(&self, d: [u8; 32]) {
+        let mut sets = self.sets.lock();
+        let (young, old) = &mut *sets;
+        Self::push(young, old, d);
+    }
+
+    fn push(young: &mut DigestSet, old: &mut DigestSet, d: [u8; 32]) {
+        if young.len() >= FAILED_GENERATION {
+            *old = std::mem::take(young);
+        }
+        young.insert(d);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let sets = self.sets.lock();
+        sets.0.len() + sets.1.len()
     }
 }
 
@@ -336,6 +599,136 @@ mod tests {
         assert_eq!(verify_secret(b"s", &h, new), Verified::YesRehash);
     }
 
+    /// Regression: verification rehashed whenever the parameters differed, in either
+    /// direction, so an opener with weak parameters rewrote strong hashes to weak ones.
+    #[test]
+    fn a_hash_with_stronger_or_incomparable_parameters_is_never_rehashed() {
+        let strong = Argon2Params {
+            m_kib: 64,
+            t: 2,
+            p: 1,
+        };
+        let h = hash_secret(b"s", strong).unwrap();
+        assert_eq!(
+            verify_secret(b"s", &h, Argon2Params::INSECURE_FAST),
+            Verified::Yes
+        );
+        let more_memory_fewer_passes = Argon2Params {
+            m_kib: 128,
+            t: 1,
+            p: 1,
+        };
+        assert_eq!(
+            verify_secret(b"s", &h, more_memory_fewer_passes),
+            Verified::Yes
+        );
+        let other_lanes = Argon2Params { p: 2, ..strong };
+        assert_eq!(verify_secret(b"s", &h, other_lanes), Verified::Yes);
+        let stronger = Argon2Params { t: 3, ..strong };
+        assert_eq!(verify_secret(b"s", &h, stronger), Verified::YesRehash);
+    }
+
+    #[test]
+    fn the_floor_is_owasps_argon2id_minimum_and_its_equivalents() {
+        let p = |m_kib, t| Argon2Params { m_kib, t, p: 1 };
+        for ok in [
+            p(19_456, 2),
+            p(47_104, 1),
+            p(12_288, 3),
+            p(9_216, 4),
+            p(7_168, 5),
+            p(65_536, 3),
+        ] {
+            assert!(ok.meets_floor(), "{ok:?}");
+            assert!(ok.check(false).is_ok(), "{ok:?}");
+        }
+        for weak in [
+            Argon2Params::INSECURE_FAST,
+            p(19_455, 2),
+            p(19_456, 1),
+            p(47_103, 1),
+            p(7_168, 4),
+            p(1_000_000, 0),
+        ] {
+            assert!(!weak.meets_floor(), "{weak:?}");
+            let e = weak.check(false).unwrap_err();
+            assert_eq!(e.code(), "invalid_argument", "{weak:?}");
+        }
+        assert!(Argon2Params::default().meets_floor());
+        // A vault storing weak parameters gets the defaults for new hashes outside tests.
+        if !ALLOW_WEAK_ARGON2 {
+            assert_eq!(
+                Argon2Params::INSECURE_FAST.effective(),
+                Argon2Params::default()
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_argon2_queue_refuses_at_once() {
+        let l = std::sync::Arc::new(Limiter::new(1, 1));
+        let held = l.acquire();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| l.try_acquire().is_some());
+            while l.waiting() == 0 {
+                std::thread::yield_now();
+            }
+            // One waits already: the next is refused without waiting.
+            assert!(l.try_acquire().is_none());
+            drop(held);
+            assert!(waiter.join().unwrap(), "the waiter gets the permit");
+        });
+        assert!(
+            Limiter::new(1, 0).try_acquire().is_some(),
+            "a free permit needs no queue"
+        );
+    }
+
+    #[test]
+    fn the_budget_refuses_when_spent_and_refills_with_time() {
+        let b = Budget::new(
+            &ThrottleConfig {
+                budget_burst: 4,
+                budget_per_second: 1.0,
+                ..ThrottleConfig::default()
+            },
+            0,
+        );
+        assert!(b.take(0, true).is_ok()); // 3 left
+        assert!(b.take(0, true).is_ok()); // 2 left: a throttled key_id stops here
+        assert_eq!(b.take(0, true), Err(1));
+        assert!(b.take(0, false).is_ok());
+        assert!(b.take(0, false).is_ok());
+        assert_eq!(b.take(0, false), Err(1));
+        b.refund();
+        assert!(b.take(0, false).is_ok(), "a refunded token");
+        assert_eq!(b.take(500, false), Err(1));
+        assert!(b.take(1_000, false).is_ok(), "one token a second");
+        // A clock that goes back neither refills nor stalls the bucket.
+        assert_eq!(b.take(-5_000_000, false), Err(1));
+        assert!(b.take(-4_999_000, false).is_ok());
+    }
+
+    #[test]
+    fn failed_secrets_are_bounded() {
+        let f = FailedSecrets::new();
+        let d = |i: u32| {
+            let mut x = [0u8; 32];
+            x[..4].copy_from_slice(&i.to_le_bytes());
+            x
+        };
+        f.insert(d(0));
+        for i in 1..(3 * FAILED_GENERATION as u32) {
+            f.insert(d(i));
+            if i % 1000 == 0 {
+                assert!(f.contains(&d(0)), "a hit keeps an entry young");
+            }
+        }
+        assert!(f.len() <= 2 * FAILED_GENERATION);
+        assert!(f.contains(&d(0)));
+        assert!(!f.contains(&d(1)), "an old entry was dropped");
+    }
+
     #[test]
     fn garbage_hash_is_a_refusal_not_a_panic() {
         let p = Argon2Params::INSECURE_FAST;
@@ -348,13 +741,14 @@ mod tests {
         let t = Throttle::new(ThrottleConfig {
             burst: 3,
             per_second: 0.0,
+            ..ThrottleConfig::default()
         });
         for _ in 0..3 {
-            assert!(t.allows("aaaaaaaa"));
-            t.failed("aaaaaaaa");
+            assert!(t.allows("aaaaaaaa", 0));
+            t.failed("aaaaaaaa", 0);
         }
-        assert!(!t.allows("aaaaaaaa"));
-        assert!(t.allows("bbbbbbbb"));
+        assert!(!t.allows("aaaaaaaa", 0));
+        assert!(t.allows("bbbbbbbb", 0));
     }
 
     #[test]

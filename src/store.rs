@@ -341,10 +341,11 @@ pub(crate) struct Store {
     db: Database,
     read_txns: AtomicU64,
     commits: AtomicU64,
+    /// This open created the vault (wrote its format marker and identity).
+    created: bool,
 }
 
 impl Store {
-    /// Open (creating with mode 0600 if missing) the vault file.
     /// Open the store in `file`, the vault file at `path` already opened and checked by
     /// `crate::files::open_vault_file` (redb uses that very descriptor).
     pub(crate) fn open(
@@ -373,23 +374,31 @@ impl Store {
             let _ = path;
             builder.create_with_backend(redb::backends::FileBackend::new(file)?)?
         };
-        let store = Store {
+        let mut store = Store {
             db,
             read_txns: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            created: false,
         };
-        store.init_tables()?;
+        store.created = store.init_tables()?;
         Ok(store)
     }
 
-    fn init_tables(&self) -> Result<()> {
+    /// Whether this open created the vault.
+    pub(crate) fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Create the tables, format marker and identity of a new vault; `true` if this call
+    /// did (`false`: the vault existed).
+    fn init_tables(&self) -> Result<bool> {
         // Skip the write when the format marker is already there (the common reopen).
         if let Some(v) = self.read()?.meta("format")? {
-            return check_format(&v);
+            return check_format(&v).map(|()| false);
         }
         let mut tx = self.write()?;
         if let Some(v) = tx.meta("format")? {
-            return check_format(&v);
+            return check_format(&v).map(|()| false);
         }
         {
             let t = &tx.txn;
@@ -411,7 +420,8 @@ impl Store {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(Error::storage)?;
         tx.put_meta("vault_id", &id)?;
-        tx.commit(Durability::Immediate)
+        tx.commit(Durability::Immediate)?;
+        Ok(true)
     }
 
     /// Begin a read transaction (counted: the hot path must not open one).

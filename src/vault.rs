@@ -15,7 +15,10 @@ use zeroize::Zeroizing;
 
 use crate::batch::GroupCommit;
 use crate::cache::{self, BuildFast, Cache};
-use crate::crypto::{self, Argon2Params, DigestKey, Limiter, Throttle, ThrottleConfig, Verified};
+use crate::crypto::{
+    self, Argon2Params, Budget, DigestKey, FailedSecrets, Limiter, Throttle, ThrottleConfig,
+    Verified,
+};
 use crate::error::{Error, Result};
 use crate::idempotency::{self, Matched};
 use crate::limits::{self, BoundLimit, Counters, LimitOwner, RateLimit, Taken};
@@ -79,15 +82,19 @@ pub struct VaultOptions {
     pub exclusive: bool,
     /// Debit durability; `Eventual` requires `exclusive`.
     pub durability: Durability,
-    /// argon2id parameters for new hashes. `None` keeps the vault's (default for a new one).
+    /// argon2id parameters of a vault this open creates (`None`: the defaults). An existing
+    /// vault keeps its stored ones: change them with [`Vault::set_argon2_params`]. Outside
+    /// test builds, parameters below the OWASP minimum are refused
+    /// ([`Argon2Params::meets_floor`]).
     pub argon2: Option<Argon2Params>,
     /// Keys (records + verified-secret digests) and balances cached per process.
     pub cache_capacity: usize,
     /// redb's page cache, in bytes.
     pub storage_cache_bytes: usize,
-    /// Failed-secret throttle per key_id.
+    /// Failed-secret throttle per key_id and the process budget of failed verifications.
     pub throttle: ThrottleConfig,
-    /// Concurrent argon2 computations at most (default: number of cores).
+    /// Concurrent argon2 computations at most (default: half the cores, at least 1, so
+    /// a flood of cold verifications always leaves the host a core).
     pub argon2_concurrency: usize,
     /// Generation slots in the shared-memory sidecar.
     pub shm_slots: u32,
@@ -110,6 +117,14 @@ pub struct VaultOptions {
     /// forever. Older ones are deleted in the background, a bounded batch at a time.
     /// Management entries and `operator_authorized` entries are never pruned.
     pub refusal_retention: Option<Duration>,
+    /// Authorizations that may wait for an argon2 slot at once (default 32); beyond that a
+    /// cold verification is refused at once with `too_many_attempts` (429).
+    pub argon2_queue: usize,
+}
+
+/// The default `argon2_concurrency`: half the cores, at least 1.
+pub fn default_argon2_concurrency() -> usize {
+    (std::thread::available_parallelism().map_or(2, usize::from) / 2).max(1)
 }
 
 impl Default for VaultOptions {
@@ -121,7 +136,7 @@ impl Default for VaultOptions {
             cache_capacity: 100_000,
             storage_cache_bytes: 64 * 1024 * 1024,
             throttle: ThrottleConfig::default(),
-            argon2_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            argon2_concurrency: default_argon2_concurrency(),
             shm_slots: Sidecar::DEFAULT_SLOTS,
             shared_cache: true,
             flush_interval: Duration::from_secs(1),
@@ -131,6 +146,7 @@ impl Default for VaultOptions {
             master_passphrase: None,
             signature_window_ms: secrets::DEFAULT_SIGNATURE_WINDOW_MS,
             refusal_retention: Some(DEFAULT_REFUSAL_RETENTION),
+            argon2_queue: 32,
         }
     }
 }
@@ -359,9 +375,11 @@ struct Inner {
     accounts: Cache<AccountEntry>,
     routes: RwLock<(u64, Arc<Router>)>,
     digest_key: DigestKey,
-    argon2: Argon2Params,
+    argon2: RwLock<Argon2Params>,
     limiter: Limiter,
     throttle: Throttle,
+    budget: Budget,
+    failed: FailedSecrets,
     group: GroupCommit<DebitReq, Debited>,
     pending: Pending,
     clock: Clock,
@@ -427,6 +445,7 @@ impl Vault {
         if let Some(p) = options.argon2 {
             p.validate()?;
         }
+        options.throttle.validate()?;
         if options.shm_slots == 0 || !options.shm_slots.is_power_of_two() {
             return Err(Error::invalid("shm_slots must be a power of two"));
         }
@@ -458,18 +477,22 @@ impl Vault {
                 .ok_or_else(|| Error::Storage("vault has no identity".into()))?;
             (id, r.meta("argon2")?.and_then(|v| Argon2Params::decode(&v)))
         };
-        let argon2 = match (options.argon2, argon2) {
-            (Some(wanted), stored) if stored != Some(wanted) => {
+        // The opener's parameters apply to a vault it creates, never to an existing one:
+        // changing them is `set_argon2_params`, an audited management call.
+        let argon2 = match argon2 {
+            Some(stored) => stored.effective(),
+            None if store.created() => {
+                let p = options.argon2.unwrap_or_default();
                 let mut tx = store.write()?;
-                tx.put_meta("argon2", &wanted.encode())?;
+                tx.put_meta("argon2", &p.encode())?;
                 tx.commit(redb::Durability::Immediate)?;
-                wanted
+                p
             }
-            (Some(wanted), _) => wanted,
-            (None, Some(stored)) => stored,
-            (None, None) => Argon2Params::default(),
+            None => Argon2Params::default(),
         };
         let master = resolve_master_key(&store, options.master_key, options.master_passphrase)?;
+        let clock = options.clock.unwrap_or_else(|| Arc::new(system_now));
+        let now_for_budget = clock();
         let (sidecar, mode, cache_note) = if options.exclusive {
             (
                 Some(Sidecar::private(options.shm_slots)),
@@ -516,12 +539,14 @@ impl Vault {
             accounts: Cache::new(options.cache_capacity),
             routes: RwLock::new((NEVER, Arc::new(Router::default()))),
             digest_key: DigestKey::random()?,
-            argon2,
-            limiter: Limiter::new(options.argon2_concurrency),
+            argon2: RwLock::new(argon2),
+            limiter: Limiter::new(options.argon2_concurrency, options.argon2_queue),
             throttle: Throttle::new(options.throttle),
+            budget: Budget::new(&options.throttle, now_for_budget),
+            failed: FailedSecrets::new(),
             group: GroupCommit::new(),
             pending: Pending::new(),
-            clock: options.clock.unwrap_or_else(|| Arc::new(system_now)),
+            clock,
             actor: options.actor,
             eventual: options.durability == Durability::Eventual,
             unsynced: AtomicBool::new(false),
@@ -572,7 +597,42 @@ impl Vault {
 
     /// The argon2id parameters new hashes get.
     pub fn argon2_params(&self) -> Argon2Params {
-        self.inner.argon2
+        *self.inner.argon2.read()
+    }
+
+    /// Change the vault's argon2id parameters for new hashes, audited as
+    /// `argon2_params_changed` (details: the old and new `m_kib`, `t`, `p`). Outside test
+    /// builds, parameters below the OWASP minimum are refused with `invalid_argument`.
+    /// Existing hashes are rehashed on their next verification only where the new
+    /// parameters are strictly stronger (more memory or passes, neither fewer); other
+    /// processes use them from their next open. Setting the current parameters is a no-op.
+    pub fn set_argon2_params(&self, params: Argon2Params) -> Result<()> {
+        self.inner.check_open()?;
+        params.validate()?;
+        let inner = &self.inner;
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let old = tx
+                .meta("argon2")?
+                .and_then(|v| Argon2Params::decode(&v))
+                .unwrap_or_default();
+            if old == params {
+                return Ok(());
+            }
+            tx.put_meta("argon2", &params.encode())?;
+            let p = |a: Argon2Params| json!({"m_kib": a.m_kib, "t": a.t, "p": a.p});
+            inner.audit(
+                tx,
+                now,
+                "argon2_params_changed",
+                None,
+                None,
+                json!({"from": p(old), "to": p(params)}),
+            )?;
+            Ok(())
+        })?;
+        *inner.argon2.write() = params;
+        Ok(())
     }
 
     /// Counters of this handle (argon2 runs, store reads, commits).
@@ -1897,7 +1957,10 @@ impl Inner {
         let secret_ok = match verified {
             // A key's secret never changes: a verified digest decides without argon2.
             Some(v) => crypto::digest_eq(&v, &digest),
-            None => self.verify_cold(state, parsed.secret, digest)?,
+            // Too many attempts: the secret was not checked, so never `invalid_api_key`.
+            None => self
+                .verify_cold(state, parsed.secret, digest)
+                .map_err(|e| self.refuse(Some(rec), target, now, e))?,
         };
         if !secret_ok || rec.revoked_at.is_some() {
             return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
@@ -1940,25 +2003,44 @@ impl Inner {
         Ok(Authed { hot })
     }
 
-    /// argon2 check of a secret not yet verified in this process, behind the throttle and
-    /// the concurrency cap.
+    /// argon2 check of a secret not yet verified in this process. `Ok(false)`: the secret
+    /// is wrong (argon2 said so, now or before: a secret that failed once is refused again
+    /// without argon2). `Err(TooManyAttempts)`: the secret was not checked, because the
+    /// process budget of failed verifications is spent or the argon2 queue is full. A
+    /// key_id past its own burst of failures may only use the upper half of the budget.
     fn verify_cold(&self, state: &Arc<KeyState>, secret: &str, digest: [u8; 32]) -> Result<bool> {
         let rec = &state.rec;
-        if !self.throttle.allows(&rec.key_id) {
+        let failed = self
+            .digest_key
+            .failed_digest(&rec.secret_hash, secret.as_bytes());
+        if self.failed.contains(&failed) {
             self.throttled.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
+        let now = (self.clock)();
+        let own = self.throttle.allows(&rec.key_id, now);
+        if let Err(retry_after) = self.budget.take(now, !own) {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::TooManyAttempts { retry_after });
+        }
+        let current = *self.argon2.read();
         let outcome = {
-            let _permit = self.limiter.acquire();
+            let Some(_permit) = self.limiter.try_acquire() else {
+                self.budget.refund();
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::TooManyAttempts { retry_after: 1 });
+            };
             self.argon2_runs.fetch_add(1, Ordering::Relaxed);
-            crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, self.argon2)
+            crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, current)
         };
         match outcome {
             Verified::No => {
-                self.throttle.failed(&rec.key_id);
+                self.throttle.failed(&rec.key_id, now);
+                self.failed.insert(failed);
                 Ok(false)
             }
             Verified::Yes | Verified::YesRehash => {
+                self.budget.refund();
                 let found = self
                     .keys
                     .with_mut(&rec.key_id, |e| e.verified = Some(digest));
@@ -1982,14 +2064,19 @@ impl Inner {
         }
     }
 
+    /// Rehash a verified secret whose hash is strictly weaker than the current parameters
+    /// (never towards weaker ones). Skipped when the argon2 queue is full.
     fn rehash(&self, key_id: &str, secret: &str) -> Result<()> {
+        let current = *self.argon2.read();
         let hash = {
-            let _permit = self.limiter.acquire();
-            crypto::hash_secret(secret.as_bytes(), self.argon2)?
+            let Some(_permit) = self.limiter.try_acquire() else {
+                return Ok(());
+            };
+            crypto::hash_secret(secret.as_bytes(), current)?
         };
         self.write(|tx| {
             if let Some(mut rec) = tx.key(key_id)? {
-                if crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, self.argon2)
+                if crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, current)
                     == Verified::YesRehash
                 {
                     rec.secret_hash = hash;
@@ -2251,7 +2338,7 @@ impl Inner {
             .ok_or_else(|| Error::Storage("minted token does not parse".into()))?;
         let hash = {
             let _permit = self.limiter.acquire();
-            crypto::hash_secret(parsed.secret.as_bytes(), self.argon2)?
+            crypto::hash_secret(parsed.secret.as_bytes(), *self.argon2.read())?
         };
         Ok((
             SecretToken {

@@ -261,6 +261,8 @@ fn a_wrong_secret_for_a_cached_key_takes_as_long_as_the_right_one() {
             throttle: ThrottleConfig {
                 burst: u32::MAX,
                 per_second: 1e9,
+                budget_burst: u32::MAX,
+                budget_per_second: 1e9,
             },
             ..options()
         },

@@ -27,8 +27,9 @@
 //! On error, `error: <message>` goes to stderr; with `--json` the error's JSON body
 //! (`{"success": false, "error": <code>, "message": …, …}`) also goes to stdout.
 //!
-//! `--argon2-fast` (hidden) hashes new secrets with `Argon2Params::INSECURE_FAST`: for tests
-//! only, never for a real vault (it is stored in the vault and used for every later key).
+//! `--argon2-fast` (hidden) creates a new vault with `Argon2Params::INSECURE_FAST`: for
+//! tests only. It never changes an existing vault (`keyledger argon2 set` does, audited),
+//! and a build without the `insecure-fast-argon2` feature refuses it.
 
 #[path = "keyledger/dashboard/mod.rs"]
 mod dashboard;
@@ -86,7 +87,7 @@ struct Cli {
     /// Open the vault exclusively (a second opener gets vault_locked).
     #[arg(long, global = true)]
     exclusive: bool,
-    /// TEST ONLY: hash new secrets with insecure, fast argon2 parameters.
+    /// TEST ONLY: create a new vault with insecure, fast argon2 parameters (test builds).
     #[arg(long, global = true, hide = true)]
     argon2_fast: bool,
     /// Ask for the master key (base64) on the terminal instead of reading
@@ -204,6 +205,29 @@ enum Command {
         /// Where to create the demo vault (created if missing).
         #[arg(long, default_value = "./keyledger-quickstart")]
         dir: PathBuf,
+    },
+    /// The vault's argon2id parameters for new hashes.
+    #[command(subcommand)]
+    Argon2(Argon2Cmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum Argon2Cmd {
+    /// Print the parameters new hashes get.
+    Show,
+    /// Change them (audited as argon2_params_changed). Existing hashes are rehashed at
+    /// their next verification only where the new parameters are stronger. Below the
+    /// OWASP minimum (m=19456 KiB with t=2, or an equivalent) is refused.
+    Set {
+        /// Memory in KiB.
+        #[arg(long)]
+        m_kib: u32,
+        /// Passes.
+        #[arg(long)]
+        t: u32,
+        /// Lanes.
+        #[arg(long, default_value = "1")]
+        p: u32,
     },
 }
 
@@ -897,6 +921,19 @@ fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
                     s.push_str(&output::table(&["HOUR", "GRANTED"], &rows));
                 }
                 s
+            })
+        }
+        Command::Argon2(cmd) => {
+            if let Argon2Cmd::Set { m_kib, t, p } = cmd {
+                vault.set_argon2_params(Argon2Params {
+                    m_kib: *m_kib,
+                    t: *t,
+                    p: *p,
+                })?;
+            }
+            let a = vault.argon2_params();
+            out.emit(&json!({"m_kib": a.m_kib, "t": a.t, "p": a.p}), || {
+                format!("argon2id m={} KiB, t={}, p={}\n", a.m_kib, a.t, a.p)
             })
         }
         Command::Init

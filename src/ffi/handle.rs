@@ -40,6 +40,7 @@ struct OpenOptions {
     signature_window_ms: Option<Millis>,
     throttle: Option<ThrottleJson>,
     refusal_retention_ms: Option<u64>,
+    argon2_queue: Option<usize>,
 }
 
 /// A string parsed out of the options that is wiped when dropped (a master key's base64
@@ -57,6 +58,8 @@ impl<'de> Deserialize<'de> for SecretString {
 struct ThrottleJson {
     burst: Option<u32>,
     per_second: Option<f64>,
+    budget_burst: Option<u32>,
+    budget_per_second: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +97,12 @@ impl OpenOptions {
                 }
                 throttle.per_second = r;
             }
+            if let Some(b) = t.budget_burst {
+                throttle.budget_burst = b;
+            }
+            if let Some(r) = t.budget_per_second {
+                throttle.budget_per_second = r;
+            }
             o.throttle = throttle;
         }
         if let Some(d) = self.durability {
@@ -105,6 +114,9 @@ impl OpenOptions {
                 t: a.t,
                 p: a.p,
             });
+        }
+        if let Some(q) = self.argon2_queue {
+            o.argon2_queue = q;
         }
         if let Some(c) = self.cache_capacity {
             o.cache_capacity = c;
@@ -126,7 +138,8 @@ impl OpenOptions {
 /// `{"exclusive": false, "durability": "immediate"|"eventual", "argon2": {"m_kib": 19456,
 /// "t": 2, "p": 1}, "cache_capacity": 100000, "actor": "name", "flush_interval_ms": 1000,
 /// "master_key": "<base64 of 32 bytes>", "master_passphrase": "...",
-/// "signature_window_ms": 300000, "throttle": {"burst": 10, "per_second": 1.0}}`.
+/// "signature_window_ms": 300000, "throttle": {"burst": 10, "per_second": 1.0,
+/// "budget_burst": 30, "budget_per_second": 3.0}, "argon2_queue": 32}`.
 /// Unknown fields are `KL_INVALID_ARGUMENT`. `"eventual"` requires `"exclusive": true`.
 ///
 /// Master key (SPEC §7; needed only for signing keys): `"master_key"` (standard or
@@ -136,8 +149,14 @@ impl OpenOptions {
 /// wiping `options_json` itself is the caller's business. `"signature_window_ms"` (> 0):
 /// how far a request signature's `t=` may be from now, each side (default 300 s).
 /// `"throttle"`: failed-secret token bucket per key_id (`burst` ≥ 0 attempts,
-/// `per_second` ≥ 0 regained; default 10 and 1.0). `"refusal_retention_ms"`: how long
-/// `auth_refused` audit entries are kept (default 30 days; 0 keeps them forever).
+/// `per_second` ≥ 0 regained; default 10 and 1.0) and the process budget of failed
+/// verifications (`budget_burst` ≥ 1, `budget_per_second` ≥ 0; default 30 and 3.0): when
+/// spent, a secret not yet verified is refused with `KL_TOO_MANY_ATTEMPTS` (429).
+/// `"argon2_queue"`: authorizations that may wait for an argon2 slot (default 32); beyond
+/// that, `KL_TOO_MANY_ATTEMPTS` at once. `"argon2"` applies only when this open creates
+/// the vault; change an existing vault's parameters with `kl_set_argon2_params`.
+/// `"refusal_retention_ms"`: how long `auth_refused` audit entries are kept (default 30
+/// days; 0 keeps them forever).
 ///
 /// On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
 /// Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master

@@ -228,6 +228,28 @@ pub unsafe extern "C" fn kl_verify_webhook(
     })
 }
 
+// ------------------------------------------------------------------------ argon2
+
+/// Change the vault's argon2id parameters for new hashes (`m_kib` KiB of memory, `t`
+/// passes, `p` lanes), audited as `argon2_params_changed`. Existing hashes are rehashed at
+/// their next verification only where the new parameters are stronger. Returns `KL_OK`,
+/// `KL_INVALID_ARGUMENT` (parameters argon2 refuses, or below the OWASP argon2id minimum:
+/// m ≥ 19456 KiB with t ≥ 2, or 47104/1, 12288/3, 9216/4, 7168/5), `KL_VAULT_CLOSED`,
+/// `KL_STORAGE`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_set_argon2_params(
+    v: *const kl_vault,
+    m_kib: u32,
+    t: u32,
+    p: u32,
+) -> kl_status {
+    boundary("kl_set_argon2_params", || {
+        let vault = try_vault!(v);
+        vault.set_argon2_params(crate::Argon2Params { m_kib, t, p })?;
+        Ok(())
+    })
+}
+
 // ------------------------------------------------------------------------ stats
 
 /// This handle's counters as JSON (free with `kl_string_free`): `{"argon2_runs",

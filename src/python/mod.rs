@@ -917,6 +917,28 @@ impl PyVault {
         Ok(d)
     }
 
+    /// The argon2id parameters new hashes get: `{"m_kib", "t", "p"}`.
+    fn argon2_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let a = self.vault.argon2_params();
+        let d = PyDict::new(py);
+        d.set_item("m_kib", a.m_kib)?;
+        d.set_item("t", a.t)?;
+        d.set_item("p", a.p)?;
+        Ok(d)
+    }
+
+    /// Change the vault's argon2id parameters (a dict `{m_kib, t, p}` or `"default"`),
+    /// audited as `argon2_params_changed`. Hashes are rehashed only towards stronger ones.
+    fn set_argon2_params(&self, py: Python<'_>, argon2: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(params) = argon2_arg(py, Some(argon2))? else {
+            return Err(invalid(
+                py,
+                "argon2 must be \"default\" or a dict {m_kib, t, p}",
+            ));
+        };
+        py.detach(|| self.vault.set_argon2_params(params)).py(py)
+    }
+
     #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None))]
     #[allow(clippy::too_many_arguments)]
     fn authorize(

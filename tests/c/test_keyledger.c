@@ -878,6 +878,35 @@ static void test_ratelimits(const char *base_path) {
     kl_vault_free(v);
 }
 
+/* Argon2 parameters change only through kl_set_argon2_params, audited; an opener's
+ * "argon2" no longer rewrites an existing vault's. */
+static void test_argon2_params(const char *base_path) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.argon2", base_path);
+    kl_vault *v = NULL;
+    char *json = NULL;
+    CHECK(kl_vault_open(Z(path), Z(OPTIONS), &v) == KL_OK);
+    if (v == NULL) return;
+    CHECK(kl_set_argon2_params(v, 16, 2, 1) == KL_OK);
+    expect_invalid(kl_set_argon2_params(v, 16, 0, 1));
+    expect_invalid(kl_set_argon2_params(v, 16, 2, 0));
+    expect_invalid(kl_set_argon2_params(NULL, 16, 2, 1));
+    CHECK(kl_audit(v, S("{\"action\":\"argon2_params_changed\"}"), &json) == KL_OK);
+    CHECK(json != NULL && count_of(json, "argon2_params_changed") == 1);
+    CHECK(json != NULL && contains(json, "\"to\":{\"m_kib\":16,\"p\":1,\"t\":2}"));
+    kl_string_free(json);
+    kl_vault_free(v);
+    /* Reopening with the test options (m_kib 8) changes nothing and audits nothing. */
+    v = NULL;
+    CHECK(kl_vault_open(Z(path), Z(OPTIONS), &v) == KL_OK);
+    if (v == NULL) return;
+    json = NULL;
+    CHECK(kl_audit(v, S("{\"action\":\"argon2_params_changed\"}"), &json) == KL_OK);
+    CHECK(json != NULL && count_of(json, "argon2_params_changed") == 1);
+    kl_string_free(json);
+    kl_vault_free(v);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s VAULT_PATH\n", argv[0]);
@@ -1425,6 +1454,7 @@ int main(int argc, char **argv) {
     test_webhooks();
     test_signing(path);
     test_ratelimits(path);
+    test_argon2_params(path);
 
     printf("c_abi: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
