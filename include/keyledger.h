@@ -472,6 +472,8 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
  `"argon2_queue"`: authorizations that may wait for an argon2 slot (default 32); beyond
  that, `KL_TOO_MANY_ATTEMPTS` at once. `"argon2"` applies only when this open creates
  the vault; change an existing vault's parameters with `kl_set_argon2_params`.
+ `"refusal_retention_ms"`: how long `auth_refused` audit entries are kept (default 30
+ days; 0 keeps them forever).
 
  On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
  Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master
