@@ -13,6 +13,8 @@ export interface KeyledgerMiddlewareOptions {
   full?: boolean;
   /** A request header whose value becomes the idempotency key. */
   idempotencyHeader?: string;
+  /** A repeated idempotency key: `'refuse'` (default) answers 409 `duplicate_request`; `'pass'` hands the replayed grant to the handler. */
+  replay?: 'refuse' | 'pass';
   /** The header carrying a request signature (default `'x-keyledger-signature'`). */
   signatureHeader?: string;
   /** Where a signed request's raw body is (default: `req.rawBody`, a Buffer/string `req.body`, or the unread stream). */

@@ -102,6 +102,10 @@ const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
  * @param {boolean} [options.full=false] also put `scopes` and `ratelimits` in the grant
  * @param {string} [options.idempotencyHeader] a request header whose value is passed as
  *   the idempotency key (e.g. 'idempotency-key')
+ * @param {'refuse'|'pass'} [options.replay='refuse'] a repeat of an idempotency key:
+ *   'refuse' answers 409 `duplicate_request` (body: the first call's `charged` and
+ *   `first_at`) without calling the handler; 'pass' calls it with the replayed grant
+ *   (`req.keyledger.replayed`), for an app that serves its stored response itself
  * @param {string} [options.signatureHeader='x-keyledger-signature'] the header carrying a
  *   request signature (`t=…,v1=…`)
  * @param {(req) => Buffer|string} [options.rawBody] where to find a signed request's raw
@@ -115,6 +119,10 @@ function keyledgerMiddleware(vault, options = {}) {
   const header = (options.header || 'authorization').toLowerCase();
   const signatureHeader = (options.signatureHeader || 'x-keyledger-signature').toLowerCase();
   const { cost, full = false, idempotencyHeader, limits, limitCost } = options;
+  const replay = options.replay === undefined ? 'refuse' : options.replay;
+  if (replay !== 'refuse' && replay !== 'pass') {
+    throw new TypeError("keyledgerMiddleware: replay must be 'refuse' or 'pass'");
+  }
 
   function refuse(res, err) {
     if (err.status === 401) res.set('WWW-Authenticate', 'Bearer');
@@ -163,7 +171,10 @@ function keyledgerMiddleware(vault, options = {}) {
     if (w !== undefined && w !== null) opts.limitCost = w;
     if (idempotencyHeader) {
       const k = req.headers[idempotencyHeader.toLowerCase()];
-      if (typeof k === 'string' && k !== '') opts.idempotencyKey = k;
+      if (typeof k === 'string' && k !== '') {
+        opts.idempotencyKey = k;
+        opts.onReplay = replay === 'pass' ? 'grant' : 'refuse';
+      }
     }
     const sigRaw = req.headers[signatureHeader];
     const signature = Array.isArray(sigRaw) ? sigRaw[0] : sigRaw;

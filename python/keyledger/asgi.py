@@ -26,6 +26,14 @@ Rate limits (SPEC §13): a granted response carries ``RateLimit-Limit``,
 ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds) for the most constrained limit the
 call was checked against; a 429 carries ``Retry-After`` and the same headers.
 
+Replays: with ``idempotency_header`` (e.g. ``"idempotency-key"``), its value is the call's
+idempotency key. A repeat (same request within 24 h) is answered by the middleware itself,
+409 ``duplicate_request`` with the first call's ``charged`` and ``first_at`` (unix ms), and
+the app is not called: a retried ``POST /send`` sends once. ``replay="pass"`` instead
+calls the app with the replayed grant (``grant.replayed``, ``charged`` 0), for an app that
+serves its stored response itself. A key reused for another request is 409
+``idempotency_conflict``.
+
 Lifespan and websocket scopes pass through untouched. A request whose route costs credits
 is authorized in a worker thread (its durable debit waits for a commit, and concurrent
 debits then share one commit); a free route is authorized inline, in about a microsecond.
@@ -37,6 +45,7 @@ import asyncio
 import json
 import time
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple
+from typing import Literal
 
 from keyledger._errors import InvalidApiKey, KeyLedgerError
 from keyledger._keyledger import Grant, Vault
@@ -81,6 +90,9 @@ class KeyLedgerMiddleware:
     :param exclude: paths served without a key (exact matches), e.g. ``("/health",)``.
     :param signature_header: the header carrying a request signature.
     :param max_body: the largest body read for a signature check (413 beyond it).
+    :param idempotency_header: a request header whose value is the idempotency key.
+    :param replay: ``"refuse"`` (default): answer a replayed key with 409
+        ``duplicate_request``; ``"pass"``: call the app with the replayed grant.
     """
 
     def __init__(
@@ -93,7 +105,13 @@ class KeyLedgerMiddleware:
         exclude: Iterable[str] = (),
         signature_header: str = "x-keyledger-signature",
         max_body: int = 1024 * 1024,
+        idempotency_header: Optional[str] = None,
+        replay: str = "refuse",
     ) -> None:
+        if replay not in ("refuse", "pass"):
+            raise ValueError('replay must be "refuse" or "pass"')
+        self.idempotency_header = idempotency_header.lower().encode("latin-1") if idempotency_header else None
+        self.on_replay: Literal["grant", "refuse"] = "grant" if replay == "pass" else "refuse"
         self.app = app
         self.vault = vault
         self.header = header.lower().encode("latin-1")
@@ -163,7 +181,7 @@ class KeyLedgerMiddleware:
                     code="invalid_api_key",
                     body={"success": False, "error": "invalid_api_key", "message": "missing or malformed API key"},
                 )
-            grant = await self._authorize(token, method, path, signature, body)
+            grant = await self._authorize(scope, token, method, path, signature, body)
         except KeyLedgerError as refusal:
             await _answer(send, refusal)
             return
@@ -183,15 +201,29 @@ class KeyLedgerMiddleware:
             send = send_with_limits
         await self.app(scope, receive, send)
 
+    def _idempotency_key(self, scope: Scope) -> Optional[str]:
+        if self.idempotency_header is None:
+            return None
+        for name, value in scope.get("headers") or ():
+            if name == self.idempotency_header:
+                try:
+                    return value.decode("ascii") or None
+                except UnicodeDecodeError:
+                    return value.decode("latin-1") or None
+        return None
+
     async def _authorize(
-        self, token: str, method: str, path: str, signature: Optional[str], body: Optional[bytes]
+        self, scope: Scope, token: str, method: str, path: str, signature: Optional[str], body: Optional[bytes]
     ) -> Grant:
+        idempotency_key = self._idempotency_key(scope)
+
         def call() -> Grant:
             return self.vault.authorize(
-                token, route=(method, path), cost=self.cost, signature=signature, body=body
+                token, route=(method, path), cost=self.cost, signature=signature, body=body,
+                idempotency_key=idempotency_key, on_replay=self.on_replay,
             )
 
-        if self._costs_credits(method, path):
+        if idempotency_key is not None or self._costs_credits(method, path):
             return await asyncio.get_running_loop().run_in_executor(None, call)
         return call()
 

@@ -82,10 +82,10 @@ defmodule KeyLedger.GateHttpTest do
              request(b, :post, "/api/v1/messaging/send", [{~c"authorization", String.to_charlist("bearer " <> t)}])
   end
 
-  test "idempotency header: a retried request is replayed, not charged twice", %{base: b, token: t, vault: v} do
+  test "idempotency header: a retried request is refused as a duplicate, not charged twice", %{base: b, token: t, vault: v} do
     h = bearer(t) ++ [{~c"idempotency-key", ~c"order-7"}]
     assert {200, %{"credits" => 1, "replayed" => false}} = request(b, :post, "/api/v1/messaging/send", h)
-    assert {200, %{"credits" => 1, "replayed" => true}} = request(b, :post, "/api/v1/messaging/send", h)
+    assert {409, %{"error" => "duplicate_request", "charged" => 1}} = request(b, :post, "/api/v1/messaging/send", h)
     assert {:ok, %{credits: 1}} = KeyLedger.balance(v, "acct_42")
   end
 

@@ -19,6 +19,12 @@ defmodule KeyLedger.Gate do
   the `(method, path)` route, and `idempotency_header:` (e.g. `"idempotency-key"`) to
   take the idempotency key from a request header.
 
+  Replays: a repeat of an idempotency key (same request within 24 h) is answered by the
+  gate itself with 409 `duplicate_request` (body: the first call's `charged` and
+  `first_at`), so the app does not run the request twice. `replay: :pass` instead
+  returns the replayed grant (`replayed: true`, `charged: 0`) for an app that serves its
+  stored response itself. A key reused for another request is 409 `idempotency_conflict`.
+
   Signed requests (SPEC §7): the `X-KeyLedger-Signature` header (`t=…,v1=…`) is passed
   as `signature:` (an explicit `signature:` option wins). The signature covers the raw
   request body, which a gate cannot read from headers: pass it as `body:` — the exact
@@ -117,7 +123,9 @@ defmodule KeyLedger.Gate do
     with {:ok, token} <- token(headers) do
       {scope, opts} = Keyword.pop(opts, :scope)
       {idem_header, opts} = Keyword.pop(opts, :idempotency_header)
+      {replay, opts} = Keyword.pop(opts, :replay, :refuse)
       opts = opts |> put_idempotency(headers, idem_header) |> put_signature(headers)
+      opts = Keyword.put(opts, :on_replay, replay_option(replay))
       route = if scope, do: {:scope, scope}, else: {text(method), text(path)}
 
       case route do
@@ -207,6 +215,14 @@ defmodule KeyLedger.Gate do
         _ -> :bad
       end
   end
+
+  # `replay: :refuse` (default) answers a replayed idempotency key with 409
+  # `duplicate_request`; `replay: :pass` hands the replayed grant to the app.
+  defp replay_option(:refuse), do: :refuse
+  defp replay_option(:pass), do: :grant
+
+  defp replay_option(other),
+    do: raise(ArgumentError, "replay: must be :refuse or :pass, got #{inspect(other)}")
 
   defp put_idempotency(opts, _headers, nil), do: opts
 
