@@ -238,7 +238,8 @@ typedef struct kl_authorize_opts {
    */
   size_t idempotency_key_len;
   /*
-   Optional (NULL: none): `t=<unix seconds>,v1=<hex>` for keys that require signing.
+   Optional (NULL: none): `t=<unix seconds>,v2=<hex>` for keys that require signing
+   (see `kl_sign_request`); `v1=` signatures are refused.
    */
   const char *signature;
   /*
@@ -277,6 +278,16 @@ typedef struct kl_authorize_opts {
    0: the call weighs 1. Non-zero: it weighs `limit_cost`.
    */
   uint8_t has_limit_cost;
+  /*
+   Optional (NULL: none): the request's query string exactly as sent, without the `?`
+   (`to=A` for `/send?to=A`). A signature covers `path?query`. Routes only; NULL when
+   `path` carries its own query.
+   */
+  const char *query;
+  /*
+   Length of `query` in bytes.
+   */
+  size_t query_len;
 } kl_authorize_opts;
 
 /*
@@ -457,7 +468,9 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
  wiping `options_json` itself is the caller's business. `"signature_window_ms"` (> 0):
  how far a request signature's `t=` may be from now, each side (default 300 s).
  `"throttle"`: failed-secret token bucket per key_id (`burst` ≥ 0 attempts,
- `per_second` ≥ 0 regained; default 10 and 1.0).
+ `per_second` ≥ 0 regained; default 10 and 1.0). `"single_use_signatures": true`: each
+ request signature is accepted once, across every process opening the vault (one
+ durable write per signed call; a replay is `KL_INVALID_SIGNATURE`).
 
  On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
  Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master
@@ -968,14 +981,17 @@ kl_status kl_reveal_signing_secret(const struct kl_vault *v,
                                    char **out_secret);
 
 /*
- The signature header a client sends with a request to a signing key:
- `"t=<t_seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">"`, keyed with the
- ASCII bytes of `secret` (the 64 hex characters of the signing secret). `method` is
+ The signature header (format 2) a client sends with a request to a signing key:
+ `"t=<t_seconds>,v2=<hex>"`, the hex being HMAC-SHA256 keyed with the ASCII bytes of
+ `secret` (the 64 hex characters of the signing secret) over
+ `"keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" + target + "\n" +
+ hex(SHA-256(body))`. `path` is the request target as sent: the path with its query
+ string (`/send?to=A`); a trailing `?` with nothing after it is dropped. `method` is
  upper-cased; `body` may be NULL with `body_len` 0 (empty body) and is any bytes. Pass
- it to `kl_authorize` as `opts->signature` with the same body. On `KL_OK`, `*out_header`
- receives the header (free with `kl_string_free`). Returns `KL_OK`,
- `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`, `method` or `path`). Does not touch
- a vault.
+ it to `kl_authorize` as `opts->signature` with the same body (and the query in
+ `opts->query`, or in `path`). On `KL_OK`, `*out_header` receives the header (free with
+ `kl_string_free`). Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`,
+ `method` or `path`). Does not touch a vault.
  */
 kl_status kl_sign_request(const char *secret,
                           size_t secret_len,

@@ -101,6 +101,11 @@ pub struct VaultOptions {
     pub master_passphrase: Option<Zeroizing<String>>,
     /// Request signatures are accepted this far from now, each side (default 300 s).
     pub signature_window_ms: Millis,
+    /// Accept each request signature once (default false): every signed call then records
+    /// its signature in the vault (one durable write transaction, shared by every process
+    /// opening the file) and a replay within the window is `invalid_signature`. Records
+    /// older than the window are pruned as calls come.
+    pub single_use_signatures: bool,
 }
 
 impl Default for VaultOptions {
@@ -121,6 +126,7 @@ impl Default for VaultOptions {
             master_key: None,
             master_passphrase: None,
             signature_window_ms: secrets::DEFAULT_SIGNATURE_WINDOW_MS,
+            single_use_signatures: false,
         }
     }
 }
@@ -135,6 +141,7 @@ impl std::fmt::Debug for VaultOptions {
             .field("actor", &self.actor)
             .field("master_key", &self.master_key.as_ref().map(|_| "…"))
             .field("signature_window_ms", &self.signature_window_ms)
+            .field("single_use_signatures", &self.single_use_signatures)
             .finish_non_exhaustive()
     }
 }
@@ -180,7 +187,8 @@ pub struct AuthorizeOptions<'a> {
     pub cost: Option<u64>,
     /// At most 255 bytes, per account: a repeat within 24 h returns the first grant.
     pub idempotency_key: Option<&'a str>,
-    /// `t=<unix seconds>,v1=<hex>` for keys that require signing (SPEC §7).
+    /// `t=<unix seconds>,v2=<hex>` for keys that require signing (format in
+    /// [`crate::sign_request`]); `v1=` signatures are refused.
     pub signature: Option<&'a str>,
     /// The request body, for signatures.
     pub body: Option<&'a [u8]>,
@@ -190,6 +198,10 @@ pub struct AuthorizeOptions<'a> {
     pub limits: Option<&'a [&'a str]>,
     /// How much this call weighs against every applied limit (default 1).
     pub limit_cost: Option<u64>,
+    /// The request's query string exactly as sent, without the `?` (`to=A` for
+    /// `/send?to=A`), for signatures: a signature covers `path?query`. Routes only; `None`
+    /// when the path given carries its own query or there is none.
+    pub query: Option<&'a str>,
 }
 
 /// A key record with the rate limits attached to it, as read in one transaction.
@@ -349,6 +361,7 @@ struct Inner {
     flush_interval: Duration,
     master: RwLock<Option<MasterKey>>,
     signature_window_ms: Millis,
+    single_use_signatures: bool,
     counters: Counters,
     /// Owner id of this vault's per-thread copies (`cache::with_local`).
     local_id: u64,
@@ -379,6 +392,16 @@ fn sidecar_path(path: &Path) -> PathBuf {
 }
 
 impl Vault {
+    /// How many used request signatures the vault remembers (`single_use_signatures`):
+    /// at most the signed calls of one window, older ones being pruned as calls come.
+    pub fn signatures_recorded(&self) -> Result<u64> {
+        let guard = self.inner.store()?;
+        let store = guard
+            .as_ref()
+            .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?;
+        store.read()?.signatures_recorded()
+    }
+
     /// Open (or create) the vault at `path` with default options: shared by every process.
     pub fn open(path: impl AsRef<Path>) -> Result<Vault> {
         Vault::open_with(path, VaultOptions::default())
@@ -474,6 +497,7 @@ impl Vault {
             flush_interval: options.flush_interval,
             master: RwLock::new(master),
             signature_window_ms: options.signature_window_ms,
+            single_use_signatures: options.single_use_signatures,
             counters: Counters::new(),
             local_id: cache::new_owner(),
         });
@@ -1726,26 +1750,51 @@ impl Inner {
                     .open(&secrets::signing_aad(&rec.key_id), sealed)
                     .ok_or_else(|| undecryptable(&rec.key_id))?
             };
-            let (method, path) = match *target {
-                Target::Route { method, path } => (method, path),
-                Target::Scope(s) => ("SCOPE", s),
-            };
-            let signed = options.signature.is_some_and(|sig| {
-                secrets::verify_request(
-                    &secret,
-                    sig,
-                    now,
-                    self.signature_window_ms,
-                    method,
-                    path,
-                    options.body.unwrap_or_default(),
-                )
-            });
+            let signed = self.check_signature(&secret, target, options, now)?;
             if !signed {
                 return Err(self.refuse(Some(rec), target, now, Error::InvalidSignature));
             }
         }
         Ok(Authed { hot })
+    }
+
+    /// Whether the call's signature is a valid version-2 signature of this request (and,
+    /// with `single_use_signatures`, its first use).
+    fn check_signature(
+        &self,
+        secret: &[u8],
+        target: &Target<'_>,
+        options: &AuthorizeOptions<'_>,
+        now: Millis,
+    ) -> Result<bool> {
+        let (method, signed) = match *target {
+            Target::Route { method, path } => (method, secrets::signed_target(path, options.query)),
+            Target::Scope(s) => ("SCOPE", s.into()),
+        };
+        let Some(sig) = options.signature else {
+            return Ok(false);
+        };
+        let Some(verified) = secrets::verify_request(
+            secret,
+            sig,
+            now,
+            self.signature_window_ms,
+            method,
+            &signed,
+            options.body.unwrap_or_default(),
+        ) else {
+            return Ok(false);
+        };
+        if !self.single_use_signatures {
+            return Ok(true);
+        }
+        let oldest = now
+            .saturating_sub(self.signature_window_ms)
+            .div_euclid(1000);
+        self.write(|tx| {
+            tx.prune_signatures(oldest, 64)?;
+            tx.record_signature(verified.t_seconds, &verified.mac)
+        })
     }
 
     /// argon2 check of a secret not yet verified in this process, behind the throttle and
@@ -2544,6 +2593,24 @@ fn validate_authorize_args(target: &Target<'_>, options: &AuthorizeOptions<'_>) 
     }
     if options.limit_cost == Some(0) {
         return Err(Error::invalid("limit_cost must be positive"));
+    }
+    if let Some(q) = options.query {
+        match target {
+            Target::Route { path, .. } if path.contains('?') => {
+                return Err(Error::invalid(
+                    "give the query string in the path or in query, not both",
+                ));
+            }
+            Target::Route { path, .. } if path.len().saturating_add(q.len()) > MAX_PATH => {
+                return Err(Error::invalid(
+                    "path and query must be at most 8192 bytes together",
+                ));
+            }
+            Target::Route { .. } => {}
+            Target::Scope(_) => {
+                return Err(Error::invalid("query is for routes, not scopes"));
+            }
+        }
     }
     if let Some(names) = options.limits {
         if names.len() > MAX_LIMITS * 2 {

@@ -19,6 +19,7 @@ const COST1: AuthorizeOptions<'static> = AuthorizeOptions {
     now: None,
     limits: None,
     limit_cost: None,
+    query: None,
 };
 
 fn spend_until_refused(v: &Vault, token: &str) -> (u64, u64) {

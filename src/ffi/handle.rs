@@ -39,6 +39,8 @@ struct OpenOptions {
     master_passphrase: Option<SecretString>,
     signature_window_ms: Option<Millis>,
     throttle: Option<ThrottleJson>,
+    #[serde(default)]
+    single_use_signatures: bool,
 }
 
 /// A string parsed out of the options that is wiped when dropped (a master key's base64
@@ -71,6 +73,7 @@ impl OpenOptions {
         let mut o = VaultOptions {
             exclusive: self.exclusive,
             actor: self.actor,
+            single_use_signatures: self.single_use_signatures,
             ..VaultOptions::default()
         };
         if let Some(key) = self.master_key {
@@ -132,7 +135,9 @@ impl OpenOptions {
 /// wiping `options_json` itself is the caller's business. `"signature_window_ms"` (> 0):
 /// how far a request signature's `t=` may be from now, each side (default 300 s).
 /// `"throttle"`: failed-secret token bucket per key_id (`burst` ≥ 0 attempts,
-/// `per_second` ≥ 0 regained; default 10 and 1.0).
+/// `per_second` ≥ 0 regained; default 10 and 1.0). `"single_use_signatures": true`: each
+/// request signature is accepted once, across every process opening the vault (one
+/// durable write per signed call; a replay is `KL_INVALID_SIGNATURE`).
 ///
 /// On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
 /// Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master

@@ -802,7 +802,7 @@ fn argon2_arg(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option
 #[pymethods]
 impl PyVault {
     #[new]
-    #[pyo3(signature = (path, *, master_key=None, master_passphrase=None, argon2=None, exclusive=false, durability="immediate", cache_capacity=100_000, actor=None, throttle_burst=None, throttle_per_second=None, signature_window=None))]
+    #[pyo3(signature = (path, *, master_key=None, master_passphrase=None, argon2=None, exclusive=false, durability="immediate", cache_capacity=100_000, actor=None, throttle_burst=None, throttle_per_second=None, signature_window=None, single_use_signatures=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -817,6 +817,7 @@ impl PyVault {
         throttle_burst: Option<u32>,
         throttle_per_second: Option<f64>,
         signature_window: Option<&Bound<'_, PyAny>>,
+        single_use_signatures: bool,
     ) -> PyResult<Self> {
         let master_key = master_key_arg(py, master_key)?;
         let durability = match durability {
@@ -851,6 +852,7 @@ impl PyVault {
             throttle,
             master_key,
             master_passphrase: master_passphrase.map(Zeroizing::new),
+            single_use_signatures,
             ..VaultOptions::default()
         };
         let mut options = options;
@@ -910,7 +912,7 @@ impl PyVault {
         Ok(d)
     }
 
-    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None))]
+    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, query=None))]
     #[allow(clippy::too_many_arguments)]
     fn authorize(
         &self,
@@ -925,6 +927,7 @@ impl PyVault {
         limits: Option<&Bound<'_, PyAny>>,
         limit_cost: Option<&Bound<'_, PyAny>>,
         now: Option<&Bound<'_, PyAny>>,
+        query: Option<PyBackedStr>,
     ) -> PyResult<PyGrant> {
         let cost = opt_u64_arg(py, cost, "cost")?;
         let limit_cost = opt_u64_arg(py, limit_cost, "limit_cost")?;
@@ -957,6 +960,7 @@ impl PyVault {
             now,
             limits: limit_refs.as_deref(),
             limit_cost,
+            query: query.as_deref(),
         };
         let grant = py
             .detach(|| self.vault.authorize(&token, target, &options))
@@ -1379,8 +1383,9 @@ fn verify_webhook(
     ))
 }
 
-/// The signature header a client sends for a signed request:
-/// `t=<t>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">`.
+/// The signature header (format 2) a client sends for a signed request: `t=<t>,v2=<hex
+/// HMAC-SHA256>` over `"keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" + target +
+/// "\n" + hex(SHA-256(body))`; `path` is the request target as sent, with its query string.
 #[pyfunction]
 #[pyo3(signature = (signing_secret, method, path, body=None, t=None))]
 fn sign_request(
