@@ -377,8 +377,24 @@ void kl_string_free(char *s);
  (`kl_create_key_signing`, `kl_rotate_key_signing`, `kl_reveal_signing_secret`) or a
  master key (`kl_generate_master_key`). `NULL` is a no-op. Also safe on any other string
  keyledger returned.
+
+ NUL contract: the length is found by scanning for the first NUL, so the string must
+ still end where keyledger ended it. If you wrote a NUL into it (truncating it), the
+ bytes after that NUL are neither wiped nor correctly freed: use `kl_secret_free_n` with
+ the length it had when you received it.
  */
 void kl_secret_free(char *s);
+
+/*
+ `kl_secret_free` with the length given: wipe the `len` bytes of the secret and its
+ terminating NUL, then free it, without scanning for a NUL (so a string the caller has
+ written into, even a NUL, is still wiped whole). `len` must be the length the string had
+ when keyledger returned it (`strlen` at that moment: 64 for a signing secret, 44 for a
+ master key, the token's length for a token); any other value is undefined behaviour,
+ as with `free` of a wrong pointer. `NULL` is a no-op (whatever `len`).
+ */
+void kl_secret_free_n(char *s,
+                      size_t len);
 
 /*
  Authorize a request: the most specific route rule for (`method`, `path`) decides the

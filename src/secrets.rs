@@ -73,13 +73,27 @@ impl MasterKey {
     }
 
     /// From `KEYLEDGER_MASTER_KEY`, if set. A malformed value is `invalid_argument`.
+    ///
+    /// The copy of the value read into this process's heap is wiped once parsed. The
+    /// variable itself stays in the environment: removing it is not thread-safe (another
+    /// thread may be reading the environment) and would hide the key from worker processes
+    /// spawned later; an operator who wants it gone unsets it after every vault is open,
+    /// or passes the key another way (`master_key`, a passphrase).
     pub fn from_env() -> Result<Option<MasterKey>> {
-        match std::env::var(MASTER_KEY_ENV) {
-            Ok(v) if !v.trim().is_empty() => MasterKey::from_base64(&v).map(Some).map_err(|_| {
-                Error::invalid(format!("{MASTER_KEY_ENV} must be base64 of 32 bytes"))
-            }),
-            _ => Ok(None),
+        let value = match std::env::var_os(MASTER_KEY_ENV) {
+            Some(v) => Zeroizing::new(v.into_encoded_bytes()),
+            None => return Ok(None),
+        };
+        let malformed = || Error::invalid(format!("{MASTER_KEY_ENV} must be base64 of 32 bytes"));
+        let Ok(text) = std::str::from_utf8(&value) else {
+            return Err(malformed());
+        };
+        if text.trim().is_empty() {
+            return Ok(None);
         }
+        MasterKey::from_base64(text)
+            .map(Some)
+            .map_err(|_| malformed())
     }
 
     /// A fresh random key (e.g. for `keyledger master-key generate`).
