@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import logging
 import pathlib
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
 import pytest
 
@@ -108,3 +108,36 @@ def test_a_minted_tokens_repr_is_redacted_and_its_str_is_the_token(
     # The token itself is still the token.
     assert str(token) == whole and f"{token}" == whole and "%s" % token == whole
     assert token == whole and isinstance(token, str)
+
+
+def test_the_asgi_middleware_passes_the_query_string_to_the_signature(vault_path: pathlib.Path) -> None:
+    """A signature over ``/send?to=A`` is refused through the middleware for ``/send?to=B``."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+
+    from keyledger.asgi import KeyLedgerMiddleware
+
+    v, token, secret = signed_vault(vault_path)
+    with v:
+        app = FastAPI()
+
+        @app.post("/send")
+        async def send() -> Dict[str, bool]:
+            return {"sent": True}
+
+        app.add_middleware(KeyLedgerMiddleware, vault=v)
+
+        async def post(target: str, sig: str) -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                headers = {"Authorization": f"Bearer {token}", "X-KeyLedger-Signature": sig}
+                return await c.post(target, content=b"{}", headers=headers)
+
+        sig = keyledger.sign_request(secret, "POST", "/send?to=A", b"{}")
+        refused = asyncio.run(post("/send?to=B", sig))
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_signature"
+        assert asyncio.run(post("/send?to=A", sig)).status_code == 200
+        plain = keyledger.sign_request(secret, "POST", "/send", b"{}")
+        assert asyncio.run(post("/send", plain)).status_code == 200

@@ -78,3 +78,29 @@ test('with singleUseSignatures a replayed signature is refused', (t) => {
   refused(assert, call, 'invalid_signature', 401);
   assert.equal(vault.balance('a').credits, 9);
 });
+
+test('Express: the gate passes the query string as sent to the signature check', async (t) => {
+  const express = require('express');
+  const { keyledgerMiddleware } = require('../express');
+  const { vault, token, signingSecret } = signedVault();
+  t.after(() => vault.close());
+  const app = express();
+  app.use(keyledgerMiddleware(vault));
+  app.post('/send', (req, res) => res.json({ sent: true }));
+  const server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  t.after(() => new Promise((r) => server.close(r)));
+  const base = `http://127.0.0.1:${server.address().port}`;
+  const post = (target, sig) => fetch(`${base}${target}`, {
+    method: 'POST',
+    body: '{}',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}`, 'X-KeyLedger-Signature': sig },
+  });
+  const sig = signRequest(signingSecret, 'POST', '/send?to=A', '{}');
+  const refusedRes = await post('/send?to=B', sig);
+  assert.equal(refusedRes.status, 401);
+  assert.equal((await refusedRes.json()).error, 'invalid_signature');
+  assert.equal((await post('/send?to=A', sig)).status, 200);
+  assert.equal((await post('/send', signRequest(signingSecret, 'POST', '/send', '{}'))).status, 200);
+});
