@@ -217,10 +217,14 @@ pub fn sign_request(
 /// path that carries its own query (`/send?to=A`) is taken as it is; a trailing `?` with
 /// nothing after it is dropped (`/send?` signs as `/send`).
 pub(crate) fn signed_target<'a>(path: &'a str, query: Option<&str>) -> std::borrow::Cow<'a, str> {
-    let path = path.strip_suffix('?').unwrap_or(path);
     match query {
         Some(q) if !q.is_empty() => format!("{path}?{q}").into(),
-        _ => path.into(),
+        Some(_) => path.into(),
+        // Only a `?` that starts an empty query is dropped: `/send??` has the query `?`.
+        None => match path.find('?') {
+            Some(i) if i + 1 == path.len() => path[..i].into(),
+            _ => path.into(),
+        },
     }
 }
 
@@ -382,6 +386,24 @@ mod tests {
     }
 
     const NOW: Millis = 1_795_392_000_000;
+
+    #[test]
+    fn the_signed_target_is_the_same_from_a_whole_target_or_a_path_and_query() {
+        for (whole, path, query) in [
+            ("/send?to=A", "/send", Some("to=A")),
+            ("/send", "/send", None),
+            ("/send?", "/send", Some("")),
+            ("/send?", "/send", None),
+            ("/send??", "/send", Some("?")),
+            ("/send?a?b", "/send", Some("a?b")),
+        ] {
+            assert_eq!(
+                signed_target(whole, None),
+                signed_target(path, query),
+                "{whole}"
+            );
+        }
+    }
 
     #[test]
     fn a_signature_verifies_within_the_window_and_not_beyond() {
