@@ -197,8 +197,8 @@ const V2_TAG: &[u8] = b"keyledger-signature-v2\n";
 /// The signature header for a request, format version 2: `t=<t>,v2=<hex>`, where the hex
 /// is `HMAC-SHA256(secret, "keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" +
 /// target + "\n" + hex(SHA-256(body)))` with the secret's ASCII bytes as key. `target` is
-/// the request target as sent: the path with its query string (`/send?to=A`); a `?` with
-/// nothing after it is dropped. `METHOD` is upper-cased. What a client computes.
+/// the request target as sent: the path with its query string (`/send?to=A`); the `?` of
+/// an empty query is dropped (`/send?` signs as `/send`). `METHOD` is upper-cased. What a client computes.
 pub fn sign_request(
     signing_secret: &str,
     t_seconds: i64,
@@ -214,8 +214,8 @@ pub fn sign_request(
 }
 
 /// The target a signature covers: `path`, then `?query` when the query is not empty. A
-/// path that carries its own query (`/send?to=A`) is taken as it is; a trailing `?` with
-/// nothing after it is dropped (`/send?` signs as `/send`).
+/// path that carries its own query (`/send?to=A`) is taken as it is, but the `?` of an
+/// empty query is dropped (`/send?` signs as `/send`; `/send??` keeps its query `?`).
 pub(crate) fn signed_target<'a>(path: &'a str, query: Option<&str>) -> std::borrow::Cow<'a, str> {
     match query {
         Some(q) if !q.is_empty() => format!("{path}?{q}").into(),

@@ -144,7 +144,7 @@ pub unsafe extern "C" fn kl_reveal_signing_secret(
 /// `secret` (the 64 hex characters of the signing secret) over
 /// `"keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" + target + "\n" +
 /// hex(SHA-256(body))`. `path` is the request target as sent: the path with its query
-/// string (`/send?to=A`); a trailing `?` with nothing after it is dropped. `method` is
+/// string (`/send?to=A`); the `?` of an empty query is dropped. `method` is
 /// upper-cased; `body` may be NULL with `body_len` 0 (empty body) and is any bytes. Pass
 /// it to `kl_authorize` as `opts->signature` with the same body (and the query in
 /// `opts->query`, or in `path`). On `KL_OK`, `*out_header` receives the header (free with
