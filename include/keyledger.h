@@ -238,7 +238,8 @@ typedef struct kl_authorize_opts {
    */
   size_t idempotency_key_len;
   /*
-   Optional (NULL: none): `t=<unix seconds>,v1=<hex>` for keys that require signing.
+   Optional (NULL: none): `t=<unix seconds>,v2=<hex>` for keys that require signing
+   (see `kl_sign_request`); `v1=` signatures are refused.
    */
   const char *signature;
   /*
@@ -284,6 +285,16 @@ typedef struct kl_authorize_opts {
    charged; a reuse of the key for another request is `KL_IDEMPOTENCY_CONFLICT`.
    */
   uint8_t refuse_replay;
+  /*
+   Optional (NULL: none): the request's query string exactly as sent, without the `?`
+   (`to=A` for `/send?to=A`). A signature covers `path?query`. Routes only; NULL when
+   `path` carries its own query.
+   */
+  const char *query;
+  /*
+   Length of `query` in bytes.
+   */
+  size_t query_len;
 } kl_authorize_opts;
 
 /*
@@ -373,8 +384,24 @@ void kl_string_free(char *s);
  (`kl_create_key_signing`, `kl_rotate_key_signing`, `kl_reveal_signing_secret`) or a
  master key (`kl_generate_master_key`). `NULL` is a no-op. Also safe on any other string
  keyledger returned.
+
+ NUL contract: the length is found by scanning for the first NUL, so the string must
+ still end where keyledger ended it. If you wrote a NUL into it (truncating it), the
+ bytes after that NUL are neither wiped nor correctly freed: use `kl_secret_free_n` with
+ the length it had when you received it.
  */
 void kl_secret_free(char *s);
+
+/*
+ `kl_secret_free` with the length given: wipe the `len` bytes of the secret and its
+ terminating NUL, then free it, without scanning for a NUL (so a string the caller has
+ written into, even a NUL, is still wiped whole). `len` must be the length the string had
+ when keyledger returned it (`strlen` at that moment: 64 for a signing secret, 44 for a
+ master key, the token's length for a token); any other value is undefined behaviour,
+ as with `free` of a wrong pointer. `NULL` is a no-op (whatever `len`).
+ */
+void kl_secret_free_n(char *s,
+                      size_t len);
 
 /*
  Authorize a request: the most specific route rule for (`method`, `path`) decides the
@@ -473,7 +500,9 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
  that, `KL_TOO_MANY_ATTEMPTS` at once. `"argon2"` applies only when this open creates
  the vault; change an existing vault's parameters with `kl_set_argon2_params`.
  `"refusal_retention_ms"`: how long `auth_refused` audit entries are kept (default 30
- days; 0 keeps them forever).
+ days; 0 keeps them forever). `"single_use_signatures": true`: each
+ request signature is accepted once, across every process opening the vault (one
+ durable write per signed call; a replay is `KL_INVALID_SIGNATURE`).
 
  On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
  Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master
@@ -984,14 +1013,17 @@ kl_status kl_reveal_signing_secret(const struct kl_vault *v,
                                    char **out_secret);
 
 /*
- The signature header a client sends with a request to a signing key:
- `"t=<t_seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">"`, keyed with the
- ASCII bytes of `secret` (the 64 hex characters of the signing secret). `method` is
+ The signature header (format 2) a client sends with a request to a signing key:
+ `"t=<t_seconds>,v2=<hex>"`, the hex being HMAC-SHA256 keyed with the ASCII bytes of
+ `secret` (the 64 hex characters of the signing secret) over
+ `"keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" + target + "\n" +
+ hex(SHA-256(body))`. `path` is the request target as sent: the path with its query
+ string (`/send?to=A`); the `?` of an empty query is dropped. `method` is
  upper-cased; `body` may be NULL with `body_len` 0 (empty body) and is any bytes. Pass
- it to `kl_authorize` as `opts->signature` with the same body. On `KL_OK`, `*out_header`
- receives the header (free with `kl_string_free`). Returns `KL_OK`,
- `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`, `method` or `path`). Does not touch
- a vault.
+ it to `kl_authorize` as `opts->signature` with the same body (and the query in
+ `opts->query`, or in `path`). On `KL_OK`, `*out_header` receives the header (free with
+ `kl_string_free`). Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`,
+ `method` or `path`). Does not touch a vault.
  */
 kl_status kl_sign_request(const char *secret,
                           size_t secret_len,

@@ -9,14 +9,16 @@
 //!   rest it is sealed with XChaCha20-Poly1305 under the master key: a random 24-byte
 //!   nonce, and associated data binding the ciphertext to its key_id and field, so a
 //!   ciphertext copied onto another key does not decrypt.
-//! - Signatures: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">`,
-//!   checked in constant time within a window (default ±300 s).
+//! - Signatures (format 2): `t=<unix seconds>,v2=<hex HMAC-SHA256>` over
+//!   `"keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" + target + "\n" +
+//!   hex(SHA-256(body))`, the target being the path with its query string as sent; checked
+//!   in constant time within a window (default ±300 s). Format 1 (`v1=`) is refused.
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::crypto::{Argon2Params, KeyBytes};
@@ -71,13 +73,27 @@ impl MasterKey {
     }
 
     /// From `KEYLEDGER_MASTER_KEY`, if set. A malformed value is `invalid_argument`.
+    ///
+    /// The copy of the value read into this process's heap is wiped once parsed. The
+    /// variable itself stays in the environment: removing it is not thread-safe (another
+    /// thread may be reading the environment) and would hide the key from worker processes
+    /// spawned later; an operator who wants it gone unsets it after every vault is open,
+    /// or passes the key another way (`master_key`, a passphrase).
     pub fn from_env() -> Result<Option<MasterKey>> {
-        match std::env::var(MASTER_KEY_ENV) {
-            Ok(v) if !v.trim().is_empty() => MasterKey::from_base64(&v).map(Some).map_err(|_| {
-                Error::invalid(format!("{MASTER_KEY_ENV} must be base64 of 32 bytes"))
-            }),
-            _ => Ok(None),
+        let value = match std::env::var_os(MASTER_KEY_ENV) {
+            Some(v) => Zeroizing::new(v.into_encoded_bytes()),
+            None => return Ok(None),
+        };
+        let malformed = || Error::invalid(format!("{MASTER_KEY_ENV} must be base64 of 32 bytes"));
+        let Ok(text) = std::str::from_utf8(&value) else {
+            return Err(malformed());
+        };
+        if text.trim().is_empty() {
+            return Ok(None);
         }
+        MasterKey::from_base64(text)
+            .map(Some)
+            .map_err(|_| malformed())
     }
 
     /// A fresh random key (e.g. for `keyledger master-key generate`).
@@ -175,55 +191,93 @@ pub const DEFAULT_SIGNATURE_WINDOW_MS: Millis = 300_000;
 /// Longest signature header accepted.
 const MAX_SIGNATURE: usize = 1024;
 
-/// The signature header for a request: `t=<t>,v1=<hex>`. What a client computes; the
-/// `HMAC-SHA256(secret, "<t>.<METHOD>.<path>.<body>")` with the secret's ASCII bytes as key.
+/// The tag every version-2 signed message starts with (domain separation).
+const V2_TAG: &[u8] = b"keyledger-signature-v2\n";
+
+/// The signature header for a request, format version 2: `t=<t>,v2=<hex>`, where the hex
+/// is `HMAC-SHA256(secret, "keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" +
+/// target + "\n" + hex(SHA-256(body)))` with the secret's ASCII bytes as key. `target` is
+/// the request target as sent: the path with its query string (`/send?to=A`); the `?` of
+/// an empty query is dropped (`/send?` signs as `/send`). `METHOD` is upper-cased. What a client computes.
 pub fn sign_request(
     signing_secret: &str,
     t_seconds: i64,
     method: &str,
-    path: &str,
+    target: &str,
     body: &[u8],
 ) -> String {
-    let mac = request_mac(signing_secret.as_bytes(), t_seconds, method, path, body);
+    let mac = request_mac(signing_secret.as_bytes(), t_seconds, method, target, body);
     format!(
-        "t={t_seconds},v1={}",
+        "t={t_seconds},v2={}",
         hex::encode(mac.finalize().into_bytes())
     )
 }
 
-fn request_mac(secret: &[u8], t: i64, method: &str, path: &str, body: &[u8]) -> Hmac<Sha256> {
+/// The target a signature covers: `path`, then `?query` when the query is not empty. A
+/// path that carries its own query (`/send?to=A`) is taken as it is, but the `?` of an
+/// empty query is dropped (`/send?` signs as `/send`; `/send??` keeps its query `?`).
+pub(crate) fn signed_target<'a>(path: &'a str, query: Option<&str>) -> std::borrow::Cow<'a, str> {
+    match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}").into(),
+        Some(_) => path.into(),
+        // Only a `?` that starts an empty query is dropped: `/send??` has the query `?`.
+        None => match path.find('?') {
+            Some(i) if i + 1 == path.len() => path[..i].into(),
+            _ => path.into(),
+        },
+    }
+}
+
+/// Whether a method and a target can be framed unambiguously: the method is an HTTP token
+/// and the target has no whitespace or control bytes (a request line cannot carry them).
+fn frameable(method: &str, target: &str) -> bool {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    !method.is_empty() && method.bytes().all(tchar) && target.bytes().all(|b| b > b' ' && b != 0x7f)
+}
+
+fn request_mac(secret: &[u8], t: i64, method: &str, target: &str, body: &[u8]) -> Hmac<Sha256> {
+    let target = signed_target(target, None);
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    m.update(V2_TAG);
     m.update(t.to_string().as_bytes());
-    m.update(b".");
+    m.update(b"\n");
     m.update(method.to_ascii_uppercase().as_bytes());
-    m.update(b".");
-    m.update(path.as_bytes());
-    m.update(b".");
-    m.update(body);
+    m.update(b"\n");
+    m.update(target.as_bytes());
+    m.update(b"\n");
+    m.update(hex::encode(Sha256::digest(body)).as_bytes());
     m
 }
 
-/// Check a signature header in constant time. Any malformed, stale, future or wrong
-/// signature is `false`. Several `v1=` values may be given (any one may match).
+/// A signature that verified: its time (seconds) and the expected MAC, for the replay
+/// cache (every valid header for one request shares them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Verified {
+    pub t_seconds: i64,
+    pub mac: [u8; 32],
+}
+
+/// Check a version-2 signature header in constant time. Any malformed, stale, future or
+/// wrong signature is `None`, and so is a header with only `v1=` values (format 1 did not
+/// frame its fields or cover the query string; it cannot be made safe). Several `v2=`
+/// values may be given (any one may match); other schemes are ignored.
 pub(crate) fn verify_request(
     signing_secret: &[u8],
     header: &str,
     now: Millis,
     window_ms: Millis,
     method: &str,
-    path: &str,
+    target: &str,
     body: &[u8],
-) -> bool {
-    if header.len() > MAX_SIGNATURE {
-        return false;
+) -> Option<Verified> {
+    if header.len() > MAX_SIGNATURE || !frameable(method, target) {
+        return None;
     }
     let mut t: Option<i64> = None;
     let mut sigs: Vec<Vec<u8>> = Vec::new();
     for part in header.split(',') {
-        let Some((k, v)) = part.trim().split_once('=') else {
-            return false;
-        };
+        let (k, v) = part.trim().split_once('=')?;
         match k.trim() {
             "t" => {
                 let v = v.trim();
@@ -232,33 +286,38 @@ pub(crate) fn verify_request(
                     || v.len() > 12
                     || !v.bytes().all(|b| b.is_ascii_digit())
                 {
-                    return false;
+                    return None;
                 }
                 t = v.parse().ok();
             }
-            "v1" => match hex::decode(v.trim()) {
+            "v2" => match hex::decode(v.trim()) {
                 Ok(bytes) if bytes.len() == 32 => sigs.push(bytes),
-                _ => return false,
+                _ => return None,
             },
-            _ => {} // unknown schemes are ignored, as with Stripe-style headers
+            _ => {} // unknown schemes (and v1) are ignored, as with Stripe-style headers
         }
     }
-    let Some(t) = t else { return false };
+    let t = t?;
     if sigs.is_empty() {
-        return false;
+        return None;
     }
-    let Some(t_ms) = t.checked_mul(1000) else {
-        return false;
-    };
+    let t_ms = t.checked_mul(1000)?;
     if now.abs_diff(t_ms) > window_ms.unsigned_abs() {
-        return false;
+        return None;
     }
-    let mac = request_mac(signing_secret, t, method, path, body);
+    let mac = request_mac(signing_secret, t, method, target, body);
     let mut ok = false;
     for sig in &sigs {
         ok |= mac.clone().verify_slice(sig).is_ok();
     }
-    ok
+    ok.then(|| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        Verified {
+            t_seconds: t,
+            mac: out,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -329,6 +388,24 @@ mod tests {
     const NOW: Millis = 1_795_392_000_000;
 
     #[test]
+    fn the_signed_target_is_the_same_from_a_whole_target_or_a_path_and_query() {
+        for (whole, path, query) in [
+            ("/send?to=A", "/send", Some("to=A")),
+            ("/send", "/send", None),
+            ("/send?", "/send", Some("")),
+            ("/send?", "/send", None),
+            ("/send??", "/send", Some("?")),
+            ("/send?a?b", "/send", Some("a?b")),
+        ] {
+            assert_eq!(
+                signed_target(whole, None),
+                signed_target(path, query),
+                "{whole}"
+            );
+        }
+    }
+
+    #[test]
     fn a_signature_verifies_within_the_window_and_not_beyond() {
         let s = "ab".repeat(32);
         let t = NOW / 1000;
@@ -342,6 +419,7 @@ mod tests {
                 "/v1/send",
                 b"{}",
             )
+            .is_some()
         };
         let h = sign_request(&s, t, "post", "/v1/send", b"{}");
         assert!(check(&h, NOW));
@@ -365,6 +443,7 @@ mod tests {
                 "/v1/send",
                 b"{}",
             )
+            .is_some()
         };
         assert!(!ok(&sign_request(&s, t, "POST", "/v1/other", b"{}")));
         assert!(!ok(&sign_request(&s, t, "GET", "/v1/send", b"{}")));
@@ -377,24 +456,25 @@ mod tests {
             b"{}"
         )));
         let good = sign_request(&s, t, "POST", "/v1/send", b"{}");
-        let sig = good.split("v1=").nth(1).unwrap();
+        let sig = good.split("v2=").nth(1).unwrap();
         for bad in [
             "",
             "t=",
-            "v1=",
-            &format!("v1={sig}"),
+            "v2=",
+            &format!("v2={sig}"),
+            &format!("t={t},v1={sig}"),
             &format!("t={t}"),
-            &format!("t=-{t},v1={sig}"),
-            &format!("t={t},v1={}", &sig[..10]),
-            &format!("t={t},v1=zz{}", &sig[2..]),
-            &format!("t={t},t={t},v1={sig}"),
-            &format!("t={t}0000000000000000,v1={sig}"),
+            &format!("t=-{t},v2={sig}"),
+            &format!("t={t},v2={}", &sig[..10]),
+            &format!("t={t},v2=zz{}", &sig[2..]),
+            &format!("t={t},t={t},v2={sig}"),
+            &format!("t={t}0000000000000000,v2={sig}"),
             &"t=1,".repeat(500),
         ] {
             assert!(!ok(bad), "{bad:?}");
         }
-        // A rolled secret: either of two v1 values may match.
-        let two = format!("{good},v1={}", "00".repeat(32));
+        // A rolled secret: either of two v2 values may match.
+        let two = format!("{good},v2={}", "00".repeat(32));
         assert!(ok(&two));
     }
 }

@@ -41,6 +41,8 @@ const USAGE_HOURLY: TableDefinition<(&str, i64), u64> = TableDefinition::new("us
 /// `(owner, name) → (limit, duration_ms, auto_apply)`; owner is `k:<key_id>` or `a:<account>`.
 const RATELIMITS: TableDefinition<(&str, &str), (u64, u64, bool)> =
     TableDefinition::new("ratelimits");
+/// Signatures seen (`single_use_signatures`): (t seconds, MAC) → ().
+const SIGNATURES_SEEN: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("signatures_seen");
 
 /// The on-disk format version, stored under `meta["format"]`.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -679,6 +681,15 @@ pub(crate) struct ReadTx {
 #[allow(dead_code)] // each transaction kind uses a different subset of the read methods
 impl ReadTx {
     read_methods!();
+
+    /// How many used signatures are recorded (`single_use_signatures`).
+    pub(crate) fn signatures_recorded(&self) -> Result<u64> {
+        match self.txn.open_table(SIGNATURES_SEEN) {
+            Ok(t) => Ok(redb::ReadableTableMetadata::len(&t)?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// One write transaction: every management change and every debit batch is exactly one.
@@ -917,6 +928,32 @@ impl<'s> WriteTx<'s> {
             }
         }
         Ok(doomed.len() + usize::from(moved))
+    }
+
+    /// Record a request signature as used; false when it was already recorded.
+    pub(crate) fn record_signature(&mut self, t_seconds: i64, mac: &[u8]) -> Result<bool> {
+        let mut t = self.txn.open_table(SIGNATURES_SEEN)?;
+        let fresh = t.insert((t_seconds, mac), ())?.is_none();
+        Ok(fresh)
+    }
+
+    /// Forget up to `max` used signatures older than `before` (seconds): a signature that
+    /// old is refused by the window anyway. Returns how many.
+    pub(crate) fn prune_signatures(&mut self, before: i64, max: usize) -> Result<usize> {
+        let mut t = self.txn.open_table(SIGNATURES_SEEN)?;
+        let mut doomed = Vec::new();
+        for row in t.range::<(i64, &[u8])>(..(before, &[][..]))? {
+            if doomed.len() >= max {
+                break;
+            }
+            let (k, _) = row?;
+            let (at, mac) = k.value();
+            doomed.push((at, mac.to_vec()));
+        }
+        for (at, mac) in &doomed {
+            t.remove((*at, mac.as_slice()))?;
+        }
+        Ok(doomed.len())
     }
 
     /// Append an audit entry; returns its sequence number.

@@ -120,6 +120,11 @@ pub struct VaultOptions {
     /// Authorizations that may wait for an argon2 slot at once (default 32); beyond that a
     /// cold verification is refused at once with `too_many_attempts` (429).
     pub argon2_queue: usize,
+    /// Accept each request signature once (default false): every signed call then records
+    /// its signature in the vault (one durable write transaction, shared by every process
+    /// opening the file) and a replay within the window is `invalid_signature`. Records
+    /// older than the window are pruned as calls come.
+    pub single_use_signatures: bool,
 }
 
 /// The default `argon2_concurrency`: half the cores, at least 1.
@@ -147,6 +152,7 @@ impl Default for VaultOptions {
             signature_window_ms: secrets::DEFAULT_SIGNATURE_WINDOW_MS,
             refusal_retention: Some(DEFAULT_REFUSAL_RETENTION),
             argon2_queue: 32,
+            single_use_signatures: false,
         }
     }
 }
@@ -162,6 +168,7 @@ impl std::fmt::Debug for VaultOptions {
             .field("master_key", &self.master_key.as_ref().map(|_| "…"))
             .field("signature_window_ms", &self.signature_window_ms)
             .field("refusal_retention", &self.refusal_retention)
+            .field("single_use_signatures", &self.single_use_signatures)
             .finish_non_exhaustive()
     }
 }
@@ -209,7 +216,8 @@ pub struct AuthorizeOptions<'a> {
     /// or scope, cost, limit cost) within 24 h is answered per `on_replay` and charges
     /// nothing; a reuse for another request is [`Error::IdempotencyConflict`].
     pub idempotency_key: Option<&'a str>,
-    /// `t=<unix seconds>,v1=<hex>` for keys that require signing (SPEC §7).
+    /// `t=<unix seconds>,v2=<hex>` for keys that require signing (format in
+    /// [`crate::sign_request`]); `v1=` signatures are refused.
     pub signature: Option<&'a str>,
     /// The request body, for signatures.
     pub body: Option<&'a [u8]>,
@@ -222,6 +230,10 @@ pub struct AuthorizeOptions<'a> {
     pub limit_cost: Option<u64>,
     /// What a repeat of an idempotency key answers (default: the first grant, replayed).
     pub on_replay: OnReplay,
+    /// The request's query string exactly as sent, without the `?` (`to=A` for
+    /// `/send?to=A`), for signatures: a signature covers `path?query`. Routes only; `None`
+    /// when the path given carries its own query or there is none.
+    pub query: Option<&'a str>,
 }
 
 /// What [`Vault::authorize`] answers when an idempotency key repeats an earlier call
@@ -392,6 +404,7 @@ struct Inner {
     master: RwLock<Option<MasterKey>>,
     signature_window_ms: Millis,
     refusal_retention: Option<Duration>,
+    single_use_signatures: bool,
     counters: Counters,
     /// Owner id of this vault's per-thread copies (`cache::with_local`).
     local_id: u64,
@@ -429,6 +442,16 @@ fn sidecar_path(path: &Path) -> PathBuf {
 }
 
 impl Vault {
+    /// How many used request signatures the vault remembers (`single_use_signatures`):
+    /// at most the signed calls of one window, older ones being pruned as calls come.
+    pub fn signatures_recorded(&self) -> Result<u64> {
+        let guard = self.inner.store()?;
+        let store = guard
+            .as_ref()
+            .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?;
+        store.read()?.signatures_recorded()
+    }
+
     /// Open (or create) the vault at `path` with default options: shared by every process.
     pub fn open(path: impl AsRef<Path>) -> Result<Vault> {
         Vault::open_with(path, VaultOptions::default())
@@ -559,6 +582,7 @@ impl Vault {
             master: RwLock::new(master),
             signature_window_ms: options.signature_window_ms,
             refusal_retention: options.refusal_retention,
+            single_use_signatures: options.single_use_signatures,
             counters: Counters::new(),
             local_id: cache::new_owner(),
             cache_note,
@@ -1981,21 +2005,7 @@ impl Inner {
                     .open(&secrets::signing_aad(&rec.key_id), sealed)
                     .ok_or_else(|| undecryptable(&rec.key_id))?
             };
-            let (method, path) = match *target {
-                Target::Route { method, path } => (method, path),
-                Target::Scope(s) => ("SCOPE", s),
-            };
-            let signed = options.signature.is_some_and(|sig| {
-                secrets::verify_request(
-                    &secret,
-                    sig,
-                    now,
-                    self.signature_window_ms,
-                    method,
-                    path,
-                    options.body.unwrap_or_default(),
-                )
-            });
+            let signed = self.check_signature(&secret, target, options, now)?;
             if !signed {
                 return Err(self.refuse(Some(rec), target, now, Error::InvalidSignature));
             }
@@ -2008,6 +2018,47 @@ impl Inner {
     /// without argon2). `Err(TooManyAttempts)`: the secret was not checked, because the
     /// process budget of failed verifications is spent or the argon2 queue is full. A
     /// key_id past its own burst of failures may only use the upper half of the budget.
+    /// Whether the call's signature is a valid version-2 signature of this request (and,
+    /// with `single_use_signatures`, its first use).
+    fn check_signature(
+        &self,
+        secret: &[u8],
+        target: &Target<'_>,
+        options: &AuthorizeOptions<'_>,
+        now: Millis,
+    ) -> Result<bool> {
+        let (method, signed) = match *target {
+            Target::Route { method, path } => (method, secrets::signed_target(path, options.query)),
+            Target::Scope(s) => ("SCOPE", s.into()),
+        };
+        let Some(sig) = options.signature else {
+            return Ok(false);
+        };
+        let Some(verified) = secrets::verify_request(
+            secret,
+            sig,
+            now,
+            self.signature_window_ms,
+            method,
+            &signed,
+            options.body.unwrap_or_default(),
+        ) else {
+            return Ok(false);
+        };
+        if !self.single_use_signatures {
+            return Ok(true);
+        }
+        let oldest = now
+            .saturating_sub(self.signature_window_ms)
+            .div_euclid(1000);
+        self.write(|tx| {
+            tx.prune_signatures(oldest, 64)?;
+            tx.record_signature(verified.t_seconds, &verified.mac)
+        })
+    }
+
+    /// argon2 check of a secret not yet verified in this process, behind the throttle and
+    /// the concurrency cap.
     fn verify_cold(&self, state: &Arc<KeyState>, secret: &str, digest: [u8; 32]) -> Result<bool> {
         let rec = &state.rec;
         let failed = self
@@ -2869,6 +2920,24 @@ fn validate_authorize_args(target: &Target<'_>, options: &AuthorizeOptions<'_>) 
     }
     if options.limit_cost == Some(0) {
         return Err(Error::invalid("limit_cost must be positive"));
+    }
+    if let Some(q) = options.query {
+        match target {
+            Target::Route { path, .. } if path.contains('?') => {
+                return Err(Error::invalid(
+                    "give the query string in the path or in query, not both",
+                ));
+            }
+            Target::Route { path, .. } if path.len().saturating_add(q.len()) > MAX_PATH => {
+                return Err(Error::invalid(
+                    "path and query must be at most 8192 bytes together",
+                ));
+            }
+            Target::Route { .. } => {}
+            Target::Scope(_) => {
+                return Err(Error::invalid("query is for routes, not scopes"));
+            }
+        }
     }
     if let Some(names) = options.limits {
         if names.len() > MAX_LIMITS * 2 {

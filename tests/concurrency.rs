@@ -20,6 +20,7 @@ const COST1: AuthorizeOptions<'static> = AuthorizeOptions {
     limits: None,
     limit_cost: None,
     on_replay: OnReplay::Grant,
+    query: None,
 };
 
 fn spend_until_refused(v: &Vault, token: &str) -> (u64, u64) {

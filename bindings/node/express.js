@@ -107,7 +107,7 @@ const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
  *   `first_at`) without calling the handler; 'pass' calls it with the replayed grant
  *   (`req.keyledger.replayed`), for an app that serves its stored response itself
  * @param {string} [options.signatureHeader='x-keyledger-signature'] the header carrying a
- *   request signature (`t=…,v1=…`)
+ *   request signature (`t=…,v2=…`, covering the query string as sent)
  * @param {(req) => Buffer|string} [options.rawBody] where to find a signed request's raw
  *   body (default: see the rules at the top of this file)
  * @param {number} [options.limit=1048576] the most body bytes the gate reads itself
@@ -182,6 +182,9 @@ function keyledgerMiddleware(vault, options = {}) {
       return decide(req, res, next, token, opts);
     }
     opts.signature = signature;
+    // A signature covers the query string as sent (format 2).
+    const qi = typeof req.originalUrl === 'string' ? req.originalUrl.indexOf('?') : -1;
+    if (qi >= 0 && qi + 1 < req.originalUrl.length) opts.query = req.originalUrl.slice(qi + 1);
     let body;
     try {
       body = rawBodyOf(req, options);

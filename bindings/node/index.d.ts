@@ -35,6 +35,12 @@ export interface VaultOptions {
   /** How far a request signature's `t=` may be from now, each side (default 300 000 ms). */
   signatureWindowMs?: number;
   signature_window_ms?: number;
+  /**
+   * Accept each request signature once, across every process opening the vault (one
+   * durable write per signed call); a replay is `invalid_signature`. Default false.
+   */
+  singleUseSignatures?: boolean;
+  single_use_signatures?: boolean;
   /** Failed-secret throttle per key_id (default burst 10, 1 per second). */
   throttle?: { burst?: number; perSecond?: number; per_second?: number };
 }
@@ -107,8 +113,14 @@ interface AuthorizeCommon {
   idempotencyKey?: string;
   /** The request time (default: now); for tests and replays. */
   now?: Instant;
-  /** `t=<unix seconds>,v1=<hex>` for keys that require signing. */
+  /** `t=<unix seconds>,v2=<hex>` for keys that require signing (`signRequest`); `v1=` is refused. */
   signature?: string;
+  /**
+   * The request's query string exactly as sent, without the `?` (`'to=A'` for
+   * `/send?to=A`): a signature covers `path?query`. Routes only; leave it out when the
+   * route's path carries its own query.
+   */
+  query?: string;
   /** The request body, for signatures. */
   body?: Buffer | Uint8Array | string;
   /** Rate limits to apply besides the auto-applied ones, by name (an unknown name is `invalid_argument`). */
@@ -359,9 +371,10 @@ export const libraryPath: string;
 /** A fresh random master key as base64 (for `masterKey` or `KEYLEDGER_MASTER_KEY`). */
 export function generateMasterKey(): string;
 /**
- * The `X-KeyLedger-Signature` value for a request to a signing key:
- * `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">`. `path` without
- * the query string; `t` a Date or unix milliseconds (default now).
+ * The `X-KeyLedger-Signature` value (format 2) for a request to a signing key:
+ * `t=<unix seconds>,v2=<hex HMAC-SHA256>` over `"keyledger-signature-v2\n" + t + "\n" +
+ * METHOD + "\n" + target + "\n" + hex(SHA-256(body))`. `path` is the request target as
+ * sent, with its query string (`/send?to=A`); `t` a Date or unix milliseconds (default now).
  */
 export function signRequest(
   secret: string,

@@ -286,7 +286,7 @@ class Vault {
    * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
    * (`'immediate'` | `'eventual'`), `argon2` (`{ m_kib, t, p }`), `cacheCapacity`,
    * `actor`, `flushIntervalMs`, `masterKey` (base64 string or 32-byte Buffer),
-   * `masterPassphrase`, `signatureWindowMs`, `throttle` (`{ burst, perSecond }`)
+   * `masterPassphrase`, `signatureWindowMs`, `singleUseSignatures`, `throttle` (`{ burst, perSecond }`)
    * (camelCase or snake_case; unknown fields are refused). Without `masterKey` or
    * `masterPassphrase` the library reads `KEYLEDGER_MASTER_KEY` itself.
    */
@@ -754,7 +754,7 @@ function toJsonInt(v) {
 
 /** The kl_authorize_opts struct, or null for all defaults (the hot path). */
 function authorizeOpts(o) {
-  const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay } = o;
+  const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay, query } = o;
   if (onReplay !== undefined && onReplay !== null && onReplay !== 'grant' && onReplay !== 'refuse') {
     throw invalid(`onReplay must be 'grant' or 'refuse', got ${describe(onReplay)}`);
   }
@@ -765,7 +765,8 @@ function authorizeOpts(o) {
     (idempotencyKey === undefined || idempotencyKey === null) &&
     (now === undefined || now === null) &&
     (signature === undefined || signature === null) &&
-    (body === undefined || body === null)
+    (body === undefined || body === null) &&
+    (query === undefined || query === null)
   ) {
     return null;
   }
@@ -784,6 +785,8 @@ function authorizeOpts(o) {
     limit_cost: 0,
     has_limit_cost: 0,
     refuse_replay: onReplay === 'refuse' ? 1 : 0,
+    query: null,
+    query_len: 0,
   };
   if (cost !== undefined && cost !== null) {
     s.cost = u64('cost', cost);
@@ -810,6 +813,10 @@ function authorizeOpts(o) {
     }
     s.limits_json = JSON.stringify(limits);
     s.limits_json_len = blen(s.limits_json);
+  }
+  if (query !== undefined && query !== null) {
+    s.query = str('query', query);
+    s.query_len = blen(query);
   }
   if (limitCost !== undefined && limitCost !== null) {
     s.limit_cost = u64('limitCost', limitCost);
@@ -863,11 +870,12 @@ function generateMasterKey() {
 }
 
 /**
- * The `X-KeyLedger-Signature` header a client sends to a signing key:
- * `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">`, keyed with the
- * signing secret's text. `path` is the request path without its query string; `body`
- * (Buffer | string | null) the exact bytes sent; `t` a Date or unix milliseconds (default
- * now; truncated to whole seconds).
+ * The `X-KeyLedger-Signature` header (format 2) a client sends to a signing key:
+ * `t=<unix seconds>,v2=<hex HMAC-SHA256>` over `"keyledger-signature-v2\n" + t + "\n" +
+ * METHOD + "\n" + target + "\n" + hex(SHA-256(body))`, keyed with the signing secret's
+ * text. `path` is the request target as sent: the path with its query string
+ * (`/send?to=A`); `body` (Buffer | string | null) the exact bytes sent; `t` a Date or unix
+ * milliseconds (default now; truncated to whole seconds).
  */
 function signRequest(secret, method, path, body, t) {
   str('secret', secret);

@@ -144,6 +144,13 @@ fuzz_target!(|data: &[u8]| {
                     limits_json_len: field(3).len(),
                     limit_cost: u64::from(which & 0x03),
                     has_limit_cost: which & 0x04,
+                    // A fuzzed query string (covered by format-2 signatures).
+                    query: if field(6).is_empty() {
+                        ptr::null()
+                    } else {
+                        field(6).as_ptr().cast()
+                    },
+                    query_len: field(6).len(),
                 };
                 let mut g: kl_grant = std::mem::zeroed();
                 let (m, ml) = c(field(1));

@@ -17,9 +17,10 @@ rules, and then either
   ``scope["state"]["keyledger"]`` (``request.state.keyledger`` in Starlette/FastAPI).
 
 Signed requests (keys created with ``signing=True``, SPEC §7): when the request carries the
-signature header (default ``X-KeyLedger-Signature: t=<unix seconds>,v1=<hex>``), the
-middleware reads the whole body (up to ``max_body`` bytes), checks the signature over
-``"<t>.<METHOD>.<path>.<body>"`` and replays the body to the app unchanged. A signing key
+signature header (default ``X-KeyLedger-Signature: t=<unix seconds>,v2=<hex>``, made by
+``keyledger.sign_request``), the middleware reads the whole body (up to ``max_body`` bytes),
+checks the signature over the method, the path with its query string and the body's
+SHA-256, and replays the body to the app unchanged. A signing key
 without the header is refused with 401 ``invalid_signature``.
 
 Rate limits (SPEC §13): a granted response carries ``RateLimit-Limit``,
@@ -181,7 +182,8 @@ class KeyLedgerMiddleware:
                     code="invalid_api_key",
                     body={"success": False, "error": "invalid_api_key", "message": "missing or malformed API key"},
                 )
-            grant = await self._authorize(scope, token, method, path, signature, body)
+            query = bytes(scope.get("query_string") or b"").decode("latin-1") if signature is not None else None
+            grant = await self._authorize(scope, token, method, path, signature, body, query or None)
         except KeyLedgerError as refusal:
             await _answer(send, refusal)
             return
@@ -213,14 +215,21 @@ class KeyLedgerMiddleware:
         return None
 
     async def _authorize(
-        self, scope: Scope, token: str, method: str, path: str, signature: Optional[str], body: Optional[bytes]
+        self,
+        scope: Scope,
+        token: str,
+        method: str,
+        path: str,
+        signature: Optional[str],
+        body: Optional[bytes],
+        query: Optional[str] = None,
     ) -> Grant:
         idempotency_key = self._idempotency_key(scope)
 
         def call() -> Grant:
             return self.vault.authorize(
                 token, route=(method, path), cost=self.cost, signature=signature, body=body,
-                idempotency_key=idempotency_key, on_replay=self.on_replay,
+                idempotency_key=idempotency_key, on_replay=self.on_replay, query=query,
             )
 
         if idempotency_key is not None or self._costs_credits(method, path):

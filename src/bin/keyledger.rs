@@ -134,7 +134,8 @@ enum Command {
         /// A repeat within 24 h replays the first grant and charges nothing.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// The request signature, for signing keys: `t=<unix seconds>,v1=<hex>`.
+        /// The request signature, for signing keys: `t=<unix seconds>,v2=<hex>` (format 2;
+        /// give the query string in the --route path, as sent).
         #[arg(long)]
         signature: Option<String>,
         /// The request body the signature covers.

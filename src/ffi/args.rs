@@ -212,6 +212,11 @@ pub unsafe extern "C" fn kl_string_free(s: *mut c_char) {
 /// (`kl_create_key_signing`, `kl_rotate_key_signing`, `kl_reveal_signing_secret`) or a
 /// master key (`kl_generate_master_key`). `NULL` is a no-op. Also safe on any other string
 /// keyledger returned.
+///
+/// NUL contract: the length is found by scanning for the first NUL, so the string must
+/// still end where keyledger ended it. If you wrote a NUL into it (truncating it), the
+/// bytes after that NUL are neither wiped nor correctly freed: use `kl_secret_free_n` with
+/// the length it had when you received it.
 #[no_mangle]
 pub unsafe extern "C" fn kl_secret_free(s: *mut c_char) {
     if s.is_null() {
@@ -221,6 +226,30 @@ pub unsafe extern "C" fn kl_secret_free(s: *mut c_char) {
         // SAFETY: `s` came from `CString::into_raw` in this library (contract above).
         let c = unsafe { CString::from_raw(s) };
         c.into_bytes_with_nul().zeroize();
+    });
+}
+
+/// `kl_secret_free` with the length given: wipe the `len` bytes of the secret and its
+/// terminating NUL, then free it, without scanning for a NUL (so a string the caller has
+/// written into, even a NUL, is still wiped whole). `len` must be the length the string had
+/// when keyledger returned it (`strlen` at that moment: 64 for a signing secret, 44 for a
+/// master key, the token's length for a token); any other value is undefined behaviour,
+/// as with `free` of a wrong pointer. `NULL` is a no-op (whatever `len`).
+#[no_mangle]
+pub unsafe extern "C" fn kl_secret_free_n(s: *mut c_char, len: usize) {
+    if s.is_null() {
+        return;
+    }
+    guard((), || {
+        let Some(size) = len.checked_add(1) else {
+            return;
+        };
+        // SAFETY: `s` came from `CString::into_raw` of a `len`-byte string (contract
+        // above): an allocation of exactly `len + 1` bytes, as a boxed slice.
+        let mut boxed: Box<[u8]> =
+            unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(s.cast::<u8>(), size)) };
+        boxed.zeroize();
+        drop(boxed);
     });
 }
 

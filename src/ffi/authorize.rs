@@ -43,7 +43,8 @@ pub struct kl_authorize_opts {
     pub idempotency_key: *const c_char,
     /// Length of `idempotency_key` in bytes.
     pub idempotency_key_len: usize,
-    /// Optional (NULL: none): `t=<unix seconds>,v1=<hex>` for keys that require signing.
+    /// Optional (NULL: none): `t=<unix seconds>,v2=<hex>` for keys that require signing
+    /// (see `kl_sign_request`); `v1=` signatures are refused.
     pub signature: *const c_char,
     /// Length of `signature` in bytes.
     pub signature_len: usize,
@@ -70,6 +71,12 @@ pub struct kl_authorize_opts {
     /// whose body carries the first call's `charged` and `first_at`. Either way nothing is
     /// charged; a reuse of the key for another request is `KL_IDEMPOTENCY_CONFLICT`.
     pub refuse_replay: u8,
+    /// Optional (NULL: none): the request's query string exactly as sent, without the `?`
+    /// (`to=A` for `/send?to=A`). A signature covers `path?query`. Routes only; NULL when
+    /// `path` carries its own query.
+    pub query: *const c_char,
+    /// Length of `query` in bytes.
+    pub query_len: usize,
 }
 
 /// A successful authorization, with fixed-size NUL-terminated buffers (sized from the
@@ -181,6 +188,7 @@ unsafe fn with_opts<R>(
     };
     let idempotency_key = try_opt_str!(o.idempotency_key, o.idempotency_key_len);
     let signature = try_opt_str!(o.signature, o.signature_len);
+    let query = try_opt_str!(o.query, o.query_len);
     // SAFETY: forwarded contract.
     let body = unsafe { opt_bytes(o.body, o.body_len, isize::MAX.unsigned_abs(), "opts->body") }?;
     let names: Option<Vec<String>> = try_opt_str!(o.limits_json, o.limits_json_len)
@@ -202,6 +210,7 @@ unsafe fn with_opts<R>(
         } else {
             OnReplay::Grant
         },
+        query,
     })
 }
 

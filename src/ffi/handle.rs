@@ -41,6 +41,8 @@ struct OpenOptions {
     throttle: Option<ThrottleJson>,
     refusal_retention_ms: Option<u64>,
     argon2_queue: Option<usize>,
+    #[serde(default)]
+    single_use_signatures: bool,
 }
 
 /// A string parsed out of the options that is wiped when dropped (a master key's base64
@@ -75,6 +77,7 @@ impl OpenOptions {
         let mut o = VaultOptions {
             exclusive: self.exclusive,
             actor: self.actor,
+            single_use_signatures: self.single_use_signatures,
             ..VaultOptions::default()
         };
         if let Some(key) = self.master_key {
@@ -156,7 +159,9 @@ impl OpenOptions {
 /// that, `KL_TOO_MANY_ATTEMPTS` at once. `"argon2"` applies only when this open creates
 /// the vault; change an existing vault's parameters with `kl_set_argon2_params`.
 /// `"refusal_retention_ms"`: how long `auth_refused` audit entries are kept (default 30
-/// days; 0 keeps them forever).
+/// days; 0 keeps them forever). `"single_use_signatures": true`: each
+/// request signature is accepted once, across every process opening the vault (one
+/// durable write per signed call; a replay is `KL_INVALID_SIGNATURE`).
 ///
 /// On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
 /// Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master

@@ -51,7 +51,7 @@ mod panic;
 mod signing;
 pub mod status;
 
-pub use args::{kl_secret_free, kl_string_free, KL_MAX_INPUT_LEN};
+pub use args::{kl_secret_free, kl_secret_free_n, kl_string_free, KL_MAX_INPUT_LEN};
 pub use authorize::{
     kl_authorize, kl_authorize_json, kl_authorize_opts, kl_authorize_scope,
     kl_authorize_scope_json, kl_grant, KL_ACCOUNT_ID_SIZE, KL_AUTH_APIKEY, KL_AUTH_OPERATOR,

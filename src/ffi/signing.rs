@@ -139,14 +139,17 @@ pub unsafe extern "C" fn kl_reveal_signing_secret(
 
 // ------------------------------------------------------------------------ signatures
 
-/// The signature header a client sends with a request to a signing key:
-/// `"t=<t_seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">"`, keyed with the
-/// ASCII bytes of `secret` (the 64 hex characters of the signing secret). `method` is
+/// The signature header (format 2) a client sends with a request to a signing key:
+/// `"t=<t_seconds>,v2=<hex>"`, the hex being HMAC-SHA256 keyed with the ASCII bytes of
+/// `secret` (the 64 hex characters of the signing secret) over
+/// `"keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" + target + "\n" +
+/// hex(SHA-256(body))`. `path` is the request target as sent: the path with its query
+/// string (`/send?to=A`); the `?` of an empty query is dropped. `method` is
 /// upper-cased; `body` may be NULL with `body_len` 0 (empty body) and is any bytes. Pass
-/// it to `kl_authorize` as `opts->signature` with the same body. On `KL_OK`, `*out_header`
-/// receives the header (free with `kl_string_free`). Returns `KL_OK`,
-/// `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`, `method` or `path`). Does not touch
-/// a vault.
+/// it to `kl_authorize` as `opts->signature` with the same body (and the query in
+/// `opts->query`, or in `path`). On `KL_OK`, `*out_header` receives the header (free with
+/// `kl_string_free`). Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`,
+/// `method` or `path`). Does not touch a vault.
 #[no_mangle]
 pub unsafe extern "C" fn kl_sign_request(
     secret: *const c_char,

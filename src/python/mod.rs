@@ -802,7 +802,7 @@ fn argon2_arg(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option
 #[pymethods]
 impl PyVault {
     #[new]
-    #[pyo3(signature = (path, *, master_key=None, master_passphrase=None, argon2=None, exclusive=false, durability="immediate", cache_capacity=100_000, actor=None, throttle_burst=None, throttle_per_second=None, signature_window=None, refusal_retention=None))]
+    #[pyo3(signature = (path, *, master_key=None, master_passphrase=None, argon2=None, exclusive=false, durability="immediate", cache_capacity=100_000, actor=None, throttle_burst=None, throttle_per_second=None, signature_window=None, refusal_retention=None, single_use_signatures=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -818,6 +818,7 @@ impl PyVault {
         throttle_per_second: Option<f64>,
         signature_window: Option<&Bound<'_, PyAny>>,
         refusal_retention: Option<&Bound<'_, PyAny>>,
+        single_use_signatures: bool,
     ) -> PyResult<Self> {
         let master_key = master_key_arg(py, master_key)?;
         let durability = match durability {
@@ -852,6 +853,7 @@ impl PyVault {
             throttle,
             master_key,
             master_passphrase: master_passphrase.map(Zeroizing::new),
+            single_use_signatures,
             ..VaultOptions::default()
         };
         let mut options = options;
@@ -939,7 +941,7 @@ impl PyVault {
         py.detach(|| self.vault.set_argon2_params(params)).py(py)
     }
 
-    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None))]
+    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None, query=None))]
     #[allow(clippy::too_many_arguments)]
     fn authorize(
         &self,
@@ -955,6 +957,7 @@ impl PyVault {
         limit_cost: Option<&Bound<'_, PyAny>>,
         now: Option<&Bound<'_, PyAny>>,
         on_replay: Option<PyBackedStr>,
+        query: Option<PyBackedStr>,
     ) -> PyResult<PyGrant> {
         let on_replay = match on_replay.as_deref() {
             None | Some("grant") => crate::OnReplay::Grant,
@@ -993,6 +996,7 @@ impl PyVault {
             limits: limit_refs.as_deref(),
             limit_cost,
             on_replay,
+            query: query.as_deref(),
         };
         let grant = py
             .detach(|| self.vault.authorize(&token, target, &options))
@@ -1415,8 +1419,9 @@ fn verify_webhook(
     ))
 }
 
-/// The signature header a client sends for a signed request:
-/// `t=<t>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">`.
+/// The signature header (format 2) a client sends for a signed request: `t=<t>,v2=<hex
+/// HMAC-SHA256>` over `"keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" + target +
+/// "\n" + hex(SHA-256(body))`; `path` is the request target as sent, with its query string.
 #[pyfunction]
 #[pyo3(signature = (signing_secret, method, path, body=None, t=None))]
 fn sign_request(

@@ -377,7 +377,7 @@ static void test_signing(const char *base_path) {
                          sizeof body - 1, &header);
     CHECK(st == KL_OK);
     char want_prefix[64];
-    snprintf(want_prefix, sizeof want_prefix, "t=%lld,v1=", (long long)t);
+    snprintf(want_prefix, sizeof want_prefix, "t=%lld,v2=", (long long)t);
     CHECK(header != SENTINEL && strncmp(header, want_prefix, strlen(want_prefix)) == 0);
     CHECK(is_lower_hex(header + strlen(want_prefix), 64));
 
@@ -430,6 +430,33 @@ static void test_signing(const char *base_path) {
         expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
         kl_secret_free(s2);
         kl_string_free(h2);
+    }
+    /* Format 2 covers the query string: given in opts->query (without the '?'). */
+    {
+        char *hq = NULL;
+        CHECK(kl_sign_request(Z(secret), t, S("POST"), S("/v1/send?to=A"), (const uint8_t *)body,
+                              sizeof body - 1, &hq) == KL_OK);
+        kl_authorize_opts oq = opts;
+        oq.signature = hq;
+        oq.signature_len = strlen(hq);
+        oq.query = "to=B";
+        oq.query_len = 4;
+        st = kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &oq, &g);
+        expect_error(st, KL_INVALID_SIGNATURE, 401, "invalid_signature", NULL);
+        oq.query = "to=A";
+        CHECK(kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &oq, &g) == KL_OK);
+        /* A query both in the path and in opts->query is invalid. */
+        expect_invalid(kl_authorize(v, Z(token), S("POST"), S("/v1/send?to=A"), &oq, &g));
+        kl_string_free(hq);
+    }
+    /* The published test vector (README.md). */
+    {
+        char *hv = NULL;
+        CHECK(kl_sign_request(S("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+                              1767225600, S("POST"), S("/v1/send?to=%2B15551234&dry=1"),
+                              (const uint8_t *)"{\"text\":\"hi\"}", 13, &hv) == KL_OK);
+        CHECK(hv != NULL && strcmp(hv, "t=1767225600,v2=3d60d462cf2bf288d18fca6a42076fc1394ed7faccd63145e050c8396f5b6780") == 0);
+        kl_string_free(hv);
     }
     /* A body-less request may pass NULL/0 for the body on both sides. */
     {
@@ -587,10 +614,13 @@ static void test_signing(const char *base_path) {
 
     kl_string_free(header);
     kl_secret_free(new_token);
-    kl_secret_free(new_secret);
+    kl_secret_free_n(new_secret, 64);
     kl_secret_free(token);
-    kl_secret_free(secret);
-    kl_secret_free(master);
+    /* With its length, a secret is wiped whole even after the caller wrote a NUL into it. */
+    secret[8] = '\0';
+    kl_secret_free_n(secret, 64);
+    kl_secret_free_n(NULL, 64);
+    kl_secret_free_n(master, 44);
     kl_secret_free(master2);
 }
 

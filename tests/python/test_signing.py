@@ -108,5 +108,5 @@ def test_the_middleware_verifies_signed_requests_and_replays_the_body(vault_path
         assert ok.json() == {"body": body.decode(), "credits": 9}
         unsigned = asyncio.run(post({"Authorization": f"Bearer {token}"}))
         assert unsigned.status_code == 401 and unsigned.json()["error"] == "invalid_signature"
-        forged = asyncio.run(post({"Authorization": f"Bearer {token}", "X-KeyLedger-Signature": sig.replace("v1=", "v1=0")}))
+        forged = asyncio.run(post({"Authorization": f"Bearer {token}", "X-KeyLedger-Signature": sig.replace("v2=", "v2=0")}))
         assert forged.status_code == 401

@@ -171,10 +171,12 @@ static ERL_NIF_TERM take_json(ErlNifEnv *env, char *s) {
     return t;
 }
 
-/* A token keyledger returned: copied into a binary, then wiped and freed. */
+/* A token keyledger returned: copied into a binary, then wiped and freed with the length
+ * it was returned with (kl_secret_free_n: no NUL scan at free time). */
 static ERL_NIF_TERM take_secret(ErlNifEnv *env, char *s) {
-    ERL_NIF_TERM t = make_cstr(env, s);
-    kl_secret_free(s);
+    size_t n = s ? strlen(s) : 0;
+    ERL_NIF_TERM t = make_bin(env, s ? s : "", n);
+    kl_secret_free_n(s, n);
     return t;
 }
 
@@ -333,7 +335,7 @@ static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
 /*
  * authorize(vault, token, method | nil, path | scope, cost | nil, idempotency_key | nil,
  *           signature | nil, body | nil, now_ms, full_json?, limits_json | nil,
- *           limit_cost | nil, refuse_replay?)
+ *           limit_cost | nil, refuse_replay?, query | nil)
  *
  * method nil: a scope authorization (kl_authorize_scope*). full_json? false: the grant
  * map is built here from kl_grant (no allocation in keyledger); true: the JSON grant
@@ -379,6 +381,9 @@ static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     o.body = (const uint8_t *)body.ptr;
     o.body_len = body.len;
     o.now_ms = now_ms;
+    OPT_STR(13, query);
+    o.query = query.ptr;
+    o.query_len = query.len;
 
     kl_status st;
     if (full) {
@@ -745,7 +750,7 @@ static ErlNifFunc nif_funcs[] = {
     {"open", 2, nif_open, IO},
     {"close", 1, nif_close, IO},
     {"flush", 1, nif_flush, IO},
-    {"authorize", 13, nif_authorize, IO},
+    {"authorize", 14, nif_authorize, IO},
     {"whoami", 2, nif_whoami, IO},
     {"create_account", 4, nif_create_account, IO},
     {"account", 2, nif_account, IO},

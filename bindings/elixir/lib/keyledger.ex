@@ -77,7 +77,9 @@ defmodule KeyLedger do
   Signing (SPEC §7): `master_key:` (base64 of 32 bytes, or the 32 bytes themselves) or
   `master_passphrase:` (argon2id, salt stored in the vault) — with neither, the library
   reads `KEYLEDGER_MASTER_KEY`; a vault without signing keys needs none. A wrong key is
-  `{:error, %{code: "wrong_master_key"}}`. `signature_window_ms:` (default 300 000) and
+  `{:error, %{code: "wrong_master_key"}}`. `signature_window_ms:` (default 300 000),
+  `single_use_signatures:` (default false: each request signature accepted once, across
+  every process opening the vault; one durable write per signed call) and
   `throttle:` (`[burst: 10, per_second: 1.0]`, the failed-secret throttle per key_id).
   """
   @spec open(Path.t(), keyword) :: result(vault)
@@ -85,7 +87,7 @@ defmodule KeyLedger do
     # Unknown options are refused here; values are checked by keyledger (invalid_argument).
     options =
       Enum.map(opts, fn
-        {k, v} when k in [:exclusive] and is_boolean(v) -> {k, v}
+        {k, v} when k in [:exclusive, :single_use_signatures] and is_boolean(v) -> {k, v}
         {:durability, v} when v in [:immediate, :eventual, "immediate", "eventual"] -> {:durability, v}
         {:argon2, v} when is_map(v) or is_list(v) -> {:argon2, Map.new(v)}
         {k, v} when k in [:cache_capacity, :flush_interval_ms] and is_integer(v) -> {k, v}
@@ -126,7 +128,9 @@ defmodule KeyLedger do
   the scope and default cost) or `{:scope, scope}` (default cost 0).
 
   Options: `cost:` (credits to charge instead of the default), `idempotency_key:`,
-  `signature:` and `body:` (for signing keys), `now:` (unix ms or `DateTime`; for tests),
+  `signature:` and `body:` (for signing keys; `query:` the request's query string exactly
+  as sent, without the `?`, which a signature covers: `path?query`), `now:` (unix ms or
+  `DateTime`; for tests),
   `limits:` (names of rate limits to apply besides the auto-applied ones, SPEC §13),
   `limit_cost:` (the call's weight against every applied limit, default 1),
   `on_replay:` (`:grant`, the default: a repeat of `idempotency_key` returns the first
@@ -174,7 +178,8 @@ defmodule KeyLedger do
           full,
           limits_arg(Keyword.get(opts, :limits)),
           Keyword.get(opts, :limit_cost),
-          refuse_replay?(Keyword.get(opts, :on_replay, :grant))
+          refuse_replay?(Keyword.get(opts, :on_replay, :grant)),
+          Keyword.get(opts, :query)
         )
 
       case result do
@@ -515,11 +520,13 @@ defmodule KeyLedger do
   end
 
   @doc """
-  The signature header a client sends with a request to a signing key:
-  `"t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<METHOD>.<path>.<body>\">"`, keyed with
-  the signing secret's text. `path` without its query string; `body` the exact bytes
-  sent (iodata; `nil` is empty); `t` unix **milliseconds** or a `DateTime` (default now;
-  truncated to whole seconds). Raises `ArgumentError` on non-UTF-8 secret, method or path.
+  The signature header (format 2) a client sends with a request to a signing key:
+  `"t=<unix seconds>,v2=<hex HMAC-SHA256>"` over `"keyledger-signature-v2\n" <> t <> "\n"
+  <> METHOD <> "\n" <> target <> "\n" <> hex(SHA-256(body))`, keyed with the signing
+  secret's text. `path` is the request target as sent, with its query string
+  (`"/send?to=A"`); `body` the exact bytes sent (iodata; `nil` is empty); `t` unix
+  **milliseconds** or a `DateTime` (default now; truncated to whole seconds). Raises
+  `ArgumentError` on non-UTF-8 secret, method or path.
   """
   @spec sign_request(iodata, iodata, iodata, iodata | nil, time | nil) :: String.t()
   def sign_request(secret, method, path, body, t \\ nil) do

@@ -45,8 +45,10 @@ defmodule KeyLedger.SigningTest do
     now = System.system_time(:second) * 1000
     sig = KeyLedger.sign_request(secret, "POST", "/v1/send", @body, now)
     t = div(now, 1000)
-    mac = :crypto.mac(:hmac, :sha256, secret, "#{t}.POST./v1/send.#{@body}") |> Base.encode16(case: :lower)
-    assert sig == "t=#{t},v1=#{mac}"
+    hash = :crypto.hash(:sha256, @body) |> Base.encode16(case: :lower)
+    msg = "keyledger-signature-v2\n#{t}\nPOST\n/v1/send\n#{hash}"
+    mac = :crypto.mac(:hmac, :sha256, secret, msg) |> Base.encode16(case: :lower)
+    assert sig == "t=#{t},v2=#{mac}"
     assert KeyLedger.sign_request(secret, "post", "/v1/send", [@body], DateTime.from_unix!(now, :millisecond)) == sig
 
     assert {:ok, %{charged: 1}} = KeyLedger.authorize(v, token, @send, signature: sig, body: @body, now: now)
@@ -54,7 +56,7 @@ defmodule KeyLedger.SigningTest do
 
     assert code(KeyLedger.authorize(v, token, @send)) == {"invalid_signature", 401}
     assert code(KeyLedger.authorize(v, token, @send, signature: sig, body: "other", now: now)) == {"invalid_signature", 401}
-    forged = String.replace(sig, "v1=", "v1=0")
+    forged = String.replace(sig, "v2=", "v2=0")
     assert code(KeyLedger.authorize(v, token, @send, signature: forged, body: @body, now: now)) == {"invalid_signature", 401}
     assert code(KeyLedger.authorize(v, token, @send, signature: sig, body: @body, now: now + 301_000)) == {"invalid_signature", 401}
     assert code(KeyLedger.authorize(v, token, @send, signature: sig, body: @body, now: now - 301_000)) == {"invalid_signature", 401}

@@ -87,6 +87,9 @@ const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
   has_limit_cost: 'uint8_t',
   // Non-zero: a replayed idempotency key is refused with `duplicate_request` (409).
   refuse_replay: 'uint8_t',
+  // The query string as sent (without '?'), covered by format-2 signatures.
+  query: 'const char *',
+  query_len: 'size_t',
 });
 
 // The grant is decoded by hand from a reusable Buffer (faster than koffi's struct
@@ -127,6 +130,7 @@ const native = {
 
   kl_string_free: fn('kl_string_free', 'void', ['void *']),
   kl_secret_free: fn('kl_secret_free', 'void', ['void *']),
+  kl_secret_free_n: fn('kl_secret_free_n', 'void', ['void *', 'size_t']),
   kl_version: fn('kl_version', 'const char *', []),
   kl_last_error_message: fn('kl_last_error_message', 'const char *', []),
   kl_last_error_body: fn('kl_last_error_body', 'uint32_t', [OUT]),
@@ -208,14 +212,20 @@ native.takeString = function takeString(ptr) {
   }
 };
 
-/** Copy a token (or signing secret, or master key) and wipe + free the C copy. NULL → null. */
+/**
+ * Copy a token (or signing secret, or master key) and wipe + free the C copy, with the
+ * length it was returned with (kl_secret_free_n: no NUL scan at free time). NULL → null.
+ */
 native.takeSecret = function takeSecret(ptr) {
   if (ptr === null) return null;
+  let text = null;
   try {
-    return koffi.decode(ptr, 'char', -1);
+    text = koffi.decode(ptr, 'char', -1);
   } finally {
-    native.kl_secret_free(ptr);
+    if (text === null) native.kl_secret_free(ptr);
+    else native.kl_secret_free_n(ptr, Buffer.byteLength(text, 'utf8'));
   }
+  return text;
 };
 
 module.exports = native;

@@ -55,11 +55,12 @@ test('a signed request is granted; unsigned, forged, other-body and stale ones a
 
   const now = new Date(Math.floor(Date.now() / 1000) * 1000); // t= has whole seconds
   const sig = signRequest(signingSecret, 'POST', '/v1/send', BODY, now);
-  assert.match(sig, new RegExp(`^t=${now.getTime() / 1000},v1=[0-9a-f]{64}$`));
+  assert.match(sig, new RegExp(`^t=${now.getTime() / 1000},v2=[0-9a-f]{64}$`));
   // the header is the documented HMAC: anyone can compute it with node:crypto
+  const bodyHash = crypto.createHash('sha256').update(BODY).digest('hex');
   const mac = crypto.createHmac('sha256', signingSecret)
-    .update(`${now.getTime() / 1000}.POST./v1/send.`).update(BODY).digest('hex');
-  assert.equal(sig, `t=${now.getTime() / 1000},v1=${mac}`);
+    .update(`keyledger-signature-v2\n${now.getTime() / 1000}\nPOST\n/v1/send\n${bodyHash}`).digest('hex');
+  assert.equal(sig, `t=${now.getTime() / 1000},v2=${mac}`);
   // the method is upper-cased; a string body is its UTF-8 bytes
   assert.equal(signRequest(signingSecret, 'post', '/v1/send', BODY.toString(), now), sig);
 
@@ -70,7 +71,7 @@ test('a signed request is granted; unsigned, forged, other-body and stale ones a
   const e = refused(assert, () => vault.authorize(token, { route: SEND }), 'invalid_signature', 401);
   assert.ok(e instanceof KeyLedgerError);
   refused(assert, () => vault.authorize(token, { route: SEND, signature: sig, body: 'other', now }), 'invalid_signature', 401);
-  refused(assert, () => vault.authorize(token, { route: SEND, signature: sig.replace('v1=', 'v1=0'), body: BODY, now }), 'invalid_signature', 401);
+  refused(assert, () => vault.authorize(token, { route: SEND, signature: sig.replace('v2=', 'v2=0'), body: BODY, now }), 'invalid_signature', 401);
   const later = (s) => new Date(now.getTime() + s * 1000);
   refused(assert, () => vault.authorize(token, { route: SEND, signature: sig, body: BODY, now: later(301) }), 'invalid_signature', 401);
   refused(assert, () => vault.authorize(token, { route: SEND, signature: sig, body: BODY, now: later(-301) }), 'invalid_signature', 401);

@@ -25,10 +25,11 @@ defmodule KeyLedger.Gate do
   returns the replayed grant (`replayed: true`, `charged: 0`) for an app that serves its
   stored response itself. A key reused for another request is 409 `idempotency_conflict`.
 
-  Signed requests (SPEC §7): the `X-KeyLedger-Signature` header (`t=…,v1=…`) is passed
-  as `signature:` (an explicit `signature:` option wins). The signature covers the raw
-  request body, which a gate cannot read from headers: pass it as `body:` — the exact
-  bytes received, before any parsing. Without it the body counts as empty, so a signed
+  Signed requests (SPEC §7): the `X-KeyLedger-Signature` header (`t=…,v2=…`) is passed
+  as `signature:` (an explicit `signature:` option wins). The signature covers the query
+  string (pass it as `query:`, exactly as sent, without the `?`) and the raw request body,
+  which a gate cannot read from headers: pass it as `body:` — the exact bytes received,
+  before any parsing. Without it the body counts as empty, so a signed
   request with a body is refused as `invalid_signature` (401).
 
   Refusals come back as `{:error, http_status, body_json}` with keyledger's JSON body

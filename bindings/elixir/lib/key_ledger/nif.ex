@@ -17,15 +17,22 @@ defmodule KeyLedger.Nif do
   def flush(_vault), do: nif!()
 
   def authorize(_vault, _token, _method, _path_or_scope, _cost, _idem, _sig, _body, _now, _full,
-                _limits_json, _limit_cost, _refuse_replay),
+                _limits_json, _limit_cost, _refuse_replay, _query),
       do: nif!()
+
+  # The arity before the query string (signature format 2): no query.
+  def authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full, limits,
+                limit_cost, refuse_replay),
+      do:
+        authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full, limits,
+                  limit_cost, refuse_replay, nil)
 
   # The arity before the replay option: a replay returns the first grant.
   def authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full, limits,
                 limit_cost),
       do:
         authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full, limits,
-                  limit_cost, false)
+                  limit_cost, false, nil)
 
   # The arity before rate limits (SPEC §13): no named limits, weight 1.
   def authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full),

@@ -43,6 +43,8 @@ if Code.ensure_loaded?(Plug.Conn) do
       {vault_ref, opts} = Keyword.pop(opts, :vault)
       {assign, opts} = Keyword.pop(opts, :assign, :keyledger)
       {length, opts} = Keyword.pop(opts, :length, 1_000_000)
+      # A signature covers the query string as sent (format 2).
+      opts = if conn.query_string in [nil, ""], do: opts, else: Keyword.put_new(opts, :query, conn.query_string)
 
       case signed_body(conn, opts, length) do
         {:ok, conn, opts} ->

@@ -7,12 +7,19 @@
 //!   cannot be configured as the admin token: keys cannot manage keys.
 //! - A session is a random id in an `HttpOnly; SameSite=Strict; Path=/` cookie, kept
 //!   server-side with its own random CSRF token and an absolute lifetime.
-//! - Failed logins are throttled for the whole server.
+//! - Failed logins are throttled per client address: 10 per minute from one address (one
+//!   IPv6 /64), so a stranger who floods the login cannot lock the admin out from another
+//!   address. A bounded server-wide backstop (1000 failures a minute from all addresses)
+//!   then refuses only addresses that have failed in that minute: an address with no
+//!   failure, the admin's, always gets its try. At most 4096 addresses are tracked (the
+//!   oldest forgotten first). Behind a reverse proxy every client has the proxy's address:
+//!   the per-address limit then acts server-wide (forwarded headers are not trusted).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -32,9 +39,14 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 const MAX_SESSIONS: usize = 256;
 const MIN_TOKEN_LEN: usize = 16;
 const MAX_TOKEN_LEN: usize = 512;
-/// At most this many failed logins per window, server-wide.
+/// At most this many failed logins per window from one client address.
 const MAX_FAILURES: u32 = 10;
+/// Failures per window from every address at which the backstop starts refusing the
+/// addresses that failed in it.
+const MAX_FAILURES_SERVER: u32 = 1000;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses whose failures are remembered at most.
+const MAX_TRACKED: usize = 4096;
 
 struct Session {
     csrf: String,
@@ -48,7 +60,78 @@ pub struct Auth {
     /// The generated token, printed once by [`Auth::announce_token`] then dropped.
     generated: Mutex<Option<Zeroizing<String>>>,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<(Instant, u32)>,
+    failures: Mutex<Failures>,
+}
+
+/// Failed logins: per client address, and for the whole server (the backstop). Each count
+/// is `(window start, failures in it)`.
+struct Failures {
+    by_client: HashMap<IpAddr, (Instant, u32)>,
+    server: (Instant, u32),
+}
+
+/// The throttle's key for a client: its IPv4 address, or its IPv6 /64 (one host usually
+/// holds a whole /64).
+fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl Failures {
+    fn new(now: Instant) -> Failures {
+        Failures {
+            by_client: HashMap::new(),
+            server: (now, 0),
+        }
+    }
+
+    /// Whether `client` may try to log in at `now`.
+    fn allows(&mut self, client: IpAddr, now: Instant) -> bool {
+        let expired = |start: Instant| now.saturating_duration_since(start) > FAILURE_WINDOW;
+        if expired(self.server.0) {
+            self.server = (now, 0);
+        }
+        let mine = match self.by_client.get(&client) {
+            Some(&(start, n)) if !expired(start) => n,
+            _ => 0,
+        };
+        mine < MAX_FAILURES && (mine == 0 || self.server.1 < MAX_FAILURES_SERVER)
+    }
+
+    /// Count a failed login from `client` at `now`.
+    fn failed(&mut self, client: IpAddr, now: Instant) {
+        let expired = |start: Instant| now.saturating_duration_since(start) > FAILURE_WINDOW;
+        if expired(self.server.0) {
+            self.server = (now, 0);
+        }
+        self.server.1 = self.server.1.saturating_add(1);
+        if !self.by_client.contains_key(&client) && self.by_client.len() >= MAX_TRACKED {
+            self.by_client.retain(|_, (start, _)| !expired(*start));
+            if self.by_client.len() >= MAX_TRACKED {
+                if let Some(oldest) = self
+                    .by_client
+                    .iter()
+                    .min_by_key(|(_, (start, _))| *start)
+                    .map(|(k, _)| *k)
+                {
+                    self.by_client.remove(&oldest);
+                }
+            }
+        }
+        let entry = self.by_client.entry(client).or_insert((now, 0));
+        if expired(entry.0) {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
 }
 
 fn random_hex(bytes: usize) -> Result<String, String> {
@@ -92,7 +175,7 @@ impl Auth {
             token_digest,
             generated: Mutex::new(generated.then(|| Zeroizing::new(t.to_string()))),
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new((Instant::now(), 0)),
+            failures: Mutex::new(Failures::new(Instant::now())),
         })
     }
 
@@ -112,16 +195,19 @@ impl Auth {
         bool::from(d.as_bytes().ct_eq(&self.token_digest))
     }
 
-    /// Count a failure; true when the server-wide budget is exhausted.
-    fn throttled(&self, record_failure: bool) -> bool {
-        let mut f = self.failures.lock();
-        if f.0.elapsed() > FAILURE_WINDOW {
-            *f = (Instant::now(), 0);
-        }
-        if record_failure {
-            f.1 = f.1.saturating_add(1);
-        }
-        f.1 >= MAX_FAILURES
+    /// Whether `client` is refused a login try now.
+    fn throttled(&self, client: IpAddr) -> bool {
+        !self
+            .failures
+            .lock()
+            .allows(client_key(client), Instant::now())
+    }
+
+    /// Count a failed login from `client`.
+    fn failed(&self, client: IpAddr) {
+        self.failures
+            .lock()
+            .failed(client_key(client), Instant::now());
     }
 
     fn new_session(&self) -> Result<(String, String), ApiError> {
@@ -204,12 +290,18 @@ fn unauthorized() -> ApiError {
 }
 
 /// `POST /api/login` `{"token": "…"}` → the session cookie and `{"csrf": "…"}`.
-pub async fn login(State(st): State<AppState>, headers: HeaderMap, body: JsonObject) -> ApiResult {
+pub async fn login(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: JsonObject,
+) -> ApiResult {
     let mut body = body;
     let token = Zeroizing::new(body.req_str("token")?);
     body.finish()?;
     let auth = &st.auth;
-    if auth.throttled(false) {
+    let client = peer.ip();
+    if auth.throttled(client) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
@@ -218,7 +310,7 @@ pub async fn login(State(st): State<AppState>, headers: HeaderMap, body: JsonObj
     }
     let t = token.trim();
     if keyledger::looks_like_key(t) {
-        auth.throttled(true);
+        auth.failed(client);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "api_key_not_allowed",
@@ -227,7 +319,7 @@ pub async fn login(State(st): State<AppState>, headers: HeaderMap, body: JsonObj
         ));
     }
     if !auth.token_matches(t) {
-        auth.throttled(true);
+        auth.failed(client);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "wrong_admin_token",
@@ -293,4 +385,67 @@ pub async fn require_page_session(
         return Redirect::to("/login").into_response();
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        client_key(s.parse().unwrap())
+    }
+
+    #[test]
+    fn one_address_is_refused_after_ten_failures_and_others_are_not() {
+        let t0 = Instant::now();
+        let mut f = Failures::new(t0);
+        for _ in 0..MAX_FAILURES {
+            assert!(f.allows(ip("203.0.113.9"), t0));
+            f.failed(ip("203.0.113.9"), t0);
+        }
+        assert!(!f.allows(ip("203.0.113.9"), t0));
+        assert!(f.allows(ip("198.51.100.1"), t0));
+        let later = t0 + FAILURE_WINDOW + Duration::from_secs(1);
+        assert!(f.allows(ip("203.0.113.9"), later), "a new window");
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client() {
+        assert_eq!(ip("2001:db8:1:2::1"), ip("2001:db8:1:2:ffff::9"));
+        assert_ne!(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1"));
+        assert_eq!(ip("::ffff:192.0.2.1"), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn the_backstop_refuses_failed_addresses_only_and_memory_is_bounded() {
+        let t0 = Instant::now();
+        let mut f = Failures::new(t0);
+        // A flood from many addresses, one failure each.
+        for i in 0..MAX_FAILURES_SERVER {
+            let a = IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                (i >> 16) as u16,
+                i as u16,
+                0,
+                0,
+                0,
+                1,
+            ));
+            f.failed(a, t0);
+        }
+        let flooder = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 5, 0, 0, 0, 1));
+        assert!(
+            !f.allows(flooder, t0),
+            "an address that failed during the flood"
+        );
+        assert!(
+            f.allows(ip("192.0.2.7"), t0),
+            "an address with no failure still tries"
+        );
+        for i in 0..(MAX_TRACKED as u32 + 100) {
+            f.failed(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t0);
+        }
+        assert!(f.by_client.len() <= MAX_TRACKED);
+    }
 }

@@ -135,10 +135,14 @@ pub fn serve(vault: Vault, listen: &str) -> Result<(), String> {
             loopback: addr.ip().is_loopback(),
         };
         announce(addr, &state.auth);
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| format!("server error: {e}"))
+        // The peer address feeds the per-client login throttle.
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))
     });
     drop(runtime);
     let closed = vault.close().map_err(|e| format!("closing the vault: {e}"));
