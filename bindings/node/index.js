@@ -711,6 +711,21 @@ class Vault {
     check(native.kl_vault_stats(this.#handle(), outA));
     return takeJson(outA[0]);
   }
+
+  /**
+   * Change the vault's argon2id parameters `{ m_kib, t, p }` for new hashes, audited as
+   * `argon2_params_changed`; hashes are rehashed only towards stronger parameters. The
+   * open option `argon2` applies only to a vault that open creates.
+   */
+  setArgon2Params(params) {
+    const p = opts('params', params);
+    const u32 = (k) => {
+      const v = u64(k, p[k]);
+      if (BigInt(v) > 0xffffffffn) throw invalid(`${k} does not fit in 32 bits`);
+      return Number(v);
+    };
+    check(native.kl_set_argon2_params(this.#handle(), u32('m_kib'), u32('t'), u32('p')));
+  }
 }
 
 /** `{ token, key, signingSecret }` from the three out-parameters (secrets wiped in C). */
