@@ -482,6 +482,17 @@ defmodule KeyLedger do
     do: raise(ArgumentError, "rekey needs a base64 master key, 32 bytes, or passphrase: \"…\"")
 
   @doc """
+  Changes the vault's argon2id parameters for new hashes (`%{m_kib:, t:, p:}`), audited as
+  `argon2_params_changed`; hashes are rehashed only towards stronger parameters. The
+  `argon2:` open option applies only to a vault that open creates.
+  """
+  @spec set_argon2_params(vault, map | keyword) :: :ok | {:error, map}
+  def set_argon2_params(vault, params) when is_map(params) or is_list(params) do
+    p = Map.new(params)
+    Nif.set_argon2_params(vault, Map.fetch!(p, :m_kib), Map.fetch!(p, :t), Map.fetch!(p, :p))
+  end
+
+  @doc """
   This handle's counters: `%{argon2_runs, read_txns, commits, throttled, cache_mode:
   :shared | :private | :disabled}`.
   """
