@@ -65,6 +65,7 @@ pub use model::{
 pub use policy::RouteRule;
 pub use secrets::{sign_request, MasterKey, DEFAULT_SIGNATURE_WINDOW_MS, MASTER_KEY_ENV};
 pub use token::{looks_like_key, redact};
+pub use vault::default_argon2_concurrency;
 pub use vault::{
     system_now, AuthorizeOptions, Clock, Durability, Target, Vault, VaultOptions,
     IDEMPOTENCY_WINDOW_MS,

@@ -284,9 +284,11 @@ class Vault {
 
   /**
    * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
-   * (`'immediate'` | `'eventual'`), `argon2` (`{ m_kib, t, p }`), `cacheCapacity`,
+   * (`'immediate'` | `'eventual'`), `argon2` (`{ m_kib, t, p }`, used only when this open
+   * creates the vault: see `setArgon2Params`), `cacheCapacity`,
    * `actor`, `flushIntervalMs`, `masterKey` (base64 string or 32-byte Buffer),
-   * `masterPassphrase`, `signatureWindowMs`, `throttle` (`{ burst, perSecond }`)
+   * `masterPassphrase`, `signatureWindowMs`, `throttle` (`{ burst, perSecond,
+   * budgetBurst, budgetPerSecond }`), `argon2Queue`
    * (camelCase or snake_case; unknown fields are refused). Without `masterKey` or
    * `masterPassphrase` the library reads `KEYLEDGER_MASTER_KEY` itself.
    */

@@ -71,14 +71,16 @@ defmodule KeyLedger do
 
   Options: `exclusive:` (boolean; one BEAM node owns the file, a second opener gets
   `vault_locked`), `durability:` (`:immediate` | `:eventual`, the latter only with
-  `exclusive: true`), `argon2:` (`%{m_kib:, t:, p:}`), `cache_capacity:`, `actor:`
+  `exclusive: true`), `argon2:` (`%{m_kib:, t:, p:}`, used only when this open creates the
+  vault: see `set_argon2_params/2`), `cache_capacity:`, `actor:`
   (recorded in audit entries), `flush_interval_ms:`.
 
   Signing (SPEC §7): `master_key:` (base64 of 32 bytes, or the 32 bytes themselves) or
   `master_passphrase:` (argon2id, salt stored in the vault) — with neither, the library
   reads `KEYLEDGER_MASTER_KEY`; a vault without signing keys needs none. A wrong key is
   `{:error, %{code: "wrong_master_key"}}`. `signature_window_ms:` (default 300 000) and
-  `throttle:` (`[burst: 10, per_second: 1.0]`, the failed-secret throttle per key_id).
+  `throttle:` (`[burst: 10, per_second: 1.0, budget_burst: 30, budget_per_second: 3.0]`: the
+  failed-secret bucket per key_id and the process budget of failed verifications).
   """
   @spec open(Path.t(), keyword) :: result(vault)
   def open(path, opts \\ []) when is_list(opts) do
