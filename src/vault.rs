@@ -412,6 +412,8 @@ struct Inner {
     cache_note: Option<String>,
     /// Background flusher rounds that panicked (caught; see `spawn_flusher`).
     flusher_panics: AtomicU64,
+    /// Serializes flushes (see `Inner::flush`).
+    flush_lock: Mutex<()>,
     /// Flusher rounds still to panic on purpose (test hook).
     #[cfg(feature = "fault-injection")]
     injected_flusher_panics: AtomicU64,
@@ -576,6 +578,7 @@ impl Vault {
             argon2_runs: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             flusher_panics: AtomicU64::new(0),
+            flush_lock: Mutex::new(()),
             #[cfg(feature = "fault-injection")]
             injected_flusher_panics: AtomicU64::new(0),
             flush_interval: options.flush_interval,
@@ -2652,6 +2655,9 @@ impl Inner {
 
     /// Write batched usage counters and request-path audit entries in one transaction.
     fn flush(&self) -> Result<()> {
+        // One flush at a time: a caller's `Vault::flush` returns only once whatever a
+        // concurrent background round drained is committed too.
+        let _one = self.flush_lock.lock();
         let drained = self.pending.drain();
         if drained.usage.is_empty() && drained.events.is_empty() {
             return Ok(());

@@ -353,6 +353,8 @@ export class Vault {
   rekeyPassphrase(passphrase: string): number;
   /** This handle's counters. */
   stats(): VaultStats;
+  /** Change the argon2id parameters for new hashes (audited; only ever rehashes upwards). */
+  setArgon2Params(params: { m_kib: number; t: number; p: number }): void;
 
   flush(): void;
   /** Flush, close and free the handle (the reliable path; the finalizer is a fallback). */

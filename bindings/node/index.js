@@ -284,9 +284,11 @@ class Vault {
 
   /**
    * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
-   * (`'immediate'` | `'eventual'`), `argon2` (`{ m_kib, t, p }`), `cacheCapacity`,
+   * (`'immediate'` | `'eventual'`), `argon2` (`{ m_kib, t, p }`, used only when this open
+   * creates the vault: see `setArgon2Params`), `cacheCapacity`,
    * `actor`, `flushIntervalMs`, `masterKey` (base64 string or 32-byte Buffer),
-   * `masterPassphrase`, `signatureWindowMs`, `singleUseSignatures`, `throttle` (`{ burst, perSecond }`)
+   * `masterPassphrase`, `signatureWindowMs`, `singleUseSignatures`, `throttle` (`{ burst, perSecond,
+   * budgetBurst, budgetPerSecond }`), `argon2Queue`
    * (camelCase or snake_case; unknown fields are refused). Without `masterKey` or
    * `masterPassphrase` the library reads `KEYLEDGER_MASTER_KEY` itself.
    */
@@ -714,6 +716,21 @@ class Vault {
   stats() {
     check(native.kl_vault_stats(this.#handle(), outA));
     return takeJson(outA[0]);
+  }
+
+  /**
+   * Change the vault's argon2id parameters `{ m_kib, t, p }` for new hashes, audited as
+   * `argon2_params_changed`; hashes are rehashed only towards stronger parameters. The
+   * open option `argon2` applies only to a vault that open creates.
+   */
+  setArgon2Params(params) {
+    const p = opts('params', params);
+    const u32 = (k) => {
+      const v = u64(k, p[k]);
+      if (BigInt(v) > 0xffffffffn) throw invalid(`${k} does not fit in 32 bits`);
+      return Number(v);
+    };
+    check(native.kl_set_argon2_params(this.#handle(), u32('m_kib'), u32('t'), u32('p')));
   }
 }
 

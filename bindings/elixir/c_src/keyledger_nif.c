@@ -671,6 +671,19 @@ static ERL_NIF_TERM nif_has_master_key(ErlNifEnv *env, int argc, const ERL_NIF_T
 
 NIF_V(stats, kl_vault_stats)
 
+/* set_argon2_params(vault, m_kib, t, p): audited; a commit, so on a dirty IO scheduler. */
+static ERL_NIF_TERM nif_set_argon2_params(ErlNifEnv *env, int argc,
+                                          const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    UINT_ARG(1, m_kib, "m_kib");
+    UINT_ARG(2, t, "t");
+    UINT_ARG(3, p, "p");
+    kl_status st = kl_set_argon2_params(r->v, m_kib, t, p);
+    if (st != KL_OK) return kl_error(env, st);
+    return A_OK;
+}
+
 static ERL_NIF_TERM nif_generate_master_key(ErlNifEnv *env, int argc,
                                             const ERL_NIF_TERM argv[]) {
     (void)argc;
@@ -783,6 +796,7 @@ static ErlNifFunc nif_funcs[] = {
     {"rekey_passphrase", 2, nif_rekey_passphrase, CPU},
     {"has_master_key", 1, nif_has_master_key, 0},
     {"stats", 1, nif_stats, 0},
+    {"set_argon2_params", 4, nif_set_argon2_params, IO},
     {"generate_master_key", 0, nif_generate_master_key, 0},
     /* HMAC over a body of any size: dirty CPU, so a large body never blocks a scheduler. */
     {"sign_request", 5, nif_sign_request, CPU},

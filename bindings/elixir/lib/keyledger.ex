@@ -71,7 +71,8 @@ defmodule KeyLedger do
 
   Options: `exclusive:` (boolean; one BEAM node owns the file, a second opener gets
   `vault_locked`), `durability:` (`:immediate` | `:eventual`, the latter only with
-  `exclusive: true`), `argon2:` (`%{m_kib:, t:, p:}`), `cache_capacity:`, `actor:`
+  `exclusive: true`), `argon2:` (`%{m_kib:, t:, p:}`, used only when this open creates the
+  vault: see `set_argon2_params/2`), `cache_capacity:`, `actor:`
   (recorded in audit entries), `flush_interval_ms:`.
 
   Signing (SPEC §7): `master_key:` (base64 of 32 bytes, or the 32 bytes themselves) or
@@ -80,7 +81,8 @@ defmodule KeyLedger do
   `{:error, %{code: "wrong_master_key"}}`. `signature_window_ms:` (default 300 000),
   `single_use_signatures:` (default false: each request signature accepted once, across
   every process opening the vault; one durable write per signed call) and
-  `throttle:` (`[burst: 10, per_second: 1.0]`, the failed-secret throttle per key_id).
+  `throttle:` (`[burst: 10, per_second: 1.0, budget_burst: 30, budget_per_second: 3.0]`: the
+  failed-secret bucket per key_id and the process budget of failed verifications).
   """
   @spec open(Path.t(), keyword) :: result(vault)
   def open(path, opts \\ []) when is_list(opts) do
@@ -496,6 +498,17 @@ defmodule KeyLedger do
 
   def rekey(_vault, _other),
     do: raise(ArgumentError, "rekey needs a base64 master key, 32 bytes, or passphrase: \"…\"")
+
+  @doc """
+  Changes the vault's argon2id parameters for new hashes (`%{m_kib:, t:, p:}`), audited as
+  `argon2_params_changed`; hashes are rehashed only towards stronger parameters. The
+  `argon2:` open option applies only to a vault that open creates.
+  """
+  @spec set_argon2_params(vault, map | keyword) :: :ok | {:error, map}
+  def set_argon2_params(vault, params) when is_map(params) or is_list(params) do
+    p = Map.new(params)
+    Nif.set_argon2_params(vault, Map.fetch!(p, :m_kib), Map.fetch!(p, :t), Map.fetch!(p, :p))
+  end
 
   @doc """
   This handle's counters: `%{argon2_runs, read_txns, commits, throttled, cache_mode:

@@ -195,6 +195,7 @@ const native = {
   kl_rekey_passphrase: fn('kl_rekey_passphrase', 'uint32_t', [V, S, 'size_t', '_Out_ uint64_t *']),
   kl_has_master_key: fn('kl_has_master_key', 'uint32_t', [V, '_Out_ bool *']),
   kl_vault_stats: fn('kl_vault_stats', 'uint32_t', [V, OUT]),
+  kl_set_argon2_params: fn('kl_set_argon2_params', 'uint32_t', [V, 'uint32_t', 'uint32_t', 'uint32_t']),
   kl_generate_master_key: fn('kl_generate_master_key', 'uint32_t', [OUT]),
   kl_sign_request: fn('kl_sign_request', 'uint32_t',
     [S, 'size_t', 'int64_t', S, 'size_t', S, 'size_t', 'const uint8_t *', 'size_t', OUT]),

@@ -70,6 +70,7 @@ defmodule KeyLedger.Nif do
   def rekey_passphrase(_vault, _passphrase), do: nif!()
   def has_master_key(_vault), do: nif!()
   def stats(_vault), do: nif!()
+  def set_argon2_params(_vault, _m_kib, _t, _p), do: nif!()
   def generate_master_key, do: nif!()
   def sign_request(_secret, _t_seconds, _method, _path, _body), do: nif!()
   def sign_webhook(_secret, _body), do: nif!()
