@@ -344,7 +344,6 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// Open (creating with mode 0600 if missing) the vault file.
     /// Open the store in `file`, the vault file at `path` already opened and checked by
     /// `crate::files::open_vault_file` (redb uses that very descriptor).
     pub(crate) fn open(
