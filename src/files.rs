@@ -49,11 +49,17 @@ pub(crate) fn check_owner_and_mode(
         return Ok(());
     }
     let p = path.display();
+    let owner = meta.uid();
+    let other_user = if owner == me {
+        String::new()
+    } else {
+        format!("run this process as uid {owner} (the owner), or ")
+    };
     Err(format!(
         "refusing the {what} {p}: it is owned by uid {owner} with mode {mode:04o}, but it must \
          be owned by this process's user (uid {me}) and not writable by group or others; \
-         if the file is yours, run `chown {me} {p} && chmod 600 {p}`, otherwise remove it",
-        owner = meta.uid(),
+         {other_user}if the file is yours, run `chown {me} {p} && chmod 600 {p}`, otherwise \
+         remove it"
     ))
 }
 

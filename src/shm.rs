@@ -267,21 +267,31 @@ struct Shared {
     vault_id: [u8; 16],
     /// Slot count for a new file.
     requested: u32,
-    /// The mapping in use (points into a box of `mappings`).
+    /// The mapping in use (one of `mappings`).
     current: AtomicPtr<Mapping>,
-    /// Every mapping made, oldest first; never shrinks while `self` lives (threads may still
-    /// read an older one). Its lock serializes remaps.
-    #[allow(clippy::vec_box)] // boxed so they never move: `current` points into them
-    mappings: Mutex<Vec<Box<Mapping>>>,
+    /// Every mapping made, oldest first, from `Box::into_raw`; never shrinks while `self`
+    /// lives (threads may still read an older one), freed in `Drop`. Its lock serializes
+    /// remaps.
+    mappings: Mutex<Vec<*mut Mapping>>,
     /// The file at the path is not the current mapping and no new one could be mapped:
     /// trust nothing until a remap succeeds.
     stale: AtomicBool,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for &m in self.mappings.get_mut().iter() {
+            // SAFETY: each pointer came from `Box::into_raw` and is freed once, here; no
+            // reference into it outlives `self` (they all borrow the `Sidecar`).
+            drop(unsafe { Box::from_raw(m) });
+        }
+    }
+}
+
 impl Shared {
     fn current(&self) -> &Mapping {
-        // SAFETY: `current` always points into a `Box<Mapping>` held by `mappings`, which is
-        // only ever appended to and is dropped with `self`; the box's contents never move.
+        // SAFETY: `current` always holds one of the `mappings` pointers, which stay valid
+        // (never freed, never moved) until `self` is dropped.
         unsafe { &*self.current.load(Ordering::Acquire) }
     }
 
@@ -316,9 +326,9 @@ impl Shared {
         }
         match map_path(&self.path, &self.vault_id, self.requested, all.len()) {
             Ok(m) => {
-                let ptr: *const Mapping = &*m;
-                all.push(m);
-                self.current.store(ptr.cast_mut(), Ordering::Release);
+                let ptr = Box::into_raw(m);
+                all.push(ptr);
+                self.current.store(ptr, Ordering::Release);
                 self.stale.store(false, Ordering::SeqCst);
                 true
             }
@@ -375,7 +385,7 @@ pub(crate) struct Sidecar {
 }
 
 // SAFETY: the only non-Send/Sync fields are the raw pointers of each `Mapping` into its own
-// `MmapMut` and `Shared::current` (an `AtomicPtr` into a box the same struct owns); mappings
+// `MmapMut`, and `Shared`'s pointers to the mappings it owns (`current`, `mappings`); mappings
 // live as long as the `Sidecar`, are never unmapped or moved before it drops, and their
 // memory is only accessed through atomics, which are safe to share between threads.
 unsafe impl Send for Sidecar {}
@@ -404,14 +414,13 @@ impl Sidecar {
     /// be created, opened, locked, resized or mapped, or it has a newer format version.
     pub(crate) fn open(path: &Path, vault_id: [u8; 16], slot_count: u32) -> io::Result<Sidecar> {
         let requested = normalize_slot_count(slot_count);
-        let first = map_path(path, &vault_id, requested, 0)?;
-        let ptr: *const Mapping = &*first;
+        let first = Box::into_raw(map_path(path, &vault_id, requested, 0)?);
         Ok(Sidecar {
             backing: Backing::Mapped(Box::new(Shared {
                 path: path.to_path_buf(),
                 vault_id,
                 requested,
-                current: AtomicPtr::new(ptr.cast_mut()),
+                current: AtomicPtr::new(first),
                 mappings: Mutex::new(vec![first]),
                 stale: AtomicBool::new(false),
             })),

@@ -460,6 +460,11 @@ impl Vault {
     }
 
     /// Open (or create) the vault at `path`.
+    ///
+    /// A new vault file is created with `O_EXCL` and mode 0600. An existing vault file, or
+    /// its sidecar `<canonical path>.shm`, owned by another user or writable by group or
+    /// others is refused with `invalid_argument` (the message names the path, owner and
+    /// mode, and the fix); so is a symlink at `path` owned by another user.
     pub fn open_with(path: impl AsRef<Path>, options: VaultOptions) -> Result<Vault> {
         let path = path.as_ref().to_path_buf();
         if options.durability == Durability::Eventual && !options.exclusive {
