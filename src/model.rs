@@ -364,7 +364,8 @@ pub struct Stats {
     pub read_txns: u64,
     /// Write transactions committed.
     pub commits: u64,
-    /// Failed secret checks refused by the throttle without running argon2.
+    /// Secret checks answered without running argon2: a secret already proved wrong, or
+    /// (`too_many_attempts`) a spent budget of failed verifications or a full argon2 queue.
     pub throttled: u64,
     /// Background flusher rounds that panicked (each was caught, and the flusher went on).
     pub flusher_panics: u64,

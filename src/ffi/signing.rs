@@ -257,8 +257,9 @@ pub unsafe extern "C" fn kl_set_argon2_params(
 
 /// This handle's counters as JSON (free with `kl_string_free`): `{"argon2_runs",
 /// "read_txns", "commits", "throttled", "cache_mode": "shared"|"private"|"disabled"}` —
-/// argon2 verifications run, read transactions opened, commits, failed secret checks
-/// refused by the throttle, and how caches are validated (SPEC §4). Also answers on a
+/// argon2 verifications run, read transactions opened, commits, secret checks answered
+/// without argon2 (a secret already proved wrong, a spent budget, a full argon2 queue), and
+/// how caches are validated (SPEC §4). Also answers on a
 /// closed handle (the counters of its life). Returns `KL_OK`, `KL_INVALID_ARGUMENT`.
 #[no_mangle]
 pub unsafe extern "C" fn kl_vault_stats(
