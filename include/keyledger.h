@@ -277,6 +277,11 @@ typedef struct kl_authorize_opts {
    0: the call weighs 1. Non-zero: it weighs `limit_cost`.
    */
   uint8_t has_limit_cost;
+  /*
+   `kl_authorize_request` only: non-zero matches rule literals ignoring ASCII case
+   (Express's default routing); 0 compares them byte for byte.
+   */
+  uint8_t case_insensitive;
 } kl_authorize_opts;
 
 /*
@@ -372,7 +377,8 @@ void kl_secret_free(char *s);
 /*
  Authorize a request: the most specific route rule for (`method`, `path`) decides the
  scope and the default cost (SPEC §5, §6). `token`, `method` and `path` are required
- UTF-8 strings; `opts` may be NULL.
+ UTF-8 strings; `opts` may be NULL. `path` is an already decoded path; an HTTP gate
+ should pass the raw request target to `kl_authorize_request` instead.
 
  On `KL_OK`, `*out_grant` (caller-owned memory, e.g. on the stack) is filled; nothing is
  allocated. On a refusal `*out_grant` is untouched and the refusal's message and JSON
@@ -398,6 +404,45 @@ kl_status kl_authorize(const struct kl_vault *v,
                        size_t path_len,
                        const struct kl_authorize_opts *opts,
                        struct kl_grant *out_grant);
+
+/*
+ Authorize an HTTP request from its raw request target, as the server received it:
+ what every HTTP gate calls. `method` is the request method (`HEAD` is charged like
+ `GET`); `target` is the request target as sent, undecoded: origin-form
+ (`/a/b%20c?x=1`) or absolute-form (`http://host/a?x=1`). The core takes its path,
+ decodes it once and matches the route rules; `opts->case_insensitive` (non-zero)
+ matches literals ignoring ASCII case. `opts` may be NULL.
+
+ A target routers could read differently is refused with `KL_AMBIGUOUS_PATH` (HTTP
+ 400 `ambiguous_path`): an encoded `/`, `?`, `#`, `\`, `;`, `%` or control character, a
+ raw `\`, `;`, `#`, space, control or non-ASCII byte, a `.` or `..` segment in any
+ encoding, invalid UTF-8 after decoding, an empty segment (`//`), and a trailing `/` or
+ percent-escape that changes which rule matches. Otherwise exactly like `kl_authorize`,
+ with the same statuses and the same `*out_grant`.
+ */
+kl_status kl_authorize_request(const struct kl_vault *v,
+                               const char *token,
+                               size_t token_len,
+                               const char *method,
+                               size_t method_len,
+                               const char *target,
+                               size_t target_len,
+                               const struct kl_authorize_opts *opts,
+                               struct kl_grant *out_grant);
+
+/*
+ Like `kl_authorize_request`, but on `KL_OK` writes the whole grant as JSON to
+ `*out_json` (see `kl_authorize_json`; caller frees with `kl_string_free`).
+ */
+kl_status kl_authorize_request_json(const struct kl_vault *v,
+                                    const char *token,
+                                    size_t token_len,
+                                    const char *method,
+                                    size_t method_len,
+                                    const char *target,
+                                    size_t target_len,
+                                    const struct kl_authorize_opts *opts,
+                                    char **out_json);
 
 /*
  Authorize non-HTTP work by naming the required `scope` directly (no route lookup; the

@@ -35,6 +35,7 @@ mod crypto;
 mod error;
 /// The C ABI (`include/keyledger.h`): `kl_` functions over [`Vault`]; see the module docs.
 pub mod ffi;
+pub mod http;
 mod limits;
 mod model;
 pub mod policy;

@@ -152,6 +152,18 @@ pub enum Target<'a> {
     },
     /// A scope, for non-HTTP work; costs 0 unless `cost` is given.
     Scope(&'a str),
+    /// An HTTP request as the server received it: what every HTTP gate passes. The raw
+    /// request target is read by [`crate::http`] (decoded once; ambiguous targets are
+    /// refused with [`Error::AmbiguousPath`]); `HEAD` is charged like `GET`.
+    /// [`Target::Route`] is the older form, for callers that hold an already decoded path.
+    Request {
+        /// HTTP method (case-insensitive).
+        method: &'a str,
+        /// The request target as sent: `/a/b%20c?x=1` or `http://host/a?x=1`.
+        target: &'a str,
+        /// Match rule literals ignoring ASCII case (Express's default routing).
+        case_insensitive: bool,
+    },
 }
 
 impl<'a> Target<'a> {
@@ -165,10 +177,36 @@ impl<'a> Target<'a> {
         Target::Scope(scope)
     }
 
+    /// `Target::Request`, matched case-sensitively: the raw request target as sent.
+    pub fn request(method: &'a str, target: &'a str) -> Target<'a> {
+        Target::Request {
+            method,
+            target,
+            case_insensitive: false,
+        }
+    }
+
+    /// This target with case-insensitive matching on or off (only a `Request` has it).
+    #[must_use]
+    pub fn case_insensitive(self, on: bool) -> Target<'a> {
+        match self {
+            Target::Request { method, target, .. } => Target::Request {
+                method,
+                target,
+                case_insensitive: on,
+            },
+            other => other,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Target::Route { method, path } => clip_route(&format!("{method} {path}")),
             Target::Scope(s) => clip_route(&format!("scope {s}")),
+            // The path only: a query string may carry what an audit entry must not keep.
+            Target::Request { method, target, .. } => {
+                clip_route(&format!("{method} {}", crate::http::path_of(target)))
+            }
         }
     }
 }
@@ -579,6 +617,20 @@ impl Vault {
                     None => {
                         return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
                     }
+                }
+            }
+            Target::Request {
+                method,
+                target: raw,
+                case_insensitive,
+            } => {
+                router = inner.router()?;
+                match crate::http::find(&router, method, raw, case_insensitive) {
+                    Ok(Some(rule)) => (&rule.scope, rule.cost),
+                    Ok(None) => {
+                        return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+                    }
+                    Err(e) => return Err(inner.refuse(Some(rec), &target, now, e)),
                 }
             }
             Target::Scope(s) => (s, 0),
@@ -1479,6 +1531,20 @@ impl Vault {
         Ok(self.inner.router()?.find(method, path).cloned())
     }
 
+    /// The rule that would decide an HTTP request, read from its raw request target as
+    /// [`Target::Request`] reads it: [`Error::AmbiguousPath`] for a target the gate
+    /// refuses, `None` when no rule matches.
+    pub fn match_request(
+        &self,
+        method: &str,
+        target: &str,
+        case_insensitive: bool,
+    ) -> Result<Option<RouteRule>> {
+        self.inner.check_open()?;
+        let router = self.inner.router()?;
+        Ok(crate::http::find(&router, method, target, case_insensitive)?.cloned())
+    }
+
     // ----------------------------------------------------------------- audit
 
     /// Audit entries, newest first (flushes pending request-path entries first).
@@ -1728,6 +1794,7 @@ impl Inner {
             };
             let (method, path) = match *target {
                 Target::Route { method, path } => (method, path),
+                Target::Request { method, target, .. } => (method, crate::http::path_of(target)),
                 Target::Scope(s) => ("SCOPE", s),
             };
             let signed = options.signature.is_some_and(|sig| {
@@ -2534,6 +2601,13 @@ fn validate_authorize_args(target: &Target<'_>, options: &AuthorizeOptions<'_>) 
             if method.is_empty() || method.len() > 16 || path.len() > MAX_PATH {
                 return Err(Error::invalid(
                     "method must be 1–16 bytes and path at most 8192 bytes",
+                ));
+            }
+        }
+        Target::Request { method, target, .. } => {
+            if method.is_empty() || method.len() > 16 || target.len() > MAX_PATH {
+                return Err(Error::invalid(
+                    "method must be 1–16 bytes and request target at most 8192 bytes",
                 ));
             }
         }
