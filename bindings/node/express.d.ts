@@ -21,7 +21,8 @@ export interface KeyledgerMiddlewareOptions {
   limit?: number;
   /**
    * Match the rules ignoring ASCII case. Default: as the app routes (`case sensitive
-   * routing` off, Express's default, is insensitive; insensitive without an app).
+   * routing` off, Express's default, is insensitive; insensitive without an app). Pass
+   * `true` when a case-insensitive `express.Router()` is mounted in a case-sensitive app.
    */
   caseInsensitive?: boolean;
 }

@@ -12,9 +12,11 @@
 // wildcard or parameter would swallow). HEAD is matched and charged like GET, as Express
 // serves it with the GET handler. Case: rules match case-insensitively unless the app's
 // `case sensitive routing` setting is on (`options.caseInsensitive` overrides), so that
-// `/SEND` is charged as the `/send` rule Express routes it to. The gate checks the whole
-// target the client sent, mount path included (in a router mounted at `/v1`, the rules
-// must name `/v1/...`): mount it before anything that rewrites `req.url`.
+// `/SEND` is charged as the `/send` rule Express routes it to. An `express.Router()` made
+// without `caseSensitive: true` routes case-insensitively even in a case-sensitive app:
+// then pass `caseInsensitive: true`. The gate checks the whole target the client sent,
+// mount path included (in a router mounted at `/v1`, the rules must name `/v1/...`):
+// mount it before anything that rewrites `req.url` or `req.method` (method-override).
 //
 // WebSockets and other upgrades: once any 'upgrade' listener is on the http server (ws,
 // socket.io, ...), Node hands upgrade requests to those listeners and never to Express,
