@@ -26,7 +26,11 @@
 //! - `*`, only as the last segment: one or more remaining segments.
 //!
 //! A [`Router`] finds the most specific rule matching a request; no rule → `None` (deny by
-//! default).
+//! default). A `HEAD` request also matches `GET` rules.
+//!
+//! [`Router::find`] reads an already decoded path. The HTTP gates give the core the raw
+//! request target instead, which [`crate::http`] decodes once and matches against the
+//! decoded literals, refusing targets that routers could read differently.
 
 use std::cmp::Ordering;
 

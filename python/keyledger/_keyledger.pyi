@@ -194,6 +194,21 @@ class Vault:
         limit_cost: Optional[int] = None,
         now: Optional[_Instant] = None,
     ) -> Grant: ...
+    def authorize_request(
+        self,
+        token: str,
+        method: str,
+        target: str,
+        *,
+        cost: Optional[int] = None,
+        idempotency_key: Optional[str] = None,
+        signature: Optional[str] = None,
+        body: Optional[bytes] = None,
+        limits: Optional[Sequence[str]] = None,
+        limit_cost: Optional[int] = None,
+        now: Optional[_Instant] = None,
+        case_insensitive: bool = False,
+    ) -> Grant: ...
     def whoami(self, token: str) -> WhoAmI: ...
     def create_account(
         self, id: str, credits: Optional[int] = None, metadata: Optional[Mapping[str, Any]] = None
@@ -251,6 +266,9 @@ class Vault:
     def remove_route(self, method: str, pattern: str) -> RouteRule: ...
     def list_routes(self) -> List[RouteRule]: ...
     def match_route(self, method: str, path: str) -> Optional[RouteRule]: ...
+    def match_request(
+        self, method: str, target: str, *, case_insensitive: bool = False
+    ) -> Optional[RouteRule]: ...
     def audit(
         self,
         *,
