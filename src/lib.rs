@@ -36,6 +36,7 @@ mod error;
 /// The C ABI (`include/keyledger.h`): `kl_` functions over [`Vault`]; see the module docs.
 pub mod ffi;
 mod files;
+pub mod http;
 mod idempotency;
 mod limits;
 mod model;

@@ -26,7 +26,11 @@
 //! - `*`, only as the last segment: one or more remaining segments.
 //!
 //! A [`Router`] finds the most specific rule matching a request; no rule → `None` (deny by
-//! default).
+//! default). A `HEAD` request also matches `GET` rules.
+//!
+//! [`Router::find`] reads an already decoded path. The HTTP gates give the core the raw
+//! request target instead, which [`crate::http`] decodes once and matches against the
+//! decoded literals, refusing targets that routers could read differently.
 
 use std::cmp::Ordering;
 
@@ -181,8 +185,10 @@ fn is_literal_byte(b: u8) -> bool {
 /// One compiled pattern segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
-    /// A literal segment, compared byte for byte.
-    Literal(Box<str>),
+    /// A literal segment, compared byte for byte; with its percent-decoded form for the HTTP
+    /// gate (`None` when the literal is not one the gate could ever read, see
+    /// [`crate::http::decode_literal`]).
+    Literal(Box<str>, Option<Box<str>>),
     /// `:name`: any one segment.
     Param,
     /// `*` (last only): one or more remaining segments.
@@ -193,7 +199,7 @@ impl Segment {
     /// Specificity rank: literal 2 > `:name` 1 > `*` 0.
     fn rank(&self) -> u8 {
         match self {
-            Segment::Literal(_) => 2,
+            Segment::Literal(..) => 2,
             Segment::Param => 1,
             Segment::Rest => 0,
         }
@@ -255,7 +261,8 @@ fn compile_pattern(p: &str) -> Result<Vec<Segment>> {
                     "route pattern may not contain '.' or '..' segments",
                 ));
             }
-            out.push(Segment::Literal(seg.into()));
+            let decoded = crate::http::decode_literal(seg).map(Into::into);
+            out.push(Segment::Literal(seg.into(), decoded));
         }
     }
     Ok(out)
@@ -320,6 +327,8 @@ struct Compiled {
 pub struct Router {
     rules: Vec<RouteRule>,
     compiled: Vec<Compiled>,
+    /// Whether some literal has a `%`: its raw and decoded forms then differ.
+    escaped_literals: bool,
 }
 
 /// The specificity order of the [`Router`] docs (less = more specific).
@@ -370,17 +379,28 @@ impl Router {
         entries.dedup_by(|later, kept| {
             later.0.method == kept.0.method && later.0.pattern == kept.0.pattern
         });
+        let escaped_literals = entries.iter().any(|(rule, _)| rule.pattern.contains('%'));
         let (rules, compiled) = entries.into_iter().unzip();
-        Router { rules, compiled }
+        Router {
+            rules,
+            compiled,
+            escaped_literals,
+        }
     }
 
     /// The most specific rule matching `method` and `path`, or `None` (deny by default).
+    ///
+    /// This reads an already decoded path, as [`crate::Target::route`] callers pass it. The
+    /// HTTP gates do not use it: they give the raw request target to [`crate::http`], which
+    /// refuses what routers could read differently.
     ///
     /// The path's query and fragment (from the first `?` or `#`) are ignored; a path that
     /// does not start with `/`, or that has a `.` or `..` segment, matches nothing. Empty
     /// segments are ignored (`/a//b/` is `/a/b`). Literal segments compare byte for byte
     /// (case-sensitive, no percent-decoding). The method compares ignoring ASCII case; a
-    /// rule with method `*` matches any method. Allocates nothing.
+    /// rule with method `*` matches any method, and a `HEAD` request also matches `GET`
+    /// rules (an exact `HEAD` rule as specific as the `GET` one wins). Allocates nothing
+    /// unless the request is a `HEAD` matched by a `GET` rule.
     pub fn find(&self, method: &str, path: &str) -> Option<&RouteRule> {
         let path = path.split(['?', '#']).next().unwrap_or("");
         if !path.starts_with('/') {
@@ -390,14 +410,10 @@ impl Router {
         if segs.clone().any(|s| s == "." || s == "..") {
             return None;
         }
-        self.rules
-            .iter()
-            .zip(&self.compiled)
-            .find(|(rule, compiled)| {
-                (compiled.any_method || rule.method.eq_ignore_ascii_case(method))
-                    && matches_segments(&compiled.segments, segs.clone())
-            })
-            .map(|(rule, _)| rule)
+        self.find_index(method, |compiled| {
+            matches_segments(&compiled.segments, segs.clone())
+        })
+        .map(|i| &self.rules[i])
     }
 
     /// The rules, most specific first.
@@ -421,7 +437,7 @@ fn matches_segments<'a>(pattern: &[Segment], mut path: impl Iterator<Item = &'a 
                     return false;
                 }
             }
-            Segment::Literal(lit) => {
+            Segment::Literal(lit, _) => {
                 if path.next() != Some(&**lit) {
                     return false;
                 }
@@ -429,6 +445,114 @@ fn matches_segments<'a>(pattern: &[Segment], mut path: impl Iterator<Item = &'a 
         }
     }
     path.next().is_none()
+}
+
+/// How the HTTP gate reads a request's segments against the rules (one reading of
+/// [`crate::http`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reading {
+    /// Compare the percent-decoded request segments with the decoded literals (else the
+    /// raw segments with the raw literals).
+    pub decoded: bool,
+    /// Compare literals ignoring ASCII case.
+    pub case_insensitive: bool,
+    /// Whether a `:name` segment may match an empty request segment.
+    pub param_matches_empty: bool,
+}
+
+/// [`matches_segments`] for one gate reading: `path` holds (raw, decoded) segments, empty
+/// ones included.
+fn matches_reading(pattern: &[Segment], path: &[(&str, &str)], reading: Reading) -> bool {
+    let mut path = path.iter();
+    for seg in pattern {
+        let Some(&(raw, decoded)) = path.next() else {
+            return false;
+        };
+        match seg {
+            Segment::Rest => return true,
+            Segment::Param => {
+                if decoded.is_empty() && !reading.param_matches_empty {
+                    return false;
+                }
+            }
+            Segment::Literal(lit, lit_decoded) => {
+                let (want, got) = if reading.decoded {
+                    match lit_decoded {
+                        Some(d) => (&**d, decoded),
+                        None => return false,
+                    }
+                } else {
+                    (&**lit, raw)
+                };
+                let same = if reading.case_insensitive {
+                    want.eq_ignore_ascii_case(got)
+                } else {
+                    want == got
+                };
+                if !same {
+                    return false;
+                }
+            }
+        }
+    }
+    path.next().is_none()
+}
+
+impl Router {
+    /// The index of the most specific rule matching `method` and the request segments
+    /// `path` ((raw, decoded) pairs) under `reading`, for the HTTP gate. `HEAD` also
+    /// matches `GET` rules (see [`Router::find`]).
+    pub(crate) fn find_reading(
+        &self,
+        method: &str,
+        path: &[(&str, &str)],
+        reading: Reading,
+    ) -> Option<usize> {
+        self.find_index(method, |compiled| {
+            matches_reading(&compiled.segments, path, reading)
+        })
+    }
+
+    /// Whether some rule's literal has a `%` (its raw and decoded readings differ).
+    pub(crate) fn has_escaped_literals(&self) -> bool {
+        self.escaped_literals
+    }
+
+    /// The rule at `index` (from [`Router::find_reading`]).
+    pub(crate) fn rule(&self, index: usize) -> &RouteRule {
+        &self.rules[index]
+    }
+
+    /// The first rule (most specific) whose method accepts `method` and whose pattern
+    /// `matches`. A `HEAD` request also matches `GET` rules, as every framework serves
+    /// `HEAD` with the `GET` handler; among rules as specific as the `GET` rule found, an
+    /// exact `HEAD` rule that matches wins.
+    fn find_index(&self, method: &str, matches: impl Fn(&Compiled) -> bool) -> Option<usize> {
+        let head = method.eq_ignore_ascii_case("HEAD");
+        let accepts = |rule: &RouteRule, compiled: &Compiled| {
+            compiled.any_method
+                || rule.method.eq_ignore_ascii_case(method)
+                || (head && rule.method == "GET")
+        };
+        let found = self
+            .rules
+            .iter()
+            .zip(&self.compiled)
+            .position(|(rule, compiled)| accepts(rule, compiled) && matches(compiled))?;
+        if head && self.rules[found].method == "GET" {
+            let ranks = |c: &Compiled| c.segments.iter().map(Segment::rank).collect::<Vec<_>>();
+            let found_ranks = ranks(&self.compiled[found]);
+            let better = self.rules[found + 1..]
+                .iter()
+                .zip(&self.compiled[found + 1..])
+                .take_while(|(_, c)| !c.any_method && ranks(c) == found_ranks)
+                .position(|(rule, c)| rule.method == "HEAD" && matches(c));
+            if let Some(offset) = better {
+                return Some(found + 1 + offset);
+            }
+        }
+        Some(found)
+    }
 }
 
 #[cfg(test)]

@@ -186,6 +186,18 @@ pub enum Target<'a> {
     },
     /// A scope, for non-HTTP work; costs 0 unless `cost` is given.
     Scope(&'a str),
+    /// An HTTP request as the server received it: what every HTTP gate passes. The raw
+    /// request target is read by [`crate::http`] (decoded once; ambiguous targets are
+    /// refused with [`Error::AmbiguousPath`]); `HEAD` is charged like `GET`.
+    /// [`Target::Route`] is the older form, for callers that hold an already decoded path.
+    Request {
+        /// HTTP method (case-insensitive).
+        method: &'a str,
+        /// The request target as sent: `/a/b%20c?x=1` or `http://host/a?x=1`.
+        target: &'a str,
+        /// Match rule literals ignoring ASCII case (Express's default routing).
+        case_insensitive: bool,
+    },
 }
 
 impl<'a> Target<'a> {
@@ -199,10 +211,36 @@ impl<'a> Target<'a> {
         Target::Scope(scope)
     }
 
+    /// `Target::Request`, matched case-sensitively: the raw request target as sent.
+    pub fn request(method: &'a str, target: &'a str) -> Target<'a> {
+        Target::Request {
+            method,
+            target,
+            case_insensitive: false,
+        }
+    }
+
+    /// This target with case-insensitive matching on or off (only a `Request` has it).
+    #[must_use]
+    pub fn case_insensitive(self, on: bool) -> Target<'a> {
+        match self {
+            Target::Request { method, target, .. } => Target::Request {
+                method,
+                target,
+                case_insensitive: on,
+            },
+            other => other,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Target::Route { method, path } => clip_route(&format!("{method} {path}")),
             Target::Scope(s) => clip_route(&format!("scope {s}")),
+            // The path only: a query string may carry what an audit entry must not keep.
+            Target::Request { method, target, .. } => {
+                clip_route(&format!("{method} {}", crate::http::path_of(target)))
+            }
         }
     }
 }
@@ -764,6 +802,27 @@ impl Vault {
                     None => {
                         return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
                     }
+                }
+            }
+            Target::Request {
+                method,
+                target: raw,
+                case_insensitive,
+            } => {
+                router = inner.router()?;
+                match crate::http::find(&router, method, raw, case_insensitive) {
+                    Ok(Some(rule)) => (
+                        &rule.scope,
+                        rule.cost,
+                        Matched::Rule {
+                            method: &rule.method,
+                            pattern: &rule.pattern,
+                        },
+                    ),
+                    Ok(None) => {
+                        return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+                    }
+                    Err(e) => return Err(inner.refuse(Some(rec), &target, now, e)),
                 }
             }
             Target::Scope(s) => (s, 0, Matched::Scope(s)),
@@ -1714,6 +1773,20 @@ impl Vault {
         Ok(self.inner.router()?.find(method, path).cloned())
     }
 
+    /// The rule that would decide an HTTP request, read from its raw request target as
+    /// [`Target::Request`] reads it: [`Error::AmbiguousPath`] for a target the gate
+    /// refuses, `None` when no rule matches.
+    pub fn match_request(
+        &self,
+        method: &str,
+        target: &str,
+        case_insensitive: bool,
+    ) -> Result<Option<RouteRule>> {
+        self.inner.check_open()?;
+        let router = self.inner.router()?;
+        Ok(crate::http::find(&router, method, target, case_insensitive)?.cloned())
+    }
+
     // ----------------------------------------------------------------- audit
 
     /// Audit entries, newest first (flushes pending request-path entries first).
@@ -2021,11 +2094,6 @@ impl Inner {
         Ok(Authed { hot })
     }
 
-    /// argon2 check of a secret not yet verified in this process. `Ok(false)`: the secret
-    /// is wrong (argon2 said so, now or before: a secret that failed once is refused again
-    /// without argon2). `Err(TooManyAttempts)`: the secret was not checked, because the
-    /// process budget of failed verifications is spent or the argon2 queue is full. A
-    /// key_id past its own burst of failures may only use the upper half of the budget.
     /// Whether the call's signature is a valid version-2 signature of this request (and,
     /// with `single_use_signatures`, its first use).
     fn check_signature(
@@ -2037,6 +2105,14 @@ impl Inner {
     ) -> Result<bool> {
         let (method, signed) = match *target {
             Target::Route { method, path } => (method, secrets::signed_target(path, options.query)),
+            // The path and query exactly as sent: a client signs what it sends.
+            Target::Request { method, target, .. } => (
+                method,
+                secrets::signed_target(
+                    crate::http::path_of(target),
+                    options.query.or(crate::http::query_of(target)),
+                ),
+            ),
             Target::Scope(s) => ("SCOPE", s.into()),
         };
         let Some(sig) = options.signature else {
@@ -2065,8 +2141,11 @@ impl Inner {
         })
     }
 
-    /// argon2 check of a secret not yet verified in this process, behind the throttle and
-    /// the concurrency cap.
+    /// argon2 check of a secret not yet verified in this process. `Ok(false)`: the secret
+    /// is wrong (argon2 said so, now or before: a secret that failed once is refused again
+    /// without argon2). `Err(TooManyAttempts)`: the secret was not checked, because the
+    /// process budget of failed verifications is spent or the argon2 queue is full. A
+    /// key_id past its own burst of failures may only use the upper half of the budget.
     fn verify_cold(&self, state: &Arc<KeyState>, secret: &str, digest: [u8; 32]) -> Result<bool> {
         let rec = &state.rec;
         let failed = self
@@ -2921,6 +3000,13 @@ fn validate_authorize_args(target: &Target<'_>, options: &AuthorizeOptions<'_>) 
                 ));
             }
         }
+        Target::Request { method, target, .. } => {
+            if method.is_empty() || method.len() > 16 || target.len() > MAX_PATH {
+                return Err(Error::invalid(
+                    "method must be 1–16 bytes and request target at most 8192 bytes",
+                ));
+            }
+        }
         Target::Scope(s) => policy::validate_required_scope(s)?,
     }
     if let Some(k) = options.idempotency_key {
@@ -2945,6 +3031,17 @@ fn validate_authorize_args(target: &Target<'_>, options: &AuthorizeOptions<'_>) 
                 ));
             }
             Target::Route { .. } => {}
+            Target::Request { target, .. } if target.contains('?') => {
+                return Err(Error::invalid(
+                    "give the query string in the target or in query, not both",
+                ));
+            }
+            Target::Request { target, .. } if target.len().saturating_add(q.len()) > MAX_PATH => {
+                return Err(Error::invalid(
+                    "target and query must be at most 8192 bytes together",
+                ));
+            }
+            Target::Request { .. } => {}
             Target::Scope(_) => {
                 return Err(Error::invalid("query is for routes, not scopes"));
             }

@@ -21,6 +21,12 @@ export interface KeyledgerMiddlewareOptions {
   rawBody?: (req: any) => Buffer | Uint8Array | string;
   /** The most body bytes the gate reads itself (default 1 MiB; more is 413). */
   limit?: number;
+  /**
+   * Match the rules ignoring ASCII case. Default: as the app routes (`case sensitive
+   * routing` off, Express's default, is insensitive; insensitive without an app). Pass
+   * `true` when a case-insensitive `express.Router()` is mounted in a case-sensitive app.
+   */
+  caseInsensitive?: boolean;
 }
 
 /** A body-parser `verify` hook keeping the raw bytes in `req.rawBody`: `express.json({ verify: captureRawBody })`. */
@@ -35,6 +41,20 @@ export function keyledgerMiddleware(
   vault: Vault,
   options?: KeyledgerMiddlewareOptions,
 ): (req: any, res: any, next: (err?: unknown) => void) => void;
+
+/**
+ * Gate the upgrade requests (WebSockets, ...) of an http(s) server, which Express never
+ * sees once an 'upgrade' listener exists: each is authorized like an ordinary request
+ * before any 'upgrade' listener (present or future) runs. A refusal is a plain HTTP/1.1
+ * response with the JSON body, then the socket is closed, before any handshake; a grant
+ * goes in `req.keyledger`. Without this call, upgrades reach the upgrade listeners ungated.
+ * `caseInsensitive` defaults to true. Returns the server.
+ */
+export function gateUpgrades<S extends import('node:http').Server>(
+  server: S,
+  vault: Vault,
+  options?: Omit<KeyledgerMiddlewareOptions, 'rawBody' | 'limit'>,
+): S;
 
 declare global {
   namespace Express {

@@ -1,8 +1,27 @@
 'use strict';
 // Express (or any connect-style framework) middleware: gate every request with
-// keyledger. Reads `Authorization: Bearer <token>`, authorizes `req.method` + `req.path`
-// (the path without its query string), answers a refusal with its HTTP status and JSON
-// body (plus `WWW-Authenticate: Bearer` on 401), and puts the grant in `req.keyledger`.
+// keyledger. Reads `Authorization: Bearer <token>`, authorizes `req.method` and the raw
+// request target (`req.originalUrl`: the request line's target exactly as the client sent
+// it, query string and absolute-form included; nothing is decoded here), answers a
+// refusal with its HTTP status and JSON body (plus `WWW-Authenticate: Bearer` on 401),
+// and puts the grant in `req.keyledger`.
+//
+// The target is read by keyledger's HTTP gate (`vault.authorizeRequest`), which decodes it
+// once and refuses with 400 `ambiguous_path` any target a router could read two ways
+// (encoded `/ ? # \` or NUL, `.`/`..` segments in any encoding, empty segments a rule's
+// wildcard or parameter would swallow). HEAD is matched and charged like GET, as Express
+// serves it with the GET handler. Case: rules match case-insensitively unless the app's
+// `case sensitive routing` setting is on (`options.caseInsensitive` overrides), so that
+// `/SEND` is charged as the `/send` rule Express routes it to. An `express.Router()` made
+// without `caseSensitive: true` routes case-insensitively even in a case-sensitive app:
+// then pass `caseInsensitive: true`. The gate checks the whole target the client sent,
+// mount path included (in a router mounted at `/v1`, the rules must name `/v1/...`):
+// mount it before anything that rewrites `req.url` or `req.method` (method-override).
+//
+// WebSockets and other upgrades: once any 'upgrade' listener is on the http server (ws,
+// socket.io, ...), Node hands upgrade requests to those listeners and never to Express,
+// so this middleware never sees them. Call `gateUpgrades(server, vault, options)` to gate
+// them too; without it they reach the upgrade handlers ungated.
 //
 // Signed requests (SPEC §7): when `X-KeyLedger-Signature` is present, its value and the
 // raw request body go to `authorize`. The raw bytes are found, in this order:
@@ -22,6 +41,7 @@
 // for the tightest limit (`grant.ratelimit`); a 429 refusal sets `Retry-After` (seconds)
 // and the same three headers (remaining 0).
 
+const { STATUS_CODES } = require('node:http');
 const { KeyLedgerError } = require('./index');
 
 const DEFAULT_LIMIT = 1 << 20;
@@ -89,6 +109,31 @@ function rawBodyOf(req, options) {
 
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
+/** The bearer token of a request ('' when missing or malformed: refused as a bad token). */
+function tokenOf(req, header) {
+  const raw = req.headers[header];
+  const value = Array.isArray(raw) ? raw[0] : raw;
+  const m = typeof value === 'string' ? BEARER.exec(value) : null;
+  return m ? m[1] : '';
+}
+
+/** The raw request target: Express keeps it in `req.originalUrl` (`req.url` elsewhere). */
+function targetOf(req) {
+  return typeof req.originalUrl === 'string' ? req.originalUrl : req.url;
+}
+
+/**
+ * Whether the gate matches case-insensitively: `options.caseInsensitive` when given, else
+ * as the app routes (Express: `case sensitive routing` off, its default, is insensitive;
+ * without an app, connect-style mounting is insensitive too).
+ */
+function caseInsensitiveFor(req, option) {
+  if (option !== undefined && option !== null) return option;
+  const app = req.app;
+  if (app && typeof app.get === 'function') return !app.get('case sensitive routing');
+  return true;
+}
+
 /**
  * @param {import('./index').Vault} vault an open vault
  * @param {object} [options]
@@ -111,6 +156,8 @@ const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
  * @param {(req) => Buffer|string} [options.rawBody] where to find a signed request's raw
  *   body (default: see the rules at the top of this file)
  * @param {number} [options.limit=1048576] the most body bytes the gate reads itself
+ * @param {boolean} [options.caseInsensitive] match the rules ignoring ASCII case (default:
+ *   as the app routes, from its `case sensitive routing` setting; insensitive without one)
  */
 function keyledgerMiddleware(vault, options = {}) {
   if (!vault || typeof vault.authorize !== 'function') {
@@ -118,10 +165,13 @@ function keyledgerMiddleware(vault, options = {}) {
   }
   const header = (options.header || 'authorization').toLowerCase();
   const signatureHeader = (options.signatureHeader || 'x-keyledger-signature').toLowerCase();
-  const { cost, full = false, idempotencyHeader, limits, limitCost } = options;
+  const { cost, full = false, idempotencyHeader, limits, limitCost, caseInsensitive } = options;
   const replay = options.replay === undefined ? 'refuse' : options.replay;
   if (replay !== 'refuse' && replay !== 'pass') {
     throw new TypeError("keyledgerMiddleware: replay must be 'refuse' or 'pass'");
+  }
+  if (caseInsensitive !== undefined && caseInsensitive !== null && typeof caseInsensitive !== 'boolean') {
+    throw new TypeError('keyledgerMiddleware: caseInsensitive must be a boolean');
   }
 
   function refuse(res, err) {
@@ -140,7 +190,7 @@ function keyledgerMiddleware(vault, options = {}) {
   function decide(req, res, next, token, opts) {
     let grant;
     try {
-      grant = vault.authorize(token, opts);
+      grant = vault.authorizeRequest(token, req.method, targetOf(req), opts);
     } catch (err) {
       if (!(err instanceof KeyLedgerError)) return next(err);
       return refuse(res, err);
@@ -156,13 +206,10 @@ function keyledgerMiddleware(vault, options = {}) {
   }
 
   return function keyledger(req, res, next) {
-    const raw = req.headers[header];
-    const value = Array.isArray(raw) ? raw[0] : raw;
-    const m = typeof value === 'string' ? BEARER.exec(value) : null;
     // A missing or malformed header is refused exactly like a bad token: the core
     // answers `invalid_api_key` for the empty token, with its usual body.
-    const token = m ? m[1] : '';
-    const opts = { route: [req.method, req.path], full };
+    const token = tokenOf(req, header);
+    const opts = { full, caseInsensitive: caseInsensitiveFor(req, caseInsensitive) };
     const c = typeof cost === 'function' ? cost(req) : cost;
     if (c !== undefined && c !== null) opts.cost = c;
     const l = typeof limits === 'function' ? limits(req) : limits;
@@ -182,9 +229,8 @@ function keyledgerMiddleware(vault, options = {}) {
       return decide(req, res, next, token, opts);
     }
     opts.signature = signature;
-    // A signature covers the query string as sent (format 2).
-    const qi = typeof req.originalUrl === 'string' ? req.originalUrl.indexOf('?') : -1;
-    if (qi >= 0 && qi + 1 < req.originalUrl.length) opts.query = req.originalUrl.slice(qi + 1);
+    // A signature covers the query string as sent (format 2): the core reads it from the
+    // raw target that `decide` passes.
     let body;
     try {
       body = rawBodyOf(req, options);
@@ -210,4 +256,101 @@ function keyledgerMiddleware(vault, options = {}) {
   };
 }
 
-module.exports = { keyledgerMiddleware, captureRawBody };
+const EMPTY = Buffer.alloc(0);
+const GATED = Symbol('keyledger.gateUpgrades');
+
+/**
+ * The response side of a refused upgrade: what the middleware needs of `res` (`set`,
+ * `status`, `json`), written as a raw HTTP/1.1 response on the socket, which is then
+ * closed. No handshake has happened: nothing of the upgraded protocol is ever sent.
+ */
+class UpgradeRefusal {
+  constructor(socket) {
+    this.socket = socket;
+    this.headers = [];
+    this.code = 500;
+    this.sent = false;
+  }
+
+  set(name, value) {
+    this.headers.push([name, value]);
+    return this;
+  }
+
+  status(code) {
+    this.code = code;
+    return this;
+  }
+
+  json(body) {
+    this.send(this.code, JSON.stringify(body));
+  }
+
+  send(code, text) {
+    const socket = this.socket;
+    if (this.sent || socket.destroyed) return;
+    this.sent = true;
+    const payload = Buffer.from(text, 'utf8');
+    const lines = [`HTTP/1.1 ${code} ${STATUS_CODES[code] || 'Error'}`];
+    // Only the response headers keyledger chose (fixed names, numeric values).
+    for (const [k, v] of this.headers) lines.push(`${k}: ${v}`);
+    lines.push('Content-Type: application/json', `Content-Length: ${payload.length}`, 'Connection: close');
+    socket.end(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), payload]), () => socket.destroy());
+  }
+
+  fail() {
+    this.headers = [];
+    this.send(500, JSON.stringify({ success: false, error: 'internal', message: 'the keyledger gate failed' }));
+  }
+}
+
+/**
+ * Gate the HTTP upgrade requests (WebSockets, ...) of a Node http(s) server, which Express
+ * middleware never sees once an 'upgrade' listener exists. Every 'upgrade' event is
+ * authorized like an ordinary request (its method, usually GET, and its raw target, with
+ * the options of `keyledgerMiddleware`) before any 'upgrade' listener runs, including
+ * listeners added later (ws's `new WebSocketServer({ server })`): a refusal is answered
+ * with a plain `HTTP/1.1 401/402/403/429/400 ...` response and the JSON body, and the
+ * socket is closed before any handshake; a grant is put in `req.keyledger` and the event
+ * goes on to the listeners. An upgrade carries no body: a signed upgrade is verified
+ * against the empty body. `caseInsensitive` defaults to true (how Express and connect
+ * route); pass `false` when the upgrade handlers match paths byte for byte.
+ *
+ * Without this call, upgrades are gated only when no 'upgrade' listener exists (Node then
+ * hands them to Express as ordinary requests); with one, they reach it ungated.
+ *
+ * @param {import('node:http').Server} server the http or https server
+ * @param {import('./index').Vault} vault an open vault
+ * @param {object} [options] as for `keyledgerMiddleware` (`header`, `cost`, `limits`, ...)
+ * @returns the server
+ */
+function gateUpgrades(server, vault, options = {}) {
+  if (!server || typeof server.emit !== 'function' || typeof server.on !== 'function') {
+    throw new TypeError('gateUpgrades: the first argument must be an http or https server');
+  }
+  if (server[GATED]) throw new Error('gateUpgrades: this server\'s upgrades are already gated');
+  const gate = keyledgerMiddleware(vault, { ...options, rawBody: () => EMPTY });
+  const emit = server.emit;
+  server[GATED] = true;
+  // Wrapping emit (rather than adding a listener) is the only way to run before every
+  // 'upgrade' listener, present and future, and to stop the event when refused.
+  server.emit = function emitGated(event, req, socket, head) {
+    if (event !== 'upgrade') return emit.apply(this, arguments);
+    const res = new UpgradeRefusal(socket);
+    let outcome = 'pending';
+    try {
+      gate(req, res, (err) => {
+        outcome = err ? 'failed' : 'granted';
+      });
+    } catch {
+      outcome = 'failed';
+    }
+    // The gate is synchronous here (no body to read): 'pending' means it answered a refusal.
+    if (outcome === 'granted') return emit.call(this, event, req, socket, head);
+    if (outcome === 'failed' || !res.sent) res.fail();
+    return true;
+  };
+  return server;
+}
+
+module.exports = { keyledgerMiddleware, captureRawBody, gateUpgrades };

@@ -137,6 +137,17 @@ interface AuthorizeCommon {
   full?: boolean;
 }
 
+/** Options of `authorizeRequest`: those of `authorize` without `route`/`scope`, plus `caseInsensitive`. */
+export interface AuthorizeRequestOptions extends AuthorizeCommon {
+  /**
+   * Match the rules' literal segments regardless of ASCII case, as a case-insensitive
+   * router routes (Express by default). Default false: byte for byte.
+   */
+  caseInsensitive?: boolean;
+  route?: undefined;
+  scope?: undefined;
+}
+
 export type AuthorizeOptions =
   | (AuthorizeCommon & { route: [method: string, path: string]; scope?: undefined })
   | (AuthorizeCommon & { scope: string; route?: undefined });
@@ -298,6 +309,14 @@ export class Vault {
 
   authorize(token: string, options: AuthorizeOptions & { full: true }): FullGrant;
   authorize(token: string, options: AuthorizeOptions): Grant;
+  /**
+   * The HTTP gate: `target` is the raw request target as received (`/a%20b?x=1` or
+   * absolute-form `http://host/a`), decoded once by keyledger. An ambiguous target (encoded
+   * `/ ? # \` or NUL, dot segments in any encoding, empty segments a wildcard or parameter
+   * would swallow) is refused with `ambiguous_path` (400). HEAD is matched and charged like GET.
+   */
+  authorizeRequest(token: string, method: string, target: string, options: AuthorizeRequestOptions & { full: true }): FullGrant;
+  authorizeRequest(token: string, method: string, target: string, options?: AuthorizeRequestOptions): Grant;
   whoami(token: string): WhoAmI;
 
   createAccount(id: string, options?: { credits?: Amount; metadata?: Record<string, unknown> }): Account;

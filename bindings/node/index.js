@@ -412,6 +412,38 @@ class Vault {
     return decodeGrant(buf);
   }
 
+  /**
+   * The HTTP gate: authorize a request from its method and its raw request target, exactly
+   * as received on the request line (`/files/a%20b?x=1`, or absolute-form
+   * `http://host/path`), never a decoded path. keyledger decodes it once, and refuses a
+   * target whose meaning depends on how a router would normalise it (encoded `/ ? # \`
+   * or NUL, `.`/`..` segments in any encoding, empty segments a wildcard or parameter
+   * would swallow, ...) with `ambiguous_path` (400). HEAD is matched and charged like GET.
+   * Options: those of `authorize` (but not `route`/`scope`), and `caseInsensitive`
+   * (true: the rules' literal segments match regardless of ASCII case, as a
+   * case-insensitive router such as Express by default would route them).
+   */
+  authorizeRequest(token, method, target, options) {
+    if (typeof token !== 'string') str('token', token);
+    str('method', method);
+    str('target', target);
+    const given = opts('options', options);
+    if (given.route !== undefined || given.scope !== undefined) {
+      throw new TypeError('keyledger: authorizeRequest takes the method and target as arguments, not `route` or `scope`');
+    }
+    const o = authorizeOpts(given);
+    const h = this.#handle();
+    if (given.full === true) {
+      const st = native.kl_authorize_request_json(h, token, blen(token), method, blen(method), target, blen(target), o, outA);
+      if (st !== KL_OK) throw lastError(st);
+      return grantFromJson(native.takeString(outA[0]));
+    }
+    const buf = this.#grantBuf;
+    const st = native.kl_authorize_request(h, token, blen(token), method, blen(method), target, blen(target), o, buf);
+    if (st !== KL_OK) throw lastError(st);
+    return decodeGrant(buf);
+  }
+
   /** Who `token` belongs to and what its account has left (no route, scope or credit check). */
   whoami(token) {
     str('token', token);
@@ -771,11 +803,12 @@ function toJsonInt(v) {
 
 /** The kl_authorize_opts struct, or null for all defaults (the hot path). */
 function authorizeOpts(o) {
-  const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay, query } = o;
+  const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay, query, caseInsensitive } = o;
   if (onReplay !== undefined && onReplay !== null && onReplay !== 'grant' && onReplay !== 'refuse') {
     throw invalid(`onReplay must be 'grant' or 'refuse', got ${describe(onReplay)}`);
   }
   if (
+    (caseInsensitive === undefined || caseInsensitive === null || caseInsensitive === false) &&
     (limits === undefined || limits === null) &&
     (limitCost === undefined || limitCost === null) &&
     (cost === undefined || cost === null) &&
@@ -804,7 +837,11 @@ function authorizeOpts(o) {
     refuse_replay: onReplay === 'refuse' ? 1 : 0,
     query: null,
     query_len: 0,
+    case_insensitive: 0,
   };
+  if (caseInsensitive !== undefined && caseInsensitive !== null) {
+    s.case_insensitive = bool('caseInsensitive', caseInsensitive) ? 1 : 0;
+  }
   if (cost !== undefined && cost !== null) {
     s.cost = u64('cost', cost);
     s.has_cost = 1;

@@ -151,12 +151,18 @@ fuzz_target!(|data: &[u8]| {
                         field(6).as_ptr().cast()
                     },
                     query_len: field(6).len(),
+                    case_insensitive: which & 0x01,
                 };
                 let mut g: kl_grant = std::mem::zeroed();
                 let (m, ml) = c(field(1));
                 let (p, pl) = c(field(2));
                 let (t, tl) = c(&token);
-                let status = kl_authorize(f.vault, t, tl, m, ml, p, pl, &opts, &mut g);
+                let status = if which & 0x02 == 0 {
+                    kl_authorize(f.vault, t, tl, m, ml, p, pl, &opts, &mut g)
+                } else {
+                    // The same bytes as a raw request target, through the HTTP gate.
+                    kl_authorize_request(f.vault, t, tl, m, ml, p, pl, &opts, &mut g)
+                };
                 assert_ne!(status, kl_status::KL_PANIC);
                 if status != kl_status::KL_OK {
                     assert_eq!(balance(f), before, "a refused call moved the balance");

@@ -1,8 +1,11 @@
-//! The rule parser and the route matcher: `normalize_method`, `normalize_pattern` and
-//! `Router::find` never panic; a normalized pattern normalizes to itself; a found rule's
-//! method is the request's (or `*`).
+//! The rule parser and the route matchers: `normalize_method`, `normalize_pattern`,
+//! `Router::find` and the HTTP gate (`http::find` on the same bytes as a raw request
+//! target) never panic; a normalized pattern normalizes to itself; a found rule's method
+//! is the request's (or `*`, or `GET` for a `HEAD`); what the gate accepts has no dot
+//! segment and no encoded delimiter.
 #![no_main]
 
+use keyledger::http::RequestTarget;
 use keyledger::policy::{normalize_method, normalize_pattern, RouteRule, Router};
 use libfuzzer_sys::fuzz_target;
 
@@ -37,11 +40,30 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let router = Router::new(rules);
+    let method_fits = |found: &RouteRule| {
+        found.method == "*"
+            || found.method.eq_ignore_ascii_case(req_method)
+            || (req_method.eq_ignore_ascii_case("HEAD") && found.method == "GET")
+    };
     if let Some(found) = router.find(req_method, req_path) {
-        assert!(
-            found.method == "*" || found.method.eq_ignore_ascii_case(req_method),
-            "{found:?} for {req_method}"
-        );
+        assert!(method_fits(found), "{found:?} for {req_method}");
+    }
+    if let Ok(target) = RequestTarget::parse(req_path) {
+        for seg in target.segments() {
+            assert!(
+                seg != "." && seg != "..",
+                "dot segment accepted: {req_path:?}"
+            );
+            assert!(
+                !seg.contains(['/', '?', '#', '\\', '%', ';', '\0']),
+                "delimiter accepted: {req_path:?}"
+            );
+        }
+        for insensitive in [false, true] {
+            if let Ok(Some(found)) = target.find(&router, req_method, insensitive) {
+                assert!(method_fits(found), "{found:?} for {req_method}");
+            }
+        }
     }
 });
 

@@ -199,6 +199,22 @@ class Vault:
         on_replay: Literal["grant", "refuse"] = "grant",
         query: Optional[str] = None,
     ) -> Grant: ...
+    def authorize_request(
+        self,
+        token: str,
+        method: str,
+        target: str,
+        *,
+        cost: Optional[int] = None,
+        idempotency_key: Optional[str] = None,
+        signature: Optional[str] = None,
+        body: Optional[bytes] = None,
+        limits: Optional[Sequence[str]] = None,
+        limit_cost: Optional[int] = None,
+        now: Optional[_Instant] = None,
+        case_insensitive: bool = False,
+        on_replay: Literal["grant", "refuse"] = "grant",
+    ) -> Grant: ...
     def whoami(self, token: str) -> WhoAmI: ...
     def create_account(
         self, id: str, credits: Optional[int] = None, metadata: Optional[Mapping[str, Any]] = None
@@ -256,6 +272,9 @@ class Vault:
     def remove_route(self, method: str, pattern: str) -> RouteRule: ...
     def list_routes(self) -> List[RouteRule]: ...
     def match_route(self, method: str, path: str) -> Optional[RouteRule]: ...
+    def match_request(
+        self, method: str, target: str, *, case_insensitive: bool = False
+    ) -> Optional[RouteRule]: ...
     def audit(
         self,
         *,

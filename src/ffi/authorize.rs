@@ -77,6 +77,9 @@ pub struct kl_authorize_opts {
     pub query: *const c_char,
     /// Length of `query` in bytes.
     pub query_len: usize,
+    /// `kl_authorize_request` only: non-zero matches rule literals ignoring ASCII case
+    /// (Express's default routing); 0 compares them byte for byte.
+    pub case_insensitive: u8,
 }
 
 /// A successful authorization, with fixed-size NUL-terminated buffers (sized from the
@@ -216,7 +219,8 @@ unsafe fn with_opts<R>(
 
 /// Authorize a request: the most specific route rule for (`method`, `path`) decides the
 /// scope and the default cost (SPEC §5, §6). `token`, `method` and `path` are required
-/// UTF-8 strings; `opts` may be NULL.
+/// UTF-8 strings; `opts` may be NULL. `path` is an already decoded path; an HTTP gate
+/// should pass the raw request target to `kl_authorize_request` instead.
 ///
 /// On `KL_OK`, `*out_grant` (caller-owned memory, e.g. on the stack) is filled; nothing is
 /// allocated. On a refusal `*out_grant` is untouched and the refusal's message and JSON
@@ -259,6 +263,85 @@ pub unsafe extern "C" fn kl_authorize(
         }?;
         out.write(kl_grant::from(&grant));
         Ok(())
+    })
+}
+
+/// Whether `opts` (NULL: defaults) asks for case-insensitive matching.
+///
+/// # Safety
+/// `opts` must be NULL or point to a valid `kl_authorize_opts`.
+unsafe fn case_insensitive(opts: *const kl_authorize_opts) -> bool {
+    // SAFETY: forwarded contract; a `u8` field, any bit pattern is valid.
+    unsafe { opts.as_ref() }.is_some_and(|o| o.case_insensitive != 0)
+}
+
+/// Authorize an HTTP request from its raw request target, as the server received it:
+/// what every HTTP gate calls. `method` is the request method (`HEAD` is charged like
+/// `GET`); `target` is the request target as sent, undecoded: origin-form
+/// (`/a/b%20c?x=1`) or absolute-form (`http://host/a?x=1`). The core takes its path,
+/// decodes it once and matches the route rules; `opts->case_insensitive` (non-zero)
+/// matches literals ignoring ASCII case. `opts` may be NULL.
+///
+/// A target routers could read differently is refused with `KL_AMBIGUOUS_PATH` (HTTP
+/// 400 `ambiguous_path`): an encoded `/`, `?`, `#`, `\`, `;`, `%` or control character, a
+/// raw `\`, `;`, `#`, space, control or non-ASCII byte, a `.` or `..` segment in any
+/// encoding, invalid UTF-8 after decoding, an empty segment (`//`), and a trailing `/` or
+/// percent-escape that changes which rule matches. Otherwise exactly like `kl_authorize`,
+/// with the same statuses and the same `*out_grant`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_request(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    target: *const c_char,
+    target_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary("kl_authorize_request", || {
+        let out = try_out!(out_grant);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let method = try_str!(method, method_len);
+        let target = try_str!(target, target_len);
+        // SAFETY: module contract.
+        let insensitive = unsafe { case_insensitive(opts) };
+        let target = Target::request(method, target).case_insensitive(insensitive);
+        // SAFETY: module contract.
+        let grant = unsafe { with_opts(opts, |o| Ok(vault.authorize(token, target, o)?)) }?;
+        out.write(kl_grant::from(&grant));
+        Ok(())
+    })
+}
+
+/// Like `kl_authorize_request`, but on `KL_OK` writes the whole grant as JSON to
+/// `*out_json` (see `kl_authorize_json`; caller frees with `kl_string_free`).
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_request_json(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    target: *const c_char,
+    target_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_authorize_request_json", || {
+        let out: Out<*mut c_char> = try_out!(out_json);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let method = try_str!(method, method_len);
+        let target = try_str!(target, target_len);
+        // SAFETY: module contract.
+        let insensitive = unsafe { case_insensitive(opts) };
+        let target = Target::request(method, target).case_insensitive(insensitive);
+        // SAFETY: module contract.
+        let grant = unsafe { with_opts(opts, |o| Ok(vault.authorize(token, target, o)?)) }?;
+        out.put_json(&grant)
     })
 }
 

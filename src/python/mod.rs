@@ -799,6 +799,15 @@ fn argon2_arg(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option
     }))
 }
 
+/// `on_replay=`: `"grant"` (default) or `"refuse"`.
+fn on_replay_arg(py: Python<'_>, v: Option<&str>) -> PyResult<crate::OnReplay> {
+    match v {
+        None | Some("grant") => Ok(crate::OnReplay::Grant),
+        Some("refuse") => Ok(crate::OnReplay::Refuse),
+        Some(_) => Err(invalid(py, "on_replay must be \"grant\" or \"refuse\"")),
+    }
+}
+
 #[pymethods]
 impl PyVault {
     #[new]
@@ -959,11 +968,7 @@ impl PyVault {
         on_replay: Option<PyBackedStr>,
         query: Option<PyBackedStr>,
     ) -> PyResult<PyGrant> {
-        let on_replay = match on_replay.as_deref() {
-            None | Some("grant") => crate::OnReplay::Grant,
-            Some("refuse") => crate::OnReplay::Refuse,
-            Some(_) => return Err(invalid(py, "on_replay must be \"grant\" or \"refuse\"")),
-        };
+        let on_replay = on_replay_arg(py, on_replay.as_deref())?;
         let cost = opt_u64_arg(py, cost, "cost")?;
         let limit_cost = opt_u64_arg(py, limit_cost, "limit_cost")?;
         let limit_names = match limits {
@@ -997,6 +1002,59 @@ impl PyVault {
             limit_cost,
             on_replay,
             query: query.as_deref(),
+        };
+        let grant = py
+            .detach(|| self.vault.authorize(&token, target, &options))
+            .py(py)?;
+        Ok(PyGrant(grant))
+    }
+
+    /// The HTTP gate: authorize a request from its raw request target as sent (see
+    /// `keyledger::http`). Ambiguous targets raise `AmbiguousPath` (400).
+    #[pyo3(signature = (token, method, target, *, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, case_insensitive=false, on_replay=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn authorize_request(
+        &self,
+        py: Python<'_>,
+        token: PyBackedStr,
+        method: PyBackedStr,
+        target: PyBackedStr,
+        cost: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<PyBackedStr>,
+        signature: Option<PyBackedStr>,
+        body: Option<pyo3::pybacked::PyBackedBytes>,
+        limits: Option<&Bound<'_, PyAny>>,
+        limit_cost: Option<&Bound<'_, PyAny>>,
+        now: Option<&Bound<'_, PyAny>>,
+        case_insensitive: bool,
+        on_replay: Option<PyBackedStr>,
+    ) -> PyResult<PyGrant> {
+        let on_replay = on_replay_arg(py, on_replay.as_deref())?;
+        let cost = opt_u64_arg(py, cost, "cost")?;
+        let limit_cost = opt_u64_arg(py, limit_cost, "limit_cost")?;
+        let limit_names = match limits {
+            Some(l) if !l.is_none() => Some(strings_arg(l, "limits")?),
+            _ => None,
+        };
+        let limit_refs: Option<Vec<&str>> = limit_names
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect());
+        let now = match now {
+            Some(n) if !n.is_none() => Some(instant_arg(py, n, "now")?),
+            _ => None,
+        };
+        let target = Target::request(&method, &target).case_insensitive(case_insensitive);
+        let options = AuthorizeOptions {
+            cost,
+            idempotency_key: idempotency_key.as_deref(),
+            signature: signature.as_deref(),
+            body: body.as_deref(),
+            now,
+            limits: limit_refs.as_deref(),
+            limit_cost,
+            on_replay,
+            // The query is read from the target itself.
+            query: None,
         };
         let grant = py
             .detach(|| self.vault.authorize(&token, target, &options))
@@ -1327,6 +1385,20 @@ impl PyVault {
     ) -> PyResult<Option<PyRouteRule>> {
         let r = py
             .detach(|| self.vault.match_route(&method, &path))
+            .py(py)?;
+        Ok(r.map(PyRouteRule))
+    }
+
+    #[pyo3(signature = (method, target, *, case_insensitive=false))]
+    fn match_request(
+        &self,
+        py: Python<'_>,
+        method: PyBackedStr,
+        target: PyBackedStr,
+        case_insensitive: bool,
+    ) -> PyResult<Option<PyRouteRule>> {
+        let r = py
+            .detach(|| self.vault.match_request(&method, &target, case_insensitive))
             .py(py)?;
         Ok(r.map(PyRouteRule))
     }

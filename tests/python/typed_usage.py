@@ -47,3 +47,13 @@ def signing_and_limits(vault: keyledger.Vault) -> int:
     assert acct.refill is not None and lim.duration.total_seconds() == 1
     moved: int = vault.rekey(keyledger.generate_master_key())
     return grant.credits + moved
+
+
+def raw_gate(vault: keyledger.Vault, token: str, raw_target: str) -> int:
+    try:
+        grant = vault.authorize_request(token, "GET", raw_target, case_insensitive=False)
+    except keyledger.AmbiguousPath as refusal:
+        return refusal.status
+    rule: Optional[keyledger.RouteRule] = vault.match_request("HEAD", raw_target, case_insensitive=True)
+    assert rule is None or rule.cost >= 0
+    return grant.charged

@@ -405,6 +405,73 @@ static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     return ok(env, grant_map(env, &g));
 }
 
+/*
+ * authorize_request(vault, token, method, target, cost | nil, idempotency_key | nil,
+ *                   signature | nil, body | nil, now_ms, full_json?, limits_json | nil,
+ *                   limit_cost | nil, case_insensitive?, refuse_replay?)
+ *
+ * The HTTP gate (kl_authorize_request*): `target` is the raw request target as received,
+ * decoded once by keyledger (ambiguous targets: KL_AMBIGUOUS_PATH). Results as authorize;
+ * like it, a dirty IO job (a cold key runs argon2).
+ */
+static ERL_NIF_TERM nif_authorize_request(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, token);
+    STR(2, method);
+    STR(3, target);
+    kl_authorize_opts o;
+    memset(&o, 0, sizeof o);
+    if (!enif_is_identical(argv[4], A_NIL)) {
+        U64(4, cost, "cost");
+        o.cost = cost;
+        o.has_cost = 1;
+    }
+    OPT_STR(5, idem);
+    OPT_STR(6, sig);
+    OPT_STR(7, body);
+    I64(8, now_ms, "now");
+    int full;
+    if (enif_is_identical(argv[9], A_TRUE)) full = 1;
+    else if (enif_is_identical(argv[9], A_FALSE)) full = 0;
+    else return enif_make_badarg(env);
+    OPT_STR(10, limits);
+    if (!enif_is_identical(argv[11], A_NIL)) {
+        U64(11, limit_cost, "limit_cost");
+        o.limit_cost = limit_cost;
+        o.has_limit_cost = 1;
+    }
+    if (enif_is_identical(argv[12], A_TRUE)) o.case_insensitive = 1;
+    else if (!enif_is_identical(argv[12], A_FALSE)) return enif_make_badarg(env);
+    /* refuse_replay?: true refuses a replayed idempotency key (duplicate_request). */
+    if (enif_is_identical(argv[13], A_TRUE)) o.refuse_replay = 1;
+    else if (!enif_is_identical(argv[13], A_FALSE)) return enif_make_badarg(env);
+
+    o.limits_json = limits.ptr;
+    o.limits_json_len = limits.len;
+    o.idempotency_key = idem.ptr;
+    o.idempotency_key_len = idem.len;
+    o.signature = sig.ptr;
+    o.signature_len = sig.len;
+    o.body = (const uint8_t *)body.ptr;
+    o.body_len = body.len;
+    o.now_ms = now_ms;
+
+    kl_status st;
+    if (full) {
+        char *json = NULL;
+        st = kl_authorize_request_json(r->v, token.ptr, token.len, method.ptr, method.len,
+                                       target.ptr, target.len, &o, &json);
+        if (st != KL_OK) return kl_error(env, st);
+        return ok(env, enif_make_tuple2(env, enif_make_atom(env, "json"), take_json(env, json)));
+    }
+    kl_grant g;
+    st = kl_authorize_request(r->v, token.ptr, token.len, method.ptr, method.len, target.ptr,
+                              target.len, &o, &g);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, grant_map(env, &g));
+}
+
 /* ---- management -------------------------------------------------------------------- */
 
 typedef kl_status (*fn_v)(const kl_vault *, char **);
@@ -764,6 +831,7 @@ static ErlNifFunc nif_funcs[] = {
     {"close", 1, nif_close, IO},
     {"flush", 1, nif_flush, IO},
     {"authorize", 14, nif_authorize, IO},
+    {"authorize_request", 14, nif_authorize_request, IO},
     {"whoami", 2, nif_whoami, IO},
     {"create_account", 4, nif_create_account, IO},
     {"account", 2, nif_account, IO},

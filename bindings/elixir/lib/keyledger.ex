@@ -195,6 +195,59 @@ defmodule KeyLedger do
     end)
   end
 
+  @doc """
+  The HTTP gate: authorizes a request from its `method` and its raw request `target`,
+  exactly as received on the request line (`"/files/a%20b?x=1"`, or absolute-form
+  `"http://host/path"`), never a decoded path. keyledger decodes it once and refuses a
+  target whose meaning depends on how a router would normalise it (encoded `/ ? # \\`
+  or NUL, `.`/`..` segments in any encoding, empty segments a rule's wildcard or
+  parameter would swallow) with `{:error, %{status: 400, code: "ambiguous_path"}}`.
+  HEAD is matched and charged like GET.
+
+  Options: those of `authorize/4`, and `case_insensitive:` (default `false`; `true`
+  matches the rules' literal segments regardless of ASCII case, for a router that
+  routes that way). Results as `authorize/4`.
+  """
+  @spec authorize_request(vault, iodata, iodata, iodata, keyword) :: result(grant)
+  def authorize_request(vault, token, method, target, opts \\ []) when is_list(opts) do
+    with_invalid(fn ->
+      full = Keyword.get(opts, :full, false)
+
+      case_insensitive =
+        case Keyword.get(opts, :case_insensitive, false) do
+          b when is_boolean(b) -> b
+          other -> raise ArgumentError, "case_insensitive: must be a boolean, got #{inspect(other)}"
+        end
+
+      result =
+        Nif.authorize_request(
+          vault,
+          token,
+          method,
+          target,
+          Keyword.get(opts, :cost),
+          Keyword.get(opts, :idempotency_key),
+          Keyword.get(opts, :signature),
+          Keyword.get(opts, :body),
+          now_ms(Keyword.get(opts, :now)),
+          full,
+          limits_arg(Keyword.get(opts, :limits)),
+          Keyword.get(opts, :limit_cost),
+          case_insensitive,
+          refuse_replay?(Keyword.get(opts, :on_replay, :grant))
+        )
+
+      case result do
+        {:ok, {:json, json}} ->
+          grant = record(json)
+          {:ok, Map.put(grant, :ratelimit, tightest(grant.ratelimits))}
+
+        other ->
+          other
+      end
+    end)
+  end
+
   defp limits_arg(nil), do: nil
 
   defp limits_arg(names) when is_list(names),

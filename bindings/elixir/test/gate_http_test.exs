@@ -9,10 +9,11 @@ defmodule KeyLedgerTest.HttpdGate do
     vault = :persistent_term.get({__MODULE__, :vault})
     headers = mod(mod_data, :parsed_header)
     method = mod(mod_data, :method)
-    path = mod(mod_data, :request_uri) |> IO.iodata_to_binary() |> String.split("?") |> hd()
+    # The request target whole (query included): the gate reads it, never a cut path.
+    target = mod(mod_data, :request_uri)
 
     {status, body} =
-      case KeyLedger.Gate.check(vault, headers, method, path, idempotency_header: "idempotency-key") do
+      case KeyLedger.Gate.check(vault, headers, method, target, idempotency_header: "idempotency-key") do
         {:ok, grant} -> {200, KeyLedger.JSON.encode!(Map.put(grant, :success, true))}
         {:error, status, body} -> {status, body}
       end

@@ -90,6 +90,9 @@ const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
   // The query string as sent (without '?'), covered by format-2 signatures.
   query: 'const char *',
   query_len: 'size_t',
+  // kl_authorize_request only: non-zero matches the rules' literal segments ignoring
+  // ASCII case (for routers that do, e.g. Express by default).
+  case_insensitive: 'uint8_t',
 });
 
 // The grant is decoded by hand from a reusable Buffer (faster than koffi's struct
@@ -153,6 +156,12 @@ const native = {
     [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
   kl_authorize_scope_json: fn('kl_authorize_scope_json', 'uint32_t',
     [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+  // The HTTP gate: the raw request target as received (origin- or absolute-form), decoded
+  // once by keyledger; an ambiguous target is refused (ambiguous_path, 400).
+  kl_authorize_request: fn('kl_authorize_request', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
+  kl_authorize_request_json: fn('kl_authorize_request_json', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
 
   kl_create_account: fn('kl_create_account', 'uint32_t', [V, S, 'size_t', 'uint64_t', S, 'size_t', OUT]),
   kl_account: fn('kl_account', 'uint32_t', [V, S, 'size_t', OUT]),

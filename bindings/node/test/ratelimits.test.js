@@ -141,6 +141,8 @@ test('Express middleware: RateLimit-* on grants, Retry-After and RateLimit-* on 
   vault.setRatelimit('per_minute', 2, 60_000, { keyId: key.keyId });
   vault.setRatelimit('weighted', 10, 60_000, { accountId: 'acct_42', autoApply: false });
   const show = (req, res) => res.json({ ratelimit: req.keyledger.ratelimit });
+  // The gate matches the whole request target, mount path included (`req.originalUrl`).
+  vault.addRoute('GET', '/w/api/v1/numbers/mine', 'numbers:read');
   const weighted = express.Router();
   weighted.use(keyledgerMiddleware(vault, { limits: ['weighted'], limitCost: (req) => Number(req.query.n || 1) }));
   weighted.get('/api/v1/numbers/mine', show);

@@ -3,10 +3,34 @@ defmodule KeyLedger.Gate do
   HTTP gating over `KeyLedger.authorize/4`, independent of any web framework (the Plug
   in `KeyLedger.Plug` and any other server adapter are thin wrappers over it).
 
-      case KeyLedger.Gate.check(vault, headers, "POST", "/api/v1/messaging/send", []) do
+      case KeyLedger.Gate.check(vault, headers, "POST", "/api/v1/messaging/send?x=1", []) do
         {:ok, grant} -> handle(grant)
         {:error, status, body_json} -> respond(status, [{"content-type", "application/json"}], body_json)
       end
+
+  The fourth argument is the raw request target, as the server received it (path and
+  query, or absolute-form), never a decoded path: it goes to `KeyLedger.authorize_request/5`,
+  which decodes it once and refuses with 400 `ambiguous_path` a target a router could
+  read two ways (encoded `/ ? # \\` or NUL, `.`/`..` segments in any encoding, empty
+  segments a rule's wildcard or parameter would swallow). HEAD is matched and charged
+  like GET. `case_insensitive: true` matches the rules ignoring ASCII case, for a router
+  that routes that way (Plug.Router and `:inets` are case-sensitive: the default is
+  `false`). Where the target comes from:
+
+    * `:inets` httpd: `mod.request_uri`, whole. httpd has already normalised it (RFC 3986:
+      dot segments removed, percent-encoded unreserved characters decoded, an
+      absolute-form's scheme and host dropped), and every module after the gate reads
+      that same value, so the gate checks what the handlers route; the raw line is not
+      kept anywhere in `#mod{}`.
+    * Plug (`KeyLedger.Plug`): Plug has no raw-target field. `conn.request_path` is the
+      path as the adapter received it, not percent-decoded (Plug.Router decodes
+      `path_info` segments itself when it dispatches), so the plug passes
+      `request_path` plus `"?" <> query_string`. What it cannot see: an absolute-form
+      request's scheme and host (already split off by the adapter).
+
+  WebSockets and other upgrades: neither `:inets` nor Plug takes them out of the request
+  pipeline before the gate runs (a Plug upgrade happens in a plug after it), so they are
+  gated like any GET before any handshake.
 
   `headers` is a list of `{name, value}` pairs (binaries or charlists; names are matched
   case-insensitively, as Plug, Cowboy and `:httpd` give them). The token is read from
@@ -14,10 +38,10 @@ defmodule KeyLedger.Gate do
   `X-Api-Key: <token>`. A missing, empty, oversized, non-UTF-8 or otherwise hostile
   header is refused with 401 `invalid_api_key`; it never raises.
 
-  Options: everything `KeyLedger.authorize/4` takes (`cost:`, `idempotency_key:`,
-  `signature:`, `body:`, `now:`, `full:`), plus `scope:` to authorize a scope instead of
-  the `(method, path)` route, and `idempotency_header:` (e.g. `"idempotency-key"`) to
-  take the idempotency key from a request header.
+  Options: everything `KeyLedger.authorize_request/5` takes (`cost:`, `idempotency_key:`,
+  `signature:`, `body:`, `now:`, `full:`, `case_insensitive:`), plus `scope:` to
+  authorize a scope instead of the `(method, target)` request, and `idempotency_header:`
+  (e.g. `"idempotency-key"`) to take the idempotency key from a request header.
 
   Replays: a repeat of an idempotency key (same request within 24 h) is answered by the
   gate itself with 409 `duplicate_request` (body: the first call's `charged` and
@@ -26,9 +50,9 @@ defmodule KeyLedger.Gate do
   stored response itself. A key reused for another request is 409 `idempotency_conflict`.
 
   Signed requests (SPEC §7): the `X-KeyLedger-Signature` header (`t=…,v2=…`) is passed
-  as `signature:` (an explicit `signature:` option wins). The signature covers the query
-  string (pass it as `query:`, exactly as sent, without the `?`) and the raw request body,
-  which a gate cannot read from headers: pass it as `body:` — the exact bytes received,
+  as `signature:` (an explicit `signature:` option wins). The signature covers the path
+  and query string of the request target as sent (read from the target itself) and the
+  raw request body, which a gate cannot read from headers: pass it as `body:` — the exact bytes received,
   before any parsing. Without it the body counts as empty, so a signed
   request with a body is refused as `invalid_signature` (401).
 
@@ -40,7 +64,7 @@ defmodule KeyLedger.Gate do
   carries `ratelimit`, the tightest applied limit (or `nil`). `check/5` keeps its
   two-shapes result; `check_with_headers/5` also returns the response headers to send:
 
-      case KeyLedger.Gate.check_with_headers(vault, headers, method, path, []) do
+      case KeyLedger.Gate.check_with_headers(vault, headers, method, target, []) do
         {:ok, grant, resp_headers} -> handle(grant, resp_headers)
         {:error, status, body_json, resp_headers} -> respond(status, resp_headers, body_json)
       end
@@ -55,8 +79,8 @@ defmodule KeyLedger.Gate do
 
   @spec check(KeyLedger.vault(), [{iodata, iodata}], iodata, iodata, keyword) ::
           {:ok, KeyLedger.grant()} | {:error, pos_integer, binary}
-  def check(vault, headers, method, path, opts \\ []) do
-    decide(vault, headers, method, path, opts)
+  def check(vault, headers, method, target, opts \\ []) do
+    decide(vault, headers, method, target, opts)
   end
 
   @typedoc "Response headers: lowercase names, binary values."
@@ -69,8 +93,8 @@ defmodule KeyLedger.Gate do
   """
   @spec check_with_headers(KeyLedger.vault(), [{iodata, iodata}], iodata, iodata, keyword) ::
           {:ok, KeyLedger.grant(), resp_headers} | {:error, pos_integer, binary, resp_headers}
-  def check_with_headers(vault, headers, method, path, opts \\ []) do
-    case decide(vault, headers, method, path, opts) do
+  def check_with_headers(vault, headers, method, target, opts \\ []) do
+    case decide(vault, headers, method, target, opts) do
       {:ok, grant} = ok -> {:ok, grant, response_headers(ok)}
       {:error, status, body} = err -> {:error, status, body, response_headers(err)}
     end
@@ -120,34 +144,36 @@ defmodule KeyLedger.Gate do
 
   def response_headers(%{}), do: []
 
-  defp decide(vault, headers, method, path, opts) do
+  defp decide(vault, headers, method, target, opts) do
     with {:ok, token} <- token(headers) do
       {scope, opts} = Keyword.pop(opts, :scope)
       {idem_header, opts} = Keyword.pop(opts, :idempotency_header)
       {replay, opts} = Keyword.pop(opts, :replay, :refuse)
       opts = opts |> put_idempotency(headers, idem_header) |> put_signature(headers)
       opts = Keyword.put(opts, :on_replay, replay_option(replay))
-      route = if scope, do: {:scope, scope}, else: {text(method), text(path)}
+      route = if scope, do: {:scope, scope}, else: {text(method), text(target)}
 
       case route do
         {:scope, _} ->
-          authorize(vault, token, route, opts)
+          reply(KeyLedger.authorize(vault, token, route, Keyword.delete(opts, :case_insensitive)))
 
-        {m, p} when not is_binary(m) or not is_binary(p) ->
+        {m, t} when not is_binary(m) or not is_binary(t) ->
           {:error, 400, error_body("invalid_argument", "malformed request line")}
 
-        _ ->
-          authorize(vault, token, route, opts)
+        {m, t} ->
+          if String.valid?(t) do
+            reply(KeyLedger.authorize_request(vault, token, m, t, opts))
+          else
+            # Raw bytes that are not UTF-8 (e.g. an overlong form sent unescaped): the core
+            # refuses any byte outside printable ASCII as ambiguous; say so here too.
+            {:error, 400, error_body("ambiguous_path", "the request target is not valid UTF-8")}
+          end
       end
     end
   end
 
-  defp authorize(vault, token, route, opts) do
-    case KeyLedger.authorize(vault, token, route, opts) do
-      {:ok, grant} -> {:ok, grant}
-      {:error, %{status: status, body: body}} -> {:error, status, body}
-    end
-  end
+  defp reply({:ok, grant}), do: {:ok, grant}
+  defp reply({:error, %{status: status, body: body}}), do: {:error, status, body}
 
   @doc "The API token of a request's headers: `{:ok, token}` or a 401 refusal."
   @spec token([{iodata, iodata}]) :: {:ok, binary} | {:error, 401, binary}

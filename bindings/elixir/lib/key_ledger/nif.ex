@@ -38,6 +38,10 @@ defmodule KeyLedger.Nif do
   def authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full),
     do: authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full, nil, nil)
 
+  def authorize_request(_vault, _token, _method, _target, _cost, _idem, _sig, _body, _now, _full,
+                        _limits_json, _limit_cost, _case_insensitive, _refuse_replay),
+      do: nif!()
+
   def whoami(_vault, _token), do: nif!()
   def create_account(_vault, _id, _credits, _metadata_json), do: nif!()
   def account(_vault, _id), do: nif!()

@@ -22,6 +22,12 @@ if Code.ensure_loaded?(Plug.Conn) do
         before `Plug.Parsers`, or keep the raw body in `:raw_body`: a body already
         consumed by a parser reads as empty and the signature fails (401).
 
+    The request is authorized from `conn.method` and its target (`conn.request_path`, as
+    received and not decoded, plus `?` and the query string; see `KeyLedger.Gate` for
+    what is refused as ambiguous). `case_insensitive:` defaults to `false`, as
+    Plug.Router routes byte for byte. WebSocket upgrades (`WebSockAdapter.upgrade/4` in
+    a later plug) pass through this plug first and are gated like any GET.
+
     A refusal halts the connection with its HTTP status (401, 402, 403, 429, ...) and
     keyledger's JSON body. Response headers come from `KeyLedger.Gate.check_with_headers/5`:
     `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset` on a grant to which a
@@ -43,12 +49,11 @@ if Code.ensure_loaded?(Plug.Conn) do
       {vault_ref, opts} = Keyword.pop(opts, :vault)
       {assign, opts} = Keyword.pop(opts, :assign, :keyledger)
       {length, opts} = Keyword.pop(opts, :length, 1_000_000)
-      # A signature covers the query string as sent (format 2).
-      opts = if conn.query_string in [nil, ""], do: opts, else: Keyword.put_new(opts, :query, conn.query_string)
+      # A signature covers the query string as sent (format 2): it is part of `target/1`.
 
       case signed_body(conn, opts, length) do
         {:ok, conn, opts} ->
-          case KeyLedger.Gate.check_with_headers(vault(vault_ref), conn.req_headers, conn.method, conn.request_path, opts) do
+          case KeyLedger.Gate.check_with_headers(vault(vault_ref), conn.req_headers, conn.method, target(conn), opts) do
             {:ok, grant, headers} -> conn |> put_headers(headers) |> assign(assign, grant)
             {:error, status, body, headers} -> conn |> put_headers(headers) |> refuse(status, body)
           end
@@ -57,6 +62,12 @@ if Code.ensure_loaded?(Plug.Conn) do
           refuse(conn, status, body)
       end
     end
+
+    # The request target as close to raw as Plug has it: `request_path` is the path as the
+    # adapter received it (not percent-decoded), and the query string is kept whole. The
+    # scheme and host of an absolute-form request line are not in the conn.
+    defp target(%{request_path: path, query_string: ""}), do: path
+    defp target(%{request_path: path, query_string: query}), do: path <> "?" <> query
 
     defp put_headers(conn, headers),
       do: Enum.reduce(headers, conn, fn {k, v}, c -> put_resp_header(c, k, v) end)
