@@ -238,7 +238,8 @@ typedef struct kl_authorize_opts {
    */
   size_t idempotency_key_len;
   /*
-   Optional (NULL: none): `t=<unix seconds>,v1=<hex>` for keys that require signing.
+   Optional (NULL: none): `t=<unix seconds>,v2=<hex>` for keys that require signing
+   (see `kl_sign_request`); `v1=` signatures are refused.
    */
   const char *signature;
   /*
@@ -277,6 +278,23 @@ typedef struct kl_authorize_opts {
    0: the call weighs 1. Non-zero: it weighs `limit_cost`.
    */
   uint8_t has_limit_cost;
+  /*
+   0: a repeat of `idempotency_key` (same request, within 24 h) returns the first
+   grant with `replayed` set. Non-zero: it is refused with `KL_DUPLICATE_REQUEST`,
+   whose body carries the first call's `charged` and `first_at`. Either way nothing is
+   charged; a reuse of the key for another request is `KL_IDEMPOTENCY_CONFLICT`.
+   */
+  uint8_t refuse_replay;
+  /*
+   Optional (NULL: none): the request's query string exactly as sent, without the `?`
+   (`to=A` for `/send?to=A`). A signature covers `path?query`. Routes only; NULL when
+   `path` carries its own query.
+   */
+  const char *query;
+  /*
+   Length of `query` in bytes.
+   */
+  size_t query_len;
   /*
    `kl_authorize_request` only: non-zero matches rule literals ignoring ASCII case
    (Express's default routing); 0 compares them byte for byte.
@@ -371,8 +389,24 @@ void kl_string_free(char *s);
  (`kl_create_key_signing`, `kl_rotate_key_signing`, `kl_reveal_signing_secret`) or a
  master key (`kl_generate_master_key`). `NULL` is a no-op. Also safe on any other string
  keyledger returned.
+
+ NUL contract: the length is found by scanning for the first NUL, so the string must
+ still end where keyledger ended it. If you wrote a NUL into it (truncating it), the
+ bytes after that NUL are neither wiped nor correctly freed: use `kl_secret_free_n` with
+ the length it had when you received it.
  */
 void kl_secret_free(char *s);
+
+/*
+ `kl_secret_free` with the length given: wipe the `len` bytes of the secret and its
+ terminating NUL, then free it, without scanning for a NUL (so a string the caller has
+ written into, even a NUL, is still wiped whole). `len` must be the length the string had
+ when keyledger returned it (`strlen` at that moment: 64 for a signing secret, 44 for a
+ master key, the token's length for a token); any other value is undefined behaviour,
+ as with `free` of a wrong pointer. `NULL` is a no-op (whatever `len`).
+ */
+void kl_secret_free_n(char *s,
+                      size_t len);
 
 /*
  Authorize a request: the most specific route rule for (`method`, `path`) decides the
@@ -386,7 +420,8 @@ void kl_secret_free(char *s);
 
  Returns `KL_OK`, a refusal (`KL_INVALID_API_KEY`, `KL_API_KEY_INACTIVE`,
  `KL_API_KEY_EXPIRED`, `KL_INVALID_SIGNATURE`, `KL_MISSING_SCOPE`,
- `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`),
+ `KL_ROUTE_NOT_ALLOWED`, `KL_RATE_LIMITED`, `KL_INSUFFICIENT_CREDITS`,
+ `KL_IDEMPOTENCY_CONFLICT`, `KL_DUPLICATE_REQUEST` with `refuse_replay`),
  `KL_INVALID_ARGUMENT` (NULL, non-UTF-8 or oversized input, a `limits_json` that is
  not an array of strings or names an unknown limit; a token over 512 bytes is
  `KL_INVALID_API_KEY`), `KL_VAULT_CLOSED`, `KL_STORAGE`.
@@ -492,7 +527,8 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
  `{"exclusive": false, "durability": "immediate"|"eventual", "argon2": {"m_kib": 19456,
  "t": 2, "p": 1}, "cache_capacity": 100000, "actor": "name", "flush_interval_ms": 1000,
  "master_key": "<base64 of 32 bytes>", "master_passphrase": "...",
- "signature_window_ms": 300000, "throttle": {"burst": 10, "per_second": 1.0}}`.
+ "signature_window_ms": 300000, "throttle": {"burst": 10, "per_second": 1.0,
+ "budget_burst": 30, "budget_per_second": 3.0}, "argon2_queue": 32}`.
  Unknown fields are `KL_INVALID_ARGUMENT`. `"eventual"` requires `"exclusive": true`.
 
  Master key (SPEC §7; needed only for signing keys): `"master_key"` (standard or
@@ -502,7 +538,16 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
  wiping `options_json` itself is the caller's business. `"signature_window_ms"` (> 0):
  how far a request signature's `t=` may be from now, each side (default 300 s).
  `"throttle"`: failed-secret token bucket per key_id (`burst` ≥ 0 attempts,
- `per_second` ≥ 0 regained; default 10 and 1.0).
+ `per_second` ≥ 0 regained; default 10 and 1.0) and the process budget of failed
+ verifications (`budget_burst` ≥ 1, `budget_per_second` ≥ 0; default 30 and 3.0): when
+ spent, a secret not yet verified is refused with `KL_TOO_MANY_ATTEMPTS` (429).
+ `"argon2_queue"`: authorizations that may wait for an argon2 slot (default 32); beyond
+ that, `KL_TOO_MANY_ATTEMPTS` at once. `"argon2"` applies only when this open creates
+ the vault; change an existing vault's parameters with `kl_set_argon2_params`.
+ `"refusal_retention_ms"`: how long `auth_refused` audit entries are kept (default 30
+ days; 0 keeps them forever). `"single_use_signatures": true`: each
+ request signature is accepted once, across every process opening the vault (one
+ durable write per signed call; a replay is `KL_INVALID_SIGNATURE`).
 
  On `KL_OK`, `*out` receives a handle the caller owns and frees with `kl_vault_free`.
  Returns `KL_INVALID_ARGUMENT` (NULL `path` or `out`, bad UTF-8, bad options, a master
@@ -1013,14 +1058,17 @@ kl_status kl_reveal_signing_secret(const struct kl_vault *v,
                                    char **out_secret);
 
 /*
- The signature header a client sends with a request to a signing key:
- `"t=<t_seconds>,v1=<hex HMAC-SHA256 of "<t>.<METHOD>.<path>.<body>">"`, keyed with the
- ASCII bytes of `secret` (the 64 hex characters of the signing secret). `method` is
+ The signature header (format 2) a client sends with a request to a signing key:
+ `"t=<t_seconds>,v2=<hex>"`, the hex being HMAC-SHA256 keyed with the ASCII bytes of
+ `secret` (the 64 hex characters of the signing secret) over
+ `"keyledger-signature-v2\n" + t + "\n" + METHOD + "\n" + target + "\n" +
+ hex(SHA-256(body))`. `path` is the request target as sent: the path with its query
+ string (`/send?to=A`); the `?` of an empty query is dropped. `method` is
  upper-cased; `body` may be NULL with `body_len` 0 (empty body) and is any bytes. Pass
- it to `kl_authorize` as `opts->signature` with the same body. On `KL_OK`, `*out_header`
- receives the header (free with `kl_string_free`). Returns `KL_OK`,
- `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`, `method` or `path`). Does not touch
- a vault.
+ it to `kl_authorize` as `opts->signature` with the same body (and the query in
+ `opts->query`, or in `path`). On `KL_OK`, `*out_header` receives the header (free with
+ `kl_string_free`). Returns `KL_OK`, `KL_INVALID_ARGUMENT` (NULL or non-UTF-8 `secret`,
+ `method` or `path`). Does not touch a vault.
  */
 kl_status kl_sign_request(const char *secret,
                           size_t secret_len,
@@ -1061,10 +1109,24 @@ bool kl_verify_webhook(const uint8_t *body,
                        size_t secret_len);
 
 /*
+ Change the vault's argon2id parameters for new hashes (`m_kib` KiB of memory, `t`
+ passes, `p` lanes), audited as `argon2_params_changed`. Existing hashes are rehashed at
+ their next verification only where the new parameters are stronger. Returns `KL_OK`,
+ `KL_INVALID_ARGUMENT` (parameters argon2 refuses, or below the OWASP argon2id minimum:
+ m ≥ 19456 KiB with t ≥ 2, or 47104/1, 12288/3, 9216/4, 7168/5), `KL_VAULT_CLOSED`,
+ `KL_STORAGE`.
+ */
+kl_status kl_set_argon2_params(const struct kl_vault *v,
+                               uint32_t m_kib,
+                               uint32_t t,
+                               uint32_t p);
+
+/*
  This handle's counters as JSON (free with `kl_string_free`): `{"argon2_runs",
  "read_txns", "commits", "throttled", "cache_mode": "shared"|"private"|"disabled"}` —
- argon2 verifications run, read transactions opened, commits, failed secret checks
- refused by the throttle, and how caches are validated (SPEC §4). Also answers on a
+ argon2 verifications run, read transactions opened, commits, secret checks answered
+ without argon2 (a secret already proved wrong, a spent budget, a full argon2 queue), and
+ how caches are validated (SPEC §4). Also answers on a
  closed handle (the counters of its life). Returns `KL_OK`, `KL_INVALID_ARGUMENT`.
  */
 kl_status kl_vault_stats(const struct kl_vault *v,
