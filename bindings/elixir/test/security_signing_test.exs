@@ -75,12 +75,12 @@ defmodule KeyLedger.SecuritySigningTest do
     assert {:ok, %{credits: 9}} = KeyLedger.balance(v, "a")
   end
 
-  test "the Gate passes query: to the signature check", %{tmp_dir: dir} do
+  test "the Gate's signature check covers the query string of the target as sent", %{tmp_dir: dir} do
     %{vault: v, token: token, signing_secret: secret} = signed_vault!(dir)
     sig = KeyLedger.sign_request(secret, "POST", "/send?to=A", "{}")
     headers = [{"authorization", "Bearer " <> token}, {"x-keyledger-signature", sig}]
-    assert {:error, 401, body} = KeyLedger.Gate.check(v, headers, "POST", "/send", body: "{}", query: "to=B")
+    assert {:error, 401, body} = KeyLedger.Gate.check(v, headers, "POST", "/send?to=B", body: "{}")
     assert body =~ "invalid_signature"
-    assert {:ok, %{charged: 1}} = KeyLedger.Gate.check(v, headers, "POST", "/send", body: "{}", query: "to=A")
+    assert {:ok, %{charged: 1}} = KeyLedger.Gate.check(v, headers, "POST", "/send?to=A", body: "{}")
   end
 end
