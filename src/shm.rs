@@ -380,8 +380,9 @@ pub(crate) struct Sidecar {
     backing: Backing,
     /// Excludes writers of this process from each other (flock is per open file description).
     writers: Mutex<()>,
-    /// Set if `flock` ever failed in `write`: this process then trusts no slot.
-    lock_failed: AtomicBool,
+    /// Set if `flock` ever failed in `write`, or by [`Sidecar::distrust`]: this process then
+    /// trusts no slot (its writers still bump them, for the other processes).
+    untrusted: AtomicBool,
 }
 
 // SAFETY: the only non-Send/Sync fields are the raw pointers of each `Mapping` into its own
@@ -425,7 +426,7 @@ impl Sidecar {
                 stale: AtomicBool::new(false),
             })),
             writers: Mutex::new(()),
-            lock_failed: AtomicBool::new(false),
+            untrusted: AtomicBool::new(false),
         })
     }
 
@@ -443,7 +444,7 @@ impl Sidecar {
         Sidecar {
             backing: Backing::Heap(slots, buckets),
             writers: Mutex::new(()),
-            lock_failed: AtomicBool::new(false),
+            untrusted: AtomicBool::new(false),
         }
     }
 
@@ -452,10 +453,17 @@ impl Sidecar {
         matches!(self.backing, Backing::Mapped(_))
     }
 
+    /// Stop trusting the slots for good (e.g. the vault file got a second hard link, so
+    /// processes may open it under a name whose sidecar is another file). Every call then
+    /// reads storage; writes still bump the slots.
+    pub(crate) fn distrust(&self) {
+        self.untrusted.store(true, Ordering::SeqCst);
+    }
+
     /// False once this process has stopped trusting the slots (a failed flock, or no
     /// usable sidecar at the path after a removal): every call then reads storage.
     pub(crate) fn is_trusted(&self) -> bool {
-        if self.lock_failed.load(Ordering::Relaxed) {
+        if self.untrusted.load(Ordering::Relaxed) {
             return false;
         }
         match &self.backing {
@@ -491,7 +499,7 @@ impl Sidecar {
         // Keeps a reader's earlier storage reads from moving after this load (the seqlock
         // re-check after reading storage); Acquire keeps later reads after it.
         fence(Ordering::Acquire);
-        if self.lock_failed.load(Ordering::Relaxed) {
+        if self.untrusted.load(Ordering::Relaxed) {
             return NOT_CURRENT;
         }
         match &self.backing {
@@ -519,7 +527,7 @@ impl Sidecar {
                     // Practically unreachable for a local regular file (ENOLCK). Writers of
                     // other processes may now interleave with ours, so this process stops
                     // trusting the slots; the bumps are still made so others see the change.
-                    self.lock_failed.store(true, Ordering::SeqCst);
+                    self.untrusted.store(true, Ordering::SeqCst);
                 }
                 (Some(m), flocked)
             }

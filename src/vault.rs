@@ -455,6 +455,10 @@ struct Inner {
     /// Flusher rounds still to panic on purpose (test hook).
     #[cfg(feature = "fault-injection")]
     injected_flusher_panics: AtomicU64,
+    /// The vault file's canonical path, device and inode while the shared cache is in use:
+    /// the background thread watches its hard-link count (by path: a kept descriptor
+    /// would keep redb's open-file-description locks alive after `close`).
+    vault_file: Option<(PathBuf, u64, u64)>,
 }
 
 /// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
@@ -536,6 +540,11 @@ impl Vault {
         };
         // Never a planted file, never through a symlink to someone else's file (src/files.rs).
         let vault_file = crate::files::open_vault_file(&path)?;
+        let watched = {
+            use std::os::unix::fs::MetadataExt;
+            let meta = vault_file.file.metadata().ok();
+            meta.map(|m| (vault_file.canonical.clone(), m.dev(), m.ino()))
+        };
         let store = Store::open(&path, vault_file.file, sharing, options.storage_cache_bytes)?;
         let (vault_id, argon2) = {
             let r = store.read()?;
@@ -632,6 +641,11 @@ impl Vault {
             counters: Counters::new(),
             local_id: cache::new_owner(),
             cache_note,
+            vault_file: if mode == CacheMode::Shared {
+                watched
+            } else {
+                None
+            },
         });
         let flusher = spawn_flusher(&inner)?;
         Ok(Vault {
@@ -659,6 +673,12 @@ impl Vault {
     pub fn cache_disabled_reason(&self) -> Option<String> {
         if self.cache_mode() != CacheMode::Disabled {
             return None;
+        }
+        let links = self.inner.vault_links();
+        if links > 1 {
+            return Some(format!(
+                "the vault file has {links} hard links; a shared cache is not trusted"
+            ));
         }
         Some(self.inner.cache_note.clone().unwrap_or_else(|| {
             "the sidecar was removed or replaced and could not be mapped again".into()
@@ -1871,6 +1891,10 @@ fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, JoinHandle<()>
                     if let Some(sc) = &inner.sidecar {
                         // Removed, replaced or retired: map the file now at the path.
                         sc.check_path();
+                        if inner.vault_links() > 1 {
+                            // A hard link made since the open: its name has another sidecar.
+                            sc.distrust();
+                        }
                     }
                     let _ = inner.sync_if_needed();
                     if full {
@@ -1900,6 +1924,18 @@ impl std::ops::Deref for Authed {
 }
 
 impl Inner {
+    /// The vault file's hard-link count now (0 when not watched, gone or replaced).
+    fn vault_links(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Some((path, dev, ino)) = &self.vault_file else {
+            return 0;
+        };
+        std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.dev() == *dev && m.ino() == *ino)
+            .map_or(0, |m| m.nlink())
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::VaultClosed("the vault was closed".into()));

@@ -119,6 +119,32 @@ fn a_vault_file_with_two_hard_links_runs_without_a_shared_cache() {
     assert_eq!(v.cache_disabled_reason(), None);
 }
 
+/// A hard link made while a process runs: a process that opens the new name has its own
+/// sidecar (or none), so the running process stops trusting its shared cache within about
+/// a second and sees a revocation made through the new name.
+#[test]
+fn a_hard_link_made_while_a_process_runs_stops_it_trusting_the_shared_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, token, key_id) = seeded(dir.path());
+    let v = Vault::open_with(&path, options()).unwrap();
+    warm(&v, &token);
+    let other = dir.path().join("other.redb");
+    std::fs::hard_link(&path, &other).unwrap();
+    revoke_in_another_process(&other, &key_id);
+    let start = Instant::now();
+    while call(&v, &token).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a key revoked through a new hard link is still granted after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(call(&v, &token).unwrap_err(), Error::InvalidApiKey);
+    assert_eq!(v.cache_mode(), CacheMode::Disabled);
+    let reason = v.cache_disabled_reason().unwrap();
+    assert!(reason.contains("2 hard links"), "{reason}");
+}
+
 // ------------------------------------------------------------------ rebuilt while running
 
 /// The bug: with a garbage header, the next opener rebuilt the sidecar in place with every
