@@ -356,6 +356,27 @@ fn route_and_token(c: &mut Criterion) {
     g.bench_function("match_50_rules", |b| {
         b.iter(|| router.find(black_box("GET"), black_box("/api/v1/res7/abc123")))
     });
+    // The HTTP gate on the raw target: parse, decode once, every reading agreeing.
+    g.bench_function("gate_50_rules", |b| {
+        b.iter(|| {
+            keyledger::http::find(
+                &router,
+                black_box("GET"),
+                black_box("/api/v1/res7/abc123?page=2"),
+                false,
+            )
+        })
+    });
+    g.bench_function("gate_50_rules_escaped", |b| {
+        b.iter(|| {
+            keyledger::http::find(
+                &router,
+                black_box("GET"),
+                black_box("/api/v1/res7/abc%20123"),
+                false,
+            )
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("token");
