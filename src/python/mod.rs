@@ -799,6 +799,57 @@ fn argon2_arg(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option
     }))
 }
 
+/// The keyword arguments `authorize` and `authorize_request` share, decoded.
+struct AuthorizeArgs {
+    cost: Option<u64>,
+    limit_cost: Option<u64>,
+    limit_names: Option<Vec<String>>,
+    now: Option<Millis>,
+    on_replay: crate::OnReplay,
+}
+
+impl AuthorizeArgs {
+    fn decode(
+        py: Python<'_>,
+        cost: Option<&Bound<'_, PyAny>>,
+        limits: Option<&Bound<'_, PyAny>>,
+        limit_cost: Option<&Bound<'_, PyAny>>,
+        now: Option<&Bound<'_, PyAny>>,
+        on_replay: Option<PyBackedStr>,
+    ) -> PyResult<AuthorizeArgs> {
+        Ok(AuthorizeArgs {
+            on_replay: on_replay_arg(py, on_replay.as_deref())?,
+            cost: opt_u64_arg(py, cost, "cost")?,
+            limit_cost: opt_u64_arg(py, limit_cost, "limit_cost")?,
+            limit_names: match limits {
+                Some(l) if !l.is_none() => Some(strings_arg(l, "limits")?),
+                _ => None,
+            },
+            now: match now {
+                Some(n) if !n.is_none() => Some(instant_arg(py, n, "now")?),
+                _ => None,
+            },
+        })
+    }
+
+    fn limit_refs(&self) -> Option<Vec<&str>> {
+        self.limit_names
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect())
+    }
+
+    /// The options these arguments set (the borrowed ones are the caller's to fill in).
+    fn options(&self) -> AuthorizeOptions<'static> {
+        AuthorizeOptions {
+            cost: self.cost,
+            now: self.now,
+            limit_cost: self.limit_cost,
+            on_replay: self.on_replay,
+            ..AuthorizeOptions::default()
+        }
+    }
+}
+
 /// `on_replay=`: `"grant"` (default) or `"refuse"`.
 fn on_replay_arg(py: Python<'_>, v: Option<&str>) -> PyResult<crate::OnReplay> {
     match v {
@@ -968,20 +1019,8 @@ impl PyVault {
         on_replay: Option<PyBackedStr>,
         query: Option<PyBackedStr>,
     ) -> PyResult<PyGrant> {
-        let on_replay = on_replay_arg(py, on_replay.as_deref())?;
-        let cost = opt_u64_arg(py, cost, "cost")?;
-        let limit_cost = opt_u64_arg(py, limit_cost, "limit_cost")?;
-        let limit_names = match limits {
-            Some(l) if !l.is_none() => Some(strings_arg(l, "limits")?),
-            _ => None,
-        };
-        let limit_refs: Option<Vec<&str>> = limit_names
-            .as_ref()
-            .map(|v| v.iter().map(String::as_str).collect());
-        let now = match now {
-            Some(n) if !n.is_none() => Some(instant_arg(py, n, "now")?),
-            _ => None,
-        };
+        let args = AuthorizeArgs::decode(py, cost, limits, limit_cost, now, on_replay)?;
+        let limit_refs = args.limit_refs();
         let target = match (&route, &scope) {
             (Some((m, p)), None) => Target::route(m, p),
             (None, Some(s)) => Target::scope(s),
@@ -993,15 +1032,12 @@ impl PyVault {
             }
         };
         let options = AuthorizeOptions {
-            cost,
             idempotency_key: idempotency_key.as_deref(),
             signature: signature.as_deref(),
             body: body.as_deref(),
-            now,
             limits: limit_refs.as_deref(),
-            limit_cost,
-            on_replay,
             query: query.as_deref(),
+            ..args.options()
         };
         let grant = py
             .detach(|| self.vault.authorize(&token, target, &options))
@@ -1029,32 +1065,16 @@ impl PyVault {
         case_insensitive: bool,
         on_replay: Option<PyBackedStr>,
     ) -> PyResult<PyGrant> {
-        let on_replay = on_replay_arg(py, on_replay.as_deref())?;
-        let cost = opt_u64_arg(py, cost, "cost")?;
-        let limit_cost = opt_u64_arg(py, limit_cost, "limit_cost")?;
-        let limit_names = match limits {
-            Some(l) if !l.is_none() => Some(strings_arg(l, "limits")?),
-            _ => None,
-        };
-        let limit_refs: Option<Vec<&str>> = limit_names
-            .as_ref()
-            .map(|v| v.iter().map(String::as_str).collect());
-        let now = match now {
-            Some(n) if !n.is_none() => Some(instant_arg(py, n, "now")?),
-            _ => None,
-        };
+        let args = AuthorizeArgs::decode(py, cost, limits, limit_cost, now, on_replay)?;
+        let limit_refs = args.limit_refs();
         let target = Target::request(&method, &target).case_insensitive(case_insensitive);
+        // The query is read from the target itself.
         let options = AuthorizeOptions {
-            cost,
             idempotency_key: idempotency_key.as_deref(),
             signature: signature.as_deref(),
             body: body.as_deref(),
-            now,
             limits: limit_refs.as_deref(),
-            limit_cost,
-            on_replay,
-            // The query is read from the target itself.
-            query: None,
+            ..args.options()
         };
         let grant = py
             .detach(|| self.vault.authorize(&token, target, &options))

@@ -333,6 +333,54 @@ static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
 }
 
 /*
+ * The options both authorize NIFs take at argv[4..11]: cost | nil, idempotency_key | nil,
+ * signature | nil, body | nil, now_ms, full_json?, limits_json | nil, limit_cost | nil.
+ * Fills `*o` (pointers into terms of `env`, valid for this NIF call) and `*full`; on bad
+ * input returns the error term and leaves `*done` 0.
+ */
+static ERL_NIF_TERM read_authorize_opts(ErlNifEnv *env, const ERL_NIF_TERM argv[],
+                                        kl_authorize_opts *o, int *full, int *done) {
+    *done = 0;
+    memset(o, 0, sizeof *o);
+    if (!enif_is_identical(argv[4], A_NIL)) {
+        U64(4, cost, "cost");
+        o->cost = cost;
+        o->has_cost = 1;
+    }
+    OPT_STR(5, idem);
+    OPT_STR(6, sig);
+    OPT_STR(7, body);
+    I64(8, now_ms, "now");
+    if (enif_is_identical(argv[9], A_TRUE)) *full = 1;
+    else if (enif_is_identical(argv[9], A_FALSE)) *full = 0;
+    else return enif_make_badarg(env);
+    OPT_STR(10, limits);
+    if (!enif_is_identical(argv[11], A_NIL)) {
+        U64(11, limit_cost, "limit_cost");
+        o->limit_cost = limit_cost;
+        o->has_limit_cost = 1;
+    }
+    o->limits_json = limits.ptr;
+    o->limits_json_len = limits.len;
+    o->idempotency_key = idem.ptr;
+    o->idempotency_key_len = idem.len;
+    o->signature = sig.ptr;
+    o->signature_len = sig.len;
+    o->body = (const uint8_t *)body.ptr;
+    o->body_len = body.len;
+    o->now_ms = now_ms;
+    *done = 1;
+    return A_NIL;
+}
+
+/* A boolean argument: 1 or 0, or -1 when `t` is not a boolean. */
+static int get_bool(ERL_NIF_TERM t) {
+    if (enif_is_identical(t, A_TRUE)) return 1;
+    if (enif_is_identical(t, A_FALSE)) return 0;
+    return -1;
+}
+
+/*
  * authorize(vault, token, method | nil, path | scope, cost | nil, idempotency_key | nil,
  *           signature | nil, body | nil, now_ms, full_json?, limits_json | nil,
  *           limit_cost | nil, refuse_replay?, query | nil)
@@ -348,39 +396,13 @@ static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     OPT_STR(2, method);
     STR(3, target);
     kl_authorize_opts o;
-    memset(&o, 0, sizeof o);
-    if (!enif_is_identical(argv[4], A_NIL)) {
-        U64(4, cost, "cost");
-        o.cost = cost;
-        o.has_cost = 1;
-    }
-    OPT_STR(5, idem);
-    OPT_STR(6, sig);
-    OPT_STR(7, body);
-    I64(8, now_ms, "now");
-    int full;
-    if (enif_is_identical(argv[9], A_TRUE)) full = 1;
-    else if (enif_is_identical(argv[9], A_FALSE)) full = 0;
-    else return enif_make_badarg(env);
-    OPT_STR(10, limits);
-    if (!enif_is_identical(argv[11], A_NIL)) {
-        U64(11, limit_cost, "limit_cost");
-        o.limit_cost = limit_cost;
-        o.has_limit_cost = 1;
-    }
+    int full = 0, done = 0;
+    ERL_NIF_TERM err = read_authorize_opts(env, argv, &o, &full, &done);
+    if (!done) return err;
     /* refuse_replay?: true refuses a replayed idempotency key (duplicate_request). */
-    if (enif_is_identical(argv[12], A_TRUE)) o.refuse_replay = 1;
-    else if (!enif_is_identical(argv[12], A_FALSE)) return enif_make_badarg(env);
-
-    o.limits_json = limits.ptr;
-    o.limits_json_len = limits.len;
-    o.idempotency_key = idem.ptr;
-    o.idempotency_key_len = idem.len;
-    o.signature = sig.ptr;
-    o.signature_len = sig.len;
-    o.body = (const uint8_t *)body.ptr;
-    o.body_len = body.len;
-    o.now_ms = now_ms;
+    int refuse_replay = get_bool(argv[12]);
+    if (refuse_replay < 0) return enif_make_badarg(env);
+    o.refuse_replay = (uint8_t)refuse_replay;
     OPT_STR(13, query);
     o.query = query.ptr;
     o.query_len = query.len;
@@ -421,41 +443,15 @@ static ERL_NIF_TERM nif_authorize_request(ErlNifEnv *env, int argc, const ERL_NI
     STR(2, method);
     STR(3, target);
     kl_authorize_opts o;
-    memset(&o, 0, sizeof o);
-    if (!enif_is_identical(argv[4], A_NIL)) {
-        U64(4, cost, "cost");
-        o.cost = cost;
-        o.has_cost = 1;
-    }
-    OPT_STR(5, idem);
-    OPT_STR(6, sig);
-    OPT_STR(7, body);
-    I64(8, now_ms, "now");
-    int full;
-    if (enif_is_identical(argv[9], A_TRUE)) full = 1;
-    else if (enif_is_identical(argv[9], A_FALSE)) full = 0;
-    else return enif_make_badarg(env);
-    OPT_STR(10, limits);
-    if (!enif_is_identical(argv[11], A_NIL)) {
-        U64(11, limit_cost, "limit_cost");
-        o.limit_cost = limit_cost;
-        o.has_limit_cost = 1;
-    }
-    if (enif_is_identical(argv[12], A_TRUE)) o.case_insensitive = 1;
-    else if (!enif_is_identical(argv[12], A_FALSE)) return enif_make_badarg(env);
+    int full = 0, done = 0;
+    ERL_NIF_TERM err = read_authorize_opts(env, argv, &o, &full, &done);
+    if (!done) return err;
+    int insensitive = get_bool(argv[12]);
     /* refuse_replay?: true refuses a replayed idempotency key (duplicate_request). */
-    if (enif_is_identical(argv[13], A_TRUE)) o.refuse_replay = 1;
-    else if (!enif_is_identical(argv[13], A_FALSE)) return enif_make_badarg(env);
-
-    o.limits_json = limits.ptr;
-    o.limits_json_len = limits.len;
-    o.idempotency_key = idem.ptr;
-    o.idempotency_key_len = idem.len;
-    o.signature = sig.ptr;
-    o.signature_len = sig.len;
-    o.body = (const uint8_t *)body.ptr;
-    o.body_len = body.len;
-    o.now_ms = now_ms;
+    int refuse_replay = get_bool(argv[13]);
+    if (insensitive < 0 || refuse_replay < 0) return enif_make_badarg(env);
+    o.case_insensitive = (uint8_t)insensitive;
+    o.refuse_replay = (uint8_t)refuse_replay;
 
     kl_status st;
     if (full) {

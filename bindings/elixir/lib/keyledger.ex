@@ -164,36 +164,32 @@ defmodule KeyLedger do
 
   defp do_authorize(vault, token, method, target, opts) do
     with_invalid(fn ->
-      full = Keyword.get(opts, :full, false)
-
-      result =
-        Nif.authorize(
-          vault,
-          token,
-          method,
-          target,
-          Keyword.get(opts, :cost),
-          Keyword.get(opts, :idempotency_key),
-          Keyword.get(opts, :signature),
-          Keyword.get(opts, :body),
-          now_ms(Keyword.get(opts, :now)),
-          full,
-          limits_arg(Keyword.get(opts, :limits)),
-          Keyword.get(opts, :limit_cost),
-          refuse_replay?(Keyword.get(opts, :on_replay, :grant)),
-          Keyword.get(opts, :query)
-        )
-
-      case result do
-        {:ok, {:json, json}} ->
-          grant = record(json)
-          {:ok, Map.put(grant, :ratelimit, tightest(grant.ratelimits))}
-
-        other ->
-          other
-      end
+      replay_and_query = [refuse_replay?(Keyword.get(opts, :on_replay, :grant)), Keyword.get(opts, :query)]
+      args = [vault, token, method, target | nif_options(opts)] ++ replay_and_query
+      grant_result(apply(Nif, :authorize, args))
     end)
   end
+
+  # The arguments every authorize NIF takes after (vault, token, method, target).
+  defp nif_options(opts) do
+    [
+      Keyword.get(opts, :cost),
+      Keyword.get(opts, :idempotency_key),
+      Keyword.get(opts, :signature),
+      Keyword.get(opts, :body),
+      now_ms(Keyword.get(opts, :now)),
+      Keyword.get(opts, :full, false),
+      limits_arg(Keyword.get(opts, :limits)),
+      Keyword.get(opts, :limit_cost)
+    ]
+  end
+
+  defp grant_result({:ok, {:json, json}}) do
+    grant = record(json)
+    {:ok, Map.put(grant, :ratelimit, tightest(grant.ratelimits))}
+  end
+
+  defp grant_result(other), do: other
 
   @doc """
   The HTTP gate: authorizes a request from its `method` and its raw request `target`,
@@ -211,40 +207,15 @@ defmodule KeyLedger do
   @spec authorize_request(vault, iodata, iodata, iodata, keyword) :: result(grant)
   def authorize_request(vault, token, method, target, opts \\ []) when is_list(opts) do
     with_invalid(fn ->
-      full = Keyword.get(opts, :full, false)
-
       case_insensitive =
         case Keyword.get(opts, :case_insensitive, false) do
           b when is_boolean(b) -> b
           other -> raise ArgumentError, "case_insensitive: must be a boolean, got #{inspect(other)}"
         end
 
-      result =
-        Nif.authorize_request(
-          vault,
-          token,
-          method,
-          target,
-          Keyword.get(opts, :cost),
-          Keyword.get(opts, :idempotency_key),
-          Keyword.get(opts, :signature),
-          Keyword.get(opts, :body),
-          now_ms(Keyword.get(opts, :now)),
-          full,
-          limits_arg(Keyword.get(opts, :limits)),
-          Keyword.get(opts, :limit_cost),
-          case_insensitive,
-          refuse_replay?(Keyword.get(opts, :on_replay, :grant))
-        )
-
-      case result do
-        {:ok, {:json, json}} ->
-          grant = record(json)
-          {:ok, Map.put(grant, :ratelimit, tightest(grant.ratelimits))}
-
-        other ->
-          other
-      end
+      replay = refuse_replay?(Keyword.get(opts, :on_replay, :grant))
+      args = [vault, token, method, target | nif_options(opts)] ++ [case_insensitive, replay]
+      grant_result(apply(Nif, :authorize_request, args))
     end)
   end
 
