@@ -152,6 +152,8 @@ fuzz_target!(|data: &[u8]| {
                     },
                     query_len: field(6).len(),
                     case_insensitive: which & 0x01,
+                    // A fuzzed replay answer (a replay refused with duplicate_request).
+                    refuse_replay: (which >> 5) & 0x01,
                 };
                 let mut g: kl_grant = std::mem::zeroed();
                 let (m, ml) = c(field(1));

@@ -27,8 +27,9 @@ fn open(path: &std::path::Path) -> Vault {
 struct Model {
     /// id → (credits, total)
     accounts: BTreeMap<&'static str, (u64, u64)>,
-    /// (id, idempotency key) → (credits, total) after the first debit
-    idem: BTreeMap<(&'static str, u8), (u64, u64)>,
+    /// (id, idempotency key) → ((credits, total) after the first debit, its amount): a
+    /// reuse with the same amount replays, with another amount is `idempotency_conflict`
+    idem: BTreeMap<(&'static str, u8), ((u64, u64), u64)>,
     /// idempotency keys whose fate is unknown (a failed call carried them)
     spoiled: BTreeSet<(&'static str, u8)>,
     /// Calls that failed with `storage`: (id, credits delta, created?)
@@ -96,13 +97,16 @@ fuzz_target!(|data: &[u8]| {
                 let landed = settle(&mut m, faulted, id, r2, |m| match m.accounts.get(id) {
                     None => (Err("not_found"), 0, false),
                     Some(&(c, t)) => match replay {
-                        Some(first) => (Ok(first), 0, false),
+                        Some((first, first_amount)) if first_amount == amount => {
+                            (Ok(first), 0, false)
+                        }
+                        Some(_) => (Err("idempotency_conflict"), 0, false),
                         None if c < amount => (Err("insufficient_credits"), 0, false),
                         None => (Ok((c - amount, t)), -(amount as i128), false),
                     },
                 });
                 if let (Some(k), Some(after), None) = (key, landed, replay) {
-                    m.idem.insert((id, k), after);
+                    m.idem.insert((id, k), (after, amount));
                 }
             }
             4 => {
