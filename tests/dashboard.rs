@@ -4,7 +4,8 @@
 //! creates a key, bad input answered with 400 and a JSON body, nothing changed.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
@@ -898,4 +899,182 @@ fn sigterm_closes_the_vault_and_exits_cleanly() {
     // The change is in the vault for the next process.
     let shown = srv.cli(&["--json", "account", "show", "acct_1"], None).ok();
     assert!(shown.stdout.contains("\"credits\": 3"), "{}", shown.stdout);
+}
+
+/// Create a key on `acct_42` named `name` with `sms:send`, plus the fields of `extra`.
+fn new_key(c: &Client, name: &str, extra: Value) -> String {
+    let mut spec = json!({"account_id": "acct_42", "name": name, "scopes": "sms:send"});
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let r = c.post("/api/keys", spec);
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["key"]["key_id"].as_str().unwrap().to_string()
+}
+
+/// Every key of `acct_42` with whether the dashboard offers to rotate it, sorted.
+fn rotatable(c: &Client) -> Vec<(String, bool)> {
+    let r = c.get("/api/keys?account=acct_42");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let keys = r.json();
+    let mut out: Vec<(String, bool)> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["key_id"].as_str().unwrap().to_string(),
+                k["rotatable"]
+                    .as_bool()
+                    .expect("every key says whether it is rotatable"),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn rotation_is_offered_and_accepted_only_for_enabled_unexpired_unrotated_keys() {
+    let srv = Server::start(Some(ADMIN), "127.0.0.1:0");
+    let a = srv.admin();
+    assert_eq!(
+        a.post("/api/accounts", json!({"id": "acct_42", "credits": "10"}))
+            .status,
+        201
+    );
+    let active = new_key(&a, "active", json!({}));
+    let disabled = new_key(&a, "disabled", json!({}));
+    assert_eq!(
+        a.post(&format!("/api/keys/{disabled}/disable"), json!({}))
+            .status,
+        200
+    );
+    let expired = new_key(&a, "expired", json!({}));
+    assert_eq!(
+        a.post(
+            &format!("/api/keys/{expired}/expiry"),
+            json!({"expires_at": 1000})
+        )
+        .status,
+        200
+    );
+    let r = a.post(
+        &format!("/api/keys/{active}/rotate"),
+        json!({"grace": 3600}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let successor = r.json()["key"]["key_id"].as_str().unwrap().to_string();
+
+    let mut want = vec![
+        (active.clone(), false),
+        (disabled.clone(), false),
+        (expired.clone(), false),
+        (successor.clone(), true),
+    ];
+    want.sort();
+    assert_eq!(rotatable(&a), want);
+
+    for (id, word) in [
+        (&disabled, "disabled"),
+        (&expired, "expired"),
+        (&active, "already rotated"),
+    ] {
+        let r = a.post(&format!("/api/keys/{id}/rotate"), json!({"grace": 60}));
+        assert_eq!(r.status, 400, "{}", r.body);
+        let b = r.json();
+        assert_eq!(b["error"], json!("invalid_argument"));
+        assert!(b["message"].as_str().unwrap().contains(word), "{}", r.body);
+        assert!(!r.body.contains("dial_") && !r.body.contains("kl_live_"));
+    }
+    // Nothing was minted by the refusals.
+    assert_eq!(rotatable(&a).len(), 4);
+}
+
+/// A TCP connection to `to` from the local address `from` (port chosen by the system).
+fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    // SAFETY: plain socket calls on a descriptor this function owns; on success it is
+    // handed to `TcpStream`, on failure closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let sin = |a: SocketAddrV4| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sin(SocketAddrV4::new(from, 0));
+        let to = match to {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => panic!("IPv4 only"),
+        };
+        let remote = sin(to);
+        let bound = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        let connected =
+            bound == 0 && libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) == 0;
+        if !connected {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            panic!("connect from {from} to {to}: {e}");
+        }
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// `POST /api/login` from `from`: the status and the JSON body.
+fn login(srv: &Server, from: Ipv4Addr, token: &str) -> (u16, Value) {
+    let mut s = connect_from(from, srv.addr);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = json!({ "token": token }).to_string();
+    let req = format!(
+        "POST /api/login HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        srv.addr,
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = serde_json::from_str(rest).unwrap_or(Value::Null);
+    (status, json)
+}
+
+const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const ADMIN_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// The dashboard's login throttle is per client address. The bug: failed logins were counted for the whole server, so ten wrong tokens from
+/// anyone who could reach the port locked the admin out for a minute.
+#[test]
+fn a_flood_of_wrong_logins_from_one_address_does_not_lock_out_another() {
+    let srv = Server::start(Some(ADMIN), "127.0.0.1:0");
+    for _ in 0..10 {
+        let (status, body) = login(&srv, ATTACKER, "not-the-admin-token");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("wrong_admin_token"))
+        );
+    }
+    // The attacker's address is refused, even with the right token.
+    let (status, body) = login(&srv, ATTACKER, "not-the-admin-token");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("too_many_attempts"))
+    );
+    let (status, _) = login(&srv, ATTACKER, ADMIN);
+    assert_eq!(status, 429);
+    // The admin, from another address, still logs in; a typo there is a plain 401.
+    let (status, body) = login(&srv, ADMIN_HOST, "a-typo-in-the-token");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("wrong_admin_token"))
+    );
+    let (status, body) = login(&srv, ADMIN_HOST, ADMIN);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["csrf"].as_str().is_some());
 }
