@@ -33,6 +33,7 @@ mod batch;
 mod cache;
 mod crypto;
 mod error;
+mod error_code;
 /// The C ABI (`include/keyledger.h`): `kl_` functions over [`Vault`]; see the module docs.
 pub mod ffi;
 mod files;
@@ -61,6 +62,7 @@ pub mod testing {
     pub use crate::store::fuzz_decode_records;
 }
 pub use error::{Error, Result};
+pub use error_code::ErrorCode;
 pub use limits::{LimitOwner, RateLimit};
 pub use model::{
     Account, AuditEntry, AuditQuery, AuthMethod, Balance, CacheMode, Grant, KeyInfo, Millis,

@@ -12,13 +12,11 @@ mod common;
 
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{env, is_child, options, run_child};
 use keyledger::{AuthorizeOptions, CacheMode, Error, NewKey, Target, Vault, VaultOptions};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyledger");
 const NOBODY: u32 = 65534;
 
 fn is_root() -> bool {
@@ -445,52 +443,4 @@ fn a_sidecar_owned_by_another_user_is_refused() {
     std::os::unix::fs::chown(&shm, Some(NOBODY), Some(NOBODY)).unwrap();
     let e = Vault::open_with(&path, options()).unwrap_err();
     assert_refused(&e, &shm, &["sidecar", "uid 65534"]);
-}
-
-fn init(vault: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(["--argon2-fast", "init"])
-        .env("KEYLEDGER_VAULT", vault)
-        .env_remove("KEYLEDGER_MASTER_KEY")
-        .output()
-        .unwrap()
-}
-
-/// `keyledger init` on a planted empty file: refused (exit 8, invalid_argument) with the
-/// path, its mode and the fix; the file stays empty.
-#[test]
-fn keyledger_init_refuses_a_planted_empty_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let planted = dir.path().join("vault.redb");
-    std::fs::write(&planted, b"").unwrap();
-    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = init(&planted);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(8), "{stderr}");
-    assert!(stderr.contains(&planted.display().to_string()), "{stderr}");
-    assert!(
-        stderr.contains("0666") && stderr.contains("chmod 600"),
-        "{stderr}"
-    );
-    assert_eq!(std::fs::metadata(&planted).unwrap().len(), 0);
-    if is_root() {
-        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::os::unix::fs::chown(&planted, Some(NOBODY), Some(NOBODY)).unwrap();
-        let out = init(&planted);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(8), "{stderr}");
-        assert!(stderr.contains("uid 65534"), "{stderr}");
-        assert_eq!(std::fs::metadata(&planted).unwrap().len(), 0);
-    } else {
-        eprintln!("skipped the other-owner case: needs root");
-    }
-    // A fresh path is created 0600 by init.
-    let fresh = dir.path().join("fresh.redb");
-    let out = init(&fresh);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o600);
 }

@@ -1,6 +1,43 @@
-//! Human output: ISO-8601 times from unix milliseconds, aligned tables, key states.
+//! Output: one JSON value with `--json`, else human text: ISO-8601 times from unix
+//! milliseconds, aligned tables, key states.
+
+use std::io::Write;
 
 use keyledger::{AuditEntry, KeyInfo, Millis};
+use serde::Serialize;
+
+use crate::exit::{CliError, CliResult};
+
+/// Where output goes: human text or one JSON value.
+pub struct Out {
+    pub json: bool,
+}
+
+impl Out {
+    /// Print `value` as JSON when `--json`, else the human text.
+    pub fn emit<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> String,
+    ) -> CliResult {
+        let text = if self.json {
+            let mut s = serde_json::to_string_pretty(value)
+                .map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))?;
+            s.push('\n');
+            s
+        } else {
+            human()
+        };
+        write_stdout(&text)
+    }
+}
+
+pub fn write_stdout(text: &str) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::Other(format!("cannot write to stdout: {e}")))
+}
 
 /// `2024-05-01T12:34:56.789Z` from unix milliseconds (UTC), without a date-time crate:
 /// Howard Hinnant's civil-from-days algorithm on the proleptic Gregorian calendar.

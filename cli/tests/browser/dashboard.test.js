@@ -19,7 +19,8 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { chromium } = require('playwright-core');
 
-const root = path.resolve(__dirname, '..', '..');
+// The workspace root (cli/tests/browser -> the repository), where target/ is.
+const root = path.resolve(__dirname, '..', '..', '..');
 const BIN = process.env.KEYLEDGER_BIN || path.join(root, 'target', 'debug', 'keyledger');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.SCREENSHOT_DIR || path.join(root, 'target', 'dashboard-screenshots');

@@ -1,0 +1,403 @@
+//! The command line: every subcommand and flag, parsed by clap.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::exit::EXIT_CODES;
+
+/// keyledger: an embedded API-key vault with credits.
+#[derive(Parser, Debug)]
+#[command(name = "keyledger", version, about, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    /// The vault file.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYLEDGER_VAULT",
+        default_value = "./keyledger.redb"
+    )]
+    pub vault: PathBuf,
+    /// Machine output: one JSON value on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Open the vault exclusively (a second opener gets vault_locked).
+    #[arg(long, global = true)]
+    pub exclusive: bool,
+    /// TEST ONLY: create a new vault with insecure, fast argon2 parameters (test builds).
+    #[arg(long, global = true, hide = true)]
+    pub argon2_fast: bool,
+    /// Ask for the master key (base64) on the terminal instead of reading
+    /// KEYLEDGER_MASTER_KEY. Never pass a key as an argument: it would land in shell history.
+    #[arg(long, global = true, conflicts_with = "passphrase_prompt")]
+    pub master_key_prompt: bool,
+    /// Ask for the master passphrase on the terminal (the key is derived with argon2id).
+    #[arg(long, global = true)]
+    pub passphrase_prompt: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the vault file (mode 0600) if it does not exist.
+    Init,
+    /// Accounts and their credits.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Route rules: (METHOD, PATTERN) -> (SCOPE, cost).
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Rate limits on keys and accounts, shared by every process.
+    #[command(subcommand)]
+    Limit(LimitCmd),
+    /// Authorize a token for a route or a scope, as a host would (debits credits).
+    #[command(group(ArgGroup::new("target").required(true).args(["route", "scope"])))]
+    Authorize(AuthorizeArgs),
+    /// Re-encrypt every signing secret under a new master key, all or nothing. The new
+    /// key comes from KEYLEDGER_NEW_MASTER_KEY, a prompt (--prompt), or --generate (printed
+    /// once). The current key: KEYLEDGER_MASTER_KEY, --master-key-prompt or --passphrase-prompt.
+    Rekey(RekeyArgs),
+    /// Master keys: `keyledger master-key generate` prints a fresh one (base64) for
+    /// KEYLEDGER_MASTER_KEY.
+    #[command(subcommand)]
+    MasterKey(MasterKeyCmd),
+    /// Who a token belongs to and what its account has left.
+    Whoami {
+        /// The token, or `-` to read it from stdin (keeps it out of shell history).
+        token: String,
+    },
+    /// The audit log, newest first.
+    Audit(AuditArgs),
+    /// A key's usage: last use, totals, hourly buckets.
+    Usage {
+        /// The key id.
+        key_id: String,
+    },
+    /// Whether a string has the format and checksum of a key (no vault access).
+    Check {
+        /// The token, or `-` to read it from stdin (keeps it out of shell history).
+        token: String,
+    },
+    /// Serve the operator dashboard over the vault (SPEC §14). The admin token comes from
+    /// KEYLEDGER_ADMIN_TOKEN, or is generated and printed once on stderr.
+    Dashboard {
+        /// Address to listen on (loopback by default; port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8477")]
+        listen: String,
+    },
+    /// Build a demo vault in DIR/keyledger.redb (ignores --vault) and narrate a few
+    /// authorizations. Refuses a vault there that already holds data.
+    Quickstart {
+        /// Where to create the demo vault (created if missing).
+        #[arg(long, default_value = "./keyledger-quickstart")]
+        dir: PathBuf,
+    },
+    /// The vault's argon2id parameters for new hashes.
+    #[command(subcommand)]
+    Argon2(Argon2Cmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Argon2Cmd {
+    /// Print the parameters new hashes get.
+    Show,
+    /// Change them (audited as argon2_params_changed). Existing hashes are rehashed at
+    /// their next verification only where the new parameters are stronger. Below the
+    /// OWASP minimum (m=19456 KiB with t=2, or an equivalent) is refused.
+    Set {
+        /// Memory in KiB.
+        #[arg(long)]
+        m_kib: u32,
+        /// Passes.
+        #[arg(long)]
+        t: u32,
+        /// Lanes.
+        #[arg(long, default_value = "1")]
+        p: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCmd {
+    /// Create an account.
+    Create {
+        /// Account id (1-128 bytes).
+        id: String,
+        /// Initial credits.
+        #[arg(long, default_value = "0", allow_hyphen_values = true)]
+        credits: String,
+        /// A JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Show an account.
+    Show { id: String },
+    /// List every account.
+    List,
+    /// Add credits.
+    TopUp {
+        id: String,
+        /// Credits to add (> 0).
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        /// Kept in the audit entry (e.g. an invoice id).
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Debit credits (for callers authenticated some other way).
+    Debit {
+        id: String,
+        /// Credits to debit (> 0).
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        /// A repeat within 24 h charges nothing.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// An account's credits.
+    Balance { id: String },
+    /// A quota that refills: credits are set to --amount at the first call after each
+    /// daily or monthly boundary (UTC). `--clear` removes the plan.
+    #[command(group(ArgGroup::new("plan").required(true).args(["amount", "clear"])))]
+    Refill {
+        id: String,
+        /// Credits after each refill.
+        #[arg(long, allow_hyphen_values = true, requires = "interval")]
+        amount: Option<String>,
+        /// `daily` or `monthly`.
+        #[arg(long, value_parser = ["daily", "monthly"])]
+        interval: Option<String>,
+        /// Day of the month (1-28) for monthly refills.
+        #[arg(long, default_value = "1", allow_hyphen_values = true)]
+        day: String,
+        /// Remove the refill plan.
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+/// Which key or account a rate limit belongs to.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct LimitOwnerArgs {
+    /// A key's limit.
+    #[arg(long = "key")]
+    pub key_id: Option<String>,
+    /// An account's limit, shared by all its keys.
+    #[arg(long = "account")]
+    pub account_id: Option<String>,
+}
+
+impl LimitOwnerArgs {
+    pub fn owner(&self) -> keyledger::LimitOwner<'_> {
+        match (&self.key_id, &self.account_id) {
+            (Some(k), _) => keyledger::LimitOwner::Key(k),
+            (None, Some(a)) => keyledger::LimitOwner::Account(a),
+            (None, None) => unreachable!("clap requires one of --key / --account"),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LimitCmd {
+    /// Set (or replace) a limit of LIMIT calls per SECONDS.
+    Set {
+        name: String,
+        #[arg(allow_hyphen_values = true)]
+        limit: String,
+        /// The window, in whole seconds.
+        #[arg(allow_hyphen_values = true)]
+        seconds: String,
+        #[command(flatten)]
+        owner: LimitOwnerArgs,
+        /// Apply only when a call names it (default: every authorize checks it).
+        #[arg(long)]
+        named_only: bool,
+    },
+    /// Remove a limit.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        owner: LimitOwnerArgs,
+    },
+    /// List the limits of a key or an account.
+    List {
+        #[command(flatten)]
+        owner: LimitOwnerArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MasterKeyCmd {
+    /// Print a fresh random master key (base64 of 32 bytes).
+    Generate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Mint a key; its token is printed once.
+    Create(KeyCreate),
+    /// List keys (never their secrets).
+    List {
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Show a key.
+    Show { key_id: String },
+    /// Print a signing key's signing secret (needs the master key; audited).
+    RevealSecret { key_id: String },
+    /// Revoke a key for good.
+    Revoke { key_id: String },
+    /// Disable a key (refused as api_key_inactive until enabled).
+    Disable { key_id: String },
+    /// Enable a disabled key.
+    Enable { key_id: String },
+    /// Mint a replacement key; the old one expires after --grace. The new token is printed once.
+    Rotate {
+        key_id: String,
+        /// Seconds the old key keeps working (default 0: it stops now).
+        #[arg(long, default_value = "0", allow_hyphen_values = true)]
+        grace: String,
+    },
+    /// Replace a key's scopes.
+    Scopes {
+        key_id: String,
+        /// The new scopes (none: the key grants nothing).
+        scopes: Vec<String>,
+    },
+    /// Set or clear a key's expiry.
+    #[command(group(ArgGroup::new("when").required(true).args(["at", "in_", "never"])))]
+    Expire {
+        key_id: String,
+        /// Expire at this instant (unix milliseconds).
+        #[arg(long, value_name = "UNIX_MS", allow_hyphen_values = true)]
+        at: Option<String>,
+        /// Expire this many seconds from now.
+        #[arg(long = "in", value_name = "SECONDS", allow_hyphen_values = true)]
+        in_: Option<String>,
+        /// Never expire.
+        #[arg(long)]
+        never: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct KeyCreate {
+    /// The owning account.
+    #[arg(long)]
+    pub account: String,
+    /// A human-readable name.
+    #[arg(long)]
+    pub name: String,
+    /// A scope to grant (repeat, or comma-separate).
+    #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// Token prefix.
+    #[arg(long, default_value = "kl_live")]
+    pub prefix: String,
+    /// Expire this many seconds from now.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        conflicts_with = "expires_at",
+        allow_hyphen_values = true
+    )]
+    pub expires_in: Option<String>,
+    /// Expire at this instant (unix milliseconds).
+    #[arg(long, value_name = "UNIX_MS", allow_hyphen_values = true)]
+    pub expires_at: Option<String>,
+    /// Operator key: every scope, never charged, every use audited.
+    #[arg(long)]
+    pub operator: bool,
+    /// Require signed requests; the signing secret is printed once, after the token
+    /// (needs the master key).
+    #[arg(long)]
+    pub signing: bool,
+    /// A JSON object.
+    #[arg(long)]
+    pub metadata: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RouteCmd {
+    /// Add a rule.
+    Add {
+        /// HTTP method or `*`.
+        method: String,
+        /// Path pattern: literal segments, `:name` segments, optional trailing `*`.
+        pattern: String,
+        /// Scope a key needs.
+        scope: String,
+        /// Default cost in credits.
+        #[arg(long, default_value = "0", allow_hyphen_values = true)]
+        cost: String,
+    },
+    /// List rules, most specific first.
+    List,
+    /// Remove the rule for (METHOD, PATTERN).
+    Remove { method: String, pattern: String },
+    /// Which rule decides METHOD PATH.
+    Match { method: String, path: String },
+}
+
+#[derive(Args, Debug)]
+pub struct AuthorizeArgs {
+    /// The token, or `-` to read it from stdin (keeps it out of shell history).
+    pub token: String,
+    /// The request, as "METHOD PATH".
+    #[arg(long, value_name = "METHOD PATH")]
+    pub route: Option<String>,
+    /// A scope, for non-HTTP work.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Credits to charge (default: the route's cost; 0 for --scope).
+    #[arg(long, allow_hyphen_values = true)]
+    pub cost: Option<String>,
+    /// A repeat within 24 h replays the first grant and charges nothing.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// The request signature, for signing keys: `t=<unix seconds>,v2=<hex>` (format 2;
+    /// give the query string in the --route path, as sent).
+    #[arg(long)]
+    pub signature: Option<String>,
+    /// The request body the signature covers.
+    #[arg(long)]
+    pub body: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RekeyArgs {
+    /// Ask for the new key (base64) on the terminal.
+    #[arg(long, conflicts_with_all = ["generate", "new_passphrase"])]
+    pub prompt: bool,
+    /// Generate the new key and print it once.
+    #[arg(long, conflicts_with = "new_passphrase")]
+    pub generate: bool,
+    /// Ask for a new passphrase instead of a key.
+    #[arg(long)]
+    pub new_passphrase: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Only entries about this key.
+    #[arg(long = "key")]
+    pub key_id: Option<String>,
+    /// Only entries about this account.
+    #[arg(long = "account")]
+    pub account_id: Option<String>,
+    /// Only this action (key_created, auth_refused, ...).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only entries at or after this time (unix milliseconds).
+    #[arg(long, value_name = "UNIX_MS", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// At most this many entries (default 100).
+    #[arg(long, allow_hyphen_values = true)]
+    pub limit: Option<String>,
+}

@@ -1,0 +1,37 @@
+//! The commands that work on an open vault, one module per family.
+
+mod accounts;
+mod admin;
+mod authorize;
+mod keys;
+mod routes;
+
+use keyledger::Vault;
+
+use crate::args::Command;
+use crate::exit::CliResult;
+use crate::output::Out;
+
+/// Run `cmd` on `vault` (opened by the caller, which closes it).
+pub fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
+    let now = keyledger::system_now();
+    match cmd {
+        Command::Account(a) => accounts::account(vault, a, out),
+        Command::Key(k) => keys::key(vault, k, out, now),
+        Command::Route(r) => routes::route(vault, r, out),
+        Command::Limit(l) => accounts::limit(vault, l, out),
+        Command::Authorize(args) => authorize::authorize(vault, args, out),
+        Command::Whoami { token } => authorize::whoami(vault, token, out),
+        Command::Audit(args) => admin::audit(vault, args, out),
+        Command::Rekey(args) => admin::rekey(vault, args, out),
+        Command::Usage { key_id } => admin::usage(vault, key_id, out),
+        Command::Argon2(cmd) => admin::argon2(vault, cmd, out),
+        Command::Init
+        | Command::Check { .. }
+        | Command::Quickstart { .. }
+        | Command::Dashboard { .. }
+        | Command::MasterKey(_) => {
+            unreachable!("handled without an open vault")
+        }
+    }
+}
