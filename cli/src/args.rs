@@ -82,7 +82,7 @@ pub enum Command {
         /// The token, or `-` to read it from stdin (keeps it out of shell history).
         token: String,
     },
-    /// Serve the operator dashboard over the vault (SPEC §14). The admin token comes from
+    /// Serve the operator dashboard over the vault. The admin token comes from
     /// KEYLEDGER_ADMIN_TOKEN, or is generated and printed once on stderr.
     Dashboard {
         /// Address to listen on (loopback by default; port 0 picks a free port).

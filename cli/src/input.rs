@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::exit::{invalid, CliError, CliResult};
 
 /// A non-negative integer argument; anything else (negative, over u64, not a number) is
-/// `invalid_argument`, as in every host (SPEC §9).
+/// `invalid_argument`, as in every host.
 pub fn parse_u64(what: &str, s: &str) -> CliResult<u64> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {

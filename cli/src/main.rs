@@ -1,4 +1,4 @@
-//! `keyledger`: the command-line tool over a keyledger vault (SPEC §9, §11).
+//! `keyledger`: the command-line tool over a keyledger vault.
 //!
 //! Manage accounts, keys and routes, authorize a token by hand, read the audit log and a
 //! key's usage, and run a narrated `quickstart`. Tables for people, `--json` for scripts
@@ -30,7 +30,6 @@
 //! `--argon2-fast` (hidden) creates a new vault with `Argon2Params::INSECURE_FAST`: for
 //! tests only. It never changes an existing vault (`keyledger argon2 set` does, audited),
 //! and a build without the `insecure-fast-argon2` feature refuses it.
-
 //!
 //! The code: `args.rs` (the command line), `commands/` (one module per command family on an
 //! open vault), `exit.rs` (errors and their exit codes), `input.rs` (argument parsing and

@@ -1,4 +1,4 @@
-//! The JSON endpoints under `/api/` (SPEC §9 operations, SPEC §14). Each handler reads
+//! The JSON endpoints under `/api/`. Each handler reads
 //! and checks its input, then makes one `Vault` call (off the async workers); a core error
 //! answers with its own status and body.
 //!

@@ -88,7 +88,7 @@ impl QueryMap {
 }
 
 /// A non-negative integer; anything else (negative, over u64, not a number) is
-/// `invalid_argument`, as in every host (SPEC §9).
+/// `invalid_argument`, as in every host.
 pub fn parse_u64(what: &str, s: &str) -> Result<u64, ApiError> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {

@@ -1,4 +1,4 @@
-//! `keyledger dashboard`: the operator dashboard (SPEC §14), an HTTP server over one
+//! `keyledger dashboard`: the operator dashboard, an HTTP server over one
 //! [`Vault`] opened with actor `dashboard`.
 //!
 //! - Pages (`/accounts`, `/keys`, `/routes`, `/limits`, `/audit`, `/usage`) are static

@@ -1,4 +1,4 @@
-// A real-browser test of `keyledger dashboard` (SPEC §14): headless Chromium (Debian's
+// A real-browser test of `keyledger dashboard`: headless Chromium (Debian's
 // `chromium`) driven by playwright-core. Log in, create an account with credits, mint a
 // dial_live key with scope sms:send, read its secret from the page once, authorize with it
 // through the CLI (granted), revoke it in the page, authorize again (refused,

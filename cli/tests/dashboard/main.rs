@@ -1,4 +1,4 @@
-//! The operator dashboard (`keyledger dashboard`, SPEC §14), run as the built binary on
+//! The operator dashboard (`keyledger dashboard`), run as the built binary on
 //! 127.0.0.1:0 and driven over its JSON API with a small HTTP/1.1 client: login, sessions,
 //! CSRF, every change audited as `dashboard`, no secret in any response but the one that
 //! creates a key, bad input answered with 400 and a JSON body, nothing changed.
