@@ -116,7 +116,7 @@ mod tests {
                 _ => entries.last_mut().unwrap().1.push_str(t),
             }
         }
-        for code in ErrorCode::ALL {
+        for code in ErrorCode::all() {
             let n = code_exit(code);
             let text = &entries.iter().find(|(e, _)| *e == n).unwrap().1;
             assert!(
