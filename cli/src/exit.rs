@@ -25,7 +25,7 @@ With --json every command prints one JSON value on stdout; on error, the error b
 /// What a command failed with.
 #[derive(Debug)]
 pub enum CliError {
-    /// A library error (or one of the same kind found by the CLI): exit code by `code()`.
+    /// A library error (or one of the same kind found by the CLI): exit code by its kind.
     Vault(Error),
     /// Anything else (I/O on stdin or stdout, a refused quickstart directory): exit 1.
     Other(String),
