@@ -345,6 +345,8 @@ pub enum RouteCmd {
     Match { method: String, path: String },
 }
 
+// The arguments of `keyledger authorize` (a plain comment: a doc comment here would
+// replace the subcommand's help text).
 #[derive(Args, Debug)]
 pub struct AuthorizeArgs {
     /// The token, or `-` to read it from stdin (keeps it out of shell history).
@@ -370,6 +372,8 @@ pub struct AuthorizeArgs {
     pub body: Option<String>,
 }
 
+// The arguments of `keyledger rekey` (a plain comment: a doc comment here would
+// replace the subcommand's help text).
 #[derive(Args, Debug)]
 pub struct RekeyArgs {
     /// Ask for the new key (base64) on the terminal.
@@ -383,6 +387,8 @@ pub struct RekeyArgs {
     pub new_passphrase: bool,
 }
 
+// The arguments of `keyledger audit` (a plain comment: a doc comment here would
+// replace the subcommand's help text).
 #[derive(Args, Debug)]
 pub struct AuditArgs {
     /// Only entries about this key.

@@ -7,6 +7,7 @@ use crate::exit::{invalid, CliResult};
 use crate::input::{parse_metadata, parse_positive, parse_u64, seconds_to_ms};
 use crate::output::{self, Out};
 
+/// One line: an account's credits and its total added.
 fn balance_line(b: &keyledger::Balance) -> String {
     format!(
         "{}: {} credits ({} added in total)\n",
@@ -14,6 +15,7 @@ fn balance_line(b: &keyledger::Balance) -> String {
     )
 }
 
+/// `keyledger account create|show|list|top-up|debit|balance|refill`.
 pub fn account(vault: &Vault, cmd: &AccountCmd, out: &Out) -> CliResult {
     match cmd {
         AccountCmd::Create {
@@ -122,6 +124,7 @@ pub fn account(vault: &Vault, cmd: &AccountCmd, out: &Out) -> CliResult {
     }
 }
 
+/// `keyledger limit set|remove|list`, on a key (`--key`) or an account (`--account`).
 pub fn limit(vault: &Vault, cmd: &LimitCmd, out: &Out) -> CliResult {
     let table = |limits: &[keyledger::RateLimit]| {
         let rows: Vec<Vec<String>> = limits

@@ -38,6 +38,7 @@ fn print_new_token(
     }
 }
 
+/// `keyledger key …`; a new token (create, rotate) is printed once, alone on stdout.
 pub fn key(vault: &Vault, cmd: &KeyCmd, out: &Out, now: Millis) -> CliResult {
     let show = |k: keyledger::KeyInfo, verb: &str| -> CliResult {
         out.emit(&k, || {

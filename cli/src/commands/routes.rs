@@ -7,6 +7,7 @@ use crate::exit::CliResult;
 use crate::input::parse_u64;
 use crate::output::{self, Out};
 
+/// `keyledger route add|list|remove|match`.
 pub fn route(vault: &Vault, cmd: &RouteCmd, out: &Out) -> CliResult {
     let rule_line = |r: &keyledger::RouteRule| {
         format!(
