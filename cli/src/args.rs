@@ -8,7 +8,13 @@ use crate::exit::EXIT_CODES;
 
 /// keyledger: an embedded API-key vault with credits.
 #[derive(Parser, Debug)]
-#[command(name = "keyledger", version, about, after_long_help = EXIT_CODES)]
+// `about` is the library's description (the one --help always showed), not this crate's.
+#[command(
+    name = "keyledger",
+    version,
+    about = "An embedded API-key vault with credits: argon2id-hashed keys, scopes, routes and durable debits in one redb file shared by every worker process.",
+    after_long_help = EXIT_CODES
+)]
 pub struct Cli {
     /// The vault file.
     #[arg(
