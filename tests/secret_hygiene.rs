@@ -4,7 +4,7 @@
 //! message or body, not an audit entry, not the CLI's output (apart from the one-time
 //! creation line), not the bytes of the vault file or of its sidecar. Both files are 0600.
 //!
-//! And (long run only, `KEYLEDGER_LONG=1`) a timing test: authorizing a cached key with a
+//! And (long run and CI only, `KEYLEDGER_LONG=1` or `KEYLEDGER_REQUIRE_ALL=1`) a timing test: authorizing a cached key with a
 //! wrong secret takes the same time as with the right one — within a tolerance, reported.
 
 mod common;
@@ -249,8 +249,10 @@ fn median(mut xs: Vec<u128>) -> u128 {
 
 #[test]
 fn a_wrong_secret_for_a_cached_key_takes_as_long_as_the_right_one() {
-    if std::env::var_os("KEYLEDGER_LONG").is_none() {
-        eprintln!("timing: skipped (long run only: KEYLEDGER_LONG=1)");
+    if std::env::var_os("KEYLEDGER_LONG").is_none() && !common::require_all() {
+        eprintln!(
+            "timing: skipped (long run and CI only: KEYLEDGER_LONG=1 or KEYLEDGER_REQUIRE_ALL=1)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

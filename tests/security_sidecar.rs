@@ -351,7 +351,10 @@ fn a_vault_file_writable_by_group_or_others_is_refused_and_left_untouched() {
 #[test]
 fn a_vault_file_owned_by_another_user_is_refused() {
     if !is_root() {
-        eprintln!("skipped: needs root to chown a file to another user");
+        common::skip_unless_required(
+            "this ownership check",
+            "needs root to chown a file to another user",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -369,7 +372,10 @@ fn a_vault_file_owned_by_another_user_is_refused() {
 #[test]
 fn a_symlink_to_another_users_file_or_owned_by_another_user_is_not_followed() {
     if !is_root() {
-        eprintln!("skipped: needs root to chown a file to another user");
+        common::skip_unless_required(
+            "this ownership check",
+            "needs root to chown a file to another user",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -425,7 +431,10 @@ fn a_sidecar_writable_by_others_is_refused() {
 #[test]
 fn a_sidecar_owned_by_another_user_is_refused() {
     if !is_root() {
-        eprintln!("skipped: needs root to chown a file to another user");
+        common::skip_unless_required(
+            "this ownership check",
+            "needs root to chown a file to another user",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -471,7 +480,7 @@ fn keyledger_init_refuses_a_planted_empty_file() {
         assert!(stderr.contains("uid 65534"), "{stderr}");
         assert_eq!(std::fs::metadata(&planted).unwrap().len(), 0);
     } else {
-        eprintln!("skipped the other-owner case: needs root");
+        common::skip_unless_required("the other-owner case", "needs root");
     }
     // A fresh path is created 0600 by init.
     let fresh = dir.path().join("fresh.redb");

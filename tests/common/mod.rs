@@ -98,6 +98,28 @@ pub fn run_child(entry: &str, env: &[(&str, String)]) -> Output {
     out
 }
 
+/// Whether every check must run here: `KEYLEDGER_REQUIRE_ALL=1` (set by `.ci/run` and by
+/// `scripts/test` under CI), or `CI` set to anything but empty, `0` or `false` (as CI
+/// services do). Then a check that cannot run is a failure, not a skip.
+pub fn require_all() -> bool {
+    let set = |name: &str| {
+        std::env::var(name)
+            .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+    };
+    set("KEYLEDGER_REQUIRE_ALL") || set("CI")
+}
+
+/// A check that cannot run here (`why`): under [`require_all`] the test fails saying so;
+/// otherwise it prints `skipped: <check>: <why>` on stderr and the caller returns.
+pub fn skip_unless_required(check: &str, why: &str) {
+    assert!(
+        !require_all(),
+        "{check} cannot run: {why}. KEYLEDGER_REQUIRE_ALL or CI is set, so a skipped check \
+         is a failure (scripts/test installs what the checks need)"
+    );
+    eprintln!("skipped: {check}: {why}");
+}
+
 /// The number a child printed as `NAME=<n>`.
 pub fn reported(out: &Output, name: &str) -> u64 {
     let text = String::from_utf8_lossy(&out.stdout);
