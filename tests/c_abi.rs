@@ -1,8 +1,11 @@
 //! Compiles `tests/c/test_keyledger.c` against `include/keyledger.h` and the cdylib
 //! (`libkeyledger.so`), runs it on a temporary vault, and runs it again under valgrind
-//! (leaks and memory errors) when valgrind is installed.
+//! (leaks and memory errors) when valgrind is installed; in CI (`KEYLEDGER_REQUIRE_ALL` or
+//! `CI`) a missing valgrind fails the test.
 //!
 //! Run alone with `cargo test --test c_abi -- --nocapture`.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -115,7 +118,10 @@ fn c_program_passes_against_the_header_and_the_cdylib() {
 
     let valgrind = Command::new("valgrind").arg("--version").output();
     if !valgrind.is_ok_and(|o| o.status.success()) {
-        println!("note: valgrind is not installed; skipping the leak check");
+        common::skip_unless_required(
+            "the valgrind leak check of the C tests",
+            "valgrind is not installed (apt-get install valgrind)",
+        );
         return;
     }
     let vault = dir.path().join("valgrind.redb");

@@ -1,43 +1,16 @@
 //! Threads and processes sharing one vault file: no overspend, no lost debit, and every
 //! change committed anywhere is seen by the very next call everywhere.
 //!
-//! Child processes are this test binary re-run on one `child_*` entry point, which does
-//! nothing unless `KEYLEDGER_CHILD` is set.
+//! Child processes are the child-process binary (`tests/children/concurrency.rs`) run on
+//! one `concurrency::…` entry point.
 
 mod common;
 
 use std::sync::Arc;
 
-use common::{env, is_child, options, reported, run_child, Fixture};
-use keyledger::{AuthorizeOptions, CacheMode, Error, NewKey, OnReplay, Target, Vault};
-
-const COST1: AuthorizeOptions<'static> = AuthorizeOptions {
-    cost: Some(1),
-    idempotency_key: None,
-    signature: None,
-    body: None,
-    now: None,
-    limits: None,
-    limit_cost: None,
-    on_replay: OnReplay::Grant,
-    query: None,
-};
-
-fn spend_until_refused(v: &Vault, token: &str) -> (u64, u64) {
-    let (mut granted, mut refused) = (0, 0);
-    loop {
-        match v.authorize(token, Target::scope("x"), &COST1) {
-            Ok(_) => granted += 1,
-            Err(Error::InsufficientCredits { credits: 0, .. }) => {
-                refused += 1;
-                if refused >= 3 {
-                    return (granted, refused);
-                }
-            }
-            Err(e) => panic!("unexpected {e:?}"),
-        }
-    }
-}
+use common::workloads::spend_until_refused;
+use common::{options, reported, run_child, Fixture};
+use keyledger::{AuthorizeOptions, CacheMode, Error, NewKey, Target, Vault};
 
 #[test]
 fn eight_threads_spend_exactly_the_balance() {
@@ -62,25 +35,6 @@ fn eight_threads_spend_exactly_the_balance() {
 }
 
 #[test]
-fn child_spend() {
-    if !is_child() {
-        return;
-    }
-    let v = Vault::open_with(env("KL_PATH"), options()).unwrap();
-    let token = env("KL_TOKEN");
-    let v = Arc::new(v);
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let v = v.clone();
-            let token = token.clone();
-            std::thread::spawn(move || spend_until_refused(&v, &token).0)
-        })
-        .collect();
-    let granted: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    println!("GRANTED={granted}");
-}
-
-#[test]
 fn four_processes_spend_exactly_the_balance() {
     const N: u64 = 600;
     let f = Fixture::new();
@@ -93,7 +47,7 @@ fn four_processes_spend_exactly_the_balance() {
     let children: Vec<_> = (0..4)
         .map(|_| {
             let env = env.clone();
-            std::thread::spawn(move || run_child("child_spend", &env))
+            std::thread::spawn(move || run_child("concurrency::spend", &env))
         })
         .collect();
     let mut total = 0;
@@ -102,23 +56,6 @@ fn four_processes_spend_exactly_the_balance() {
     }
     assert_eq!(total, N, "processes overspent or lost debits");
     assert_eq!(f.vault.balance("a").unwrap().credits, 0);
-}
-
-#[test]
-fn child_change() {
-    if !is_child() {
-        return;
-    }
-    let v = Vault::open_with(env("KL_PATH"), options()).unwrap();
-    let key_id = env("KL_KEY");
-    match env("KL_CHANGE").as_str() {
-        "revoke" => drop(v.revoke_key(&key_id).unwrap()),
-        "disable" => drop(v.disable_key(&key_id).unwrap()),
-        "scopes" => drop(v.set_scopes(&key_id, &["other"]).unwrap()),
-        "debit" => drop(v.debit("a", 7, None).unwrap()),
-        "route" => drop(v.remove_route("GET", "/r").unwrap()),
-        other => panic!("unknown change {other}"),
-    }
 }
 
 #[test]
@@ -163,7 +100,7 @@ fn a_change_in_another_process_is_seen_by_the_next_call_with_a_warm_cache() {
         call().unwrap();
         assert_eq!(f.vault.stats().read_txns, reads, "cache was not warm");
         run_child(
-            "child_change",
+            "concurrency::change",
             &[
                 ("KL_PATH", f.path.display().to_string()),
                 ("KL_KEY", info.key_id.clone()),

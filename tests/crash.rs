@@ -2,13 +2,13 @@
 //! loop and is killed with SIGKILL at random points; nothing it was told succeeded is ever
 //! lost, nothing is counted twice, and the file stays a clean redb database.
 //!
-//! The worker is this test binary re-run on `child_crash_worker`. Before each call it
+//! The worker is the child-process binary (`tests/children/crash.rs`) run on `crash::worker`. Before each call it
 //! writes an intent line (`@@ I …`) and after the call returns it writes what was
 //! acknowledged (`@@ A …`), both to a pipe, before going on. So at any kill at most one
 //! call is in flight: the parent's model knows the exact balance, give or take that one
 //! call, and checks after each kill that the vault holds exactly one of the two outcomes.
 //!
-//! In some phases a second process (`child_crash_server`) stays alive across the kills,
+//! In some phases a second process (`crash::server`) stays alive across the kills,
 //! serving `authorize` from its warm caches: after every kill it must report the exact
 //! balance and refuse every key whose revocation was acknowledged (the worker may die
 //! between the two generation bumps of its commit; readers must then fall back to redb).
@@ -20,153 +20,15 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{assert_no_audit_gap, assert_redb_integrity, env, is_child, options, Fixture};
+use common::workloads::Rng;
+use common::{assert_no_audit_gap, assert_redb_integrity, child_command, options, Fixture};
 use keyledger::{AuthorizeOptions, Error, NewKey, Target, Vault};
 
 const INITIAL: u64 = 1_000_000_000;
-
-/// splitmix64: reproducible randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "@@ {line}").unwrap();
-    out.flush().unwrap();
-}
-
-/// A worker whose call fails reports it (the parent fails the test) and stops.
-fn ok<T>(r: keyledger::Result<T>) -> T {
-    r.unwrap_or_else(|e| {
-        say(&format!("FAIL {e:?}"));
-        std::process::exit(3)
-    })
-}
-
-fn cost(c: u64, idem: Option<&str>) -> AuthorizeOptions<'_> {
-    AuthorizeOptions {
-        cost: Some(c),
-        idempotency_key: idem,
-        ..AuthorizeOptions::default()
-    }
-}
-
-/// The worker: runs until killed.
-#[test]
-fn child_crash_worker() {
-    if !is_child() || std::env::var_os("KL_ROLE").is_none_or(|r| r != "worker") {
-        return;
-    }
-    let mut rng = Rng(env("KL_SEED").parse().unwrap());
-    let round = env("KL_ROUND");
-    let token = env("KL_TOKEN");
-    let v = ok(Vault::open_with(env("KL_PATH"), options()));
-    let mut mine: Vec<String> = Vec::new();
-    say("READY");
-    // First, retry the idempotent call that was in flight when the last worker died.
-    if let Ok(retry) = std::env::var("KL_RETRY") {
-        let (k, c) = retry.split_once(' ').unwrap();
-        let c: u64 = c.parse().unwrap();
-        say(&format!("I idem {c} {k}"));
-        let g = ok(v.authorize(&token, Target::scope("x"), &cost(c, Some(k))));
-        say(&format!("A idem {} {} {k}", g.charged, g.replayed));
-    }
-    for i in 0u64.. {
-        match rng.below(100) {
-            0..=44 => {
-                let c = 1 + rng.below(5);
-                say(&format!("I auth {c}"));
-                let g = ok(v.authorize(&token, Target::scope("x"), &cost(c, None)));
-                say(&format!("A auth {} {}", g.charged, g.credits));
-            }
-            45..=59 => {
-                let c = 1 + rng.below(5);
-                let k = format!("r{round}-{i}");
-                say(&format!("I idem {c} {k}"));
-                let g = ok(v.authorize(&token, Target::scope("x"), &cost(c, Some(&k))));
-                say(&format!("A idem {} {} {k}", g.charged, g.replayed));
-            }
-            60..=74 => {
-                let c = 1 + rng.below(9);
-                say(&format!("I debit {c}"));
-                let b = ok(v.debit("a", c, None));
-                say(&format!("A debit {c} {}", b.credits));
-            }
-            75..=79 => {
-                let c = 10 + rng.below(90);
-                say(&format!("I topup {c}"));
-                let b = ok(v.top_up("a", c, None));
-                say(&format!("A topup {c} {}", b.credits));
-            }
-            80..=89 => {
-                say("I create 0");
-                let (t, info) = ok(v.create_key(NewKey::new("a", "k", ["x"])));
-                say(&format!("A create {} {}", info.key_id, t.expose()));
-                mine.push(info.key_id);
-            }
-            90..=94 if !mine.is_empty() => {
-                let id = mine.swap_remove(rng.below(mine.len() as u64) as usize);
-                say(&format!("I revoke 0 {id}"));
-                ok(v.revoke_key(&id));
-                say(&format!("A revoke {id}"));
-            }
-            95..=99 if !mine.is_empty() => {
-                let id = mine[rng.below(mine.len() as u64) as usize].clone();
-                let disable = rng.below(2) == 0;
-                say(&format!("I toggle 0 {id} {disable}"));
-                if disable {
-                    ok(v.disable_key(&id));
-                } else {
-                    ok(v.enable_key(&id));
-                }
-                say(&format!("A toggle {id} {disable}"));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The long-lived server: answers commands from stdin from its warm caches.
-#[test]
-fn child_crash_server() {
-    if !is_child() || std::env::var_os("KL_ROLE").is_none_or(|r| r != "server") {
-        return;
-    }
-    let v = Vault::open_with(env("KL_PATH"), options()).unwrap();
-    say("READY");
-    for line in std::io::stdin().lock().lines() {
-        let line = line.unwrap();
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("AUTH") => {
-                let token = words.next().unwrap();
-                match v.authorize(token, Target::scope("x"), &AuthorizeOptions::default()) {
-                    Ok(g) => say(&format!("OK {}", g.credits)),
-                    Err(e) => say(&format!("ERR {}", e.code())),
-                }
-            }
-            Some("BAL") => say(&format!("BAL {}", v.balance("a").unwrap().credits)),
-            _ => break,
-        }
-    }
-    v.close().unwrap();
-}
 
 /// A child with its protocol lines (`@@ …`) forwarded to a channel.
 struct Proc {
@@ -178,13 +40,9 @@ struct Proc {
 
 impl Proc {
     fn spawn(env: &[(&str, String)], stdin: bool) -> Proc {
-        let exe = std::env::current_exe().unwrap();
         let role = &env.iter().find(|(k, _)| *k == "KL_ROLE").unwrap().1;
-        let entry = format!("child_crash_{role}");
-        let mut cmd = Command::new(exe);
-        cmd.args(["--exact", &entry, "--nocapture", "--test-threads=1"])
-            .env("KEYLEDGER_CHILD", "1")
-            .stdout(Stdio::piped())
+        let mut cmd = child_command(&format!("crash::{role}"));
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::null())
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() });
         for (k, v) in env {
@@ -196,8 +54,7 @@ impl Proc {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                // libtest may print "test child_… ... " on the same line first.
-                if let Some((_, msg)) = line.split_once("@@ ") {
+                if let Some(msg) = line.strip_prefix("@@ ") {
                     if tx.send(msg.to_string()).is_err() {
                         break;
                     }
@@ -432,9 +289,6 @@ fn kills() -> u64 {
 
 #[test]
 fn sigkill_at_random_points_loses_no_acknowledged_debit_or_change() {
-    if is_child() {
-        return;
-    }
     let seed: u64 = std::env::var("KL_SEED").map_or_else(
         |_| {
             std::time::SystemTime::now()

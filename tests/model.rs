@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::{env, is_child, options, run_child, Fixture, TestClock};
+use common::workloads::{hammer, mix, Tally};
+use common::{options, run_child, Fixture, TestClock};
 use keyledger::{AuthorizeOptions, Error, NewKey, Target, Vault, IDEMPOTENCY_WINDOW_MS};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -449,9 +450,6 @@ fn cases() -> u32 {
 
 #[test]
 fn random_operation_sequences_match_the_model() {
-    if is_child() {
-        return;
-    }
     let checked = AtomicU64::new(0);
     let mut runner = TestRunner::new(Config {
         cases: cases(),
@@ -472,81 +470,6 @@ fn random_operation_sequences_match_the_model() {
 }
 
 // ---------------------------------------------------------------- concurrency
-
-/// splitmix64
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Totals one worker saw acknowledged.
-#[derive(Default, Debug)]
-struct Tally {
-    debited: u64,
-    topped: u64,
-    /// idempotency key → credits charged under it by this worker
-    idem: HashMap<u64, u64>,
-    refused: u64,
-}
-
-/// Random debits (authorize with a cost, management debits, shared idempotency keys whose
-/// cost is fixed per key) and top-ups, against one account, until `ops` are done.
-fn hammer(v: &Vault, token: &str, seed: u64, ops: u64) -> Tally {
-    let mut t = Tally::default();
-    let mut s = seed;
-    for _ in 0..ops {
-        s = mix(s);
-        let c = 1 + (s >> 8) % 7;
-        match s % 10 {
-            0..=4 => match v.authorize(
-                token,
-                Target::scope("x"),
-                &AuthorizeOptions {
-                    cost: Some(c),
-                    ..AuthorizeOptions::default()
-                },
-            ) {
-                Ok(g) => t.debited += g.charged,
-                Err(Error::InsufficientCredits { required, .. }) if required == c => t.refused += 1,
-                Err(e) => panic!("authorize: {e:?}"),
-            },
-            5 => match v.debit("a", c, None) {
-                Ok(_) => t.debited += c,
-                Err(Error::InsufficientCredits { .. }) => t.refused += 1,
-                Err(e) => panic!("debit: {e:?}"),
-            },
-            6..=8 => {
-                // 16 keys shared by every worker; the cost is a function of the key.
-                let k = (s >> 20) % 16;
-                let key = format!("shared-{k}");
-                match v.authorize(
-                    token,
-                    Target::scope("x"),
-                    &AuthorizeOptions {
-                        cost: Some(1 + k % 5),
-                        idempotency_key: Some(&key),
-                        ..AuthorizeOptions::default()
-                    },
-                ) {
-                    Ok(g) => {
-                        assert!(!g.replayed || g.charged == 0);
-                        *t.idem.entry(k).or_default() += g.charged;
-                        t.debited += g.charged;
-                    }
-                    Err(Error::InsufficientCredits { .. }) => t.refused += 1,
-                    Err(e) => panic!("idempotent authorize: {e:?}"),
-                }
-            }
-            _ => {
-                v.top_up("a", c * 3, None).unwrap();
-                t.topped += c * 3;
-            }
-        }
-    }
-    t
-}
 
 fn check_totals(v: &Vault, initial: u64, tallies: &[Tally]) {
     let debited: u64 = tallies.iter().map(|t| t.debited).sum();
@@ -569,9 +492,6 @@ fn check_totals(v: &Vault, initial: u64, tallies: &[Tally]) {
 
 #[test]
 fn threads_racing_on_one_account_never_overspend_and_totals_are_exact() {
-    if is_child() {
-        return;
-    }
     const INITIAL: u64 = 300;
     let f = Fixture::new();
     f.vault.create_account("a", INITIAL, None).unwrap();
@@ -594,43 +514,7 @@ fn threads_racing_on_one_account_never_overspend_and_totals_are_exact() {
 }
 
 #[test]
-fn child_hammer() {
-    if !is_child() {
-        return;
-    }
-    let v = Arc::new(Vault::open_with(env("KL_PATH"), options()).unwrap());
-    let seed: u64 = env("KL_SEED").parse().unwrap();
-    let token = env("KL_TOKEN");
-    let tallies: Vec<Tally> = (0..2u64)
-        .map(|i| {
-            let v = v.clone();
-            let token = token.clone();
-            std::thread::spawn(move || hammer(&v, &token, mix(seed * 7 + i), 120))
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .collect();
-    for t in tallies {
-        let idem: Vec<String> = t.idem.iter().map(|(k, c)| format!("{k}:{c}")).collect();
-        println!(
-            "\n@@ {} {} {}",
-            t.debited,
-            t.topped,
-            if idem.is_empty() {
-                "-".into()
-            } else {
-                idem.join(",")
-            }
-        );
-    }
-}
-
-#[test]
 fn processes_racing_on_one_file_never_overspend_and_totals_are_exact() {
-    if is_child() {
-        return;
-    }
     const INITIAL: u64 = 300;
     let f = Fixture::new();
     f.vault.create_account("a", INITIAL, None).unwrap();
@@ -642,7 +526,7 @@ fn processes_racing_on_one_file_never_overspend_and_totals_are_exact() {
                 ("KL_TOKEN", token.expose().to_string()),
                 ("KL_SEED", (i + 11).to_string()),
             ];
-            std::thread::spawn(move || run_child("child_hammer", &env))
+            std::thread::spawn(move || run_child("model::hammer", &env))
         })
         .collect();
     let mut tallies = Vec::new();

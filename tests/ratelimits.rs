@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{env, is_child, options, reported, run_child, Fixture, T0};
+use common::{options, reported, run_child, Fixture, T0};
 use keyledger::{
     AuditQuery, AuthorizeOptions, Error, LimitOwner, NewKey, RefillInterval, Target, Vault,
 };
@@ -237,27 +237,6 @@ fn limits_are_managed_validated_and_audited() {
 }
 
 #[test]
-fn child_hammer() {
-    if !is_child() {
-        return;
-    }
-    let v = std::sync::Arc::new(Vault::open_with(env("KL_PATH"), options()).unwrap());
-    let token = env("KL_TOKEN");
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let (v, token) = (v.clone(), token.clone());
-            std::thread::spawn(move || {
-                (0..60)
-                    .filter(|_| v.authorize(&token, X, &at(T0)).is_ok())
-                    .count()
-            })
-        })
-        .collect();
-    let n: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    println!("GRANTED={n}");
-}
-
-#[test]
 fn four_processes_share_one_limit_instead_of_each_allowing_it() {
     let f = Fixture::new();
     f.vault.create_account("a", 0, None).unwrap();
@@ -272,7 +251,7 @@ fn four_processes_share_one_limit_instead_of_each_allowing_it() {
     let children: Vec<_> = (0..4)
         .map(|_| {
             let env = env.clone();
-            std::thread::spawn(move || run_child("child_hammer", &env))
+            std::thread::spawn(move || run_child("ratelimits::hammer", &env))
         })
         .collect();
     let mut total = 0u64;
@@ -322,27 +301,6 @@ fn a_monthly_refill_sets_the_credits_once_per_period() {
 }
 
 #[test]
-fn child_cross_the_boundary() {
-    if !is_child() {
-        return;
-    }
-    let v = Vault::open_with(env("KL_PATH"), options()).unwrap();
-    let now: i64 = env("KL_NOW").parse().unwrap();
-    let g = v
-        .authorize(
-            &env("KL_TOKEN"),
-            X,
-            &AuthorizeOptions {
-                cost: Some(1),
-                now: Some(now),
-                ..AuthorizeOptions::default()
-            },
-        )
-        .unwrap();
-    println!("CREDITS={}", g.credits);
-}
-
-#[test]
 fn eight_processes_crossing_a_boundary_refill_exactly_once() {
     let f = Fixture::new();
     f.vault.create_account("a", 3, None).unwrap();
@@ -359,7 +317,7 @@ fn eight_processes_crossing_a_boundary_refill_exactly_once() {
     let children: Vec<_> = (0..8)
         .map(|_| {
             let env = env.clone();
-            std::thread::spawn(move || run_child("child_cross_the_boundary", &env))
+            std::thread::spawn(move || run_child("ratelimits::cross_the_boundary", &env))
         })
         .collect();
     for c in children {

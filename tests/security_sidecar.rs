@@ -3,8 +3,8 @@
 //! removed while processes run, and vault files or sidecars planted by another user or left
 //! writable by others.
 //!
-//! Changes are made from a child process (this test binary re-run on a `child_*` entry
-//! point, which does nothing unless `KEYLEDGER_CHILD` is set), as another worker would.
+//! Changes are made from a child process (the child-process binary run on
+//! `security_sidecar::revoke`, `tests/children/`), as another worker would.
 //! Tests that need another user chown files to uid 65534 (nobody) and need root; as
 //! another user they say so and return.
 
@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{env, is_child, options, run_child};
+use common::{options, run_child};
 use keyledger::{AuthorizeOptions, CacheMode, Error, NewKey, Target, Vault, VaultOptions};
 
 const NOBODY: u32 = 65534;
@@ -52,20 +52,9 @@ fn warm(v: &Vault, token: &str) {
     assert_eq!(v.stats().read_txns, reads, "the cache is not warm");
 }
 
-/// Another worker process opens the vault at `KL_PATH` and revokes `KL_KEY`.
-#[test]
-fn child_revoke() {
-    if !is_child() {
-        return;
-    }
-    let v = Vault::open_with(env("KL_PATH"), options()).unwrap();
-    v.revoke_key(&env("KL_KEY")).unwrap();
-    v.close().unwrap();
-}
-
 fn revoke_in_another_process(path: &Path, key_id: &str) {
     run_child(
-        "child_revoke",
+        "security_sidecar::revoke",
         &[
             ("KL_PATH", path.display().to_string()),
             ("KL_KEY", key_id.to_string()),
@@ -360,7 +349,10 @@ fn a_vault_file_writable_by_group_or_others_is_refused_and_left_untouched() {
 #[test]
 fn a_vault_file_owned_by_another_user_is_refused() {
     if !is_root() {
-        eprintln!("skipped: needs root to chown a file to another user");
+        common::skip_unless_required(
+            "this ownership check",
+            "needs root to chown a file to another user",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -378,7 +370,10 @@ fn a_vault_file_owned_by_another_user_is_refused() {
 #[test]
 fn a_symlink_to_another_users_file_or_owned_by_another_user_is_not_followed() {
     if !is_root() {
-        eprintln!("skipped: needs root to chown a file to another user");
+        common::skip_unless_required(
+            "this ownership check",
+            "needs root to chown a file to another user",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -434,7 +429,10 @@ fn a_sidecar_writable_by_others_is_refused() {
 #[test]
 fn a_sidecar_owned_by_another_user_is_refused() {
     if !is_root() {
-        eprintln!("skipped: needs root to chown a file to another user");
+        common::skip_unless_required(
+            "this ownership check",
+            "needs root to chown a file to another user",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

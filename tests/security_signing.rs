@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::{env, is_child, options, run_child, TestClock, T0};
+use common::workloads::{open_signing as open, signed as opts};
+use common::{run_child, TestClock, T0};
 use hmac::{Hmac, Mac};
-use keyledger::{
-    sign_request, AuthorizeOptions, Error, MasterKey, NewKey, Target, Vault, VaultOptions,
-};
+use keyledger::{sign_request, AuthorizeOptions, Error, MasterKey, NewKey, Target, Vault};
 use sha2::Sha256;
 
 /// The published test vector (README.md, docs/format.md): the same inputs must give the
@@ -27,19 +26,6 @@ struct Setup {
     vault: Vault,
     token: String,
     secret: String,
-}
-
-fn open(path: &std::path::Path, master: &MasterKey, clock: &TestClock, single_use: bool) -> Vault {
-    Vault::open_with(
-        path,
-        VaultOptions {
-            master_key: Some(master.clone()),
-            clock: Some(clock.clock()),
-            single_use_signatures: single_use,
-            ..options()
-        },
-    )
-    .unwrap()
 }
 
 fn setup(single_use: bool) -> Setup {
@@ -65,16 +51,6 @@ fn setup(single_use: bool) -> Setup {
         vault,
         token: t.expose().to_string(),
         secret,
-    }
-}
-
-fn opts<'a>(sig: &'a str, body: &'a [u8], query: Option<&'a str>) -> AuthorizeOptions<'a> {
-    AuthorizeOptions {
-        signature: Some(sig),
-        body: Some(body),
-        now: Some(T0),
-        query,
-        ..AuthorizeOptions::default()
     }
 }
 
@@ -325,9 +301,6 @@ fn used_signatures_older_than_the_window_are_forgotten() {
 /// Another process opening the same vault refuses a signature this one accepted.
 #[test]
 fn a_signature_used_in_one_process_is_refused_in_another() {
-    if is_child() {
-        return;
-    }
     let s = setup(true);
     let sig = sign_request(&s.secret, T0 / 1000, "POST", "/send?to=A", b"{}");
     s.vault
@@ -338,7 +311,7 @@ fn a_signature_used_in_one_process_is_refused_in_another() {
         )
         .unwrap();
     run_child(
-        "child_replays_a_signature",
+        "security_signing::replay_a_signature",
         &[
             ("KL_PATH", s.path.display().to_string()),
             ("KL_MASTER", s.master.to_base64().to_string()),
@@ -346,23 +319,4 @@ fn a_signature_used_in_one_process_is_refused_in_another() {
             ("KL_SIG", sig),
         ],
     );
-}
-
-#[test]
-fn child_replays_a_signature() {
-    if !is_child() {
-        return;
-    }
-    let master = MasterKey::from_base64(&env("KL_MASTER")).unwrap();
-    let clock = TestClock::new();
-    let v = open(std::path::Path::new(&env("KL_PATH")), &master, &clock, true);
-    let sig = env("KL_SIG");
-    let e = v
-        .authorize(
-            &env("KL_TOKEN"),
-            Target::route("POST", "/send"),
-            &opts(&sig, b"{}", Some("to=A")),
-        )
-        .unwrap_err();
-    assert_eq!(e, Error::InvalidSignature);
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{env, is_child, options, run_child, TestClock, T0};
+use common::{options, run_child, TestClock, T0};
 use keyledger::{
     sign_request, AuditQuery, AuthorizeOptions, Error, MasterKey, NewKey, Target, Vault,
     VaultOptions,
@@ -278,22 +278,11 @@ fn a_passphrase_opens_the_vault_again_and_a_wrong_one_does_not() {
 }
 
 #[test]
-fn child_opens_with_the_master_key_from_the_environment() {
-    if !is_child() {
-        return;
-    }
-    let v = Vault::open_with(env("KL_PATH"), options()).unwrap();
-    assert!(v.has_master_key());
-    let revealed = v.reveal_signing_secret(&env("KL_KEY")).unwrap();
-    assert_eq!(revealed.as_str(), env("KL_SECRET"));
-}
-
-#[test]
 fn the_master_key_can_come_from_keyledger_master_key() {
     let s = setup();
     s.vault.close().unwrap();
     run_child(
-        "child_opens_with_the_master_key_from_the_environment",
+        "signing::open_with_the_master_key_from_the_environment",
         &[
             ("KL_PATH", s.path.display().to_string()),
             ("KL_KEY", s.key_id.clone()),

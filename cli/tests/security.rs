@@ -2,6 +2,8 @@
 //! flag never weakens an existing vault's argon2 parameters, `argon2 set` is audited and
 //! refuses bad values, and `keyledger init` refuses a planted vault file.
 
+mod common;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
@@ -173,7 +175,7 @@ fn keyledger_init_refuses_a_planted_empty_file() {
         assert!(stderr.contains("uid 65534"), "{stderr}");
         assert_eq!(std::fs::metadata(&planted).unwrap().len(), 0);
     } else {
-        eprintln!("skipped the other-owner case: needs root");
+        common::skip_unless_required("the other-owner case", "needs root");
     }
     // A fresh path is created 0600 by init.
     let fresh = dir.path().join("fresh.redb");

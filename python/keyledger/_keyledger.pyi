@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta
 from os import PathLike
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union, final
 
 from keyledger._types import Token
 
@@ -10,6 +10,27 @@ _Instant = Union[datetime, int, float]
 _Duration = Union[timedelta, int, float]
 _Argon2 = Union[Literal["default", "insecure-fast"], Mapping[str, int]]
 
+__all__ = [
+    "generate_master_key",
+    "looks_like_key",
+    "redact",
+    "sign_request",
+    "sign_webhook",
+    "verify_webhook",
+    "version",
+    "Account",
+    "AuditEntry",
+    "Balance",
+    "Grant",
+    "KeyInfo",
+    "RateLimit",
+    "RouteRule",
+    "Usage",
+    "Vault",
+    "WhoAmI",
+]
+
+@final
 class Grant:
     """A successful authorization."""
     @property
@@ -36,6 +57,7 @@ class Grant:
     def ratelimits(self) -> List[Dict[str, Any]]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class KeyInfo:
     """A key's public info; never its secret or hash."""
     @property
@@ -68,6 +90,7 @@ class KeyInfo:
     def last_used_at(self) -> Optional[datetime]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class Account:
     @property
     def id(self) -> str: ...
@@ -82,6 +105,7 @@ class Account:
     @property
     def refill(self) -> Optional[Dict[str, Any]]: ...
 
+@final
 class Balance:
     @property
     def account_id(self) -> str: ...
@@ -90,6 +114,7 @@ class Balance:
     @property
     def total_credits(self) -> int: ...
 
+@final
 class WhoAmI:
     @property
     def account_id(self) -> str: ...
@@ -106,6 +131,7 @@ class WhoAmI:
     @property
     def total_credits(self) -> int: ...
 
+@final
 class AuditEntry:
     @property
     def seq(self) -> int: ...
@@ -122,6 +148,7 @@ class AuditEntry:
     @property
     def details(self) -> Dict[str, Any]: ...
 
+@final
 class Usage:
     @property
     def key_id(self) -> str: ...
@@ -134,6 +161,7 @@ class Usage:
     @property
     def hourly(self) -> List[Tuple[datetime, int]]: ...
 
+@final
 class RateLimit:
     @property
     def name(self) -> str: ...
@@ -144,6 +172,7 @@ class RateLimit:
     @property
     def auto_apply(self) -> bool: ...
 
+@final
 class RouteRule:
     @property
     def method(self) -> str: ...
@@ -154,10 +183,11 @@ class RouteRule:
     @property
     def cost(self) -> int: ...
 
+@final
 class Vault:
     """An open vault: thread-safe; open one per process."""
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: Union[str, PathLike[str]],
         *,
         master_key: Union[bytes, str, None] = None,
@@ -170,8 +200,9 @@ class Vault:
         throttle_burst: Optional[int] = None,
         throttle_per_second: Optional[float] = None,
         signature_window: Optional[_Duration] = None,
+        refusal_retention: Optional[_Duration] = None,
         single_use_signatures: bool = False,
-    ) -> None: ...
+    ) -> "Vault": ...
     def __enter__(self) -> "Vault": ...
     def __exit__(self, *args: object) -> Literal[False]: ...
     def close(self) -> None: ...
@@ -196,7 +227,7 @@ class Vault:
         limits: Optional[Sequence[str]] = None,
         limit_cost: Optional[int] = None,
         now: Optional[_Instant] = None,
-        on_replay: Literal["grant", "refuse"] = "grant",
+        on_replay: Optional[Literal["grant", "refuse"]] = None,
         query: Optional[str] = None,
     ) -> Grant: ...
     def authorize_request(
@@ -213,7 +244,7 @@ class Vault:
         limit_cost: Optional[int] = None,
         now: Optional[_Instant] = None,
         case_insensitive: bool = False,
-        on_replay: Literal["grant", "refuse"] = "grant",
+        on_replay: Optional[Literal["grant", "refuse"]] = None,
     ) -> Grant: ...
     def whoami(self, token: str) -> WhoAmI: ...
     def create_account(

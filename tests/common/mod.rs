@@ -1,55 +1,17 @@
 //! Helpers shared by the integration tests: a real vault file in a temp dir, a pinned
-//! clock, and child processes (this test binary re-run with an entry point chosen by an
-//! environment variable).
+//! clock, and child processes (the `keyledger-test-children` binary, `tests/children/`,
+//! run on one named entry point).
 #![allow(dead_code)]
+
+mod base;
+pub mod workloads;
+
+pub use base::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 
-use keyledger::{Argon2Params, NewKey, SecretToken, Vault, VaultOptions};
-
-/// 2026-11-23T00:00:00Z
-pub const T0: i64 = 1_795_392_000_000;
-
-pub struct TestClock(pub Arc<AtomicI64>);
-
-impl TestClock {
-    pub fn new() -> TestClock {
-        TestClock(Arc::new(AtomicI64::new(T0)))
-    }
-    pub fn set(&self, ms: i64) {
-        self.0.store(ms, Ordering::SeqCst);
-    }
-    pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-    pub fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-    pub fn clock(&self) -> keyledger::Clock {
-        let c = self.0.clone();
-        Arc::new(move || c.load(Ordering::SeqCst))
-    }
-}
-
-pub fn options() -> VaultOptions {
-    VaultOptions {
-        argon2: Some(Argon2Params::INSECURE_FAST),
-        // The suites advance pinned clocks by days and check that the audit log has no
-        // sequence gap; pruning of refusal entries is tested on its own (security_audit).
-        refusal_retention: None,
-        ..VaultOptions::default()
-    }
-}
-
-pub fn options_with_clock(clock: &TestClock) -> VaultOptions {
-    VaultOptions {
-        clock: Some(clock.clock()),
-        ..options()
-    }
-}
+use keyledger::{NewKey, SecretToken, Vault};
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -87,41 +49,41 @@ impl Fixture {
     }
 }
 
-pub fn seed_routes(v: &Vault) {
-    v.add_route("POST", "/api/v1/messaging/send", "sms:send", 1)
-        .unwrap();
-    v.add_route("GET", "/api/v1/numbers/mine", "numbers:read", 0)
-        .unwrap();
-    v.add_route(
-        "GET",
-        "/api/v1/messaging/threads/:counterparty",
-        "numbers:read",
-        0,
-    )
-    .unwrap();
-    v.add_route("GET", "/sms/*", "sms.read", 0).unwrap();
+/// The child-process binary, `tests/children/entry_points.rs`. It is a `[[bin]]` target that needs
+/// the test-only feature `insecure-fast-argon2`, so Cargo builds it (fresh) whenever it
+/// builds an integration test and never otherwise, and tells the tests where it is. Under
+/// a reused nextest archive the runtime `NEXTEST_BIN_EXE_…` path wins.
+pub fn children_exe() -> PathBuf {
+    std::env::var_os("NEXTEST_BIN_EXE_keyledger-test-children")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keyledger-test-children")))
 }
 
-/// Run the test named `entry` of this test binary in a child process, with `env` set.
+/// A command running the child entry point `entry` (e.g. `concurrency::spend`).
+pub fn child_command(entry: &str) -> Command {
+    let mut cmd = Command::new(children_exe());
+    cmd.arg(entry);
+    cmd
+}
+
+/// Run the child entry point `entry` with `env` set; panics unless it exits 0.
 pub fn run_child(entry: &str, env: &[(&str, String)]) -> Output {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", entry, "--nocapture", "--test-threads=1"]);
-    cmd.env("KEYLEDGER_CHILD", "1");
+    let mut cmd = child_command(entry);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "child {entry} failed: {}\n{}",
+        "child {entry} failed ({}): {}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     out
 }
 
-/// The number a child printed as `NAME=<n>` (libtest may print "test … " on the same line).
+/// The number a child printed as `NAME=<n>`.
 pub fn reported(out: &Output, name: &str) -> u64 {
     let text = String::from_utf8_lossy(&out.stdout);
     text.split(&format!("{name}="))
@@ -129,14 +91,6 @@ pub fn reported(out: &Output, name: &str) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the child reported no {name}: {text}"))
-}
-
-pub fn is_child() -> bool {
-    std::env::var_os("KEYLEDGER_CHILD").is_some()
-}
-
-pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
 }
 
 pub fn file_bytes(path: &Path) -> Vec<u8> {

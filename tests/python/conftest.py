@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
-from typing import Iterator, Tuple
+from typing import Any, Iterator, Tuple
 
 import pytest
 
 import keyledger
+
+def _require_all() -> bool:
+    """Under CI (KEYLEDGER_REQUIRE_ALL=1 or CI set) every test must run: a skip fails."""
+    for name in ("KEYLEDGER_REQUIRE_ALL", "CI"):
+        value = os.environ.get(name, "")
+        if value not in ("", "0") and value.lower() != "false":
+            return True
+    return False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _require_all() and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI (KEYLEDGER_REQUIRE_ALL or CI is set): {report.longrepr}"
+
 
 SEND = ("POST", "/api/v1/messaging/send")
 NUMBERS = ("GET", "/api/v1/numbers/mine")

@@ -1,22 +1,12 @@
-//! The management API (SPEC §9) and the token helpers. Records and listings come back as
-//! JSON documents the caller frees with `kl_string_free`; new tokens come back as strings
-//! the caller frees with `kl_secret_free`.
+//! Keys: mint (with or without the signing secret), read, list, revoke, disable, enable,
+//! usage, scopes, expiry, rotation, and `kl_whoami`.
 
-use std::ffi::c_char;
-
-use serde::Deserialize;
-use serde_json::Value;
-
-use super::args::{parse_json, secret_c_string, Out};
-use super::handle::kl_vault;
-use super::panic::{boundary, guard, FfiResult};
-use super::status::kl_status;
-use crate::{AuditQuery, KeyInfo, Millis, NewKey, SecretToken};
+use super::*;
 
 /// The `spec_json` of `kl_create_key`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeySpec {
+pub(super) struct KeySpec {
     account_id: String,
     name: String,
     scopes: Vec<String>,
@@ -45,20 +35,9 @@ impl From<KeySpec> for NewKey {
     }
 }
 
-/// The `query_json` of `kl_audit`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditJson {
-    key_id: Option<String>,
-    account_id: Option<String>,
-    action: Option<String>,
-    since: Option<Millis>,
-    limit: Option<usize>,
-}
-
 /// Write a new token, its signing secret (NULL for a key that does not sign) and its
 /// key's JSON: all or none.
-fn put_token_and_key(
+pub(super) fn put_token_and_key(
     out_token: Out<*mut c_char>,
     out_signing_secret: Option<Out<*mut c_char>>,
     out_key_json: Out<*mut c_char>,
@@ -78,132 +57,6 @@ fn put_token_and_key(
     out_key_json.put_string(json);
     Ok(())
 }
-
-// ------------------------------------------------------------------------ accounts
-
-/// Create an account `id` (1–128 bytes) with `credits` and optional `metadata_json` (NULL,
-/// or a JSON object of at most 4 KiB). On `KL_OK`, `*out_json` receives the account
-/// `{"id","credits","total_credits","created_at","metadata"}` (free with
-/// `kl_string_free`). Returns `KL_OK`, `KL_ALREADY_EXISTS`, `KL_INVALID_ARGUMENT`,
-/// `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_create_account(
-    v: *const kl_vault,
-    id: *const c_char,
-    id_len: usize,
-    credits: u64,
-    metadata_json: *const c_char,
-    metadata_len: usize,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_create_account", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let id = try_str!(id, id_len);
-        let metadata = try_opt_str!(metadata_json, metadata_len)
-            .map(|m| parse_json::<Value>(m, "metadata_json"))
-            .transpose()?;
-        out.put_json(&vault.create_account(id, credits, metadata)?)
-    })
-}
-
-/// The account `id` as JSON (see `kl_create_account`; free with `kl_string_free`).
-/// Returns `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_account(
-    v: *const kl_vault,
-    id: *const c_char,
-    id_len: usize,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_account", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let id = try_str!(id, id_len);
-        out.put_json(&vault.account(id)?)
-    })
-}
-
-/// Every account, ordered by id, as a JSON array (free with `kl_string_free`).
-/// Returns `KL_OK`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_list_accounts(
-    v: *const kl_vault,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_list_accounts", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        out.put_json(&vault.list_accounts()?)
-    })
-}
-
-/// Add `amount` (> 0) credits to account `id`; `reference` is optional (NULL: none, at most
-/// 255 bytes, kept in the audit entry). On `KL_OK`, `*out_json` receives the balance
-/// `{"account_id","credits","total_credits"}` (free with `kl_string_free`). Returns
-/// `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT` (zero amount, overflow),
-/// `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_top_up(
-    v: *const kl_vault,
-    id: *const c_char,
-    id_len: usize,
-    amount: u64,
-    reference: *const c_char,
-    reference_len: usize,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_top_up", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let id = try_str!(id, id_len);
-        let reference = try_opt_str!(reference, reference_len);
-        out.put_json(&vault.top_up(id, amount, reference)?)
-    })
-}
-
-/// Debit `amount` (> 0) credits from account `id`, for callers authenticated some other
-/// way; `idempotency_key` is optional (NULL: none; a repeat within 24 h charges nothing).
-/// On `KL_OK`, `*out_json` receives the balance (see `kl_top_up`). Returns `KL_OK`,
-/// `KL_INSUFFICIENT_CREDITS` (nothing debited; same body as `kl_authorize`),
-/// `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_debit(
-    v: *const kl_vault,
-    id: *const c_char,
-    id_len: usize,
-    amount: u64,
-    idempotency_key: *const c_char,
-    idempotency_key_len: usize,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_debit", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let id = try_str!(id, id_len);
-        let idempotency_key = try_opt_str!(idempotency_key, idempotency_key_len);
-        out.put_json(&vault.debit(id, amount, idempotency_key)?)
-    })
-}
-
-/// The balance of account `id` as JSON (see `kl_top_up`; free with `kl_string_free`).
-/// Returns `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_balance(
-    v: *const kl_vault,
-    id: *const c_char,
-    id_len: usize,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_balance", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let id = try_str!(id, id_len);
-        out.put_json(&vault.balance(id)?)
-    })
-}
-
-// ------------------------------------------------------------------------ keys
 
 /// Mint a key. `spec_json` is a JSON object: `{"account_id": "...", "name": "...",
 /// "scopes": ["sms:send", ...]}` required, and optionally `"prefix"` (default
@@ -536,161 +389,4 @@ pub unsafe extern "C" fn kl_whoami(
         let token = try_str!(token, token_len);
         out.put_json(&vault.whoami(token)?)
     })
-}
-
-// ------------------------------------------------------------------------ routes
-
-/// Add the route rule `(method, pattern) → (scope, cost)`. `method` is an HTTP method or
-/// `*`; `pattern` has literal, `:name` and a trailing `*` segment. On `KL_OK`, `*out_json`
-/// receives the rule `{"method","pattern","scope","cost"}` (free with `kl_string_free`).
-/// Returns `KL_OK`, `KL_ALREADY_EXISTS`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`,
-/// `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_add_route(
-    v: *const kl_vault,
-    method: *const c_char,
-    method_len: usize,
-    pattern: *const c_char,
-    pattern_len: usize,
-    scope: *const c_char,
-    scope_len: usize,
-    cost: u64,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_add_route", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let method = try_str!(method, method_len);
-        let pattern = try_str!(pattern, pattern_len);
-        let scope = try_str!(scope, scope_len);
-        out.put_json(&vault.add_route(method, pattern, scope, cost)?)
-    })
-}
-
-/// Remove the rule for `(method, pattern)`. On `KL_OK`, `*out_json` receives the removed
-/// rule (free with `kl_string_free`). Returns `KL_OK`, `KL_NOT_FOUND`,
-/// `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_remove_route(
-    v: *const kl_vault,
-    method: *const c_char,
-    method_len: usize,
-    pattern: *const c_char,
-    pattern_len: usize,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_remove_route", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let method = try_str!(method, method_len);
-        let pattern = try_str!(pattern, pattern_len);
-        out.put_json(&vault.remove_route(method, pattern)?)
-    })
-}
-
-/// Every route rule, most specific first, as a JSON array (free with `kl_string_free`).
-/// Returns `KL_OK`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_list_routes(
-    v: *const kl_vault,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_list_routes", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        out.put_json(&vault.list_routes()?)
-    })
-}
-
-/// The rule that would decide a `method` `path` request, as JSON, or the JSON `null` when
-/// no rule matches (still `KL_OK`; free with `kl_string_free`). Returns `KL_OK`,
-/// `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_match_route(
-    v: *const kl_vault,
-    method: *const c_char,
-    method_len: usize,
-    path: *const c_char,
-    path_len: usize,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_match_route", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let method = try_str!(method, method_len);
-        let path = try_str!(path, path_len);
-        out.put_json(&vault.match_route(method, path)?)
-    })
-}
-
-// ------------------------------------------------------------------------ audit
-
-/// Audit entries, newest first, as a JSON array of `{"seq","time","action","key_id",
-/// "account_id","actor","details"}` (free with `kl_string_free`). `query_json` is optional
-/// (NULL: the latest 100): `{"key_id","account_id","action","since" (unix ms),"limit"
-/// (≤ 10000)}`, unknown fields refused. Returns `KL_OK`, `KL_INVALID_ARGUMENT`,
-/// `KL_VAULT_CLOSED`, `KL_STORAGE`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_audit(
-    v: *const kl_vault,
-    query_json: *const c_char,
-    query_len: usize,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_audit", || {
-        let out = try_out!(out_json);
-        let vault = try_vault!(v);
-        let q: AuditJson = match try_opt_str!(query_json, query_len) {
-            Some(json) => parse_json::<Option<AuditJson>>(json, "query_json")?.unwrap_or_default(),
-            None => AuditJson::default(),
-        };
-        let query = AuditQuery {
-            key_id: q.key_id,
-            account_id: q.account_id,
-            action: q.action,
-            since: q.since,
-            limit: q.limit,
-        };
-        out.put_json(&vault.audit(&query)?)
-    })
-}
-
-// ------------------------------------------------------------------------ tokens
-
-/// Whether `token` has the shape and checksum of a keyledger token (no vault access: for
-/// secret scanners, log filters, typo detection). NULL, non-UTF-8 or oversized input is
-/// `false`. Does not touch the thread's last error.
-#[no_mangle]
-pub unsafe extern "C" fn kl_looks_like_key(token: *const c_char, token_len: usize) -> bool {
-    guard(false, || {
-        // SAFETY: module contract.
-        match unsafe { super::args::opt_str(token, token_len, "token") } {
-            Ok(Some(t)) => crate::looks_like_key(t),
-            _ => false,
-        }
-    })
-}
-
-/// What logs may show for `token`: `"<prefix>_<key_id>_…"`, or `"…"` when it does not
-/// split into a prefix and key id. Never any character of the secret. On `KL_OK`,
-/// `*out` receives the string (free with `kl_string_free`). Returns `KL_OK`,
-/// `KL_INVALID_ARGUMENT`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_redact(
-    token: *const c_char,
-    token_len: usize,
-    out: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_redact", || {
-        let out: Out<*mut c_char> = try_out!(out);
-        let token = try_str!(token, token_len);
-        out.put_string(crate::redact(token));
-        Ok(())
-    })
-}
-
-/// The library version, e.g. `"0.1.0"`: static, NUL-terminated, do not free.
-#[no_mangle]
-pub extern "C" fn kl_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
