@@ -50,7 +50,7 @@ use crate::{AuthorizeOptions, Error, Grant, Millis, OnReplay, RateLimitStatus, T
 
 /// The longest header value the gate reads (`Authorization`, `X-Api-Key`, the signature
 /// and idempotency headers); a longer credential is malformed.
-pub const MAX_HEADER_BYTES: usize = 8192;
+pub const MAX_HEADER_BYTES: usize = 4096;
 
 /// The default largest body the gate reads for a signature check (1 MiB).
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;

@@ -14,6 +14,8 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyTuple};
 
 use zeroize::Zeroizing;
 
+mod http;
+
 use crate::{
     Argon2Params, AuditQuery, AuthorizeOptions, Durability, Error, MasterKey, Millis, NewKey,
     SecretToken, Target, ThrottleConfig, VaultOptions,
@@ -1082,6 +1084,19 @@ impl PyVault {
         Ok(PyGrant(grant))
     }
 
+    /// The whole HTTP gate (`keyledger.asgi` runs on it): `(status, headers, body,
+    /// grant)`. Options: see `src/python/http.rs` and the `.pyi` stub.
+    #[pyo3(signature = (method, target, **options))]
+    fn authorize_http<'py>(
+        &self,
+        py: Python<'py>,
+        method: PyBackedStr,
+        target: &Bound<'py, PyAny>,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        http::authorize_http(py, &self.vault, &method, target, options)
+    }
+
     fn whoami(&self, py: Python<'_>, token: PyBackedStr) -> PyResult<PyWhoAmI> {
         py.detach(|| self.vault.whoami(&token)).py(py).map(PyWhoAmI)
     }
@@ -1556,6 +1571,8 @@ fn version() -> &'static str {
 
 #[pymodule(gil_used = false)]
 mod _keyledger {
+    #[pymodule_export]
+    use super::http::bearer_token;
     #[pymodule_export]
     use super::{
         generate_master_key, looks_like_key, redact, sign_request, sign_webhook, verify_webhook,
