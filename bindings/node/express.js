@@ -1,6 +1,9 @@
 'use strict';
 // Express (or any connect-style framework) middleware: gate every request with
-// keyledger. Reads `Authorization: Bearer <token>`, authorizes `req.method` and the raw
+// keyledger. A thin adapter over the core's HTTP gate (`vault.authorizeHttp`), which
+// the ASGI and Elixir gates share: it reads `Authorization: Bearer <token>` (scheme in any
+// case, one or more spaces, no tab), else `X-Api-Key`; a missing, malformed or oversized
+// (over 4 KiB) credential is 401 `invalid_api_key`, audited like a bad key. It authorizes `req.method` and the raw
 // request target (`req.originalUrl`: the request line's target exactly as the client sent
 // it, query string and absolute-form included; nothing is decoded here), answers a
 // refusal with its HTTP status and JSON body (plus `WWW-Authenticate: Bearer` on 401),
@@ -23,26 +26,25 @@
 // so this middleware never sees them. Call `gateUpgrades(server, vault, options)` to gate
 // them too; without it they reach the upgrade handlers ungated.
 //
-// Signed requests (SPEC §7): when `X-KeyLedger-Signature` is present, its value and the
+// Signed requests: when `X-KeyLedger-Signature` is present, its value and the
 // raw request body go to `authorize`. The raw bytes are found, in this order:
 //   1. `options.rawBody(req)` if given;
 //   2. `req.rawBody` (Buffer or string) — set it with a body parser's verify hook,
 //      `express.json({ verify: captureRawBody })`, mounted before the gate;
 //   3. `req.body` when it is a Buffer (`express.raw()`) or a string (`express.text()`);
 //   4. the request stream itself, when no body parser has read it yet: the gate reads it
-//      (at most `options.limit` bytes, default 1 MiB, else 413) and keeps the bytes in
+//      (at most `options.limit` bytes, default 1 MiB, else 413 `payload_too_large`) and keeps the bytes in
 //      `req.rawBody`. Body parsers mounted *after* the gate then find the stream consumed
 //      and leave `req.body` alone: mount them before it, with `verify: captureRawBody`.
 // A body already parsed into an object without its raw bytes cannot be checked: that is a
 // setup error, passed to `next(err)` (never silently granted or refused).
 //
-// Rate limits (SPEC §13): a grant to which a limit applied sets `RateLimit-Limit`,
+// Rate limits: a grant to which a limit applied sets `RateLimit-Limit`,
 // `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window is full again)
 // for the tightest limit (`grant.ratelimit`); a 429 refusal sets `Retry-After` (seconds)
 // and the same three headers (remaining 0).
 
 const { STATUS_CODES } = require('node:http');
-const { KeyLedgerError } = require('./index');
 
 const DEFAULT_LIMIT = 1 << 20;
 
@@ -107,14 +109,10 @@ function rawBodyOf(req, options) {
   throw e;
 }
 
-const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
-
-/** The bearer token of a request ('' when missing or malformed: refused as a bad token). */
-function tokenOf(req, header) {
-  const raw = req.headers[header];
-  const value = Array.isArray(raw) ? raw[0] : raw;
-  const m = typeof value === 'string' ? BEARER.exec(value) : null;
-  return m ? m[1] : '';
+/** The first value of a request header (Node joins or arrays some), or undefined. */
+function headerOf(req, name) {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
 }
 
 /** The raw request target: Express keeps it in `req.originalUrl` (`req.url` elsewhere). */
@@ -134,10 +132,16 @@ function caseInsensitiveFor(req, option) {
   return true;
 }
 
+/** A per-request option: a value, or a function of the request. */
+function perRequest(v, req) {
+  return typeof v === 'function' ? v(req) : v;
+}
+
 /**
  * @param {import('./index').Vault} vault an open vault
  * @param {object} [options]
- * @param {string} [options.header='authorization'] the header that carries the token
+ * @param {string} [options.header='authorization'] the header that carries
+ *   `Bearer <token>` (with `authorization`, a bare token in `X-Api-Key` is read too)
  * @param {number|bigint|((req) => number|bigint|undefined)} [options.cost] credits to
  *   charge instead of the matched route's cost (a number, or a function of the request)
  * @param {string[]|((req) => string[]|undefined)} [options.limits] names of rate limits
@@ -160,7 +164,7 @@ function caseInsensitiveFor(req, option) {
  *   as the app routes, from its `case sensitive routing` setting; insensitive without one)
  */
 function keyledgerMiddleware(vault, options = {}) {
-  if (!vault || typeof vault.authorize !== 'function') {
+  if (!vault || typeof vault.authorizeHttp !== 'function') {
     throw new TypeError('keyledgerMiddleware: the first argument must be a keyledger Vault');
   }
   const header = (options.header || 'authorization').toLowerCase();
@@ -174,85 +178,51 @@ function keyledgerMiddleware(vault, options = {}) {
     throw new TypeError('keyledgerMiddleware: caseInsensitive must be a boolean');
   }
 
-  function refuse(res, err) {
-    if (err.status === 401) res.set('WWW-Authenticate', 'Bearer');
-    if (err.status === 429 && err.body && err.body.retry_after !== undefined) {
-      res.set('Retry-After', String(err.body.retry_after));
-      if (err.body.max !== undefined) {
-        res.set('RateLimit-Limit', String(err.body.max));
-        res.set('RateLimit-Remaining', '0');
-        res.set('RateLimit-Reset', String(err.body.retry_after));
-      }
-    }
-    return res.status(err.status).json(err.body);
-  }
-
-  function decide(req, res, next, token, opts) {
-    let grant;
+  // The core gate decides and builds the response (status, headers, JSON body).
+  function decide(req, res, next, request) {
+    let out;
     try {
-      grant = vault.authorizeRequest(token, req.method, targetOf(req), opts);
+      out = vault.authorizeHttp(request, {
+        full, replay, cost: perRequest(cost, req), limits: perRequest(limits, req),
+        limitCost: perRequest(limitCost, req), caseInsensitive: caseInsensitiveFor(req, caseInsensitive),
+        maxBody: request.maxBody,
+      });
     } catch (err) {
-      if (!(err instanceof KeyLedgerError)) return next(err);
-      return refuse(res, err);
+      return next(err);
     }
-    req.keyledger = grant;
-    const limit = grant.ratelimit;
-    if (limit) {
-      res.set('RateLimit-Limit', String(limit.max));
-      res.set('RateLimit-Remaining', String(limit.remaining));
-      res.set('RateLimit-Reset', String(Math.max(0, Math.ceil((limit.resetMs - Date.now()) / 1000))));
+    for (const [name, value] of out.headers) res.setHeader(name, value);
+    if (!out.grant) {
+      res.statusCode = out.status;
+      return res.end(out.body);
     }
+    req.keyledger = out.grant;
     return next();
   }
 
   return function keyledger(req, res, next) {
-    // A missing or malformed header is refused exactly like a bad token: the core
-    // answers `invalid_api_key` for the empty token, with its usual body.
-    const token = tokenOf(req, header);
-    const opts = { full, caseInsensitive: caseInsensitiveFor(req, caseInsensitive) };
-    const c = typeof cost === 'function' ? cost(req) : cost;
-    if (c !== undefined && c !== null) opts.cost = c;
-    const l = typeof limits === 'function' ? limits(req) : limits;
-    if (l !== undefined && l !== null) opts.limits = l;
-    const w = typeof limitCost === 'function' ? limitCost(req) : limitCost;
-    if (w !== undefined && w !== null) opts.limitCost = w;
-    if (idempotencyHeader) {
-      const k = req.headers[idempotencyHeader.toLowerCase()];
-      if (typeof k === 'string' && k !== '') {
-        opts.idempotencyKey = k;
-        opts.onReplay = replay === 'pass' ? 'grant' : 'refuse';
-      }
-    }
-    const sigRaw = req.headers[signatureHeader];
-    const signature = Array.isArray(sigRaw) ? sigRaw[0] : sigRaw;
-    if (typeof signature !== 'string' || signature === '') {
-      return decide(req, res, next, token, opts);
-    }
-    opts.signature = signature;
-    // A signature covers the query string as sent (format 2): the core reads it from the
-    // raw target that `decide` passes.
+    const request = {
+      method: req.method, target: targetOf(req),
+      // A custom header carries `Bearer <token>` too; X-Api-Key only beside Authorization.
+      authorization: headerOf(req, header),
+      apiKey: header === 'authorization' ? headerOf(req, 'x-api-key') : null,
+      idempotencyKey: idempotencyHeader ? headerOf(req, idempotencyHeader.toLowerCase()) : null,
+      signature: headerOf(req, signatureHeader),
+      // A body the gate did not read itself is checked whatever its size.
+      maxBody: Number.MAX_SAFE_INTEGER,
+    };
+    if (request.signature === undefined) return decide(req, res, next, request);
     let body;
     try {
       body = rawBodyOf(req, options);
     } catch (err) {
       return next(err);
     }
-    if (body && typeof body.then === 'function') {
-      return body.then(
-        (b) => {
-          opts.body = b;
-          decide(req, res, next, token, opts);
-        },
-        (err) => {
-          if (err && err.tooLarge) {
-            return res.status(413).json({ success: false, error: 'payload_too_large', message: err.message });
-          }
-          return next(err);
-        },
-      );
-    }
-    opts.body = body;
-    return decide(req, res, next, token, opts);
+    if (!body || typeof body.then !== 'function') return decide(req, res, next, { ...request, body });
+    const maxBody = options.limit || DEFAULT_LIMIT;
+    return body.then(
+      (b) => decide(req, res, next, { ...request, body: b, maxBody }),
+      (err) => (err && err.tooLarge ? decide(req, res, next, { ...request, bodyTooLarge: true, maxBody }) : next(err)),
+    );
   };
 }
 
@@ -260,33 +230,27 @@ const EMPTY = Buffer.alloc(0);
 const GATED = Symbol('keyledger.gateUpgrades');
 
 /**
- * The response side of a refused upgrade: what the middleware needs of `res` (`set`,
- * `status`, `json`), written as a raw HTTP/1.1 response on the socket, which is then
+ * The response side of a refused upgrade: what the middleware needs of `res`
+ * (`setHeader`, `statusCode`, `end`), written as a raw HTTP/1.1 response on the socket, which is then
  * closed. No handshake has happened: nothing of the upgraded protocol is ever sent.
  */
 class UpgradeRefusal {
   constructor(socket) {
     this.socket = socket;
     this.headers = [];
-    this.code = 500;
+    this.statusCode = 500;
     this.sent = false;
   }
 
-  set(name, value) {
+  setHeader(name, value) {
     this.headers.push([name, value]);
-    return this;
   }
 
-  status(code) {
-    this.code = code;
-    return this;
+  end(text) {
+    this.write(this.statusCode, text);
   }
 
-  json(body) {
-    this.send(this.code, JSON.stringify(body));
-  }
-
-  send(code, text) {
+  write(code, text) {
     const socket = this.socket;
     if (this.sent || socket.destroyed) return;
     this.sent = true;
@@ -294,13 +258,13 @@ class UpgradeRefusal {
     const lines = [`HTTP/1.1 ${code} ${STATUS_CODES[code] || 'Error'}`];
     // Only the response headers keyledger chose (fixed names, numeric values).
     for (const [k, v] of this.headers) lines.push(`${k}: ${v}`);
-    lines.push('Content-Type: application/json', `Content-Length: ${payload.length}`, 'Connection: close');
+    lines.push(`Content-Length: ${payload.length}`, 'Connection: close');
     socket.end(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), payload]), () => socket.destroy());
   }
 
   fail() {
-    this.headers = [];
-    this.send(500, JSON.stringify({ success: false, error: 'internal', message: 'the keyledger gate failed' }));
+    this.headers = [['Content-Type', 'application/json']];
+    this.write(500, JSON.stringify({ success: false, error: 'internal', message: 'the keyledger gate failed' }));
   }
 }
 

@@ -4,6 +4,7 @@
 
 const native = require('./lib/native');
 const json = require('./lib/json');
+const http = require('./lib/http');
 
 const KL_OK = 0;
 const KL_VAULT_CLOSED = 2007;
@@ -442,6 +443,22 @@ class Vault {
     const st = native.kl_authorize_request(h, token, blen(token), method, blen(method), target, blen(target), o, buf);
     if (st !== KL_OK) throw lastError(st);
     return decodeGrant(buf);
+  }
+
+  /**
+   * The whole HTTP gate (what the Express middleware runs): see lib/http.js. Returns
+   * `{ status, headers, body, grant }`; `options.full` false drops `scopes`/`ratelimits`
+   * from the grant, as `authorize` does.
+   */
+  authorizeHttp(request, options) {
+    const o = opts('options', options);
+    const toGrant = (text) => {
+      const g = grantFromJson(text);
+      return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
+    };
+    const out = http.authorizeHttp(this.#handle(), request, o, toGrant);
+    if (out.st !== undefined) throw lastError(out.st);
+    return out;
   }
 
   /** Who `token` belongs to and what its account has left (no route, scope or credit check). */

@@ -162,6 +162,9 @@ const native = {
     [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
   kl_authorize_request_json: fn('kl_authorize_request_json', 'uint32_t',
     [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+  // The whole HTTP gate (lib/http.js): target, 5 header/body byte buffers, options JSON.
+  kl_authorize_http: fn('kl_authorize_http', 'uint32_t', [V, S, 'size_t', ...Array(6).fill(['const uint8_t *', 'size_t']).flat(),
+    'uint8_t', S, 'size_t', '_Out_ uint16_t *', OUT, OUT, OUT]),
 
   kl_create_account: fn('kl_create_account', 'uint32_t', [V, S, 'size_t', 'uint64_t', S, 'size_t', OUT]),
   kl_account: fn('kl_account', 'uint32_t', [V, S, 'size_t', OUT]),
