@@ -637,6 +637,22 @@ kl_status kl_authorize_http(const struct kl_vault *v,
                             char **out_grant_json);
 
 /*
+ The token of a request's credential headers, read with the HTTP gate's grammar
+ (`kl_authorize_http`): `Authorization: Bearer <token>` when `authorization` is given,
+ else the bare token of `api_key` (`X-Api-Key`). Both are optional header values (NULL,
+ length 0: absent; any bytes). Nothing is checked against the vault.
+
+ On `KL_OK`, `*out_token` is the token (free it with `kl_secret_free`). A missing or
+ malformed credential is `KL_INVALID_API_KEY`; a NULL `out_token` or an input over
+ `KL_MAX_INPUT_LEN` is `KL_INVALID_ARGUMENT`.
+ */
+kl_status kl_http_credential(const uint8_t *authorization,
+                             size_t authorization_len,
+                             const uint8_t *api_key,
+                             size_t api_key_len,
+                             char **out_token);
+
+/*
  Set (or replace: same owner and name) the rate limit `name` (1–64 characters of
  `[a-z0-9_:.-]`) allowing `limit` (> 0) units per `duration_ms` (1 ms – 366 days) on a
  key or an account (`owner_kind`: `KL_OWNER_KEY` / `KL_OWNER_ACCOUNT`). `auto_apply`

@@ -10,8 +10,8 @@ use std::ptr;
 
 use common::Fixture;
 use keyledger::ffi::{
-    kl_authorize_http, kl_status, kl_string_free, kl_vault, kl_vault_flush, kl_vault_free,
-    kl_vault_open,
+    kl_authorize_http, kl_http_credential, kl_secret_free, kl_status, kl_string_free, kl_vault,
+    kl_vault_flush, kl_vault_free, kl_vault_open,
 };
 use keyledger::http::{HttpOptions, HttpOutcome, HttpRequest};
 use keyledger::{AuditQuery, LimitOwner, NewKey, OnReplay};
@@ -339,4 +339,41 @@ fn every_case_holds_through_kl_authorize_http() {
     for case in &t.cases {
         run_c(&t, case);
     }
+}
+
+fn c_credential(authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> Option<String> {
+    let (a, al) = authorization.map_or((ptr::null(), 0), |b| (b.as_ptr(), b.len()));
+    let (k, kl) = api_key.map_or((ptr::null(), 0), |b| (b.as_ptr(), b.len()));
+    let mut out: *mut c_char = ptr::null_mut();
+    // SAFETY: valid pointers for their lengths; the token is freed below.
+    let rc = unsafe { kl_http_credential(a, al, k, kl, &mut out) };
+    if rc != kl_status::KL_OK {
+        assert_eq!(rc, kl_status::KL_INVALID_API_KEY);
+        assert!(out.is_null());
+        return None;
+    }
+    // SAFETY: a NUL-terminated token keyledger allocated, freed once.
+    let s = unsafe { CStr::from_ptr(out) }.to_str().unwrap().to_string();
+    unsafe { kl_secret_free(out) };
+    Some(s)
+}
+
+#[test]
+fn kl_http_credential_reads_the_gate_grammar() {
+    assert_eq!(
+        c_credential(Some(b"bearer  sk_a_b "), None).as_deref(),
+        Some("sk_a_b")
+    );
+    assert_eq!(
+        c_credential(None, Some(b"sk_a_b")).as_deref(),
+        Some("sk_a_b")
+    );
+    assert_eq!(c_credential(Some(b"Bearer\tsk_a_b"), Some(b"sk_a_b")), None);
+    assert_eq!(c_credential(None, None), None);
+    let long = [b"Bearer ".as_slice(), &[b'a'; 5000]].concat();
+    assert_eq!(c_credential(Some(&long), None), None);
+    let mut out: *mut c_char = ptr::null_mut();
+    // SAFETY: NULL with a length is refused before any read.
+    let rc = unsafe { kl_http_credential(ptr::null(), 3, ptr::null(), 0, &mut out) };
+    assert_eq!(rc, kl_status::KL_INVALID_ARGUMENT);
 }

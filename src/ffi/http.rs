@@ -159,3 +159,33 @@ pub unsafe extern "C" fn kl_authorize_http(
         Ok(())
     })
 }
+
+/// The token of a request's credential headers, read with the HTTP gate's grammar
+/// (`kl_authorize_http`): `Authorization: Bearer <token>` when `authorization` is given,
+/// else the bare token of `api_key` (`X-Api-Key`). Both are optional header values (NULL,
+/// length 0: absent; any bytes). Nothing is checked against the vault.
+///
+/// On `KL_OK`, `*out_token` is the token (free it with `kl_secret_free`). A missing or
+/// malformed credential is `KL_INVALID_API_KEY`; a NULL `out_token` or an input over
+/// `KL_MAX_INPUT_LEN` is `KL_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_http_credential(
+    authorization: *const u8,
+    authorization_len: usize,
+    api_key: *const u8,
+    api_key_len: usize,
+    out_token: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_http_credential", || {
+        let out: Out<*mut c_char> = try_out!(out_token);
+        let authorization = try_bytes!(authorization, authorization_len, KL_MAX_INPUT_LEN);
+        let api_key = try_bytes!(api_key, api_key_len, KL_MAX_INPUT_LEN);
+        match crate::http::gate::credential(authorization, api_key) {
+            crate::http::gate::Credential::Token(t) => {
+                out.write(super::args::secret_c_string(t));
+                Ok(())
+            }
+            _ => Err(crate::Error::InvalidApiKey.into()),
+        }
+    })
+}
