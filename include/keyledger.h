@@ -729,6 +729,18 @@ kl_status kl_clear_refill(const struct kl_vault *v,
                           char **out_json);
 
 /*
+ The `owner_kind` for a limit named by exactly one of `key_id` and `account_id` (each
+ optional: NULL, length 0 is absent), the rule the hosts check through here:
+ `*out_kind` is `KL_OWNER_KEY` or `KL_OWNER_ACCOUNT`. Both or neither is
+ `KL_INVALID_ARGUMENT` with the core's message.
+ */
+kl_status kl_limit_owner(const char *key_id,
+                         size_t key_id_len,
+                         const char *account_id,
+                         size_t account_id_len,
+                         uint32_t *out_kind);
+
+/*
  Create an account `id` (1–128 bytes) with `credits` and optional `metadata_json` (NULL,
  or a JSON object of at most 4 KiB). On `KL_OK`, `*out_json` receives the account
  `{"id","credits","total_credits","created_at","metadata"}` (free with

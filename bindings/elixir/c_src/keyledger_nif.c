@@ -520,6 +520,18 @@ static ERL_NIF_TERM nif_http_credential(ErlNifEnv *env, int argc, const ERL_NIF_
     return ok(env, take_secret(env, token));
 }
 
+/* limit_owner(key_id | nil, account_id | nil): {:ok, owner_kind}; exactly one, checked by
+ * the core (kl_limit_owner). */
+static ERL_NIF_TERM nif_limit_owner(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    OPT_STR(0, key_id);
+    OPT_STR(1, account_id);
+    uint32_t kind = 0;
+    kl_status st = kl_limit_owner(key_id.ptr, key_id.len, account_id.ptr, account_id.len, &kind);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, enif_make_uint(env, kind));
+}
+
 /* ---- management -------------------------------------------------------------------- */
 
 typedef kl_status (*fn_v)(const kl_vault *, char **);
@@ -882,6 +894,7 @@ static ErlNifFunc nif_funcs[] = {
     {"authorize_request", 14, nif_authorize_request, IO},
     {"authorize_http", 10, nif_authorize_http, IO},
     {"http_credential", 2, nif_http_credential, 0},
+    {"limit_owner", 2, nif_limit_owner, 0},
     {"whoami", 2, nif_whoami, IO},
     {"create_account", 4, nif_create_account, IO},
     {"account", 2, nif_account, IO},

@@ -534,12 +534,13 @@ defmodule KeyLedger do
   def clear_refill(vault, account_id), do: vault |> Nif.clear_refill(account_id) |> decoded()
 
   # `key_id:` or `account_id:` (exactly one) → {owner kind of the C ABI, id}.
+  # {owner_kind, id}: exactly one of key_id: and account_id:, checked by the core.
   defp owner_arg(opts) do
-    case {Keyword.get(opts, :key_id), Keyword.get(opts, :account_id)} do
-      {nil, nil} -> throw({:invalid_argument, "pass key_id: or account_id:"})
-      {key_id, nil} -> {0, key_id}
-      {nil, account_id} -> {1, account_id}
-      _ -> throw({:invalid_argument, "pass key_id: or account_id:, not both"})
+    {key_id, account_id} = {Keyword.get(opts, :key_id), Keyword.get(opts, :account_id)}
+
+    case Nif.limit_owner(key_id, account_id) do
+      {:ok, kind} -> {kind, key_id || account_id}
+      {:error, %{message: message}} -> throw({:invalid_argument, message})
     end
   end
 

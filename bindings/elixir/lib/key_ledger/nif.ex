@@ -47,6 +47,7 @@ defmodule KeyLedger.Nif do
       do: nif!()
 
   def http_credential(_authorization, _api_key), do: nif!()
+  def limit_owner(_key_id, _account_id), do: nif!()
   def whoami(_vault, _token), do: nif!()
   def create_account(_vault, _id, _credits, _metadata_json), do: nif!()
   def account(_vault, _id), do: nif!()
