@@ -488,4 +488,21 @@ mod tests {
         assert_eq!(h[2], ("ratelimit-reset", "2".into()));
         assert_eq!(ratelimit_headers(&g, 5_000)[2].1, "0");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn credentials_never_panic_and_tokens_are_token68(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            k in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            prefixed in proptest::bool::ANY,
+        ) {
+            let a = if prefixed { [b"Bearer ".as_slice(), &a].concat() } else { a };
+            for c in [credential(Some(&a), None), credential(None, Some(&k)), credential(Some(&a), Some(&k))] {
+                if let Credential::Token(t) = c {
+                    proptest::prop_assert!(token68(t.as_bytes()).is_some());
+                    proptest::prop_assert!(t.len() <= MAX_HEADER_BYTES);
+                }
+            }
+        }
+    }
 }
