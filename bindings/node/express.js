@@ -44,70 +44,8 @@
 // for the tightest limit (`grant.ratelimit`); a 429 refusal sets `Retry-After` (seconds)
 // and the same three headers (remaining 0).
 
-const { STATUS_CODES } = require('node:http');
-
-const DEFAULT_LIMIT = 1 << 20;
-
-/** A body parser `verify` hook that keeps the raw bytes in `req.rawBody`. */
-function captureRawBody(req, _res, buf) {
-  req.rawBody = Buffer.from(buf);
-}
-
-/** Read the rest of `req` into a Buffer, at most `limit` bytes. */
-function readBody(req, limit) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    let done = false;
-    const finish = (err, value) => {
-      if (done) return;
-      done = true;
-      req.removeListener('data', onData);
-      req.removeListener('end', onEnd);
-      req.removeListener('error', onError);
-      if (err) reject(err);
-      else resolve(value);
-    };
-    const onData = (c) => {
-      size += c.length;
-      if (size > limit) {
-        const e = new Error(`request body larger than ${limit} bytes`);
-        e.tooLarge = true;
-        req.pause();
-        finish(e);
-        return;
-      }
-      chunks.push(c);
-    };
-    const onEnd = () => finish(null, Buffer.concat(chunks, size));
-    const onError = (e) => finish(e);
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', onError);
-  });
-}
-
-/** The raw body bytes of `req` (see the rules above); a Promise only when it must read. */
-function rawBodyOf(req, options) {
-  if (typeof options.rawBody === 'function') return options.rawBody(req);
-  if (Buffer.isBuffer(req.rawBody) || typeof req.rawBody === 'string') return req.rawBody;
-  if (Buffer.isBuffer(req.body) || typeof req.body === 'string') return req.body;
-  const unread = !req.readableEnded && !req.readableDidRead;
-  if (unread && req.body === undefined) {
-    return readBody(req, options.limit || DEFAULT_LIMIT).then((buf) => {
-      req.rawBody = buf;
-      return buf;
-    });
-  }
-  if (req.body === undefined || req.body === null) return Buffer.alloc(0);
-  const e = new Error(
-    'keyledgerMiddleware: a signed request needs its raw body, but it was already parsed. ' +
-      'Mount the body parser with `verify: captureRawBody` (from keyledger/express), use ' +
-      'express.raw(), or mount the gate before any body parser.',
-  );
-  e.status = 500;
-  throw e;
-}
+const { DEFAULT_LIMIT, captureRawBody, rawBodyOf } = require('./lib/raw-body');
+const upgrades = require('./lib/upgrades');
 
 /** The first value of a request header (Node joins or arrays some), or undefined. */
 function headerOf(req, name) {
@@ -226,48 +164,6 @@ function keyledgerMiddleware(vault, options = {}) {
   };
 }
 
-const EMPTY = Buffer.alloc(0);
-const GATED = Symbol('keyledger.gateUpgrades');
-
-/**
- * The response side of a refused upgrade: what the middleware needs of `res`
- * (`setHeader`, `statusCode`, `end`), written as a raw HTTP/1.1 response on the socket, which is then
- * closed. No handshake has happened: nothing of the upgraded protocol is ever sent.
- */
-class UpgradeRefusal {
-  constructor(socket) {
-    this.socket = socket;
-    this.headers = [];
-    this.statusCode = 500;
-    this.sent = false;
-  }
-
-  setHeader(name, value) {
-    this.headers.push([name, value]);
-  }
-
-  end(text) {
-    this.write(this.statusCode, text);
-  }
-
-  write(code, text) {
-    const socket = this.socket;
-    if (this.sent || socket.destroyed) return;
-    this.sent = true;
-    const payload = Buffer.from(text, 'utf8');
-    const lines = [`HTTP/1.1 ${code} ${STATUS_CODES[code] || 'Error'}`];
-    // Only the response headers keyledger chose (fixed names, numeric values).
-    for (const [k, v] of this.headers) lines.push(`${k}: ${v}`);
-    lines.push(`Content-Length: ${payload.length}`, 'Connection: close');
-    socket.end(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), payload]), () => socket.destroy());
-  }
-
-  fail() {
-    this.headers = [['Content-Type', 'application/json']];
-    this.write(500, JSON.stringify({ success: false, error: 'internal', message: 'the keyledger gate failed' }));
-  }
-}
-
 /**
  * Gate the HTTP upgrade requests (WebSockets, ...) of a Node http(s) server, which Express
  * middleware never sees once an 'upgrade' listener exists. Every 'upgrade' event is
@@ -289,32 +185,8 @@ class UpgradeRefusal {
  * @returns the server
  */
 function gateUpgrades(server, vault, options = {}) {
-  if (!server || typeof server.emit !== 'function' || typeof server.on !== 'function') {
-    throw new TypeError('gateUpgrades: the first argument must be an http or https server');
-  }
-  if (server[GATED]) throw new Error('gateUpgrades: this server\'s upgrades are already gated');
-  const gate = keyledgerMiddleware(vault, { ...options, rawBody: () => EMPTY });
-  const emit = server.emit;
-  server[GATED] = true;
-  // Wrapping emit (rather than adding a listener) is the only way to run before every
-  // 'upgrade' listener, present and future, and to stop the event when refused.
-  server.emit = function emitGated(event, req, socket, head) {
-    if (event !== 'upgrade') return emit.apply(this, arguments);
-    const res = new UpgradeRefusal(socket);
-    let outcome = 'pending';
-    try {
-      gate(req, res, (err) => {
-        outcome = err ? 'failed' : 'granted';
-      });
-    } catch {
-      outcome = 'failed';
-    }
-    // The gate is synchronous here (no body to read): 'pending' means it answered a refusal.
-    if (outcome === 'granted') return emit.call(this, event, req, socket, head);
-    if (outcome === 'failed' || !res.sent) res.fail();
-    return true;
-  };
-  return server;
+  const body = Buffer.alloc(0);
+  return upgrades.gateUpgrades(server, () => keyledgerMiddleware(vault, { ...options, rawBody: () => body }));
 }
 
 module.exports = { keyledgerMiddleware, captureRawBody, gateUpgrades };

@@ -70,8 +70,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple
-from urllib.parse import quote
 
+from keyledger._asgi_io import raw_target, read_body, replay_body
 from keyledger._errors import KeyLedgerError
 from keyledger._keyledger import Grant, Vault, bearer_token
 
@@ -141,8 +141,8 @@ class KeyLedgerMiddleware:
         signature = headers.get(self.signature_header)
         body, too_large = None, False
         if kind == "http" and signature is not None:
-            body, too_large = await _read_body(receive, self.max_body)
-            receive = _replay(body)
+            body, too_large = await read_body(receive, self.max_body)
+            receive = replay_body(body)
         default = self.header == b"authorization"
         options: Dict[str, Any] = dict(
             authorization=headers.get(b"authorization") if default else None,
@@ -191,23 +191,6 @@ class KeyLedgerMiddleware:
         return rule is not None and rule.cost > 0
 
 
-def raw_target(scope: Scope) -> str:
-    """The request target as the client sent it: ``raw_path`` and ``query_string``, never
-    decoded (bytes read as latin-1, so a non-ASCII byte stays visible to the core, which
-    refuses it). Without ``raw_path`` the decoded ``path`` is re-encoded, keeping only
-    characters that never change meaning: a ``%`` or ``;`` in it comes out encoded and is
-    then refused."""
-    raw = scope.get("raw_path")
-    if isinstance(raw, (bytes, bytearray)) and raw:
-        path = bytes(raw).decode("latin-1")
-    else:
-        path = quote(str(scope.get("path") or "/"), safe="/:@!$&'()*+,=-._~")
-    query = scope.get("query_string") or b""
-    if isinstance(query, (bytes, bytearray)) and query:
-        return path + "?" + bytes(query).decode("latin-1")
-    return path
-
-
 def _encode(headers: List[Tuple[str, str]]) -> List[Tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
@@ -217,39 +200,6 @@ async def _respond(send: Send, kind: str, status: int, headers: List[Tuple[str, 
     raw = _encode(headers) + [(b"content-length", str(len(body)).encode())]
     await send({"type": kind + ".start", "status": status, "headers": raw})
     await send({"type": kind + ".body", "body": body})
-
-
-async def _read_body(receive: Receive, limit: int) -> Tuple[bytes, bool]:
-    """The request body, and whether it is over ``limit`` (reading stops there)."""
-    chunks: List[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size > limit:
-            return b"", True
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks), False
-
-
-def _replay(body: bytes) -> Receive:
-    """A ``receive`` that hands the app the body already read, then waits for disconnect."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # nothing more will come; the server cancels us
-        return {"type": "http.disconnect"}
-
-    return receive
 
 
 __all__ = ["KeyLedgerMiddleware", "bearer_token", "raw_target"]
