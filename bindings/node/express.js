@@ -148,7 +148,7 @@ function keyledgerMiddleware(vault, options = {}) {
       // A body the gate did not read itself is checked whatever its size.
       maxBody: Number.MAX_SAFE_INTEGER,
     };
-    if (request.signature === undefined) return decide(req, res, next, request);
+    if (request.signature === undefined || request.signature === '') return decide(req, res, next, { ...request, signature: null });
     let body;
     try {
       body = rawBodyOf(req, options);
