@@ -583,6 +583,76 @@ kl_status kl_vault_close(const struct kl_vault *v);
 void kl_vault_free(struct kl_vault *v);
 
 /*
+ Authorize one HTTP request the way every keyledger HTTP gate does: the credential
+ (`Authorization: Bearer <token>`, else `X-Api-Key`), the route rule of the raw request
+ target, the signature over the body, the idempotency key, the rate limits and the
+ credits; and build the response.
+
+ Inputs: `method` (required UTF-8); `target`, the request target as sent (required;
+ any bytes, non-UTF-8 is refused as `ambiguous_path`); the header values
+ `authorization`, `api_key` (`X-Api-Key`, or the host's bare-token header), `signature`
+ (`X-KeyLedger-Signature`), `idempotency_key` (NULL, length 0: header absent; any
+ bytes); `body`, the request body of a signed request (NULL: empty) and
+ `body_too_large` (non-zero when the host stopped reading it past `max_body`);
+ `options_json` (NULL: defaults), an object with the optional fields `cost`, `scope`
+ (authorize this scope instead of the route), `limits` (array of names), `limit_cost`,
+ `replay` (`"refuse"`, the default: a repeated idempotency key is 409
+ `duplicate_request`; `"pass"`: the replayed grant), `case_insensitive`, `max_body`
+ (default 1 MiB) and `now_ms`.
+
+ On `KL_OK` (the request was decided, granted or not): `*out_status` is the HTTP status
+ (200 for a grant); `*out_headers_json` the response headers as a JSON array of
+ `[name, value]` pairs (lowercase names; on a grant, the `ratelimit-*` headers to add to
+ the app's response); `*out_body` the refusal's JSON body (empty for a grant);
+ `*out_grant_json` the grant as JSON (as `kl_authorize_json`), or NULL for a refusal.
+ Free the three strings with `kl_string_free`. A refusal or a vault error (closed,
+ storage) is an answer, not an error status: it comes back as `KL_OK` with its status
+ and body.
+
+ Returns `KL_INVALID_ARGUMENT` (NULL vault, method, target or out-parameter, non-UTF-8
+ method or `options_json`, an `options_json` with an unknown field or a `replay` other
+ than `"refuse"` or `"pass"`, an input over `KL_MAX_INPUT_LEN`) or `KL_PANIC`.
+ */
+kl_status kl_authorize_http(const struct kl_vault *v,
+                            const char *method,
+                            size_t method_len,
+                            const uint8_t *target,
+                            size_t target_len,
+                            const uint8_t *authorization,
+                            size_t authorization_len,
+                            const uint8_t *api_key,
+                            size_t api_key_len,
+                            const uint8_t *signature,
+                            size_t signature_len,
+                            const uint8_t *idempotency_key,
+                            size_t idempotency_key_len,
+                            const uint8_t *body,
+                            size_t body_len,
+                            uint8_t body_too_large,
+                            const char *options_json,
+                            size_t options_json_len,
+                            uint16_t *out_status,
+                            char **out_headers_json,
+                            char **out_body,
+                            char **out_grant_json);
+
+/*
+ The token of a request's credential headers, read with the HTTP gate's grammar
+ (`kl_authorize_http`): `Authorization: Bearer <token>` when `authorization` is given,
+ else the bare token of `api_key` (`X-Api-Key`). Both are optional header values (NULL,
+ length 0: absent; any bytes). Nothing is checked against the vault.
+
+ On `KL_OK`, `*out_token` is the token (free it with `kl_secret_free`). A missing or
+ malformed credential is `KL_INVALID_API_KEY`; a NULL `out_token` or an input over
+ `KL_MAX_INPUT_LEN` is `KL_INVALID_ARGUMENT`.
+ */
+kl_status kl_http_credential(const uint8_t *authorization,
+                             size_t authorization_len,
+                             const uint8_t *api_key,
+                             size_t api_key_len,
+                             char **out_token);
+
+/*
  Set (or replace: same owner and name) the rate limit `name` (1–64 characters of
  `[a-z0-9_:.-]`) allowing `limit` (> 0) units per `duration_ms` (1 ms – 366 days) on a
  key or an account (`owner_kind`: `KL_OWNER_KEY` / `KL_OWNER_ACCOUNT`). `auto_apply`
@@ -657,6 +727,18 @@ kl_status kl_clear_refill(const struct kl_vault *v,
                           const char *account_id,
                           size_t account_id_len,
                           char **out_json);
+
+/*
+ The `owner_kind` for a limit named by exactly one of `key_id` and `account_id` (each
+ optional: NULL, length 0 is absent), the rule the hosts check through here:
+ `*out_kind` is `KL_OWNER_KEY` or `KL_OWNER_ACCOUNT`. Both or neither is
+ `KL_INVALID_ARGUMENT` with the core's message.
+ */
+kl_status kl_limit_owner(const char *key_id,
+                         size_t key_id_len,
+                         const char *account_id,
+                         size_t account_id_len,
+                         uint32_t *out_kind);
 
 /*
  Create an account `id` (1–128 bytes) with `credits` and optional `metadata_json` (NULL,

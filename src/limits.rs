@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Millis, RateLimitStatus};
 use crate::shm::RateBucket;
+use crate::{Error, Result};
 
 const PROBES: usize = 16;
 const NS_PER_MS: u64 = 1_000_000;
@@ -50,7 +51,20 @@ pub enum LimitOwner<'a> {
     Account(&'a str),
 }
 
-impl LimitOwner<'_> {
+impl<'a> LimitOwner<'a> {
+    /// The owner named by exactly one of `key_id` and `account_id` (the rule every host
+    /// checks through here); both or neither is [`Error::InvalidArgument`].
+    pub fn from_ids(
+        key_id: Option<&'a str>,
+        account_id: Option<&'a str>,
+    ) -> Result<LimitOwner<'a>> {
+        match (key_id, account_id) {
+            (Some(k), None) => Ok(LimitOwner::Key(k)),
+            (None, Some(a)) => Ok(LimitOwner::Account(a)),
+            _ => Err(Error::invalid("give exactly one of key_id and account_id")),
+        }
+    }
+
     /// The storage key of the owner (`k:<key_id>` / `a:<account_id>`).
     pub(crate) fn storage_key(&self) -> String {
         match self {
@@ -251,6 +265,25 @@ fn ns_to_ms_ceil(ns: u64) -> Millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_is_exactly_one_of_key_and_account() {
+        assert_eq!(
+            LimitOwner::from_ids(Some("k"), None).unwrap(),
+            LimitOwner::Key("k")
+        );
+        assert_eq!(
+            LimitOwner::from_ids(None, Some("a")).unwrap(),
+            LimitOwner::Account("a")
+        );
+        for (k, a) in [(None, None), (Some("k"), Some("a"))] {
+            let e = LimitOwner::from_ids(k, a).unwrap_err();
+            assert_eq!(e.code(), "invalid_argument");
+            assert!(e
+                .to_string()
+                .contains("exactly one of key_id and account_id"));
+        }
+    }
 
     fn buckets(n: usize) -> Vec<RateBucket> {
         (0..n)

@@ -1,6 +1,9 @@
 'use strict';
 // Express (or any connect-style framework) middleware: gate every request with
-// keyledger. Reads `Authorization: Bearer <token>`, authorizes `req.method` and the raw
+// keyledger. A thin adapter over the core's HTTP gate (`vault.authorizeHttp`), which
+// the ASGI and Elixir gates share: it reads `Authorization: Bearer <token>` (scheme in any
+// case, one or more spaces, no tab), else `X-Api-Key`; a missing, malformed or oversized
+// (over 4 KiB) credential is 401 `invalid_api_key`, audited like a bad key. It authorizes `req.method` and the raw
 // request target (`req.originalUrl`: the request line's target exactly as the client sent
 // it, query string and absolute-form included; nothing is decoded here), answers a
 // refusal with its HTTP status and JSON body (plus `WWW-Authenticate: Bearer` on 401),
@@ -23,98 +26,31 @@
 // so this middleware never sees them. Call `gateUpgrades(server, vault, options)` to gate
 // them too; without it they reach the upgrade handlers ungated.
 //
-// Signed requests (SPEC §7): when `X-KeyLedger-Signature` is present, its value and the
+// Signed requests: when `X-KeyLedger-Signature` is present, its value and the
 // raw request body go to `authorize`. The raw bytes are found, in this order:
 //   1. `options.rawBody(req)` if given;
 //   2. `req.rawBody` (Buffer or string) — set it with a body parser's verify hook,
 //      `express.json({ verify: captureRawBody })`, mounted before the gate;
 //   3. `req.body` when it is a Buffer (`express.raw()`) or a string (`express.text()`);
 //   4. the request stream itself, when no body parser has read it yet: the gate reads it
-//      (at most `options.limit` bytes, default 1 MiB, else 413) and keeps the bytes in
+//      (at most `options.limit` bytes, default 1 MiB, else 413 `payload_too_large`) and keeps the bytes in
 //      `req.rawBody`. Body parsers mounted *after* the gate then find the stream consumed
 //      and leave `req.body` alone: mount them before it, with `verify: captureRawBody`.
 // A body already parsed into an object without its raw bytes cannot be checked: that is a
 // setup error, passed to `next(err)` (never silently granted or refused).
 //
-// Rate limits (SPEC §13): a grant to which a limit applied sets `RateLimit-Limit`,
+// Rate limits: a grant to which a limit applied sets `RateLimit-Limit`,
 // `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window is full again)
 // for the tightest limit (`grant.ratelimit`); a 429 refusal sets `Retry-After` (seconds)
 // and the same three headers (remaining 0).
 
-const { STATUS_CODES } = require('node:http');
-const { KeyLedgerError } = require('./index');
+const { DEFAULT_LIMIT, captureRawBody, rawBodyOf } = require('./lib/raw-body');
+const upgrades = require('./lib/upgrades');
 
-const DEFAULT_LIMIT = 1 << 20;
-
-/** A body parser `verify` hook that keeps the raw bytes in `req.rawBody`. */
-function captureRawBody(req, _res, buf) {
-  req.rawBody = Buffer.from(buf);
-}
-
-/** Read the rest of `req` into a Buffer, at most `limit` bytes. */
-function readBody(req, limit) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    let done = false;
-    const finish = (err, value) => {
-      if (done) return;
-      done = true;
-      req.removeListener('data', onData);
-      req.removeListener('end', onEnd);
-      req.removeListener('error', onError);
-      if (err) reject(err);
-      else resolve(value);
-    };
-    const onData = (c) => {
-      size += c.length;
-      if (size > limit) {
-        const e = new Error(`request body larger than ${limit} bytes`);
-        e.tooLarge = true;
-        req.pause();
-        finish(e);
-        return;
-      }
-      chunks.push(c);
-    };
-    const onEnd = () => finish(null, Buffer.concat(chunks, size));
-    const onError = (e) => finish(e);
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', onError);
-  });
-}
-
-/** The raw body bytes of `req` (see the rules above); a Promise only when it must read. */
-function rawBodyOf(req, options) {
-  if (typeof options.rawBody === 'function') return options.rawBody(req);
-  if (Buffer.isBuffer(req.rawBody) || typeof req.rawBody === 'string') return req.rawBody;
-  if (Buffer.isBuffer(req.body) || typeof req.body === 'string') return req.body;
-  const unread = !req.readableEnded && !req.readableDidRead;
-  if (unread && req.body === undefined) {
-    return readBody(req, options.limit || DEFAULT_LIMIT).then((buf) => {
-      req.rawBody = buf;
-      return buf;
-    });
-  }
-  if (req.body === undefined || req.body === null) return Buffer.alloc(0);
-  const e = new Error(
-    'keyledgerMiddleware: a signed request needs its raw body, but it was already parsed. ' +
-      'Mount the body parser with `verify: captureRawBody` (from keyledger/express), use ' +
-      'express.raw(), or mount the gate before any body parser.',
-  );
-  e.status = 500;
-  throw e;
-}
-
-const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
-
-/** The bearer token of a request ('' when missing or malformed: refused as a bad token). */
-function tokenOf(req, header) {
-  const raw = req.headers[header];
-  const value = Array.isArray(raw) ? raw[0] : raw;
-  const m = typeof value === 'string' ? BEARER.exec(value) : null;
-  return m ? m[1] : '';
+/** The first value of a request header (Node joins or arrays some), or undefined. */
+function headerOf(req, name) {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
 }
 
 /** The raw request target: Express keeps it in `req.originalUrl` (`req.url` elsewhere). */
@@ -134,10 +70,16 @@ function caseInsensitiveFor(req, option) {
   return true;
 }
 
+/** A per-request option: a value, or a function of the request. */
+function perRequest(v, req) {
+  return typeof v === 'function' ? v(req) : v;
+}
+
 /**
  * @param {import('./index').Vault} vault an open vault
  * @param {object} [options]
- * @param {string} [options.header='authorization'] the header that carries the token
+ * @param {string} [options.header='authorization'] the header that carries
+ *   `Bearer <token>` (with `authorization`, a bare token in `X-Api-Key` is read too)
  * @param {number|bigint|((req) => number|bigint|undefined)} [options.cost] credits to
  *   charge instead of the matched route's cost (a number, or a function of the request)
  * @param {string[]|((req) => string[]|undefined)} [options.limits] names of rate limits
@@ -160,7 +102,7 @@ function caseInsensitiveFor(req, option) {
  *   as the app routes, from its `case sensitive routing` setting; insensitive without one)
  */
 function keyledgerMiddleware(vault, options = {}) {
-  if (!vault || typeof vault.authorize !== 'function') {
+  if (!vault || typeof vault.authorizeHttp !== 'function') {
     throw new TypeError('keyledgerMiddleware: the first argument must be a keyledger Vault');
   }
   const header = (options.header || 'authorization').toLowerCase();
@@ -174,134 +116,52 @@ function keyledgerMiddleware(vault, options = {}) {
     throw new TypeError('keyledgerMiddleware: caseInsensitive must be a boolean');
   }
 
-  function refuse(res, err) {
-    if (err.status === 401) res.set('WWW-Authenticate', 'Bearer');
-    if (err.status === 429 && err.body && err.body.retry_after !== undefined) {
-      res.set('Retry-After', String(err.body.retry_after));
-      if (err.body.max !== undefined) {
-        res.set('RateLimit-Limit', String(err.body.max));
-        res.set('RateLimit-Remaining', '0');
-        res.set('RateLimit-Reset', String(err.body.retry_after));
-      }
-    }
-    return res.status(err.status).json(err.body);
-  }
-
-  function decide(req, res, next, token, opts) {
-    let grant;
+  // The core gate decides and builds the response (status, headers, JSON body).
+  function decide(req, res, next, request) {
+    let out;
     try {
-      grant = vault.authorizeRequest(token, req.method, targetOf(req), opts);
+      out = vault.authorizeHttp(request, {
+        full, replay, cost: perRequest(cost, req), limits: perRequest(limits, req),
+        limitCost: perRequest(limitCost, req), caseInsensitive: caseInsensitiveFor(req, caseInsensitive),
+        maxBody: request.maxBody,
+      });
     } catch (err) {
-      if (!(err instanceof KeyLedgerError)) return next(err);
-      return refuse(res, err);
+      return next(err);
     }
-    req.keyledger = grant;
-    const limit = grant.ratelimit;
-    if (limit) {
-      res.set('RateLimit-Limit', String(limit.max));
-      res.set('RateLimit-Remaining', String(limit.remaining));
-      res.set('RateLimit-Reset', String(Math.max(0, Math.ceil((limit.resetMs - Date.now()) / 1000))));
+    for (const [name, value] of out.headers) res.setHeader(name, value);
+    if (!out.grant) {
+      res.statusCode = out.status;
+      return res.end(out.body);
     }
+    req.keyledger = out.grant;
     return next();
   }
 
   return function keyledger(req, res, next) {
-    // A missing or malformed header is refused exactly like a bad token: the core
-    // answers `invalid_api_key` for the empty token, with its usual body.
-    const token = tokenOf(req, header);
-    const opts = { full, caseInsensitive: caseInsensitiveFor(req, caseInsensitive) };
-    const c = typeof cost === 'function' ? cost(req) : cost;
-    if (c !== undefined && c !== null) opts.cost = c;
-    const l = typeof limits === 'function' ? limits(req) : limits;
-    if (l !== undefined && l !== null) opts.limits = l;
-    const w = typeof limitCost === 'function' ? limitCost(req) : limitCost;
-    if (w !== undefined && w !== null) opts.limitCost = w;
-    if (idempotencyHeader) {
-      const k = req.headers[idempotencyHeader.toLowerCase()];
-      if (typeof k === 'string' && k !== '') {
-        opts.idempotencyKey = k;
-        opts.onReplay = replay === 'pass' ? 'grant' : 'refuse';
-      }
-    }
-    const sigRaw = req.headers[signatureHeader];
-    const signature = Array.isArray(sigRaw) ? sigRaw[0] : sigRaw;
-    if (typeof signature !== 'string' || signature === '') {
-      return decide(req, res, next, token, opts);
-    }
-    opts.signature = signature;
-    // A signature covers the query string as sent (format 2): the core reads it from the
-    // raw target that `decide` passes.
+    const request = {
+      method: req.method, target: targetOf(req),
+      // A custom header carries `Bearer <token>` too; X-Api-Key only beside Authorization.
+      authorization: headerOf(req, header),
+      apiKey: header === 'authorization' ? headerOf(req, 'x-api-key') : null,
+      idempotencyKey: idempotencyHeader ? headerOf(req, idempotencyHeader.toLowerCase()) : null,
+      signature: headerOf(req, signatureHeader),
+      // A body the gate did not read itself is checked whatever its size.
+      maxBody: Number.MAX_SAFE_INTEGER,
+    };
+    if (request.signature === undefined || request.signature === '') return decide(req, res, next, { ...request, signature: null });
     let body;
     try {
       body = rawBodyOf(req, options);
     } catch (err) {
       return next(err);
     }
-    if (body && typeof body.then === 'function') {
-      return body.then(
-        (b) => {
-          opts.body = b;
-          decide(req, res, next, token, opts);
-        },
-        (err) => {
-          if (err && err.tooLarge) {
-            return res.status(413).json({ success: false, error: 'payload_too_large', message: err.message });
-          }
-          return next(err);
-        },
-      );
-    }
-    opts.body = body;
-    return decide(req, res, next, token, opts);
+    if (!body || typeof body.then !== 'function') return decide(req, res, next, { ...request, body });
+    const maxBody = options.limit || DEFAULT_LIMIT;
+    return body.then(
+      (b) => decide(req, res, next, { ...request, body: b, maxBody }),
+      (err) => (err && err.tooLarge ? decide(req, res, next, { ...request, bodyTooLarge: true, maxBody }) : next(err)),
+    );
   };
-}
-
-const EMPTY = Buffer.alloc(0);
-const GATED = Symbol('keyledger.gateUpgrades');
-
-/**
- * The response side of a refused upgrade: what the middleware needs of `res` (`set`,
- * `status`, `json`), written as a raw HTTP/1.1 response on the socket, which is then
- * closed. No handshake has happened: nothing of the upgraded protocol is ever sent.
- */
-class UpgradeRefusal {
-  constructor(socket) {
-    this.socket = socket;
-    this.headers = [];
-    this.code = 500;
-    this.sent = false;
-  }
-
-  set(name, value) {
-    this.headers.push([name, value]);
-    return this;
-  }
-
-  status(code) {
-    this.code = code;
-    return this;
-  }
-
-  json(body) {
-    this.send(this.code, JSON.stringify(body));
-  }
-
-  send(code, text) {
-    const socket = this.socket;
-    if (this.sent || socket.destroyed) return;
-    this.sent = true;
-    const payload = Buffer.from(text, 'utf8');
-    const lines = [`HTTP/1.1 ${code} ${STATUS_CODES[code] || 'Error'}`];
-    // Only the response headers keyledger chose (fixed names, numeric values).
-    for (const [k, v] of this.headers) lines.push(`${k}: ${v}`);
-    lines.push('Content-Type: application/json', `Content-Length: ${payload.length}`, 'Connection: close');
-    socket.end(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), payload]), () => socket.destroy());
-  }
-
-  fail() {
-    this.headers = [];
-    this.send(500, JSON.stringify({ success: false, error: 'internal', message: 'the keyledger gate failed' }));
-  }
 }
 
 /**
@@ -325,32 +185,8 @@ class UpgradeRefusal {
  * @returns the server
  */
 function gateUpgrades(server, vault, options = {}) {
-  if (!server || typeof server.emit !== 'function' || typeof server.on !== 'function') {
-    throw new TypeError('gateUpgrades: the first argument must be an http or https server');
-  }
-  if (server[GATED]) throw new Error('gateUpgrades: this server\'s upgrades are already gated');
-  const gate = keyledgerMiddleware(vault, { ...options, rawBody: () => EMPTY });
-  const emit = server.emit;
-  server[GATED] = true;
-  // Wrapping emit (rather than adding a listener) is the only way to run before every
-  // 'upgrade' listener, present and future, and to stop the event when refused.
-  server.emit = function emitGated(event, req, socket, head) {
-    if (event !== 'upgrade') return emit.apply(this, arguments);
-    const res = new UpgradeRefusal(socket);
-    let outcome = 'pending';
-    try {
-      gate(req, res, (err) => {
-        outcome = err ? 'failed' : 'granted';
-      });
-    } catch {
-      outcome = 'failed';
-    }
-    // The gate is synchronous here (no body to read): 'pending' means it answered a refusal.
-    if (outcome === 'granted') return emit.call(this, event, req, socket, head);
-    if (outcome === 'failed' || !res.sent) res.fail();
-    return true;
-  };
-  return server;
+  const body = Buffer.alloc(0);
+  return upgrades.gateUpgrades(server, () => keyledgerMiddleware(vault, { ...options, rawBody: () => body }));
 }
 
 module.exports = { keyledgerMiddleware, captureRawBody, gateUpgrades };

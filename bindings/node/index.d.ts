@@ -137,6 +137,46 @@ interface AuthorizeCommon {
   full?: boolean;
 }
 
+/** What an HTTP gate read off a request, for `authorizeHttp` (header values as received). */
+export interface HttpRequest {
+  method: string;
+  /** The request target as received (path and query, or absolute-form), never decoded. */
+  target: string | Buffer;
+  authorization?: string | Buffer | null;
+  apiKey?: string | Buffer | null;
+  signature?: string | Buffer | null;
+  idempotencyKey?: string | Buffer | null;
+  /** The body of a signed request. */
+  body?: string | Buffer | null;
+  /** The gate stopped reading the body past `maxBody`. */
+  bodyTooLarge?: boolean;
+}
+
+/** Options of `authorizeHttp`. */
+export interface HttpOptions {
+  cost?: Amount;
+  scope?: string;
+  limits?: string[];
+  limitCost?: Amount;
+  /** A repeated idempotency key: 'refuse' (default) answers 409, 'pass' the replayed grant. */
+  replay?: 'refuse' | 'pass';
+  caseInsensitive?: boolean;
+  /** The largest body checked for a signature (default 1 MiB; more is 413). */
+  maxBody?: number;
+  now?: Date | number;
+  full?: boolean;
+}
+
+/** The gate's answer: send `status`, `headers` and `body`, or run the app with `grant`. */
+export interface HttpOutcome {
+  status: number;
+  /** Lowercase names; on a grant, the `ratelimit-*` headers to add. */
+  headers: Array<[string, string]>;
+  /** The refusal's JSON body ('' for a grant). */
+  body: string;
+  grant: Grant | null;
+}
+
 /** Options of `authorizeRequest`: those of `authorize` without `route`/`scope`, plus `caseInsensitive`. */
 export interface AuthorizeRequestOptions extends AuthorizeCommon {
   /**
@@ -317,6 +357,8 @@ export class Vault {
    */
   authorizeRequest(token: string, method: string, target: string, options: AuthorizeRequestOptions & { full: true }): FullGrant;
   authorizeRequest(token: string, method: string, target: string, options?: AuthorizeRequestOptions): Grant;
+  /** The whole HTTP gate (what the Express middleware runs): never throws a refusal. */
+  authorizeHttp(request: HttpRequest, options?: HttpOptions): HttpOutcome;
   whoami(token: string): WhoAmI;
 
   createAccount(id: string, options?: { credits?: Amount; metadata?: Record<string, unknown> }): Account;

@@ -4,9 +4,11 @@
 
 const native = require('./lib/native');
 const json = require('./lib/json');
+const http = require('./lib/http');
 
-const KL_OK = 0;
-const KL_VAULT_CLOSED = 2007;
+const C = require('./lib/constants');
+
+const { KL_OK, KL_VAULT_CLOSED } = C;
 const U64_MAX = (1n << 64n) - 1n;
 const I64_MIN = -(1n << 63n);
 const I64_MAX = (1n << 63n) - 1n;
@@ -63,7 +65,7 @@ function jsError(klStatus, message) {
 }
 
 function invalid(message) {
-  return jsError(2003, message);
+  return jsError(C.KL_INVALID_ARGUMENT, message);
 }
 
 function check(st) {
@@ -186,11 +188,11 @@ const G = native.GRANT_LAYOUT;
 
 function decodeGrant(buf) {
   return {
-    accountId: cstrAt(buf, G.account_id, 129),
-    keyId: cstrAt(buf, G.key_id, 9),
-    keyName: cstrAt(buf, G.key_name, 129),
-    prefix: cstrAt(buf, G.prefix, 33),
-    authMethod: buf.readUInt32LE(G.auth_method) === 1 ? 'operator' : 'apikey',
+    accountId: cstrAt(buf, G.account_id, G.sizes.account_id),
+    keyId: cstrAt(buf, G.key_id, G.sizes.key_id),
+    keyName: cstrAt(buf, G.key_name, G.sizes.key_name),
+    prefix: cstrAt(buf, G.prefix, G.sizes.prefix),
+    authMethod: buf.readUInt32LE(G.auth_method) === C.KL_AUTH_OPERATOR ? 'operator' : 'apikey',
     scopes: null,
     charged: u64At(buf, G.charged),
     credits: u64At(buf, G.credits),
@@ -198,7 +200,7 @@ function decodeGrant(buf) {
     replayed: buf[G.replayed] !== 0,
     ratelimits: null,
     ratelimit: buf[G.has_ratelimit] === 0 ? null : {
-      name: cstrAt(buf, G.ratelimit_name, G.ratelimit_name_size),
+      name: cstrAt(buf, G.ratelimit_name, G.sizes.ratelimit_name),
       max: u64At(buf, G.ratelimit_limit),
       remaining: u64At(buf, G.ratelimit_remaining),
       resetMs: i64At(buf, G.ratelimit_reset_ms),
@@ -442,6 +444,22 @@ class Vault {
     const st = native.kl_authorize_request(h, token, blen(token), method, blen(method), target, blen(target), o, buf);
     if (st !== KL_OK) throw lastError(st);
     return decodeGrant(buf);
+  }
+
+  /**
+   * The whole HTTP gate (what the Express middleware runs): see lib/http.js. Returns
+   * `{ status, headers, body, grant }`; `options.full` false drops `scopes`/`ratelimits`
+   * from the grant, as `authorize` does.
+   */
+  authorizeHttp(request, options) {
+    const o = opts('options', options);
+    const toGrant = (text) => {
+      const g = grantFromJson(text);
+      return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
+    };
+    const out = http.authorizeHttp(this.#handle(), request, o, toGrant);
+    if (out.st !== undefined) throw lastError(out.st);
+    return out;
   }
 
   /** Who `token` belongs to and what its account has left (no route, scope or credit check). */
@@ -697,7 +715,7 @@ class Vault {
       if (o.day < 0 || o.day > 255) throw invalid(`day must be between 1 and 28, got ${o.day}`);
       day = o.day;
     }
-    check(native.kl_set_refill(this.#handle(), accountId, blen(accountId), n, interval === 'daily' ? 0 : 1, day, outA));
+    check(native.kl_set_refill(this.#handle(), accountId, blen(accountId), n, interval === 'daily' ? C.KL_REFILL_DAILY : C.KL_REFILL_MONTHLY, day, outA));
     return takeJson(outA[0]);
   }
 
@@ -783,12 +801,14 @@ function masterKeyArg(name, v) {
   throw new TypeError(`keyledger: ${name} must be a base64 string or a 32-byte Buffer, got ${describe(v)}`);
 }
 
-/** `{ keyId }` or `{ accountId }` (exactly one) → [owner kind, id] for the C ABI. */
+/** `{ keyId }` or `{ accountId }` → [owner kind, id]; the core checks "exactly one". */
 function ownerArg(o) {
-  const hasKey = o.keyId !== undefined && o.keyId !== null;
-  const hasAccount = o.accountId !== undefined && o.accountId !== null;
-  if (hasKey === hasAccount) throw invalid('pass exactly one of keyId and accountId');
-  return hasKey ? [0, str('keyId', o.keyId)] : [1, str('accountId', o.accountId)];
+  const keyId = optStr('keyId', o.keyId);
+  const accountId = optStr('accountId', o.accountId);
+  const kind = [0];
+  check(native.kl_limit_owner(keyId, keyId === null ? 0 : blen(keyId), accountId,
+    accountId === null ? 0 : blen(accountId), kind));
+  return [kind[0], kind[0] === C.KL_OWNER_KEY ? keyId : accountId];
 }
 
 function bool(name, v) {

@@ -199,12 +199,9 @@ pub struct LimitOwnerArgs {
 }
 
 impl LimitOwnerArgs {
-    pub fn owner(&self) -> keyledger::LimitOwner<'_> {
-        match (&self.key_id, &self.account_id) {
-            (Some(k), _) => keyledger::LimitOwner::Key(k),
-            (None, Some(a)) => keyledger::LimitOwner::Account(a),
-            (None, None) => unreachable!("clap requires one of --key / --account"),
-        }
+    /// The owner (clap already requires exactly one of `--key` and `--account`).
+    pub fn owner(&self) -> keyledger::Result<keyledger::LimitOwner<'_>> {
+        keyledger::LimitOwner::from_ids(self.key_id.as_deref(), self.account_id.as_deref())
     }
 }
 

@@ -246,6 +246,28 @@ class Vault:
         case_insensitive: bool = False,
         on_replay: Optional[Literal["grant", "refuse"]] = None,
     ) -> Grant: ...
+    def authorize_http(
+        self,
+        method: str,
+        target: Union[bytes, str],
+        *,
+        authorization: Union[bytes, str, None] = None,
+        api_key: Union[bytes, str, None] = None,
+        signature: Union[bytes, str, None] = None,
+        idempotency_key: Union[bytes, str, None] = None,
+        body: Union[bytes, str, None] = None,
+        body_too_large: bool = False,
+        cost: Optional[int] = None,
+        scope: Optional[str] = None,
+        limits: Optional[Sequence[str]] = None,
+        limit_cost: Optional[int] = None,
+        replay: Literal["refuse", "pass"] = "refuse",
+        case_insensitive: bool = False,
+        max_body: Optional[int] = None,
+        now: Optional[_Instant] = None,
+    ) -> Tuple[int, List[Tuple[str, str]], bytes, Optional[Grant]]:
+        """The whole HTTP gate: (status, response headers, JSON body, grant or None)."""
+        ...
     def whoami(self, token: str) -> WhoAmI: ...
     def create_account(
         self, id: str, credits: Optional[int] = None, metadata: Optional[Mapping[str, Any]] = None
@@ -330,3 +352,6 @@ def sign_request(
 ) -> str: ...
 def generate_master_key() -> str: ...
 def version() -> str: ...
+def bearer_token(value: bytes) -> Optional[str]:
+    """The token of an ``Authorization: Bearer <token>`` value, or None."""
+    ...

@@ -11,7 +11,7 @@ For each HTTP request (and WebSocket handshake) the middleware reads
 ``Vault.authorize_request`` against the request's method and its raw request target, and
 then either
 
-* answers the refusal itself, with its status and JSON body (SPEC §8), e.g.
+* answers the refusal itself, with its status and JSON body , e.g.
   ``402 {"success": false, "error": "insufficient_credits", "credits": 0, "required": 1}``,
   plus ``WWW-Authenticate: Bearer`` on 401; or
 * calls the app with the ``Grant`` in ``scope["keyledger"]`` and in
@@ -36,14 +36,20 @@ accept, which the server answers with 403. ``websockets="pass"`` lets them throu
 ungated (a deliberate choice: the app must then check keys itself). Other scope types
 but ``lifespan`` are gated like ``GET`` too, and dropped when refused.
 
-Signed requests (keys created with ``signing=True``, SPEC §7): when the request carries the
-signature header (default ``X-KeyLedger-Signature: t=<unix seconds>,v2=<hex>``, made by
-``keyledger.sign_request``), the middleware reads the whole body (up to ``max_body`` bytes),
-has the core check the signature over the method, the path with its query string as sent
-and the body's SHA-256, and replays the body to the app unchanged. A signing key without
-the header is refused with 401 ``invalid_signature``.
+Credentials: ``Authorization: Bearer <token>`` (scheme in any case, one or more spaces,
+no tab), else ``X-Api-Key: <token>``; a value over 4 KiB, a missing or a malformed one is
+refused with 401 ``invalid_api_key`` and audited like a bad key. The whole decision and
+the response (status, headers, JSON body) come from the core's gate,
+``Vault.authorize_http``, shared with the Express and Elixir gates.
 
-Rate limits (SPEC §13): a granted response carries ``RateLimit-Limit``,
+Signed requests (keys created with ``signing=True``): when the request carries the
+signature header (default ``X-KeyLedger-Signature: t=<unix seconds>,v2=<hex>``, made by
+``keyledger.sign_request``), the middleware reads the whole body (up to ``max_body`` bytes,
+else 413 ``payload_too_large``), has the core check the signature over the method, the
+path with its query string as sent and the body's SHA-256, and replays the body to the app
+unchanged. A signing key without the header is refused with 401 ``invalid_signature``.
+
+Rate limits: a granted response carries ``RateLimit-Limit``,
 ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds) for the most constrained limit the
 call was checked against; a 429 carries ``Retry-After`` and the same headers.
 
@@ -63,42 +69,18 @@ one commit); a free route is authorized inline, in about a microsecond.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from urllib.parse import quote
-from typing import Literal
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple
 
-from keyledger._errors import InvalidApiKey, KeyLedgerError
-from keyledger._keyledger import Grant, Vault
+from keyledger._asgi_io import raw_target, read_body, replay_body
+from keyledger._errors import KeyLedgerError
+from keyledger._keyledger import Grant, Vault, bearer_token
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-#: The longest header value the middleware reads; longer ones are refused as invalid keys.
-MAX_HEADER = 4096
-
-
-def bearer_token(value: bytes) -> Optional[str]:
-    """The token of an ``Authorization: Bearer <token>`` value, or None.
-
-    Anything malformed (another scheme, no token, non-ASCII bytes, an oversized value)
-    gives None: the caller refuses it as ``invalid_api_key``; nothing raises.
-    """
-    if len(value) > MAX_HEADER:
-        return None
-    try:
-        text = value.decode("ascii").strip()
-    except UnicodeDecodeError:
-        return None
-    scheme, _, token = text.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    token = token.strip()
-    return token or None
+Outcome = Tuple[int, List[Tuple[str, str]], bytes, Optional[Grant]]
 
 
 class KeyLedgerMiddleware:
@@ -107,7 +89,7 @@ class KeyLedgerMiddleware:
     :param app: the ASGI app to protect.
     :param vault: an open ``keyledger.Vault`` (open it in each worker process).
     :param header: the request header carrying the token (default ``authorization``,
-        ``Bearer <token>``). Any other header is read as the bare token.
+        ``Bearer <token>``, else ``X-Api-Key``). Any other header is read as the bare token.
     :param cost: credits to charge per request instead of the matched route's cost.
     :param exclude: paths served without a key (exact matches), e.g. ``("/health",)``.
     :param signature_header: the header carrying a request signature.
@@ -140,41 +122,64 @@ class KeyLedgerMiddleware:
             raise ValueError('replay must be "refuse" or "pass"')
         if websockets not in ("gate", "pass"):
             raise ValueError('websockets must be "gate" or "pass"')
-        self.idempotency_header = idempotency_header.lower().encode("latin-1") if idempotency_header else None
-        self.on_replay: Literal["grant", "refuse"] = "grant" if replay == "pass" else "refuse"
-        self.app = app
-        self.vault = vault
+        self.app, self.vault, self.cost, self.replay = app, vault, cost, replay
         self.header = header.lower().encode("latin-1")
-        self.cost = cost
         self.exclude = frozenset(exclude)
         self.signature_header = signature_header.lower().encode("latin-1")
-        self.max_body = max_body
-        self.websockets = websockets
-        self.case_insensitive = case_insensitive
+        self.idempotency_header = idempotency_header.lower().encode("latin-1") if idempotency_header else None
+        self.max_body, self.websockets, self.case_insensitive = max_body, websockets, case_insensitive
 
-    def _signature(self, scope: Scope) -> Optional[str]:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan" or (kind == "websocket" and self.websockets == "pass") or scope.get("path") in self.exclude:
+            await self.app(scope, receive, send)
+            return
+        headers: Dict[bytes, bytes] = {}
         for name, value in scope.get("headers") or ():
-            if name == self.signature_header:
-                if len(value) > MAX_HEADER:
-                    return ""
-                try:
-                    return str(value.decode("ascii"))
-                except UnicodeDecodeError:
-                    return ""
-        return None
+            headers.setdefault(bytes(name).lower(), bytes(value))
+        method = str(scope.get("method", "GET")) if kind == "http" else "GET"
+        signature = headers.get(self.signature_header)
+        body, too_large = None, False
+        if kind == "http" and signature is not None:
+            body, too_large = await read_body(receive, self.max_body)
+            receive = replay_body(body)
+        default = self.header == b"authorization"
+        options: Dict[str, Any] = dict(
+            authorization=headers.get(b"authorization") if default else None,
+            api_key=headers.get(b"x-api-key" if default else self.header),
+            signature=signature, body=body, body_too_large=too_large, cost=self.cost, replay=self.replay,
+            idempotency_key=headers.get(self.idempotency_header) if self.idempotency_header else None,
+            case_insensitive=self.case_insensitive, max_body=self.max_body,
+        )
+        status, out_headers, out_body, grant = await self._authorize(method, raw_target(scope), options)
+        if grant is None:
+            if kind == "http":
+                await _respond(send, "http.response", status, out_headers, out_body)
+            elif kind == "websocket" and "websocket.http.response" in (scope.get("extensions") or {}):
+                await _respond(send, "websocket.http.response", status, out_headers, out_body)
+            elif kind == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # servers answer 403
+            return
+        scope["keyledger"] = grant
+        scope.setdefault("state", {})["keyledger"] = grant
+        if out_headers and kind == "http":
+            extra, inner = _encode(out_headers), send
 
-    def _token(self, scope: Scope) -> Optional[str]:
-        for name, value in scope.get("headers") or ():
-            if name == self.header:
-                if self.header == b"authorization":
-                    return bearer_token(value)
-                if len(value) > MAX_HEADER:
-                    return None
-                try:
-                    return value.decode("ascii").strip() or None
-                except UnicodeDecodeError:
-                    return None
-        return None
+            async def send_with_limits(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = dict(message, headers=list(message.get("headers") or []) + extra)
+                await inner(message)
+
+            send = send_with_limits
+        await self.app(scope, receive, send)
+
+    async def _authorize(self, method: str, target: str, options: Dict[str, Any]) -> Outcome:
+        """Inline for a free request (about a microsecond); in a worker thread when it may
+        wait for a commit (a debit or an idempotency key), so concurrent ones share one."""
+        if options["idempotency_key"] or self._costs_credits(method, target):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, lambda: self.vault.authorize_http(method, target, **options))
+        return self.vault.authorize_http(method, target, **options)
 
     def _costs_credits(self, method: str, target: str) -> bool:
         if self.cost is not None:
@@ -185,220 +190,16 @@ class KeyLedgerMiddleware:
             return False
         return rule is not None and rule.cost > 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if (
-            kind == "lifespan"
-            or (kind == "websocket" and self.websockets == "pass")
-            or scope.get("path") in self.exclude
-        ):
-            await self.app(scope, receive, send)
-            return
-        method = str(scope.get("method", "GET")) if kind == "http" else "GET"
-        target = raw_target(scope)
-        if kind != "http":
-            await self._gate_connection(scope, receive, send, method, target)
-            return
-        token = self._token(scope)
-        signature = self._signature(scope)
-        body: Optional[bytes] = None
-        if signature is not None:
-            body = await _read_body(receive, self.max_body)
-            if body is None:
-                await _answer(send, KeyLedgerError(
-                    "request body too large to verify its signature",
-                    status=413,
-                    code="invalid_argument",
-                    body={"success": False, "error": "invalid_argument", "message": "request body too large"},
-                ))
-                return
-            receive = _replay(body)
-        try:
-            if token is None:
-                raise _missing_key()
-            grant = await self._authorize(scope, token, method, target, signature, body)
-        except KeyLedgerError as refusal:
-            await _answer(send, refusal)
-            return
-        scope["keyledger"] = grant
-        state = scope.setdefault("state", {})
-        state["keyledger"] = grant
-        limit_headers = _ratelimit_headers(grant.ratelimits)
-        if limit_headers:
-            inner_send = send
 
-            async def send_with_limits(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    message = dict(message)
-                    message["headers"] = list(message.get("headers") or []) + limit_headers
-                await inner_send(message)
-
-            send = send_with_limits
-        await self.app(scope, receive, send)
-
-    async def _gate_connection(
-        self, scope: Scope, receive: Receive, send: Send, method: str, target: str
-    ) -> None:
-        """Gate a WebSocket handshake (or another non-HTTP scope) like a GET, before accept."""
-        token = self._token(scope)
-        try:
-            if token is None:
-                raise _missing_key()
-            grant = await self._authorize(scope, token, method, target, self._signature(scope), None)
-        except KeyLedgerError as refusal:
-            if scope["type"] == "websocket":
-                await _deny_websocket(scope, send, refusal)
-            return
-        scope["keyledger"] = grant
-        scope.setdefault("state", {})["keyledger"] = grant
-        await self.app(scope, receive, send)
-
-    def _idempotency_key(self, scope: Scope) -> Optional[str]:
-        if self.idempotency_header is None:
-            return None
-        for name, value in scope.get("headers") or ():
-            if name == self.idempotency_header:
-                try:
-                    return value.decode("ascii") or None
-                except UnicodeDecodeError:
-                    return value.decode("latin-1") or None
-        return None
-
-    async def _authorize(
-        self,
-        scope: Scope,
-        token: str,
-        method: str,
-        target: str,
-        signature: Optional[str],
-        body: Optional[bytes],
-    ) -> Grant:
-        idempotency_key = self._idempotency_key(scope)
-
-        def call() -> Grant:
-            return self.vault.authorize_request(
-                token,
-                method,
-                target,
-                cost=self.cost,
-                signature=signature,
-                body=body,
-                idempotency_key=idempotency_key,
-                on_replay=self.on_replay,
-                case_insensitive=self.case_insensitive,
-            )
-
-        if idempotency_key is not None or self._costs_credits(method, target):
-            return await asyncio.get_running_loop().run_in_executor(None, call)
-        return call()
+def _encode(headers: List[Tuple[str, str]]) -> List[Tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-def raw_target(scope: Scope) -> str:
-    """The request target as the client sent it: ``raw_path`` and ``query_string``, never
-    decoded (bytes read as latin-1, so a non-ASCII byte stays visible to the core, which
-    refuses it). Without ``raw_path`` the decoded ``path`` is re-encoded, keeping only
-    characters that never change meaning: a ``%`` or ``;`` in it comes out encoded and is
-    then refused."""
-    raw = scope.get("raw_path")
-    if isinstance(raw, (bytes, bytearray)) and raw:
-        path = bytes(raw).decode("latin-1")
-    else:
-        path = quote(str(scope.get("path") or "/"), safe="/:@!$&'()*+,=-._~")
-    query = scope.get("query_string") or b""
-    if isinstance(query, (bytes, bytearray)) and query:
-        return path + "?" + bytes(query).decode("latin-1")
-    return path
-
-
-def _missing_key() -> KeyLedgerError:
-    return InvalidApiKey(
-        "missing or malformed API key",
-        status=401,
-        code="invalid_api_key",
-        body={"success": False, "error": "invalid_api_key", "message": "missing or malformed API key"},
-    )
-
-
-async def _deny_websocket(scope: Scope, send: Send, refusal: KeyLedgerError) -> None:
-    """Refuse a WebSocket handshake before accept: the HTTP denial response when the server
-    supports it, else a close (code 1008), which servers turn into a 403."""
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        status, headers, body = _refusal_response(refusal)
-        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.close", "code": 1008})
-
-
-def _ratelimit_headers(limits: List[Dict[str, Any]]) -> List[Tuple[bytes, bytes]]:
-    """IETF ``RateLimit-*`` headers for the limit with the fewest calls left."""
-    if not limits:
-        return []
-    tightest = min(limits, key=lambda r: int(r["remaining"]))
-    reset_s = max(0, -(-(int(tightest["reset_ms"]) - int(time.time() * 1000)) // 1000))
-    return [
-        (b"ratelimit-limit", str(tightest["max"]).encode()),
-        (b"ratelimit-remaining", str(tightest["remaining"]).encode()),
-        (b"ratelimit-reset", str(reset_s).encode()),
-    ]
-
-
-async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
-    """The whole request body, or None when it exceeds ``limit``."""
-    chunks: List[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes) -> Receive:
-    """A ``receive`` that hands the app the body already read, then waits for disconnect."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # nothing more will come; the server cancels us
-        return {"type": "http.disconnect"}
-
-    return receive
-
-
-async def _answer(send: Send, refusal: KeyLedgerError) -> None:
-    status, headers, body = _refusal_response(refusal)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _refusal_response(refusal: KeyLedgerError) -> Tuple[int, List[Tuple[bytes, bytes]], bytes]:
-    """Status, headers and body of a refusal."""
-    body = json.dumps(refusal.body, separators=(",", ":")).encode()
-    status = refusal.status if 400 <= refusal.status < 600 else 500
-    headers: List[Tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="api"'))
-    if status == 429:
-        b = refusal.body
-        headers.append((b"retry-after", str(b.get("retry_after", 1)).encode()))
-        headers.append((b"ratelimit-limit", str(b.get("max", 0)).encode()))
-        headers.append((b"ratelimit-remaining", b"0"))
-        headers.append((b"ratelimit-reset", str(b.get("retry_after", 1)).encode()))
-    return status, headers, body
+async def _respond(send: Send, kind: str, status: int, headers: List[Tuple[str, str]], body: bytes) -> None:
+    """Send the gate's answer (``http.response`` or ``websocket.http.response``)."""
+    raw = _encode(headers) + [(b"content-length", str(len(body)).encode())]
+    await send({"type": kind + ".start", "status": status, "headers": raw})
+    await send({"type": kind + ".body", "body": body})
 
 
 __all__ = ["KeyLedgerMiddleware", "bearer_token", "raw_target"]

@@ -158,8 +158,7 @@ impl From<&Grant> for kl_grant {
             ratelimit_remaining: 0,
             ratelimit_reset_ms: 0,
         };
-        // The first limit with the fewest units left (`min_by_key` keeps the first).
-        if let Some(r) = g.ratelimits.iter().min_by_key(|r| r.remaining) {
+        if let Some(r) = g.tightest_ratelimit() {
             out.has_ratelimit = 1;
             fill(&mut out.ratelimit_name, &r.name);
             out.ratelimit_limit = r.max;

@@ -164,3 +164,27 @@ pub unsafe extern "C" fn kl_clear_refill(
         out.put_json(&vault.clear_refill(id)?)
     })
 }
+
+/// The `owner_kind` for a limit named by exactly one of `key_id` and `account_id` (each
+/// optional: NULL, length 0 is absent), the rule the hosts check through here:
+/// `*out_kind` is `KL_OWNER_KEY` or `KL_OWNER_ACCOUNT`. Both or neither is
+/// `KL_INVALID_ARGUMENT` with the core's message.
+#[no_mangle]
+pub unsafe extern "C" fn kl_limit_owner(
+    key_id: *const c_char,
+    key_id_len: usize,
+    account_id: *const c_char,
+    account_id_len: usize,
+    out_kind: *mut u32,
+) -> kl_status {
+    boundary("kl_limit_owner", || {
+        let out = try_out!(out_kind);
+        let key_id = try_opt_str!(key_id, key_id_len);
+        let account_id = try_opt_str!(account_id, account_id_len);
+        out.write(match LimitOwner::from_ids(key_id, account_id)? {
+            LimitOwner::Key(_) => KL_OWNER_KEY,
+            LimitOwner::Account(_) => KL_OWNER_ACCOUNT,
+        });
+        Ok(())
+    })
+}

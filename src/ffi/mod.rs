@@ -45,6 +45,7 @@
 mod args;
 mod authorize;
 mod handle;
+mod http;
 mod limits;
 mod manage;
 mod panic;
@@ -59,6 +60,7 @@ pub use authorize::{
     KL_PREFIX_SIZE, KL_RATELIMIT_NAME_SIZE,
 };
 pub use handle::{kl_vault, kl_vault_close, kl_vault_flush, kl_vault_free, kl_vault_open};
+pub use http::{kl_authorize_http, kl_http_credential};
 pub use limits::*;
 pub use manage::*;
 pub use panic::{kl_last_error_body, kl_last_error_message};

@@ -321,9 +321,5 @@ pub(super) fn owner_arg<'a>(
     key_id: Option<&'a str>,
     account_id: Option<&'a str>,
 ) -> PyResult<crate::LimitOwner<'a>> {
-    match (key_id, account_id) {
-        (Some(k), None) => Ok(crate::LimitOwner::Key(k)),
-        (None, Some(a)) => Ok(crate::LimitOwner::Account(a)),
-        _ => Err(invalid(py, "give exactly one of key_id= or account_id=")),
-    }
+    crate::LimitOwner::from_ids(key_id, account_id).py(py)
 }

@@ -27,6 +27,7 @@ use crate::{
 mod args;
 mod errors;
 mod functions;
+mod http;
 mod types;
 mod vault;
 
@@ -38,6 +39,8 @@ use vault::*;
 
 #[pymodule(gil_used = false)]
 mod _keyledger {
+    #[pymodule_export]
+    use super::http::bearer_token;
     #[pymodule_export]
     use super::{
         generate_master_key, looks_like_key, redact, sign_request, sign_webhook, verify_webhook,

@@ -233,6 +233,19 @@ impl PyVault {
         Ok(PyGrant(grant))
     }
 
+    /// The whole HTTP gate (`keyledger.asgi` runs on it): `(status, headers, body,
+    /// grant)`. Options: see `src/python/http.rs` and the `.pyi` stub.
+    #[pyo3(signature = (method, target, **options))]
+    fn authorize_http<'py>(
+        &self,
+        py: Python<'py>,
+        method: PyBackedStr,
+        target: &Bound<'py, PyAny>,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        super::http::authorize_http(py, &self.vault, &method, target, options)
+    }
+
     fn whoami(&self, py: Python<'_>, token: PyBackedStr) -> PyResult<PyWhoAmI> {
         py.detach(|| self.vault.whoami(&token)).py(py).map(PyWhoAmI)
     }

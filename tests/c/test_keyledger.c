@@ -910,6 +910,78 @@ static void test_ratelimits(const char *base_path) {
 
 /* Argon2 parameters change only through kl_set_argon2_params, audited; an opener's
  * "argon2" no longer rewrites an existing vault's. */
+/* kl_authorize_http: the HTTP gate's answer (status, headers, body, grant); kl_limit_owner
+ * and kl_http_credential: the host rules the core checks once. */
+static void test_http_gate(const char *base_path) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.http", base_path);
+    kl_vault *v = NULL;
+    char *json = NULL;
+    CHECK(kl_vault_open(Z(path), Z(OPTIONS), &v) == KL_OK);
+    if (v == NULL) return;
+    CHECK(kl_create_account(v, S("acct_http"), 1, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    CHECK(kl_add_route(v, S("GET"), S("/x"), S("x"), 1, &json) == KL_OK);
+    kl_string_free(json);
+    char key_id[16];
+    char *token = new_key(v, "acct_http", key_id);
+    if (token == NULL) {
+        kl_vault_free(v);
+        return;
+    }
+    char auth[600];
+    snprintf(auth, sizeof auth, "bearer  %s", token);
+    uint16_t status = 0;
+    char *headers = NULL, *body = NULL, *grant = NULL;
+    kl_status st = kl_authorize_http(v, S("GET"), (const uint8_t *)"/x", 2,
+                                     (const uint8_t *)auth, strlen(auth), NULL, 0, NULL, 0, NULL, 0,
+                                     NULL, 0, 0, NULL, 0, &status, &headers, &body, &grant);
+    CHECK(st == KL_OK && status == 200);
+    CHECK(grant != NULL && contains(grant, "\"charged\":1"));
+    CHECK(headers != NULL && strcmp(headers, "[]") == 0);
+    CHECK(body != NULL && body[0] == '\0');
+    kl_string_free(headers);
+    kl_string_free(body);
+    kl_string_free(grant);
+    /* No credits left: 402 with the taxonomy body; a missing token: 401 + WWW-Authenticate. */
+    st = kl_authorize_http(v, S("GET"), (const uint8_t *)"/x", 2, (const uint8_t *)auth,
+                           strlen(auth), NULL, 0, NULL, 0, NULL, 0, NULL, 0, 0, NULL, 0, &status,
+                           &headers, &body, &grant);
+    CHECK(st == KL_OK && status == 402 && grant == NULL);
+    CHECK(contains(body, "\"error\":\"insufficient_credits\""));
+    kl_string_free(headers);
+    kl_string_free(body);
+    st = kl_authorize_http(v, S("GET"), (const uint8_t *)"/x", 2, NULL, 0, NULL, 0, NULL, 0, NULL,
+                           0, NULL, 0, 0, S("{\"replay\":\"pass\"}"), &status, &headers, &body,
+                           &grant);
+    CHECK(st == KL_OK && status == 401 && grant == NULL);
+    CHECK(contains(headers, "[\"www-authenticate\",\"Bearer\"]"));
+    kl_string_free(headers);
+    kl_string_free(body);
+    expect_invalid(kl_authorize_http(v, S("GET"), NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL,
+                                     0, 0, NULL, 0, &status, &headers, &body, &grant));
+    expect_invalid(kl_authorize_http(v, S("GET"), (const uint8_t *)"/x", 2, NULL, 0, NULL, 0, NULL,
+                                     0, NULL, 0, NULL, 0, 0, S("{\"replay\":\"maybe\"}"),
+                                     &status, &headers, &body, &grant));
+
+    char *got = NULL;
+    CHECK(kl_http_credential((const uint8_t *)auth, strlen(auth), NULL, 0, &got) == KL_OK);
+    CHECK(got != NULL && strcmp(got, token) == 0);
+    kl_secret_free(got);
+    got = NULL;
+    CHECK(kl_http_credential((const uint8_t *)"Basic x", 7, NULL, 0, &got) == KL_INVALID_API_KEY);
+    CHECK(got == NULL);
+
+    uint32_t kind = 99;
+    CHECK(kl_limit_owner(S("k1"), NULL, 0, &kind) == KL_OK && kind == KL_OWNER_KEY);
+    CHECK(kl_limit_owner(NULL, 0, S("a1"), &kind) == KL_OK && kind == KL_OWNER_ACCOUNT);
+    expect_invalid(kl_limit_owner(S("k1"), S("a1"), &kind));
+    expect_invalid(kl_limit_owner(NULL, 0, NULL, 0, &kind));
+    CHECK(contains(kl_last_error_message(), "exactly one of key_id and account_id"));
+    kl_secret_free(token);
+    kl_vault_free(v);
+}
+
 static void test_argon2_params(const char *base_path) {
     char path[4096];
     snprintf(path, sizeof path, "%s.argon2", base_path);
@@ -1485,6 +1557,7 @@ int main(int argc, char **argv) {
     test_signing(path);
     test_ratelimits(path);
     test_argon2_params(path);
+    test_http_gate(path);
 
     printf("c_abi: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

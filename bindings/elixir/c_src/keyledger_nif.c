@@ -468,6 +468,70 @@ static ERL_NIF_TERM nif_authorize_request(ErlNifEnv *env, int argc, const ERL_NI
     return ok(env, grant_map(env, &g));
 }
 
+/* A header value or body as bytes: nil is absent; a binary or an iolist. */
+#define OPT_BYTES(i, name) OPT_STR(i, name)
+
+/*
+ * authorize_http(vault, method, target, authorization | nil, api_key | nil,
+ *                signature | nil, idempotency_key | nil, body | nil, body_too_large?,
+ *                options_json)
+ *
+ * The whole HTTP gate (kl_authorize_http): {:ok, {status, headers_json, body,
+ * grant_json | nil}} for every decided request, granted or refused; {:error, map} only for
+ * bad arguments. A dirty IO job, like authorize.
+ */
+static ERL_NIF_TERM nif_authorize_http(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, method);
+    STR(2, target);
+    OPT_BYTES(3, authorization);
+    OPT_BYTES(4, api_key);
+    OPT_BYTES(5, signature);
+    OPT_BYTES(6, idempotency_key);
+    OPT_BYTES(7, body);
+    int too_large = get_bool(argv[8]);
+    if (too_large < 0) return enif_make_badarg(env);
+    STR(9, options);
+    uint16_t status = 0;
+    char *headers = NULL, *out_body = NULL, *grant = NULL;
+    kl_status st = kl_authorize_http(
+        r->v, method.ptr, method.len, (const uint8_t *)target.ptr, target.len,
+        (const uint8_t *)authorization.ptr, authorization.len, (const uint8_t *)api_key.ptr,
+        api_key.len, (const uint8_t *)signature.ptr, signature.len,
+        (const uint8_t *)idempotency_key.ptr, idempotency_key.len, (const uint8_t *)body.ptr,
+        body.len, (uint8_t)too_large, options.ptr, options.len, &status, &headers, &out_body,
+        &grant);
+    if (st != KL_OK) return kl_error(env, st);
+    ERL_NIF_TERM g = grant == NULL ? A_NIL : take_json(env, grant);
+    return ok(env, enif_make_tuple4(env, enif_make_uint(env, status), take_json(env, headers),
+                                    take_json(env, out_body), g));
+}
+
+/* http_credential(authorization | nil, api_key | nil): the token, by the gate's grammar. */
+static ERL_NIF_TERM nif_http_credential(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    OPT_BYTES(0, authorization);
+    OPT_BYTES(1, api_key);
+    char *token = NULL;
+    kl_status st = kl_http_credential((const uint8_t *)authorization.ptr, authorization.len,
+                                      (const uint8_t *)api_key.ptr, api_key.len, &token);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, take_secret(env, token));
+}
+
+/* limit_owner(key_id | nil, account_id | nil): {:ok, owner_kind}; exactly one, checked by
+ * the core (kl_limit_owner). */
+static ERL_NIF_TERM nif_limit_owner(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    OPT_STR(0, key_id);
+    OPT_STR(1, account_id);
+    uint32_t kind = 0;
+    kl_status st = kl_limit_owner(key_id.ptr, key_id.len, account_id.ptr, account_id.len, &kind);
+    if (st != KL_OK) return kl_error(env, st);
+    return ok(env, enif_make_uint(env, kind));
+}
+
 /* ---- management -------------------------------------------------------------------- */
 
 typedef kl_status (*fn_v)(const kl_vault *, char **);
@@ -828,6 +892,9 @@ static ErlNifFunc nif_funcs[] = {
     {"flush", 1, nif_flush, IO},
     {"authorize", 14, nif_authorize, IO},
     {"authorize_request", 14, nif_authorize_request, IO},
+    {"authorize_http", 10, nif_authorize_http, IO},
+    {"http_credential", 2, nif_http_credential, 0},
+    {"limit_owner", 2, nif_limit_owner, 0},
     {"whoami", 2, nif_whoami, IO},
     {"create_account", 4, nif_create_account, IO},
     {"account", 2, nif_account, IO},

@@ -219,6 +219,55 @@ defmodule KeyLedger do
     end)
   end
 
+  @doc """
+  The whole HTTP gate, shared by every host (`KeyLedger.Gate` and `KeyLedger.Plug` run on
+  it): decides a request from what a server read off it and builds the response.
+
+  `request` is a map with `:method`, `:target` (the raw request target as received) and
+  the optional header values `:authorization`, `:api_key` (`x-api-key`), `:signature`,
+  `:idempotency_key`, plus `:body` (a signed request's body) and `:body_too_large`
+  (`true` when the server stopped reading it). Values are binaries or iodata; `nil` is
+  absent. The credential grammar: `Authorization: Bearer <token>` (scheme in any case,
+  one or more spaces, no tab), else `X-Api-Key`; over 4 KiB, missing or malformed is 401
+  `invalid_api_key`, audited like a bad key.
+
+  Options: `cost:`, `scope:` (authorize a scope instead of the route), `limits:`,
+  `limit_cost:`, `replay:` (`:refuse`, the default: a repeated idempotency key is 409
+  `duplicate_request`; `:pass`: the replayed grant), `case_insensitive:`, `max_body:`
+  (default 1 MiB; a longer signed body is 413 `payload_too_large`), `now:`, `full:`.
+
+  Returns `{:ok, grant, headers}` (the `ratelimit-*` headers to add to the response) or
+  `{:error, status, body_json, headers}` (`content-type`, `www-authenticate` on 401,
+  `retry-after` and `ratelimit-*` on 429). Header names are lowercase.
+  """
+  @spec authorize_http(vault, map, keyword) ::
+          {:ok, grant, [{String.t(), String.t()}]} | {:error, pos_integer, binary, [{String.t(), String.t()}]}
+  def authorize_http(vault, request, opts \\ []) when is_map(request) and is_list(opts) do
+    options =
+      %{cost: opts[:cost], scope: opts[:scope], limits: opts[:limits], limit_cost: opts[:limit_cost],
+        replay: opts |> Keyword.get(:replay, :refuse) |> Atom.to_string(), case_insensitive: opts[:case_insensitive],
+        max_body: opts[:max_body], now_ms: opts[:now] && now_ms(opts[:now])}
+      |> Enum.reject(fn {_, v} -> is_nil(v) end)
+      |> Map.new()
+
+    args = [request[:authorization], request[:api_key], request[:signature], request[:idempotency_key], request[:body]]
+    too_large = request[:body_too_large] == true
+
+    case apply(Nif, :authorize_http, [vault, request.method, request.target | args] ++ [too_large, JSON.encode!(options)]) do
+      {:ok, {status, headers, body, grant}} ->
+        headers = headers |> JSON.decode!() |> Enum.map(fn [k, v] -> {k, v} end)
+        if grant, do: {:ok, http_grant(grant, opts[:full]), headers}, else: {:error, status, body, headers}
+
+      {:error, %{status: status, body: body}} ->
+        {:error, status, body, [{"content-type", "application/json"}]}
+    end
+  end
+
+  defp http_grant(json, full) do
+    {:ok, grant} = grant_result({:ok, {:json, json}})
+    if full == true, do: grant, else: Map.drop(grant, [:scopes, :ratelimits])
+  end
+
   defp limits_arg(nil), do: nil
 
   defp limits_arg(names) when is_list(names),
@@ -485,12 +534,13 @@ defmodule KeyLedger do
   def clear_refill(vault, account_id), do: vault |> Nif.clear_refill(account_id) |> decoded()
 
   # `key_id:` or `account_id:` (exactly one) → {owner kind of the C ABI, id}.
+  # {owner_kind, id}: exactly one of key_id: and account_id:, checked by the core.
   defp owner_arg(opts) do
-    case {Keyword.get(opts, :key_id), Keyword.get(opts, :account_id)} do
-      {nil, nil} -> throw({:invalid_argument, "pass key_id: or account_id:"})
-      {key_id, nil} -> {0, key_id}
-      {nil, account_id} -> {1, account_id}
-      _ -> throw({:invalid_argument, "pass key_id: or account_id:, not both"})
+    {key_id, account_id} = {Keyword.get(opts, :key_id), Keyword.get(opts, :account_id)}
+
+    case Nif.limit_owner(key_id, account_id) do
+      {:ok, kind} -> {kind, key_id || account_id}
+      {:error, %{message: message}} -> throw({:invalid_argument, message})
     end
   end
 

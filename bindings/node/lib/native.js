@@ -46,11 +46,11 @@ const lib = koffi.load(libraryPath);
 
 koffi.opaque('kl_vault');
 
-const KL_ACCOUNT_ID_SIZE = 129;
-const KL_KEY_ID_SIZE = 9;
-const KL_PREFIX_SIZE = 33;
-const KL_KEY_NAME_SIZE = 129;
-const KL_RATELIMIT_NAME_SIZE = 65;
+// The kl_grant layout, defined once: sizes from the header (lib/constants.js), offsets
+// from koffi; index.js decodes grants through GRANT_LAYOUT only.
+const {
+  KL_ACCOUNT_ID_SIZE, KL_KEY_ID_SIZE, KL_PREFIX_SIZE, KL_KEY_NAME_SIZE, KL_RATELIMIT_NAME_SIZE,
+} = require('./constants');
 
 const kl_grant = koffi.struct('kl_grant', {
   account_id: koffi.array('char', KL_ACCOUNT_ID_SIZE, 'String'),
@@ -110,7 +110,13 @@ const GRANT_LAYOUT = {
   replayed: koffi.offsetof(kl_grant, 'replayed'),
   has_ratelimit: koffi.offsetof(kl_grant, 'has_ratelimit'),
   ratelimit_name: koffi.offsetof(kl_grant, 'ratelimit_name'),
-  ratelimit_name_size: KL_RATELIMIT_NAME_SIZE,
+  sizes: {
+    account_id: KL_ACCOUNT_ID_SIZE,
+    key_id: KL_KEY_ID_SIZE,
+    prefix: KL_PREFIX_SIZE,
+    key_name: KL_KEY_NAME_SIZE,
+    ratelimit_name: KL_RATELIMIT_NAME_SIZE,
+  },
   ratelimit_limit: koffi.offsetof(kl_grant, 'ratelimit_limit'),
   ratelimit_remaining: koffi.offsetof(kl_grant, 'ratelimit_remaining'),
   ratelimit_reset_ms: koffi.offsetof(kl_grant, 'ratelimit_reset_ms'),
@@ -162,6 +168,9 @@ const native = {
     [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
   kl_authorize_request_json: fn('kl_authorize_request_json', 'uint32_t',
     [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+  // The whole HTTP gate (lib/http.js): target, 5 header/body byte buffers, options JSON.
+  kl_authorize_http: fn('kl_authorize_http', 'uint32_t', [V, S, 'size_t', ...Array(6).fill(['const uint8_t *', 'size_t']).flat(),
+    'uint8_t', S, 'size_t', '_Out_ uint16_t *', OUT, OUT, OUT]),
 
   kl_create_account: fn('kl_create_account', 'uint32_t', [V, S, 'size_t', 'uint64_t', S, 'size_t', OUT]),
   kl_account: fn('kl_account', 'uint32_t', [V, S, 'size_t', OUT]),
@@ -188,7 +197,8 @@ const native = {
   kl_match_route: fn('kl_match_route', 'uint32_t', [V, S, 'size_t', S, 'size_t', OUT]),
   kl_audit: fn('kl_audit', 'uint32_t', [V, S, 'size_t', OUT]),
 
-  // SPEC §13: rate limits (owner kind 0 = key, 1 = account) and refills (0 daily, 1 monthly).
+  // Rate limits (owner kind KL_OWNER_KEY / KL_OWNER_ACCOUNT) and refills (KL_REFILL_*).
+  kl_limit_owner: fn('kl_limit_owner', 'uint32_t', [S, 'size_t', S, 'size_t', '_Out_ uint32_t *']),
   kl_set_ratelimit: fn('kl_set_ratelimit', 'uint32_t',
     [V, 'uint32_t', S, 'size_t', S, 'size_t', 'uint64_t', 'uint64_t', 'uint8_t', OUT]),
   kl_remove_ratelimit: fn('kl_remove_ratelimit', 'uint32_t', [V, 'uint32_t', S, 'size_t', S, 'size_t', OUT]),

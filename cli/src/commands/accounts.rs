@@ -156,15 +156,15 @@ pub fn limit(vault: &Vault, cmd: &LimitCmd, out: &Out) -> CliResult {
             let limit = parse_positive("limit", limit)?;
             let ms = seconds_to_ms("seconds", seconds)?;
             let ms = u64::try_from(ms).map_err(|_| invalid("seconds must be positive"))?;
-            let l = vault.set_ratelimit(owner.owner(), name, limit, ms, !named_only)?;
+            let l = vault.set_ratelimit(owner.owner()?, name, limit, ms, !named_only)?;
             out.emit(&l, || table(std::slice::from_ref(&l)))
         }
         LimitCmd::Remove { name, owner } => {
-            let l = vault.remove_ratelimit(owner.owner(), name)?;
+            let l = vault.remove_ratelimit(owner.owner()?, name)?;
             out.emit(&l, || format!("removed rate limit {}\n", l.name))
         }
         LimitCmd::List { owner } => {
-            let all = vault.ratelimits(owner.owner())?;
+            let all = vault.ratelimits(owner.owner()?)?;
             out.emit(&all, || table(&all))
         }
     }

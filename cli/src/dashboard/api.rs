@@ -376,13 +376,13 @@ async fn match_route(State(st): State<AppState>, q: QueryMap) -> ApiResult {
 
 /// `key_id` xor `account_id` from a body.
 fn owner_of(b: &mut JsonObject) -> Result<(bool, String), ApiError> {
-    match (b.opt_str("key_id")?, b.opt_str("account_id")?) {
-        (Some(k), None) => Ok((true, k)),
-        (None, Some(a)) => Ok((false, a)),
-        _ => Err(ApiError::invalid(
-            "give exactly one of key_id and account_id",
-        )),
-    }
+    let (key_id, account_id) = (b.opt_str("key_id")?, b.opt_str("account_id")?);
+    Ok(
+        match LimitOwner::from_ids(key_id.as_deref(), account_id.as_deref())? {
+            LimitOwner::Key(k) => (true, k.to_owned()),
+            LimitOwner::Account(a) => (false, a.to_owned()),
+        },
+    )
 }
 
 fn owner(is_key: bool, id: &str) -> LimitOwner<'_> {

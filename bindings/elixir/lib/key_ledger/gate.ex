@@ -32,11 +32,15 @@ defmodule KeyLedger.Gate do
   pipeline before the gate runs (a Plug upgrade happens in a plug after it), so they are
   gated like any GET before any handshake.
 
+  The decision and the response come from the core's gate, `KeyLedger.authorize_http/3`,
+  shared with the ASGI and Express gates (one credential grammar, one header cap, one
+  `RateLimit-*` computation, one refusal body).
+
   `headers` is a list of `{name, value}` pairs (binaries or charlists; names are matched
   case-insensitively, as Plug, Cowboy and `:httpd` give them). The token is read from
-  `Authorization: Bearer <token>` (the scheme is case-insensitive), else from
-  `X-Api-Key: <token>`. A missing, empty, oversized, non-UTF-8 or otherwise hostile
-  header is refused with 401 `invalid_api_key`; it never raises.
+  `Authorization: Bearer <token>` (the scheme in any case, one or more spaces, no tab), else from
+  `X-Api-Key: <token>`. A missing, empty, oversized (over 4 KiB), non-ASCII or otherwise hostile
+  header is refused with 401 `invalid_api_key` and audited like a bad key; it never raises.
 
   Options: everything `KeyLedger.authorize_request/5` takes (`cost:`, `idempotency_key:`,
   `signature:`, `body:`, `now:`, `full:`, `case_insensitive:`), plus `scope:` to
@@ -49,7 +53,7 @@ defmodule KeyLedger.Gate do
   returns the replayed grant (`replayed: true`, `charged: 0`) for an app that serves its
   stored response itself. A key reused for another request is 409 `idempotency_conflict`.
 
-  Signed requests (SPEC §7): the `X-KeyLedger-Signature` header (`t=…,v2=…`) is passed
+  Signed requests: the `X-KeyLedger-Signature` header (`t=…,v2=…`) is passed
   as `signature:` (an explicit `signature:` option wins). The signature covers the path
   and query string of the request target as sent (read from the target itself) and the
   raw request body, which a gate cannot read from headers: pass it as `body:` — the exact bytes received,
@@ -60,7 +64,7 @@ defmodule KeyLedger.Gate do
   (`{"success":false,"error":"insufficient_credits","credits":0,"required":1,…}`), ready
   to send as is. Vault-side failures (storage, closed vault) are 500 with their body.
 
-  Rate limits (SPEC §13): `limits:` and `limit_cost:` are passed to `authorize/4`. A grant
+  Rate limits: `limits:` and `limit_cost:` are passed to `authorize/4`. A grant
   carries `ratelimit`, the tightest applied limit (or `nil`). `check/5` keeps its
   two-shapes result; `check_with_headers/5` also returns the response headers to send:
 
@@ -75,12 +79,13 @@ defmodule KeyLedger.Gate do
   `response_headers/1`).
   """
 
-  @max_header 8192
-
   @spec check(KeyLedger.vault(), [{iodata, iodata}], iodata, iodata, keyword) ::
           {:ok, KeyLedger.grant()} | {:error, pos_integer, binary}
   def check(vault, headers, method, target, opts \\ []) do
-    decide(vault, headers, method, target, opts)
+    case check_with_headers(vault, headers, method, target, opts) do
+      {:ok, grant, _headers} -> {:ok, grant}
+      {:error, status, body, _headers} -> {:error, status, body}
+    end
   end
 
   @typedoc "Response headers: lowercase names, binary values."
@@ -89,19 +94,44 @@ defmodule KeyLedger.Gate do
   @doc """
   `check/5` that also returns the response headers to send (rate limits, `retry-after`,
   `www-authenticate`; see `response_headers/1`): `{:ok, grant, headers}` or
-  `{:error, status, body_json, headers}`.
+  `{:error, status, body_json, headers}`. The body is JSON: the caller sets
+  `content-type` (as `KeyLedger.Plug` does).
   """
   @spec check_with_headers(KeyLedger.vault(), [{iodata, iodata}], iodata, iodata, keyword) ::
           {:ok, KeyLedger.grant(), resp_headers} | {:error, pos_integer, binary, resp_headers}
   def check_with_headers(vault, headers, method, target, opts \\ []) do
-    case decide(vault, headers, method, target, opts) do
-      {:ok, grant} = ok -> {:ok, grant, response_headers(ok)}
-      {:error, status, body} = err -> {:error, status, body, response_headers(err)}
+    {idem_header, opts} = Keyword.pop(opts, :idempotency_header)
+    {replay, opts} = Keyword.pop(opts, :replay, :refuse)
+    # `on_replay:` is the gate's own (from `replay:`), as before.
+    opts = Keyword.delete(opts, :on_replay)
+    replay = replay_option(replay)
+    headers = if is_list(headers), do: headers, else: []
+
+    request = %{
+      method: text(method),
+      target: text(target),
+      authorization: header(headers, "authorization"),
+      api_key: header(headers, "x-api-key"),
+      signature: Keyword.get(opts, :signature) || header(headers, "x-keyledger-signature"),
+      idempotency_key: Keyword.get(opts, :idempotency_key) || idem_header && header(headers, String.downcase(idem_header, :ascii)),
+      body: Keyword.get(opts, :body),
+      body_too_large: Keyword.get(opts, :body_too_large, false)
+    }
+
+    if is_binary(request.method) and is_binary(request.target) do
+      case KeyLedger.authorize_http(vault, request, [{:replay, replay} | opts]) do
+        {:error, status, body, headers} -> {:error, status, body, List.keydelete(headers, "content-type", 0)}
+        ok -> ok
+      end
+    else
+      body = KeyLedger.JSON.encode!(%{success: false, error: "invalid_argument", message: "malformed request line"})
+      {:error, 400, body, []}
     end
   end
 
   @doc """
-  The response headers for a result of `check/5` (or a grant):
+  The response headers for a result of `check/5` (or a grant), for a caller that kept
+  only `check/5`'s result (`check_with_headers/5` returns the gate's own):
 
     * a grant with a `ratelimit`: `ratelimit-limit`, `ratelimit-remaining`,
       `ratelimit-reset` (seconds from now until `reset_ms`, rounded up);
@@ -144,81 +174,26 @@ defmodule KeyLedger.Gate do
 
   def response_headers(%{}), do: []
 
-  defp decide(vault, headers, method, target, opts) do
-    with {:ok, token} <- token(headers) do
-      {scope, opts} = Keyword.pop(opts, :scope)
-      {idem_header, opts} = Keyword.pop(opts, :idempotency_header)
-      {replay, opts} = Keyword.pop(opts, :replay, :refuse)
-      opts = opts |> put_idempotency(headers, idem_header) |> put_signature(headers)
-      opts = Keyword.put(opts, :on_replay, replay_option(replay))
-      route = if scope, do: {:scope, scope}, else: {text(method), text(target)}
-
-      case route do
-        {:scope, _} ->
-          reply(KeyLedger.authorize(vault, token, route, Keyword.delete(opts, :case_insensitive)))
-
-        {m, t} when not is_binary(m) or not is_binary(t) ->
-          {:error, 400, error_body("invalid_argument", "malformed request line")}
-
-        {m, t} ->
-          if String.valid?(t) do
-            reply(KeyLedger.authorize_request(vault, token, m, t, opts))
-          else
-            # Raw bytes that are not UTF-8 (e.g. an overlong form sent unescaped): the core
-            # refuses any byte outside printable ASCII as ambiguous; say so here too.
-            {:error, 400, error_body("ambiguous_path", "the request target is not valid UTF-8")}
-          end
-      end
-    end
-  end
-
-  defp reply({:ok, grant}), do: {:ok, grant}
-  defp reply({:error, %{status: status, body: body}}), do: {:error, status, body}
-
-  @doc "The API token of a request's headers: `{:ok, token}` or a 401 refusal."
+  @doc """
+  The API token of a request's headers, read with the gate's grammar (the core's):
+  `{:ok, token}`, or the 401 refusal of a missing or malformed credential.
+  """
   @spec token([{iodata, iodata}]) :: {:ok, binary} | {:error, 401, binary}
-  def token(headers) when is_list(headers) do
-    auth = header(headers, "authorization")
-    api_key = header(headers, "x-api-key")
+  def token(headers) do
+    headers = if is_list(headers), do: headers, else: []
 
-    candidate =
-      cond do
-        auth == :bad or api_key == :bad -> :bad
-        is_binary(auth) -> bearer(auth)
-        is_binary(api_key) -> String.trim(api_key)
-        true -> nil
-      end
-
-    cond do
-      candidate in [nil, ""] -> refuse("missing API key: send Authorization: Bearer <key>")
-      candidate == :bad or not String.valid?(candidate) -> refuse("malformed API key")
-      true -> {:ok, candidate}
+    case KeyLedger.Nif.http_credential(header(headers, "authorization"), header(headers, "x-api-key")) do
+      {:ok, token} -> {:ok, token}
+      {:error, %{body: body}} -> {:error, 401, body}
     end
   end
 
-  def token(_), do: refuse("missing API key: send Authorization: Bearer <key>")
-
-  defp bearer(value) do
-    case value do
-      <<scheme::binary-size(6), rest::binary>> ->
-        if String.downcase(scheme, :ascii) == "bearer" and match?(<<c, _::binary>> when c in [?\s, ?\t], rest),
-          do: String.trim(rest),
-          else: nil
-
-      _ ->
-        nil
-    end
-  end
-
-  # The first header named `name` (case-insensitive), as a binary; nil when absent,
-  # :bad when it is not iodata or is oversized.
+  # The first header named `name` (case-insensitive), as a binary; nil when absent. A
+  # value that is not iodata is passed as a NUL byte: malformed for every header.
   defp header(headers, name) do
     Enum.find_value(headers, fn
-      {k, v} ->
-        if header_name(k) == name, do: header_value(v)
-
-      _ ->
-        nil
+      {k, v} -> if header_name(k) == name, do: header_value(v)
+      _ -> nil
     end)
   end
 
@@ -227,9 +202,9 @@ defmodule KeyLedger.Gate do
   defp header_name(k) when is_atom(k), do: k |> Atom.to_string() |> header_name()
   defp header_name(_), do: nil
 
-  defp header_value(v) when is_binary(v) and byte_size(v) <= @max_header, do: v
+  defp header_value(v) when is_binary(v), do: v
   defp header_value(v) when is_list(v), do: v |> safe_binary() |> header_value()
-  defp header_value(_), do: :bad
+  defp header_value(_), do: <<0>>
 
   defp safe_binary(iodata) do
     IO.iodata_to_binary(iodata)
@@ -246,37 +221,13 @@ defmodule KeyLedger.Gate do
   # `replay: :refuse` (default) answers a replayed idempotency key with 409
   # `duplicate_request`; `replay: :pass` hands the replayed grant to the app.
   defp replay_option(:refuse), do: :refuse
-  defp replay_option(:pass), do: :grant
+  defp replay_option(:pass), do: :pass
 
   defp replay_option(other),
     do: raise(ArgumentError, "replay: must be :refuse or :pass, got #{inspect(other)}")
 
-  defp put_idempotency(opts, _headers, nil), do: opts
-
-  defp put_idempotency(opts, headers, name) do
-    case header(headers, String.downcase(name, :ascii)) do
-      v when is_binary(v) and v != "" -> Keyword.put_new(opts, :idempotency_key, v)
-      _ -> opts
-    end
-  end
-
-  # `x-keyledger-signature` becomes the `signature:` option unless one was given. An
-  # oversized or non-UTF-8 value is passed on as an empty signature: refused by keyledger
-  # as `invalid_signature` for a signing key, ignored by any other key.
-  defp put_signature(opts, headers) do
-    case header(headers, "x-keyledger-signature") do
-      nil -> opts
-      v when is_binary(v) -> Keyword.put_new(opts, :signature, if(String.valid?(v), do: v, else: ""))
-      _ -> Keyword.put_new(opts, :signature, "")
-    end
-  end
-
   defp text(s) when is_binary(s), do: s
   defp text(s) when is_list(s), do: safe_binary(s)
   defp text(s) when is_atom(s), do: s |> Atom.to_string() |> String.upcase()
-
-  defp refuse(message), do: {:error, 401, error_body("invalid_api_key", message)}
-
-  defp error_body(code, message),
-    do: KeyLedger.JSON.encode!(%{success: false, error: code, message: message})
+  defp text(_), do: :bad
 end

@@ -42,6 +42,12 @@ defmodule KeyLedger.Nif do
                         _limits_json, _limit_cost, _case_insensitive, _refuse_replay),
       do: nif!()
 
+  def authorize_http(_vault, _method, _target, _authorization, _api_key, _signature, _idem, _body,
+                     _body_too_large, _options_json),
+      do: nif!()
+
+  def http_credential(_authorization, _api_key), do: nif!()
+  def limit_owner(_key_id, _account_id), do: nif!()
   def whoami(_vault, _token), do: nif!()
   def create_account(_vault, _id, _credits, _metadata_json), do: nif!()
   def account(_vault, _id), do: nif!()

@@ -18,7 +18,7 @@ if Code.ensure_loaded?(Plug.Conn) do
       * Signed requests: when `x-keyledger-signature` is present, the raw body is taken
         from `conn.assigns.raw_body` (set it with a `Plug.Parsers` `:body_reader` that
         keeps the bytes), else read here with `Plug.Conn.read_body/2` (up to `:length`,
-        default 1 MB, else 413) and stored in `conn.assigns.raw_body`. Mount this plug
+        default 1 MB, else 413 `payload_too_large`) and stored in `conn.assigns.raw_body`. Mount this plug
         before `Plug.Parsers`, or keep the raw body in `:raw_body`: a body already
         consumed by a parser reads as empty and the signature fails (401).
 
@@ -94,8 +94,8 @@ if Code.ensure_loaded?(Plug.Conn) do
               {:ok, assign(conn, :raw_body, body), Keyword.put(opts, :body, body)}
 
             {:more, _partial, conn} ->
-              {:error, conn, 413,
-               KeyLedger.JSON.encode!(%{success: false, error: "payload_too_large", message: "request body too large"})}
+              # The core answers 413 `payload_too_large`.
+              {:ok, conn, Keyword.merge(opts, body: "", body_too_large: true, max_body: length)}
 
             {:error, _reason} ->
               {:error, conn, 400,

@@ -47,6 +47,13 @@
 //!
 //! The query string is not decoded and not matched; [`RequestTarget::query`] gives it as
 //! sent, for the request signature.
+//!
+//! [`gate`] is the whole HTTP gate on top of this: credentials, body cap, rate-limit
+//! headers and the refusal response ([`crate::Vault::authorize_http`]).
+
+pub mod gate;
+
+pub use gate::{HttpOptions, HttpOutcome, HttpRequest, DEFAULT_MAX_BODY, MAX_HEADER_BYTES};
 
 use std::borrow::Cow;
 

@@ -1,0 +1,66 @@
+'use strict';
+// `vault.authorizeHttp`: keyledger's HTTP gate (kl_authorize_http), which every host
+// gate (Express here, ASGI, Elixir) runs on. The request's credential headers, target,
+// signature, idempotency key and body go in; the status, response headers, JSON body and
+// grant to use come out.
+
+const native = require('./native');
+
+const outHeaders = [null];
+const outBody = [null];
+const outGrant = [null];
+const outStatus = [0];
+
+/** A header value or body as bytes: a string (as UTF-8) or a Buffer; absent → null. */
+function bytes(name, v) {
+  if (v === undefined || v === null) return null;
+  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  if (Buffer.isBuffer(v)) return v;
+  if (Array.isArray(v)) return bytes(name, v[0]);
+  throw new TypeError(`keyledger: ${name} must be a string, a Buffer or null`);
+}
+
+/** Options JSON; BigInt amounts become JSON integers. */
+function optionsJson(o) {
+  const out = {
+    cost: o.cost,
+    scope: o.scope,
+    limits: o.limits,
+    limit_cost: o.limitCost,
+    replay: o.replay,
+    case_insensitive: o.caseInsensitive,
+    max_body: o.maxBody,
+    now_ms: o.now instanceof Date ? o.now.getTime() : o.now,
+  };
+  const text = JSON.stringify(out, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v === null ? undefined : v));
+  return text.replace(/"(\d+)n"/g, '$1');
+}
+
+/**
+ * Authorize one HTTP request through the core gate. `request`: `method`, `target` (the
+ * raw request target as received), `authorization`, `apiKey`, `signature`,
+ * `idempotencyKey`, `body` (string | Buffer | null), `bodyTooLarge`. `options`: `cost`,
+ * `scope`, `limits`, `limitCost`, `replay` ('refuse' | 'pass'), `caseInsensitive`,
+ * `maxBody`, `now`. Returns `{ status, headers: [[name, value]…], body, grant }` (grant
+ * null for a refusal, whose JSON body is `body`).
+ */
+function authorizeHttp(handle, request, options, toGrant) {
+  const r = request || {};
+  if (typeof r.method !== 'string') throw new TypeError('keyledger: request.method must be a string');
+  const target = bytes('request.target', r.target);
+  if (target === null) throw new TypeError('keyledger: request.target must be a string or a Buffer');
+  const args = [r.authorization, r.apiKey, r.signature, r.idempotencyKey, r.body].map((v, i) =>
+    bytes(['authorization', 'apiKey', 'signature', 'idempotencyKey', 'body'][i], v));
+  const json = optionsJson(options || {});
+  const flat = [];
+  for (const b of args) flat.push(b, b === null ? 0 : b.length);
+  const st = native.kl_authorize_http(handle, r.method, Buffer.byteLength(r.method), target, target.length,
+    ...flat, r.bodyTooLarge ? 1 : 0, json, Buffer.byteLength(json), outStatus, outHeaders, outBody, outGrant);
+  if (st !== 0) return { st };
+  const headers = JSON.parse(native.takeString(outHeaders[0]));
+  const body = native.takeString(outBody[0]);
+  const grant = outGrant[0] === null ? null : toGrant(native.takeString(outGrant[0]));
+  return { status: outStatus[0], headers, body, grant };
+}
+
+module.exports = { authorizeHttp };
