@@ -11,6 +11,7 @@ _Duration = Union[timedelta, int, float]
 _Argon2 = Union[Literal["default", "insecure-fast"], Mapping[str, int]]
 
 __all__ = [
+    "bearer_token",
     "generate_master_key",
     "looks_like_key",
     "redact",
