@@ -31,6 +31,8 @@
 
 mod batch;
 mod cache;
+mod clock;
+mod credits;
 mod crypto;
 mod error;
 /// The C ABI (`include/keyledger.h`): `kl_` functions over [`Vault`]; see the module docs.
@@ -40,6 +42,7 @@ pub mod http;
 mod idempotency;
 mod limits;
 mod model;
+mod options;
 pub mod policy;
 #[cfg(feature = "python")]
 mod python;
@@ -49,6 +52,7 @@ mod store;
 mod times;
 pub mod token;
 mod usage;
+mod validate;
 mod vault;
 mod webhook;
 

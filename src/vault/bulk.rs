@@ -1,19 +1,19 @@
 //! A bulk path for building large vaults (benchmarks, imports): many keys per write
 //! transaction, argon2 at caller-chosen parameters, minted on every core.
 //!
-//! A child module of `vault` (declared there with `#[path]`), so it uses the vault's
-//! private transaction helpers instead of widening them.
+//! A child module of `vault`: it uses the vault's transaction helpers.
 
 use std::collections::HashSet;
 
 use serde_json::json;
 
-use super::{normalize_scopes, validate_id, Vault};
+use super::Vault;
 use crate::crypto::{self, Argon2Params};
 use crate::error::{Error, Result};
 use crate::model::SecretToken;
 use crate::store::KeyRecord;
 use crate::token;
+use crate::validate::{normalize_scopes, validate_id};
 
 /// Keys written per transaction.
 const BATCH: usize = 4096;

@@ -1,0 +1,536 @@
+//! The vault: open, authorize, manage (SPEC §4–§6, §9, §10).
+//!
+//! [`Vault`] and its shared state (`Inner`) live here with the transaction helpers; each
+//! concern has its own child module: `authorize` (the pipeline), `hot` (the caches it
+//! reads), `accounts`, `keys`, `ratelimits`, `routes`, `signing` (and the master key),
+//! `debits` (group commit and refills), `audit`, `background` (the flusher) and `bulk`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Once, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::batch::GroupCommit;
+use crate::cache::{self, BuildFast, Cache};
+use crate::crypto::{
+    self, Argon2Params, Budget, DigestKey, FailedSecrets, Limiter, Throttle, Verified,
+};
+use crate::error::{Error, Result};
+use crate::idempotency::{self, Matched};
+use crate::limits::{self, BoundLimit, Counters, LimitOwner, RateLimit, Taken};
+use crate::model::{
+    Account, AuditEntry, AuditQuery, AuthMethod, Balance, CacheMode, Grant, KeyInfo, Millis,
+    NewKey, Refill, RefillInterval, SecretToken, Stats, Usage, WhoAmI,
+};
+use crate::policy::{self, RouteRule, Router};
+use crate::secrets::{self, MasterKey};
+use crate::shm::{Sidecar, SlotKind};
+use crate::store::{AccountRecord, AuditRecord, KeyRecord, Sharing, Store, WriteTx};
+use crate::times;
+use crate::token;
+use crate::usage::{EventKey, Pending, UsageCell};
+
+mod accounts;
+mod audit;
+mod authorize;
+mod background;
+mod bulk;
+mod debits;
+mod hot;
+mod keys;
+mod ratelimits;
+mod routes;
+mod signing;
+#[cfg(test)]
+mod tests;
+
+use self::background::*;
+use self::hot::*;
+use self::keys::*;
+use self::signing::*;
+use crate::credits::{next_refill, DebitReq, Debited};
+use crate::validate::*;
+
+pub use crate::clock::{system_now, Clock};
+pub use crate::credits::IDEMPOTENCY_WINDOW_MS;
+pub use crate::options::{
+    default_argon2_concurrency, AuthorizeOptions, Durability, OnReplay, Target, VaultOptions,
+};
+
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+
+static FORK_HOOK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GEN.fetch_add(1, Ordering::SeqCst);
+}
+
+fn fork_generation() -> u64 {
+    FORK_HOOK.call_once(|| {
+        // SAFETY: registering a child handler that only performs an atomic add, which is
+        // async-signal-safe; the handler is a plain `extern "C"` function with no captures.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    FORK_GEN.load(Ordering::SeqCst)
+}
+
+struct Inner {
+    path: PathBuf,
+    store: RwLock<Option<Store>>,
+    closed: AtomicBool,
+    fork_gen: u64,
+    sidecar: Option<Sidecar>,
+    mode: CacheMode,
+    keys: Cache<KeyEntry>,
+    accounts: Cache<AccountEntry>,
+    routes: RwLock<(u64, Arc<Router>)>,
+    digest_key: DigestKey,
+    argon2: RwLock<Argon2Params>,
+    limiter: Limiter,
+    throttle: Throttle,
+    budget: Budget,
+    failed: FailedSecrets,
+    group: GroupCommit<DebitReq, Debited>,
+    pending: Pending,
+    clock: Clock,
+    actor: Option<String>,
+    eventual: bool,
+    unsynced: AtomicBool,
+    argon2_runs: AtomicU64,
+    throttled: AtomicU64,
+    flush_interval: Duration,
+    master: RwLock<Option<MasterKey>>,
+    signature_window_ms: Millis,
+    refusal_retention: Option<Duration>,
+    single_use_signatures: bool,
+    counters: Counters,
+    /// Owner id of this vault's per-thread copies (`cache::with_local`).
+    local_id: u64,
+    /// Why the shared cache is disabled, when it is (`Vault::cache_disabled_reason`).
+    cache_note: Option<String>,
+    /// Background flusher rounds that panicked (caught; see `spawn_flusher`).
+    flusher_panics: AtomicU64,
+    /// Serializes flushes (see `Inner::flush`).
+    flush_lock: Mutex<()>,
+    /// Flusher rounds still to panic on purpose (test hook).
+    #[cfg(feature = "fault-injection")]
+    injected_flusher_panics: AtomicU64,
+    /// The vault file's canonical path, device and inode while the shared cache is in use:
+    /// the background thread watches its hard-link count (by path: a kept descriptor
+    /// would keep redb's open-file-description locks alive after `close`).
+    vault_file: Option<(PathBuf, u64, u64)>,
+}
+
+/// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
+/// process (after `fork()`, open a new one in the child): every process opening the same
+/// file shares its keys, credits and caches' invalidations.
+pub struct Vault {
+    inner: Arc<Inner>,
+    flusher: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("path", &self.inner.path)
+            .field("cache_mode", &self.inner.mode)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn sidecar_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".shm");
+    PathBuf::from(s)
+}
+
+impl Vault {
+    /// How many used request signatures the vault remembers (`single_use_signatures`):
+    /// at most the signed calls of one window, older ones being pruned as calls come.
+    pub fn signatures_recorded(&self) -> Result<u64> {
+        let guard = self.inner.store()?;
+        let store = guard
+            .as_ref()
+            .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?;
+        store.read()?.signatures_recorded()
+    }
+
+    /// Open (or create) the vault at `path` with default options: shared by every process.
+    pub fn open(path: impl AsRef<Path>) -> Result<Vault> {
+        Vault::open_with(path, VaultOptions::default())
+    }
+
+    /// Open (or create) the vault at `path`.
+    ///
+    /// A new vault file is created with `O_EXCL` and mode 0600. An existing vault file, or
+    /// its sidecar `<canonical path>.shm`, owned by another user or writable by group or
+    /// others is refused with `invalid_argument` (the message names the path, owner and
+    /// mode, and the fix); so is a symlink at `path` owned by another user.
+    pub fn open_with(path: impl AsRef<Path>, options: VaultOptions) -> Result<Vault> {
+        let path = path.as_ref().to_path_buf();
+        if options.durability == Durability::Eventual && !options.exclusive {
+            return Err(Error::invalid(
+                "durability \"eventual\" needs exclusive=true: a multi-process vault commits every debit durably",
+            ));
+        }
+        if let Some(p) = options.argon2 {
+            p.validate()?;
+        }
+        options.throttle.validate()?;
+        if options.shm_slots == 0 || !options.shm_slots.is_power_of_two() {
+            return Err(Error::invalid("shm_slots must be a power of two"));
+        }
+        if options.flush_interval.is_zero() {
+            return Err(Error::invalid("flush_interval must be positive"));
+        }
+        if options.signature_window_ms <= 0 {
+            return Err(Error::invalid("signature_window_ms must be positive"));
+        }
+        if options.master_key.is_some() && options.master_passphrase.is_some() {
+            return Err(Error::invalid(
+                "give master_key or master_passphrase, not both",
+            ));
+        }
+        let fork_gen = fork_generation();
+        let sharing = if options.exclusive {
+            Sharing::Exclusive
+        } else {
+            Sharing::MultiProcess
+        };
+        // Never a planted file, never through a symlink to someone else's file (src/files.rs).
+        let vault_file = crate::files::open_vault_file(&path)?;
+        let watched = {
+            use std::os::unix::fs::MetadataExt;
+            let meta = vault_file.file.metadata().ok();
+            meta.map(|m| (vault_file.canonical.clone(), m.dev(), m.ino()))
+        };
+        let store = Store::open(&path, vault_file.file, sharing, options.storage_cache_bytes)?;
+        let (vault_id, argon2) = {
+            let r = store.read()?;
+            let id: [u8; 16] = r
+                .meta("vault_id")?
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| Error::Storage("vault has no identity".into()))?;
+            (id, r.meta("argon2")?.and_then(|v| Argon2Params::decode(&v)))
+        };
+        // The opener's parameters apply to a vault it creates, never to an existing one:
+        // changing them is `set_argon2_params`, an audited management call.
+        let argon2 = match argon2 {
+            Some(stored) => stored.effective(),
+            None if store.created() => {
+                let p = options.argon2.unwrap_or_default();
+                let mut tx = store.write()?;
+                tx.put_meta("argon2", &p.encode())?;
+                tx.commit(redb::Durability::Immediate)?;
+                p
+            }
+            None => Argon2Params::default(),
+        };
+        let master = resolve_master_key(&store, options.master_key, options.master_passphrase)?;
+        let clock = options.clock.unwrap_or_else(|| Arc::new(system_now));
+        let now_for_budget = clock();
+        let (sidecar, mode, cache_note) = if options.exclusive {
+            (
+                Some(Sidecar::private(options.shm_slots)),
+                CacheMode::Private,
+                None,
+            )
+        } else if !options.shared_cache {
+            (
+                None,
+                CacheMode::Disabled,
+                Some("shared_cache is off".into()),
+            )
+        } else if vault_file.links > 1 {
+            // Another name for the same file would get another sidecar: processes opening
+            // it by that name would never see our writes. Trust no shared cache.
+            let note = format!(
+                "the vault file has {} hard links; a shared cache is not trusted",
+                vault_file.links
+            );
+            (None, CacheMode::Disabled, Some(note))
+        } else {
+            // Named from the canonical path: every name (symlink) of the file shares it.
+            let shm = sidecar_path(&vault_file.canonical);
+            match Sidecar::open(&shm, vault_id, options.shm_slots) {
+                Ok(s) => (Some(s), CacheMode::Shared, None),
+                Err(e) => match crate::shm::unsafe_file(&e) {
+                    Some(msg) => return Err(Error::InvalidArgument(msg)),
+                    None => (
+                        None,
+                        CacheMode::Disabled,
+                        Some(format!("cannot map {}: {e}", shm.display())),
+                    ),
+                },
+            }
+        };
+        let inner = Arc::new(Inner {
+            path,
+            store: RwLock::new(Some(store)),
+            closed: AtomicBool::new(false),
+            fork_gen,
+            sidecar,
+            mode,
+            keys: Cache::new(options.cache_capacity),
+            accounts: Cache::new(options.cache_capacity),
+            routes: RwLock::new((NEVER, Arc::new(Router::default()))),
+            digest_key: DigestKey::random()?,
+            argon2: RwLock::new(argon2),
+            limiter: Limiter::new(options.argon2_concurrency, options.argon2_queue),
+            throttle: Throttle::new(options.throttle),
+            budget: Budget::new(&options.throttle, now_for_budget),
+            failed: FailedSecrets::new(),
+            group: GroupCommit::new(),
+            pending: Pending::new(),
+            clock,
+            actor: options.actor,
+            eventual: options.durability == Durability::Eventual,
+            unsynced: AtomicBool::new(false),
+            argon2_runs: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            flusher_panics: AtomicU64::new(0),
+            flush_lock: Mutex::new(()),
+            #[cfg(feature = "fault-injection")]
+            injected_flusher_panics: AtomicU64::new(0),
+            flush_interval: options.flush_interval,
+            master: RwLock::new(master),
+            signature_window_ms: options.signature_window_ms,
+            refusal_retention: options.refusal_retention,
+            single_use_signatures: options.single_use_signatures,
+            counters: Counters::new(),
+            local_id: cache::new_owner(),
+            cache_note,
+            vault_file: if mode == CacheMode::Shared {
+                watched
+            } else {
+                None
+            },
+        });
+        let flusher = spawn_flusher(&inner)?;
+        Ok(Vault {
+            inner,
+            flusher: Mutex::new(Some(flusher)),
+        })
+    }
+
+    /// The vault file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// How this process validates its caches. `Disabled` also when the vault file has
+    /// more than one hard link, and while a removed or replaced sidecar could not be mapped
+    /// again (see [`Vault::cache_disabled_reason`]).
+    pub fn cache_mode(&self) -> CacheMode {
+        match &self.inner.sidecar {
+            Some(sc) if !sc.is_trusted() => CacheMode::Disabled,
+            _ => self.inner.mode,
+        }
+    }
+
+    /// Why [`Vault::cache_mode`] is `Disabled` (`None` when it is not).
+    pub fn cache_disabled_reason(&self) -> Option<String> {
+        if self.cache_mode() != CacheMode::Disabled {
+            return None;
+        }
+        let links = self.inner.vault_links();
+        if links > 1 {
+            return Some(format!(
+                "the vault file has {links} hard links; a shared cache is not trusted"
+            ));
+        }
+        Some(self.inner.cache_note.clone().unwrap_or_else(|| {
+            "the sidecar was removed or replaced and could not be mapped again".into()
+        }))
+    }
+
+    /// The argon2id parameters new hashes get.
+    pub fn argon2_params(&self) -> Argon2Params {
+        *self.inner.argon2.read()
+    }
+
+    /// Change the vault's argon2id parameters for new hashes, audited as
+    /// `argon2_params_changed` (details: the old and new `m_kib`, `t`, `p`). Outside test
+    /// builds, parameters below the OWASP minimum are refused with `invalid_argument`.
+    /// Existing hashes are rehashed on their next verification only where the new
+    /// parameters are strictly stronger (more memory or passes, neither fewer); other
+    /// processes use them from their next open. Setting the current parameters is a no-op.
+    pub fn set_argon2_params(&self, params: Argon2Params) -> Result<()> {
+        self.inner.check_open()?;
+        params.validate()?;
+        let inner = &self.inner;
+        let now = (inner.clock)();
+        inner.write(|tx| {
+            let old = tx
+                .meta("argon2")?
+                .and_then(|v| Argon2Params::decode(&v))
+                .unwrap_or_default();
+            if old == params {
+                return Ok(());
+            }
+            tx.put_meta("argon2", &params.encode())?;
+            let p = |a: Argon2Params| json!({"m_kib": a.m_kib, "t": a.t, "p": a.p});
+            inner.audit(
+                tx,
+                now,
+                "argon2_params_changed",
+                None,
+                None,
+                json!({"from": p(old), "to": p(params)}),
+            )?;
+            Ok(())
+        })?;
+        *inner.argon2.write() = params;
+        Ok(())
+    }
+
+    /// Counters of this handle (argon2 runs, store reads, commits).
+    pub fn stats(&self) -> Stats {
+        let store = self.inner.store.read();
+        Stats {
+            argon2_runs: self.inner.argon2_runs.load(Ordering::Relaxed),
+            read_txns: store.as_ref().map_or(0, Store::read_txns),
+            commits: store.as_ref().map_or(0, Store::commits),
+            throttled: self.inner.throttled.load(Ordering::Relaxed),
+            flusher_panics: self.inner.flusher_panics.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Test hook: the next `n` rounds of this vault's background flusher panic. Not API.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn inject_flusher_panics(&self, n: u64) {
+        self.inner
+            .injected_flusher_panics
+            .store(n, Ordering::SeqCst);
+    }
+
+    /// Flush usage counters and request-path audit entries now (also done every second
+    /// and on close).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.flush()
+    }
+
+    /// Flush and close. Later calls fail with `vault_closed`. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        let forked = fork_generation() != self.inner.fork_gen;
+        let was_closed = self.inner.closed.swap(true, Ordering::SeqCst);
+        let flusher = self.flusher.lock().take();
+        if forked {
+            // The flusher thread and the file belong to the parent: touch neither.
+            if let Some((tx, handle)) = flusher {
+                std::mem::forget(tx);
+                std::mem::forget(handle);
+            }
+            if let Some(store) = self.inner.store.write().take() {
+                std::mem::forget(store);
+            }
+            return Ok(());
+        }
+        if let Some((tx, handle)) = flusher {
+            drop(tx);
+            let _ = handle.join();
+        }
+        if was_closed {
+            return Ok(());
+        }
+        let flushed = self.inner.flush();
+        let synced = self.inner.sync_if_needed();
+        self.inner.store.write().take();
+        self.inner.keys.clear();
+        self.inner.accounts.clear();
+        flushed.and(synced)
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl Inner {
+    /// The vault file's hard-link count now (0 when not watched, gone or replaced).
+    fn vault_links(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Some((path, dev, ino)) = &self.vault_file else {
+            return 0;
+        };
+        std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.dev() == *dev && m.ino() == *ino)
+            .map_or(0, |m| m.nlink())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::VaultClosed("the vault was closed".into()));
+        }
+        if FORK_GEN.load(Ordering::Relaxed) != self.fork_gen {
+            return Err(Error::VaultClosed(
+                "this Vault was opened before fork(); open a new Vault in each worker process"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn store(&self) -> Result<RwLockReadGuard<'_, Option<Store>>> {
+        let guard = self.store.read();
+        if guard.is_none() {
+            return Err(Error::VaultClosed("the vault was closed".into()));
+        }
+        Ok(guard)
+    }
+
+    fn read(&self) -> Result<crate::store::ReadTx> {
+        let guard = self.store()?;
+        guard
+            .as_ref()
+            .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?
+            .read()
+    }
+
+    /// One management transaction: `f` validates and writes; an error aborts it.
+    fn write<T>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
+        let guard = self.store()?;
+        let store = guard
+            .as_ref()
+            .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?;
+        let mut tx = store.write()?;
+        let out = f(&mut tx)?;
+        self.commit(tx, redb::Durability::Immediate)?;
+        Ok(out)
+    }
+
+    /// Commit, bumping the generation slots of what the transaction changed around it
+    /// (odd before the commit, a new even value after), so every process's cache sees it.
+    fn commit(&self, tx: WriteTx<'_>, durability: redb::Durability) -> Result<()> {
+        let (touched, committer) = tx.into_parts();
+        match &self.sidecar {
+            Some(sc) if !touched.is_empty() => {
+                // Slot numbers from the guard: it may have remapped a replaced sidecar.
+                let mut guard = sc.write();
+                let slots: Vec<usize> = touched
+                    .iter()
+                    .map(|(k, id)| guard.slot_of(*k, id))
+                    .collect();
+                guard.begin(&slots);
+                committer.commit(durability)
+                // guard drops here: the slots become idle with new values
+            }
+            _ => committer.commit(durability),
+        }
+    }
+}
