@@ -29,6 +29,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod audit;
 mod batch;
 mod cache;
 mod clock;

@@ -18,6 +18,7 @@ use redb::{
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::audit::AuditAction;
 use crate::error::{Error, Result};
 use crate::model::Millis;
 use crate::policy::RouteRule;
@@ -903,7 +904,7 @@ impl<'s> WriteTx<'s> {
                     break;
                 }
                 next = k.value() + 1;
-                if rec.action == "auth_refused" {
+                if rec.action == AuditAction::AuthRefused.as_str() {
                     doomed.push((k.value(), rec.key_id, rec.account_id));
                 }
             }

@@ -14,7 +14,7 @@ impl Vault {
         inner.check_open()?;
         validate_id(id, "account id")?;
         let metadata = metadata_string(metadata)?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             if tx.account(id)?.is_some() {
                 return Err(Error::AlreadyExists(format!("account {id:?}")));
@@ -32,7 +32,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "account_created",
+                AuditAction::AccountCreated,
                 None,
                 Some(id),
                 json!({ "credits": credits }),
@@ -81,7 +81,7 @@ impl Vault {
         if reference.is_some_and(|r| r.len() > MAX_IDEMPOTENCY_KEY) {
             return Err(Error::invalid("reference is longer than 255 bytes"));
         }
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             let (credits, total) = tx
                 .balance(id)?
@@ -97,7 +97,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "credits_added",
+                AuditAction::CreditsAdded,
                 None,
                 Some(id),
                 json!({ "amount": amount, "reference": reference, "credits": credits }),
@@ -131,7 +131,7 @@ impl Vault {
                 let fp = idempotency::fingerprint(id, &Matched::Debit, amount, 0);
                 (format!("d:{k}"), fp)
             }),
-            now: (inner.clock)(),
+            now: (inner.settings.clock)(),
             grant: None,
         })?;
         Ok(Balance {
@@ -146,7 +146,7 @@ impl Vault {
         let inner = &*self.inner;
         inner.check_open()?;
         validate_id(id, "account id")?;
-        let (credits, total) = inner.balance_now(id, (inner.clock)())?;
+        let (credits, total) = inner.balance_now(id, (inner.settings.clock)())?;
         Ok(Balance {
             account_id: id.to_string(),
             credits,
@@ -180,7 +180,7 @@ impl Vault {
                 day
             },
         };
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             let mut rec = tx
                 .account(account_id)?
@@ -194,7 +194,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "refill_set",
+                AuditAction::RefillSet,
                 None,
                 Some(account_id),
                 json!({ "amount": amount, "interval": refill.interval, "day": refill.day }),
@@ -209,7 +209,7 @@ impl Vault {
         let inner = &*self.inner;
         inner.check_open()?;
         validate_id(account_id, "account id")?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             let mut rec = tx
                 .account(account_id)?
@@ -217,7 +217,14 @@ impl Vault {
             if rec.refill.take().is_some() {
                 rec.refilled_at = None;
                 tx.put_account(account_id, &rec)?;
-                inner.audit(tx, now, "refill_cleared", None, Some(account_id), json!({}))?;
+                inner.audit(
+                    tx,
+                    now,
+                    AuditAction::RefillCleared,
+                    None,
+                    Some(account_id),
+                    json!({}),
+                )?;
             }
             Ok(())
         })?;

@@ -44,17 +44,17 @@ impl Inner {
         &self,
         tx: &mut WriteTx<'_>,
         now: Millis,
-        action: &str,
+        action: AuditAction,
         key_id: Option<&str>,
         account_id: Option<&str>,
         details: Value,
     ) -> Result<u64> {
         tx.append_audit(&AuditRecord {
             time: now,
-            action: action.to_string(),
+            action: action.as_str().to_string(),
             key_id: key_id.map(str::to_string),
             account_id: account_id.map(str::to_string),
-            actor: self.actor.clone(),
+            actor: self.settings.actor.clone(),
             details: details.to_string(),
         })
     }
@@ -70,7 +70,7 @@ impl Inner {
         err: Error,
     ) -> Error {
         if let Some(r) = rec {
-            self.pending.refused(&r.key_id);
+            self.flushing.pending.refused(&r.key_id);
         }
         let described = target.describe();
         let (route, sample) = if matches!(err, Error::RouteNotAllowed) {
@@ -78,9 +78,9 @@ impl Inner {
         } else {
             (described, None)
         };
-        self.pending.event(
+        self.flushing.pending.event(
             EventKey {
-                action: "auth_refused",
+                action: AuditAction::AuthRefused,
                 key_id: rec.map(|r| r.key_id.clone()),
                 account_id: rec.map(|r| r.account_id.clone()),
                 code: Some(err.code()),
@@ -106,9 +106,9 @@ impl Inner {
             Some(k) => format!("{k} {described}"),
             None => format!("(malformed) {described}"),
         };
-        self.pending.event(
+        self.flushing.pending.event(
             EventKey {
-                action: "auth_refused",
+                action: AuditAction::AuthRefused,
                 key_id: None,
                 account_id: None,
                 code: Some("invalid_api_key"),

@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// Secret verification: the process's digest key, argon2 parameters and the guards
+/// against floods of cold verifications.
+pub(super) struct Verifier {
+    pub(super) digest_key: DigestKey,
+    pub(super) argon2: RwLock<Argon2Params>,
+    pub(super) limiter: Limiter,
+    pub(super) throttle: Throttle,
+    pub(super) budget: Budget,
+    pub(super) failed: FailedSecrets,
+    pub(super) argon2_runs: AtomicU64,
+    pub(super) throttled: AtomicU64,
+}
+
 impl Vault {
     /// Authorize a request (SPEC §6): a [`Grant`] or a typed refusal ([`Error`] with
     /// `status()`, `code()`, `body()`).
@@ -20,7 +33,7 @@ impl Vault {
         let inner = &*self.inner;
         inner.check_open()?;
         validate_authorize_args(&target, options)?;
-        let now = options.now.unwrap_or_else(|| (inner.clock)());
+        let now = options.now.unwrap_or_else(|| (inner.settings.clock)());
         let authed = inner.authenticate(token, now, &target, options)?;
         let rec = &authed.state.rec;
         // Scope or route.
@@ -91,9 +104,9 @@ impl Vault {
         grant.ratelimits = taken.into_iter().map(|t| t.status).collect();
         authed.usage.granted(now);
         if operator {
-            inner.pending.event(
+            inner.flushing.pending.event(
                 EventKey {
-                    action: "operator_authorized",
+                    action: AuditAction::OperatorAuthorized,
                     key_id: Some(rec.key_id.clone()),
                     account_id: Some(rec.account_id.clone()),
                     code: None,
@@ -222,6 +235,7 @@ impl Inner {
         }
         let weight = options.limit_cost.unwrap_or(1);
         let buckets = self
+            .cache
             .sidecar
             .as_ref()
             .map_or(&[][..], |sc| sc.rate_buckets());
@@ -232,7 +246,11 @@ impl Inner {
             .filter(|l| l.def.auto_apply || named.contains(&l.def.name.as_str()));
         let mut taken: Vec<Taken> = Vec::new();
         for l in applicable {
-            match self.counters.take(buckets, l.key, &l.def, weight, now) {
+            match self
+                .cache
+                .counters
+                .take(buckets, l.key, &l.def, weight, now)
+            {
                 Ok(t) => taken.push(t),
                 Err(x) => {
                     self.give_back(&taken);
@@ -256,11 +274,12 @@ impl Inner {
 
     pub(super) fn give_back(&self, taken: &[Taken]) {
         let buckets = self
+            .cache
             .sidecar
             .as_ref()
             .map_or(&[][..], |sc| sc.rate_buckets());
         for t in taken {
-            self.counters.give_back(buckets, t);
+            self.cache.counters.give_back(buckets, t);
         }
     }
 }
@@ -272,7 +291,7 @@ impl Vault {
     pub fn whoami(&self, token: &str) -> Result<WhoAmI> {
         let inner = &*self.inner;
         inner.check_open()?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         let target = Target::Scope("whoami");
         let authed = inner.authenticate(token, now, &target, &AuthorizeOptions::default())?;
         let rec = &authed.state.rec;
@@ -328,7 +347,7 @@ impl Inner {
         if parsed.prefix != rec.prefix {
             return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
         }
-        let digest = self.digest_key.digest(parsed.secret.as_bytes());
+        let digest = self.verify.digest_key.digest(parsed.secret.as_bytes());
         let secret_ok = match verified {
             // A key's secret never changes: a verified digest decides without argon2.
             Some(v) => crypto::digest_eq(&v, &digest),
@@ -377,47 +396,49 @@ impl Inner {
     ) -> Result<bool> {
         let rec = &state.rec;
         let failed = self
+            .verify
             .digest_key
             .failed_digest(&rec.secret_hash, secret.as_bytes());
-        if self.failed.contains(&failed) {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
+        if self.verify.failed.contains(&failed) {
+            self.verify.throttled.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        let now = (self.clock)();
-        let own = self.throttle.allows(&rec.key_id, now);
-        if let Err(retry_after) = self.budget.take(now, !own) {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
+        let now = (self.settings.clock)();
+        let own = self.verify.throttle.allows(&rec.key_id, now);
+        if let Err(retry_after) = self.verify.budget.take(now, !own) {
+            self.verify.throttled.fetch_add(1, Ordering::Relaxed);
             return Err(Error::TooManyAttempts { retry_after });
         }
-        let current = *self.argon2.read();
+        let current = *self.verify.argon2.read();
         let outcome = {
-            let Some(_permit) = self.limiter.try_acquire() else {
-                self.budget.refund();
-                self.throttled.fetch_add(1, Ordering::Relaxed);
+            let Some(_permit) = self.verify.limiter.try_acquire() else {
+                self.verify.budget.refund();
+                self.verify.throttled.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::TooManyAttempts { retry_after: 1 });
             };
-            self.argon2_runs.fetch_add(1, Ordering::Relaxed);
+            self.verify.argon2_runs.fetch_add(1, Ordering::Relaxed);
             crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, current)
         };
         match outcome {
             Verified::No => {
-                self.throttle.failed(&rec.key_id, now);
-                self.failed.insert(failed);
+                self.verify.throttle.failed(&rec.key_id, now);
+                self.verify.failed.insert(failed);
                 Ok(false)
             }
             Verified::Yes | Verified::YesRehash => {
-                self.budget.refund();
+                self.verify.budget.refund();
                 let found = self
+                    .cache
                     .keys
                     .with_mut(&rec.key_id, |e| e.verified = Some(digest));
                 if found.is_none() {
-                    self.keys.insert(
+                    self.cache.keys.insert(
                         &rec.key_id,
                         KeyEntry {
                             state: state.clone(),
                             gen: NEVER,
                             verified: Some(digest),
-                            usage: self.pending.cell(&rec.key_id),
+                            usage: self.flushing.pending.cell(&rec.key_id),
                         },
                     );
                 }
@@ -433,9 +454,9 @@ impl Inner {
     /// Rehash a verified secret whose hash is strictly weaker than the current parameters
     /// (never towards weaker ones). Skipped when the argon2 queue is full.
     pub(super) fn rehash(&self, key_id: &str, secret: &str) -> Result<()> {
-        let current = *self.argon2.read();
+        let current = *self.verify.argon2.read();
         let hash = {
-            let Some(_permit) = self.limiter.try_acquire() else {
+            let Some(_permit) = self.verify.limiter.try_acquire() else {
                 return Ok(());
             };
             crypto::hash_secret(secret.as_bytes(), current)?

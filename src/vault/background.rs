@@ -3,13 +3,28 @@
 
 use super::*;
 
+/// Usage counters and request-path audit entries waiting for the flusher, and its state.
+pub(super) struct Flushing {
+    pub(super) pending: Pending,
+    /// `Eventual` debits committed since the last sync.
+    pub(super) unsynced: AtomicBool,
+    pub(super) flush_interval: Duration,
+    /// Background flusher rounds that panicked (caught; see `spawn_flusher`).
+    pub(super) flusher_panics: AtomicU64,
+    /// Serializes flushes (see `Inner::flush`).
+    pub(super) flush_lock: Mutex<()>,
+    /// Flusher rounds still to panic on purpose (test hook).
+    #[cfg(feature = "fault-injection")]
+    pub(super) injected_flusher_panics: AtomicU64,
+}
+
 pub(super) const HOUR_MS: Millis = 3_600_000;
 
 pub(super) fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<()>();
     let weak: Weak<Inner> = Arc::downgrade(inner);
-    let interval = inner.flush_interval;
-    let tick = if inner.eventual {
+    let interval = inner.flushing.flush_interval;
+    let tick = if inner.settings.eventual {
         Duration::from_millis(100).min(interval)
     } else {
         interval
@@ -37,13 +52,14 @@ pub(super) fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, Joi
                 let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     #[cfg(feature = "fault-injection")]
                     if inner
+                        .flushing
                         .injected_flusher_panics
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok()
                     {
                         panic!("injected flusher panic");
                     }
-                    if let Some(sc) = &inner.sidecar {
+                    if let Some(sc) = &inner.cache.sidecar {
                         // Removed, replaced or retired: map the file now at the path.
                         sc.check_path();
                         if inner.vault_links() > 1 {
@@ -58,7 +74,10 @@ pub(super) fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, Joi
                     }
                 }));
                 if round.is_err() {
-                    inner.flusher_panics.fetch_add(1, Ordering::Relaxed);
+                    inner
+                        .flushing
+                        .flusher_panics
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
@@ -71,8 +90,8 @@ impl Inner {
     pub(super) fn flush(&self) -> Result<()> {
         // One flush at a time: a caller's `Vault::flush` returns only once whatever a
         // concurrent background round drained is committed too.
-        let _one = self.flush_lock.lock();
-        let drained = self.pending.drain();
+        let _one = self.flushing.flush_lock.lock();
+        let drained = self.flushing.pending.drain();
         if drained.usage.is_empty() && drained.events.is_empty() {
             return Ok(());
         }
@@ -106,7 +125,7 @@ impl Inner {
                 }
                 tx.append_audit(&AuditRecord {
                     time: agg.first,
-                    action: k.action.to_string(),
+                    action: k.action.as_str().to_string(),
                     key_id: k.key_id.clone(),
                     account_id: k.account_id.clone(),
                     actor: None,
@@ -116,14 +135,14 @@ impl Inner {
             tx.commit(redb::Durability::Immediate)
         })();
         if result.is_err() {
-            self.pending.restore(drained);
+            self.flushing.pending.restore(drained);
         }
         result
     }
 
     /// `Eventual` durability: make the non-durable commits durable.
     pub(super) fn sync_if_needed(&self) -> Result<()> {
-        if !self.unsynced.swap(false, Ordering::AcqRel) {
+        if !self.flushing.unsynced.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
         let guard = self.store()?;
@@ -132,13 +151,13 @@ impl Inner {
         };
         let r = store.write()?.commit(redb::Durability::Immediate);
         if r.is_err() {
-            self.unsynced.store(true, Ordering::Release);
+            self.flushing.unsynced.store(true, Ordering::Release);
         }
         r
     }
 
     pub(super) fn prune_idempotency(&self) -> Result<()> {
-        let now = (self.clock)();
+        let now = (self.settings.clock)();
         let guard = self.store()?;
         let Some(store) = guard.as_ref() else {
             return Ok(());
@@ -146,7 +165,7 @@ impl Inner {
         // Only open a write transaction when something is due.
         let mut tx = store.write()?;
         let mut n = tx.prune_idempotent(now.saturating_sub(IDEMPOTENCY_WINDOW_MS), 1000)?;
-        if let Some(keep) = self.refusal_retention {
+        if let Some(keep) = self.settings.refusal_retention {
             let keep = Millis::try_from(keep.as_millis()).unwrap_or(Millis::MAX);
             n += tx.prune_refusals(now.saturating_sub(keep), 5000)?;
         }

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
+use super::AuditAction;
 use super::Vault;
 use crate::crypto::{self, Argon2Params};
 use crate::error::{Error, Result};
@@ -42,7 +43,7 @@ impl Vault {
         token::validate_prefix(prefix)?;
         let scopes = normalize_scopes(scopes)?;
         argon2.validate()?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut out: Vec<SecretToken> = Vec::with_capacity(n);
         while out.len() < n {
@@ -66,7 +67,7 @@ impl Vault {
                 inner.audit(
                     tx,
                     now,
-                    "keys_created_bulk",
+                    AuditAction::KeysCreatedBulk,
                     None,
                     Some(account_id),
                     json!({ "count": accepted.len(), "prefix": prefix, "scopes": scopes }),

@@ -31,7 +31,7 @@ impl Inner {
             }
             results.push(r);
         }
-        let durability = if self.eventual {
+        let durability = if self.settings.eventual {
             redb::Durability::None
         } else {
             redb::Durability::Immediate
@@ -39,8 +39,8 @@ impl Inner {
         if let Err(e) = self.commit(tx, durability) {
             return fail_all(e);
         }
-        if self.eventual {
-            self.unsynced.store(true, Ordering::Release);
+        if self.settings.eventual {
+            self.flushing.unsynced.store(true, Ordering::Release);
         }
         results
     }
@@ -110,7 +110,7 @@ impl Inner {
             self.audit(
                 tx,
                 req.now,
-                "credits_debited",
+                AuditAction::CreditsDebited,
                 None,
                 Some(account),
                 json!({ "amount": req.cost, "credits": left }),
@@ -156,7 +156,7 @@ impl Inner {
         tx.put_account(account, &rec)?;
         tx.append_audit(&AuditRecord {
             time: now,
-            action: "credits_refilled".into(),
+            action: AuditAction::CreditsRefilled.as_str().into(),
             key_id: None,
             account_id: Some(account.to_string()),
             actor: None,

@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// The hot path's caches and what validates them.
+pub(super) struct Caches {
+    /// The generation slots (and rate-limit buckets); `None`: every call reads the store.
+    pub(super) sidecar: Option<Sidecar>,
+    pub(super) mode: CacheMode,
+    pub(super) keys: Cache<KeyEntry>,
+    pub(super) accounts: Cache<AccountEntry>,
+    pub(super) routes: RwLock<(u64, Arc<Router>)>,
+    /// Rate-limit counters (in the sidecar's buckets, or private ones).
+    pub(super) counters: Counters,
+    /// Owner id of this vault's per-thread copies (`cache::with_local`).
+    pub(super) local_id: u64,
+    /// Why the shared cache is disabled, when it is (`Vault::cache_disabled_reason`).
+    pub(super) cache_note: Option<String>,
+    /// The vault file's canonical path, device and inode while the shared cache is in use:
+    /// the background thread watches its hard-link count (by path: a kept descriptor
+    /// would keep redb's open-file-description locks alive after `close`).
+    pub(super) vault_file: Option<(PathBuf, u64, u64)>,
+}
+
 /// A key record with the rate limits attached to it, as read in one transaction.
 pub(super) struct KeyState {
     pub(super) rec: KeyRecord,
@@ -93,7 +113,7 @@ pub(super) const NEVER: u64 = u64::MAX;
 
 impl Inner {
     pub(super) fn generation(&self, kind: SlotKind, id: &str) -> Generation<'_> {
-        match &self.sidecar {
+        match &self.cache.sidecar {
             Some(sc) => {
                 let slot = sc.slot_of(kind, id);
                 Generation {
@@ -115,7 +135,7 @@ impl Inner {
     #[allow(clippy::type_complexity)]
     pub(super) fn key_entry(&self, key_id: &str) -> Result<Option<(Rc<HotKey>, Option<[u8; 32]>)>> {
         let g = self.generation(SlotKind::Key, key_id);
-        let local = cache::with_local(self.local_id, |l: &mut Local| {
+        let local = cache::with_local(self.cache.local_id, |l: &mut Local| {
             let e = l.keys.get_mut(key_id)?;
             if !g.current(e.gen) {
                 return None;
@@ -126,7 +146,7 @@ impl Inner {
         if let Some(Some(hit)) = local {
             return Ok(Some(hit));
         }
-        let hit = self.keys.with(key_id, |e| {
+        let hit = self.cache.keys.with(key_id, |e| {
             g.current(e.gen)
                 .then(|| (e.state.clone(), e.gen, e.verified, e.usage.clone()))
         });
@@ -154,13 +174,13 @@ impl Inner {
         };
         let gen = g.after_read();
         let Some(state) = state else {
-            self.keys.remove(key_id);
+            self.cache.keys.remove(key_id);
             return Ok(None);
         };
         let state = Arc::new(state);
-        let verified = self.keys.with(key_id, |e| e.verified).flatten();
-        let usage = self.pending.cell(key_id);
-        self.keys.insert(
+        let verified = self.cache.keys.with(key_id, |e| e.verified).flatten();
+        let usage = self.flushing.pending.cell(key_id);
+        self.cache.keys.insert(
             key_id,
             KeyEntry {
                 state: state.clone(),
@@ -181,7 +201,7 @@ impl Inner {
         gen: u64,
         verified: [u8; 32],
     ) -> Option<Rc<HotKey>> {
-        cache::with_local(self.local_id, |l: &mut Local| {
+        cache::with_local(self.cache.local_id, |l: &mut Local| {
             if l.keys.len() >= LOCAL_KEYS && !l.keys.contains_key(key_id) {
                 // Sweep at most once per LOCAL_KEYS refusals: a thread serving far more
                 // keys than it can hold pays one probe, not a sweep, per call.
@@ -197,7 +217,7 @@ impl Inner {
             }
             let hot = Rc::new(HotKey {
                 state: state.clone(),
-                usage: self.pending.thread_cell(key_id),
+                usage: self.flushing.pending.thread_cell(key_id),
             });
             l.keys.insert(
                 key_id.into(),
@@ -217,7 +237,7 @@ impl Inner {
     /// copied per thread, like verified keys).
     pub(super) fn account_view(&self, account_id: &str) -> Result<AccountView> {
         let g = self.generation(SlotKind::Account, account_id);
-        let local = cache::with_local(self.local_id, |l: &mut Local| {
+        let local = cache::with_local(self.cache.local_id, |l: &mut Local| {
             l.accounts
                 .get(account_id)
                 .filter(|(_, gen)| g.current(*gen))
@@ -227,6 +247,7 @@ impl Inner {
             return Ok(hit);
         }
         if let Some(Some(hit)) = self
+            .cache
             .accounts
             .with(account_id, |e| g.current(e.gen).then(|| e.view.clone()))
         {
@@ -250,7 +271,7 @@ impl Inner {
         };
         let gen = g.after_read();
         if gen != NEVER {
-            self.accounts.insert(
+            self.cache.accounts.insert(
                 account_id,
                 AccountEntry {
                     view: view.clone(),
@@ -268,7 +289,7 @@ impl Inner {
             limits: view.limits.as_deref().map(Arc::from),
             ..view.clone()
         };
-        cache::with_local(self.local_id, |l: &mut Local| {
+        cache::with_local(self.cache.local_id, |l: &mut Local| {
             if l.accounts.len() >= LOCAL_KEYS && !l.accounts.contains_key(account_id) {
                 l.accounts.clear();
             }
@@ -280,7 +301,7 @@ impl Inner {
     /// so its reference count is not shared between threads).
     pub(super) fn router(&self) -> Result<Arc<Router>> {
         let g = self.generation(SlotKind::Global, "routes");
-        let local = cache::with_local(self.local_id, |l: &mut Local| {
+        let local = cache::with_local(self.cache.local_id, |l: &mut Local| {
             l.router
                 .as_ref()
                 .filter(|(gen, _)| g.current(*gen))
@@ -290,7 +311,7 @@ impl Inner {
             return Ok(router);
         }
         let shared = {
-            let cached = self.routes.read();
+            let cached = self.cache.routes.read();
             g.current(cached.0).then(|| cached.1.clone())
         };
         let (router, gen) = match shared {
@@ -299,14 +320,14 @@ impl Inner {
                 let router = Arc::new(Router::new(self.read()?.routes()?));
                 let gen = g.after_read();
                 if gen != NEVER {
-                    *self.routes.write() = (gen, router.clone());
+                    *self.cache.routes.write() = (gen, router.clone());
                 }
                 (router, gen)
             }
         };
         if gen != NEVER {
             let copy = Arc::new(Router::clone(&router));
-            cache::with_local(self.local_id, |l: &mut Local| {
+            cache::with_local(self.cache.local_id, |l: &mut Local| {
                 l.router = Some((gen, copy));
             });
         }

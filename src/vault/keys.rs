@@ -8,7 +8,7 @@ impl Vault {
     pub fn create_key(&self, new: NewKey) -> Result<(SecretToken, KeyInfo)> {
         let inner = &*self.inner;
         inner.check_open()?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         validate_id(&new.account_id, "account id")?;
         validate_name(&new.name)?;
         let scopes = normalize_scopes(&new.scopes)?;
@@ -65,7 +65,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "key_created",
+                AuditAction::KeyCreated,
                 Some(&rec.key_id),
                 Some(&rec.account_id),
                 json!({ "name": rec.name, "prefix": rec.prefix, "scopes": rec.scopes, "operator": rec.operator, "signing": rec.signing_secret.is_some(), "expires_at": rec.expires_at }),
@@ -103,51 +103,51 @@ impl Vault {
     /// Revoke a key for good: it is refused as `invalid_api_key` from the next call in
     /// every process. Revoking a revoked key changes nothing.
     pub fn revoke_key(&self, key_id: &str) -> Result<KeyInfo> {
-        let now = (self.inner.clock)();
+        let now = (self.inner.settings.clock)();
         self.inner.update_key(key_id, now, |rec| {
             if rec.revoked_at.is_some() {
                 return Ok(None);
             }
             rec.revoked_at = Some(now);
-            Ok(Some(("key_revoked", json!({}))))
+            Ok(Some((AuditAction::KeyRevoked, json!({}))))
         })
     }
 
     /// Disable a key (refused as `api_key_inactive` until enabled).
     pub fn disable_key(&self, key_id: &str) -> Result<KeyInfo> {
-        let now = (self.inner.clock)();
+        let now = (self.inner.settings.clock)();
         self.inner.update_key(key_id, now, |rec| {
             live(rec)?;
             if rec.disabled {
                 return Ok(None);
             }
             rec.disabled = true;
-            Ok(Some(("key_disabled", json!({}))))
+            Ok(Some((AuditAction::KeyDisabled, json!({}))))
         })
     }
 
     /// Enable a disabled key.
     pub fn enable_key(&self, key_id: &str) -> Result<KeyInfo> {
-        let now = (self.inner.clock)();
+        let now = (self.inner.settings.clock)();
         self.inner.update_key(key_id, now, |rec| {
             live(rec)?;
             if !rec.disabled {
                 return Ok(None);
             }
             rec.disabled = false;
-            Ok(Some(("key_enabled", json!({}))))
+            Ok(Some((AuditAction::KeyEnabled, json!({}))))
         })
     }
 
     /// Replace a key's scopes.
     pub fn set_scopes<S: AsRef<str>>(&self, key_id: &str, scopes: &[S]) -> Result<KeyInfo> {
         let scopes = normalize_scopes(scopes)?;
-        let now = (self.inner.clock)();
+        let now = (self.inner.settings.clock)();
         self.inner.update_key(key_id, now, |rec| {
             live(rec)?;
             let old = std::mem::replace(&mut rec.scopes, scopes);
             Ok(Some((
-                "key_scopes_changed",
+                AuditAction::KeyScopesChanged,
                 json!({ "from": old, "to": rec.scopes }),
             )))
         })
@@ -155,7 +155,7 @@ impl Vault {
 
     /// Set (or with `None`, clear) a key's expiry.
     pub fn set_expiry(&self, key_id: &str, expires_at: Option<Millis>) -> Result<KeyInfo> {
-        let now = (self.inner.clock)();
+        let now = (self.inner.settings.clock)();
         if let Some(at) = expires_at {
             if at <= 0 {
                 return Err(Error::invalid(
@@ -168,7 +168,7 @@ impl Vault {
             live(rec)?;
             let old = std::mem::replace(&mut rec.expires_at, expires_at);
             Ok(Some((
-                "key_expiry_changed",
+                AuditAction::KeyExpiryChanged,
                 json!({ "from": old, "to": expires_at }),
             )))
         })
@@ -189,7 +189,7 @@ impl Vault {
         if grace_ms < 0 {
             return Err(Error::invalid("grace must not be negative"));
         }
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         let ends = now
             .checked_add(grace_ms)
             .filter(|&at| at <= times::MAX_TIME_MS)
@@ -243,7 +243,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "key_rotated",
+                AuditAction::KeyRotated,
                 Some(&old.key_id),
                 Some(&old.account_id),
                 json!({ "new_key_id": new.key_id, "grace_ms": grace_ms, "old_expires_at": old.expires_at }),
@@ -251,7 +251,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "key_created",
+                AuditAction::KeyCreated,
                 Some(&new.key_id),
                 Some(&new.account_id),
                 json!({ "rotated_from": old.key_id, "name": new.name, "prefix": new.prefix, "scopes": new.scopes }),
@@ -296,8 +296,8 @@ impl Inner {
         let parsed = token::parse(&secret)
             .ok_or_else(|| Error::Storage("minted token does not parse".into()))?;
         let hash = {
-            let _permit = self.limiter.acquire();
-            crypto::hash_secret(parsed.secret.as_bytes(), *self.argon2.read())?
+            let _permit = self.verify.limiter.acquire();
+            crypto::hash_secret(parsed.secret.as_bytes(), *self.verify.argon2.read())?
         };
         Ok((
             SecretToken {
@@ -315,7 +315,7 @@ impl Inner {
         &self,
         key_id: &str,
         now: Millis,
-        change: impl FnOnce(&mut KeyRecord) -> Result<Option<(&'static str, Value)>>,
+        change: impl FnOnce(&mut KeyRecord) -> Result<Option<(AuditAction, Value)>>,
     ) -> Result<KeyInfo> {
         self.check_open()?;
         if !token::is_valid_key_id(key_id) {

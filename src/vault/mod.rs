@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+use crate::audit::AuditAction;
 use crate::batch::GroupCommit;
 use crate::cache::{self, BuildFast, Cache};
 use crate::crypto::{
@@ -51,6 +52,7 @@ mod signing;
 #[cfg(test)]
 mod tests;
 
+use self::authorize::Verifier;
 use self::background::*;
 use self::hot::*;
 use self::keys::*;
@@ -88,46 +90,28 @@ struct Inner {
     store: RwLock<Option<Store>>,
     closed: AtomicBool,
     fork_gen: u64,
-    sidecar: Option<Sidecar>,
-    mode: CacheMode,
-    keys: Cache<KeyEntry>,
-    accounts: Cache<AccountEntry>,
-    routes: RwLock<(u64, Arc<Router>)>,
-    digest_key: DigestKey,
-    argon2: RwLock<Argon2Params>,
-    limiter: Limiter,
-    throttle: Throttle,
-    budget: Budget,
-    failed: FailedSecrets,
+    /// The caches of the hot path and what validates them.
+    cache: Caches,
+    /// Secret verification: digests, argon2 and its guards.
+    verify: Verifier,
+    /// Concurrent debits of this process, committed together.
     group: GroupCommit<DebitReq, Debited>,
-    pending: Pending,
-    clock: Clock,
-    actor: Option<String>,
-    eventual: bool,
-    unsynced: AtomicBool,
-    argon2_runs: AtomicU64,
-    throttled: AtomicU64,
-    flush_interval: Duration,
+    /// Batched bookkeeping and the background flusher's state.
+    flushing: Flushing,
     master: RwLock<Option<MasterKey>>,
+    settings: Settings,
+}
+
+/// What the vault was opened with that does not change while it is open.
+struct Settings {
+    clock: Clock,
+    /// Recorded as `actor` on management audit entries.
+    actor: Option<String>,
+    /// Debits commit without fsync (`Durability::Eventual`).
+    eventual: bool,
     signature_window_ms: Millis,
     refusal_retention: Option<Duration>,
     single_use_signatures: bool,
-    counters: Counters,
-    /// Owner id of this vault's per-thread copies (`cache::with_local`).
-    local_id: u64,
-    /// Why the shared cache is disabled, when it is (`Vault::cache_disabled_reason`).
-    cache_note: Option<String>,
-    /// Background flusher rounds that panicked (caught; see `spawn_flusher`).
-    flusher_panics: AtomicU64,
-    /// Serializes flushes (see `Inner::flush`).
-    flush_lock: Mutex<()>,
-    /// Flusher rounds still to panic on purpose (test hook).
-    #[cfg(feature = "fault-injection")]
-    injected_flusher_panics: AtomicU64,
-    /// The vault file's canonical path, device and inode while the shared cache is in use:
-    /// the background thread watches its hard-link count (by path: a kept descriptor
-    /// would keep redb's open-file-description locks alive after `close`).
-    vault_file: Option<(PathBuf, u64, u64)>,
 }
 
 /// An open vault. `Send + Sync`: share it between threads with `Arc`. Open one per
@@ -142,7 +126,7 @@ impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
             .field("path", &self.inner.path)
-            .field("cache_mode", &self.inner.mode)
+            .field("cache_mode", &self.inner.cache.mode)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -279,41 +263,49 @@ impl Vault {
             store: RwLock::new(Some(store)),
             closed: AtomicBool::new(false),
             fork_gen,
-            sidecar,
-            mode,
-            keys: Cache::new(options.cache_capacity),
-            accounts: Cache::new(options.cache_capacity),
-            routes: RwLock::new((NEVER, Arc::new(Router::default()))),
-            digest_key: DigestKey::random()?,
-            argon2: RwLock::new(argon2),
-            limiter: Limiter::new(options.argon2_concurrency, options.argon2_queue),
-            throttle: Throttle::new(options.throttle),
-            budget: Budget::new(&options.throttle, now_for_budget),
-            failed: FailedSecrets::new(),
+            cache: Caches {
+                sidecar,
+                mode,
+                keys: Cache::new(options.cache_capacity),
+                accounts: Cache::new(options.cache_capacity),
+                routes: RwLock::new((NEVER, Arc::new(Router::default()))),
+                counters: Counters::new(),
+                local_id: cache::new_owner(),
+                cache_note,
+                vault_file: if mode == CacheMode::Shared {
+                    watched
+                } else {
+                    None
+                },
+            },
+            verify: Verifier {
+                digest_key: DigestKey::random()?,
+                argon2: RwLock::new(argon2),
+                limiter: Limiter::new(options.argon2_concurrency, options.argon2_queue),
+                throttle: Throttle::new(options.throttle),
+                budget: Budget::new(&options.throttle, now_for_budget),
+                failed: FailedSecrets::new(),
+                argon2_runs: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
+            },
             group: GroupCommit::new(),
-            pending: Pending::new(),
-            clock,
-            actor: options.actor,
-            eventual: options.durability == Durability::Eventual,
-            unsynced: AtomicBool::new(false),
-            argon2_runs: AtomicU64::new(0),
-            throttled: AtomicU64::new(0),
-            flusher_panics: AtomicU64::new(0),
-            flush_lock: Mutex::new(()),
-            #[cfg(feature = "fault-injection")]
-            injected_flusher_panics: AtomicU64::new(0),
-            flush_interval: options.flush_interval,
+            flushing: Flushing {
+                pending: Pending::new(),
+                unsynced: AtomicBool::new(false),
+                flush_interval: options.flush_interval,
+                flusher_panics: AtomicU64::new(0),
+                flush_lock: Mutex::new(()),
+                #[cfg(feature = "fault-injection")]
+                injected_flusher_panics: AtomicU64::new(0),
+            },
             master: RwLock::new(master),
-            signature_window_ms: options.signature_window_ms,
-            refusal_retention: options.refusal_retention,
-            single_use_signatures: options.single_use_signatures,
-            counters: Counters::new(),
-            local_id: cache::new_owner(),
-            cache_note,
-            vault_file: if mode == CacheMode::Shared {
-                watched
-            } else {
-                None
+            settings: Settings {
+                clock,
+                actor: options.actor,
+                eventual: options.durability == Durability::Eventual,
+                signature_window_ms: options.signature_window_ms,
+                refusal_retention: options.refusal_retention,
+                single_use_signatures: options.single_use_signatures,
             },
         });
         let flusher = spawn_flusher(&inner)?;
@@ -332,9 +324,9 @@ impl Vault {
     /// more than one hard link, and while a removed or replaced sidecar could not be mapped
     /// again (see [`Vault::cache_disabled_reason`]).
     pub fn cache_mode(&self) -> CacheMode {
-        match &self.inner.sidecar {
+        match &self.inner.cache.sidecar {
             Some(sc) if !sc.is_trusted() => CacheMode::Disabled,
-            _ => self.inner.mode,
+            _ => self.inner.cache.mode,
         }
     }
 
@@ -349,14 +341,14 @@ impl Vault {
                 "the vault file has {links} hard links; a shared cache is not trusted"
             ));
         }
-        Some(self.inner.cache_note.clone().unwrap_or_else(|| {
+        Some(self.inner.cache.cache_note.clone().unwrap_or_else(|| {
             "the sidecar was removed or replaced and could not be mapped again".into()
         }))
     }
 
     /// The argon2id parameters new hashes get.
     pub fn argon2_params(&self) -> Argon2Params {
-        *self.inner.argon2.read()
+        *self.inner.verify.argon2.read()
     }
 
     /// Change the vault's argon2id parameters for new hashes, audited as
@@ -369,7 +361,7 @@ impl Vault {
         self.inner.check_open()?;
         params.validate()?;
         let inner = &self.inner;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             let old = tx
                 .meta("argon2")?
@@ -383,14 +375,14 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "argon2_params_changed",
+                AuditAction::Argon2ParamsChanged,
                 None,
                 None,
                 json!({"from": p(old), "to": p(params)}),
             )?;
             Ok(())
         })?;
-        *inner.argon2.write() = params;
+        *inner.verify.argon2.write() = params;
         Ok(())
     }
 
@@ -398,11 +390,11 @@ impl Vault {
     pub fn stats(&self) -> Stats {
         let store = self.inner.store.read();
         Stats {
-            argon2_runs: self.inner.argon2_runs.load(Ordering::Relaxed),
+            argon2_runs: self.inner.verify.argon2_runs.load(Ordering::Relaxed),
             read_txns: store.as_ref().map_or(0, Store::read_txns),
             commits: store.as_ref().map_or(0, Store::commits),
-            throttled: self.inner.throttled.load(Ordering::Relaxed),
-            flusher_panics: self.inner.flusher_panics.load(Ordering::Relaxed),
+            throttled: self.inner.verify.throttled.load(Ordering::Relaxed),
+            flusher_panics: self.inner.flushing.flusher_panics.load(Ordering::Relaxed),
         }
     }
 
@@ -411,6 +403,7 @@ impl Vault {
     #[doc(hidden)]
     pub fn inject_flusher_panics(&self, n: u64) {
         self.inner
+            .flushing
             .injected_flusher_panics
             .store(n, Ordering::SeqCst);
     }
@@ -448,8 +441,8 @@ impl Vault {
         let flushed = self.inner.flush();
         let synced = self.inner.sync_if_needed();
         self.inner.store.write().take();
-        self.inner.keys.clear();
-        self.inner.accounts.clear();
+        self.inner.cache.keys.clear();
+        self.inner.cache.accounts.clear();
         flushed.and(synced)
     }
 }
@@ -464,7 +457,7 @@ impl Inner {
     /// The vault file's hard-link count now (0 when not watched, gone or replaced).
     fn vault_links(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        let Some((path, dev, ino)) = &self.vault_file else {
+        let Some((path, dev, ino)) = &self.cache.vault_file else {
             return 0;
         };
         std::fs::metadata(path)
@@ -518,7 +511,7 @@ impl Inner {
     /// (odd before the commit, a new even value after), so every process's cache sees it.
     fn commit(&self, tx: WriteTx<'_>, durability: redb::Durability) -> Result<()> {
         let (touched, committer) = tx.into_parts();
-        match &self.sidecar {
+        match &self.cache.sidecar {
             Some(sc) if !touched.is_empty() => {
                 // Slot numbers from the guard: it may have remapped a replaced sidecar.
                 let mut guard = sc.write();

@@ -29,7 +29,7 @@ impl Vault {
             duration_ms,
             auto_apply,
         };
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             let (slot, key_id, account_id) = limit_owner(tx, owner)?;
             let storage = owner.storage_key();
@@ -41,7 +41,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "ratelimit_set",
+                AuditAction::RatelimitSet,
                 key_id.as_deref(),
                 account_id.as_deref(),
                 json!({ "name": def.name, "limit": def.limit, "duration_ms": def.duration_ms, "auto_apply": def.auto_apply, "replaced": old.is_some() }),
@@ -56,7 +56,7 @@ impl Vault {
         let inner = &*self.inner;
         inner.check_open()?;
         validate_limit_name(name)?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             let (slot, key_id, account_id) = limit_owner(tx, owner)?;
             let old = tx
@@ -65,7 +65,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "ratelimit_removed",
+                AuditAction::RatelimitRemoved,
                 key_id.as_deref(),
                 account_id.as_deref(),
                 json!({ "name": old.name }),

@@ -23,7 +23,7 @@ impl Vault {
             },
             cost,
         };
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             if !tx.insert_route(&rule)? {
                 return Err(Error::AlreadyExists(format!("route {} {}", rule.method, rule.pattern)));
@@ -31,7 +31,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "route_added",
+                AuditAction::RouteAdded,
                 None,
                 None,
                 json!({ "method": rule.method, "pattern": rule.pattern, "scope": rule.scope, "cost": rule.cost }),
@@ -47,7 +47,7 @@ impl Vault {
         inner.check_open()?;
         let method = policy::normalize_method(method)?;
         let pattern = policy::normalize_pattern(pattern)?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             let rule = tx
                 .remove_route(&method, &pattern)?
@@ -55,7 +55,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "route_removed",
+                AuditAction::RouteRemoved,
                 None,
                 None,
                 json!({ "method": rule.method, "pattern": rule.pattern, "scope": rule.scope, "cost": rule.cost }),

@@ -13,7 +13,7 @@ impl Vault {
             return Err(Error::invalid("key_id must be 8 characters of [a-z0-9]"));
         }
         let master = inner.master.read().clone().ok_or_else(no_master_key)?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         inner.write(|tx| {
             let rec = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
             let sealed = rec
@@ -27,7 +27,7 @@ impl Vault {
             inner.audit(
                 tx,
                 now,
-                "signing_secret_revealed",
+                AuditAction::SigningSecretRevealed,
                 Some(key_id),
                 Some(&rec.account_id),
                 json!({}),
@@ -87,18 +87,18 @@ impl Inner {
             secret,
             sig,
             now,
-            self.signature_window_ms,
+            self.settings.signature_window_ms,
             method,
             &signed,
             options.body.unwrap_or_default(),
         ) else {
             return Ok(false);
         };
-        if !self.single_use_signatures {
+        if !self.settings.single_use_signatures {
             return Ok(true);
         }
         let oldest = now
-            .saturating_sub(self.signature_window_ms)
+            .saturating_sub(self.settings.signature_window_ms)
             .div_euclid(1000);
         self.write(|tx| {
             tx.prune_signatures(oldest, 64)?;
@@ -113,7 +113,7 @@ impl Inner {
     ) -> Result<usize> {
         self.check_open()?;
         let current = self.master.read().clone();
-        let now = (self.clock)();
+        let now = (self.settings.clock)();
         let count = self.write(|tx| {
             if let Some(check) = tx.meta("master_check")? {
                 if !current.as_ref().is_some_and(|c| c.matches(&check)) {
@@ -146,7 +146,7 @@ impl Inner {
             self.audit(
                 tx,
                 now,
-                "master_key_rotated",
+                AuditAction::MasterKeyRotated,
                 None,
                 None,
                 json!({ "reencrypted": count, "passphrase": kdf.is_some() }),

@@ -126,7 +126,7 @@ fn a_writer_killed_between_its_slot_bumps_leaves_readers_correct() {
     call().unwrap();
 
     let inner = &*v.inner;
-    let sc = inner.sidecar.as_ref().unwrap();
+    let sc = inner.cache.sidecar.as_ref().unwrap();
     let slot = sc.slot_of(SlotKind::Key, &info.key_id);
     {
         let guard = inner.store.read();
