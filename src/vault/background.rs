@@ -59,12 +59,11 @@ pub(super) fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, Joi
                     {
                         panic!("injected flusher panic");
                     }
-                    if let Some(sc) = &inner.cache.sidecar {
-                        // Removed, replaced or retired: map the file now at the path.
-                        sc.check_path();
-                        if inner.vault_links() > 1 {
-                            // A hard link made since the open: its name has another sidecar.
-                            sc.distrust();
+                    // The invalidation channel's upkeep (redb: remap a removed or replaced
+                    // sidecar, distrust it when the file gained a hard link).
+                    if let Ok(store) = inner.store() {
+                        if let Some(store) = store.as_ref() {
+                            store.maintain();
                         }
                     }
                     let _ = inner.sync_if_needed();
@@ -132,7 +131,7 @@ impl Inner {
                     details: details.to_string(),
                 })?;
             }
-            tx.commit(redb::Durability::Immediate)
+            tx.commit(Durability::Immediate)
         })();
         if result.is_err() {
             self.flushing.pending.restore(drained);
@@ -149,7 +148,7 @@ impl Inner {
         let Some(store) = guard.as_ref() else {
             return Ok(());
         };
-        let r = store.write()?.commit(redb::Durability::Immediate);
+        let r = store.sync();
         if r.is_err() {
             self.flushing.unsynced.store(true, Ordering::Release);
         }
@@ -170,7 +169,7 @@ impl Inner {
             n += tx.prune_refusals(now.saturating_sub(keep), 5000)?;
         }
         if n > 0 {
-            tx.commit(redb::Durability::Immediate)?;
+            tx.commit(Durability::Immediate)?;
         }
         Ok(())
     }

@@ -32,11 +32,11 @@ impl Inner {
             results.push(r);
         }
         let durability = if self.settings.eventual {
-            redb::Durability::None
+            Durability::Eventual
         } else {
-            redb::Durability::Immediate
+            Durability::Immediate
         };
-        if let Err(e) = self.commit(tx, durability) {
+        if let Err(e) = tx.commit(durability) {
             return fail_all(e);
         }
         if self.settings.eventual {
@@ -48,15 +48,14 @@ impl Inner {
     pub(super) fn apply_debit(&self, tx: &mut WriteTx<'_>, req: DebitReq) -> Result<Debited> {
         let account = req.account_id.as_str();
         if let Some((k, fingerprint)) = &req.idempotency {
-            if let Some((at, bytes)) = tx.idempotent(account, k)? {
+            if let Some((at, stored)) = tx.idempotent(account, k)? {
                 if req.now.saturating_sub(at) < IDEMPOTENCY_WINDOW_MS {
-                    let stored = idempotency::decode(&bytes)?;
                     // Another request under the same key (or a record from before
                     // fingerprints, which cannot prove it is the same): refuse, charge nothing.
                     if stored.fingerprint.as_ref() != Some(fingerprint) {
                         return Err(Error::IdempotencyConflict);
                     }
-                    let first = stored.grant.unwrap_or(Grant {
+                    let first = stored.grant.map(Grant::from).unwrap_or(Grant {
                         account_id: account.to_string(),
                         key_id: String::new(),
                         key_name: String::new(),
@@ -90,21 +89,21 @@ impl Inner {
             tx.put_balance(account, left, total)?;
         }
         if let Some((k, fingerprint)) = &req.idempotency {
-            let grant = req.grant.clone().map(|mut g| {
+            let grant = req.grant.as_ref().map(|g| {
+                let mut g = GrantRecord::from(g);
                 g.charged = req.cost;
                 g.credits = left;
                 g.total_credits = total;
                 g
             });
-            let bytes = idempotency::StoredV2 {
-                fingerprint: *fingerprint,
+            let rec = IdempotencyRecord {
+                fingerprint: Some(*fingerprint),
                 charged: req.cost,
                 credits: left,
                 total,
                 grant,
-            }
-            .encode()?;
-            tx.put_idempotent(account, k, req.now, &bytes)?;
+            };
+            tx.put_idempotent(account, k, req.now, &rec)?;
         }
         if req.grant.is_none() {
             self.audit(

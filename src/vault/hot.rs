@@ -6,7 +6,7 @@ use super::*;
 /// The hot path's caches and what validates them.
 pub(super) struct Caches {
     /// The generation slots (and rate-limit buckets); `None`: every call reads the store.
-    pub(super) sidecar: Option<Sidecar>,
+    pub(super) sidecar: Option<Arc<Sidecar>>,
     pub(super) mode: CacheMode,
     pub(super) keys: Cache<KeyEntry>,
     pub(super) accounts: Cache<AccountEntry>,
@@ -17,10 +17,6 @@ pub(super) struct Caches {
     pub(super) local_id: u64,
     /// Why the shared cache is disabled, when it is (`Vault::cache_disabled_reason`).
     pub(super) cache_note: Option<String>,
-    /// The vault file's canonical path, device and inode while the shared cache is in use:
-    /// the background thread watches its hard-link count (by path: a kept descriptor
-    /// would keep redb's open-file-description locks alive after `close`).
-    pub(super) vault_file: Option<(PathBuf, u64, u64)>,
 }
 
 /// A key record with the rate limits attached to it, as read in one transaction.
@@ -162,8 +158,8 @@ impl Inner {
             let r = self.read()?;
             match r.key(key_id)? {
                 Some(rec) => {
-                    let owner = LimitOwner::Key(key_id).storage_key();
-                    let limits = limits::bind(&owner, r.limits(&owner)?);
+                    let owner = LimitOwner::Key(key_id);
+                    let limits = limits::bind(&owner.bucket_owner(), r.limits(owner)?);
                     Some(KeyState {
                         rec,
                         limits: limits.into_boxed_slice(),
@@ -260,8 +256,8 @@ impl Inner {
                 .balance(account_id)?
                 .ok_or_else(|| Error::NotFound(format!("account {account_id:?}")))?;
             let rec = r.account(account_id)?;
-            let owner = LimitOwner::Account(account_id).storage_key();
-            let limits = limits::bind(&owner, r.limits(&owner)?);
+            let owner = LimitOwner::Account(account_id);
+            let limits = limits::bind(&owner.bucket_owner(), r.limits(owner)?);
             AccountView {
                 credits,
                 total,

@@ -235,10 +235,8 @@ impl Vault {
             tx.put_key(&old)?;
             tx.put_key(&new)?;
             // The key's own rate limits go with it (fresh windows: a new bucket key).
-            let from = LimitOwner::Key(&old.key_id).storage_key();
-            let to = LimitOwner::Key(&new.key_id).storage_key();
-            for def in tx.limits(&from)? {
-                tx.put_limit(&to, (SlotKind::Key, &new.key_id), &def)?;
+            for def in tx.limits(LimitOwner::Key(&old.key_id))? {
+                tx.put_limit(LimitOwner::Key(&new.key_id), &def)?;
             }
             inner.audit(
                 tx,

@@ -33,7 +33,11 @@ use crate::model::{
 use crate::policy::{self, RouteRule, Router};
 use crate::secrets::{self, MasterKey};
 use crate::shm::{Sidecar, SlotKind};
-use crate::store::{AccountRecord, AuditRecord, KeyRecord, Sharing, Store, WriteTx};
+use crate::store::records::GrantRecord;
+use crate::store::{
+    file, AccountRecord, AuditRecord, Backend, Generations, IdempotencyRecord, KeyRecord, Meta,
+    ReadTx, WriteTx,
+};
 use crate::times;
 use crate::token;
 use crate::usage::{EventKey, Pending, UsageCell};
@@ -87,7 +91,7 @@ fn fork_generation() -> u64 {
 
 struct Inner {
     path: PathBuf,
-    store: RwLock<Option<Store>>,
+    store: RwLock<Option<Box<dyn Backend>>>,
     closed: AtomicBool,
     fork_gen: u64,
     /// The caches of the hot path and what validates them.
@@ -132,10 +136,32 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-fn sidecar_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".shm");
-    PathBuf::from(s)
+/// Refuse options that cannot work, before anything is opened or created.
+fn check_options(options: &VaultOptions) -> Result<()> {
+    if options.durability == Durability::Eventual && !options.exclusive {
+        return Err(Error::invalid(
+                "durability \"eventual\" needs exclusive=true: a multi-process vault commits every debit durably",
+            ));
+    }
+    if let Some(p) = options.argon2 {
+        p.validate()?;
+    }
+    options.throttle.validate()?;
+    if options.shm_slots == 0 || !options.shm_slots.is_power_of_two() {
+        return Err(Error::invalid("shm_slots must be a power of two"));
+    }
+    if options.flush_interval.is_zero() {
+        return Err(Error::invalid("flush_interval must be positive"));
+    }
+    if options.signature_window_ms <= 0 {
+        return Err(Error::invalid("signature_window_ms must be positive"));
+    }
+    if options.master_key.is_some() && options.master_passphrase.is_some() {
+        return Err(Error::invalid(
+            "give master_key or master_passphrase, not both",
+        ));
+    }
+    Ok(())
 }
 
 impl Vault {
@@ -162,51 +188,36 @@ impl Vault {
     /// mode, and the fix); so is a symlink at `path` owned by another user.
     pub fn open_with(path: impl AsRef<Path>, options: VaultOptions) -> Result<Vault> {
         let path = path.as_ref().to_path_buf();
-        if options.durability == Durability::Eventual && !options.exclusive {
-            return Err(Error::invalid(
-                "durability \"eventual\" needs exclusive=true: a multi-process vault commits every debit durably",
-            ));
-        }
-        if let Some(p) = options.argon2 {
-            p.validate()?;
-        }
-        options.throttle.validate()?;
-        if options.shm_slots == 0 || !options.shm_slots.is_power_of_two() {
-            return Err(Error::invalid("shm_slots must be a power of two"));
-        }
-        if options.flush_interval.is_zero() {
-            return Err(Error::invalid("flush_interval must be positive"));
-        }
-        if options.signature_window_ms <= 0 {
-            return Err(Error::invalid("signature_window_ms must be positive"));
-        }
-        if options.master_key.is_some() && options.master_passphrase.is_some() {
-            return Err(Error::invalid(
-                "give master_key or master_passphrase, not both",
-            ));
-        }
+        check_options(&options)?;
+        let backend = file::RedbBackend::open(
+            &path,
+            &file::FileOptions {
+                exclusive: options.exclusive,
+                cache_bytes: options.storage_cache_bytes,
+                shared_cache: options.shared_cache,
+                shm_slots: options.shm_slots,
+            },
+        )?;
+        let backend: Box<dyn Backend> = Box::new(backend);
+        #[cfg(any(test, feature = "fault-injection"))]
+        let backend = crate::store::fault::wrap_if_armed(&path, backend);
+        Vault::open_with_backend(path, backend, options)
+    }
+
+    /// Open a vault over a storage backend already opened at `path` (which names it in
+    /// `Vault::path` and `Debug`). Everything above storage (validation, caches, group
+    /// commit, the flusher) is the same whatever the backend: see `crate::store`.
+    pub(crate) fn open_with_backend(
+        path: PathBuf,
+        store: Box<dyn Backend>,
+        options: VaultOptions,
+    ) -> Result<Vault> {
+        check_options(&options)?;
         let fork_gen = fork_generation();
-        let sharing = if options.exclusive {
-            Sharing::Exclusive
-        } else {
-            Sharing::MultiProcess
-        };
-        // Never a planted file, never through a symlink to someone else's file (src/files.rs).
-        let vault_file = crate::files::open_vault_file(&path)?;
-        let watched = {
-            use std::os::unix::fs::MetadataExt;
-            let meta = vault_file.file.metadata().ok();
-            meta.map(|m| (vault_file.canonical.clone(), m.dev(), m.ino()))
-        };
-        let store = Store::open(&path, vault_file.file, sharing, options.storage_cache_bytes)?;
-        let (vault_id, argon2) = {
-            let r = store.read()?;
-            let id: [u8; 16] = r
-                .meta("vault_id")?
-                .and_then(|v| v.try_into().ok())
-                .ok_or_else(|| Error::Storage("vault has no identity".into()))?;
-            (id, r.meta("argon2")?.and_then(|v| Argon2Params::decode(&v)))
-        };
+        let argon2 = store
+            .read()?
+            .meta(Meta::Argon2)?
+            .and_then(|v| Argon2Params::decode(&v));
         // The opener's parameters apply to a vault it creates, never to an existing one:
         // changing them is `set_argon2_params`, an audited management call.
         let argon2 = match argon2 {
@@ -214,50 +225,20 @@ impl Vault {
             None if store.created() => {
                 let p = options.argon2.unwrap_or_default();
                 let mut tx = store.write()?;
-                tx.put_meta("argon2", &p.encode())?;
-                tx.commit(redb::Durability::Immediate)?;
+                tx.put_meta(Meta::Argon2, &p.encode())?;
+                tx.commit(Durability::Immediate)?;
                 p
             }
             None => Argon2Params::default(),
         };
-        let master = resolve_master_key(&store, options.master_key, options.master_passphrase)?;
+        let master = resolve_master_key(&*store, options.master_key, options.master_passphrase)?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(system_now));
         let now_for_budget = clock();
-        let (sidecar, mode, cache_note) = if options.exclusive {
-            (
-                Some(Sidecar::private(options.shm_slots)),
-                CacheMode::Private,
-                None,
-            )
-        } else if !options.shared_cache {
-            (
-                None,
-                CacheMode::Disabled,
-                Some("shared_cache is off".into()),
-            )
-        } else if vault_file.links > 1 {
-            // Another name for the same file would get another sidecar: processes opening
-            // it by that name would never see our writes. Trust no shared cache.
-            let note = format!(
-                "the vault file has {} hard links; a shared cache is not trusted",
-                vault_file.links
-            );
-            (None, CacheMode::Disabled, Some(note))
-        } else {
-            // Named from the canonical path: every name (symlink) of the file shares it.
-            let shm = sidecar_path(&vault_file.canonical);
-            match Sidecar::open(&shm, vault_id, options.shm_slots) {
-                Ok(s) => (Some(s), CacheMode::Shared, None),
-                Err(e) => match crate::shm::unsafe_file(&e) {
-                    Some(msg) => return Err(Error::InvalidArgument(msg)),
-                    None => (
-                        None,
-                        CacheMode::Disabled,
-                        Some(format!("cannot map {}: {e}", shm.display())),
-                    ),
-                },
-            }
-        };
+        let Generations {
+            slots: sidecar,
+            mode,
+            note: cache_note,
+        } = store.generations();
         let inner = Arc::new(Inner {
             path,
             store: RwLock::new(Some(store)),
@@ -272,11 +253,6 @@ impl Vault {
                 counters: Counters::new(),
                 local_id: cache::new_owner(),
                 cache_note,
-                vault_file: if mode == CacheMode::Shared {
-                    watched
-                } else {
-                    None
-                },
             },
             verify: Verifier {
                 digest_key: DigestKey::random()?,
@@ -335,11 +311,13 @@ impl Vault {
         if self.cache_mode() != CacheMode::Disabled {
             return None;
         }
-        let links = self.inner.vault_links();
-        if links > 1 {
-            return Some(format!(
-                "the vault file has {links} hard links; a shared cache is not trusted"
-            ));
+        if let Some(why) = self
+            .inner
+            .store()
+            .ok()
+            .and_then(|s| s.as_ref()?.distrust_reason())
+        {
+            return Some(why);
         }
         Some(self.inner.cache.cache_note.clone().unwrap_or_else(|| {
             "the sidecar was removed or replaced and could not be mapped again".into()
@@ -364,13 +342,13 @@ impl Vault {
         let now = (inner.settings.clock)();
         inner.write(|tx| {
             let old = tx
-                .meta("argon2")?
+                .meta(Meta::Argon2)?
                 .and_then(|v| Argon2Params::decode(&v))
                 .unwrap_or_default();
             if old == params {
                 return Ok(());
             }
-            tx.put_meta("argon2", &params.encode())?;
+            tx.put_meta(Meta::Argon2, &params.encode())?;
             let p = |a: Argon2Params| json!({"m_kib": a.m_kib, "t": a.t, "p": a.p});
             inner.audit(
                 tx,
@@ -391,8 +369,8 @@ impl Vault {
         let store = self.inner.store.read();
         Stats {
             argon2_runs: self.inner.verify.argon2_runs.load(Ordering::Relaxed),
-            read_txns: store.as_ref().map_or(0, Store::read_txns),
-            commits: store.as_ref().map_or(0, Store::commits),
+            read_txns: store.as_ref().map_or(0, |s| s.read_txns()),
+            commits: store.as_ref().map_or(0, |s| s.commits()),
             throttled: self.inner.verify.throttled.load(Ordering::Relaxed),
             flusher_panics: self.inner.flushing.flusher_panics.load(Ordering::Relaxed),
         }
@@ -454,18 +432,6 @@ impl Drop for Vault {
 }
 
 impl Inner {
-    /// The vault file's hard-link count now (0 when not watched, gone or replaced).
-    fn vault_links(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let Some((path, dev, ino)) = &self.cache.vault_file else {
-            return 0;
-        };
-        std::fs::metadata(path)
-            .ok()
-            .filter(|m| m.dev() == *dev && m.ino() == *ino)
-            .map_or(0, |m| m.nlink())
-    }
-
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::VaultClosed("the vault was closed".into()));
@@ -479,7 +445,7 @@ impl Inner {
         Ok(())
     }
 
-    fn store(&self) -> Result<RwLockReadGuard<'_, Option<Store>>> {
+    fn store(&self) -> Result<RwLockReadGuard<'_, Option<Box<dyn Backend>>>> {
         let guard = self.store.read();
         if guard.is_none() {
             return Err(Error::VaultClosed("the vault was closed".into()));
@@ -487,7 +453,7 @@ impl Inner {
         Ok(guard)
     }
 
-    fn read(&self) -> Result<crate::store::ReadTx> {
+    fn read(&self) -> Result<ReadTx> {
         let guard = self.store()?;
         guard
             .as_ref()
@@ -503,27 +469,7 @@ impl Inner {
             .ok_or_else(|| Error::VaultClosed("the vault was closed".into()))?;
         let mut tx = store.write()?;
         let out = f(&mut tx)?;
-        self.commit(tx, redb::Durability::Immediate)?;
+        tx.commit(Durability::Immediate)?;
         Ok(out)
-    }
-
-    /// Commit, bumping the generation slots of what the transaction changed around it
-    /// (odd before the commit, a new even value after), so every process's cache sees it.
-    fn commit(&self, tx: WriteTx<'_>, durability: redb::Durability) -> Result<()> {
-        let (touched, committer) = tx.into_parts();
-        match &self.cache.sidecar {
-            Some(sc) if !touched.is_empty() => {
-                // Slot numbers from the guard: it may have remapped a replaced sidecar.
-                let mut guard = sc.write();
-                let slots: Vec<usize> = touched
-                    .iter()
-                    .map(|(k, id)| guard.slot_of(*k, id))
-                    .collect();
-                guard.begin(&slots);
-                committer.commit(durability)
-                // guard drops here: the slots become idle with new values
-            }
-            _ => committer.commit(durability),
-        }
     }
 }

@@ -31,13 +31,12 @@ impl Vault {
         };
         let now = (inner.settings.clock)();
         inner.write(|tx| {
-            let (slot, key_id, account_id) = limit_owner(tx, owner)?;
-            let storage = owner.storage_key();
-            let existing = tx.limits(&storage)?;
+            let (key_id, account_id) = limit_owner(tx, owner)?;
+            let existing = tx.limits(owner)?;
             if existing.len() >= MAX_LIMITS && !existing.iter().any(|l| l.name == name) {
                 return Err(Error::invalid(format!("at most {MAX_LIMITS} rate limits per key or account")));
             }
-            let old = tx.put_limit(&storage, slot, &def)?;
+            let old = tx.put_limit(owner, &def)?;
             inner.audit(
                 tx,
                 now,
@@ -58,9 +57,9 @@ impl Vault {
         validate_limit_name(name)?;
         let now = (inner.settings.clock)();
         inner.write(|tx| {
-            let (slot, key_id, account_id) = limit_owner(tx, owner)?;
+            let (key_id, account_id) = limit_owner(tx, owner)?;
             let old = tx
-                .remove_limit(&owner.storage_key(), slot, name)?
+                .remove_limit(owner, name)?
                 .ok_or_else(|| Error::NotFound(format!("rate limit {name:?}")))?;
             inner.audit(
                 tx,
@@ -88,29 +87,28 @@ impl Vault {
                     .ok_or_else(|| Error::NotFound(format!("account {a:?}")))?;
             }
         }
-        r.limits(&owner.storage_key())
+        r.limits(owner)
     }
 }
 
-/// Check that a limit's owner exists; its generation slot and audit ids.
-#[allow(clippy::type_complexity)]
-pub(super) fn limit_owner<'o>(
+/// Check that a limit's owner exists; its audit ids (key, account).
+pub(super) fn limit_owner(
     tx: &WriteTx<'_>,
-    owner: LimitOwner<'o>,
-) -> Result<((SlotKind, &'o str), Option<String>, Option<String>)> {
+    owner: LimitOwner<'_>,
+) -> Result<(Option<String>, Option<String>)> {
     match owner {
         LimitOwner::Key(k) => {
             if !token::is_valid_key_id(k) {
                 return Err(Error::invalid("key_id must be 8 characters of [a-z0-9]"));
             }
             let rec = tx.key(k)?.ok_or_else(|| not_found_key(k))?;
-            Ok(((SlotKind::Key, k), Some(rec.key_id), Some(rec.account_id)))
+            Ok((Some(rec.key_id), Some(rec.account_id)))
         }
         LimitOwner::Account(a) => {
             validate_id(a, "account id")?;
             tx.account(a)?
                 .ok_or_else(|| Error::NotFound(format!("account {a:?}")))?;
-            Ok(((SlotKind::Account, a), None, Some(a.to_string())))
+            Ok((None, Some(a.to_string())))
         }
     }
 }

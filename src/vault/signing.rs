@@ -115,7 +115,7 @@ impl Inner {
         let current = self.master.read().clone();
         let now = (self.settings.clock)();
         let count = self.write(|tx| {
-            if let Some(check) = tx.meta("master_check")? {
+            if let Some(check) = tx.meta(Meta::MasterCheck)? {
                 if !current.as_ref().is_some_and(|c| c.matches(&check)) {
                     return Err(Error::WrongMasterKey);
                 }
@@ -138,10 +138,10 @@ impl Inner {
                 tx.put_key(&rec)?;
                 count += 1;
             }
-            tx.put_meta("master_check", &new.check_value()?)?;
+            tx.put_meta(Meta::MasterCheck, &new.check_value()?)?;
             if let Some((salt, params)) = &kdf {
-                tx.put_meta("master_salt", salt)?;
-                tx.put_meta("master_kdf", &params.encode())?;
+                tx.put_meta(Meta::MasterSalt, salt)?;
+                tx.put_meta(Meta::MasterKdf, &params.encode())?;
             }
             self.audit(
                 tx,
@@ -197,7 +197,7 @@ pub(super) fn undecryptable(key_id: &str) -> Error {
 /// and parameters stored in the vault, created on first use), else `KEYLEDGER_MASTER_KEY`.
 /// It must match the vault's check value, which the first key given creates.
 pub(super) fn resolve_master_key(
-    store: &Store,
+    store: &dyn Backend,
     key: Option<MasterKey>,
     passphrase: Option<Zeroizing<String>>,
 ) -> Result<Option<MasterKey>> {
@@ -205,9 +205,9 @@ pub(super) fn resolve_master_key(
         (Some(k), _) => Some(k),
         (None, Some(p)) => {
             let mut tx = store.write()?;
-            let salt = tx.meta("master_salt")?;
+            let salt = tx.meta(Meta::MasterSalt)?;
             let kdf = tx
-                .meta("master_kdf")?
+                .meta(Meta::MasterKdf)?
                 .and_then(|v| Argon2Params::decode(&v));
             let (salt, kdf) = match (salt, kdf) {
                 (Some(salt), Some(kdf)) => {
@@ -218,9 +218,9 @@ pub(super) fn resolve_master_key(
                     let mut salt = vec![0u8; 16];
                     getrandom::fill(&mut salt).map_err(Error::storage)?;
                     let kdf = Argon2Params::default();
-                    tx.put_meta("master_salt", &salt)?;
-                    tx.put_meta("master_kdf", &kdf.encode())?;
-                    tx.commit(redb::Durability::Immediate)?;
+                    tx.put_meta(Meta::MasterSalt, &salt)?;
+                    tx.put_meta(Meta::MasterKdf, &kdf.encode())?;
+                    tx.commit(Durability::Immediate)?;
                     (salt, kdf)
                 }
             };
@@ -231,7 +231,7 @@ pub(super) fn resolve_master_key(
     let Some(key) = key else {
         return Ok(None);
     };
-    if let Some(check) = store.read()?.meta("master_check")? {
+    if let Some(check) = store.read()?.meta(Meta::MasterCheck)? {
         return if key.matches(&check) {
             Ok(Some(key))
         } else {
@@ -239,12 +239,12 @@ pub(super) fn resolve_master_key(
         };
     }
     let mut tx = store.write()?;
-    match tx.meta("master_check")? {
+    match tx.meta(Meta::MasterCheck)? {
         Some(check) if !key.matches(&check) => return Err(Error::WrongMasterKey),
         Some(_) => {}
         None => {
-            tx.put_meta("master_check", &key.check_value()?)?;
-            tx.commit(redb::Durability::Immediate)?;
+            tx.put_meta(Meta::MasterCheck, &key.check_value()?)?;
+            tx.commit(Durability::Immediate)?;
         }
     }
     Ok(Some(key))

@@ -135,11 +135,8 @@ fn a_writer_killed_between_its_slot_bumps_leaves_readers_correct() {
         let mut rec = tx.key(&info.key_id).unwrap().unwrap();
         rec.disabled = true;
         tx.put_key(&rec).unwrap();
-        let (_, committer) = tx.into_parts();
-        let mut w = sc.write();
-        w.begin(&[slot]);
-        committer.commit(redb::Durability::Immediate).unwrap();
-        w.abandon(); // "killed" here: no second bump
+        // Commits, bumps the slot to odd and is "killed" before the second bump.
+        tx.commit_and_die().unwrap();
     }
     assert!(!Sidecar::is_idle(sc.load(slot)));
     assert_eq!(call().unwrap_err(), Error::ApiKeyInactive);
