@@ -3,7 +3,7 @@
 
 use crate::limits;
 use crate::model::{Grant, Millis};
-use crate::store::AccountRecord;
+use crate::store::{AccountRecord, IdempotencyScope};
 
 /// Idempotency keys replay for this long.
 pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3_600_000;
@@ -11,9 +11,8 @@ pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3_600_000;
 pub(crate) struct DebitReq {
     pub(crate) account_id: String,
     pub(crate) cost: u64,
-    /// Namespaced idempotency key (`a:` authorize, `d:` management debit) and the
-    /// request's fingerprint.
-    pub(crate) idempotency: Option<(String, [u8; 32])>,
+    /// The idempotency key, the call it belongs to, and the request's fingerprint.
+    pub(crate) idempotency: Option<(IdempotencyScope, String, [u8; 32])>,
     pub(crate) now: Millis,
     /// The grant to complete (authorize) — `None` for a management debit.
     pub(crate) grant: Option<Grant>,

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    AccountRecord, AuditRecord, Backend, Generations, IdempotencyRecord, KeyRecord, Meta, ReadTx,
-    ReadTxn, WriteTx, WriteTxn,
+    AccountRecord, AuditRecord, Backend, Generations, IdempotencyRecord, IdempotencyScope,
+    KeyRecord, Meta, ReadTx, ReadTxn, WriteTx, WriteTxn,
 };
 use crate::error::{Error, Result};
 use crate::limits::{LimitOwner, RateLimit};
@@ -222,9 +222,10 @@ impl ReadTxn for FaultyWrite<'_> {
     fn idempotent(
         &self,
         account_id: &str,
+        scope: IdempotencyScope,
         key: &str,
     ) -> Result<Option<(Millis, IdempotencyRecord)>> {
-        self.inner.idempotent(account_id, key)
+        self.inner.idempotent(account_id, scope, key)
     }
     fn audit(
         &self,
@@ -283,12 +284,13 @@ impl WriteTxn for FaultyWrite<'_> {
     fn put_idempotent(
         &mut self,
         account_id: &str,
+        scope: IdempotencyScope,
         key: &str,
         at: Millis,
         rec: &IdempotencyRecord,
     ) -> Result<()> {
         injected(self.faults, "put_idempotent")?;
-        self.inner.put_idempotent(account_id, key, at, rec)
+        self.inner.put_idempotent(account_id, scope, key, at, rec)
     }
     fn prune_idempotent(&mut self, before: Millis, max: usize) -> Result<usize> {
         injected(self.faults, "prune_idempotent")?;

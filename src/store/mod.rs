@@ -33,6 +33,7 @@
 pub mod fault;
 pub(crate) mod records;
 pub(crate) mod redb;
+mod slots;
 
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ use crate::limits::{LimitOwner, RateLimit};
 use crate::model::{CacheMode, Millis};
 use crate::options::Durability;
 use crate::policy::RouteRule;
-use crate::shm::Sidecar;
+use crate::shm::{Sidecar, SlotKind};
 
 pub use self::records::fuzz_decode_records;
 pub(crate) use self::records::{AccountRecord, AuditRecord, IdempotencyRecord, KeyRecord};
@@ -64,6 +65,56 @@ pub(crate) enum Meta {
     MasterSalt,
     /// The argon2id parameters of a passphrase-derived master key.
     MasterKdf,
+}
+
+impl Meta {
+    /// The entry's stored name.
+    fn name(self) -> &'static str {
+        match self {
+            Meta::Argon2 => "argon2",
+            Meta::MasterCheck => "master_check",
+            Meta::MasterSalt => "master_salt",
+            Meta::MasterKdf => "master_kdf",
+        }
+    }
+}
+
+/// The stored name of a meta entry (backends store meta by name).
+fn meta_key(m: Meta) -> &'static str {
+    m.name()
+}
+
+/// The stored owner of a rate limit: `k:<key_id>` or `a:<account_id>`.
+fn owner_key(owner: LimitOwner<'_>) -> String {
+    match owner {
+        LimitOwner::Key(k) => format!("k:{k}"),
+        LimitOwner::Account(a) => format!("a:{a}"),
+    }
+}
+
+/// Which call an idempotency key belongs to: each has its own key space per account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IdempotencyScope {
+    /// `Vault::authorize`.
+    Authorize,
+    /// The management `Vault::debit`.
+    Debit,
+}
+
+/// The stored idempotency key: `a:<key>` (authorize) or `d:<key>` (debit).
+fn idempotency_key(scope: IdempotencyScope, key: &str) -> String {
+    match scope {
+        IdempotencyScope::Authorize => format!("a:{key}"),
+        IdempotencyScope::Debit => format!("d:{key}"),
+    }
+}
+
+/// The generation slot a change to a rate limit's owner invalidates.
+fn owner_slot(owner: LimitOwner<'_>) -> (SlotKind, &str) {
+    match owner {
+        LimitOwner::Key(k) => (SlotKind::Key, k),
+        LimitOwner::Account(a) => (SlotKind::Account, a),
+    }
 }
 
 /// The generation slots a backend hands the vault at open, and what they promise.
@@ -112,10 +163,11 @@ pub(crate) trait ReadTxn {
     /// The rate limits of a key or an account, by name.
     fn limits(&self, owner: LimitOwner<'_>) -> Result<Vec<RateLimit>>;
     fn routes(&self) -> Result<Vec<RouteRule>>;
-    /// The outcome stored under an (account, namespaced key), with its time.
+    /// The outcome stored under an idempotency key of an account, with its time.
     fn idempotent(
         &self,
         account_id: &str,
+        scope: IdempotencyScope,
         key: &str,
     ) -> Result<Option<(Millis, IdempotencyRecord)>>;
     /// Audit entries newest first, filtered; stops after `limit` matches or at `since`.
@@ -156,6 +208,7 @@ pub(crate) trait WriteTxn: ReadTxn {
     fn put_idempotent(
         &mut self,
         account_id: &str,
+        scope: IdempotencyScope,
         key: &str,
         at: Millis,
         rec: &IdempotencyRecord,

@@ -8,7 +8,7 @@
 //! owners are stored as `k:<key_id>` / `a:<account_id>`, meta entries by name.
 
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -19,9 +19,11 @@ use ::redb::{
 };
 
 use super::records::{decode, encode, FORMAT_VERSION};
+use super::slots::{FileIdentity, FileSlots};
 use super::{
-    AccountRecord, AuditRecord, Backend, Generations, IdempotencyRecord, KeyRecord, Meta, ReadTx,
-    ReadTxn, WriteTx, WriteTxn,
+    idempotency_key, meta_key, owner_key, owner_slot, AccountRecord, AuditRecord, Backend,
+    Generations, IdempotencyRecord, IdempotencyScope, KeyRecord, Meta, ReadTx, ReadTxn, WriteTx,
+    WriteTxn,
 };
 use crate::audit::AuditAction;
 use crate::error::{Error, Result};
@@ -51,32 +53,6 @@ const RATELIMITS: TableDefinition<(&str, &str), (u64, u64, bool)> =
     TableDefinition::new("ratelimits");
 /// Signatures seen (`single_use_signatures`): (t seconds, MAC) → ().
 const SIGNATURES_SEEN: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("signatures_seen");
-
-/// The name of a meta entry.
-fn meta_key(m: Meta) -> &'static str {
-    match m {
-        Meta::Argon2 => "argon2",
-        Meta::MasterCheck => "master_check",
-        Meta::MasterSalt => "master_salt",
-        Meta::MasterKdf => "master_kdf",
-    }
-}
-
-/// The stored owner of a rate limit.
-fn owner_key(owner: LimitOwner<'_>) -> String {
-    match owner {
-        LimitOwner::Key(k) => format!("k:{k}"),
-        LimitOwner::Account(a) => format!("a:{a}"),
-    }
-}
-
-/// The generation slot a rate limit's owner invalidates.
-fn owner_slot(owner: LimitOwner<'_>) -> (SlotKind, &str) {
-    match owner {
-        LimitOwner::Key(k) => (SlotKind::Key, k),
-        LimitOwner::Account(a) => (SlotKind::Account, a),
-    }
-}
 
 // redb's errors become the crate's `storage` error here (an already-open exclusive vault:
 // `vault_locked`); nothing above the store sees them.
@@ -137,18 +113,8 @@ pub(crate) struct RedbBackend {
     shared: Arc<Shared>,
     /// This open created the vault (wrote its format marker and identity).
     created: bool,
-    mode: CacheMode,
-    note: Option<String>,
-    /// The vault file's canonical path, device and inode while the shared cache is in use:
-    /// `maintain` watches its hard-link count (by path: a kept descriptor would keep
-    /// redb's open-file-description locks alive after `close`).
-    watched: Option<(PathBuf, u64, u64)>,
-}
-
-fn sidecar_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".shm");
-    PathBuf::from(s)
+    /// The generation slots (set once the vault's identity is read).
+    slots: Option<FileSlots>,
 }
 
 impl RedbBackend {
@@ -156,11 +122,7 @@ impl RedbBackend {
     /// symlink to someone else's file (`crate::files`), then its sidecar.
     pub(crate) fn open(path: &Path, options: &FileOptions) -> Result<RedbBackend> {
         let vault_file = crate::files::open_vault_file(path)?;
-        let watched = {
-            use std::os::unix::fs::MetadataExt;
-            let meta = vault_file.file.metadata().ok();
-            meta.map(|m| (vault_file.canonical.clone(), m.dev(), m.ino()))
-        };
+        let identity = FileIdentity::of(&vault_file);
         let mode = if options.exclusive {
             ::redb::ConcurrencyMode::ExclusiveWriter
         } else {
@@ -185,9 +147,7 @@ impl RedbBackend {
                 sidecar: None,
             }),
             created: false,
-            mode: CacheMode::Disabled,
-            note: None,
-            watched: None,
+            slots: None,
         };
         backend.created = backend.init_tables()?;
         let vault_id: [u8; 16] = backend
@@ -195,53 +155,19 @@ impl RedbBackend {
             .meta_raw("vault_id")?
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| Error::Storage("vault has no identity".into()))?;
-        let (sidecar, mode, note) = if options.exclusive {
-            (
-                Some(Sidecar::private(options.shm_slots)),
-                CacheMode::Private,
-                None,
-            )
-        } else if !options.shared_cache {
-            (
-                None,
-                CacheMode::Disabled,
-                Some("shared_cache is off".into()),
-            )
-        } else if vault_file.links > 1 {
-            // Another name for the same file would get another sidecar: processes opening
-            // it by that name would never see our writes. Trust no shared cache.
-            let note = format!(
-                "the vault file has {} hard links; a shared cache is not trusted",
-                vault_file.links
-            );
-            (None, CacheMode::Disabled, Some(note))
-        } else {
-            // Named from the canonical path: every name (symlink) of the file shares it.
-            let shm = sidecar_path(&vault_file.canonical);
-            match Sidecar::open(&shm, vault_id, options.shm_slots) {
-                Ok(s) => (Some(s), CacheMode::Shared, None),
-                Err(e) => match crate::shm::unsafe_file(&e) {
-                    Some(msg) => return Err(Error::InvalidArgument(msg)),
-                    None => (
-                        None,
-                        CacheMode::Disabled,
-                        Some(format!("cannot map {}: {e}", shm.display())),
-                    ),
-                },
-            }
-        };
+        let slots = FileSlots::open(
+            &identity,
+            vault_id,
+            options.exclusive,
+            options.shared_cache,
+            options.shm_slots,
+        )?;
         backend.shared = Arc::new(Shared {
             read_txns: AtomicU64::new(backend.shared.read_txns.load(Ordering::Relaxed)),
             commits: AtomicU64::new(backend.shared.commits.load(Ordering::Relaxed)),
-            sidecar: sidecar.map(Arc::new),
+            sidecar: slots.sidecar.clone(),
         });
-        backend.mode = mode;
-        backend.note = note;
-        backend.watched = if mode == CacheMode::Shared {
-            watched
-        } else {
-            None
-        };
+        backend.slots = Some(slots);
         Ok(backend)
     }
 
@@ -297,18 +223,6 @@ impl RedbBackend {
             shared: self.shared.clone(),
         })
     }
-
-    /// The vault file's hard-link count now (0 when not watched, gone or replaced).
-    fn vault_links(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let Some((path, dev, ino)) = &self.watched else {
-            return 0;
-        };
-        std::fs::metadata(path)
-            .ok()
-            .filter(|m| m.dev() == *dev && m.ino() == *ino)
-            .map_or(0, |m| m.nlink())
-    }
 }
 
 impl Backend for RedbBackend {
@@ -337,29 +251,24 @@ impl Backend for RedbBackend {
     }
 
     fn generations(&self) -> Generations {
-        Generations {
-            slots: self.shared.sidecar.clone(),
-            mode: self.mode,
-            note: self.note.clone(),
+        match &self.slots {
+            Some(slots) => slots.generations(),
+            None => Generations {
+                slots: None,
+                mode: CacheMode::Disabled,
+                note: None,
+            },
         }
     }
 
     fn maintain(&self) {
-        if let Some(sc) = &self.shared.sidecar {
-            // Removed, replaced or retired: map the file now at the path.
-            sc.check_path();
-            if self.vault_links() > 1 {
-                // A hard link made since the open: its name has another sidecar.
-                sc.distrust();
-            }
+        if let Some(slots) = &self.slots {
+            slots.maintain();
         }
     }
 
     fn distrust_reason(&self) -> Option<String> {
-        let links = self.vault_links();
-        (links > 1).then(|| {
-            format!("the vault file has {links} hard links; a shared cache is not trusted")
-        })
+        self.slots.as_ref().and_then(FileSlots::distrust_reason)
     }
 }
 
@@ -514,10 +423,12 @@ macro_rules! read_methods {
         fn idempotent(
             &self,
             account_id: &str,
+            scope: IdempotencyScope,
             key: &str,
         ) -> Result<Option<(Millis, IdempotencyRecord)>> {
+            let key = idempotency_key(scope, key);
             let t = self.txn.open_table(IDEMPOTENCY)?;
-            let v = t.get((account_id, key))?;
+            let v = t.get((account_id, key.as_str()))?;
             let Some(v) = v else { return Ok(None) };
             let (at, bytes) = v.value();
             Ok(Some((at, IdempotencyRecord::decode(bytes)?)))
@@ -790,10 +701,13 @@ impl WriteTxn for RedbWrite {
     fn put_idempotent(
         &mut self,
         account_id: &str,
+        scope: IdempotencyScope,
         key: &str,
         at: Millis,
         rec: &IdempotencyRecord,
     ) -> Result<()> {
+        let key = idempotency_key(scope, key);
+        let key = key.as_str();
         let bytes = rec.encode()?;
         let value = bytes.as_slice();
         let mut t = self.txn.open_table(IDEMPOTENCY)?;

@@ -129,7 +129,7 @@ impl Vault {
             cost: amount,
             idempotency: idempotency_key.map(|k| {
                 let fp = idempotency::fingerprint(id, &Matched::Debit, amount, 0);
-                (format!("d:{k}"), fp)
+                (IdempotencyScope::Debit, k.to_string(), fp)
             }),
             now: (inner.settings.clock)(),
             grant: None,

@@ -172,7 +172,7 @@ impl Inner {
                 idempotency: idem.map(|k| {
                     let limit_cost = options.limit_cost.unwrap_or(1);
                     let fp = idempotency::fingerprint(&rec.account_id, matched, cost, limit_cost);
-                    (format!("a:{k}"), fp)
+                    (IdempotencyScope::Authorize, k.to_string(), fp)
                 }),
                 now,
                 grant: Some(grant.clone()),

@@ -47,8 +47,8 @@ impl Inner {
 
     pub(super) fn apply_debit(&self, tx: &mut WriteTx<'_>, req: DebitReq) -> Result<Debited> {
         let account = req.account_id.as_str();
-        if let Some((k, fingerprint)) = &req.idempotency {
-            if let Some((at, stored)) = tx.idempotent(account, k)? {
+        if let Some((scope, k, fingerprint)) = &req.idempotency {
+            if let Some((at, stored)) = tx.idempotent(account, *scope, k)? {
                 if req.now.saturating_sub(at) < IDEMPOTENCY_WINDOW_MS {
                     // Another request under the same key (or a record from before
                     // fingerprints, which cannot prove it is the same): refuse, charge nothing.
@@ -88,7 +88,7 @@ impl Inner {
         if req.cost > 0 {
             tx.put_balance(account, left, total)?;
         }
-        if let Some((k, fingerprint)) = &req.idempotency {
+        if let Some((scope, k, fingerprint)) = &req.idempotency {
             let grant = req.grant.as_ref().map(|g| {
                 let mut g = GrantRecord::from(g);
                 g.charged = req.cost;
@@ -103,7 +103,7 @@ impl Inner {
                 total,
                 grant,
             };
-            tx.put_idempotent(account, k, req.now, &rec)?;
+            tx.put_idempotent(account, *scope, k, req.now, &rec)?;
         }
         if req.grant.is_none() {
             self.audit(

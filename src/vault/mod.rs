@@ -35,8 +35,8 @@ use crate::secrets::{self, MasterKey};
 use crate::shm::{Sidecar, SlotKind};
 use crate::store::records::GrantRecord;
 use crate::store::{
-    file, AccountRecord, AuditRecord, Backend, Generations, IdempotencyRecord, KeyRecord, Meta,
-    ReadTx, WriteTx,
+    file, AccountRecord, AuditRecord, Backend, Generations, IdempotencyRecord, IdempotencyScope,
+    KeyRecord, Meta, ReadTx, WriteTx,
 };
 use crate::times;
 use crate::token;
