@@ -1,9 +1,14 @@
-//! The vault: open, authorize, manage (SPEC §4–§6, §9, §10).
+//! The vault: open, authorize, manage.
 //!
 //! [`Vault`] and its shared state (`Inner`) live here with the transaction helpers; each
 //! concern has its own child module: `authorize` (the pipeline), `hot` (the caches it
 //! reads), `accounts`, `keys`, `ratelimits`, `routes`, `signing` (and the master key),
 //! `debits` (group commit and refills), `audit`, `background` (the flusher) and `bulk`.
+//! The children share this module's imports (`use super::*`).
+//!
+//! Storage is a `Box<dyn Backend>` (`crate::store`): management calls, debits and cache
+//! misses go through it; the hot path (a cached, verified key) reads only the caches and
+//! the generation slots the backend handed over at open.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
