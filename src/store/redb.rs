@@ -7,15 +7,17 @@
 //! fixed-width `(u64, u64)` tuple; integers stored by redb are little-endian. Rate-limit
 //! owners are stored as `k:<key_id>` / `a:<account_id>`, meta entries by name.
 
+#[cfg(any(test, feature = "fault-injection"))]
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ::redb::backends::FileBackend;
+#[cfg(any(test, feature = "fault-injection"))]
+use ::redb::{BackendError, StorageBackend};
 use ::redb::{
-    BackendError, Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend,
-    TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
 use super::records::{decode, encode, FORMAT_VERSION};

@@ -1,6 +1,10 @@
 //! Accounts: creation, balances, top-ups, management debits and refill plans.
 
-use super::*;
+use super::{
+    idempotency, json, limits, metadata_string, validate_id, validate_idempotency_key, Account,
+    AccountRecord, AuditAction, Balance, DebitReq, Error, IdempotencyScope, Inner, Matched, Millis,
+    Refill, RefillInterval, Result, Value, Vault, MAX_IDEMPOTENCY_KEY,
+};
 
 impl Vault {
     /// Create an account with `credits` (≥ 0) and optional metadata (a JSON object).

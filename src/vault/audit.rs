@@ -1,7 +1,10 @@
 //! The audit log: writing management entries, coalescing request-path refusals, and the
 //! audit query.
 
-use super::*;
+use super::{
+    times, AuditAction, AuditEntry, AuditQuery, AuditRecord, Error, EventKey, Inner, KeyRecord,
+    Millis, Result, Target, Value, Vault, WriteTx,
+};
 
 impl Vault {
     /// Audit entries, newest first (flushes pending request-path entries first).

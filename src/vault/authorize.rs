@@ -1,7 +1,13 @@
 //! The authorize pipeline: authentication (format, secret, key state), scope or route,
 //! rate limits, then credits.
 
-use super::*;
+use super::{
+    crypto, idempotency, no_master_key, policy, secrets, token, undecryptable,
+    validate_authorize_args, AccountView, Arc, Argon2Params, AtomicU64, AuditAction, AuthMethod,
+    AuthorizeOptions, BoundLimit, Budget, DebitReq, DigestKey, Error, EventKey, FailedSecrets,
+    Grant, HotKey, IdempotencyScope, Inner, KeyEntry, KeyState, Limiter, Matched, Millis, OnReplay,
+    Ordering, Rc, Result, RwLock, Taken, Target, Throttle, Vault, Verified, WhoAmI, NEVER,
+};
 
 /// Secret verification: the process's digest key, argon2 parameters and the guards
 /// against floods of cold verifications.

@@ -1,7 +1,10 @@
 //! The background flusher: usage counters and request-path audit entries in batches,
 //! eventual-durability syncs, idempotency and refusal pruning.
 
-use super::*;
+use super::{
+    json, mpsc, Arc, AtomicBool, AtomicU64, AuditRecord, Durability, Duration, Error, Inner,
+    JoinHandle, Millis, Mutex, Ordering, Pending, Result, Weak, IDEMPOTENCY_WINDOW_MS,
+};
 
 /// Usage counters and request-path audit entries waiting for the flusher, and its state.
 pub(super) struct Flushing {

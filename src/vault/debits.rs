@@ -1,6 +1,10 @@
 //! Debits and refills: group-committed debit batches, idempotent replays, due refills.
 
-use super::*;
+use super::{
+    json, limits, AuditAction, AuditRecord, AuthMethod, DebitReq, Debited, Durability, Error,
+    Grant, GrantRecord, IdempotencyRecord, Inner, Millis, Ordering, Result, WriteTx,
+    IDEMPOTENCY_WINDOW_MS,
+};
 
 impl Inner {
     pub(super) fn submit_debit(&self, req: DebitReq) -> Result<Debited> {

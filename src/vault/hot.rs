@@ -1,7 +1,11 @@
 //! The hot path's caches: per-process and per-thread copies of key records, account
 //! views and the route table, validated by the sidecar's generation slots.
 
-use super::*;
+use super::{
+    cache, limits, next_refill, Arc, BoundLimit, BuildFast, Cache, CacheMode, Counters, Error,
+    HashMap, Inner, KeyRecord, LimitOwner, Millis, Rc, Result, Router, RwLock, Sidecar, SlotKind,
+    UsageCell,
+};
 
 /// The hot path's caches and what validates them.
 pub(super) struct Caches {

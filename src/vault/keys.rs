@@ -1,6 +1,10 @@
 //! Keys: minting, listing, state changes (revoke, disable, scopes, expiry) and rotation.
 
-use super::*;
+use super::{
+    crypto, json, metadata_string, normalize_scopes, seal_signing_secret, times, token,
+    validate_expiry, validate_id, validate_name, AuditAction, Error, Inner, KeyInfo, KeyRecord,
+    LimitOwner, Millis, NewKey, Result, SecretToken, Usage, Value, Vault,
+};
 
 impl Vault {
     /// Mint a key. Returns the token — shown once, never stored, never retrievable — and

@@ -1,6 +1,9 @@
 //! Rate-limit definitions on keys and accounts (the counters live in `crate::limits`).
 
-use super::*;
+use super::{
+    json, not_found_key, token, validate_id, validate_limit_name, AuditAction, Error, LimitOwner,
+    RateLimit, Result, Vault, WriteTx, MAX_LIMITS, MAX_LIMIT_WINDOW_MS,
+};
 
 impl Vault {
     /// Set a rate limit (SPEC §13): `limit` units per `duration_ms`, on a key or on an

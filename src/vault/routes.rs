@@ -1,6 +1,6 @@
 //! Route rules: add, remove, list and match.
 
-use super::*;
+use super::{json, policy, AuditAction, Error, Result, RouteRule, Vault};
 
 impl Vault {
     /// Add a route rule `(method, pattern) → (scope, cost)`. `already_exists` if the

@@ -1,7 +1,11 @@
 //! Signing keys and the master key: request signatures, revealing a signing secret,
 //! master-key resolution and rotation.
 
-use super::*;
+use super::{
+    json, not_found_key, secrets, token, Argon2Params, AuditAction, AuthorizeOptions, Backend,
+    Durability, Error, Inner, MasterKey, Meta, Millis, Result, SecretToken, Target, Vault,
+    Zeroizing,
+};
 
 impl Vault {
     /// The signing secret of a signing key, for an admin who lost it (audited as
@@ -131,7 +135,8 @@ impl Inner {
                     .open(&aad, sealed)
                     .ok_or_else(|| undecryptable(&rec.key_id))?;
                 #[cfg(test)]
-                if count >= tests::REKEY_FAIL_AFTER.load(Ordering::SeqCst) {
+                if count >= super::tests::REKEY_FAIL_AFTER.load(std::sync::atomic::Ordering::SeqCst)
+                {
                     return Err(Error::Storage("injected failure during rekey".into()));
                 }
                 rec.signing_secret = Some(new.seal(&aad, &plain)?);
