@@ -245,37 +245,6 @@ impl Error {
     }
 }
 
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        Error::storage(e)
-    }
-}
-
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::storage(e)
-            }
-        }
-    )*};
-}
-storage_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-impl From<redb::DatabaseError> for Error {
-    fn from(e: redb::DatabaseError) -> Self {
-        match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::VaultLocked,
-            other => Error::storage(other),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

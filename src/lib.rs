@@ -29,8 +29,11 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod audit;
 mod batch;
 mod cache;
+mod clock;
+mod credits;
 mod crypto;
 mod error;
 mod error_code;
@@ -41,6 +44,7 @@ pub mod http;
 mod idempotency;
 mod limits;
 mod model;
+mod options;
 pub mod policy;
 #[cfg(feature = "python")]
 mod python;
@@ -50,6 +54,7 @@ mod store;
 mod times;
 pub mod token;
 mod usage;
+mod validate;
 mod vault;
 mod webhook;
 

@@ -65,8 +65,8 @@ impl<'a> LimitOwner<'a> {
         }
     }
 
-    /// The storage key of the owner (`k:<key_id>` / `a:<account_id>`).
-    pub(crate) fn storage_key(&self) -> String {
+    /// The owner's name in its rate buckets' keys (`k:<key_id>` / `a:<account_id>`).
+    pub(crate) fn bucket_owner(&self) -> String {
         match self {
             LimitOwner::Key(k) => format!("k:{k}"),
             LimitOwner::Account(a) => format!("a:{a}"),
@@ -98,7 +98,7 @@ pub(crate) struct BoundLimit {
     pub def: RateLimit,
 }
 
-/// Bind the limits of `owner` (a `LimitOwner::storage_key()`) to their buckets.
+/// Bind the limits of `owner` (a `LimitOwner::bucket_owner()`) to their buckets.
 pub(crate) fn bind(owner: &str, defs: Vec<RateLimit>) -> Vec<BoundLimit> {
     defs.into_iter()
         .map(|def| BoundLimit {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::audit::AuditAction;
 use crate::model::Millis;
 
 /// Distinct coalesced events kept per window; beyond it events fold into one overflow
@@ -60,7 +61,7 @@ impl UsageCell {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct EventKey {
-    pub action: &'static str,
+    pub action: AuditAction,
     pub key_id: Option<String>,
     pub account_id: Option<String>,
     pub code: Option<&'static str>,
@@ -254,7 +255,7 @@ mod tests {
 
     fn refusal(key: &str) -> EventKey {
         EventKey {
-            action: "auth_refused",
+            action: AuditAction::AuthRefused,
             key_id: Some(key.into()),
             account_id: None,
             code: Some("invalid_api_key"),
@@ -300,7 +301,7 @@ mod tests {
     fn a_folded_entry_keeps_a_few_distinct_samples() {
         let p = Pending::new();
         let key = EventKey {
-            action: "auth_refused",
+            action: AuditAction::AuthRefused,
             key_id: None,
             account_id: None,
             code: Some("invalid_api_key"),

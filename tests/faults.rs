@@ -5,8 +5,10 @@
 //! *final* fsync can leave it there: the bytes reached the file, the kernel could not
 //! promise they are durable, which every database reports as an error).
 //!
-//! The failing backend wraps redb's file backend (`keyledger::testing::fault`, compiled
-//! with the `fault-injection` feature that the integration tests turn on).
+//! Two failing layers (`keyledger::testing::fault`, compiled with the `fault-injection`
+//! feature that the integration tests turn on): `fault::arm` fails the file under redb,
+//! `fault::arm_operations` wraps the storage backend, whatever it is, and fails its
+//! operations.
 
 mod common;
 
@@ -174,4 +176,56 @@ fn after_a_storage_error_the_same_handle_refuses_or_stays_exact() {
         "same handle after a fault: {recovered} debits succeeded, {refused} refused with storage"
     );
     fault::disarm(&f.path);
+}
+
+/// The same promise over the backend trait, whatever the backend: a storage operation that
+/// fails (any typed write of the transaction, or its commit) at any point of a debit, an
+/// authorization that charges or a top-up fails that call with `storage` and changes
+/// nothing, and the same handle goes on exactly once the storage is healthy.
+#[test]
+fn a_failed_backend_operation_fails_the_call_and_changes_nothing() {
+    let f = Fixture::new();
+    f.vault.create_account("a", 1_000, None).unwrap();
+    let (token, _) = f.vault.create_key(NewKey::new("a", "k", ["x"])).unwrap();
+    f.vault.close().unwrap();
+    let faults = fault::arm_operations(&f.path);
+    let v = open(&f.path);
+    let charge = AuthorizeOptions {
+        cost: Some(2),
+        ..AuthorizeOptions::default()
+    };
+    let mut expected = 1_000u64;
+    let mut failed = 0;
+    for n in 0..8u64 {
+        faults.fail_after(n);
+        let debit = v.debit("a", 3, None).map(|b| b.credits);
+        let authorized = v
+            .authorize(token.expose(), Target::scope("x"), &charge)
+            .map(|g| g.credits);
+        let topped = v.top_up("a", 5, None).map(|b| b.credits);
+        faults.heal();
+        for (r, delta) in [(debit, -3i64), (authorized, -2), (topped, 5)] {
+            match r {
+                Ok(credits) => {
+                    expected = expected.checked_add_signed(delta).unwrap();
+                    assert_eq!(credits, expected);
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), "storage", "{e:?}");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(v.balance("a").unwrap().credits, expected);
+    }
+    assert!(failed > 0, "no operation failed");
+    assert!(faults.failures() > 0);
+    v.close().unwrap();
+    drop(v);
+    fault::disarm(&f.path);
+    check_integrity(&f.path);
+    let v = open(&f.path);
+    assert_eq!(v.balance("a").unwrap().credits, expected);
+    assert_no_audit_gap(&v);
+    v.close().unwrap();
 }

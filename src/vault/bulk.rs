@@ -1,19 +1,20 @@
 //! A bulk path for building large vaults (benchmarks, imports): many keys per write
 //! transaction, argon2 at caller-chosen parameters, minted on every core.
 //!
-//! A child module of `vault` (declared there with `#[path]`), so it uses the vault's
-//! private transaction helpers instead of widening them.
+//! A child module of `vault`: it uses the vault's transaction helpers.
 
 use std::collections::HashSet;
 
 use serde_json::json;
 
-use super::{normalize_scopes, validate_id, Vault};
+use super::AuditAction;
+use super::Vault;
 use crate::crypto::{self, Argon2Params};
 use crate::error::{Error, Result};
 use crate::model::SecretToken;
 use crate::store::KeyRecord;
 use crate::token;
+use crate::validate::{normalize_scopes, validate_id};
 
 /// Keys written per transaction.
 const BATCH: usize = 4096;
@@ -42,7 +43,7 @@ impl Vault {
         token::validate_prefix(prefix)?;
         let scopes = normalize_scopes(scopes)?;
         argon2.validate()?;
-        let now = (inner.clock)();
+        let now = (inner.settings.clock)();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut out: Vec<SecretToken> = Vec::with_capacity(n);
         while out.len() < n {
@@ -66,7 +67,7 @@ impl Vault {
                 inner.audit(
                     tx,
                     now,
-                    "keys_created_bulk",
+                    AuditAction::KeysCreatedBulk,
                     None,
                     Some(account_id),
                     json!({ "count": accepted.len(), "prefix": prefix, "scopes": scopes }),

@@ -1,27 +1,39 @@
-//! Storage: the narrow interface the vault needs, implemented over one redb file.
+//! The redb backend: one file shared by every process on the host
+//! (`ConcurrencyMode::MultiWriter`), or owned by one (`ExclusiveWriter`), with the
+//! shared-memory sidecar `<vault>.shm` beside it for cache invalidation.
 //!
-//! The vault's logic (validation, check order, caches) never touches redb directly. It
-//! opens a [`ReadTx`] or a [`WriteTx`] and calls typed methods (`key`, `put_key`,
-//! `balance`, `append_audit`, …). A second backend (for deployments that outgrow one
-//! machine) implements these same methods; nothing above this module changes.
-//!
-//! Layout (see `docs/format.md`): every record is a version byte followed by a postcard
-//! encoding of a `*Record` struct; balances are a fixed-width `(u64, u64)` tuple; integers
-//! stored by redb are little-endian.
+//! The only file that names redb. Tables (see `docs/format.md`): every record is a
+//! version byte followed by its postcard encoding (`store/records.rs`); balances are a
+//! fixed-width `(u64, u64)` tuple; integers stored by redb are little-endian. Rate-limit
+//! owners are stored as `k:<key_id>` / `a:<account_id>`, meta entries by name.
 
+#[cfg(any(test, feature = "fault-injection"))]
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+use ::redb::backends::FileBackend;
+#[cfg(any(test, feature = "fault-injection"))]
+use ::redb::{BackendError, StorageBackend};
+use ::redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use super::records::{decode, encode, FORMAT_VERSION};
+use super::slots::{FileIdentity, FileSlots};
+use super::{
+    idempotency_key, meta_key, owner_key, owner_slot, AccountRecord, AuditRecord, Backend,
+    Generations, IdempotencyRecord, IdempotencyScope, KeyRecord, Meta, ReadTx, ReadTxn, WriteTx,
+    WriteTxn,
+};
+use crate::audit::AuditAction;
 use crate::error::{Error, Result};
-use crate::model::Millis;
+use crate::limits::{LimitOwner, RateLimit};
+use crate::model::{CacheMode, Millis};
+use crate::options::Durability;
 use crate::policy::RouteRule;
-use crate::shm::SlotKind;
+use crate::shm::{Sidecar, SlotKind};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
@@ -44,362 +56,132 @@ const RATELIMITS: TableDefinition<(&str, &str), (u64, u64, bool)> =
 /// Signatures seen (`single_use_signatures`): (t seconds, MAC) → ().
 const SIGNATURES_SEEN: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("signatures_seen");
 
-/// The on-disk format version, stored under `meta["format"]`.
-pub(crate) const FORMAT_VERSION: u32 = 1;
-const RECORD_VERSION: u8 = 1;
-
-/// A stored account (its balance lives in its own fixed-width table).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct AccountRecord {
-    pub created_at: Millis,
-    /// Serialized JSON object.
-    pub metadata: String,
-    /// Credits set back to an amount each period (SPEC §13).
-    pub refill: Option<crate::model::Refill>,
-    /// Start of the last period whose refill was applied.
-    pub refilled_at: Option<Millis>,
-}
-
-/// A stored key. Holds the argon2 hash: never printed (Debug is hand-written).
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct KeyRecord {
-    pub key_id: String,
-    pub prefix: String,
-    pub account_id: String,
-    pub name: String,
-    pub scopes: Vec<String>,
-    pub operator: bool,
-    pub created_at: Millis,
-    pub expires_at: Option<Millis>,
-    pub disabled: bool,
-    pub revoked_at: Option<Millis>,
-    pub secret_hash: String,
-    /// Encrypted signing secret (SPEC §7), reserved for request signing.
-    pub signing_secret: Option<Vec<u8>>,
-    pub rotated_from: Option<String>,
-    /// Serialized JSON object.
-    pub metadata: String,
-}
-
-impl std::fmt::Debug for KeyRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRecord")
-            .field("key_id", &self.key_id)
-            .field("prefix", &self.prefix)
-            .field("account_id", &self.account_id)
-            .field("name", &self.name)
-            .field("scopes", &self.scopes)
-            .field("operator", &self.operator)
-            .field("expires_at", &self.expires_at)
-            .field("disabled", &self.disabled)
-            .field("revoked_at", &self.revoked_at)
-            .finish_non_exhaustive()
+// redb's errors become the crate's `storage` error here (an already-open exclusive vault:
+// `vault_locked`); nothing above the store sees them.
+impl From<::redb::Error> for Error {
+    fn from(e: ::redb::Error) -> Self {
+        Error::storage(e)
     }
 }
 
-/// A stored audit entry.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct AuditRecord {
-    pub time: Millis,
-    pub action: String,
-    pub key_id: Option<String>,
-    pub account_id: Option<String>,
-    pub actor: Option<String>,
-    /// Serialized JSON object.
-    pub details: String,
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![RECORD_VERSION];
-    let body = postcard::to_allocvec(value).map_err(Error::storage)?;
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    match bytes.split_first() {
-        Some((&RECORD_VERSION, body)) => {
-            postcard::from_bytes(body).map_err(|_| Error::Storage(format!("corrupt {what} record")))
-        }
-        _ => Err(Error::Storage(format!(
-            "{what} record has an unknown format version"
-        ))),
-    }
-}
-
-/// Decode one stored record of each kind from raw bytes, for the fuzzer: corrupt bytes must
-/// give a `storage` error, never a panic. Returns which decodes succeeded.
-#[doc(hidden)]
-pub fn fuzz_decode_records(bytes: &[u8]) -> [bool; 3] {
-    [
-        decode::<AccountRecord>(bytes, "account").is_ok(),
-        decode::<KeyRecord>(bytes, "key").is_ok(),
-        decode::<AuditRecord>(bytes, "audit").is_ok(),
-    ]
-}
-
-/// Storage that fails on demand (STYLE habit 10): a vault opened on a path armed here goes
-/// through a redb backend that wraps the real file and, once its countdown runs out, fails
-/// every write, `set_len` and `fsync` with an I/O error, until healed. Compiled only in unit
-/// tests and with the `fault-injection` feature (the integration tests and the fuzzer turn
-/// it on); a release build has none of it.
-#[cfg(any(test, feature = "fault-injection"))]
-#[doc(hidden)]
-pub mod fault {
-    use std::fs::OpenOptions;
-    use std::ops::Bound;
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    use redb::backends::FileBackend;
-    use redb::{BackendError, StorageBackend};
-
-    use crate::error::{Error, Result};
-
-    /// The switch shared by a test and the backends opened on its path.
-    #[derive(Debug, Default)]
-    pub struct Faults {
-        /// Mutating operations still allowed before failing; negative: never fail.
-        countdown: AtomicI64,
-        failures: AtomicU64,
-        operations: AtomicU64,
-    }
-
-    impl Faults {
-        /// Let `n` more writes/syncs succeed, then fail every one until [`Faults::heal`].
-        pub fn fail_after(&self, n: u64) {
-            self.countdown
-                .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::SeqCst);
-        }
-        /// Fail from the next write or sync on.
-        pub fn fail_now(&self) {
-            self.fail_after(0);
-        }
-        /// Stop failing.
-        pub fn heal(&self) {
-            self.countdown.store(-1, Ordering::SeqCst);
-        }
-        /// How many operations failed so far.
-        pub fn failures(&self) -> u64 {
-            self.failures.load(Ordering::SeqCst)
-        }
-        /// How many mutating operations (write, set_len, sync) were attempted.
-        pub fn operations(&self) -> u64 {
-            self.operations.load(Ordering::SeqCst)
-        }
-
-        fn check(&self, what: &str) -> std::io::Result<()> {
-            self.operations.fetch_add(1, Ordering::SeqCst);
-            let left = self
-                .countdown
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                    (c > 0).then(|| c - 1)
-                });
-            match left {
-                // Disarmed (negative) or still counting down.
-                Err(c) if c < 0 => Ok(()),
-                Ok(_) => Ok(()),
-                Err(_) => {
-                    self.failures.fetch_add(1, Ordering::SeqCst);
-                    Err(std::io::Error::other(format!("injected fault: {what}")))
-                }
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::storage(e)
             }
         }
-    }
+    )*};
+}
+storage_from!(
+    ::redb::TransactionError,
+    ::redb::TableError,
+    ::redb::StorageError,
+    ::redb::CommitError
+);
 
-    static ARMED: Mutex<Vec<(PathBuf, Arc<Faults>)>> = Mutex::new(Vec::new());
-
-    fn canonical(path: &Path) -> PathBuf {
-        std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-    }
-
-    /// Every later open of `path` (in this process) goes through a failing backend driven
-    /// by the returned switch, which starts healed.
-    pub fn arm(path: &Path) -> Arc<Faults> {
-        let faults = Arc::new(Faults::default());
-        faults.heal();
-        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-        armed.retain(|(p, _)| *p != canonical(path));
-        armed.push((canonical(path), faults.clone()));
-        faults
-    }
-
-    /// Later opens of `path` use the plain file again.
-    pub fn disarm(path: &Path) {
-        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-        armed.retain(|(p, _)| *p != canonical(path));
-    }
-
-    pub(crate) fn armed_for(path: &Path) -> Option<Arc<Faults>> {
-        let armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-        if armed.is_empty() {
-            return None;
-        }
-        let path = canonical(path);
-        armed
-            .iter()
-            .find(|(p, _)| *p == path)
-            .map(|(_, f)| f.clone())
-    }
-
-    /// redb's file backend with faults on demand.
-    #[derive(Debug)]
-    pub(crate) struct FailingBackend {
-        inner: FileBackend,
-        faults: Arc<Faults>,
-    }
-
-    impl FailingBackend {
-        pub(crate) fn open(path: &Path, faults: Arc<Faults>) -> Result<FailingBackend> {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
-            Ok(FailingBackend {
-                inner: FileBackend::new(file)?,
-                faults,
-            })
-        }
-    }
-
-    impl StorageBackend for FailingBackend {
-        fn len(&self) -> std::io::Result<u64> {
-            self.inner.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            self.inner.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.faults.check("set_len")?;
-            self.inner.set_len(len)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            self.faults.check("sync")?;
-            self.inner.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.faults.check("write")?;
-            self.inner.write(offset, data)
-        }
-        fn close(&self) -> std::io::Result<()> {
-            self.inner.close()
-        }
-        fn try_lock_range(
-            &self,
-            start: Bound<u64>,
-            end: Bound<u64>,
-        ) -> std::result::Result<bool, BackendError> {
-            self.inner.try_lock_range(start, end)
-        }
-        fn try_lock_shared_range(
-            &self,
-            start: Bound<u64>,
-            end: Bound<u64>,
-        ) -> std::result::Result<bool, BackendError> {
-            self.inner.try_lock_shared_range(start, end)
-        }
-        fn lock_range(
-            &self,
-            start: Bound<u64>,
-            end: Bound<u64>,
-        ) -> std::result::Result<(), BackendError> {
-            self.inner.lock_range(start, end)
-        }
-        fn lock_shared_range(
-            &self,
-            start: Bound<u64>,
-            end: Bound<u64>,
-        ) -> std::result::Result<(), BackendError> {
-            self.inner.lock_shared_range(start, end)
-        }
-        fn unlock_range(
-            &self,
-            start: Bound<u64>,
-            end: Bound<u64>,
-        ) -> std::result::Result<(), BackendError> {
-            self.inner.unlock_range(start, end)
-        }
-        fn query_lock_range(
-            &self,
-            start: Bound<u64>,
-            end: Bound<u64>,
-        ) -> std::result::Result<bool, BackendError> {
-            self.inner.query_lock_range(start, end)
+impl From<::redb::DatabaseError> for Error {
+    fn from(e: ::redb::DatabaseError) -> Self {
+        match e {
+            ::redb::DatabaseError::DatabaseAlreadyOpen => Error::VaultLocked,
+            other => Error::storage(other),
         }
     }
 }
 
-/// Whether the store may hold other processes (MultiWriter) or only this one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Sharing {
-    MultiProcess,
-    Exclusive,
+/// How to open a vault file.
+pub(crate) struct FileOptions {
+    /// One process only (`ExclusiveWriter`): cheaper reads and commits, private slots.
+    pub exclusive: bool,
+    /// redb's page cache, in bytes.
+    pub cache_bytes: usize,
+    /// Map the shared sidecar (false: every call reads the file).
+    pub shared_cache: bool,
+    /// Generation slots in the sidecar.
+    pub shm_slots: u32,
 }
 
-/// The redb-backed store.
-pub(crate) struct Store {
-    db: Database,
+/// What every transaction of one open shares.
+struct Shared {
     read_txns: AtomicU64,
     commits: AtomicU64,
-    /// This open created the vault (wrote its format marker and identity).
-    created: bool,
+    /// The generation slots bumped around each commit.
+    sidecar: Option<Arc<Sidecar>>,
 }
 
-impl Store {
-    /// Open the store in `file`, the vault file at `path` already opened and checked by
-    /// `crate::files::open_vault_file` (redb uses that very descriptor).
-    pub(crate) fn open(
-        path: &Path,
-        file: std::fs::File,
-        sharing: Sharing,
-        cache_bytes: usize,
-    ) -> Result<Store> {
-        let mode = match sharing {
-            Sharing::MultiProcess => redb::ConcurrencyMode::MultiWriter,
-            Sharing::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
+/// The redb backend.
+pub(crate) struct RedbBackend {
+    db: Database,
+    shared: Arc<Shared>,
+    /// This open created the vault (wrote its format marker and identity).
+    created: bool,
+    /// The generation slots (set once the vault's identity is read).
+    slots: Option<FileSlots>,
+}
+
+impl RedbBackend {
+    /// Open (or create) the vault file at `path`: never a planted file, never through a
+    /// symlink to someone else's file (`crate::files`), then its sidecar.
+    pub(crate) fn open(path: &Path, options: &FileOptions) -> Result<RedbBackend> {
+        let vault_file = crate::files::open_vault_file(path)?;
+        let identity = FileIdentity::of(&vault_file);
+        let mode = if options.exclusive {
+            ::redb::ConcurrencyMode::ExclusiveWriter
+        } else {
+            ::redb::ConcurrencyMode::MultiWriter
         };
-        let mut builder = redb::Builder::new();
+        let mut builder = ::redb::Builder::new();
         builder
-            .set_cache_size(cache_bytes)
+            .set_cache_size(options.cache_bytes)
             .set_concurrency_mode(mode);
         #[cfg(any(test, feature = "fault-injection"))]
-        let db = match fault::armed_for(path) {
-            Some(faults) => {
-                builder.create_with_backend(fault::FailingBackend::open(path, faults)?)?
-            }
-            None => builder.create_with_backend(redb::backends::FileBackend::new(file)?)?,
+        let db = match super::fault::armed_for(path) {
+            Some(faults) => builder.create_with_backend(FailingBackend::open(path, faults)?)?,
+            None => builder.create_with_backend(FileBackend::new(vault_file.file)?)?,
         };
         #[cfg(not(any(test, feature = "fault-injection")))]
-        let db = {
-            let _ = path;
-            builder.create_with_backend(redb::backends::FileBackend::new(file)?)?
-        };
-        let mut store = Store {
+        let db = builder.create_with_backend(FileBackend::new(vault_file.file)?)?;
+        let mut backend = RedbBackend {
             db,
-            read_txns: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
+            shared: Arc::new(Shared {
+                read_txns: AtomicU64::new(0),
+                commits: AtomicU64::new(0),
+                sidecar: None,
+            }),
             created: false,
+            slots: None,
         };
-        store.created = store.init_tables()?;
-        Ok(store)
-    }
-
-    /// Whether this open created the vault.
-    pub(crate) fn created(&self) -> bool {
-        self.created
+        backend.created = backend.init_tables()?;
+        let vault_id: [u8; 16] = backend
+            .begin_read()?
+            .meta_raw("vault_id")?
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| Error::Storage("vault has no identity".into()))?;
+        let slots = FileSlots::open(
+            &identity,
+            vault_id,
+            options.exclusive,
+            options.shared_cache,
+            options.shm_slots,
+        )?;
+        backend.shared = Arc::new(Shared {
+            read_txns: AtomicU64::new(backend.shared.read_txns.load(Ordering::Relaxed)),
+            commits: AtomicU64::new(backend.shared.commits.load(Ordering::Relaxed)),
+            sidecar: slots.sidecar.clone(),
+        });
+        backend.slots = Some(slots);
+        Ok(backend)
     }
 
     /// Create the tables, format marker and identity of a new vault; `true` if this call
     /// did (`false`: the vault existed).
     fn init_tables(&self) -> Result<bool> {
         // Skip the write when the format marker is already there (the common reopen).
-        if let Some(v) = self.read()?.meta("format")? {
+        if let Some(v) = self.begin_read()?.meta_raw("format")? {
             return check_format(&v).map(|()| false);
         }
-        let mut tx = self.write()?;
-        if let Some(v) = tx.meta("format")? {
+        let mut tx = self.begin_write()?;
+        if let Some(v) = tx.meta_raw("format")? {
             return check_format(&v).map(|()| false);
         }
         {
@@ -418,40 +200,77 @@ impl Store {
             t.open_table(USAGE_HOURLY)?;
             t.open_table(RATELIMITS)?;
         }
-        tx.put_meta("format", &FORMAT_VERSION.to_le_bytes())?;
+        tx.put_meta_raw("format", &FORMAT_VERSION.to_le_bytes())?;
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(Error::storage)?;
-        tx.put_meta("vault_id", &id)?;
-        tx.commit(Durability::Immediate)?;
+        tx.put_meta_raw("vault_id", &id)?;
+        Box::new(tx).commit(Durability::Immediate)?;
         Ok(true)
     }
 
-    /// Begin a read transaction (counted: the hot path must not open one).
-    pub(crate) fn read(&self) -> Result<ReadTx> {
-        self.read_txns.fetch_add(1, Ordering::Relaxed);
-        Ok(ReadTx {
+    fn begin_read(&self) -> Result<RedbRead> {
+        self.shared.read_txns.fetch_add(1, Ordering::Relaxed);
+        Ok(RedbRead {
             txn: self.db.begin_read()?,
         })
     }
 
-    /// Begin a write transaction. One at a time across every process.
-    pub(crate) fn write(&self) -> Result<WriteTx<'_>> {
+    fn begin_write(&self) -> Result<RedbWrite> {
         // No quick-repair: MultiWriter always records the allocator state, and in
         // exclusive mode it would add a second fsync (two-phase commit) to every commit.
         let txn = self.db.begin_write()?;
-        Ok(WriteTx {
+        Ok(RedbWrite {
             txn,
             touched: Vec::new(),
-            commits: &self.commits,
+            shared: self.shared.clone(),
         })
     }
+}
 
-    pub(crate) fn read_txns(&self) -> u64 {
-        self.read_txns.load(Ordering::Relaxed)
+impl Backend for RedbBackend {
+    fn read(&self) -> Result<ReadTx> {
+        Ok(Box::new(self.begin_read()?))
     }
 
-    pub(crate) fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+    fn write(&self) -> Result<WriteTx<'_>> {
+        Ok(Box::new(self.begin_write()?))
+    }
+
+    fn sync(&self) -> Result<()> {
+        Box::new(self.begin_write()?).commit(Durability::Immediate)
+    }
+
+    fn created(&self) -> bool {
+        self.created
+    }
+
+    fn read_txns(&self) -> u64 {
+        self.shared.read_txns.load(Ordering::Relaxed)
+    }
+
+    fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    fn generations(&self) -> Generations {
+        match &self.slots {
+            Some(slots) => slots.generations(),
+            None => Generations {
+                slots: None,
+                mode: CacheMode::Disabled,
+                note: None,
+            },
+        }
+    }
+
+    fn maintain(&self) {
+        if let Some(slots) = &self.slots {
+            slots.maintain();
+        }
+    }
+
+    fn distrust_reason(&self) -> Option<String> {
+        self.slots.as_ref().and_then(FileSlots::distrust_reason)
     }
 }
 
@@ -468,39 +287,65 @@ fn check_format(v: &[u8]) -> Result<()> {
     }
 }
 
-/// Read methods shared by both transaction kinds.
-macro_rules! read_methods {
+/// A read-only snapshot.
+struct RedbRead {
+    txn: ReadTransaction,
+}
+
+/// One write transaction; it records which generation slots its changes touch so the
+/// commit can bump them.
+struct RedbWrite {
+    txn: WriteTransaction,
+    touched: Vec<(SlotKind, String)>,
+    shared: Arc<Shared>,
+}
+
+/// Reads that take a raw meta name (the backend's own entries) on both kinds.
+macro_rules! raw_meta {
     () => {
-        pub(crate) fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        fn meta_raw(&self, name: &str) -> Result<Option<Vec<u8>>> {
             // A brand-new file has no tables yet: that reads as "no marker".
             let t = match self.txn.open_table(META) {
                 Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
             let v = t.get(name)?.map(|v| v.value().to_vec());
             Ok(v)
         }
+    };
+}
 
-        pub(crate) fn account(&self, id: &str) -> Result<Option<AccountRecord>> {
+impl RedbRead {
+    raw_meta!();
+}
+
+/// The read methods, shared by both transaction kinds.
+macro_rules! read_methods {
+    () => {
+        fn meta(&self, name: Meta) -> Result<Option<Vec<u8>>> {
+            self.meta_raw(meta_key(name))
+        }
+
+        fn account(&self, id: &str) -> Result<Option<AccountRecord>> {
             let t = self.txn.open_table(ACCOUNTS)?;
             let v = t.get(id)?.map(|v| decode(v.value(), "account")).transpose();
             v
         }
 
-        pub(crate) fn balance(&self, id: &str) -> Result<Option<(u64, u64)>> {
+        fn balance(&self, id: &str) -> Result<Option<(u64, u64)>> {
             let t = self.txn.open_table(BALANCES)?;
             let v = t.get(id)?.map(|v| v.value());
             Ok(v)
         }
 
-        pub(crate) fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
+        fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
             let t = self.txn.open_table(KEYS)?;
             let v = t.get(key_id)?.map(|v| decode(v.value(), "key")).transpose();
             v
         }
 
-        pub(crate) fn account_ids(&self) -> Result<Vec<String>> {
+        fn account_ids(&self) -> Result<Vec<String>> {
             let t = self.txn.open_table(ACCOUNTS)?;
             let mut out = Vec::new();
             for row in t.iter()? {
@@ -510,7 +355,7 @@ macro_rules! read_methods {
             Ok(out)
         }
 
-        pub(crate) fn keys_of(&self, account_id: Option<&str>) -> Result<Vec<KeyRecord>> {
+        fn keys_of(&self, account_id: Option<&str>) -> Result<Vec<KeyRecord>> {
             let keys = self.txn.open_table(KEYS)?;
             let mut out = Vec::new();
             match account_id {
@@ -538,7 +383,9 @@ macro_rules! read_methods {
         }
 
         /// The rate limits of an owner (`k:<key_id>` / `a:<account_id>`), by name.
-        pub(crate) fn limits(&self, owner: &str) -> Result<Vec<crate::limits::RateLimit>> {
+        fn limits(&self, owner: LimitOwner<'_>) -> Result<Vec<RateLimit>> {
+            let owner = owner_key(owner);
+            let owner = owner.as_str();
             let t = self.txn.open_table(RATELIMITS)?;
             let mut out = Vec::new();
             for row in t.range((owner, "")..)? {
@@ -548,7 +395,7 @@ macro_rules! read_methods {
                     break;
                 }
                 let (limit, duration_ms, auto_apply) = v.value();
-                out.push(crate::limits::RateLimit {
+                out.push(RateLimit {
                     name: name.to_string(),
                     limit,
                     duration_ms,
@@ -558,7 +405,7 @@ macro_rules! read_methods {
             Ok(out)
         }
 
-        pub(crate) fn routes(&self) -> Result<Vec<RouteRule>> {
+        fn routes(&self) -> Result<Vec<RouteRule>> {
             let t = self.txn.open_table(ROUTES)?;
             let mut out = Vec::new();
             for row in t.iter()? {
@@ -575,21 +422,22 @@ macro_rules! read_methods {
             Ok(out)
         }
 
-        pub(crate) fn idempotent(
+        fn idempotent(
             &self,
             account_id: &str,
+            scope: IdempotencyScope,
             key: &str,
-        ) -> Result<Option<(Millis, Vec<u8>)>> {
+        ) -> Result<Option<(Millis, IdempotencyRecord)>> {
+            let key = idempotency_key(scope, key);
             let t = self.txn.open_table(IDEMPOTENCY)?;
-            let v = t.get((account_id, key))?.map(|v| {
-                let (at, bytes) = v.value();
-                (at, bytes.to_vec())
-            });
-            Ok(v)
+            let v = t.get((account_id, key.as_str()))?;
+            let Some(v) = v else { return Ok(None) };
+            let (at, bytes) = v.value();
+            Ok(Some((at, IdempotencyRecord::decode(bytes)?)))
         }
 
         /// Audit entries newest first, filtered; stops after `limit` matches or at `since`.
-        pub(crate) fn audit(
+        fn audit(
             &self,
             key_id: Option<&str>,
             account_id: Option<&str>,
@@ -645,7 +493,7 @@ macro_rules! read_methods {
         }
 
         /// When a key was last used, as of the last usage flush (totals only, no buckets).
-        pub(crate) fn last_used(&self, key_id: &str) -> Result<Option<Millis>> {
+        fn last_used(&self, key_id: &str) -> Result<Option<Millis>> {
             let t = self.txn.open_table(USAGE_TOTALS)?;
             let last = t
                 .get(key_id)?
@@ -655,10 +503,8 @@ macro_rules! read_methods {
         }
 
         /// (last_used_at, granted, refused) and hourly buckets (oldest first).
-        pub(crate) fn usage(
-            &self,
-            key_id: &str,
-        ) -> Result<(Option<(i64, u64, u64)>, Vec<(i64, u64)>)> {
+        #[allow(clippy::type_complexity)]
+        fn usage(&self, key_id: &str) -> Result<(Option<(i64, u64, u64)>, Vec<(i64, u64)>)> {
             let totals = self.txn.open_table(USAGE_TOTALS)?;
             let hourly = self.txn.open_table(USAGE_HOURLY)?;
             let total = totals.get(key_id)?.map(|v| v.value());
@@ -669,40 +515,27 @@ macro_rules! read_methods {
             }
             Ok((total, buckets))
         }
+
+        fn signatures_recorded(&self) -> Result<u64> {
+            match self.txn.open_table(SIGNATURES_SEEN) {
+                Ok(t) => Ok(::redb::ReadableTableMetadata::len(&t)?),
+                Err(::redb::TableError::TableDoesNotExist(_)) => Ok(0),
+                Err(e) => Err(e.into()),
+            }
+        }
     };
 }
 
-/// A read-only snapshot. Never held across calls (SPEC §4: a pinned snapshot stops redb
-/// from reusing pages).
-pub(crate) struct ReadTx {
-    txn: ReadTransaction,
-}
-
-#[allow(dead_code)] // each transaction kind uses a different subset of the read methods
-impl ReadTx {
+impl ReadTxn for RedbRead {
     read_methods!();
-
-    /// How many used signatures are recorded (`single_use_signatures`).
-    pub(crate) fn signatures_recorded(&self) -> Result<u64> {
-        match self.txn.open_table(SIGNATURES_SEEN) {
-            Ok(t) => Ok(redb::ReadableTableMetadata::len(&t)?),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(e.into()),
-        }
-    }
 }
 
-/// One write transaction: every management change and every debit batch is exactly one.
-/// It records which generation slots its changes touch so the commit can bump them.
-pub(crate) struct WriteTx<'s> {
-    txn: WriteTransaction,
-    touched: Vec<(SlotKind, String)>,
-    commits: &'s AtomicU64,
-}
-
-#[allow(dead_code)]
-impl<'s> WriteTx<'s> {
+impl ReadTxn for RedbWrite {
     read_methods!();
+}
+
+impl RedbWrite {
+    raw_meta!();
 
     fn touch(&mut self, kind: SlotKind, id: &str) {
         if !self.touched.iter().any(|(k, i)| *k == kind && i == id) {
@@ -710,12 +543,55 @@ impl<'s> WriteTx<'s> {
         }
     }
 
-    pub(crate) fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<()> {
+    fn put_meta_raw(&mut self, name: &str, value: &[u8]) -> Result<()> {
         self.txn.open_table(META)?.insert(name, value)?;
         Ok(())
     }
 
-    pub(crate) fn put_account(&mut self, id: &str, rec: &AccountRecord) -> Result<()> {
+    fn commit_with(self, durability: Durability, finish: bool) -> Result<()> {
+        let RedbWrite {
+            mut txn,
+            touched,
+            shared,
+        } = self;
+        txn.set_durability(match durability {
+            Durability::Immediate => ::redb::Durability::Immediate,
+            Durability::Eventual => ::redb::Durability::None,
+        })
+        .map_err(Error::storage)?;
+        let committed = match &shared.sidecar {
+            Some(sc) if !touched.is_empty() => {
+                // Bump the touched slots to odd before the commit and to a new even value
+                // after it (when `guard` drops), so every process's cache sees the change.
+                // Slot numbers from the guard: it may have remapped a replaced sidecar.
+                let mut guard = sc.write();
+                let slots: Vec<usize> = touched
+                    .iter()
+                    .map(|(k, id)| guard.slot_of(*k, id))
+                    .collect();
+                guard.begin(&slots);
+                let r = txn.commit();
+                if !finish {
+                    // A writer "killed" here: no second bump.
+                    #[cfg(test)]
+                    guard.abandon();
+                }
+                r
+            }
+            _ => txn.commit(),
+        };
+        committed?;
+        shared.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl WriteTxn for RedbWrite {
+    fn put_meta(&mut self, name: Meta, value: &[u8]) -> Result<()> {
+        self.put_meta_raw(meta_key(name), value)
+    }
+
+    fn put_account(&mut self, id: &str, rec: &AccountRecord) -> Result<()> {
         let bytes = encode(rec)?;
         self.txn
             .open_table(ACCOUNTS)?
@@ -724,7 +600,7 @@ impl<'s> WriteTx<'s> {
         Ok(())
     }
 
-    pub(crate) fn put_balance(&mut self, id: &str, credits: u64, total: u64) -> Result<()> {
+    fn put_balance(&mut self, id: &str, credits: u64, total: u64) -> Result<()> {
         self.txn
             .open_table(BALANCES)?
             .insert(id, (credits, total))?;
@@ -733,7 +609,7 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Insert or replace a key record (and its account index entry).
-    pub(crate) fn put_key(&mut self, rec: &KeyRecord) -> Result<()> {
+    fn put_key(&mut self, rec: &KeyRecord) -> Result<()> {
         let bytes = encode(rec)?;
         self.txn
             .open_table(KEYS)?
@@ -745,13 +621,10 @@ impl<'s> WriteTx<'s> {
         Ok(())
     }
 
-    /// Set (insert or replace) a rate limit; `kind`/`id` name the owner's generation slot.
-    pub(crate) fn put_limit(
-        &mut self,
-        owner: &str,
-        slot: (SlotKind, &str),
-        def: &crate::limits::RateLimit,
-    ) -> Result<Option<crate::limits::RateLimit>> {
+    fn put_limit(&mut self, owner: LimitOwner<'_>, def: &RateLimit) -> Result<Option<RateLimit>> {
+        let slot = owner_slot(owner);
+        let owner = owner_key(owner);
+        let owner = owner.as_str();
         let mut t = self.txn.open_table(RATELIMITS)?;
         let old = t
             .insert(
@@ -760,7 +633,7 @@ impl<'s> WriteTx<'s> {
             )?
             .map(|v| {
                 let (limit, duration_ms, auto_apply) = v.value();
-                crate::limits::RateLimit {
+                RateLimit {
                     name: def.name.clone(),
                     limit,
                     duration_ms,
@@ -773,16 +646,14 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Remove a rate limit; returns it if it existed.
-    pub(crate) fn remove_limit(
-        &mut self,
-        owner: &str,
-        slot: (SlotKind, &str),
-        name: &str,
-    ) -> Result<Option<crate::limits::RateLimit>> {
+    fn remove_limit(&mut self, owner: LimitOwner<'_>, name: &str) -> Result<Option<RateLimit>> {
+        let slot = owner_slot(owner);
+        let owner = owner_key(owner);
+        let owner = owner.as_str();
         let mut t = self.txn.open_table(RATELIMITS)?;
         let old = t.remove((owner, name))?.map(|v| {
             let (limit, duration_ms, auto_apply) = v.value();
-            crate::limits::RateLimit {
+            RateLimit {
                 name: name.to_string(),
                 limit,
                 duration_ms,
@@ -797,7 +668,7 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Insert a route; false if (method, pattern) already exists.
-    pub(crate) fn insert_route(&mut self, rule: &RouteRule) -> Result<bool> {
+    fn insert_route(&mut self, rule: &RouteRule) -> Result<bool> {
         let mut t = self.txn.open_table(ROUTES)?;
         let key = (rule.method.as_str(), rule.pattern.as_str());
         if t.get(key)?.is_some() {
@@ -810,11 +681,7 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Remove a route; returns it if it existed.
-    pub(crate) fn remove_route(
-        &mut self,
-        method: &str,
-        pattern: &str,
-    ) -> Result<Option<RouteRule>> {
+    fn remove_route(&mut self, method: &str, pattern: &str) -> Result<Option<RouteRule>> {
         let mut t = self.txn.open_table(ROUTES)?;
         let removed = t.remove((method, pattern))?.map(|v| {
             let (scope, cost) = v.value();
@@ -833,13 +700,18 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Remember an idempotent result (replacing an expired one with the same key).
-    pub(crate) fn put_idempotent(
+    fn put_idempotent(
         &mut self,
         account_id: &str,
+        scope: IdempotencyScope,
         key: &str,
         at: Millis,
-        value: &[u8],
+        rec: &IdempotencyRecord,
     ) -> Result<()> {
+        let key = idempotency_key(scope, key);
+        let key = key.as_str();
+        let bytes = rec.encode()?;
+        let value = bytes.as_slice();
         let mut t = self.txn.open_table(IDEMPOTENCY)?;
         let old = t
             .insert((account_id, key), (at, value))?
@@ -854,7 +726,7 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Delete up to `max` idempotency records created before `before`; returns how many.
-    pub(crate) fn prune_idempotent(&mut self, before: Millis, max: usize) -> Result<usize> {
+    fn prune_idempotent(&mut self, before: Millis, max: usize) -> Result<usize> {
         let mut doomed = Vec::new();
         {
             let by_time = self.txn.open_table(IDEMPOTENCY_BY_TIME)?;
@@ -881,9 +753,9 @@ impl<'s> WriteTx<'s> {
     /// Management entries, operator entries and anything newer are never touched, and the
     /// newest entry is kept so sequence numbers are never reused. Returns the number of
     /// entries deleted, plus one when the cursor moved: non-zero means commit.
-    pub(crate) fn prune_refusals(&mut self, before: Millis, max: usize) -> Result<usize> {
+    fn prune_refusals(&mut self, before: Millis, max: usize) -> Result<usize> {
         const CURSOR: &str = "audit_prune_cursor";
-        let cursor = match self.meta(CURSOR)? {
+        let cursor = match self.meta_raw(CURSOR)? {
             Some(v) => <[u8; 8]>::try_from(v.as_slice())
                 .map(u64::from_le_bytes)
                 .map_err(|_| Error::Storage("corrupt audit prune cursor".into()))?,
@@ -903,14 +775,14 @@ impl<'s> WriteTx<'s> {
                     break;
                 }
                 next = k.value() + 1;
-                if rec.action == "auth_refused" {
+                if rec.action == AuditAction::AuthRefused.as_str() {
                     doomed.push((k.value(), rec.key_id, rec.account_id));
                 }
             }
         }
         let moved = next != cursor;
         if moved {
-            self.put_meta(CURSOR, &next.to_le_bytes())?;
+            self.put_meta_raw(CURSOR, &next.to_le_bytes())?;
         }
         if doomed.is_empty() {
             return Ok(usize::from(moved));
@@ -931,7 +803,7 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Record a request signature as used; false when it was already recorded.
-    pub(crate) fn record_signature(&mut self, t_seconds: i64, mac: &[u8]) -> Result<bool> {
+    fn record_signature(&mut self, t_seconds: i64, mac: &[u8]) -> Result<bool> {
         let mut t = self.txn.open_table(SIGNATURES_SEEN)?;
         let fresh = t.insert((t_seconds, mac), ())?.is_none();
         Ok(fresh)
@@ -939,7 +811,7 @@ impl<'s> WriteTx<'s> {
 
     /// Forget up to `max` used signatures older than `before` (seconds): a signature that
     /// old is refused by the window anyway. Returns how many.
-    pub(crate) fn prune_signatures(&mut self, before: i64, max: usize) -> Result<usize> {
+    fn prune_signatures(&mut self, before: i64, max: usize) -> Result<usize> {
         let mut t = self.txn.open_table(SIGNATURES_SEEN)?;
         let mut doomed = Vec::new();
         for row in t.range::<(i64, &[u8])>(..(before, &[][..]))? {
@@ -957,7 +829,7 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Append an audit entry; returns its sequence number.
-    pub(crate) fn append_audit(&mut self, rec: &AuditRecord) -> Result<u64> {
+    fn append_audit(&mut self, rec: &AuditRecord) -> Result<u64> {
         let mut audit = self.txn.open_table(AUDIT)?;
         let seq = match audit.last()? {
             Some((k, _)) => k.value() + 1,
@@ -980,7 +852,7 @@ impl<'s> WriteTx<'s> {
     }
 
     /// Add usage deltas for one key.
-    pub(crate) fn add_usage(
+    fn add_usage(
         &mut self,
         key_id: &str,
         last_used: Option<Millis>,
@@ -1011,37 +883,102 @@ impl<'s> WriteTx<'s> {
         Ok(())
     }
 
-    /// Commit without bumping generation slots (only for changes no cache reads, such as
-    /// usage counters, batched audit entries and the format marker).
-    pub(crate) fn commit(self, durability: Durability) -> Result<()> {
-        self.into_parts().1.commit(durability)
+    fn commit(self: Box<Self>, durability: Durability) -> Result<()> {
+        self.commit_with(durability, true)
     }
 
-    /// Consume the transaction for a commit the caller wraps (the vault bumps generation
-    /// slots around it): returns the touched slots and a committer.
-    pub(crate) fn into_parts(self) -> (Vec<(SlotKind, String)>, Committer<'s>) {
-        let WriteTx {
-            txn,
-            touched,
-            commits,
-        } = self;
-        (touched, Committer { txn, commits })
+    #[cfg(test)]
+    fn commit_and_die(self: Box<Self>) -> Result<()> {
+        self.commit_with(Durability::Immediate, false)
     }
 }
 
-/// The commit half of a [`WriteTx`].
-pub(crate) struct Committer<'s> {
-    txn: WriteTransaction,
-    commits: &'s AtomicU64,
+/// redb's file backend with faults on demand (`store/fault.rs`).
+#[cfg(any(test, feature = "fault-injection"))]
+#[derive(Debug)]
+struct FailingBackend {
+    inner: FileBackend,
+    faults: Arc<super::fault::Faults>,
 }
 
-impl Committer<'_> {
-    pub(crate) fn commit(mut self, durability: Durability) -> Result<()> {
-        self.txn
-            .set_durability(durability)
-            .map_err(Error::storage)?;
-        self.txn.commit()?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+#[cfg(any(test, feature = "fault-injection"))]
+impl FailingBackend {
+    fn open(path: &Path, faults: Arc<super::fault::Faults>) -> Result<FailingBackend> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        Ok(FailingBackend {
+            inner: FileBackend::new(file)?,
+            faults,
+        })
+    }
+}
+
+#[cfg(any(test, feature = "fault-injection"))]
+impl StorageBackend for FailingBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.faults.check("set_len")?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.faults.check("sync")?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.faults.check("write")?;
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.inner.close()
+    }
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+    fn lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.inner.lock_range(start, end)
+    }
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+    fn unlock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.inner.query_lock_range(start, end)
     }
 }

@@ -1,0 +1,482 @@
+//! The authorize pipeline: authentication (format, secret, key state), scope or route,
+//! rate limits, then credits.
+
+use super::{
+    crypto, idempotency, no_master_key, policy, secrets, token, undecryptable,
+    validate_authorize_args, AccountView, Arc, Argon2Params, AtomicU64, AuditAction, AuthMethod,
+    AuthorizeOptions, BoundLimit, Budget, DebitReq, DigestKey, Error, EventKey, FailedSecrets,
+    Grant, HotKey, IdempotencyScope, Inner, KeyEntry, KeyState, Limiter, Matched, Millis, OnReplay,
+    Ordering, Rc, Result, RwLock, Taken, Target, Throttle, Vault, Verified, WhoAmI, NEVER,
+};
+
+/// Secret verification: the process's digest key, argon2 parameters and the guards
+/// against floods of cold verifications.
+pub(super) struct Verifier {
+    pub(super) digest_key: DigestKey,
+    pub(super) argon2: RwLock<Argon2Params>,
+    pub(super) limiter: Limiter,
+    pub(super) throttle: Throttle,
+    pub(super) budget: Budget,
+    pub(super) failed: FailedSecrets,
+    pub(super) argon2_runs: AtomicU64,
+    pub(super) throttled: AtomicU64,
+}
+
+impl Vault {
+    /// Authorize a request (SPEC §6): a [`Grant`] or a typed refusal ([`Error`] with
+    /// `status()`, `code()`, `body()`).
+    ///
+    /// Checks, in order: format/checksum → key exists → secret → revoked → disabled →
+    /// expired → signature → scope/route → credits. A call with cost 0 and no idempotency
+    /// key answers from this process's caches when nothing changed (no redb transaction,
+    /// no argon2 after the key's first success in this process).
+    pub fn authorize(
+        &self,
+        token: &str,
+        target: Target<'_>,
+        options: &AuthorizeOptions<'_>,
+    ) -> Result<Grant> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        validate_authorize_args(&target, options)?;
+        let now = options.now.unwrap_or_else(|| (inner.settings.clock)());
+        let authed = inner.authenticate(token, now, &target, options)?;
+        let rec = &authed.state.rec;
+        // Scope or route.
+        let router;
+        let (required, route_cost, matched): (&str, u64, Matched<'_>) = match target {
+            Target::Route { method, path } => {
+                router = inner.router()?;
+                match router.find(method, path) {
+                    Some(rule) => (
+                        &rule.scope,
+                        rule.cost,
+                        Matched::Rule {
+                            method: &rule.method,
+                            pattern: &rule.pattern,
+                        },
+                    ),
+                    None => {
+                        return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+                    }
+                }
+            }
+            Target::Request {
+                method,
+                target: raw,
+                case_insensitive,
+            } => {
+                router = inner.router()?;
+                match crate::http::find(&router, method, raw, case_insensitive) {
+                    Ok(Some(rule)) => (
+                        &rule.scope,
+                        rule.cost,
+                        Matched::Rule {
+                            method: &rule.method,
+                            pattern: &rule.pattern,
+                        },
+                    ),
+                    Ok(None) => {
+                        return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+                    }
+                    Err(e) => return Err(inner.refuse(Some(rec), &target, now, e)),
+                }
+            }
+            Target::Scope(s) => (s, 0, Matched::Scope(s)),
+        };
+        let operator = rec.operator;
+        if !operator && !policy::scopes_grant(&rec.scopes, required) {
+            let required = required.to_string();
+            return Err(inner.refuse(Some(rec), &target, now, Error::MissingScope { required }));
+        }
+        // Rate limits, then credits: what a refused call took is given back.
+        let account = inner.account_view(&rec.account_id)?;
+        let taken = inner.take_limits(&authed.state, &account, &target, options, now)?;
+        let result = inner.charge(
+            &authed.state,
+            &account,
+            (route_cost, &matched),
+            &target,
+            options,
+            now,
+        );
+        let mut grant = match result {
+            Ok(grant) => grant,
+            Err(e) => {
+                inner.give_back(&taken);
+                return Err(e);
+            }
+        };
+        grant.ratelimits = taken.into_iter().map(|t| t.status).collect();
+        authed.usage.granted(now);
+        if operator {
+            inner.flushing.pending.event(
+                EventKey {
+                    action: AuditAction::OperatorAuthorized,
+                    key_id: Some(rec.key_id.clone()),
+                    account_id: Some(rec.account_id.clone()),
+                    code: None,
+                    route: target.describe(),
+                },
+                now,
+                None,
+            );
+        }
+        Ok(grant)
+    }
+}
+
+impl Inner {
+    /// The credits step of `authorize`: debit (with group commit) or read the balance.
+    pub(super) fn charge(
+        &self,
+        state: &KeyState,
+        account: &AccountView,
+        (route_cost, matched): (u64, &Matched<'_>),
+        target: &Target<'_>,
+        options: &AuthorizeOptions<'_>,
+        now: Millis,
+    ) -> Result<Grant> {
+        let inner = self;
+        let rec = &state.rec;
+        let operator = rec.operator;
+        let cost = if operator {
+            0
+        } else {
+            options.cost.unwrap_or(route_cost)
+        };
+        let mut grant = Grant {
+            account_id: rec.account_id.clone(),
+            key_id: rec.key_id.clone(),
+            key_name: rec.name.clone(),
+            prefix: rec.prefix.clone(),
+            auth_method: if operator {
+                AuthMethod::Operator
+            } else {
+                AuthMethod::Apikey
+            },
+            scopes: rec.scopes.clone(),
+            charged: 0,
+            credits: 0,
+            total_credits: 0,
+            replayed: false,
+            ratelimits: Vec::new(),
+        };
+        let idem = if operator {
+            None
+        } else {
+            options.idempotency_key
+        };
+        let refill_due = account.next_refill.is_some_and(|due| now >= due);
+        if cost == 0 && idem.is_none() && !refill_due {
+            grant.credits = account.credits;
+            grant.total_credits = account.total;
+        } else {
+            let req = DebitReq {
+                account_id: rec.account_id.clone(),
+                cost,
+                idempotency: idem.map(|k| {
+                    let limit_cost = options.limit_cost.unwrap_or(1);
+                    let fp = idempotency::fingerprint(&rec.account_id, matched, cost, limit_cost);
+                    (IdempotencyScope::Authorize, k.to_string(), fp)
+                }),
+                now,
+                grant: Some(grant.clone()),
+            };
+            match inner.submit_debit(req) {
+                Ok(d) => {
+                    if let Some((first, first_at)) = d.replayed {
+                        if options.on_replay == OnReplay::Refuse {
+                            // Not a refusal of the key: the request was already served.
+                            return Err(Error::DuplicateRequest {
+                                charged: first.charged,
+                                first_at,
+                            });
+                        }
+                        // The first call's grant; this call charged nothing.
+                        grant = first;
+                        grant.replayed = true;
+                        grant.charged = 0;
+                    } else {
+                        grant.charged = d.charged;
+                        grant.credits = d.credits;
+                        grant.total_credits = d.total;
+                    }
+                }
+                Err(e) => return Err(inner.refuse(Some(rec), target, now, e)),
+            }
+        }
+        Ok(grant)
+    }
+
+    /// The rate-limit step of `authorize`: every auto-applied limit of the key and its
+    /// account, and those named in `options.limits`. All or nothing: a refusal gives back
+    /// what the earlier limits took.
+    pub(super) fn take_limits(
+        &self,
+        state: &KeyState,
+        account: &AccountView,
+        target: &Target<'_>,
+        options: &AuthorizeOptions<'_>,
+        now: Millis,
+    ) -> Result<Vec<Taken>> {
+        let rec = &state.rec;
+        let account_limits: &[BoundLimit] = account.limits.as_deref().unwrap_or(&[]);
+        let named = options.limits.unwrap_or(&[]);
+        if state.limits.is_empty() && account_limits.is_empty() {
+            if let Some(name) = named.first() {
+                return Err(Error::invalid(format!("unknown rate limit {name:?}")));
+            }
+            return Ok(Vec::new());
+        }
+        for name in named {
+            if !state
+                .limits
+                .iter()
+                .chain(account_limits)
+                .any(|l| l.def.name == *name)
+            {
+                return Err(Error::invalid(format!("unknown rate limit {name:?}")));
+            }
+        }
+        let weight = options.limit_cost.unwrap_or(1);
+        let buckets = self
+            .cache
+            .sidecar
+            .as_ref()
+            .map_or(&[][..], |sc| sc.rate_buckets());
+        let applicable = state
+            .limits
+            .iter()
+            .chain(account_limits)
+            .filter(|l| l.def.auto_apply || named.contains(&l.def.name.as_str()));
+        let mut taken: Vec<Taken> = Vec::new();
+        for l in applicable {
+            match self
+                .cache
+                .counters
+                .take(buckets, l.key, &l.def, weight, now)
+            {
+                Ok(t) => taken.push(t),
+                Err(x) => {
+                    self.give_back(&taken);
+                    return Err(self.refuse(
+                        Some(rec),
+                        target,
+                        now,
+                        Error::RateLimited {
+                            limit: x.name,
+                            max: x.max,
+                            remaining: 0,
+                            reset_ms: x.reset_ms,
+                            retry_after: x.retry_after_s,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    pub(super) fn give_back(&self, taken: &[Taken]) {
+        let buckets = self
+            .cache
+            .sidecar
+            .as_ref()
+            .map_or(&[][..], |sc| sc.rate_buckets());
+        for t in taken {
+            self.cache.counters.give_back(buckets, t);
+        }
+    }
+}
+
+impl Vault {
+    /// Who a token belongs to and what its account has left (the seeds'
+    /// `/api/v1/account`). Runs the key checks of `authorize` (format, secret, revoked,
+    /// disabled, expired) but no scope, route or credit check.
+    pub fn whoami(&self, token: &str) -> Result<WhoAmI> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let now = (inner.settings.clock)();
+        let target = Target::Scope("whoami");
+        let authed = inner.authenticate(token, now, &target, &AuthorizeOptions::default())?;
+        let rec = &authed.state.rec;
+        let (credits, total) = inner.balance_now(&rec.account_id, now)?;
+        Ok(WhoAmI {
+            account_id: rec.account_id.clone(),
+            key_id: rec.key_id.clone(),
+            key_name: rec.name.clone(),
+            auth_method: if rec.operator {
+                AuthMethod::Operator
+            } else {
+                AuthMethod::Apikey
+            },
+            scopes: rec.scopes.clone(),
+            credits,
+            total_credits: total,
+        })
+    }
+}
+
+pub(super) struct Authed {
+    pub(super) hot: Rc<HotKey>,
+}
+
+impl std::ops::Deref for Authed {
+    type Target = HotKey;
+
+    fn deref(&self) -> &HotKey {
+        &self.hot
+    }
+}
+
+impl Inner {
+    /// Format → key exists → secret → revoked → disabled → expired → signature.
+    pub(super) fn authenticate(
+        &self,
+        token: &str,
+        now: Millis,
+        target: &Target<'_>,
+        options: &AuthorizeOptions<'_>,
+    ) -> Result<Authed> {
+        if token.len() > token::MAX_TOKEN_LEN {
+            return Err(self.refuse_unknown(None, target, now));
+        }
+        let Some(parsed) = token::parse(token) else {
+            return Err(self.refuse_unknown(None, target, now));
+        };
+        let Some((hot, verified)) = self.key_entry(parsed.key_id)? else {
+            return Err(self.refuse_unknown(Some(parsed.key_id), target, now));
+        };
+        let state = &hot.state;
+        let rec = &state.rec;
+        if parsed.prefix != rec.prefix {
+            return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
+        }
+        let digest = self.verify.digest_key.digest(parsed.secret.as_bytes());
+        let secret_ok = match verified {
+            // A key's secret never changes: a verified digest decides without argon2.
+            Some(v) => crypto::digest_eq(&v, &digest),
+            // Too many attempts: the secret was not checked, so never `invalid_api_key`.
+            None => self
+                .verify_cold(state, parsed.secret, digest)
+                .map_err(|e| self.refuse(Some(rec), target, now, e))?,
+        };
+        if !secret_ok || rec.revoked_at.is_some() {
+            return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
+        }
+        if rec.disabled {
+            return Err(self.refuse(Some(rec), target, now, Error::ApiKeyInactive));
+        }
+        if rec.expires_at.is_some_and(|at| now >= at) {
+            return Err(self.refuse(Some(rec), target, now, Error::ApiKeyExpired));
+        }
+        if let Some(sealed) = &rec.signing_secret {
+            let secret = {
+                let master = self.master.read();
+                let Some(master) = master.as_ref() else {
+                    return Err(no_master_key());
+                };
+                master
+                    .open(&secrets::signing_aad(&rec.key_id), sealed)
+                    .ok_or_else(|| undecryptable(&rec.key_id))?
+            };
+            let signed = self.check_signature(&secret, target, options, now)?;
+            if !signed {
+                return Err(self.refuse(Some(rec), target, now, Error::InvalidSignature));
+            }
+        }
+        Ok(Authed { hot })
+    }
+
+    /// argon2 check of a secret not yet verified in this process. `Ok(false)`: the secret
+    /// is wrong (argon2 said so, now or before: a secret that failed once is refused again
+    /// without argon2). `Err(TooManyAttempts)`: the secret was not checked, because the
+    /// process budget of failed verifications is spent or the argon2 queue is full. A
+    /// key_id past its own burst of failures may only use the upper half of the budget.
+    pub(super) fn verify_cold(
+        &self,
+        state: &Arc<KeyState>,
+        secret: &str,
+        digest: [u8; 32],
+    ) -> Result<bool> {
+        let rec = &state.rec;
+        let failed = self
+            .verify
+            .digest_key
+            .failed_digest(&rec.secret_hash, secret.as_bytes());
+        if self.verify.failed.contains(&failed) {
+            self.verify.throttled.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let now = (self.settings.clock)();
+        let own = self.verify.throttle.allows(&rec.key_id, now);
+        if let Err(retry_after) = self.verify.budget.take(now, !own) {
+            self.verify.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::TooManyAttempts { retry_after });
+        }
+        let current = *self.verify.argon2.read();
+        let outcome = {
+            let Some(_permit) = self.verify.limiter.try_acquire() else {
+                self.verify.budget.refund();
+                self.verify.throttled.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::TooManyAttempts { retry_after: 1 });
+            };
+            self.verify.argon2_runs.fetch_add(1, Ordering::Relaxed);
+            crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, current)
+        };
+        match outcome {
+            Verified::No => {
+                self.verify.throttle.failed(&rec.key_id, now);
+                self.verify.failed.insert(failed);
+                Ok(false)
+            }
+            Verified::Yes | Verified::YesRehash => {
+                self.verify.budget.refund();
+                let found = self
+                    .cache
+                    .keys
+                    .with_mut(&rec.key_id, |e| e.verified = Some(digest));
+                if found.is_none() {
+                    self.cache.keys.insert(
+                        &rec.key_id,
+                        KeyEntry {
+                            state: state.clone(),
+                            gen: NEVER,
+                            verified: Some(digest),
+                            usage: self.flushing.pending.cell(&rec.key_id),
+                        },
+                    );
+                }
+                if outcome == Verified::YesRehash {
+                    // Best effort: a failed rehash leaves the old (still valid) hash.
+                    let _ = self.rehash(&rec.key_id, secret);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Rehash a verified secret whose hash is strictly weaker than the current parameters
+    /// (never towards weaker ones). Skipped when the argon2 queue is full.
+    pub(super) fn rehash(&self, key_id: &str, secret: &str) -> Result<()> {
+        let current = *self.verify.argon2.read();
+        let hash = {
+            let Some(_permit) = self.verify.limiter.try_acquire() else {
+                return Ok(());
+            };
+            crypto::hash_secret(secret.as_bytes(), current)?
+        };
+        self.write(|tx| {
+            if let Some(mut rec) = tx.key(key_id)? {
+                if crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, current)
+                    == Verified::YesRehash
+                {
+                    rec.secret_hash = hash;
+                    tx.put_key(&rec)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
