@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod base;
+pub mod pg;
 pub mod workloads;
 
 pub use base::*;
