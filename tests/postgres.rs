@@ -360,6 +360,32 @@ mod over_postgres {
         );
     }
 
+    #[test]
+    fn a_database_that_goes_away_refuses_with_storage_and_never_grants() {
+        let Some(cluster) = pg::cluster("postgres::database_gone") else {
+            return;
+        };
+        let url = pg::fresh_database(&cluster, "gone");
+        let after_scheme = url.split_once("://").unwrap().1;
+        let path = after_scheme.split('?').next().unwrap();
+        let name = path.split_once('/').unwrap().1.to_string();
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 5, None).unwrap();
+        let (token, _) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        for _ in 0..3 {
+            v.authorize(token.expose(), Target::Scope("x"), &scope(0))
+                .unwrap();
+        }
+        pg::sql(&cluster, &format!("DROP DATABASE \"{name}\" WITH (FORCE)"));
+        for cost in [0, 0, 1] {
+            let e = v
+                .authorize(token.expose(), Target::Scope("x"), &scope(cost))
+                .unwrap_err();
+            assert_eq!(e.code(), "storage", "{e}");
+        }
+        assert_eq!(v.balance("acct").unwrap_err().code(), "storage");
+    }
+
     /// Another process ("host") with its own caches on the same database.
     struct Host {
         child: std::process::Child,
