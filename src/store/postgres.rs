@@ -10,7 +10,8 @@
 //! the vault itself ([`SCHEMA_VERSION`], the `keyledger_schema` table; a vault refuses a
 //! schema newer than it knows). Records are the same bytes (`bytea` of the versioned
 //! records, `store/records.rs`); balances, usage, limits and routes are plain columns.
-//! Unsigned 64-bit numbers are stored in `bigint` and refused above 2^63-1. Text keys
+//! Balances are `numeric(20, 0)` (every u64, exactly); other unsigned 64-bit numbers
+//! (limits, costs, usage counters) are `bigint`, refused above 2^63-1 (usage saturates). Text keys
 //! use the `C` collation so every listing is ordered as on redb (by bytes).
 //!
 //! # Transactions: one writer at a time, by an advisory lock
@@ -69,7 +70,8 @@ const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE kl_meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE kl_accounts (id text COLLATE "C" PRIMARY KEY, record bytea NOT NULL);
 CREATE TABLE kl_balances (id text COLLATE "C" PRIMARY KEY,
-    credits bigint NOT NULL CHECK (credits >= 0), total bigint NOT NULL);
+    credits numeric(20, 0) NOT NULL CHECK (credits >= 0 AND credits <= 18446744073709551615),
+    total numeric(20, 0) NOT NULL CHECK (total >= 0 AND total <= 18446744073709551615));
 CREATE TABLE kl_keys (key_id text COLLATE "C" PRIMARY KEY,
     account_id text COLLATE "C" NOT NULL, record bytea NOT NULL);
 CREATE INDEX kl_keys_by_account ON kl_keys (account_id, key_id);
@@ -102,6 +104,12 @@ fn pg_err(e: postgres::Error) -> Error {
 fn big(v: u64) -> Result<i64> {
     i64::try_from(v)
         .map_err(|_| Error::Storage(format!("{v} exceeds PostgreSQL's bigint (2^63-1)")))
+}
+
+/// A `numeric(20, 0)` column (read as text) back into a u64.
+fn numeric(text: &str) -> Result<u64> {
+    text.parse()
+        .map_err(|_| Error::Storage(format!("corrupt balance {text:?}")))
 }
 
 /// A bigint column back into a u64 (never negative: every writer checks).
@@ -456,12 +464,12 @@ impl ReadTxn for PgRead {
     }
 
     fn balance(&self, id: &str) -> Result<Option<(u64, u64)>> {
-        Ok(self
-            .opt(
-                "SELECT credits, total FROM kl_balances WHERE id = $1",
-                &[&id],
-            )?
-            .map(|r| (unsigned(r.get(0)), unsigned(r.get(1)))))
+        self.opt(
+            "SELECT credits::text, total::text FROM kl_balances WHERE id = $1",
+            &[&id],
+        )?
+        .map(|r| Ok((numeric(r.get(0))?, numeric(r.get(1))?)))
+        .transpose()
     }
 
     fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
@@ -653,9 +661,10 @@ impl WriteTxn for PgRead {
 
     fn put_balance(&mut self, id: &str, credits: u64, total: u64) -> Result<()> {
         self.exec(
-            "INSERT INTO kl_balances (id, credits, total) VALUES ($1, $2, $3) \
+            "INSERT INTO kl_balances (id, credits, total) \
+             VALUES ($1, $2::text::numeric, $3::text::numeric) \
              ON CONFLICT (id) DO UPDATE SET credits = EXCLUDED.credits, total = EXCLUDED.total",
-            &[&id, &big(credits)?, &big(total)?],
+            &[&id, &credits.to_string(), &total.to_string()],
         )?;
         Ok(())
     }
