@@ -19,6 +19,7 @@ mod over_postgres {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
     use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     use keyledger::{
         AuditQuery, AuthorizeOptions, CacheMode, LimitOwner, NewKey, RefillInterval, Target, Vault,
@@ -32,6 +33,46 @@ mod over_postgres {
     fn database(test: &str) -> Option<String> {
         let cluster = pg::cluster(&format!("postgres::{test}"))?;
         Some(pg::fresh_database(&cluster, test))
+    }
+
+    /// Waits (at most 10 s) until the vault's change listener is connected: `cache_mode`
+    /// is `disabled` until then.
+    fn wait_for_listener(v: &Vault) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while v.cache_mode() != CacheMode::Shared {
+            assert!(
+                Instant::now() < deadline,
+                "the change listener did not connect within 10 s: {:?}",
+                v.cache_disabled_reason()
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(v.cache_disabled_reason(), None);
+    }
+
+    /// Calls `f` until it returns `want`, for at most 5 s (a notification's delivery);
+    /// the answers seen before, in order.
+    fn until(want: &str, mut f: impl FnMut() -> String) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        loop {
+            let got = f();
+            if got == want {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {got:?} after 5 s, expected {want:?} (seen {seen:?})"
+            );
+            seen.push(got);
+        }
+    }
+
+    /// The database name in a test database URL.
+    fn database_name(url: &str) -> String {
+        let after_scheme = url.split_once("://").unwrap().1;
+        let path = after_scheme.split('?').next().unwrap();
+        path.split_once('/').unwrap().1.to_string()
     }
 
     fn scope(cost: u64) -> AuthorizeOptions<'static> {
@@ -48,8 +89,7 @@ mod over_postgres {
         };
         let clock = TestClock::new();
         let v = Vault::open_with(&url, options_with_clock(&clock)).unwrap();
-        assert_eq!(v.cache_mode(), CacheMode::Disabled);
-        assert!(v.cache_disabled_reason().unwrap().contains("PostgreSQL"));
+        wait_for_listener(&v);
         v.create_account("acct_1", 100, None).unwrap();
         v.create_account("acct_2", 5, None).unwrap();
         assert_eq!(
@@ -129,7 +169,7 @@ mod over_postgres {
             return;
         };
         Vault::open_with(&url, options()).unwrap().close().unwrap();
-        assert_eq!(pg::sql(&url, "SELECT version FROM keyledger_schema"), "1");
+        assert_eq!(pg::sql(&url, "SELECT version FROM keyledger_schema"), "2");
         pg::sql(&url, "UPDATE keyledger_schema SET version = 99");
         let e = Vault::open_with(&url, options()).unwrap_err();
         assert_eq!(e.code(), "storage");
@@ -386,6 +426,96 @@ mod over_postgres {
         assert_eq!(v.balance("acct").unwrap_err().code(), "storage");
     }
 
+    #[test]
+    fn a_killed_listener_fails_closed_and_a_change_missed_meanwhile_is_never_served() {
+        let Some(cluster) = pg::cluster("postgres::listener_killed") else {
+            return;
+        };
+        let url = pg::fresh_database(&cluster, "listener");
+        let name = database_name(&url);
+        // Two handles with their own caches and listeners: `a` writes, `b` serves.
+        let a = Vault::open_with(&url, options()).unwrap();
+        let b = Vault::open_with(&url, options()).unwrap();
+        a.create_account("acct", 0, None).unwrap();
+        let (token, k) = a.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        let (token2, k2) = a.create_key(NewKey::new("acct", "k2", ["x"])).unwrap();
+        let (token3, k3) = a.create_key(NewKey::new("acct", "k3", ["x"])).unwrap();
+        wait_for_listener(&b);
+        for t in [&token, &token2, &token3] {
+            b.authorize(t.expose(), Target::Scope("x"), &scope(0))
+                .unwrap();
+        }
+        // The hot path: b answers from its cache without a read transaction.
+        let reads = b.stats().read_txns;
+        b.authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+        assert_eq!(
+            b.stats().read_txns,
+            reads,
+            "a warm, unchanged key read the database"
+        );
+
+        // No new connection may be made (the pools keep theirs), and the listeners'
+        // connections are killed: the change below is never notified to b.
+        pg::sql(
+            &cluster,
+            &format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"),
+        );
+        pg::sql(
+            &cluster,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND application_name = 'keyledger-listener'"
+            ),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.cache_mode() != CacheMode::Disabled {
+            assert!(
+                Instant::now() < deadline,
+                "b did not notice its listener died"
+            );
+            std::thread::yield_now();
+        }
+        assert!(b.cache_disabled_reason().unwrap().contains("listener"));
+        a.revoke_key(&k.key_id).unwrap();
+        a.revoke_key(&k3.key_id).unwrap();
+        // b's cache still holds the key as valid and b got no notification: it must read
+        // the database on every call while disconnected.
+        let e = b
+            .authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_api_key");
+        assert_eq!(b.cache_mode(), CacheMode::Disabled);
+
+        // Reconnected: everything cached before is invalidated, then trusted again.
+        pg::sql(
+            &cluster,
+            &format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"),
+        );
+        wait_for_listener(&b);
+        // k3 was not used while disconnected: its cache entry is from before, and only the
+        // invalidation at reconnection keeps it from being served.
+        let e = b
+            .authorize(token3.expose(), Target::Scope("x"), &scope(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_api_key");
+        let e = b
+            .authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_api_key");
+        b.authorize(token2.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+        wait_for_listener(&a);
+        a.disable_key(&k2.key_id).unwrap();
+        let before = until("api_key_inactive", || {
+            match b.authorize(token2.expose(), Target::Scope("x"), &scope(0)) {
+                Ok(_) => "ok".into(),
+                Err(e) => e.code().into(),
+            }
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+    }
+
     /// Another process ("host") with its own caches on the same database.
     struct Host {
         child: std::process::Child,
@@ -446,15 +576,25 @@ mod over_postgres {
         assert_eq!(other.authorize(payer.expose(), "x", 1), "ok");
         assert_eq!(other.authorize(revoked.expose(), "x", 0), "ok");
 
+        // Each change is refused there once its notification has arrived (polled, at most
+        // 5 s); before that, only the old answer may be seen, never anything else.
         v.revoke_key(&rk.key_id).unwrap();
-        assert_eq!(other.authorize(revoked.expose(), "x", 0), "invalid_api_key");
+        let before = until("invalid_api_key", || {
+            other.authorize(revoked.expose(), "x", 0)
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
         v.disable_key(&dk.key_id).unwrap();
-        assert_eq!(
-            other.authorize(disabled.expose(), "x", 0),
-            "api_key_inactive"
-        );
+        let before = until("api_key_inactive", || {
+            other.authorize(disabled.expose(), "x", 0)
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
         v.set_scopes(&nk.key_id, &["x"]).unwrap();
-        assert_eq!(other.authorize(narrowed.expose(), "y", 0), "missing_scope");
+        let before = until("missing_scope", || {
+            other.authorize(narrowed.expose(), "y", 0)
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+        // A debit to zero: a paid call always reads the balance in the database, so the
+        // very next one there is refused.
         v.debit("acct", 2, None).unwrap();
         assert_eq!(v.balance("acct").unwrap().credits, 0);
         assert_eq!(

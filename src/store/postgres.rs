@@ -32,23 +32,43 @@
 //! on disk when the call returns. `exclusive` and `Durability::Eventual` are refused for
 //! PostgreSQL vaults (they describe one process on one host).
 //!
-//! # Cache invalidation: fail closed (for now)
-//! No cross-host notification listener exists yet, so this backend hands the vault no
-//! generation slots ([`Backend::generations`] says `CacheMode::Disabled`): every call
-//! validates the key, its account and the route table against the database, and no
-//! process ever serves a grant that another host could have revoked.
+//! # Cache invalidation across hosts: LISTEN/NOTIFY, failing closed
+//! Each process keeps private generation slots (a process-private [`Sidecar`]) that its
+//! caches are validated by, as on redb. A write transaction records what it touched
+//! (keys, accounts, the route table) and, when it touched anything, takes the next change
+//! sequence number (`kl_change_seq`, under the writers' lock, so numbers follow commit
+//! order) and sends `NOTIFY keyledger_changes, '<seq> <touched>'` in the same transaction:
+//! PostgreSQL delivers it to every listener only if, and when, the transaction commits.
+//! The committing process also bumps its own slots around the commit.
+//!
+//! One listener thread per vault handle holds its own connection (`LISTEN
+//! keyledger_changes`) and bumps the slots named by each notification. It fails closed:
+//! - until it is connected and has read the current sequence number, and whenever its
+//!   connection breaks, the slots are distrusted ([`Sidecar::distrust`]: every call reads
+//!   the database, `cache_mode` is `disabled`);
+//! - on each (re)connection it invalidates every slot before trusting them again, since
+//!   changes may have committed while it was away;
+//! - a notification whose sequence number is not the next one expected (a gap) also
+//!   invalidates every slot.
+//!
+//! So a change committed on one host is refused by another host's cache as soon as the
+//! notification arrives; while it cannot arrive, nothing is served from a cache.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::Mutex;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 
 use super::records::{decode, encode, FORMAT_VERSION};
 use super::{
-    idempotency_key, meta_key, owner_key, AccountRecord, AuditRecord, Backend, Generations,
-    IdempotencyRecord, IdempotencyScope, KeyRecord, Meta, ReadTx, ReadTxn, WriteTx, WriteTxn,
+    idempotency_key, meta_key, owner_key, owner_slot, AccountRecord, AuditRecord, Backend,
+    Generations, IdempotencyRecord, IdempotencyScope, KeyRecord, Meta, ReadTx, ReadTxn, WriteTx,
+    WriteTxn,
 };
 use crate::audit::AuditAction;
 use crate::error::{Error, Result};
@@ -56,17 +76,25 @@ use crate::limits::{LimitOwner, RateLimit};
 use crate::model::{CacheMode, Millis};
 use crate::options::Durability;
 use crate::policy::RouteRule;
+use crate::shm::{Sidecar, SlotKind};
 
 /// The schema version this keyledger creates and understands.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 /// The advisory lock every write transaction holds (and schema migration, session-level).
 const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772; // "keyledgr"
+/// The notification channel of committed changes.
+const CHANNEL: &str = "keyledger_changes";
+/// A NOTIFY payload must stay under 8000 bytes; longer touched sets say "everything".
+const MAX_PAYLOAD: usize = 7000;
+/// How often the listener checks for a stop request or a broken connection.
+const LISTEN_TICK: Duration = Duration::from_millis(100);
 /// Idle connections kept for reuse.
 const POOL_IDLE: usize = 8;
 
 /// The schema, version by version: `MIGRATIONS[i]` takes the schema from version `i` to
 /// `i + 1`. Never edit a shipped step: add one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE kl_meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE kl_accounts (id text COLLATE "C" PRIMARY KEY, record bytea NOT NULL);
 CREATE TABLE kl_balances (id text COLLATE "C" PRIMARY KEY,
@@ -93,7 +121,12 @@ CREATE TABLE kl_ratelimits (owner text COLLATE "C", name text COLLATE "C",
     lim bigint NOT NULL, duration_ms bigint NOT NULL, auto_apply boolean NOT NULL,
     PRIMARY KEY (owner, name));
 CREATE TABLE kl_signatures_seen (t bigint, mac bytea, PRIMARY KEY (t, mac));
-"#];
+"#,
+    r#"
+CREATE TABLE kl_change_seq (seq bigint NOT NULL);
+INSERT INTO kl_change_seq (seq) VALUES (0);
+"#,
+];
 
 fn pg_err(e: postgres::Error) -> Error {
     // The client's messages never carry the password.
@@ -226,12 +259,31 @@ impl Drop for Conn {
 pub(crate) struct PgBackend {
     pool: Arc<Pool>,
     created: bool,
+    /// This process's generation slots, bumped by its commits and by the listener.
+    slots: Arc<Sidecar>,
+    listener: Listener,
+}
+
+/// The change listener thread and what it shares.
+struct Listener {
+    connected: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        self.listener.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.listener.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl PgBackend {
     /// Connect to the database at `url`, apply the schema migrations it lacks (refusing a
     /// schema newer than this keyledger knows), and create the vault's identity if new.
-    pub(crate) fn open(url: &str) -> Result<PgBackend> {
+    pub(crate) fn open(url: &str, slot_count: u32) -> Result<PgBackend> {
         let config: Config = url
             .parse()
             .map_err(|e| Error::invalid(format!("invalid PostgreSQL URL: {e}")))?;
@@ -244,9 +296,28 @@ impl PgBackend {
         let mut conn = pool.get()?;
         migrate(conn.c())?;
         drop(conn);
+        let slots = Arc::new(Sidecar::private(slot_count));
+        // Distrusted until the listener has connected and confirmed its position.
+        slots.distrust();
+        let connected = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (config, slots) = (pool.config.clone(), slots.clone());
+            let (connected, stop) = (connected.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("keyledger-pg-listener".into())
+                .spawn(move || listen(&config, &slots, &connected, &stop))
+                .map_err(|e| Error::Storage(format!("cannot start the change listener: {e}")))?
+        };
         let mut backend = PgBackend {
             pool,
             created: false,
+            slots,
+            listener: Listener {
+                connected,
+                stop,
+                thread: Some(thread),
+            },
         };
         backend.created = backend.init_identity()?;
         Ok(backend)
@@ -280,6 +351,8 @@ impl PgBackend {
         conn.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         Ok(PgRead {
             conn: RefCell::new(conn),
+            touched: Vec::new(),
+            slots: None,
         })
     }
 
@@ -291,8 +364,107 @@ impl PgBackend {
             .map_err(pg_err)?;
         Ok(PgRead {
             conn: RefCell::new(conn),
+            touched: Vec::new(),
+            slots: Some(self.slots.clone()),
         })
     }
+}
+
+/// The listener: (re)connect, `LISTEN`, confirm the position, invalidate everything,
+/// trust the slots; then bump what each notification names, until the connection breaks
+/// (distrust, and start over) or the backend is dropped.
+fn listen(config: &Config, slots: &Sidecar, connected: &AtomicBool, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        slots.distrust();
+        connected.store(false, Ordering::SeqCst);
+        let mut client = match listener_connect(config) {
+            Ok(c) => c,
+            Err(_) => {
+                std::thread::sleep(LISTEN_TICK);
+                continue;
+            }
+        };
+        let mut last = match client.query_one("SELECT seq FROM kl_change_seq", &[]) {
+            Ok(row) => row.get::<_, i64>(0),
+            Err(_) => continue,
+        };
+        slots.bump_all();
+        slots.trust_again();
+        connected.store(true, Ordering::SeqCst);
+        while !stop.load(Ordering::SeqCst) {
+            let next = client.notifications().timeout_iter(LISTEN_TICK).next();
+            match next {
+                Ok(Some(n)) => last = apply(slots, n.payload(), last),
+                Ok(None) if !client.is_closed() => {}
+                _ => break,
+            }
+        }
+    }
+    slots.distrust();
+    connected.store(false, Ordering::SeqCst);
+}
+
+fn listener_connect(config: &Config) -> std::result::Result<Client, postgres::Error> {
+    let mut config = config.clone();
+    config.application_name("keyledger-listener");
+    let mut client = config.connect(NoTls)?;
+    client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+    Ok(client)
+}
+
+/// Apply one notification (`<seq> <kind><id>\n…` or `<seq> *`); returns the newest
+/// sequence number seen. A gap, or a payload it cannot read, invalidates every slot.
+fn apply(slots: &Sidecar, payload: &str, last: i64) -> i64 {
+    let (seq, body) = payload.split_once(' ').unwrap_or((payload, "*"));
+    let Ok(seq) = seq.parse::<i64>() else {
+        slots.bump_all();
+        return last;
+    };
+    if seq > last.saturating_add(1) || body == "*" {
+        slots.bump_all();
+        return last.max(seq);
+    }
+    let mut touched = Vec::new();
+    for item in body.split('\n') {
+        let kind = match item.as_bytes().first() {
+            Some(b'k') => SlotKind::Key,
+            Some(b'a') => SlotKind::Account,
+            Some(b'g') => SlotKind::Global,
+            _ => {
+                slots.bump_all();
+                return last.max(seq);
+            }
+        };
+        touched.push((kind, &item[1..]));
+    }
+    let mut guard = slots.write();
+    let numbers: Vec<usize> = touched
+        .iter()
+        .map(|(k, id)| guard.slot_of(*k, id))
+        .collect();
+    guard.begin(&numbers);
+    drop(guard);
+    last.max(seq)
+}
+
+/// The NOTIFY payload for a committed change: `<seq> <kind><id>` lines, or `<seq> *`.
+fn payload(seq: i64, touched: &[(SlotKind, String)]) -> String {
+    let mut body = String::new();
+    for (i, (kind, id)) in touched.iter().enumerate() {
+        if i > 0 {
+            body.push('\n');
+        }
+        body.push(match kind {
+            SlotKind::Key => 'k',
+            SlotKind::Account => 'a',
+            SlotKind::Global => 'g',
+        });
+        body.push_str(id);
+    }
+    if body.len() > MAX_PAYLOAD || touched.iter().any(|(_, id)| id.contains('\n')) {
+        body = "*".into();
+    }
+    format!("{seq} {body}")
 }
 
 /// Bring the schema to [`SCHEMA_VERSION`], under a session advisory lock so two opening
@@ -371,11 +543,11 @@ impl Backend for PgBackend {
 
     fn generations(&self) -> Generations {
         Generations {
-            slots: None,
-            mode: CacheMode::Disabled,
+            slots: Some(self.slots.clone()),
+            mode: CacheMode::Shared,
             note: Some(
-                "PostgreSQL vault: no cross-host invalidation yet, so every call is validated \
-                 against the database"
+                "PostgreSQL vault: the change listener is not connected, so every call is \
+                 validated against the database"
                     .into(),
             ),
         }
@@ -384,7 +556,11 @@ impl Backend for PgBackend {
     fn maintain(&self) {}
 
     fn distrust_reason(&self) -> Option<String> {
-        None
+        (!self.listener.connected.load(Ordering::SeqCst)).then(|| {
+            "PostgreSQL vault: the change listener is not connected (or has not confirmed its \
+             position), so every call is validated against the database"
+                .into()
+        })
     }
 }
 
@@ -392,6 +568,10 @@ impl Backend for PgBackend {
 /// holding the writers' advisory lock (both kinds share the type; only writes commit).
 struct PgRead {
     conn: RefCell<Conn>,
+    /// What this write transaction changed, for the NOTIFY and the local slots.
+    touched: Vec<(SlotKind, String)>,
+    /// This process's slots (write transactions only).
+    slots: Option<Arc<Sidecar>>,
 }
 
 impl PgRead {
@@ -425,6 +605,12 @@ impl PgRead {
             .c()
             .execute(sql, params)
             .map_err(pg_err)
+    }
+
+    fn touch(&mut self, kind: SlotKind, id: &str) {
+        if !self.touched.iter().any(|(k, i)| *k == kind && i == id) {
+            self.touched.push((kind, id.to_string()));
+        }
     }
 
     fn meta_raw(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -656,6 +842,7 @@ impl WriteTxn for PgRead {
              ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
             &[&id, &bytes],
         )?;
+        self.touch(SlotKind::Account, id);
         Ok(())
     }
 
@@ -666,6 +853,7 @@ impl WriteTxn for PgRead {
              ON CONFLICT (id) DO UPDATE SET credits = EXCLUDED.credits, total = EXCLUDED.total",
             &[&id, &credits.to_string(), &total.to_string()],
         )?;
+        self.touch(SlotKind::Account, id);
         Ok(())
     }
 
@@ -677,10 +865,13 @@ impl WriteTxn for PgRead {
              record = EXCLUDED.record",
             &[&rec.key_id, &rec.account_id, &bytes],
         )?;
+        self.touch(SlotKind::Key, &rec.key_id);
         Ok(())
     }
 
     fn put_limit(&mut self, owner: LimitOwner<'_>, def: &RateLimit) -> Result<Option<RateLimit>> {
+        let (kind, id) = owner_slot(owner);
+        self.touch(kind, id);
         let owner = owner_key(owner);
         let old = self
             .opt(
@@ -705,14 +896,19 @@ impl WriteTxn for PgRead {
     }
 
     fn remove_limit(&mut self, owner: LimitOwner<'_>, name: &str) -> Result<Option<RateLimit>> {
-        let owner = owner_key(owner);
-        Ok(self
+        let (kind, id) = owner_slot(owner);
+        let key = owner_key(owner);
+        let old = self
             .opt(
                 "DELETE FROM kl_ratelimits WHERE owner = $1 AND name = $2 \
                  RETURNING name, lim, duration_ms, auto_apply",
-                &[&owner, &name],
+                &[&key, &name],
             )?
-            .map(|r| limit_of(&r)))
+            .map(|r| limit_of(&r));
+        if old.is_some() {
+            self.touch(kind, id);
+        }
+        Ok(old)
     }
 
     fn insert_route(&mut self, rule: &RouteRule) -> Result<bool> {
@@ -721,11 +917,14 @@ impl WriteTxn for PgRead {
              ON CONFLICT (method, pattern) DO NOTHING",
             &[&rule.method, &rule.pattern, &rule.scope, &big(rule.cost)?],
         )?;
+        if n == 1 {
+            self.touch(SlotKind::Global, "routes");
+        }
         Ok(n == 1)
     }
 
     fn remove_route(&mut self, method: &str, pattern: &str) -> Result<Option<RouteRule>> {
-        Ok(self
+        let removed = self
             .opt(
                 "DELETE FROM kl_routes WHERE method = $1 AND pattern = $2 \
                  RETURNING method, pattern, scope, cost",
@@ -736,7 +935,11 @@ impl WriteTxn for PgRead {
                 pattern: r.get(1),
                 scope: r.get(2),
                 cost: unsigned(r.get(3)),
-            }))
+            });
+        if removed.is_some() {
+            self.touch(SlotKind::Global, "routes");
+        }
+        Ok(removed)
     }
 
     fn put_idempotent(
@@ -886,9 +1089,40 @@ impl WriteTxn for PgRead {
         Ok(())
     }
 
+    /// Commit; when anything was touched, first take the next change number and NOTIFY
+    /// it (delivered at commit), and bump this process's slots around the commit.
     fn commit(self: Box<Self>, _durability: Durability) -> Result<()> {
-        let mut conn = self.conn.into_inner();
+        let PgRead {
+            conn,
+            touched,
+            slots,
+        } = *self;
+        let mut conn = conn.into_inner();
+        let guard = match (&slots, touched.is_empty()) {
+            (Some(sc), false) => {
+                let seq: i64 = conn
+                    .c()
+                    .query_one("UPDATE kl_change_seq SET seq = seq + 1 RETURNING seq", &[])
+                    .map_err(pg_err)?
+                    .get(0);
+                conn.c()
+                    .execute(
+                        "SELECT pg_notify($1, $2)",
+                        &[&CHANNEL, &payload(seq, &touched)],
+                    )
+                    .map_err(pg_err)?;
+                let mut guard = sc.write();
+                let numbers: Vec<usize> = touched
+                    .iter()
+                    .map(|(k, id)| guard.slot_of(*k, id))
+                    .collect();
+                guard.begin(&numbers);
+                Some(guard)
+            }
+            _ => None,
+        };
         conn.c().batch_execute("COMMIT").map_err(pg_err)?;
+        drop(guard);
         conn.in_txn = false;
         conn.pool.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())

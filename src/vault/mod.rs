@@ -229,7 +229,7 @@ impl Vault {
                 "exclusive=true is for a vault file owned by one process; a PostgreSQL vault is shared",
             ));
         }
-        let backend = crate::store::postgres::PgBackend::open(url)?;
+        let backend = crate::store::postgres::PgBackend::open(url, options.shm_slots)?;
         let name = PathBuf::from(crate::store::postgres::redact(url));
         Vault::open_with_backend(name, Box::new(backend), options)
     }
