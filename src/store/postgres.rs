@@ -52,7 +52,9 @@
 //!   invalidates every slot.
 //!
 //! So a change committed on one host is refused by another host's cache as soon as the
-//! notification arrives; while it cannot arrive, nothing is served from a cache.
+//! notification arrives; while it cannot arrive, nothing is served from a cache. One
+//! window remains: a network path that dies silently is noticed only when the listener's
+//! TCP keepalives give up (about 5 s).
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,6 +90,8 @@ const CHANNEL: &str = "keyledger_changes";
 const MAX_PAYLOAD: usize = 7000;
 /// How often the listener checks for a stop request or a broken connection.
 const LISTEN_TICK: Duration = Duration::from_millis(100);
+/// How long a connection attempt may take unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept for reuse.
 const POOL_IDLE: usize = 8;
 
@@ -284,9 +288,12 @@ impl PgBackend {
     /// Connect to the database at `url`, apply the schema migrations it lacks (refusing a
     /// schema newer than this keyledger knows), and create the vault's identity if new.
     pub(crate) fn open(url: &str, slot_count: u32) -> Result<PgBackend> {
-        let config: Config = url
+        let mut config: Config = url
             .parse()
             .map_err(|e| Error::invalid(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let pool = Arc::new(Pool {
             config,
             idle: Mutex::new(Vec::new()),
@@ -406,7 +413,15 @@ fn listen(config: &Config, slots: &Sidecar, connected: &AtomicBool, stop: &Atomi
 
 fn listener_connect(config: &Config) -> std::result::Result<Client, postgres::Error> {
     let mut config = config.clone();
-    config.application_name("keyledger-listener");
+    // A silently broken network path (no FIN, no RST) is noticed within about 5 s by TCP
+    // keepalives and the user timeout; until then this process trusts its slots.
+    config
+        .application_name("keyledger-listener")
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(2))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(5));
     let mut client = config.connect(NoTls)?;
     client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
     Ok(client)
