@@ -288,6 +288,29 @@ impl Sidecar {
         self.untrusted.store(true, Ordering::SeqCst);
     }
 
+    /// Trust the slots again after [`Sidecar::distrust`]: only for private slots whose
+    /// owner invalidated every entry first ([`Sidecar::bump_all`]), e.g. the PostgreSQL
+    /// backend once its change listener has reconnected and confirmed its position.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn trust_again(&self) {
+        debug_assert!(!self.is_shared(), "a shared sidecar is never trusted again");
+        if !self.is_shared() {
+            self.untrusted.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Invalidate every private slot (+2 each, under this process's writer lock, so no slot
+    /// is mid-commit): every entry cached before is stale. No-op for a mapped sidecar.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn bump_all(&self) {
+        let _mutex = self.writers.lock();
+        if let Backing::Heap(slots, _) = &self.backing {
+            for slot in slots.iter() {
+                slot.fetch_add(2, Ordering::SeqCst);
+            }
+        }
+    }
+
     /// False once this process has stopped trusting the slots (a failed flock, or no
     /// usable sidecar at the path after a removal): every call then reads storage.
     pub(crate) fn is_trusted(&self) -> bool {

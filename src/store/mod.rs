@@ -31,6 +31,8 @@
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod records;
 pub(crate) mod redb;
 mod slots;

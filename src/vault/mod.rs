@@ -75,6 +75,11 @@ pub use crate::options::{
     default_argon2_concurrency, AuthorizeOptions, Durability, OnReplay, Target, VaultOptions,
 };
 
+/// Whether a vault location names a PostgreSQL database rather than a file.
+fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgresql://") || location.starts_with("postgres://")
+}
+
 static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 
 static FORK_HOOK: Once = Once::new();
@@ -191,9 +196,17 @@ impl Vault {
     /// its sidecar `<canonical path>.shm`, owned by another user or writable by group or
     /// others is refused with `invalid_argument` (the message names the path, owner and
     /// mode, and the fix); so is a symlink at `path` owned by another user.
+    ///
+    /// A location starting with `postgresql://` or `postgres://` opens a PostgreSQL vault
+    /// instead (cargo feature `postgres`; without it such a location is refused with
+    /// `invalid_argument`). `exclusive` and `Durability::Eventual` are refused for it.
+    /// Its `path()` is the URL with any password replaced by `***`.
     pub fn open_with(path: impl AsRef<Path>, options: VaultOptions) -> Result<Vault> {
         let path = path.as_ref().to_path_buf();
         check_options(&options)?;
+        if let Some(url) = path.to_str().filter(|p| is_postgres_url(p)) {
+            return Vault::open_postgres(url, options);
+        }
         let backend = file::RedbBackend::open(
             &path,
             &file::FileOptions {
@@ -207,6 +220,25 @@ impl Vault {
         #[cfg(any(test, feature = "fault-injection"))]
         let backend = crate::store::fault::wrap_if_armed(&path, backend);
         Vault::open_with_backend(path, backend, options)
+    }
+
+    #[cfg(feature = "postgres")]
+    fn open_postgres(url: &str, options: VaultOptions) -> Result<Vault> {
+        if options.exclusive {
+            return Err(Error::invalid(
+                "exclusive=true is for a vault file owned by one process; a PostgreSQL vault is shared",
+            ));
+        }
+        let backend = crate::store::postgres::PgBackend::open(url, options.shm_slots)?;
+        let name = PathBuf::from(crate::store::postgres::redact(url));
+        Vault::open_with_backend(name, Box::new(backend), options)
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn open_postgres(_url: &str, _options: VaultOptions) -> Result<Vault> {
+        Err(Error::invalid(
+            "a postgresql:// vault needs keyledger built with the cargo feature \"postgres\"",
+        ))
     }
 
     /// Open a vault over a storage backend already opened at `path` (which names it in

@@ -21,6 +21,7 @@ mod workloads;
 mod concurrency;
 mod crash;
 mod model;
+mod postgres;
 mod ratelimits;
 mod security_sidecar;
 mod signing;
@@ -33,6 +34,7 @@ const ENTRIES: &[(&str, Entry)] = &[
     ("crash::worker", crash::worker),
     ("crash::server", crash::server),
     ("model::hammer", model::hammer),
+    ("postgres::serve", postgres::serve),
     ("ratelimits::hammer", ratelimits::hammer),
     (
         "ratelimits::cross_the_boundary",

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod base;
+pub mod pg;
 pub mod workloads;
 
 pub use base::*;
@@ -23,7 +24,14 @@ pub struct Fixture {
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vault.redb");
+        // KEYLEDGER_TEST_PG_SUITES=<cluster URL>: the suites that run over both backends
+        // (scripts/test) open a fresh PostgreSQL database instead of the file.
+        let path = match std::env::var("KEYLEDGER_TEST_PG_SUITES") {
+            Ok(cluster) if !cluster.is_empty() => {
+                PathBuf::from(pg::fresh_database(&cluster, "fixture"))
+            }
+            _ => dir.path().join("vault.redb"),
+        };
         let clock = TestClock::new();
         let vault = Vault::open_with(&path, options_with_clock(&clock)).unwrap();
         Fixture {

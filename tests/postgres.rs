@@ -1,0 +1,609 @@
+//! The vault over PostgreSQL (cargo feature `postgres`), on the throwaway cluster of
+//! `scripts/pg-cluster` (`KEYLEDGER_TEST_PG`): each test gets a fresh database. Without
+//! the feature, a `postgresql://` location is refused with `invalid_argument`.
+
+mod common;
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn a_postgresql_location_is_refused_without_the_feature() {
+    for url in ["postgresql://u@localhost/db", "postgres://u@localhost/db"] {
+        let e = keyledger::Vault::open(url).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
+        assert!(e.to_string().contains("postgres"), "{e}");
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod over_postgres {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use keyledger::{
+        AuditQuery, AuthorizeOptions, CacheMode, LimitOwner, NewKey, RefillInterval, Target, Vault,
+    };
+
+    use super::common::pg;
+    use super::common::{self, child_command, options, options_with_clock, seed_routes, TestClock};
+
+    /// A fresh database for `test`, or `None` when no cluster is configured (a failure
+    /// under KEYLEDGER_REQUIRE_ALL).
+    fn database(test: &str) -> Option<String> {
+        let cluster = pg::cluster(&format!("postgres::{test}"))?;
+        Some(pg::fresh_database(&cluster, test))
+    }
+
+    /// Waits (at most 10 s) until the vault's change listener is connected: `cache_mode`
+    /// is `disabled` until then.
+    fn wait_for_listener(v: &Vault) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while v.cache_mode() != CacheMode::Shared {
+            assert!(
+                Instant::now() < deadline,
+                "the change listener did not connect within 10 s: {:?}",
+                v.cache_disabled_reason()
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(v.cache_disabled_reason(), None);
+    }
+
+    /// Calls `f` until it returns `want`, for at most 5 s (a notification's delivery);
+    /// the answers seen before, in order.
+    fn until(want: &str, mut f: impl FnMut() -> String) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        loop {
+            let got = f();
+            if got == want {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {got:?} after 5 s, expected {want:?} (seen {seen:?})"
+            );
+            seen.push(got);
+        }
+    }
+
+    /// The database name in a test database URL.
+    fn database_name(url: &str) -> String {
+        let after_scheme = url.split_once("://").unwrap().1;
+        let path = after_scheme.split('?').next().unwrap();
+        path.split_once('/').unwrap().1.to_string()
+    }
+
+    fn scope(cost: u64) -> AuthorizeOptions<'static> {
+        AuthorizeOptions {
+            cost: Some(cost),
+            ..AuthorizeOptions::default()
+        }
+    }
+
+    #[test]
+    fn management_round_trips_and_survives_a_reopen() {
+        let Some(url) = database("management") else {
+            return;
+        };
+        let clock = TestClock::new();
+        let v = Vault::open_with(&url, options_with_clock(&clock)).unwrap();
+        wait_for_listener(&v);
+        v.create_account("acct_1", 100, None).unwrap();
+        v.create_account("acct_2", 5, None).unwrap();
+        assert_eq!(
+            v.create_account("acct_1", 1, None).unwrap_err().code(),
+            "already_exists"
+        );
+        seed_routes(&v);
+        let (_t, k) = v
+            .create_key(NewKey::new("acct_1", "server", ["sms:send"]).prefix("dial_live"))
+            .unwrap();
+        v.set_scopes(&k.key_id, &["sms:send", "numbers:read"])
+            .unwrap();
+        v.set_ratelimit(LimitOwner::Key(&k.key_id), "burst", 10, 1000, true)
+            .unwrap();
+        v.close().unwrap();
+        drop(v);
+
+        let v = Vault::open_with(&url, options_with_clock(&clock)).unwrap();
+        let ids: Vec<String> = v
+            .list_accounts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, ["acct_1", "acct_2"]);
+        assert_eq!(v.balance("acct_1").unwrap().credits, 100);
+        assert_eq!(
+            v.key(&k.key_id).unwrap().scopes,
+            ["numbers:read", "sms:send"]
+        );
+        assert_eq!(v.list_keys(Some("acct_1")).unwrap().len(), 1);
+        assert_eq!(v.list_routes().unwrap().len(), 4);
+        assert_eq!(
+            v.ratelimits(LimitOwner::Key(&k.key_id)).unwrap()[0].limit,
+            10
+        );
+        v.remove_route("GET", "/sms/*").unwrap();
+        assert_eq!(v.list_routes().unwrap().len(), 3);
+        assert_eq!(
+            v.remove_route("GET", "/sms/*").unwrap_err().code(),
+            "not_found"
+        );
+    }
+
+    #[test]
+    fn the_url_password_never_shows_in_path_or_debug() {
+        let Some(url) = database("redaction") else {
+            return;
+        };
+        let with_password = url.replacen("keyledger@", "keyledger:hunter2secret@", 1);
+        // Trust auth on the socket: the password is sent only if asked for, and it is not.
+        let v = Vault::open_with(&with_password, options()).unwrap();
+        let shown = format!("{} {:?}", v.path().display(), v);
+        assert!(!shown.contains("hunter2secret"), "{shown}");
+        assert!(shown.contains("keyledger:***@"), "{shown}");
+    }
+
+    #[test]
+    fn exclusive_is_refused_for_a_postgresql_vault() {
+        let Some(url) = database("exclusive") else {
+            return;
+        };
+        let e = Vault::open_with(
+            &url,
+            keyledger::VaultOptions {
+                exclusive: true,
+                ..options()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "invalid_argument");
+    }
+
+    #[test]
+    fn a_schema_newer_than_this_keyledger_is_refused() {
+        let Some(url) = database("schema") else {
+            return;
+        };
+        Vault::open_with(&url, options()).unwrap().close().unwrap();
+        assert_eq!(pg::sql(&url, "SELECT version FROM keyledger_schema"), "2");
+        pg::sql(&url, "UPDATE keyledger_schema SET version = 99");
+        let e = Vault::open_with(&url, options()).unwrap_err();
+        assert_eq!(e.code(), "storage");
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn authorize_checks_secret_revocation_scope_and_credits() {
+        let Some(url) = database("authorize") else {
+            return;
+        };
+        let clock = TestClock::new();
+        let v = Vault::open_with(&url, options_with_clock(&clock)).unwrap();
+        v.create_account("acct_42", 2, None).unwrap();
+        seed_routes(&v);
+        let (token, info) = v
+            .create_key(NewKey::new("acct_42", "server", ["sms:send"]).prefix("dial_live"))
+            .unwrap();
+        let send = Target::route("POST", "/api/v1/messaging/send");
+        let g = v
+            .authorize(token.expose(), send, &AuthorizeOptions::default())
+            .unwrap();
+        assert_eq!((g.charged, g.credits), (1, 1));
+        let e = v
+            .authorize(
+                token.expose(),
+                Target::route("GET", "/api/v1/numbers/mine"),
+                &AuthorizeOptions::default(),
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), "missing_scope");
+        let mut wrong = token.expose().to_string();
+        wrong.pop();
+        wrong.push(if token.expose().ends_with('A') {
+            'B'
+        } else {
+            'A'
+        });
+        assert_eq!(
+            v.authorize(&wrong, send, &AuthorizeOptions::default())
+                .unwrap_err()
+                .code(),
+            "invalid_api_key"
+        );
+        v.authorize(token.expose(), send, &AuthorizeOptions::default())
+            .unwrap();
+        let e = v
+            .authorize(token.expose(), send, &AuthorizeOptions::default())
+            .unwrap_err();
+        assert_eq!(e.code(), "insufficient_credits");
+        v.top_up("acct_42", 10, None).unwrap();
+        v.revoke_key(&info.key_id).unwrap();
+        let e = v
+            .authorize(token.expose(), send, &AuthorizeOptions::default())
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_api_key");
+        assert_eq!(v.balance("acct_42").unwrap().credits, 10);
+    }
+
+    #[test]
+    fn concurrent_debits_from_threads_are_exact() {
+        let Some(url) = database("debits") else {
+            return;
+        };
+        let v = Arc::new(Vault::open_with(&url, options()).unwrap());
+        v.create_account("acct", 1000, None).unwrap();
+        let (token, _) = v.create_key(NewKey::new("acct", "k", ["work"])).unwrap();
+        let token = Arc::new(token.expose().to_string());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (v, token) = (v.clone(), token.clone());
+                std::thread::spawn(move || {
+                    let mut granted = 0u64;
+                    for _ in 0..40 {
+                        match v.authorize(&token, Target::Scope("work"), &scope(3)) {
+                            Ok(g) => granted += g.charged,
+                            Err(e) => assert_eq!(e.code(), "insufficient_credits"),
+                        }
+                    }
+                    granted
+                })
+            })
+            .collect();
+        let charged: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        // 8 × 40 × 3 = 960 asked of 1000: every one granted, the remainder exact.
+        assert_eq!(charged, 960);
+        assert_eq!(v.balance("acct").unwrap().credits, 40);
+        // Management debits race with authorize debits and never overdraw.
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let v = v.clone();
+                std::thread::spawn(move || {
+                    (0..10).filter(|_| v.debit("acct", 3, None).is_ok()).count() as u64
+                })
+            })
+            .collect();
+        let ok: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(ok, 13, "40 credits pay 13 debits of 3");
+        assert_eq!(v.balance("acct").unwrap().credits, 1);
+        assert_eq!(
+            pg::sql(&url, "SELECT credits FROM kl_balances WHERE id = 'acct'"),
+            "1"
+        );
+    }
+
+    #[test]
+    fn idempotent_authorize_and_debit_charge_once() {
+        let Some(url) = database("idempotency") else {
+            return;
+        };
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 10, None).unwrap();
+        let (token, _) = v.create_key(NewKey::new("acct", "k", ["work"])).unwrap();
+        let opts = AuthorizeOptions {
+            cost: Some(4),
+            idempotency_key: Some("req-1"),
+            ..AuthorizeOptions::default()
+        };
+        let first = v
+            .authorize(token.expose(), Target::Scope("work"), &opts)
+            .unwrap();
+        let again = v
+            .authorize(token.expose(), Target::Scope("work"), &opts)
+            .unwrap();
+        assert!(!first.replayed && again.replayed);
+        assert_eq!(v.balance("acct").unwrap().credits, 6);
+        let other = AuthorizeOptions {
+            cost: Some(5),
+            ..opts
+        };
+        assert_eq!(
+            v.authorize(token.expose(), Target::Scope("work"), &other)
+                .unwrap_err()
+                .code(),
+            "idempotency_conflict"
+        );
+        v.debit("acct", 2, Some("d-1")).unwrap();
+        v.debit("acct", 2, Some("d-1")).unwrap();
+        assert_eq!(v.balance("acct").unwrap().credits, 4);
+    }
+
+    #[test]
+    fn audit_is_gapless_and_filtered() {
+        let Some(url) = database("audit") else { return };
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("a1", 1, None).unwrap();
+        v.create_account("a2", 1, None).unwrap();
+        let (_t, k) = v.create_key(NewKey::new("a1", "k", ["x"])).unwrap();
+        v.disable_key(&k.key_id).unwrap();
+        common::assert_no_audit_gap(&v);
+        let by_key = v
+            .audit(&AuditQuery {
+                key_id: Some(k.key_id.clone()),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(by_key.len(), 2, "{by_key:?}");
+        assert!(by_key[0].seq > by_key[1].seq);
+        let created = v
+            .audit(&AuditQuery {
+                action: Some("account_created".into()),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(created.len(), 2);
+        let a2 = v
+            .audit(&AuditQuery {
+                account_id: Some("a2".into()),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(a2.len(), 1);
+    }
+
+    #[test]
+    fn rate_limits_refuse_past_the_limit() {
+        let Some(url) = database("ratelimits") else {
+            return;
+        };
+        let clock = TestClock::new();
+        let v = Vault::open_with(&url, options_with_clock(&clock)).unwrap();
+        v.create_account("acct", 0, None).unwrap();
+        let (token, k) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        v.set_ratelimit(LimitOwner::Key(&k.key_id), "burst", 3, 60_000, true)
+            .unwrap();
+        for _ in 0..3 {
+            v.authorize(token.expose(), Target::Scope("x"), &scope(0))
+                .unwrap();
+        }
+        let e = v
+            .authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "rate_limited");
+        clock.advance(61_000);
+        v.authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_refill_happens_once_per_period_across_two_handles() {
+        let Some(url) = database("refill") else {
+            return;
+        };
+        let clock = TestClock::new();
+        let a = Vault::open_with(&url, options_with_clock(&clock)).unwrap();
+        let b = Vault::open_with(&url, options_with_clock(&clock)).unwrap();
+        a.create_account("acct", 0, None).unwrap();
+        a.set_refill("acct", 5, RefillInterval::Daily, 1).unwrap();
+        let (token, _) = a.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        assert_eq!(
+            a.authorize(token.expose(), Target::Scope("x"), &scope(1))
+                .unwrap_err()
+                .code(),
+            "insufficient_credits"
+        );
+        clock.advance(86_400_000);
+        a.authorize(token.expose(), Target::Scope("x"), &scope(2))
+            .unwrap();
+        b.authorize(token.expose(), Target::Scope("x"), &scope(2))
+            .unwrap();
+        // One refill of 5 for the period, whichever handle saw the boundary first.
+        assert_eq!(b.balance("acct").unwrap().credits, 1);
+        assert_eq!(
+            a.authorize(token.expose(), Target::Scope("x"), &scope(2))
+                .unwrap_err()
+                .code(),
+            "insufficient_credits"
+        );
+    }
+
+    #[test]
+    fn a_database_that_goes_away_refuses_with_storage_and_never_grants() {
+        let Some(cluster) = pg::cluster("postgres::database_gone") else {
+            return;
+        };
+        let url = pg::fresh_database(&cluster, "gone");
+        let after_scheme = url.split_once("://").unwrap().1;
+        let path = after_scheme.split('?').next().unwrap();
+        let name = path.split_once('/').unwrap().1.to_string();
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 5, None).unwrap();
+        let (token, _) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        for _ in 0..3 {
+            v.authorize(token.expose(), Target::Scope("x"), &scope(0))
+                .unwrap();
+        }
+        pg::sql(&cluster, &format!("DROP DATABASE \"{name}\" WITH (FORCE)"));
+        for cost in [0, 0, 1] {
+            let e = v
+                .authorize(token.expose(), Target::Scope("x"), &scope(cost))
+                .unwrap_err();
+            assert_eq!(e.code(), "storage", "{e}");
+        }
+        assert_eq!(v.balance("acct").unwrap_err().code(), "storage");
+    }
+
+    #[test]
+    fn a_killed_listener_fails_closed_and_a_change_missed_meanwhile_is_never_served() {
+        let Some(cluster) = pg::cluster("postgres::listener_killed") else {
+            return;
+        };
+        let url = pg::fresh_database(&cluster, "listener");
+        let name = database_name(&url);
+        // Two handles with their own caches and listeners: `a` writes, `b` serves.
+        let a = Vault::open_with(&url, options()).unwrap();
+        let b = Vault::open_with(&url, options()).unwrap();
+        a.create_account("acct", 0, None).unwrap();
+        let (token, k) = a.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        let (token2, k2) = a.create_key(NewKey::new("acct", "k2", ["x"])).unwrap();
+        let (token3, k3) = a.create_key(NewKey::new("acct", "k3", ["x"])).unwrap();
+        wait_for_listener(&b);
+        for t in [&token, &token2, &token3] {
+            b.authorize(t.expose(), Target::Scope("x"), &scope(0))
+                .unwrap();
+        }
+        // The hot path: b answers from its cache without a read transaction.
+        let reads = b.stats().read_txns;
+        b.authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+        assert_eq!(
+            b.stats().read_txns,
+            reads,
+            "a warm, unchanged key read the database"
+        );
+
+        // No new connection may be made (the pools keep theirs), and the listeners'
+        // connections are killed: the change below is never notified to b.
+        pg::sql(
+            &cluster,
+            &format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"),
+        );
+        pg::sql(
+            &cluster,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND application_name = 'keyledger-listener'"
+            ),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.cache_mode() != CacheMode::Disabled {
+            assert!(
+                Instant::now() < deadline,
+                "b did not notice its listener died"
+            );
+            std::thread::yield_now();
+        }
+        assert!(b.cache_disabled_reason().unwrap().contains("listener"));
+        a.revoke_key(&k.key_id).unwrap();
+        a.revoke_key(&k3.key_id).unwrap();
+        // b's cache still holds the key as valid and b got no notification: it must read
+        // the database on every call while disconnected.
+        let e = b
+            .authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_api_key");
+        assert_eq!(b.cache_mode(), CacheMode::Disabled);
+
+        // Reconnected: everything cached before is invalidated, then trusted again.
+        pg::sql(
+            &cluster,
+            &format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"),
+        );
+        wait_for_listener(&b);
+        // k3 was not used while disconnected: its cache entry is from before, and only the
+        // invalidation at reconnection keeps it from being served.
+        let e = b
+            .authorize(token3.expose(), Target::Scope("x"), &scope(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_api_key");
+        let e = b
+            .authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_api_key");
+        b.authorize(token2.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+        wait_for_listener(&a);
+        a.disable_key(&k2.key_id).unwrap();
+        let before = until("api_key_inactive", || {
+            match b.authorize(token2.expose(), Target::Scope("x"), &scope(0)) {
+                Ok(_) => "ok".into(),
+                Err(e) => e.code().into(),
+            }
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+    }
+
+    /// Another process ("host") with its own caches on the same database.
+    struct Host {
+        child: std::process::Child,
+        out: BufReader<std::process::ChildStdout>,
+    }
+
+    impl Host {
+        fn start(url: &str) -> Host {
+            let mut child = child_command("postgres::serve")
+                .env("KL_URL", url)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "READY", "the other host did not start");
+            Host { child, out }
+        }
+
+        fn authorize(&mut self, token: &str, scope: &str, cost: u64) -> String {
+            let stdin = self.child.stdin.as_mut().unwrap();
+            writeln!(stdin, "{token} {scope} {cost}").unwrap();
+            stdin.flush().unwrap();
+            let mut line = String::new();
+            self.out.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("RESULT=")
+                .unwrap_or(&line)
+                .to_string()
+        }
+    }
+
+    impl Drop for Host {
+        fn drop(&mut self) {
+            drop(self.child.stdin.take());
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn another_process_refuses_on_its_next_call_after_a_revoke_narrowing_or_debit_to_zero() {
+        let Some(url) = database("two_hosts") else {
+            return;
+        };
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 3, None).unwrap();
+        let (revoked, rk) = v.create_key(NewKey::new("acct", "r", ["x"])).unwrap();
+        let (disabled, dk) = v.create_key(NewKey::new("acct", "d", ["x"])).unwrap();
+        let (narrowed, nk) = v.create_key(NewKey::new("acct", "n", ["x", "y"])).unwrap();
+        let (payer, _) = v.create_key(NewKey::new("acct", "p", ["x"])).unwrap();
+        let mut other = Host::start(&url);
+        // Each key is used once on the other host first, so it is warm there.
+        assert_eq!(other.authorize(revoked.expose(), "x", 0), "ok");
+        assert_eq!(other.authorize(disabled.expose(), "x", 0), "ok");
+        assert_eq!(other.authorize(narrowed.expose(), "y", 0), "ok");
+        assert_eq!(other.authorize(payer.expose(), "x", 1), "ok");
+        assert_eq!(other.authorize(revoked.expose(), "x", 0), "ok");
+
+        // Each change is refused there once its notification has arrived (polled, at most
+        // 5 s); before that, only the old answer may be seen, never anything else.
+        v.revoke_key(&rk.key_id).unwrap();
+        let before = until("invalid_api_key", || {
+            other.authorize(revoked.expose(), "x", 0)
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+        v.disable_key(&dk.key_id).unwrap();
+        let before = until("api_key_inactive", || {
+            other.authorize(disabled.expose(), "x", 0)
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+        v.set_scopes(&nk.key_id, &["x"]).unwrap();
+        let before = until("missing_scope", || {
+            other.authorize(narrowed.expose(), "y", 0)
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+        // A debit to zero: a paid call always reads the balance in the database, so the
+        // very next one there is refused.
+        v.debit("acct", 2, None).unwrap();
+        assert_eq!(v.balance("acct").unwrap().credits, 0);
+        assert_eq!(
+            other.authorize(payer.expose(), "x", 1),
+            "insufficient_credits"
+        );
+        // And back: a top-up here is spendable there at once.
+        v.top_up("acct", 1, None).unwrap();
+        assert_eq!(other.authorize(payer.expose(), "x", 1), "ok");
+        assert_eq!(v.balance("acct").unwrap().credits, 0);
+    }
+}
