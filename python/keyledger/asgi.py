@@ -147,7 +147,7 @@ class KeyLedgerMiddleware:
         body, too_large = None, False
         if kind == "http" and signature is not None:
             body, too_large = await read_body(receive, self.max_body)
-            receive = replay_body(body)
+            receive = replay_body(body, receive)
         default = self.header == b"authorization"
         options: Dict[str, Any] = dict(
             authorization=headers.get(b"authorization") if default else None,

@@ -319,3 +319,55 @@ def test_the_asgi_gate_authorizes_a_new_key_off_the_event_loop(vault_path: pathl
     assert status == 200
     assert took > 0.05, f"argon2 took {took * 1000:.0f} ms: too fast for this test to mean anything"
     assert t.ticks >= took / 0.02, f"{t.ticks} ticks during a {took * 1000:.0f} ms cold request"
+
+
+@pytest.mark.skipif(trio is None, reason="trio is not installed")
+def test_the_asgi_gate_runs_under_trio_with_a_signed_paid_request(vault_path: pathlib.Path) -> None:
+    """Under trio: the first request of a signing key (argon2, then a debit's commit, both
+    in worker threads), its body read for the signature and handed to the app again, then
+    the server's own messages."""
+    master = keyledger.generate_master_key()
+    with keyledger.Vault(vault_path, master_key=master, argon2="insecure-fast") as v:
+        v.create_account("a", 10)
+        v.add_route("POST", "/v1/send", "sms:send", cost=1)
+        token, _ = v.create_key("a", "signed", ["sms:send"], signing=True)
+    secret = token.signing_secret
+    assert secret is not None
+    body = b'{"to":"+1555"}'
+    sig = keyledger.sign_request(secret, "POST", "/v1/send", body)
+    seen: Dict[str, Any] = {}
+
+    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        seen["body"] = (await receive())["body"]
+        seen["next"] = (await receive())["type"]  # the server's own, after the replay
+        seen["credits"] = scope["keyledger"].credits
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"sent"})
+
+    sent: List[Dict[str, Any]] = []
+    chunks = [
+        {"type": "http.request", "body": body[:5], "more_body": True},
+        {"type": "http.request", "body": body[5:], "more_body": False},
+    ]
+
+    async def receive() -> Dict[str, Any]:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/v1/send",
+        "raw_path": b"/v1/send",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode()), (b"x-keyledger-signature", sig.encode())],
+    }
+    with keyledger.Vault(vault_path, master_key=master) as v:
+        trio.run(KeyLedgerMiddleware(app, vault=v), scope, receive, send)
+        assert v.balance("a").credits == 9
+    assert sent[0]["status"] == 200
+    assert seen == {"body": body, "next": "http.disconnect", "credits": 9}
