@@ -3,7 +3,6 @@ signed request's body read once and handed to the app again."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Awaitable, Callable, List, MutableMapping, Tuple
 from urllib.parse import quote
 
@@ -48,16 +47,16 @@ async def read_body(receive: Receive, limit: int) -> Tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
-def replay_body(body: bytes) -> Receive:
-    """A ``receive`` that hands the app the body already read, then waits for disconnect."""
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body already read, then passes on what the
+    server sends next (``http.disconnect``). No event-loop API: asyncio and trio alike."""
     sent = False
 
-    async def receive() -> Message:
+    async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # nothing more will come; the server cancels us
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replay

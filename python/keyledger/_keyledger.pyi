@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta
 from os import PathLike
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union, final
+from typing import Any, Coroutine, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union, final
 
 from keyledger._types import Token
 
@@ -231,6 +231,44 @@ class Vault:
         on_replay: Optional[Literal["grant", "refuse"]] = None,
         query: Optional[str] = None,
     ) -> Grant: ...
+    def try_authorize(
+        self,
+        token: str,
+        *,
+        route: Optional[Tuple[str, str]] = None,
+        scope: Optional[str] = None,
+        cost: Optional[int] = None,
+        idempotency_key: Optional[str] = None,
+        signature: Optional[str] = None,
+        body: Optional[bytes] = None,
+        limits: Optional[Sequence[str]] = None,
+        limit_cost: Optional[int] = None,
+        now: Optional[_Instant] = None,
+        on_replay: Optional[Literal["grant", "refuse"]] = None,
+        query: Optional[str] = None,
+    ) -> Optional[Grant]:
+        """``authorize`` that never blocks: None when it would run argon2 or wait for a
+        commit (nothing was changed; make the ``authorize`` call off the event loop)."""
+        ...
+    def authorize_async(
+        self,
+        token: str,
+        *,
+        route: Optional[Tuple[str, str]] = None,
+        scope: Optional[str] = None,
+        cost: Optional[int] = None,
+        idempotency_key: Optional[str] = None,
+        signature: Optional[str] = None,
+        body: Optional[bytes] = None,
+        limits: Optional[Sequence[str]] = None,
+        limit_cost: Optional[int] = None,
+        now: Optional[_Instant] = None,
+        on_replay: Optional[Literal["grant", "refuse"]] = None,
+        query: Optional[str] = None,
+    ) -> Coroutine[Any, Any, Grant]:
+        """``await`` it: ``try_authorize`` inline, ``authorize`` in a worker thread when
+        that would block (asyncio, and trio through anyio)."""
+        ...
     def authorize_request(
         self,
         token: str,
@@ -268,6 +306,52 @@ class Vault:
         now: Optional[_Instant] = None,
     ) -> Tuple[int, List[Tuple[str, str]], bytes, Optional[Grant]]:
         """The whole HTTP gate: (status, response headers, JSON body, grant or None)."""
+        ...
+    def try_authorize_http(
+        self,
+        method: str,
+        target: Union[bytes, str],
+        *,
+        authorization: Union[bytes, str, None] = None,
+        api_key: Union[bytes, str, None] = None,
+        signature: Union[bytes, str, None] = None,
+        idempotency_key: Union[bytes, str, None] = None,
+        body: Union[bytes, str, None] = None,
+        body_too_large: bool = False,
+        cost: Optional[int] = None,
+        scope: Optional[str] = None,
+        limits: Optional[Sequence[str]] = None,
+        limit_cost: Optional[int] = None,
+        replay: Literal["refuse", "pass"] = "refuse",
+        case_insensitive: bool = False,
+        max_body: Optional[int] = None,
+        now: Optional[_Instant] = None,
+    ) -> Optional[Tuple[int, List[Tuple[str, str]], bytes, Optional[Grant]]]:
+        """``authorize_http`` that never blocks: None when it would run argon2 or wait for
+        a commit (nothing was changed; make the ``authorize_http`` call off the event loop)."""
+        ...
+    def authorize_http_async(
+        self,
+        method: str,
+        target: Union[bytes, str],
+        *,
+        authorization: Union[bytes, str, None] = None,
+        api_key: Union[bytes, str, None] = None,
+        signature: Union[bytes, str, None] = None,
+        idempotency_key: Union[bytes, str, None] = None,
+        body: Union[bytes, str, None] = None,
+        body_too_large: bool = False,
+        cost: Optional[int] = None,
+        scope: Optional[str] = None,
+        limits: Optional[Sequence[str]] = None,
+        limit_cost: Optional[int] = None,
+        replay: Literal["refuse", "pass"] = "refuse",
+        case_insensitive: bool = False,
+        max_body: Optional[int] = None,
+        now: Optional[_Instant] = None,
+    ) -> Coroutine[Any, Any, Tuple[int, List[Tuple[str, str]], bytes, Optional[Grant]]]:
+        """``await`` it: ``try_authorize_http`` inline, ``authorize_http`` in a worker
+        thread when that would block."""
         ...
     def whoami(self, token: str) -> WhoAmI: ...
     def create_account(

@@ -61,18 +61,23 @@ calls the app with the replayed grant (``grant.replayed``, ``charged`` 0), for a
 serves its stored response itself. A key reused for another request is 409
 ``idempotency_conflict``.
 
-Lifespan scopes pass through untouched. A request whose route costs credits is authorized
-in a worker thread (its durable debit waits for a commit, and concurrent debits then share
-one commit); a free route is authorized inline, in about a microsecond.
+Lifespan scopes pass through untouched. The event loop never waits for keyledger: each
+request is first authorized with the non-blocking ``Vault.try_authorize_http``, inline (a
+key already verified in this process, on a request that writes nothing: about a
+microsecond; and every refusal that needs no argon2). Only a request that would run argon2
+(a key's first request in this process, or a forged token) or wait for a commit (a debit,
+an idempotency key, a due refill) is authorized in a worker thread, with the GIL released;
+concurrent debits then share one commit. Worker threads come from anyio when it is
+installed (the middleware runs under asyncio and trio), else from asyncio.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple
 
+from keyledger._aio import run_sync
 from keyledger._asgi_io import raw_target, read_body, replay_body
-from keyledger._errors import KeyLedgerError
 from keyledger._keyledger import Grant, Vault, bearer_token
 
 Scope = MutableMapping[str, Any]
@@ -142,7 +147,7 @@ class KeyLedgerMiddleware:
         body, too_large = None, False
         if kind == "http" and signature is not None:
             body, too_large = await read_body(receive, self.max_body)
-            receive = replay_body(body)
+            receive = replay_body(body, receive)
         default = self.header == b"authorization"
         options: Dict[str, Any] = dict(
             authorization=headers.get(b"authorization") if default else None,
@@ -174,21 +179,12 @@ class KeyLedgerMiddleware:
         await self.app(scope, receive, send)
 
     async def _authorize(self, method: str, target: str, options: Dict[str, Any]) -> Outcome:
-        """Inline for a free request (about a microsecond); in a worker thread when it may
-        wait for a commit (a debit or an idempotency key), so concurrent ones share one."""
-        if options["idempotency_key"] or self._costs_credits(method, target):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, lambda: self.vault.authorize_http(method, target, **options))
-        return self.vault.authorize_http(method, target, **options)
-
-    def _costs_credits(self, method: str, target: str) -> bool:
-        if self.cost is not None:
-            return self.cost > 0
-        try:
-            rule = self.vault.match_request(method, target, case_insensitive=self.case_insensitive)
-        except KeyLedgerError:
-            return False
-        return rule is not None and rule.cost > 0
+        """Inline when the core can decide without blocking; in a worker thread when the
+        request needs argon2 or a commit."""
+        out = self.vault.try_authorize_http(method, target, **options)
+        if out is None:
+            return await run_sync(functools.partial(self.vault.authorize_http, method, target, **options))
+        return out
 
 
 def _encode(headers: List[Tuple[str, str]]) -> List[Tuple[bytes, bytes]]:

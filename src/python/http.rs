@@ -89,14 +89,16 @@ fn decode(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Args> 
     Ok(a)
 }
 
-/// `Vault.authorize_http(method, target, **options)`: `(status, headers, body, grant)`.
+/// `Vault.authorize_http(method, target, **options)`: `(status, headers, body, grant)`;
+/// `nonblocking` (`try_authorize_http`): `None` when the request would block.
 pub(super) fn authorize_http<'py>(
     py: Python<'py>,
     vault: &crate::Vault,
     method: &str,
     target: &Bound<'py, PyAny>,
     kwargs: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Bound<'py, PyTuple>> {
+    nonblocking: bool,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
     let a = decode(py, kwargs)?;
     let target = bytes_arg(target, "target")?.unwrap_or_default();
     let limits: Option<Vec<&str>> = a
@@ -127,7 +129,15 @@ pub(super) fn authorize_http<'py>(
         max_body: a.max_body.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
         now: a.now,
     };
-    let out = py.detach(|| vault.authorize_http(&request, &options));
+    let out = if nonblocking {
+        // With the GIL held: this call never waits (no argon2, no commit).
+        match vault.try_authorize_http(&request, &options) {
+            crate::Attempt::Ready(out) => out,
+            crate::Attempt::WouldBlock(_) => return Ok(None),
+        }
+    } else {
+        py.detach(|| vault.authorize_http(&request, &options))
+    };
     let headers: Vec<(&str, String)> = out.headers.iter().map(|(k, v)| (*k, v.clone())).collect();
     let grant = out.grant.map(PyGrant);
     (
@@ -137,4 +147,5 @@ pub(super) fn authorize_http<'py>(
         grant,
     )
         .into_pyobject(py)
+        .map(Some)
 }

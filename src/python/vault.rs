@@ -170,30 +170,88 @@ impl PyVault {
         on_replay: Option<PyBackedStr>,
         query: Option<PyBackedStr>,
     ) -> PyResult<PyGrant> {
-        let args = AuthorizeArgs::decode(py, cost, limits, limit_cost, now, on_replay)?;
-        let limit_refs = args.limit_refs();
-        let target = match (&route, &scope) {
-            (Some((m, p)), None) => Target::route(m, p),
-            (None, Some(s)) => Target::scope(s),
-            _ => {
-                return Err(invalid(
-                    py,
-                    "give exactly one of route=(method, path) or scope=",
-                ))
+        let a = AuthorizeCall {
+            route,
+            scope,
+            cost,
+            idempotency_key,
+            signature,
+            body,
+            limits,
+            limit_cost,
+            now,
+            on_replay,
+            query,
+        };
+        a.run(py, |target, options| {
+            let grant = py
+                .detach(|| self.vault.authorize(&token, target, options))
+                .py(py)?;
+            Ok(PyGrant(grant))
+        })
+    }
+
+    /// `authorize` that never blocks: the same answer (a `Grant` or the refusal raised),
+    /// or `None` when the call would run argon2 (a key not yet verified in this process)
+    /// or wait for a commit (a debit, an idempotency key, a due refill, a single-use
+    /// signature). `None` changed nothing: make the `authorize` call with the same
+    /// arguments off the event loop (what `authorize_async` does).
+    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None, query=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn try_authorize(
+        &self,
+        py: Python<'_>,
+        token: PyBackedStr,
+        route: Option<(PyBackedStr, PyBackedStr)>,
+        scope: Option<PyBackedStr>,
+        cost: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<PyBackedStr>,
+        signature: Option<PyBackedStr>,
+        body: Option<pyo3::pybacked::PyBackedBytes>,
+        limits: Option<&Bound<'_, PyAny>>,
+        limit_cost: Option<&Bound<'_, PyAny>>,
+        now: Option<&Bound<'_, PyAny>>,
+        on_replay: Option<PyBackedStr>,
+        query: Option<PyBackedStr>,
+    ) -> PyResult<Option<PyGrant>> {
+        let a = AuthorizeCall {
+            route,
+            scope,
+            cost,
+            idempotency_key,
+            signature,
+            body,
+            limits,
+            limit_cost,
+            now,
+            on_replay,
+            query,
+        };
+        // With the GIL held: this call never waits (no argon2, no commit).
+        a.run(py, |target, options| {
+            match self.vault.try_authorize(&token, target, options) {
+                crate::Attempt::Ready(r) => Ok(Some(PyGrant(r.py(py)?))),
+                crate::Attempt::WouldBlock(_) => Ok(None),
             }
+        })
+    }
+
+    /// `await vault.authorize_async(token, ...)`: `authorize` for asyncio and trio (through
+    /// anyio when it is installed). Decided inline when the call needs neither argon2 nor
+    /// a commit (`try_authorize`); otherwise `authorize` runs in a worker thread, with the
+    /// GIL released, and the event loop keeps running.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn authorize_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = match kwargs {
+            Some(k) => k.clone(),
+            None => PyDict::new(py),
         };
-        let options = AuthorizeOptions {
-            idempotency_key: idempotency_key.as_deref(),
-            signature: signature.as_deref(),
-            body: body.as_deref(),
-            limits: limit_refs.as_deref(),
-            query: query.as_deref(),
-            ..args.options()
-        };
-        let grant = py
-            .detach(|| self.vault.authorize(&token, target, &options))
-            .py(py)?;
-        Ok(PyGrant(grant))
+        aio(py, "authorize")?.call1((slf, args, kwargs))
     }
 
     /// The HTTP gate: authorize a request from its raw request target as sent (see
@@ -243,7 +301,40 @@ impl PyVault {
         target: &Bound<'py, PyAny>,
         options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        super::http::authorize_http(py, &self.vault, &method, target, options)
+        let out = super::http::authorize_http(py, &self.vault, &method, target, options, false)?;
+        out.ok_or_else(|| invalid(py, "internal: the blocking gate did not decide"))
+    }
+
+    /// `authorize_http` that never blocks: the same `(status, headers, body, grant)`, or
+    /// `None` when the request would run argon2 or wait for a commit (nothing was changed:
+    /// make the `authorize_http` call off the event loop).
+    #[pyo3(signature = (method, target, **options))]
+    fn try_authorize_http<'py>(
+        &self,
+        py: Python<'py>,
+        method: PyBackedStr,
+        target: &Bound<'py, PyAny>,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        super::http::authorize_http(py, &self.vault, &method, target, options, true)
+    }
+
+    /// `await vault.authorize_http_async(method, target, **options)`: `authorize_http`
+    /// for asyncio and trio, decided inline when it can be (`try_authorize_http`), else in
+    /// a worker thread.
+    #[pyo3(signature = (method, target, **options))]
+    fn authorize_http_async<'py>(
+        slf: &Bound<'py, Self>,
+        method: &Bound<'py, PyAny>,
+        target: &Bound<'py, PyAny>,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let options = match options {
+            Some(o) => o.clone(),
+            None => PyDict::new(py),
+        };
+        aio(py, "authorize_http")?.call1((slf, method, target, options))
     }
 
     fn whoami(&self, py: Python<'_>, token: PyBackedStr) -> PyResult<PyWhoAmI> {
@@ -624,5 +715,65 @@ impl PyVault {
             pyq(&self.vault.path().display().to_string()),
             pyq(self.cache_mode())
         )
+    }
+}
+
+/// A function of `keyledger._aio` (the async entry points), imported once.
+fn aio<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let module = MODULE.get_or_try_init(py, || py.import("keyledger._aio").map(Bound::unbind))?;
+    module.bind(py).getattr(name)
+}
+
+/// The arguments of `authorize` and `try_authorize`, decoded once for either.
+struct AuthorizeCall<'a, 'py> {
+    route: Option<(PyBackedStr, PyBackedStr)>,
+    scope: Option<PyBackedStr>,
+    cost: Option<&'a Bound<'py, PyAny>>,
+    idempotency_key: Option<PyBackedStr>,
+    signature: Option<PyBackedStr>,
+    body: Option<pyo3::pybacked::PyBackedBytes>,
+    limits: Option<&'a Bound<'py, PyAny>>,
+    limit_cost: Option<&'a Bound<'py, PyAny>>,
+    now: Option<&'a Bound<'py, PyAny>>,
+    on_replay: Option<PyBackedStr>,
+    query: Option<PyBackedStr>,
+}
+
+impl AuthorizeCall<'_, '_> {
+    /// Decode the arguments and call `f` with the target and the options.
+    fn run<R>(
+        self,
+        py: Python<'_>,
+        f: impl FnOnce(Target<'_>, &AuthorizeOptions<'_>) -> PyResult<R>,
+    ) -> PyResult<R> {
+        let args = AuthorizeArgs::decode(
+            py,
+            self.cost,
+            self.limits,
+            self.limit_cost,
+            self.now,
+            self.on_replay,
+        )?;
+        let limit_refs = args.limit_refs();
+        let target = match (&self.route, &self.scope) {
+            (Some((m, p)), None) => Target::route(m, p),
+            (None, Some(s)) => Target::scope(s),
+            _ => {
+                return Err(invalid(
+                    py,
+                    "give exactly one of route=(method, path) or scope=",
+                ))
+            }
+        };
+        let options = AuthorizeOptions {
+            idempotency_key: self.idempotency_key.as_deref(),
+            signature: self.signature.as_deref(),
+            body: self.body.as_deref(),
+            limits: limit_refs.as_deref(),
+            query: self.query.as_deref(),
+            ..args.options()
+        };
+        f(target, &options)
     }
 }

@@ -57,3 +57,11 @@ def raw_gate(vault: keyledger.Vault, token: str, raw_target: str) -> int:
     rule: Optional[keyledger.RouteRule] = vault.match_request("HEAD", raw_target, case_insensitive=True)
     assert rule is None or rule.cost >= 0
     return grant.charged
+
+
+async def non_blocking(vault: keyledger.Vault, token: str) -> int:
+    inline: Optional[keyledger.Grant] = vault.try_authorize(token, scope="numbers:read")
+    grant = inline if inline is not None else await vault.authorize_async(token, scope="numbers:read", cost=1)
+    out = vault.try_authorize_http("GET", "/x", authorization=f"Bearer {token}")
+    status, headers, body, maybe = out if out is not None else await vault.authorize_http_async("GET", b"/x")
+    return grant.credits + status + len(headers) + len(body) + (maybe.credits if maybe else 0)
