@@ -4,7 +4,7 @@
 // Strings go in as (JS string, UTF-8 byte length): koffi encodes the string to UTF-8
 // exactly as Buffer.byteLength counts it (lone surrogates become U+FFFD in both).
 // Strings come out as `char **` declared here as `void **`, so we get the pointer, copy
-// the text with koffi.decode and free it with kl_string_free / kl_secret_free.
+// the text (cString below) and free it with kl_string_free / kl_secret_free.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -223,10 +223,22 @@ const native = {
     ['const uint8_t *', 'size_t', S, 'size_t', 'const uint8_t *', 'size_t']),
 };
 
+// A C string's text, from its pointer. Not `koffi.decode(ptr, 'char', -1)`: koffi (3.3.4,
+// the newest release) formats a type name for every such call into an arena it never
+// frees, about 24 bytes a call, forever. Writing the pointer into an 8-byte Buffer and
+// decoding that as `'str'` (a `const char *` read from memory) allocates nothing that
+// outlives the call (test/memory.test.js).
+const ptrSlot = Buffer.alloc(koffi.sizeof('void *'));
+function cString(ptr) {
+  koffi.encode(ptrSlot, 'void *', ptr);
+  return koffi.decode(ptrSlot, 'str');
+}
+native.cString = cString;
+
 /** Copy a keyledger-owned C string and free it. */
 native.takeString = function takeString(ptr) {
   try {
-    return koffi.decode(ptr, 'char', -1);
+    return cString(ptr);
   } finally {
     native.kl_string_free(ptr);
   }
@@ -240,7 +252,7 @@ native.takeSecret = function takeSecret(ptr) {
   if (ptr === null) return null;
   let text = null;
   try {
-    text = koffi.decode(ptr, 'char', -1);
+    text = cString(ptr);
   } finally {
     if (text === null) native.kl_secret_free(ptr);
     else native.kl_secret_free_n(ptr, Buffer.byteLength(text, 'utf8'));
