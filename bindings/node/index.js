@@ -5,6 +5,7 @@
 const native = require('./lib/native');
 const json = require('./lib/json');
 const http = require('./lib/http');
+const { wellFormed, stringifyChecked } = require('./lib/strings');
 
 const C = require('./lib/constants');
 
@@ -74,9 +75,25 @@ function check(st) {
 
 // ---------------------------------------------------------------------- arguments
 
+/**
+ * The one check every string argument goes through: a string (else TypeError) that is
+ * valid Unicode (a lone UTF-16 surrogate: `invalid_argument`, see lib/strings.js).
+ */
 function str(name, v) {
   if (typeof v !== 'string') throw new TypeError(`keyledger: ${name} must be a string, got ${describe(v)}`);
+  if (!wellFormed(v)) throw notUnicode(name);
   return v;
+}
+
+function notUnicode(name) {
+  return invalid(`${name} is not valid Unicode (it holds a lone UTF-16 surrogate)`);
+}
+
+/** JSON text of `v` whose every key and string is valid Unicode. */
+function jsonArg(name, v) {
+  return stringifyChecked(v, (where) => {
+    throw notUnicode(`${name} (${where})`);
+  });
 }
 
 function optStr(name, v) {
@@ -144,6 +161,7 @@ function scopesArg(v) {
   if (!Array.isArray(v)) throw new TypeError(`keyledger: scopes must be an array of strings, got ${describe(v)}`);
   for (const s of v) {
     if (typeof s !== 'string') throw new TypeError(`keyledger: scopes must be an array of strings, found ${describe(s)}`);
+    str('scope', s);
   }
   return v;
 }
@@ -157,6 +175,7 @@ function metadataArg(v) {
   } catch (e) {
     throw invalid(`metadata is not JSON-serialisable: ${e.message}`);
   }
+  jsonArg('metadata', v);
   return text;
 }
 
@@ -303,7 +322,7 @@ class Vault {
     for (const k of ['masterPassphrase', 'master_passphrase']) {
       if (o[k] !== undefined && o[k] !== null) str(k, o[k]);
     }
-    const optsJson = Object.keys(o).length ? JSON.stringify(snakeKeys(o)) : null;
+    const optsJson = Object.keys(o).length ? jsonArg('options', snakeKeys(o)) : null;
     const out = [null];
     check(native.kl_vault_open(path, blen(path), optsJson, optsJson ? blen(optsJson) : 0, out));
     this.#h = out[0];
@@ -373,7 +392,7 @@ class Vault {
    * limit: `rate_limited`, 429, body with `limit`, `max`, `reset_ms`, `retry_after`).
    */
   authorize(token, options) {
-    if (typeof token !== 'string') str('token', token);
+    if (typeof token !== 'string' || !wellFormed(token)) str('token', token);
     if (options === null || typeof options !== 'object') {
       throw new TypeError('keyledger: authorize needs an options object with `route` or `scope`');
     }
@@ -392,6 +411,8 @@ class Vault {
       if (typeof method !== 'string' || typeof path !== 'string') {
         throw new TypeError('keyledger: route must be [method, path] with two strings');
       }
+      if (!wellFormed(method)) throw notUnicode('route method');
+      if (!wellFormed(path)) throw notUnicode('route path');
     } else if (scope === undefined || scope === null) {
       throw new TypeError('keyledger: authorize needs `route: [method, path]` or `scope`');
     } else {
@@ -426,7 +447,7 @@ class Vault {
    * case-insensitive router such as Express by default would route them).
    */
   authorizeRequest(token, method, target, options) {
-    if (typeof token !== 'string') str('token', token);
+    if (typeof token !== 'string' || !wellFormed(token)) str('token', token);
     str('method', method);
     str('target', target);
     const given = opts('options', options);
@@ -457,7 +478,7 @@ class Vault {
       const g = grantFromJson(text);
       return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
     };
-    const out = http.authorizeHttp(this.#handle(), request, o, toGrant);
+    const out = http.authorizeHttp(this.#handle(), httpRequestArg(request), httpOptionsArg(o), toGrant);
     if (out.st !== undefined) throw lastError(out.st);
     return out;
   }
@@ -784,6 +805,26 @@ class Vault {
   }
 }
 
+/** authorizeHttp's request: its string fields valid Unicode (Buffers go as they are). */
+function httpRequestArg(request) {
+  if (request === null || typeof request !== 'object') return request;
+  for (const k of ['method', 'target', 'authorization', 'apiKey', 'signature', 'idempotencyKey', 'body']) {
+    const v = request[k];
+    if (typeof v === 'string' && !wellFormed(v)) throw notUnicode(`request.${k}`);
+    if (Array.isArray(v) && typeof v[0] === 'string' && !wellFormed(v[0])) throw notUnicode(`request.${k}`);
+  }
+  return request;
+}
+
+/** authorizeHttp's options: `scope` and `limits` valid Unicode. */
+function httpOptionsArg(o) {
+  if (typeof o.scope === 'string' && !wellFormed(o.scope)) throw notUnicode('scope');
+  if (Array.isArray(o.limits)) {
+    for (const n of o.limits) if (typeof n === 'string' && !wellFormed(n)) throw notUnicode('limit name');
+  }
+  return o;
+}
+
 /** `{ token, key, signingSecret }` from the three out-parameters (secrets wiped in C). */
 function takeNewKey(tokenOut, secretOut, keyOut) {
   const token = native.takeSecret(tokenOut[0]);
@@ -793,7 +834,7 @@ function takeNewKey(tokenOut, secretOut, keyOut) {
 
 /** A master key in: its base64 text, or exactly 32 bytes (sent to C as base64). */
 function masterKeyArg(name, v) {
-  if (typeof v === 'string') return v;
+  if (typeof v === 'string') return str(name, v);
   if (v instanceof Uint8Array) {
     if (v.length !== 32) throw invalid(`${name} must be 32 bytes or their base64 (got ${v.length} bytes)`);
     return Buffer.from(v.buffer, v.byteOffset, v.length).toString('base64');
@@ -876,7 +917,7 @@ function authorizeOpts(o) {
   }
   if (body !== undefined && body !== null) {
     let b = body;
-    if (typeof b === 'string') b = Buffer.from(b, 'utf8');
+    if (typeof b === 'string') b = Buffer.from(str('body', b), 'utf8');
     else if (!(b instanceof Uint8Array)) throw new TypeError('keyledger: body must be a Buffer, Uint8Array or string');
     s.body = b.length ? b : null;
     s.body_len = b.length;
@@ -885,6 +926,7 @@ function authorizeOpts(o) {
     if (!Array.isArray(limits) || limits.some((n) => typeof n !== 'string')) {
       throw new TypeError(`keyledger: limits must be an array of limit names, got ${describe(limits)}`);
     }
+    for (const n of limits) str('limit name', n);
     s.limits_json = JSON.stringify(limits);
     s.limits_json_len = blen(s.limits_json);
   }
@@ -907,7 +949,7 @@ function authorizeOpts(o) {
 
 /** Shape and checksum only (no vault): for secret scanners, log filters, typo checks. */
 function looksLikeKey(token) {
-  if (typeof token !== 'string') return false;
+  if (typeof token !== 'string' || !wellFormed(token)) return false;
   return native.kl_looks_like_key(token, blen(token));
 }
 
@@ -927,7 +969,7 @@ function version() {
 
 /** Bytes in: a Buffer/Uint8Array as is, a string as UTF-8. */
 function bytesArg(name, v) {
-  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  if (typeof v === 'string') return Buffer.from(str(name, v), 'utf8');
   if (v instanceof Uint8Array) return v;
   throw new TypeError(`keyledger: ${name} must be a Buffer, Uint8Array or string, got ${describe(v)}`);
 }
@@ -982,7 +1024,7 @@ function signWebhook(secret, body) {
  * `false`, never an exception.
  */
 function verifyWebhook(body, signatureHex, secret) {
-  if (typeof signatureHex !== 'string') return false;
+  if (typeof signatureHex !== 'string' || !wellFormed(signatureHex)) return false;
   let b;
   let k;
   try {
