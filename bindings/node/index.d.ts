@@ -350,6 +350,14 @@ export class Vault {
   authorize(token: string, options: AuthorizeOptions & { full: true }): FullGrant;
   authorize(token: string, options: AuthorizeOptions): Grant;
   /**
+   * `authorize` off the event loop: a token this object has granted before is answered
+   * inline; any other call (a cold key's argon2 run, a forged token) runs on a libuv
+   * worker thread. Rejects with the KeyLedgerError of the refusal (from a worker, its body
+   * holds `success`, `error` and `message` only).
+   */
+  authorizeAsync(token: string, options: AuthorizeOptions & { full: true }): Promise<FullGrant>;
+  authorizeAsync(token: string, options: AuthorizeOptions): Promise<Grant>;
+  /**
    * The HTTP gate: `target` is the raw request target as received (`/a%20b?x=1` or
    * absolute-form `http://host/a`), decoded once by keyledger. An ambiguous target (encoded
    * `/ ? # \` or NUL, dot segments in any encoding, empty segments a wildcard or parameter
@@ -359,6 +367,12 @@ export class Vault {
   authorizeRequest(token: string, method: string, target: string, options?: AuthorizeRequestOptions): Grant;
   /** The whole HTTP gate (what the Express middleware runs): never throws a refusal. */
   authorizeHttp(request: HttpRequest, options?: HttpOptions): HttpOutcome;
+  /**
+   * `authorizeHttp` off the event loop (what the Express middleware runs): inline for a
+   * credential this object has granted before, else on a libuv worker thread. Refusals
+   * resolve with their status and body; only a failed call rejects.
+   */
+  authorizeHttpAsync(request: HttpRequest, options?: HttpOptions): Promise<HttpOutcome>;
   whoami(token: string): WhoAmI;
 
   createAccount(id: string, options?: { credits?: Amount; metadata?: Record<string, unknown> }): Account;

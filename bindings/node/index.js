@@ -2,6 +2,8 @@
 // keyledger for Node.js: an embedded API-key vault with credits, over the C ABI
 // (include/keyledger.h) with koffi. See README.md and index.d.ts.
 
+const crypto = require('node:crypto');
+const os = require('node:os');
 const native = require('./lib/native');
 const json = require('./lib/json');
 const http = require('./lib/http');
@@ -266,6 +268,97 @@ function snakeKeys(v) {
   return out;
 }
 
+// ------------------------------------------------------------------ async support
+
+// Refusals after which a credential is no longer taken as verified.
+const FORGET = new Set([C.KL_INVALID_API_KEY, C.KL_API_KEY_INACTIVE, C.KL_API_KEY_EXPIRED]);
+const KNOWN_TOKENS = 10_000;
+
+/**
+ * A bounded set of credentials that were granted, kept as SHA-256 digests (never the
+ * token text); the oldest is dropped first. Only a hint of where to run a call: keyledger
+ * decides every call itself.
+ */
+class KnownTokens {
+  #max;
+  #set = new Set();
+  constructor(max) {
+    this.#max = max;
+  }
+
+  static #digest(token) {
+    return crypto.createHash('sha256').update(token).digest('base64');
+  }
+
+  has(token) {
+    return this.#set.has(KnownTokens.#digest(token));
+  }
+
+  add(token) {
+    const d = KnownTokens.#digest(token);
+    this.#set.delete(d);
+    this.#set.add(d);
+    if (this.#set.size > this.#max) this.#set.delete(this.#set.values().next().value);
+  }
+
+  delete(token) {
+    this.#set.delete(KnownTokens.#digest(token));
+  }
+}
+
+/**
+ * Calls sent to libuv worker threads run at most `OFFLOAD_MAX` at a time (one core short of
+ * the machine's: argon2 is CPU-bound, and an event loop that competes with as many argon2
+ * runs as there are cores is starved by the OS scheduler even though it never blocks);
+ * the others wait in this queue, which costs no thread.
+ */
+const OFFLOAD_MAX = Math.max(1, (typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length) - 1);
+let offloadRunning = 0;
+const offloadQueue = [];
+
+/** Run `start(done)` (which starts an async native call) under the OFFLOAD_MAX bound. */
+function offload(start) {
+  return new Promise((resolve, reject) => {
+    const run = () => {
+      offloadRunning++;
+      let finished = false;
+      const done = (err, value) => {
+        if (finished) return;
+        finished = true;
+        offloadRunning--;
+        if (offloadQueue.length) offloadQueue.shift()();
+        if (err) reject(err);
+        else resolve(value);
+      };
+      try {
+        start(done);
+      } catch (e) {
+        done(e);
+      }
+    };
+    if (offloadRunning < OFFLOAD_MAX) run();
+    else offloadQueue.push(run);
+  });
+}
+
+/** The credential of an authorizeHttp request (what the gate reads), or null. */
+function credentialOf(r) {
+  if (r === null || typeof r !== 'object') return null;
+  const a = Array.isArray(r.authorization) ? r.authorization[0] : r.authorization;
+  const k = Array.isArray(r.apiKey) ? r.apiKey[0] : r.apiKey;
+  if (typeof a !== 'string' && typeof k !== 'string') return null;
+  return `${typeof a === 'string' ? a : ''}\n${typeof k === 'string' ? k : ''}`;
+}
+
+/**
+ * The error of a call that failed on a worker thread: its message and body were that
+ * thread's last error, so they are rebuilt from the status.
+ */
+function workerError(st) {
+  const code = native.kl_status_code(st);
+  return jsError(st, code.replace(/_/g, ' '));
+}
+
 // ----------------------------------------------------------------------- the vault
 
 // Frees the C handle of a Vault that was garbage-collected without close().
@@ -302,6 +395,9 @@ class Vault {
   #ref = null;
   #path;
   #grantBuf = Buffer.alloc(G.size);
+  // Credentials this object has granted: keyledger holds them verified, so their calls
+  // are answered inline by the async methods (never an argon2 run on the event loop).
+  #known = new KnownTokens(KNOWN_TOKENS);
 
   /**
    * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
@@ -392,6 +488,49 @@ class Vault {
    * limit: `rate_limited`, 429, body with `limit`, `max`, `reset_ms`, `retry_after`).
    */
   authorize(token, options) {
+    const c = this.#authorizeCall(token, options);
+    if (c.full) {
+      const st = native[c.fn](...c.args, outA);
+      if (st !== KL_OK) throw lastError(st);
+      return grantFromJson(native.takeString(outA[0]));
+    }
+    const buf = this.#grantBuf;
+    const st = native[c.fn](...c.args, buf);
+    if (st !== KL_OK) throw lastError(st);
+    return decodeGrant(buf);
+  }
+
+  /**
+   * `authorize` that never holds the event loop for a key's argon2 run or a commit wait:
+   * a Promise of the same grant, rejected with the same KeyLedgerError codes. A token
+   * this vault object has already granted (so keyledger has it verified in its cache) is
+   * answered on the calling thread, as `authorize` would; any other token's call runs on
+   * a libuv worker thread (koffi's async calls), so forged tokens cost the thread pool,
+   * never the event loop. A refusal from a worker carries `status`, `code` and a body
+   * `{ success, error, message }`, without the extra fields of a synchronous refusal's
+   * body (`credits`, `retry_after`, ...): `authorizeHttpAsync` returns those in full.
+   */
+  authorizeAsync(token, options) {
+    let c;
+    try {
+      c = this.#authorizeCall(token, options);
+      if (this.#known.has(token)) return Promise.resolve(this.authorize(token, options));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const out = c.full ? [null] : Buffer.alloc(G.size);
+    return offload((done) => native[c.fn].async(...c.args, out, done)).then((st) => {
+      if (st !== KL_OK) {
+        if (FORGET.has(st)) this.#known.delete(token);
+        throw workerError(st);
+      }
+      this.#known.add(token);
+      return c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out);
+    });
+  }
+
+  /** The checked arguments of an authorize call: `{ fn, args, full }` (out-parameter last). */
+  #authorizeCall(token, options) {
     if (typeof token !== 'string' || !wellFormed(token)) str('token', token);
     if (options === null || typeof options !== 'object') {
       throw new TypeError('keyledger: authorize needs an options object with `route` or `scope`');
@@ -420,19 +559,15 @@ class Vault {
     }
     const o = authorizeOpts(options);
     const h = this.#handle();
-    if (options.full === true) {
-      const st = route
-        ? native.kl_authorize_json(h, token, blen(token), method, blen(method), path, blen(path), o, outA)
-        : native.kl_authorize_scope_json(h, token, blen(token), scope, blen(scope), o, outA);
-      if (st !== KL_OK) throw lastError(st);
-      return grantFromJson(native.takeString(outA[0]));
+    const full = options.full === true;
+    if (route) {
+      return {
+        fn: full ? 'kl_authorize_json' : 'kl_authorize',
+        args: [h, token, blen(token), method, blen(method), path, blen(path), o],
+        full,
+      };
     }
-    const buf = this.#grantBuf;
-    const st = route
-      ? native.kl_authorize(h, token, blen(token), method, blen(method), path, blen(path), o, buf)
-      : native.kl_authorize_scope(h, token, blen(token), scope, blen(scope), o, buf);
-    if (st !== KL_OK) throw lastError(st);
-    return decodeGrant(buf);
+    return { fn: full ? 'kl_authorize_scope_json' : 'kl_authorize_scope', args: [h, token, blen(token), scope, blen(scope), o], full };
   }
 
   /**
@@ -481,6 +616,47 @@ class Vault {
     const out = http.authorizeHttp(this.#handle(), httpRequestArg(request), httpOptionsArg(o), toGrant);
     if (out.st !== undefined) throw lastError(out.st);
     return out;
+  }
+
+  /**
+   * `authorizeHttp` that never holds the event loop for argon2 or a commit wait (what the
+   * Express middleware runs): a Promise of `{ status, headers, body, grant }`. A request
+   * whose credential this vault object has already granted is answered on the calling
+   * thread; any other runs on a libuv worker thread. Refusals resolve (status and body
+   * in full), as with `authorizeHttp`; only a failed call (bad arguments, a closed vault)
+   * rejects.
+   */
+  authorizeHttpAsync(request, options) {
+    let o;
+    let req;
+    let cred;
+    try {
+      o = opts('options', options);
+      req = httpRequestArg(request);
+      httpOptionsArg(o);
+      cred = credentialOf(req);
+      if (cred !== null && this.#known.has(cred)) return Promise.resolve(this.authorizeHttp(request, options));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const toGrant = (text) => {
+      const g = grantFromJson(text);
+      return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
+    };
+    let pending;
+    try {
+      pending = http.authorizeHttpAsync(this.#handle(), req, o, toGrant, offload);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return pending.then((out) => {
+      if (out.st !== undefined) throw workerError(out.st);
+      if (cred !== null) {
+        if (out.grant) this.#known.add(cred);
+        else if (out.status === 401) this.#known.delete(cred);
+      }
+      return out;
+    });
   }
 
   /** Who `token` belongs to and what its account has left (no route, scope or credit check). */

@@ -45,6 +45,30 @@ function optionsJson(o) {
  * null for a refusal, whose JSON body is `body`).
  */
 function authorizeHttp(handle, request, options, toGrant) {
+  const args = prepare(handle, request, options);
+  const st = native.kl_authorize_http(...args, outStatus, outHeaders, outBody, outGrant);
+  return finish(st, outStatus, outHeaders, outBody, outGrant, toGrant);
+}
+
+/**
+ * The same call on a libuv worker thread (koffi's async calls), so that a cold key's
+ * argon2 run or a commit wait never holds the event loop. Resolves to what
+ * `authorizeHttp` returns; a failed call (`{ st }`) too, for the caller to turn into an
+ * error: its message and body are the worker thread's last error, out of reach here.
+ * `offload(start)` runs `start(done)` when a worker slot is free (index.js).
+ */
+function authorizeHttpAsync(handle, request, options, toGrant, offload) {
+  const args = prepare(handle, request, options);
+  const status = [0];
+  const headers = [null];
+  const body = [null];
+  const grant = [null];
+  return offload((done) => native.kl_authorize_http.async(...args, status, headers, body, grant, done))
+    .then((st) => finish(st, status, headers, body, grant, toGrant));
+}
+
+/** The arguments of kl_authorize_http before its out-parameters. */
+function prepare(handle, request, options) {
   const r = request || {};
   if (typeof r.method !== 'string') throw new TypeError('keyledger: request.method must be a string');
   const target = bytes('request.target', r.target);
@@ -54,13 +78,16 @@ function authorizeHttp(handle, request, options, toGrant) {
   const json = optionsJson(options || {});
   const flat = [];
   for (const b of args) flat.push(b, b === null ? 0 : b.length);
-  const st = native.kl_authorize_http(handle, r.method, Buffer.byteLength(r.method), target, target.length,
-    ...flat, r.bodyTooLarge ? 1 : 0, json, Buffer.byteLength(json), outStatus, outHeaders, outBody, outGrant);
-  if (st !== 0) return { st };
-  const headers = JSON.parse(native.takeString(outHeaders[0]));
-  const body = native.takeString(outBody[0]);
-  const grant = outGrant[0] === null ? null : toGrant(native.takeString(outGrant[0]));
-  return { status: outStatus[0], headers, body, grant };
+  return [handle, r.method, Buffer.byteLength(r.method), target, target.length,
+    ...flat, r.bodyTooLarge ? 1 : 0, json, Buffer.byteLength(json)];
 }
 
-module.exports = { authorizeHttp };
+function finish(st, status, outH, outB, outG, toGrant) {
+  if (st !== 0) return { st };
+  const headers = JSON.parse(native.takeString(outH[0]));
+  const body = native.takeString(outB[0]);
+  const grant = outG[0] === null ? null : toGrant(native.takeString(outG[0]));
+  return { status: status[0], headers, body, grant };
+}
+
+module.exports = { authorizeHttp, authorizeHttpAsync };
