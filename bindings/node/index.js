@@ -4,6 +4,7 @@
 
 const crypto = require('node:crypto');
 const os = require('node:os');
+const { isMainThread } = require('node:worker_threads');
 const native = require('./lib/native');
 const json = require('./lib/json');
 const http = require('./lib/http');
@@ -361,9 +362,11 @@ function workerError(st) {
 
 // ----------------------------------------------------------------------- the vault
 
-// Frees the C handle of a Vault that was garbage-collected without close().
-const registry = new FinalizationRegistry((handle) => {
-  native.kl_vault_free(handle);
+// Frees the C handle of a Vault that was garbage-collected without close() (only closes
+// it when the thread's exit frees it: see native.freeAtThreadExit).
+const registry = new FinalizationRegistry(({ handle, freedAtThreadExit }) => {
+  if (freedAtThreadExit) native.kl_vault_close(handle);
+  else native.kl_vault_free(handle);
 });
 
 // Vaults still open, closed (flushed) when the process or worker exits normally.
@@ -394,6 +397,9 @@ class Vault {
   #h = null;
   #ref = null;
   #path;
+  // In a worker thread: the handle is freed when the thread exits (even by
+  // worker.terminate(), which runs no JS), so close() only closes it.
+  #freedAtThreadExit = false;
   #grantBuf = Buffer.alloc(G.size);
   // Credentials this object has granted: keyledger holds them verified, so their calls
   // are answered inline by the async methods (never an argon2 run on the event loop).
@@ -423,7 +429,10 @@ class Vault {
     check(native.kl_vault_open(path, blen(path), optsJson, optsJson ? blen(optsJson) : 0, out));
     this.#h = out[0];
     this.#path = path;
-    registry.register(this, this.#h, this);
+    if (!isMainThread && native.freeAtThreadExit !== null) {
+      this.#freedAtThreadExit = native.freeAtThreadExit(this.#h);
+    }
+    registry.register(this, { handle: this.#h, freedAtThreadExit: this.#freedAtThreadExit }, this);
     installExitHook();
     this.#ref = new WeakRef(this);
     openVaults.add(this.#ref);
@@ -467,7 +476,7 @@ class Vault {
     openVaults.delete(this.#ref);
     const st = native.kl_vault_close(h);
     const err = st === KL_OK ? null : lastError(st);
-    native.kl_vault_free(h);
+    if (!this.#freedAtThreadExit) native.kl_vault_free(h);
     if (err) throw err;
   }
 

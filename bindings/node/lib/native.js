@@ -260,4 +260,33 @@ native.takeSecret = function takeSecret(ptr) {
   return text;
 };
 
+/**
+ * Free a vault handle when the calling thread exits, however it exits: a worker_threads
+ * thread ended by `worker.terminate()` runs no JS at all (no 'exit' event, no
+ * FinalizationRegistry callback), but its OS thread still runs the thread-exit
+ * destructors libc keeps for it. So `kl_vault_free(handle)` is registered as one
+ * (glibc's `__cxa_thread_atexit_impl`, the hook C++ `thread_local` destructors use;
+ * libkeyledger is passed as the owning library, which keeps it loaded until then).
+ * Returns true when registered; then the handle must never be freed by JS (only closed:
+ * `kl_vault_close` releases the file, its lock and threads; the handle's small shell is
+ * freed at thread exit). Null where unavailable (not Linux with glibc).
+ */
+native.freeAtThreadExit = (() => {
+  if (process.platform !== 'linux') return null;
+  try {
+    const libc = koffi.load('libc.so.6');
+    const dlopen = libc.func('dlopen', 'void *', ['const char *', 'int']);
+    const dlsym = libc.func('dlsym', 'void *', ['void *', 'const char *']);
+    const atThreadExit = libc.func('__cxa_thread_atexit_impl', 'int', ['void *', 'void *', 'void *']);
+    const RTLD_NOW = 2;
+    const RTLD_NOLOAD = 4;
+    const self = dlopen(libraryPath, RTLD_NOW | RTLD_NOLOAD);
+    const freeFn = self === null ? null : dlsym(self, 'kl_vault_free');
+    if (freeFn === null) return null;
+    return (handle) => atThreadExit(freeFn, handle, freeFn) === 0;
+  } catch {
+    return null;
+  }
+})();
+
 module.exports = native;
