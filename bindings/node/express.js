@@ -116,10 +116,10 @@ function keyledgerMiddleware(vault, options = {}) {
     throw new TypeError('keyledgerMiddleware: caseInsensitive must be a boolean');
   }
 
-  // The core gate decides and builds the response (status, headers, JSON body), on a
-  // libuv worker thread unless the credential is one this vault has already granted
-  // (`vault.authorizeHttpAsync`): a cold key's argon2 run, or a flood of forged tokens,
-  // never holds the event loop.
+  // The core gate decides and builds the response (status, headers, JSON body), inline
+  // when it can without blocking, else on a libuv worker thread
+  // (`vault.authorizeHttpAsync`): a cold key's argon2 run, a commit wait, or a flood of
+  // forged tokens never holds the event loop.
   function decide(req, res, next, request) {
     let pending;
     try {

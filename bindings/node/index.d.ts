@@ -350,10 +350,11 @@ export class Vault {
   authorize(token: string, options: AuthorizeOptions & { full: true }): FullGrant;
   authorize(token: string, options: AuthorizeOptions): Grant;
   /**
-   * `authorize` off the event loop: a token this object has granted before is answered
-   * inline; any other call (a cold key's argon2 run, a forged token) runs on a libuv
-   * worker thread. Rejects with the KeyLedgerError of the refusal (from a worker, its body
-   * holds `success`, `error` and `message` only).
+   * `authorize` off the event loop: answered inline when that cannot block (a key already
+   * verified in this process, a call that writes nothing, a refusal that needs no argon2);
+   * a call that needs argon2 (a cold key, a forged token) or a commit runs on a libuv
+   * worker thread. Rejects with the KeyLedgerError of the refusal (decided on a worker,
+   * its body holds `success`, `error` and `message` only).
    */
   authorizeAsync(token: string, options: AuthorizeOptions & { full: true }): Promise<FullGrant>;
   authorizeAsync(token: string, options: AuthorizeOptions): Promise<Grant>;
@@ -368,9 +369,9 @@ export class Vault {
   /** The whole HTTP gate (what the Express middleware runs): never throws a refusal. */
   authorizeHttp(request: HttpRequest, options?: HttpOptions): HttpOutcome;
   /**
-   * `authorizeHttp` off the event loop (what the Express middleware runs): inline for a
-   * credential this object has granted before, else on a libuv worker thread. Refusals
-   * resolve with their status and body; only a failed call rejects.
+   * `authorizeHttp` off the event loop (what the Express middleware runs): inline when it
+   * cannot block, else (argon2, a commit) on a libuv worker thread. Refusals resolve with
+   * their status and body; only a failed call rejects.
    */
   authorizeHttpAsync(request: HttpRequest, options?: HttpOptions): Promise<HttpOutcome>;
   whoami(token: string): WhoAmI;

@@ -2,7 +2,6 @@
 // keyledger for Node.js: an embedded API-key vault with credits, over the C ABI
 // (include/keyledger.h) with koffi. See README.md and index.d.ts.
 
-const crypto = require('node:crypto');
 const os = require('node:os');
 const { isMainThread } = require('node:worker_threads');
 const native = require('./lib/native');
@@ -271,42 +270,6 @@ function snakeKeys(v) {
 
 // ------------------------------------------------------------------ async support
 
-// Refusals after which a credential is no longer taken as verified.
-const FORGET = new Set([C.KL_INVALID_API_KEY, C.KL_API_KEY_INACTIVE, C.KL_API_KEY_EXPIRED]);
-const KNOWN_TOKENS = 10_000;
-
-/**
- * A bounded set of credentials that were granted, kept as SHA-256 digests (never the
- * token text); the oldest is dropped first. Only a hint of where to run a call: keyledger
- * decides every call itself.
- */
-class KnownTokens {
-  #max;
-  #set = new Set();
-  constructor(max) {
-    this.#max = max;
-  }
-
-  static #digest(token) {
-    return crypto.createHash('sha256').update(token).digest('base64');
-  }
-
-  has(token) {
-    return this.#set.has(KnownTokens.#digest(token));
-  }
-
-  add(token) {
-    const d = KnownTokens.#digest(token);
-    this.#set.delete(d);
-    this.#set.add(d);
-    if (this.#set.size > this.#max) this.#set.delete(this.#set.values().next().value);
-  }
-
-  delete(token) {
-    this.#set.delete(KnownTokens.#digest(token));
-  }
-}
-
 /**
  * Calls sent to libuv worker threads run at most `OFFLOAD_MAX` at a time (one core short of
  * the machine's: argon2 is CPU-bound, and an event loop that competes with as many argon2
@@ -340,15 +303,6 @@ function offload(start) {
     if (offloadRunning < OFFLOAD_MAX) run();
     else offloadQueue.push(run);
   });
-}
-
-/** The credential of an authorizeHttp request (what the gate reads), or null. */
-function credentialOf(r) {
-  if (r === null || typeof r !== 'object') return null;
-  const a = Array.isArray(r.authorization) ? r.authorization[0] : r.authorization;
-  const k = Array.isArray(r.apiKey) ? r.apiKey[0] : r.apiKey;
-  if (typeof a !== 'string' && typeof k !== 'string') return null;
-  return `${typeof a === 'string' ? a : ''}\n${typeof k === 'string' ? k : ''}`;
 }
 
 /**
@@ -401,9 +355,6 @@ class Vault {
   // worker.terminate(), which runs no JS), so close() only closes it.
   #freedAtThreadExit = false;
   #grantBuf = Buffer.alloc(G.size);
-  // Credentials this object has granted: keyledger holds them verified, so their calls
-  // are answered inline by the async methods (never an argon2 run on the event loop).
-  #known = new KnownTokens(KNOWN_TOKENS);
 
   /**
    * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
@@ -511,29 +462,32 @@ class Vault {
 
   /**
    * `authorize` that never holds the event loop for a key's argon2 run or a commit wait:
-   * a Promise of the same grant, rejected with the same KeyLedgerError codes. A token
-   * this vault object has already granted (so keyledger has it verified in its cache) is
-   * answered on the calling thread, as `authorize` would; any other token's call runs on
-   * a libuv worker thread (koffi's async calls), so forged tokens cost the thread pool,
-   * never the event loop. A refusal from a worker carries `status`, `code` and a body
-   * `{ success, error, message }`, without the extra fields of a synchronous refusal's
-   * body (`credits`, `retry_after`, ...): `authorizeHttpAsync` returns those in full.
+   * a Promise of the same grant, rejected with the same KeyLedgerError codes. The call is
+   * first made inline without blocking (`kl_authorize_try`): a key already verified in
+   * this process on a call that writes nothing, and every refusal that needs no argon2,
+   * are answered at once. Only a call that needs argon2 (a secret not yet verified here,
+   * e.g. a forged token) or a commit (a cost, an idempotency key) goes to a libuv worker
+   * thread (koffi's async calls), at most one fewer than the machine's cores at a time.
+   * A refusal decided on a worker carries `status`, `code` and a body `{ success, error,
+   * message }` only (the worker thread's detailed body is out of reach); one decided
+   * inline has the full body, as `authorize`'s.
    */
   authorizeAsync(token, options) {
     let c;
+    let out;
     try {
       c = this.#authorizeCall(token, options);
-      if (this.#known.has(token)) return Promise.resolve(this.authorize(token, options));
+      out = c.full ? [null] : Buffer.alloc(G.size);
+      const st = native[`${c.fn}_try`](...c.args, out);
+      if (st !== C.KL_WOULD_BLOCK) {
+        if (st !== KL_OK) throw lastError(st);
+        return Promise.resolve(c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out));
+      }
     } catch (e) {
       return Promise.reject(e);
     }
-    const out = c.full ? [null] : Buffer.alloc(G.size);
     return offload((done) => native[c.fn].async(...c.args, out, done)).then((st) => {
-      if (st !== KL_OK) {
-        if (FORGET.has(st)) this.#known.delete(token);
-        throw workerError(st);
-      }
-      this.#known.add(token);
+      if (st !== KL_OK) throw workerError(st);
       return c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out);
     });
   }
@@ -629,41 +583,26 @@ class Vault {
 
   /**
    * `authorizeHttp` that never holds the event loop for argon2 or a commit wait (what the
-   * Express middleware runs): a Promise of `{ status, headers, body, grant }`. A request
-   * whose credential this vault object has already granted is answered on the calling
-   * thread; any other runs on a libuv worker thread. Refusals resolve (status and body
-   * in full), as with `authorizeHttp`; only a failed call (bad arguments, a closed vault)
-   * rejects.
+   * Express middleware runs): a Promise of `{ status, headers, body, grant }`. Decided
+   * inline when it can be without blocking (`"nonblocking": true`), else on a libuv
+   * worker thread. Refusals resolve with their status and full body, as with
+   * `authorizeHttp`; only a failed call (bad arguments, a closed vault) rejects.
    */
   authorizeHttpAsync(request, options) {
-    let o;
-    let req;
-    let cred;
-    try {
-      o = opts('options', options);
-      req = httpRequestArg(request);
-      httpOptionsArg(o);
-      cred = credentialOf(req);
-      if (cred !== null && this.#known.has(cred)) return Promise.resolve(this.authorizeHttp(request, options));
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const toGrant = (text) => {
-      const g = grantFromJson(text);
-      return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
-    };
     let pending;
     try {
-      pending = http.authorizeHttpAsync(this.#handle(), req, o, toGrant, offload);
+      const o = opts('options', options);
+      httpOptionsArg(o);
+      const toGrant = (text) => {
+        const g = grantFromJson(text);
+        return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
+      };
+      pending = http.authorizeHttpAsync(this.#handle(), httpRequestArg(request), o, toGrant, offload);
     } catch (e) {
       return Promise.reject(e);
     }
     return pending.then((out) => {
-      if (out.st !== undefined) throw workerError(out.st);
-      if (cred !== null) {
-        if (out.grant) this.#known.add(cred);
-        else if (out.status === 401) this.#known.delete(cred);
-      }
+      if (out.st !== undefined) throw out.worker ? workerError(out.st) : lastError(out.st);
       return out;
     });
   }

@@ -5,6 +5,7 @@
 // grant to use come out.
 
 const native = require('./native');
+const { KL_WOULD_BLOCK } = require('./constants');
 
 const outHeaders = [null];
 const outBody = [null];
@@ -31,6 +32,7 @@ function optionsJson(o) {
     case_insensitive: o.caseInsensitive,
     max_body: o.maxBody,
     now_ms: o.now instanceof Date ? o.now.getTime() : o.now,
+    nonblocking: o.nonblocking === true ? true : undefined,
   };
   const text = JSON.stringify(out, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v === null ? undefined : v));
   return text.replace(/"(\d+)n"/g, '$1');
@@ -51,20 +53,24 @@ function authorizeHttp(handle, request, options, toGrant) {
 }
 
 /**
- * The same call on a libuv worker thread (koffi's async calls), so that a cold key's
- * argon2 run or a commit wait never holds the event loop. Resolves to what
- * `authorizeHttp` returns; a failed call (`{ st }`) too, for the caller to turn into an
- * error: its message and body are the worker thread's last error, out of reach here.
- * `offload(start)` runs `start(done)` when a worker slot is free (index.js).
+ * The same call without ever holding the event loop for argon2 or a commit wait: first
+ * inline with `"nonblocking": true` (a key already verified here, and every refusal that
+ * needs no argon2, is answered at once), and only when that says KL_WOULD_BLOCK, the
+ * blocking call on a libuv worker thread (koffi's async calls; `offload(start)` runs
+ * `start(done)` when a worker slot is free: index.js). Resolves to what `authorizeHttp`
+ * returns; a failed call (`{ st }`) too. `{ st, worker: true }`: the call failed on the
+ * worker, whose last error (message, body) is out of reach here.
  */
 function authorizeHttpAsync(handle, request, options, toGrant, offload) {
-  const args = prepare(handle, request, options);
+  const inline = authorizeHttp(handle, request, { ...options, nonblocking: true }, toGrant);
+  if (inline.st !== KL_WOULD_BLOCK) return Promise.resolve(inline);
+  const args = prepare(handle, request, { ...options, nonblocking: false });
   const status = [0];
   const headers = [null];
   const body = [null];
   const grant = [null];
   return offload((done) => native.kl_authorize_http.async(...args, status, headers, body, grant, done))
-    .then((st) => finish(st, status, headers, body, grant, toGrant));
+    .then((st) => (st === 0 ? finish(st, status, headers, body, grant, toGrant) : { st, worker: true }));
 }
 
 /** The arguments of kl_authorize_http before its out-parameters. */

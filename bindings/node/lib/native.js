@@ -162,6 +162,16 @@ const native = {
     [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
   kl_authorize_scope_json: fn('kl_authorize_scope_json', 'uint32_t',
     [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+  // The same calls, never blocking: KL_WOULD_BLOCK (nothing changed, out-parameters
+  // untouched) when the call needs an argon2 run or a commit wait.
+  kl_authorize_try: fn('kl_authorize_try', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
+  kl_authorize_scope_try: fn('kl_authorize_scope_try', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
+  kl_authorize_json_try: fn('kl_authorize_json_try', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+  kl_authorize_scope_json_try: fn('kl_authorize_scope_json_try', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
   // The HTTP gate: the raw request target as received (origin- or absolute-form), decoded
   // once by keyledger; an ambiguous target is refused (ambiguous_path, 400).
   kl_authorize_request: fn('kl_authorize_request', 'uint32_t',

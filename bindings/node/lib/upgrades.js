@@ -65,8 +65,8 @@ function gateUpgrades(server, makeGate) {
     const res = new UpgradeRefusal(socket);
     const self = this;
     let done = false;
-    // The gate answers now (a credential it has granted before) or later (a worker thread
-    // ran the check): a grant passes the event on, a refusal was written by the gate, an
+    // The gate answers now (decided without blocking) or later (a worker thread ran the
+    // check): a grant passes the event on, a refusal was written by the gate, an
     // error is a 500. The event is handled either way.
     const finish = (err) => {
       if (done) return;

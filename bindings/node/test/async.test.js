@@ -17,8 +17,12 @@ test('authorizeAsync grants and refuses as authorize does', async () => {
   const full = await vault.authorizeAsync(token, { scope: 'sms:send', full: true }); // warm: inline
   assert.deepEqual(full.scopes, ['numbers:read', 'sms:send']);
   assert.equal((await vault.authorizeAsync(token, send)).credits, 0);
+  // A charge needs a commit: decided on a worker, the refusal has its code and status.
   await assert.rejects(vault.authorizeAsync(token, send), (e) => e instanceof KeyLedgerError &&
-    e.code === 'insufficient_credits' && e.status === 402 && e.body.required === 1);
+    e.code === 'insufficient_credits' && e.status === 402 && e.body.error === 'insufficient_credits');
+  // Decided inline (no argon2, no commit): the full body.
+  await assert.rejects(vault.authorizeAsync(token, { scope: 'admin:write' }), (e) => e.code === 'missing_scope' &&
+    e.status === 403 && e.body.required === 'admin:write');
   const wrong = `${token.slice(0, -8)}AAAAAAAA`;
   await assert.rejects(vault.authorizeAsync(wrong, send), (e) => e instanceof KeyLedgerError &&
     e.code === 'invalid_api_key' && e.status === 401 && e.body.error === 'invalid_api_key' && e.body.success === false);
