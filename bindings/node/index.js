@@ -354,6 +354,10 @@ class Vault {
   // In a worker thread: the handle is freed when the thread exits (even by
   // worker.terminate(), which runs no JS), so close() only closes it.
   #freedAtThreadExit = false;
+  // Calls queued or running on worker threads, and the handle close() left for the last
+  // of them to free (freeing a handle in use would be a use-after-free).
+  #inflight = 0;
+  #freeWhenIdle = null;
   #grantBuf = Buffer.alloc(G.size);
 
   /**
@@ -427,8 +431,35 @@ class Vault {
     openVaults.delete(this.#ref);
     const st = native.kl_vault_close(h);
     const err = st === KL_OK ? null : lastError(st);
-    if (!this.#freedAtThreadExit) native.kl_vault_free(h);
+    if (!this.#freedAtThreadExit) {
+      if (this.#inflight > 0) this.#freeWhenIdle = h;
+      else native.kl_vault_free(h);
+    }
     if (err) throw err;
+  }
+
+  /**
+   * `offload(start)`, counted: the handle is not freed while a call on it is queued or
+   * running on a worker thread (a close() meanwhile makes it answer `vault_closed`), and
+   * the pending promise keeps this object (so the FinalizationRegistry) from freeing it.
+   */
+  #offload(start) {
+    this.#inflight++;
+    const settle = () => {
+      this.#inflight--;
+      if (this.#inflight === 0 && this.#freeWhenIdle !== null) {
+        const h = this.#freeWhenIdle;
+        this.#freeWhenIdle = null;
+        native.kl_vault_free(h);
+      }
+    };
+    return offload(start).then((v) => {
+      settle();
+      return v;
+    }, (e) => {
+      settle();
+      throw e;
+    });
   }
 
   // ------------------------------------------------------------------ authorize
@@ -486,7 +517,7 @@ class Vault {
     } catch (e) {
       return Promise.reject(e);
     }
-    return offload((done) => native[c.fn].async(...c.args, out, done)).then((st) => {
+    return this.#offload((done) => native[c.fn].async(...c.args, out, done)).then((st) => {
       if (st !== KL_OK) throw workerError(st);
       return c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out);
     });
@@ -597,7 +628,7 @@ class Vault {
         const g = grantFromJson(text);
         return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
       };
-      pending = http.authorizeHttpAsync(this.#handle(), httpRequestArg(request), o, toGrant, offload);
+      pending = http.authorizeHttpAsync(this.#handle(), httpRequestArg(request), o, toGrant, (start) => this.#offload(start));
     } catch (e) {
       return Promise.reject(e);
     }

@@ -79,3 +79,27 @@ test('a cold authorizeAsync (argon2) leaves the event loop free', async () => {
   assert.ok(worst < 50, `the event loop stalled for ${worst.toFixed(1)} ms during a cold authorize`);
   cold.close();
 });
+
+test('close() while async calls are queued or running: each answers (a grant or vault_closed) and the file is released', async () => {
+  const file = vaultPath();
+  const setup = new Vault(file, { argon2: { m_kib: 16384, t: 1, p: 1 } });
+  setup.addRoute('GET', '/x', 'x:read');
+  setup.createAccount('a');
+  const tokens = [];
+  for (let i = 0; i < 6; i++) tokens.push(setup.createKey('a', `k${i}`, ['x:read']).token);
+  setup.close();
+  const vault = new Vault(file);
+  // Cold keys: each needs argon2, so each goes to a worker thread (some wait in the queue).
+  const pending = tokens.map((t) => vault.authorizeAsync(t, { route: ['GET', '/x'] }).then(
+    (g) => g.accountId,
+    (e) => e.code,
+  ));
+  const http = vault.authorizeHttpAsync({ method: 'GET', target: '/x', authorization: `Bearer ${tokens[0]}x` });
+  vault.close();
+  const answers = await Promise.all(pending);
+  for (const a of answers) assert.ok(a === 'a' || a === 'vault_closed', `answer ${a}`);
+  await http.then((out) => assert.ok(out.status === 401 || out.status >= 400), (e) => assert.equal(e.code, 'vault_closed'));
+  assert.equal(vault.closed, true);
+  // The file is free again: an exclusive open succeeds.
+  new Vault(file, { exclusive: true }).close();
+});
