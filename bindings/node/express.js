@@ -134,15 +134,25 @@ function keyledgerMiddleware(vault, options = {}) {
     } catch (err) {
       return next(err);
     }
+    // next() is called once, outside the promise chain's error path: an exception after
+    // it belongs to the app, and one before it (setting headers) goes to next(err), never
+    // to an unhandled rejection.
+    let called = false;
+    const go = (err) => {
+      if (called) return;
+      called = true;
+      next(err);
+    };
     return pending.then((out) => {
       for (const [name, value] of out.headers) res.setHeader(name, value);
       if (!out.grant) {
         res.statusCode = out.status;
-        return res.end(out.body);
+        res.end(out.body);
+        return;
       }
       req.keyledger = out.grant;
-      return next();
-    }, next);
+      go();
+    }).catch(go);
   }
 
   return function keyledger(req, res, next) {
