@@ -116,25 +116,43 @@ function keyledgerMiddleware(vault, options = {}) {
     throw new TypeError('keyledgerMiddleware: caseInsensitive must be a boolean');
   }
 
-  // The core gate decides and builds the response (status, headers, JSON body).
+  // The core gate decides and builds the response (status, headers, JSON body), inline
+  // when it can without blocking, else on a libuv worker thread
+  // (`vault.authorizeHttpAsync`): a cold key's argon2 run, a commit wait, or a flood of
+  // forged tokens never holds the event loop.
   function decide(req, res, next, request) {
-    let out;
+    let pending;
     try {
-      out = vault.authorizeHttp(request, {
+      const o = {
         full, replay, cost: perRequest(cost, req), limits: perRequest(limits, req),
         limitCost: perRequest(limitCost, req), caseInsensitive: caseInsensitiveFor(req, caseInsensitive),
         maxBody: request.maxBody,
-      });
+      };
+      pending = typeof vault.authorizeHttpAsync === 'function'
+        ? vault.authorizeHttpAsync(request, o)
+        : Promise.resolve(vault.authorizeHttp(request, o));
     } catch (err) {
       return next(err);
     }
-    for (const [name, value] of out.headers) res.setHeader(name, value);
-    if (!out.grant) {
-      res.statusCode = out.status;
-      return res.end(out.body);
-    }
-    req.keyledger = out.grant;
-    return next();
+    // next() is called once, outside the promise chain's error path: an exception after
+    // it belongs to the app, and one before it (setting headers) goes to next(err), never
+    // to an unhandled rejection.
+    let called = false;
+    const go = (err) => {
+      if (called) return;
+      called = true;
+      next(err);
+    };
+    return pending.then((out) => {
+      for (const [name, value] of out.headers) res.setHeader(name, value);
+      if (!out.grant) {
+        res.statusCode = out.status;
+        res.end(out.body);
+        return;
+      }
+      req.keyledger = out.grant;
+      go();
+    }).catch(go);
   }
 
   return function keyledger(req, res, next) {

@@ -350,6 +350,15 @@ export class Vault {
   authorize(token: string, options: AuthorizeOptions & { full: true }): FullGrant;
   authorize(token: string, options: AuthorizeOptions): Grant;
   /**
+   * `authorize` off the event loop: answered inline when that cannot block (a key already
+   * verified in this process, a call that writes nothing, a refusal that needs no argon2);
+   * a call that needs argon2 (a cold key, a forged token) or a commit runs on a libuv
+   * worker thread. Rejects with the KeyLedgerError of the refusal (decided on a worker,
+   * its body holds `success`, `error` and `message` only).
+   */
+  authorizeAsync(token: string, options: AuthorizeOptions & { full: true }): Promise<FullGrant>;
+  authorizeAsync(token: string, options: AuthorizeOptions): Promise<Grant>;
+  /**
    * The HTTP gate: `target` is the raw request target as received (`/a%20b?x=1` or
    * absolute-form `http://host/a`), decoded once by keyledger. An ambiguous target (encoded
    * `/ ? # \` or NUL, dot segments in any encoding, empty segments a wildcard or parameter
@@ -359,6 +368,12 @@ export class Vault {
   authorizeRequest(token: string, method: string, target: string, options?: AuthorizeRequestOptions): Grant;
   /** The whole HTTP gate (what the Express middleware runs): never throws a refusal. */
   authorizeHttp(request: HttpRequest, options?: HttpOptions): HttpOutcome;
+  /**
+   * `authorizeHttp` off the event loop (what the Express middleware runs): inline when it
+   * cannot block, else (argon2, a commit) on a libuv worker thread. Refusals resolve with
+   * their status and body; only a failed call rejects.
+   */
+  authorizeHttpAsync(request: HttpRequest, options?: HttpOptions): Promise<HttpOutcome>;
   whoami(token: string): WhoAmI;
 
   createAccount(id: string, options?: { credits?: Amount; metadata?: Record<string, unknown> }): Account;

@@ -2,9 +2,12 @@
 // keyledger for Node.js: an embedded API-key vault with credits, over the C ABI
 // (include/keyledger.h) with koffi. See README.md and index.d.ts.
 
+const os = require('node:os');
+const { isMainThread } = require('node:worker_threads');
 const native = require('./lib/native');
 const json = require('./lib/json');
 const http = require('./lib/http');
+const { wellFormed, stringifyChecked } = require('./lib/strings');
 
 const C = require('./lib/constants');
 
@@ -74,9 +77,25 @@ function check(st) {
 
 // ---------------------------------------------------------------------- arguments
 
+/**
+ * The one check every string argument goes through: a string (else TypeError) that is
+ * valid Unicode (a lone UTF-16 surrogate: `invalid_argument`, see lib/strings.js).
+ */
 function str(name, v) {
   if (typeof v !== 'string') throw new TypeError(`keyledger: ${name} must be a string, got ${describe(v)}`);
+  if (!wellFormed(v)) throw notUnicode(name);
   return v;
+}
+
+function notUnicode(name) {
+  return invalid(`${name} is not valid Unicode (it holds a lone UTF-16 surrogate)`);
+}
+
+/** JSON text of `v` whose every key and string is valid Unicode. */
+function jsonArg(name, v) {
+  return stringifyChecked(v, (where) => {
+    throw notUnicode(`${name} (${where})`);
+  });
 }
 
 function optStr(name, v) {
@@ -144,6 +163,7 @@ function scopesArg(v) {
   if (!Array.isArray(v)) throw new TypeError(`keyledger: scopes must be an array of strings, got ${describe(v)}`);
   for (const s of v) {
     if (typeof s !== 'string') throw new TypeError(`keyledger: scopes must be an array of strings, found ${describe(s)}`);
+    str('scope', s);
   }
   return v;
 }
@@ -157,6 +177,7 @@ function metadataArg(v) {
   } catch (e) {
     throw invalid(`metadata is not JSON-serialisable: ${e.message}`);
   }
+  jsonArg('metadata', v);
   return text;
 }
 
@@ -247,11 +268,59 @@ function snakeKeys(v) {
   return out;
 }
 
+// ------------------------------------------------------------------ async support
+
+/**
+ * Calls sent to libuv worker threads run at most `OFFLOAD_MAX` at a time (one core short of
+ * the machine's: argon2 is CPU-bound, and an event loop that competes with as many argon2
+ * runs as there are cores is starved by the OS scheduler even though it never blocks);
+ * the others wait in this queue, which costs no thread.
+ */
+const OFFLOAD_MAX = Math.max(1, (typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length) - 1);
+let offloadRunning = 0;
+const offloadQueue = [];
+
+/** Run `start(done)` (which starts an async native call) under the OFFLOAD_MAX bound. */
+function offload(start) {
+  return new Promise((resolve, reject) => {
+    const run = () => {
+      offloadRunning++;
+      let finished = false;
+      const done = (err, value) => {
+        if (finished) return;
+        finished = true;
+        offloadRunning--;
+        if (offloadQueue.length) offloadQueue.shift()();
+        if (err) reject(err);
+        else resolve(value);
+      };
+      try {
+        start(done);
+      } catch (e) {
+        done(e);
+      }
+    };
+    if (offloadRunning < OFFLOAD_MAX) run();
+    else offloadQueue.push(run);
+  });
+}
+
+/**
+ * The error of a call that failed on a worker thread: its message and body were that
+ * thread's last error, so they are rebuilt from the status.
+ */
+function workerError(st) {
+  const code = native.kl_status_code(st);
+  return jsError(st, code.replace(/_/g, ' '));
+}
+
 // ----------------------------------------------------------------------- the vault
 
-// Frees the C handle of a Vault that was garbage-collected without close().
-const registry = new FinalizationRegistry((handle) => {
-  native.kl_vault_free(handle);
+// Frees the C handle of a Vault that was garbage-collected without close() (only closes
+// it when the thread's exit frees it: see native.freeAtThreadExit).
+const registry = new FinalizationRegistry(({ handle, freedAtThreadExit }) => {
+  if (freedAtThreadExit) native.kl_vault_close(handle);
+  else native.kl_vault_free(handle);
 });
 
 // Vaults still open, closed (flushed) when the process or worker exits normally.
@@ -282,6 +351,13 @@ class Vault {
   #h = null;
   #ref = null;
   #path;
+  // In a worker thread: the handle is freed when the thread exits (even by
+  // worker.terminate(), which runs no JS), so close() only closes it.
+  #freedAtThreadExit = false;
+  // Calls queued or running on worker threads, and the handle close() left for the last
+  // of them to free (freeing a handle in use would be a use-after-free).
+  #inflight = 0;
+  #freeWhenIdle = null;
   #grantBuf = Buffer.alloc(G.size);
 
   /**
@@ -303,12 +379,15 @@ class Vault {
     for (const k of ['masterPassphrase', 'master_passphrase']) {
       if (o[k] !== undefined && o[k] !== null) str(k, o[k]);
     }
-    const optsJson = Object.keys(o).length ? JSON.stringify(snakeKeys(o)) : null;
+    const optsJson = Object.keys(o).length ? jsonArg('options', snakeKeys(o)) : null;
     const out = [null];
     check(native.kl_vault_open(path, blen(path), optsJson, optsJson ? blen(optsJson) : 0, out));
     this.#h = out[0];
     this.#path = path;
-    registry.register(this, this.#h, this);
+    if (!isMainThread && native.freeAtThreadExit !== null) {
+      this.#freedAtThreadExit = native.freeAtThreadExit(this.#h);
+    }
+    registry.register(this, { handle: this.#h, freedAtThreadExit: this.#freedAtThreadExit }, this);
     installExitHook();
     this.#ref = new WeakRef(this);
     openVaults.add(this.#ref);
@@ -352,8 +431,35 @@ class Vault {
     openVaults.delete(this.#ref);
     const st = native.kl_vault_close(h);
     const err = st === KL_OK ? null : lastError(st);
-    native.kl_vault_free(h);
+    if (!this.#freedAtThreadExit) {
+      if (this.#inflight > 0) this.#freeWhenIdle = h;
+      else native.kl_vault_free(h);
+    }
     if (err) throw err;
+  }
+
+  /**
+   * `offload(start)`, counted: the handle is not freed while a call on it is queued or
+   * running on a worker thread (a close() meanwhile makes it answer `vault_closed`), and
+   * the pending promise keeps this object (so the FinalizationRegistry) from freeing it.
+   */
+  #offload(start) {
+    this.#inflight++;
+    const settle = () => {
+      this.#inflight--;
+      if (this.#inflight === 0 && this.#freeWhenIdle !== null) {
+        const h = this.#freeWhenIdle;
+        this.#freeWhenIdle = null;
+        native.kl_vault_free(h);
+      }
+    };
+    return offload(start).then((v) => {
+      settle();
+      return v;
+    }, (e) => {
+      settle();
+      throw e;
+    });
   }
 
   // ------------------------------------------------------------------ authorize
@@ -373,7 +479,53 @@ class Vault {
    * limit: `rate_limited`, 429, body with `limit`, `max`, `reset_ms`, `retry_after`).
    */
   authorize(token, options) {
-    if (typeof token !== 'string') str('token', token);
+    const c = this.#authorizeCall(token, options);
+    if (c.full) {
+      const st = native[c.fn](...c.args, outA);
+      if (st !== KL_OK) throw lastError(st);
+      return grantFromJson(native.takeString(outA[0]));
+    }
+    const buf = this.#grantBuf;
+    const st = native[c.fn](...c.args, buf);
+    if (st !== KL_OK) throw lastError(st);
+    return decodeGrant(buf);
+  }
+
+  /**
+   * `authorize` that never holds the event loop for a key's argon2 run or a commit wait:
+   * a Promise of the same grant, rejected with the same KeyLedgerError codes. The call is
+   * first made inline without blocking (`kl_authorize_try`): a key already verified in
+   * this process on a call that writes nothing, and every refusal that needs no argon2,
+   * are answered at once. Only a call that needs argon2 (a secret not yet verified here,
+   * e.g. a forged token) or a commit (a cost, an idempotency key) goes to a libuv worker
+   * thread (koffi's async calls), at most one fewer than the machine's cores at a time.
+   * A refusal decided on a worker carries `status`, `code` and a body `{ success, error,
+   * message }` only (the worker thread's detailed body is out of reach); one decided
+   * inline has the full body, as `authorize`'s.
+   */
+  authorizeAsync(token, options) {
+    let c;
+    let out;
+    try {
+      c = this.#authorizeCall(token, options);
+      out = c.full ? [null] : Buffer.alloc(G.size);
+      const st = native[`${c.fn}_try`](...c.args, out);
+      if (st !== C.KL_WOULD_BLOCK) {
+        if (st !== KL_OK) throw lastError(st);
+        return Promise.resolve(c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out));
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#offload((done) => native[c.fn].async(...c.args, out, done)).then((st) => {
+      if (st !== KL_OK) throw workerError(st);
+      return c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out);
+    });
+  }
+
+  /** The checked arguments of an authorize call: `{ fn, args, full }` (out-parameter last). */
+  #authorizeCall(token, options) {
+    if (typeof token !== 'string' || !wellFormed(token)) str('token', token);
     if (options === null || typeof options !== 'object') {
       throw new TypeError('keyledger: authorize needs an options object with `route` or `scope`');
     }
@@ -392,6 +544,8 @@ class Vault {
       if (typeof method !== 'string' || typeof path !== 'string') {
         throw new TypeError('keyledger: route must be [method, path] with two strings');
       }
+      if (!wellFormed(method)) throw notUnicode('route method');
+      if (!wellFormed(path)) throw notUnicode('route path');
     } else if (scope === undefined || scope === null) {
       throw new TypeError('keyledger: authorize needs `route: [method, path]` or `scope`');
     } else {
@@ -399,19 +553,15 @@ class Vault {
     }
     const o = authorizeOpts(options);
     const h = this.#handle();
-    if (options.full === true) {
-      const st = route
-        ? native.kl_authorize_json(h, token, blen(token), method, blen(method), path, blen(path), o, outA)
-        : native.kl_authorize_scope_json(h, token, blen(token), scope, blen(scope), o, outA);
-      if (st !== KL_OK) throw lastError(st);
-      return grantFromJson(native.takeString(outA[0]));
+    const full = options.full === true;
+    if (route) {
+      return {
+        fn: full ? 'kl_authorize_json' : 'kl_authorize',
+        args: [h, token, blen(token), method, blen(method), path, blen(path), o],
+        full,
+      };
     }
-    const buf = this.#grantBuf;
-    const st = route
-      ? native.kl_authorize(h, token, blen(token), method, blen(method), path, blen(path), o, buf)
-      : native.kl_authorize_scope(h, token, blen(token), scope, blen(scope), o, buf);
-    if (st !== KL_OK) throw lastError(st);
-    return decodeGrant(buf);
+    return { fn: full ? 'kl_authorize_scope_json' : 'kl_authorize_scope', args: [h, token, blen(token), scope, blen(scope), o], full };
   }
 
   /**
@@ -426,7 +576,7 @@ class Vault {
    * case-insensitive router such as Express by default would route them).
    */
   authorizeRequest(token, method, target, options) {
-    if (typeof token !== 'string') str('token', token);
+    if (typeof token !== 'string' || !wellFormed(token)) str('token', token);
     str('method', method);
     str('target', target);
     const given = opts('options', options);
@@ -457,9 +607,35 @@ class Vault {
       const g = grantFromJson(text);
       return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
     };
-    const out = http.authorizeHttp(this.#handle(), request, o, toGrant);
+    const out = http.authorizeHttp(this.#handle(), httpRequestArg(request), httpOptionsArg(o), toGrant);
     if (out.st !== undefined) throw lastError(out.st);
     return out;
+  }
+
+  /**
+   * `authorizeHttp` that never holds the event loop for argon2 or a commit wait (what the
+   * Express middleware runs): a Promise of `{ status, headers, body, grant }`. Decided
+   * inline when it can be without blocking (`"nonblocking": true`), else on a libuv
+   * worker thread. Refusals resolve with their status and full body, as with
+   * `authorizeHttp`; only a failed call (bad arguments, a closed vault) rejects.
+   */
+  authorizeHttpAsync(request, options) {
+    let pending;
+    try {
+      const o = opts('options', options);
+      httpOptionsArg(o);
+      const toGrant = (text) => {
+        const g = grantFromJson(text);
+        return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
+      };
+      pending = http.authorizeHttpAsync(this.#handle(), httpRequestArg(request), o, toGrant, (start) => this.#offload(start));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return pending.then((out) => {
+      if (out.st !== undefined) throw out.worker ? workerError(out.st) : lastError(out.st);
+      return out;
+    });
   }
 
   /** Who `token` belongs to and what its account has left (no route, scope or credit check). */
@@ -784,6 +960,26 @@ class Vault {
   }
 }
 
+/** authorizeHttp's request: its string fields valid Unicode (Buffers go as they are). */
+function httpRequestArg(request) {
+  if (request === null || typeof request !== 'object') return request;
+  for (const k of ['method', 'target', 'authorization', 'apiKey', 'signature', 'idempotencyKey', 'body']) {
+    const v = request[k];
+    if (typeof v === 'string' && !wellFormed(v)) throw notUnicode(`request.${k}`);
+    if (Array.isArray(v) && typeof v[0] === 'string' && !wellFormed(v[0])) throw notUnicode(`request.${k}`);
+  }
+  return request;
+}
+
+/** authorizeHttp's options: `scope` and `limits` valid Unicode. */
+function httpOptionsArg(o) {
+  if (typeof o.scope === 'string' && !wellFormed(o.scope)) throw notUnicode('scope');
+  if (Array.isArray(o.limits)) {
+    for (const n of o.limits) if (typeof n === 'string' && !wellFormed(n)) throw notUnicode('limit name');
+  }
+  return o;
+}
+
 /** `{ token, key, signingSecret }` from the three out-parameters (secrets wiped in C). */
 function takeNewKey(tokenOut, secretOut, keyOut) {
   const token = native.takeSecret(tokenOut[0]);
@@ -793,7 +989,7 @@ function takeNewKey(tokenOut, secretOut, keyOut) {
 
 /** A master key in: its base64 text, or exactly 32 bytes (sent to C as base64). */
 function masterKeyArg(name, v) {
-  if (typeof v === 'string') return v;
+  if (typeof v === 'string') return str(name, v);
   if (v instanceof Uint8Array) {
     if (v.length !== 32) throw invalid(`${name} must be 32 bytes or their base64 (got ${v.length} bytes)`);
     return Buffer.from(v.buffer, v.byteOffset, v.length).toString('base64');
@@ -876,7 +1072,7 @@ function authorizeOpts(o) {
   }
   if (body !== undefined && body !== null) {
     let b = body;
-    if (typeof b === 'string') b = Buffer.from(b, 'utf8');
+    if (typeof b === 'string') b = Buffer.from(str('body', b), 'utf8');
     else if (!(b instanceof Uint8Array)) throw new TypeError('keyledger: body must be a Buffer, Uint8Array or string');
     s.body = b.length ? b : null;
     s.body_len = b.length;
@@ -885,6 +1081,7 @@ function authorizeOpts(o) {
     if (!Array.isArray(limits) || limits.some((n) => typeof n !== 'string')) {
       throw new TypeError(`keyledger: limits must be an array of limit names, got ${describe(limits)}`);
     }
+    for (const n of limits) str('limit name', n);
     s.limits_json = JSON.stringify(limits);
     s.limits_json_len = blen(s.limits_json);
   }
@@ -907,7 +1104,7 @@ function authorizeOpts(o) {
 
 /** Shape and checksum only (no vault): for secret scanners, log filters, typo checks. */
 function looksLikeKey(token) {
-  if (typeof token !== 'string') return false;
+  if (typeof token !== 'string' || !wellFormed(token)) return false;
   return native.kl_looks_like_key(token, blen(token));
 }
 
@@ -927,7 +1124,7 @@ function version() {
 
 /** Bytes in: a Buffer/Uint8Array as is, a string as UTF-8. */
 function bytesArg(name, v) {
-  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  if (typeof v === 'string') return Buffer.from(str(name, v), 'utf8');
   if (v instanceof Uint8Array) return v;
   throw new TypeError(`keyledger: ${name} must be a Buffer, Uint8Array or string, got ${describe(v)}`);
 }
@@ -982,7 +1179,7 @@ function signWebhook(secret, body) {
  * `false`, never an exception.
  */
 function verifyWebhook(body, signatureHex, secret) {
-  if (typeof signatureHex !== 'string') return false;
+  if (typeof signatureHex !== 'string' || !wellFormed(signatureHex)) return false;
   let b;
   let k;
   try {

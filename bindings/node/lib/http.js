@@ -5,6 +5,7 @@
 // grant to use come out.
 
 const native = require('./native');
+const { KL_WOULD_BLOCK } = require('./constants');
 
 const outHeaders = [null];
 const outBody = [null];
@@ -31,6 +32,7 @@ function optionsJson(o) {
     case_insensitive: o.caseInsensitive,
     max_body: o.maxBody,
     now_ms: o.now instanceof Date ? o.now.getTime() : o.now,
+    nonblocking: o.nonblocking === true ? true : undefined,
   };
   const text = JSON.stringify(out, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v === null ? undefined : v));
   return text.replace(/"(\d+)n"/g, '$1');
@@ -45,6 +47,34 @@ function optionsJson(o) {
  * null for a refusal, whose JSON body is `body`).
  */
 function authorizeHttp(handle, request, options, toGrant) {
+  const args = prepare(handle, request, options);
+  const st = native.kl_authorize_http(...args, outStatus, outHeaders, outBody, outGrant);
+  return finish(st, outStatus, outHeaders, outBody, outGrant, toGrant);
+}
+
+/**
+ * The same call without ever holding the event loop for argon2 or a commit wait: first
+ * inline with `"nonblocking": true` (a key already verified here, and every refusal that
+ * needs no argon2, is answered at once), and only when that says KL_WOULD_BLOCK, the
+ * blocking call on a libuv worker thread (koffi's async calls; `offload(start)` runs
+ * `start(done)` when a worker slot is free: index.js). Resolves to what `authorizeHttp`
+ * returns; a failed call (`{ st }`) too. `{ st, worker: true }`: the call failed on the
+ * worker, whose last error (message, body) is out of reach here.
+ */
+function authorizeHttpAsync(handle, request, options, toGrant, offload) {
+  const inline = authorizeHttp(handle, request, { ...options, nonblocking: true }, toGrant);
+  if (inline.st !== KL_WOULD_BLOCK) return Promise.resolve(inline);
+  const args = prepare(handle, request, { ...options, nonblocking: false });
+  const status = [0];
+  const headers = [null];
+  const body = [null];
+  const grant = [null];
+  return offload((done) => native.kl_authorize_http.async(...args, status, headers, body, grant, done))
+    .then((st) => (st === 0 ? finish(st, status, headers, body, grant, toGrant) : { st, worker: true }));
+}
+
+/** The arguments of kl_authorize_http before its out-parameters. */
+function prepare(handle, request, options) {
   const r = request || {};
   if (typeof r.method !== 'string') throw new TypeError('keyledger: request.method must be a string');
   const target = bytes('request.target', r.target);
@@ -54,13 +84,16 @@ function authorizeHttp(handle, request, options, toGrant) {
   const json = optionsJson(options || {});
   const flat = [];
   for (const b of args) flat.push(b, b === null ? 0 : b.length);
-  const st = native.kl_authorize_http(handle, r.method, Buffer.byteLength(r.method), target, target.length,
-    ...flat, r.bodyTooLarge ? 1 : 0, json, Buffer.byteLength(json), outStatus, outHeaders, outBody, outGrant);
-  if (st !== 0) return { st };
-  const headers = JSON.parse(native.takeString(outHeaders[0]));
-  const body = native.takeString(outBody[0]);
-  const grant = outGrant[0] === null ? null : toGrant(native.takeString(outGrant[0]));
-  return { status: outStatus[0], headers, body, grant };
+  return [handle, r.method, Buffer.byteLength(r.method), target, target.length,
+    ...flat, r.bodyTooLarge ? 1 : 0, json, Buffer.byteLength(json)];
 }
 
-module.exports = { authorizeHttp };
+function finish(st, status, outH, outB, outG, toGrant) {
+  if (st !== 0) return { st };
+  const headers = JSON.parse(native.takeString(outH[0]));
+  const body = native.takeString(outB[0]);
+  const grant = outG[0] === null ? null : toGrant(native.takeString(outG[0]));
+  return { status: status[0], headers, body, grant };
+}
+
+module.exports = { authorizeHttp, authorizeHttpAsync };

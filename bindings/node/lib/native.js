@@ -4,7 +4,7 @@
 // Strings go in as (JS string, UTF-8 byte length): koffi encodes the string to UTF-8
 // exactly as Buffer.byteLength counts it (lone surrogates become U+FFFD in both).
 // Strings come out as `char **` declared here as `void **`, so we get the pointer, copy
-// the text with koffi.decode and free it with kl_string_free / kl_secret_free.
+// the text (cString below) and free it with kl_string_free / kl_secret_free.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -162,6 +162,16 @@ const native = {
     [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
   kl_authorize_scope_json: fn('kl_authorize_scope_json', 'uint32_t',
     [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+  // The same calls, never blocking: KL_WOULD_BLOCK (nothing changed, out-parameters
+  // untouched) when the call needs an argon2 run or a commit wait.
+  kl_authorize_try: fn('kl_authorize_try', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
+  kl_authorize_scope_try: fn('kl_authorize_scope_try', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', 'void *']),
+  kl_authorize_json_try: fn('kl_authorize_json_try', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
+  kl_authorize_scope_json_try: fn('kl_authorize_scope_json_try', 'uint32_t',
+    [V, S, 'size_t', S, 'size_t', 'kl_authorize_opts *', OUT]),
   // The HTTP gate: the raw request target as received (origin- or absolute-form), decoded
   // once by keyledger; an ambiguous target is refused (ambiguous_path, 400).
   kl_authorize_request: fn('kl_authorize_request', 'uint32_t',
@@ -223,10 +233,22 @@ const native = {
     ['const uint8_t *', 'size_t', S, 'size_t', 'const uint8_t *', 'size_t']),
 };
 
+// A C string's text, from its pointer. Not `koffi.decode(ptr, 'char', -1)`: koffi (3.3.4,
+// the newest release) formats a type name for every such call into an arena it never
+// frees, about 24 bytes a call, forever. Writing the pointer into an 8-byte Buffer and
+// decoding that as `'str'` (a `const char *` read from memory) allocates nothing that
+// outlives the call (test/memory.test.js).
+const ptrSlot = Buffer.alloc(koffi.sizeof('void *'));
+function cString(ptr) {
+  koffi.encode(ptrSlot, 'void *', ptr);
+  return koffi.decode(ptrSlot, 'str');
+}
+native.cString = cString;
+
 /** Copy a keyledger-owned C string and free it. */
 native.takeString = function takeString(ptr) {
   try {
-    return koffi.decode(ptr, 'char', -1);
+    return cString(ptr);
   } finally {
     native.kl_string_free(ptr);
   }
@@ -240,12 +262,41 @@ native.takeSecret = function takeSecret(ptr) {
   if (ptr === null) return null;
   let text = null;
   try {
-    text = koffi.decode(ptr, 'char', -1);
+    text = cString(ptr);
   } finally {
     if (text === null) native.kl_secret_free(ptr);
     else native.kl_secret_free_n(ptr, Buffer.byteLength(text, 'utf8'));
   }
   return text;
 };
+
+/**
+ * Free a vault handle when the calling thread exits, however it exits: a worker_threads
+ * thread ended by `worker.terminate()` runs no JS at all (no 'exit' event, no
+ * FinalizationRegistry callback), but its OS thread still runs the thread-exit
+ * destructors libc keeps for it. So `kl_vault_free(handle)` is registered as one
+ * (glibc's `__cxa_thread_atexit_impl`, the hook C++ `thread_local` destructors use;
+ * libkeyledger is passed as the owning library, which keeps it loaded until then).
+ * Returns true when registered; then the handle must never be freed by JS (only closed:
+ * `kl_vault_close` releases the file, its lock and threads; the handle's small shell is
+ * freed at thread exit). Null where unavailable (not Linux with glibc).
+ */
+native.freeAtThreadExit = (() => {
+  if (process.platform !== 'linux') return null;
+  try {
+    const libc = koffi.load('libc.so.6');
+    const dlopen = libc.func('dlopen', 'void *', ['const char *', 'int']);
+    const dlsym = libc.func('dlsym', 'void *', ['void *', 'const char *']);
+    const atThreadExit = libc.func('__cxa_thread_atexit_impl', 'int', ['void *', 'void *', 'void *']);
+    const RTLD_NOW = 2;
+    const RTLD_NOLOAD = 4;
+    const self = dlopen(libraryPath, RTLD_NOW | RTLD_NOLOAD);
+    const freeFn = self === null ? null : dlsym(self, 'kl_vault_free');
+    if (freeFn === null) return null;
+    return (handle) => atThreadExit(freeFn, handle, freeFn) === 0;
+  } catch {
+    return null;
+  }
+})();
 
 module.exports = native;

@@ -63,17 +63,30 @@ function gateUpgrades(server, makeGate) {
   server.emit = function emitGated(event, req, socket, head) {
     if (event !== 'upgrade') return emit.apply(this, arguments);
     const res = new UpgradeRefusal(socket);
-    let outcome = 'pending';
+    const self = this;
+    let done = false;
+    // The gate answers now (decided without blocking) or later (a worker thread ran the
+    // check): a grant passes the event on, a refusal was written by the gate, an
+    // error is a 500. The event is handled either way.
+    const finish = (err) => {
+      if (done) return;
+      done = true;
+      if (!err) {
+        emit.call(self, event, req, socket, head);
+        return;
+      }
+      if (!res.sent) res.fail();
+    };
     try {
-      gate(req, res, (err) => {
-        outcome = err ? 'failed' : 'granted';
-      });
-    } catch {
-      outcome = 'failed';
+      const ret = gate(req, res, finish);
+      if (ret && typeof ret.then === 'function') {
+        ret.then(() => {
+          if (!done && res.sent) done = true;
+        }, finish);
+      }
+    } catch (err) {
+      finish(err || new Error('the keyledger gate failed'));
     }
-    // The gate is synchronous here (no body to read): 'pending' means it answered a refusal.
-    if (outcome === 'granted') return emit.call(this, event, req, socket, head);
-    if (outcome === 'failed' || !res.sent) res.fail();
     return true;
   };
   return server;

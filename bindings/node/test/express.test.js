@@ -26,7 +26,7 @@ function raw(port, bytes) {
       resolve({ status: Number(head.split(' ')[1]), head, body: rest.join('\r\n\r\n') });
     });
     sock.on('error', reject);
-    sock.end(bytes);
+    sock.write(bytes); // no half-close: the gate may answer after the request is read
   });
 }
 

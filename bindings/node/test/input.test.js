@@ -1,7 +1,7 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Vault } = require('..');
+const { Vault, redact, looksLikeKey, signRequest, signWebhook, verifyWebhook } = require('..');
 const { seeded, refused, vaultPath, FAST } = require('../testlib/helpers');
 
 /** Everything a bad call could have changed. */
@@ -133,7 +133,6 @@ test('hostile tokens are invalid_api_key, never a crash', () => {
     token + 'x'.repeat(10 * 1024),
     'ключ_доступа_секрет',
     'dial_live_\u0000bcdefgh_' + 'A'.repeat(46),
-    '\uD800\uDC00\uD800',
     token.replace('_', '\u00e9'),
     ' ' + token,
     token + '\n',
@@ -156,5 +155,67 @@ test('non-ASCII ids and metadata round-trip', () => {
   assert.equal(a.id, 'did:privy:ключ-é');
   assert.deepEqual(a.metadata, { name: 'Zoë', nested: { n: 1 } });
   assert.equal(vault.balance('did:privy:ключ-é').credits, 3);
+  vault.close();
+});
+
+test('lone UTF-16 surrogates in any string argument are invalid_argument and change nothing', () => {
+  const { vault, token, key } = seeded();
+  const before = snapshot(vault);
+  const route = ['GET', '/api/v1/numbers/mine'];
+  const lone = ['a\uDC00', 'a\uDC01', '\uD800', 'x\uD83D', '\uDE00y', 'a\uDC00\uD800b'];
+  for (const s of lone) {
+    const cases = [
+      () => vault.createAccount(s),
+      () => vault.account(s),
+      () => vault.balance(s),
+      () => vault.topUp(s, 1),
+      () => vault.debit(s, 1),
+      () => vault.topUp('acct_42', 1, { reference: s }),
+      () => vault.debit('acct_42', 1, { idempotencyKey: s }),
+      () => vault.createAccount('fresh', { metadata: { note: s } }),
+      () => vault.createAccount('fresh', { metadata: { [s]: 1 } }),
+      () => vault.createKey('acct_42', s, ['sms:send']),
+      () => vault.createKey(s, 'k', ['sms:send']),
+      () => vault.createKey('acct_42', 'k', [s]),
+      () => vault.createKey('acct_42', 'k', ['sms:send'], { prefix: s }),
+      () => vault.key(s),
+      () => vault.setScopes(key.keyId, [s]),
+      () => vault.authorize(s, { route }),
+      () => vault.authorize(token + s, { route }),
+      () => vault.authorize(token, { route: ['GET', `/api/v1/numbers/${s}`] }),
+      () => vault.authorize(token, { route: [s, '/api/v1/numbers/mine'] }),
+      () => vault.authorize(token, { scope: s }),
+      () => vault.authorize(token, { route, idempotencyKey: s }),
+      () => vault.authorize(token, { route, limits: [s] }),
+      () => vault.authorize(token, { route, body: s }),
+      () => vault.authorizeRequest(token, 'GET', `/api/v1/${s}`),
+      () => vault.authorizeHttp({ method: 'GET', target: `/api/v1/${s}`, authorization: `Bearer ${token}` }),
+      () => vault.authorizeHttp({ method: 'GET', target: '/api/v1/numbers/mine', authorization: `Bearer ${token}${s}` }),
+      () => vault.authorizeHttp({ method: 'GET', target: '/api/v1/numbers/mine', apiKey: s }),
+      () => vault.whoami(s),
+      () => vault.addRoute('GET', `/x/${s}`, 'x:read'),
+      () => vault.addRoute('GET', '/x', s),
+      () => vault.matchRoute('GET', `/x/${s}`),
+      () => vault.removeRoute('GET', `/x/${s}`),
+      () => vault.setRatelimit(s, 1, 1000, { keyId: key.keyId }),
+      () => vault.setRatelimit('rl', 1, 1000, { accountId: s }),
+      () => vault.audit({ accountId: s }),
+      () => redact(s),
+      () => signRequest(s, 'GET', '/'),
+      () => signRequest('secret', 'GET', `/${s}`),
+      () => signWebhook(s, 'body'),
+      () => new Vault(vaultPath() + s, FAST),
+      () => new Vault(vaultPath(), { ...FAST, masterPassphrase: s }),
+    ];
+    for (const [i, f] of cases.entries()) {
+      const e = refused(assert, f, 'invalid_argument', 400);
+      assert.match(e.message, /not valid Unicode/, `case ${i} with ${JSON.stringify(s)}: ${f}`);
+    }
+    assert.equal(looksLikeKey(token + s), false);
+    assert.equal(verifyWebhook('body', s, 'secret'), false);
+  }
+  // Before the check, 'a\uDC00' and 'a\uDC01' both reached C as 'a\uFFFD': one account.
+  assert.equal(snapshot(vault), before);
+  assert.equal(vault.authorize(token, { route }).accountId, 'acct_42');
   vault.close();
 });
