@@ -591,13 +591,18 @@ defmodule KeyLedger do
   @spec stats(vault) :: result(map)
   def stats(vault) do
     case vault |> Nif.stats() |> decoded() do
-      {:ok, %{cache_mode: m} = s} when m in ["shared", "private", "disabled"] ->
-        {:ok, %{s | cache_mode: String.to_existing_atom(m)}}
-
-      other ->
-        other
+      {:ok, %{cache_mode: m} = s} -> {:ok, %{s | cache_mode: cache_mode(m)}}
+      other -> other
     end
   end
+
+  # Each known value maps to an atom written here, so the atom exists whenever this module
+  # is loaded (never `String.to_existing_atom/1`, which raises in an application whose own
+  # code never names the atom); an unknown value stays a string.
+  defp cache_mode("shared"), do: :shared
+  defp cache_mode("private"), do: :private
+  defp cache_mode("disabled"), do: :disabled
+  defp cache_mode(other), do: other
 
   @doc "A fresh random master key as base64 (for `master_key:` or `KEYLEDGER_MASTER_KEY`)."
   @spec generate_master_key() :: String.t()
@@ -712,8 +717,10 @@ defmodule KeyLedger do
   defp atomize(map) when is_map(map) do
     Map.new(map, fn
       {k, v} when k in @opaque_fields -> {Map.fetch!(@field_atoms, k), v}
-      {"auth_method", m} when m in ["apikey", "operator"] -> {:auth_method, String.to_atom(m)}
-      {"interval", i} when i in ["daily", "monthly"] -> {:interval, String.to_atom(i)}
+      {"auth_method", "apikey"} -> {:auth_method, :apikey}
+      {"auth_method", "operator"} -> {:auth_method, :operator}
+      {"interval", "daily"} -> {:interval, :daily}
+      {"interval", "monthly"} -> {:interval, :monthly}
       {k, v} -> {Map.get(@field_atoms, k, k), atomize(v)}
     end)
   end
