@@ -536,11 +536,19 @@ defmodule KeyLedger do
   # `key_id:` or `account_id:` (exactly one) → {owner kind of the C ABI, id}.
   # {owner_kind, id}: exactly one of key_id: and account_id:, checked by the core.
   defp owner_arg(opts) do
-    {key_id, account_id} = {Keyword.get(opts, :key_id), Keyword.get(opts, :account_id)}
+    # Flattened here (a yielding BIF): limit_owner is a normal-scheduler NIF.
+    {key_id, account_id} = {opt_binary(opts, :key_id), opt_binary(opts, :account_id)}
 
     case Nif.limit_owner(key_id, account_id) do
       {:ok, kind} -> {kind, key_id || account_id}
       {:error, %{message: message}} -> throw({:invalid_argument, message})
+    end
+  end
+
+  defp opt_binary(opts, k) do
+    case Keyword.get(opts, k) do
+      l when is_list(l) -> IO.iodata_to_binary(l)
+      other -> other
     end
   end
 
@@ -673,18 +681,46 @@ defmodule KeyLedger do
 
   # ---- no vault ------------------------------------------------------------------------
 
-  @doc "Whether `token` has the shape and checksum of a keyledger token (no vault access)."
+  @doc """
+  Whether `token` has the shape and checksum of a keyledger token (no vault access).
+  A token longer than 512 bytes is `false` at once; an iolist that long is refused by its
+  size, without being flattened.
+  """
   @spec looks_like_key?(iodata) :: boolean
-  def looks_like_key?(token), do: Nif.looks_like_key(token)
-
-  @doc "What logs may show for `token`: `\"<prefix>_<key_id>_…\"` (never the secret)."
-  @spec redact(iodata) :: String.t()
-  def redact(token) do
-    case Nif.redact(token) do
-      {:ok, s} -> s
-      {:error, _} -> "…"
+  def looks_like_key?(token) do
+    case token_arg(token) do
+      :too_long -> false
+      t -> Nif.looks_like_key(t)
     end
   end
+
+  @doc """
+  What logs may show for `token`: `\"<prefix>_<key_id>_…\"` (never the secret). A token
+  longer than 512 bytes (binary or iolist, the latter never flattened) is `"…"`.
+  """
+  @spec redact(iodata) :: String.t()
+  def redact(token) do
+    with t when t != :too_long <- token_arg(token),
+         {:ok, s} <- Nif.redact(t) do
+      s
+    else
+      _ -> "…"
+    end
+  end
+
+  # The longest token keyledger looks at, in bytes (longer ones are refused unread).
+  @max_token_bytes 512
+
+  # looks_like_key and redact run on a normal scheduler, where a NIF flattening a large
+  # iolist would hold the scheduler for as long as the copy takes. So an iolist's size is
+  # taken first (`:erlang.iolist_size/1` yields and copies nothing: O(elements)); one longer
+  # than any token is refused unflattened, and a short one is flattened here (a yielding
+  # BIF) so the NIF only ever sees a binary. Not iodata: ArgumentError, as from the NIF.
+  defp token_arg(t) when is_list(t) do
+    if :erlang.iolist_size(t) > @max_token_bytes, do: :too_long, else: IO.iodata_to_binary(t)
+  end
+
+  defp token_arg(t), do: t
 
   @doc "The version of the keyledger library the NIF is linked against."
   @spec version() :: String.t()

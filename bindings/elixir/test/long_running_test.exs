@@ -46,4 +46,29 @@ defmodule KeyLedger.LongRunningTest do
     assert out =~ "known_before=false"
     assert out =~ "mode=:shared"
   end
+
+  test "a 200 MB iolist is refused by looks_like_key?/1 and redact/1 without being flattened" do
+    # 200 references to one 1 MiB binary: 200 MiB of iodata, 1 MiB of memory. Flattening it
+    # (what the NIF did on a normal scheduler) copies 200 MiB: 100-230 ms here.
+    mib = :binary.copy("a", 1024 * 1024)
+    big = ["dial_live_abcdefgh_" | List.duplicate(mib, 200)]
+    assert :erlang.iolist_size(big) > 200 * 1024 * 1024
+
+    {us_looks, looks} = :timer.tc(fn -> KeyLedger.looks_like_key?(big) end)
+    {us_redact, redacted} = :timer.tc(fn -> KeyLedger.redact(big) end)
+
+    # the documented answers for a token longer than 512 bytes
+    assert looks == false
+    assert redacted == "…"
+    assert us_looks < 20_000 and us_redact < 20_000,
+           "a 200 MB iolist took #{us_looks} µs (looks_like_key?) and #{us_redact} µs " <>
+             "(redact): it was flattened instead of refused by its size"
+
+    # short iolists still work, and non-iodata is still an ArgumentError
+    assert KeyLedger.redact(["dial_live_", "abcdefgh", "_", String.duplicate("x", 46)]) ==
+             "dial_live_abcdefgh_…"
+    refute KeyLedger.looks_like_key?(["dial_live_", "abcdefgh_", "x"])
+    assert_raise ArgumentError, fn -> KeyLedger.looks_like_key?([:not_iodata]) end
+    assert_raise ArgumentError, fn -> KeyLedger.redact([1.5]) end
+  end
 end
