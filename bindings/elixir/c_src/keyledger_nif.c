@@ -2,8 +2,9 @@
  * keyledger_nif.c: the Erlang/Elixir NIF over the keyledger C ABI (include/keyledger.h).
  *
  * - The vault is a NIF resource holding a kl_vault*. Its destructor (run when the last
- *   Erlang reference is garbage-collected) calls kl_vault_free(), which closes the vault
- *   if KeyLedger.close/1 did not. close/1 calls kl_vault_close(): the handle stays
+ *   Erlang reference is garbage-collected) hands it to the closer thread, which calls
+ *   kl_vault_free(): that closes the vault if KeyLedger.close/1 did not, off the
+ *   schedulers. close/1 calls kl_vault_close(): the handle stays
  *   valid memory and later calls return KL_VAULT_CLOSED (2007) until the destructor runs.
  * - Strings in are iodata (binaries or iolists) passed as (pointer, length); nil is
  *   "absent" for optional ones. Any other type is badarg (ArgumentError in Elixir).
@@ -42,18 +43,115 @@ static ERL_NIF_TERM A_ACCOUNT_ID, A_KEY_ID, A_KEY_NAME, A_PREFIX, A_AUTH_METHOD,
     A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED, A_APIKEY, A_OPERATOR;
 static ERL_NIF_TERM A_RATELIMIT, A_NAME, A_MAX, A_REMAINING, A_RESET_MS;
 
+/*
+ * The closer: one thread of this library that frees dropped vaults.
+ *
+ * A resource's destructor runs on whichever thread drops the last reference, usually a
+ * normal scheduler during a garbage collection. kl_vault_free() of a vault nobody closed
+ * joins its flusher, commits the last usage counters and syncs: milliseconds of I/O that
+ * would hold that scheduler. So the destructor only queues the handle, and this thread
+ * frees it. unload() drains the queue and joins the thread.
+ */
+typedef struct closing {
+    kl_vault *v;
+    struct closing *next;
+} closing;
+
+static ErlNifMutex *closer_lock;
+static ErlNifCond *closer_cond;
+static ErlNifTid closer_tid;
+static int closer_started, closer_stop;
+static closing *closer_head, *closer_tail;
+/* Vaults freed by the closer, and by a scheduler thread (when the closer could not take
+ * one: out of memory). Read by closer_stats/0 for the tests. */
+static uint64_t freed_by_closer, freed_inline;
+
+static void *closer_main(void *arg) {
+    (void)arg;
+    enif_mutex_lock(closer_lock);
+    for (;;) {
+        while (closer_head == NULL && !closer_stop) enif_cond_wait(closer_cond, closer_lock);
+        if (closer_head == NULL) break; /* stopping and drained */
+        closing *c = closer_head;
+        closer_head = c->next;
+        if (closer_head == NULL) closer_tail = NULL;
+        enif_mutex_unlock(closer_lock);
+        kl_vault_free(c->v);
+        enif_free(c);
+        enif_mutex_lock(closer_lock);
+        freed_by_closer++;
+    }
+    enif_mutex_unlock(closer_lock);
+    return NULL;
+}
+
 static void vault_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     vault_res *r = (vault_res *)obj;
-    if (r->v != NULL) {
-        kl_vault_free(r->v);
+    if (r->v == NULL) return;
+    closing *c = closer_started ? enif_alloc(sizeof *c) : NULL;
+    if (c == NULL) {
+        kl_vault_free(r->v); /* no closer: free here rather than leak the vault */
         r->v = NULL;
+        enif_mutex_lock(closer_lock);
+        freed_inline++;
+        enif_mutex_unlock(closer_lock);
+        return;
     }
+    c->v = r->v;
+    c->next = NULL;
+    r->v = NULL;
+    enif_mutex_lock(closer_lock);
+    if (closer_tail) closer_tail->next = c;
+    else closer_head = c;
+    closer_tail = c;
+    enif_cond_signal(closer_cond);
+    enif_mutex_unlock(closer_lock);
+}
+
+static int closer_start(void) {
+    if (closer_lock != NULL) return 0; /* already running (an upgrade of this instance) */
+    closer_lock = enif_mutex_create("keyledger_closer");
+    closer_cond = enif_cond_create("keyledger_closer");
+    if (closer_lock == NULL || closer_cond == NULL) return 1;
+    closer_stop = 0;
+    if (enif_thread_create("keyledger_closer", &closer_tid, closer_main, NULL, NULL) != 0)
+        return 1;
+    closer_started = 1;
+    return 0;
+}
+
+static void unload(ErlNifEnv *env, void *priv) {
+    (void)env;
+    (void)priv;
+    if (!closer_started) return;
+    enif_mutex_lock(closer_lock);
+    closer_stop = 1;
+    enif_cond_signal(closer_cond);
+    enif_mutex_unlock(closer_lock);
+    enif_thread_join(closer_tid, NULL);
+    closer_started = 0;
+    enif_cond_destroy(closer_cond);
+    enif_mutex_destroy(closer_lock);
+    closer_cond = NULL;
+    closer_lock = NULL;
+}
+
+/* closer_stats() -> {freed_by_closer, freed_inline}: for the tests. */
+static ERL_NIF_TERM nif_closer_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    enif_mutex_lock(closer_lock);
+    uint64_t by_closer = freed_by_closer, inline_ = freed_inline;
+    enif_mutex_unlock(closer_lock);
+    return enif_make_tuple2(env, enif_make_uint64(env, by_closer),
+                            enif_make_uint64(env, inline_));
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)priv;
     (void)info;
+    if (closer_start() != 0) return 1;
     VAULT_RES = enif_open_resource_type(env, NULL, "keyledger_vault", vault_dtor,
                                         ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     if (VAULT_RES == NULL) return 1;
@@ -936,6 +1034,7 @@ static ErlNifFunc nif_funcs[] = {
     {"looks_like_key", 1, nif_looks_like_key, 0},
     {"redact", 1, nif_redact, 0},
     {"version", 0, nif_version, 0},
+    {"closer_stats", 0, nif_closer_stats, 0},
 };
 
-ERL_NIF_INIT(Elixir.KeyLedger.Nif, nif_funcs, load, NULL, upgrade, NULL)
+ERL_NIF_INIT(Elixir.KeyLedger.Nif, nif_funcs, load, NULL, upgrade, unload)

@@ -71,4 +71,53 @@ defmodule KeyLedger.LongRunningTest do
     assert_raise ArgumentError, fn -> KeyLedger.looks_like_key?([:not_iodata]) end
     assert_raise ArgumentError, fn -> KeyLedger.redact([1.5]) end
   end
+
+  test "dropping an unclosed vault frees it on the closer thread, not the caller's scheduler",
+       %{tmp_dir: dir} do
+    path = Path.join(dir, "dropped.redb")
+    parent = self()
+    {closer_before, inline_before} = KeyLedger.Nif.closer_stats()
+
+    spawn_link(fn ->
+      # Pending work for the final flush: usage counters of a granted, charged call.
+      open_and_use = fn ->
+        {:ok, v} = KeyLedger.open(path, exclusive: true, argon2: KeyLedgerTest.Helpers.argon2())
+        {:ok, _} = KeyLedger.create_account(v, "acct_1", credits: 100)
+        {:ok, %{token: t}} = KeyLedger.create_key(v, "acct_1", "k", ["*"])
+        for _ <- 1..5, do: {:ok, _} = KeyLedger.authorize(v, t, {:scope, "x"}, cost: 1)
+        Process.put(:vault, v)
+        :ok
+      end
+
+      :ok = open_and_use.()
+      Process.delete(:vault)
+      # The last reference dies in this collection: the destructor runs here, on this
+      # process's normal scheduler. Closing the vault (join the flusher, commit, sync)
+      # takes milliseconds; handing it to the closer takes microseconds.
+      {us, _} = :timer.tc(fn -> :erlang.garbage_collect() end)
+      send(parent, {:collected, us})
+    end)
+
+    assert_receive {:collected, us}, 10_000
+    assert us < 5_000, "the collection that dropped the vault took #{us} µs: it closed it inline"
+
+    # The closer closed it: the exclusive lock is released and the usage counters are there.
+    assert {:ok, v2} = wait_open(path, 200)
+    assert {:ok, %{credits: 95}} = KeyLedger.balance(v2, "acct_1")
+    {closer_after, inline_after} = KeyLedger.Nif.closer_stats()
+    assert closer_after > closer_before
+    assert inline_after == inline_before
+    :ok = KeyLedger.close(v2)
+  end
+
+  defp wait_open(path, tries) do
+    case KeyLedger.open(path, exclusive: true, argon2: KeyLedgerTest.Helpers.argon2()) do
+      {:error, %{code: "vault_locked"}} when tries > 0 ->
+        Process.sleep(25)
+        wait_open(path, tries - 1)
+
+      other ->
+        other
+    end
+  end
 end
