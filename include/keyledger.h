@@ -91,6 +91,18 @@
 #define KL_REFILL_MONTHLY 1
 
 /*
+ `kl_last_would_block()` after a non-blocking call that needs an argon2 run (a CPU-bound
+ wait: a secret not yet verified in this process).
+ */
+#define KL_NEEDS_ARGON2 1
+
+/*
+ `kl_last_would_block()` after a non-blocking call that needs a commit (an I/O-bound
+ wait: a debit, an idempotency record, a due refill or a single-use signature).
+ */
+#define KL_NEEDS_COMMIT 2
+
+/*
  The result of every fallible `kl_` function. `KL_OK` (0) is success; everything
  else is an error whose message and JSON body are available from
  `kl_last_error_message()` and `kl_last_error_body()` on the same thread.
@@ -192,6 +204,15 @@ enum kl_status
    with `kl_vault_close`, or is used in a child process after `fork()`.
    */
   KL_VAULT_CLOSED = 2007,
+  /*
+   `would_block` (never an HTTP answer): a non-blocking call (`kl_authorize_try` and
+   the other `_try` variants, `kl_authorize_http` with `"nonblocking": true`) was not
+   decided, because it needs an argon2 run or a commit. Nothing was changed and the
+   out-parameters are untouched: make the same call with the blocking function off
+   the event loop. `kl_last_would_block()` says what it needs (`KL_NEEDS_ARGON2`,
+   `KL_NEEDS_COMMIT`); the body is `{"error":"would_block","needs":"argon2"|"commit"}`.
+   */
+  KL_WOULD_BLOCK = 3001,
   /*
    `panic`, HTTP 500: a bug inside keyledger was caught at the boundary. The call may
    or may not have taken effect; the handle stays usable.
@@ -520,6 +541,93 @@ kl_status kl_authorize_scope_json(const struct kl_vault *v,
                                   char **out_json);
 
 /*
+ `kl_authorize` that never blocks: same arguments, same answers, except that a call
+ that would run argon2 (a secret not yet verified in this process) or wait for a commit
+ (a cost above 0, an idempotency key, a due refill, a single-use signature) returns
+ `KL_WOULD_BLOCK` at once, having changed nothing (no rate-limit unit taken, no usage
+ or audit event) and left `*out_grant` untouched. `kl_last_would_block()` then says
+ what it needs (`KL_NEEDS_ARGON2` or `KL_NEEDS_COMMIT`): make the same `kl_authorize`
+ call where that wait is allowed (a worker thread; a dirty CPU scheduler for argon2, a
+ dirty I/O one for a commit) and use its answer.
+
+ Decided inline: a key already verified in this process on a call that writes nothing,
+ its rate limits included, and every refusal that needs no argon2 (malformed or unknown
+ token, a secret already refused in this process, a spent budget of failed
+ verifications, revoked, disabled, expired, bad signature, scope, route).
+ */
+kl_status kl_authorize_try(const struct kl_vault *v,
+                           const char *token,
+                           size_t token_len,
+                           const char *method,
+                           size_t method_len,
+                           const char *path,
+                           size_t path_len,
+                           const struct kl_authorize_opts *opts,
+                           struct kl_grant *out_grant);
+
+/*
+ `kl_authorize_request` that never blocks (see `kl_authorize_try`).
+ */
+kl_status kl_authorize_request_try(const struct kl_vault *v,
+                                   const char *token,
+                                   size_t token_len,
+                                   const char *method,
+                                   size_t method_len,
+                                   const char *target,
+                                   size_t target_len,
+                                   const struct kl_authorize_opts *opts,
+                                   struct kl_grant *out_grant);
+
+/*
+ `kl_authorize_scope` that never blocks (see `kl_authorize_try`).
+ */
+kl_status kl_authorize_scope_try(const struct kl_vault *v,
+                                 const char *token,
+                                 size_t token_len,
+                                 const char *scope,
+                                 size_t scope_len,
+                                 const struct kl_authorize_opts *opts,
+                                 struct kl_grant *out_grant);
+
+/*
+ `kl_authorize_json` that never blocks (see `kl_authorize_try`); `*out_json` is
+ untouched on `KL_WOULD_BLOCK`.
+ */
+kl_status kl_authorize_json_try(const struct kl_vault *v,
+                                const char *token,
+                                size_t token_len,
+                                const char *method,
+                                size_t method_len,
+                                const char *path,
+                                size_t path_len,
+                                const struct kl_authorize_opts *opts,
+                                char **out_json);
+
+/*
+ `kl_authorize_request_json` that never blocks (see `kl_authorize_try`).
+ */
+kl_status kl_authorize_request_json_try(const struct kl_vault *v,
+                                        const char *token,
+                                        size_t token_len,
+                                        const char *method,
+                                        size_t method_len,
+                                        const char *target,
+                                        size_t target_len,
+                                        const struct kl_authorize_opts *opts,
+                                        char **out_json);
+
+/*
+ `kl_authorize_scope_json` that never blocks (see `kl_authorize_try`).
+ */
+kl_status kl_authorize_scope_json_try(const struct kl_vault *v,
+                                      const char *token,
+                                      size_t token_len,
+                                      const char *scope,
+                                      size_t scope_len,
+                                      const struct kl_authorize_opts *opts,
+                                      char **out_json);
+
+/*
  Open (or create) the vault file at `path` (UTF-8, `path_len` bytes, not necessarily
  NUL-terminated). The file is created with mode 0600.
 
@@ -598,7 +706,13 @@ void kl_vault_free(struct kl_vault *v);
  (authorize this scope instead of the route), `limits` (array of names), `limit_cost`,
  `replay` (`"refuse"`, the default: a repeated idempotency key is 409
  `duplicate_request`; `"pass"`: the replayed grant), `case_insensitive`, `max_body`
- (default 1 MiB) and `now_ms`.
+ (default 1 MiB), `now_ms` and `nonblocking`.
+
+ `"nonblocking": true` never blocks (see `kl_authorize_try`): a request that would run
+ argon2 or wait for a commit returns `KL_WOULD_BLOCK` at once, having changed nothing
+ and left every out-parameter untouched (`kl_last_would_block()` says what it needs);
+ make the same call without `nonblocking` off the event loop. Every other request is
+ answered as without it.
 
  On `KL_OK` (the request was decided, granted or not): `*out_status` is the HTTP status
  (200 for a grant); `*out_headers_json` the response headers as a JSON array of
@@ -609,9 +723,10 @@ void kl_vault_free(struct kl_vault *v);
  storage) is an answer, not an error status: it comes back as `KL_OK` with its status
  and body.
 
- Returns `KL_INVALID_ARGUMENT` (NULL vault, method, target or out-parameter, non-UTF-8
- method or `options_json`, an `options_json` with an unknown field or a `replay` other
- than `"refuse"` or `"pass"`, an input over `KL_MAX_INPUT_LEN`) or `KL_PANIC`.
+ Returns `KL_WOULD_BLOCK` (with `nonblocking` only), `KL_INVALID_ARGUMENT` (NULL vault,
+ method, target or out-parameter, non-UTF-8 method or `options_json`, an
+ `options_json` with an unknown field or a `replay` other than `"refuse"` or `"pass"`,
+ an input over `KL_MAX_INPUT_LEN`) or `KL_PANIC`.
  */
 kl_status kl_authorize_http(const struct kl_vault *v,
                             const char *method,
@@ -1070,6 +1185,15 @@ const char *kl_version(void);
 const char *kl_last_error_message(void);
 
 /*
+ What the last `kl_` call on this thread would have waited for, when it answered
+ `KL_WOULD_BLOCK`: `KL_NEEDS_ARGON2` (run the blocking call where CPU work may wait: a
+ worker thread, a dirty CPU scheduler) or `KL_NEEDS_COMMIT` (where I/O may wait: a
+ dirty I/O scheduler); 0 when the last call answered anything else. Never fails; does
+ not touch the thread's last error.
+ */
+uint32_t kl_last_would_block(void);
+
+/*
  A copy of the JSON body of the last failed `kl_` call on this thread: for a refusal
  exactly what a host sends with `kl_status_http()`, e.g.
  `{"success":false,"error":"missing_scope","message":"…","required":"sms:send"}`
@@ -1216,7 +1340,8 @@ kl_status kl_vault_stats(const struct kl_vault *v,
 
 /*
  The HTTP status for a `kl_status` value: 200 for `KL_OK`, 400/401/402/403/409/429 for
- refusals, 400/404/409/500 for management errors. An unknown number gives 400 (like
+ refusals, 400/404/409/500 for management errors (503 for `KL_WOULD_BLOCK`, which is
+ not an answer to send). An unknown number gives 400 (like
  `KL_INVALID_ARGUMENT`). Never fails; does not touch the thread's last error.
  */
 uint16_t kl_status_http(uint32_t status);

@@ -445,6 +445,23 @@ impl Throttle {
         }
     }
 
+    /// What [`Throttle::allows`] would answer at `now`, changing nothing (the
+    /// non-blocking authorize decides with it, then leaves the state to the real call).
+    pub(crate) fn peek(&self, key_id: &str, now: Millis) -> bool {
+        let map = self.buckets.lock();
+        match map.get(key_id) {
+            None => true,
+            Some(b) => {
+                let mut b = Bucket {
+                    tokens: b.tokens,
+                    at: b.at,
+                };
+                b.refill(now, self.config.per_second, f64::from(self.config.burst));
+                b.tokens >= 1.0
+            }
+        }
+    }
+
     /// Record a failed check.
     pub(crate) fn failed(&self, key_id: &str, now: Millis) {
         let burst = f64::from(self.config.burst);
@@ -493,24 +510,49 @@ impl Budget {
     /// Take a token, leaving at least half the burst when `keep_half` (a key_id past its
     /// own burst). `Err(retry_after)` in whole seconds (≥ 1) when there is none to take.
     pub(crate) fn take(&self, now: Millis, keep_half: bool) -> std::result::Result<(), u64> {
+        let mut b = self.bucket.lock();
+        b.refill(now, self.per_second, self.burst);
+        let need = self.need(keep_half);
+        if b.tokens >= need {
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        Err(self.retry_after(b.tokens, need))
+    }
+
+    /// What [`Budget::take`] would answer at `now`, taking nothing and changing nothing.
+    pub(crate) fn peek(&self, now: Millis, keep_half: bool) -> std::result::Result<(), u64> {
+        let b = self.bucket.lock();
+        let mut b = Bucket {
+            tokens: b.tokens,
+            at: b.at,
+        };
+        b.refill(now, self.per_second, self.burst);
+        let need = self.need(keep_half);
+        if b.tokens >= need {
+            return Ok(());
+        }
+        Err(self.retry_after(b.tokens, need))
+    }
+
+    /// Tokens a take needs: one, plus half the burst kept back when `keep_half`.
+    fn need(&self, keep_half: bool) -> f64 {
         let reserve = if keep_half {
             (self.burst / 2.0).floor()
         } else {
             0.0
         };
-        let mut b = self.bucket.lock();
-        b.refill(now, self.per_second, self.burst);
-        let need = 1.0 + reserve;
-        if b.tokens >= need {
-            b.tokens -= 1.0;
-            return Ok(());
-        }
+        1.0 + reserve
+    }
+
+    /// Whole seconds (≥ 1) until `need` tokens are there again, from `tokens`.
+    fn retry_after(&self, tokens: f64, need: f64) -> u64 {
         if self.per_second <= 0.0 || need > self.burst {
-            return Err(MAX_RETRY_AFTER);
+            return MAX_RETRY_AFTER;
         }
-        let secs = ((need - b.tokens) / self.per_second).ceil();
+        let secs = ((need - tokens) / self.per_second).ceil();
         // Bounded above by MAX_RETRY_AFTER before the cast, so it fits.
-        Err((secs.clamp(1.0, MAX_RETRY_AFTER as f64)) as u64)
+        (secs.clamp(1.0, MAX_RETRY_AFTER as f64)) as u64
     }
 
     /// Give back a token taken for a verification that succeeded.

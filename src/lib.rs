@@ -82,4 +82,5 @@ pub use vault::{
     system_now, AuthorizeOptions, Clock, Durability, OnReplay, Target, Vault, VaultOptions,
     IDEMPOTENCY_WINDOW_MS,
 };
+pub use vault::{Attempt, WouldBlock};
 pub use webhook::{sign_webhook, verify_webhook};

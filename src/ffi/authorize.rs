@@ -10,7 +10,7 @@ use super::args::{opt_bytes, parse_json, Out};
 use super::handle::kl_vault;
 use super::panic::{boundary, Failure};
 use super::status::kl_status;
-use crate::{AuthMethod, AuthorizeOptions, Grant, OnReplay, Target};
+use crate::{Attempt, AuthMethod, AuthorizeOptions, Grant, OnReplay, Target, Vault};
 
 /// Size of `kl_grant.account_id`: account ids are at most 128 bytes, plus the NUL.
 pub const KL_ACCOUNT_ID_SIZE: usize = 129;
@@ -427,6 +427,197 @@ pub unsafe extern "C" fn kl_authorize_scope_json(
                 Ok(vault.authorize(token, Target::scope(scope), o)?)
             })
         }?;
+        out.put_json(&grant)
+    })
+}
+
+// ------------------------------------------------------------------ non-blocking variants
+
+/// `Vault::try_authorize`, its would-block answer as `KL_WOULD_BLOCK`.
+fn try_decide(
+    vault: &Vault,
+    token: &str,
+    target: Target<'_>,
+    o: &AuthorizeOptions<'_>,
+) -> Result<Grant, Failure> {
+    match vault.try_authorize(token, target, o) {
+        Attempt::Ready(r) => Ok(r?),
+        Attempt::WouldBlock(w) => Err(Failure::would_block(w)),
+    }
+}
+
+/// `kl_authorize` that never blocks: same arguments, same answers, except that a call
+/// that would run argon2 (a secret not yet verified in this process) or wait for a commit
+/// (a cost above 0, an idempotency key, a due refill, a single-use signature) returns
+/// `KL_WOULD_BLOCK` at once, having changed nothing (no rate-limit unit taken, no usage
+/// or audit event) and left `*out_grant` untouched. `kl_last_would_block()` then says
+/// what it needs (`KL_NEEDS_ARGON2` or `KL_NEEDS_COMMIT`): make the same `kl_authorize`
+/// call where that wait is allowed (a worker thread; a dirty CPU scheduler for argon2, a
+/// dirty I/O one for a commit) and use its answer.
+///
+/// Decided inline: a key already verified in this process on a call that writes nothing,
+/// its rate limits included, and every refusal that needs no argon2 (malformed or unknown
+/// token, a secret already refused in this process, a spent budget of failed
+/// verifications, revoked, disabled, expired, bad signature, scope, route).
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_try(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    path: *const c_char,
+    path_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary("kl_authorize_try", || {
+        let out = try_out!(out_grant);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let method = try_str!(method, method_len);
+        let path = try_str!(path, path_len);
+        // SAFETY: module contract.
+        let grant = unsafe {
+            with_opts(opts, |o| {
+                try_decide(vault, token, Target::route(method, path), o)
+            })
+        }?;
+        out.write(kl_grant::from(&grant));
+        Ok(())
+    })
+}
+
+/// `kl_authorize_request` that never blocks (see `kl_authorize_try`).
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_request_try(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    target: *const c_char,
+    target_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary("kl_authorize_request_try", || {
+        let out = try_out!(out_grant);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let method = try_str!(method, method_len);
+        let target = try_str!(target, target_len);
+        // SAFETY: module contract.
+        let insensitive = unsafe { case_insensitive(opts) };
+        let target = Target::request(method, target).case_insensitive(insensitive);
+        // SAFETY: module contract.
+        let grant = unsafe { with_opts(opts, |o| try_decide(vault, token, target, o)) }?;
+        out.write(kl_grant::from(&grant));
+        Ok(())
+    })
+}
+
+/// `kl_authorize_scope` that never blocks (see `kl_authorize_try`).
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_scope_try(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    scope: *const c_char,
+    scope_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary("kl_authorize_scope_try", || {
+        let out = try_out!(out_grant);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let scope = try_str!(scope, scope_len);
+        // SAFETY: module contract.
+        let grant =
+            unsafe { with_opts(opts, |o| try_decide(vault, token, Target::scope(scope), o)) }?;
+        out.write(kl_grant::from(&grant));
+        Ok(())
+    })
+}
+
+/// `kl_authorize_json` that never blocks (see `kl_authorize_try`); `*out_json` is
+/// untouched on `KL_WOULD_BLOCK`.
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_json_try(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    path: *const c_char,
+    path_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_authorize_json_try", || {
+        let out: Out<*mut c_char> = try_out!(out_json);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let method = try_str!(method, method_len);
+        let path = try_str!(path, path_len);
+        // SAFETY: module contract.
+        let grant = unsafe {
+            with_opts(opts, |o| {
+                try_decide(vault, token, Target::route(method, path), o)
+            })
+        }?;
+        out.put_json(&grant)
+    })
+}
+
+/// `kl_authorize_request_json` that never blocks (see `kl_authorize_try`).
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_request_json_try(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    target: *const c_char,
+    target_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_authorize_request_json_try", || {
+        let out: Out<*mut c_char> = try_out!(out_json);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let method = try_str!(method, method_len);
+        let target = try_str!(target, target_len);
+        // SAFETY: module contract.
+        let insensitive = unsafe { case_insensitive(opts) };
+        let target = Target::request(method, target).case_insensitive(insensitive);
+        // SAFETY: module contract.
+        let grant = unsafe { with_opts(opts, |o| try_decide(vault, token, target, o)) }?;
+        out.put_json(&grant)
+    })
+}
+
+/// `kl_authorize_scope_json` that never blocks (see `kl_authorize_try`).
+#[no_mangle]
+pub unsafe extern "C" fn kl_authorize_scope_json_try(
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    scope: *const c_char,
+    scope_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary("kl_authorize_scope_json_try", || {
+        let out: Out<*mut c_char> = try_out!(out_json);
+        let vault = try_vault!(v);
+        let token = try_str!(token, token_len);
+        let scope = try_str!(scope, scope_len);
+        // SAFETY: module contract.
+        let grant =
+            unsafe { with_opts(opts, |o| try_decide(vault, token, Target::scope(scope), o)) }?;
         out.put_json(&grant)
     })
 }

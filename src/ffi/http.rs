@@ -27,6 +27,8 @@ struct HttpOptionsJson {
     case_insensitive: bool,
     max_body: Option<usize>,
     now_ms: Option<i64>,
+    #[serde(default)]
+    nonblocking: bool,
 }
 
 /// A header value or body: NULL with length 0 is absent; any bytes (the gate judges them).
@@ -52,7 +54,13 @@ macro_rules! try_bytes {
 /// (authorize this scope instead of the route), `limits` (array of names), `limit_cost`,
 /// `replay` (`"refuse"`, the default: a repeated idempotency key is 409
 /// `duplicate_request`; `"pass"`: the replayed grant), `case_insensitive`, `max_body`
-/// (default 1 MiB) and `now_ms`.
+/// (default 1 MiB), `now_ms` and `nonblocking`.
+///
+/// `"nonblocking": true` never blocks (see `kl_authorize_try`): a request that would run
+/// argon2 or wait for a commit returns `KL_WOULD_BLOCK` at once, having changed nothing
+/// and left every out-parameter untouched (`kl_last_would_block()` says what it needs);
+/// make the same call without `nonblocking` off the event loop. Every other request is
+/// answered as without it.
 ///
 /// On `KL_OK` (the request was decided, granted or not): `*out_status` is the HTTP status
 /// (200 for a grant); `*out_headers_json` the response headers as a JSON array of
@@ -63,9 +71,10 @@ macro_rules! try_bytes {
 /// storage) is an answer, not an error status: it comes back as `KL_OK` with its status
 /// and body.
 ///
-/// Returns `KL_INVALID_ARGUMENT` (NULL vault, method, target or out-parameter, non-UTF-8
-/// method or `options_json`, an `options_json` with an unknown field or a `replay` other
-/// than `"refuse"` or `"pass"`, an input over `KL_MAX_INPUT_LEN`) or `KL_PANIC`.
+/// Returns `KL_WOULD_BLOCK` (with `nonblocking` only), `KL_INVALID_ARGUMENT` (NULL vault,
+/// method, target or out-parameter, non-UTF-8 method or `options_json`, an
+/// `options_json` with an unknown field or a `replay` other than `"refuse"` or `"pass"`,
+/// an input over `KL_MAX_INPUT_LEN`) or `KL_PANIC`.
 #[no_mangle]
 pub unsafe extern "C" fn kl_authorize_http(
     v: *const kl_vault,
@@ -139,7 +148,14 @@ pub unsafe extern "C" fn kl_authorize_http(
             max_body: o.max_body,
             now: o.now_ms,
         };
-        let outcome = vault.authorize_http(&request, &options);
+        let outcome = if o.nonblocking {
+            match vault.try_authorize_http(&request, &options) {
+                crate::Attempt::Ready(outcome) => outcome,
+                crate::Attempt::WouldBlock(w) => return Err(super::panic::Failure::would_block(w)),
+            }
+        } else {
+            vault.authorize_http(&request, &options)
+        };
         let headers = serde_json::to_string(&outcome.headers_json())
             .map_err(|e| crate::Error::Storage(format!("could not encode JSON: {e}")))?;
         let grant = match &outcome.grant {

@@ -54,8 +54,10 @@ pub mod status;
 
 pub use args::{kl_secret_free, kl_secret_free_n, kl_string_free, KL_MAX_INPUT_LEN};
 pub use authorize::{
-    kl_authorize, kl_authorize_json, kl_authorize_opts, kl_authorize_request,
-    kl_authorize_request_json, kl_authorize_scope, kl_authorize_scope_json, kl_grant,
+    kl_authorize, kl_authorize_json, kl_authorize_json_try, kl_authorize_opts,
+    kl_authorize_request, kl_authorize_request_json, kl_authorize_request_json_try,
+    kl_authorize_request_try, kl_authorize_scope, kl_authorize_scope_json,
+    kl_authorize_scope_json_try, kl_authorize_scope_try, kl_authorize_try, kl_grant,
     KL_ACCOUNT_ID_SIZE, KL_AUTH_APIKEY, KL_AUTH_OPERATOR, KL_KEY_ID_SIZE, KL_KEY_NAME_SIZE,
     KL_PREFIX_SIZE, KL_RATELIMIT_NAME_SIZE,
 };
@@ -63,6 +65,9 @@ pub use handle::{kl_vault, kl_vault_close, kl_vault_flush, kl_vault_free, kl_vau
 pub use http::{kl_authorize_http, kl_http_credential};
 pub use limits::*;
 pub use manage::*;
-pub use panic::{kl_last_error_body, kl_last_error_message};
+pub use panic::{
+    kl_last_error_body, kl_last_error_message, kl_last_would_block, KL_NEEDS_ARGON2,
+    KL_NEEDS_COMMIT,
+};
 pub use signing::*;
 pub use status::{kl_status, kl_status_code, kl_status_http};

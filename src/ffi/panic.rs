@@ -20,6 +20,8 @@ pub(crate) struct Failure {
     pub(crate) status: kl_status,
     pub(crate) message: String,
     pub(crate) body: String,
+    /// For `KL_WOULD_BLOCK`: `KL_NEEDS_ARGON2` or `KL_NEEDS_COMMIT`; else 0.
+    pub(crate) needs: u32,
 }
 
 impl From<Error> for Failure {
@@ -28,11 +30,36 @@ impl From<Error> for Failure {
             status: kl_status::from_error(&e),
             message: e.to_string(),
             body: e.body().to_string(),
+            needs: 0,
         }
     }
 }
 
+/// `kl_last_would_block()` after a non-blocking call that needs an argon2 run (a CPU-bound
+/// wait: a secret not yet verified in this process).
+pub const KL_NEEDS_ARGON2: u32 = 1;
+/// `kl_last_would_block()` after a non-blocking call that needs a commit (an I/O-bound
+/// wait: a debit, an idempotency record, a due refill or a single-use signature).
+pub const KL_NEEDS_COMMIT: u32 = 2;
+
 impl Failure {
+    /// `KL_WOULD_BLOCK`: a non-blocking call stopped before `w`, having changed nothing.
+    pub(crate) fn would_block(w: crate::WouldBlock) -> Failure {
+        let needs = match w {
+            crate::WouldBlock::Argon2 => KL_NEEDS_ARGON2,
+            _ => KL_NEEDS_COMMIT,
+        };
+        let message =
+            format!("would block: the call needs {w}; make the blocking call off the event loop");
+        Failure {
+            status: kl_status::KL_WOULD_BLOCK,
+            body: json!({ "success": false, "error": "would_block", "needs": w.as_str(), "message": message })
+                .to_string(),
+            message,
+            needs,
+        }
+    }
+
     /// `KL_INVALID_ARGUMENT` with `msg`: the message names the argument, never its value.
     pub(crate) fn invalid(msg: impl Into<String>) -> Failure {
         Error::InvalidArgument(msg.into()).into()
@@ -45,6 +72,7 @@ impl Failure {
             status: kl_status::KL_PANIC,
             body: json!({ "success": false, "error": "panic", "message": message }).to_string(),
             message,
+            needs: 0,
         }
     }
 }
@@ -55,6 +83,7 @@ pub(crate) type FfiResult = Result<(), Failure>;
 struct LastError {
     message: CString,
     body: String,
+    needs: u32,
 }
 
 thread_local! {
@@ -66,6 +95,7 @@ fn set_last_error(f: Option<&Failure>) {
         // Messages come from `Display` impls that never contain NUL; be safe anyway.
         message: CString::new(f.message.replace('\0', " ")).unwrap_or_default(),
         body: f.body.clone(),
+        needs: f.needs,
     });
     // `try_with`: during thread teardown the slot may be gone; then there is nothing to keep.
     let _ = LAST_ERROR.try_with(|slot| {
@@ -113,6 +143,23 @@ pub extern "C" fn kl_last_error_message() -> *const c_char {
                 Err(_) => c"".as_ptr(),
             })
             .unwrap_or(c"".as_ptr())
+    })
+}
+
+/// What the last `kl_` call on this thread would have waited for, when it answered
+/// `KL_WOULD_BLOCK`: `KL_NEEDS_ARGON2` (run the blocking call where CPU work may wait: a
+/// worker thread, a dirty CPU scheduler) or `KL_NEEDS_COMMIT` (where I/O may wait: a
+/// dirty I/O scheduler); 0 when the last call answered anything else. Never fails; does
+/// not touch the thread's last error.
+#[no_mangle]
+pub extern "C" fn kl_last_would_block() -> u32 {
+    guard(0, || {
+        LAST_ERROR
+            .try_with(|slot| match slot.try_borrow() {
+                Ok(last) => last.as_ref().map_or(0, |l| l.needs),
+                Err(_) => 0,
+            })
+            .unwrap_or(0)
     })
 }
 

@@ -12,6 +12,7 @@
 //! | `1401–1499` | request conflicts (HTTP 409) |
 //! | `1501–1599` | request targets the gate cannot read unambiguously (HTTP 400) |
 //! | `2001–2099` | management and open errors |
+//! | `3001–3099` | not decided: a non-blocking call would have had to wait |
 //! | `9001–9099` | errors of the C boundary itself |
 //!
 //! A number this version does not know (a newer library, or garbage) is treated like
@@ -80,6 +81,13 @@ pub enum kl_status {
     /// `vault_closed`, HTTP 500 (a keyledger extension of SPEC §8): the handle was closed
     /// with `kl_vault_close`, or is used in a child process after `fork()`.
     KL_VAULT_CLOSED = 2007,
+    /// `would_block` (never an HTTP answer): a non-blocking call (`kl_authorize_try` and
+    /// the other `_try` variants, `kl_authorize_http` with `"nonblocking": true`) was not
+    /// decided, because it needs an argon2 run or a commit. Nothing was changed and the
+    /// out-parameters are untouched: make the same call with the blocking function off
+    /// the event loop. `kl_last_would_block()` says what it needs (`KL_NEEDS_ARGON2`,
+    /// `KL_NEEDS_COMMIT`); the body is `{"error":"would_block","needs":"argon2"|"commit"}`.
+    KL_WOULD_BLOCK = 3001,
     /// `panic`, HTTP 500: a bug inside keyledger was caught at the boundary. The call may
     /// or may not have taken effect; the handle stays usable.
     KL_PANIC = 9001,
@@ -87,7 +95,7 @@ pub enum kl_status {
 
 impl kl_status {
     /// Every status, for tests and for `from_u32` (not exported to C).
-    pub(crate) const ALL: [kl_status; 21] = [
+    pub(crate) const ALL: [kl_status; 22] = [
         kl_status::KL_OK,
         kl_status::KL_INVALID_API_KEY,
         kl_status::KL_API_KEY_INACTIVE,
@@ -108,6 +116,7 @@ impl kl_status {
         kl_status::KL_STORAGE,
         kl_status::KL_VAULT_LOCKED,
         kl_status::KL_VAULT_CLOSED,
+        kl_status::KL_WOULD_BLOCK,
         kl_status::KL_PANIC,
     ];
 
@@ -172,6 +181,7 @@ impl kl_status {
             kl_status::KL_STORAGE => c"storage",
             kl_status::KL_VAULT_LOCKED => c"vault_locked",
             kl_status::KL_VAULT_CLOSED => c"vault_closed",
+            kl_status::KL_WOULD_BLOCK => c"would_block",
             kl_status::KL_PANIC => c"panic",
         }
     }
@@ -198,12 +208,15 @@ impl kl_status {
             | kl_status::KL_VAULT_LOCKED
             | kl_status::KL_VAULT_CLOSED
             | kl_status::KL_PANIC => 500,
+            // Not an answer to send: a host that sends it anyway says "try again".
+            kl_status::KL_WOULD_BLOCK => 503,
         }
     }
 }
 
 /// The HTTP status for a `kl_status` value: 200 for `KL_OK`, 400/401/402/403/409/429 for
-/// refusals, 400/404/409/500 for management errors. An unknown number gives 400 (like
+/// refusals, 400/404/409/500 for management errors (503 for `KL_WOULD_BLOCK`, which is
+/// not an answer to send). An unknown number gives 400 (like
 /// `KL_INVALID_ARGUMENT`). Never fails; does not touch the thread's last error.
 #[no_mangle]
 pub extern "C" fn kl_status_http(status: u32) -> u16 {
@@ -283,7 +296,8 @@ mod tests {
         numbers.sort_unstable();
         numbers.dedup();
         assert_eq!(numbers.len(), errors.len());
-        assert_eq!(kl_status::ALL.len(), errors.len() + 2);
+        // Besides OK, PANIC and WOULD_BLOCK (not errors of the core).
+        assert_eq!(kl_status::ALL.len(), errors.len() + 3);
     }
 
     #[test]
@@ -309,6 +323,7 @@ mod tests {
             (kl_status::KL_STORAGE, 2005),
             (kl_status::KL_VAULT_LOCKED, 2006),
             (kl_status::KL_VAULT_CLOSED, 2007),
+            (kl_status::KL_WOULD_BLOCK, 3001),
             (kl_status::KL_PANIC, 9001),
         ];
         for (s, n) in expected {

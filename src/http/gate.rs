@@ -46,7 +46,9 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
-use crate::{AuthorizeOptions, Error, Grant, Millis, OnReplay, RateLimitStatus, Target, Vault};
+use crate::{
+    Attempt, AuthorizeOptions, Error, Grant, Millis, OnReplay, RateLimitStatus, Target, Vault,
+};
 
 /// The longest header value the gate reads (`Authorization`, `X-Api-Key`, the signature
 /// and idempotency headers); a longer credential is malformed.
@@ -330,12 +332,40 @@ impl Vault {
         request: &HttpRequest<'_>,
         options: &HttpOptions<'_>,
     ) -> HttpOutcome {
+        self.gate(request, options, &|token, target, authorize| {
+            Attempt::Ready(self.authorize(token, target, authorize))
+        })
+        .or_else(|_| unreachable_wait())
+    }
+
+    /// [`Vault::authorize_http`] without ever blocking (see [`Vault::try_authorize`]): the
+    /// outcome `authorize_http` would give, or [`Attempt::WouldBlock`] with what the call
+    /// needs (argon2, a commit), having changed nothing. Then the host calls
+    /// `authorize_http` with the same request and options off its event loop. A body over
+    /// the cap and a malformed or missing credential are answered inline.
+    pub fn try_authorize_http(
+        &self,
+        request: &HttpRequest<'_>,
+        options: &HttpOptions<'_>,
+    ) -> Attempt<HttpOutcome> {
+        self.gate(request, options, &|token, target, authorize| {
+            self.try_authorize(token, target, authorize)
+        })
+    }
+
+    /// The gate around one authorize call (`authorize` or `try_authorize`).
+    fn gate(
+        &self,
+        request: &HttpRequest<'_>,
+        options: &HttpOptions<'_>,
+        call: &AuthorizeCall<'_>,
+    ) -> Attempt<HttpOutcome> {
         let signature = signature_text(request.signature);
         let max_body = options.max_body.unwrap_or(DEFAULT_MAX_BODY);
         if signature.is_some()
             && (request.body_too_large || request.body.is_some_and(|b| b.len() > max_body))
         {
-            return too_large(max_body);
+            return Attempt::Ready(too_large(max_body));
         }
         let token = match credential(request.authorization, request.api_key) {
             Credential::Token(t) => t,
@@ -360,11 +390,26 @@ impl Vault {
             on_replay: options.on_replay,
             query: None,
         };
-        match self.authorize(token, target, &authorize) {
-            Ok(grant) => HttpOutcome::granted(grant, options.now.unwrap_or_else(crate::system_now)),
-            Err(err) => HttpOutcome::refusal(&err),
+        match call(token, target, &authorize) {
+            Attempt::Ready(Ok(grant)) => Attempt::Ready(HttpOutcome::granted(
+                grant,
+                options.now.unwrap_or_else(crate::system_now),
+            )),
+            Attempt::Ready(Err(err)) => Attempt::Ready(HttpOutcome::refusal(&err)),
+            Attempt::WouldBlock(w) => Attempt::WouldBlock(w),
         }
     }
+}
+
+/// `Vault::authorize` or `Vault::try_authorize`, as the gate calls it.
+type AuthorizeCall<'v> =
+    dyn Fn(&str, Target<'_>, &AuthorizeOptions<'_>) -> Attempt<crate::Result<Grant>> + 'v;
+
+/// A blocking gate never stops on a wait; were it to, it answers a 500.
+fn unreachable_wait() -> HttpOutcome {
+    HttpOutcome::refusal(&Error::Storage(
+        "internal: a blocking call stopped before it was decided".into(),
+    ))
 }
 
 #[cfg(test)]

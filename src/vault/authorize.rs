@@ -9,6 +9,109 @@ use super::{
     Ordering, Rc, Result, RwLock, Taken, Target, Throttle, Vault, Verified, WhoAmI, NEVER,
 };
 
+/// What a non-blocking call ([`Vault::try_authorize`]) would have to wait for, had it gone
+/// on: the host runs the same call again off its event loop (a worker thread, a dirty
+/// scheduler) with the blocking [`Vault::authorize`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WouldBlock {
+    /// The token's secret is not yet verified in this process: an argon2 run
+    /// (milliseconds of CPU). A CPU-bound wait.
+    Argon2,
+    /// The call writes: a debit (a cost above 0), an idempotency key, a due refill, or a
+    /// single-use signature to record. It waits for a durable commit (shared with
+    /// concurrent debits). An I/O-bound wait.
+    Commit,
+}
+
+impl WouldBlock {
+    /// `"argon2"` or `"commit"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WouldBlock::Argon2 => "argon2",
+            WouldBlock::Commit => "commit",
+        }
+    }
+}
+
+impl std::fmt::Display for WouldBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer of a non-blocking call: what the blocking call would have answered, or
+/// what it would have had to wait for. A `WouldBlock` answer changed nothing (no rate-limit
+/// unit taken, no usage or audit event, no throttle or budget change), so the host makes
+/// the blocking call next and gets exactly what a lone blocking call would have given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Attempt<T> {
+    /// Decided without blocking: the blocking call's answer.
+    Ready(T),
+    /// Not decided: make the blocking call, off the event loop.
+    WouldBlock(WouldBlock),
+}
+
+impl<T> Attempt<T> {
+    /// The answer, if the call was decided.
+    pub fn ready(self) -> Option<T> {
+        match self {
+            Attempt::Ready(t) => Some(t),
+            Attempt::WouldBlock(_) => None,
+        }
+    }
+
+    /// What the call would wait for, if it was not decided.
+    pub fn would_block(&self) -> Option<WouldBlock> {
+        match self {
+            Attempt::Ready(_) => None,
+            Attempt::WouldBlock(w) => Some(*w),
+        }
+    }
+
+    /// The answer, or `blocking()` (the blocking call) when the call would block.
+    pub fn or_else(self, blocking: impl FnOnce(WouldBlock) -> T) -> T {
+        match self {
+            Attempt::Ready(t) => t,
+            Attempt::WouldBlock(w) => blocking(w),
+        }
+    }
+}
+
+/// Whether a pipeline run may wait (argon2, a commit) or must stop before any effect.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Blocking,
+    NonBlocking,
+}
+
+/// Why a pipeline run stopped without a grant: a refusal (or a vault error), or, in
+/// [`Mode::NonBlocking`] only, a wait it did not start.
+pub(super) enum Halt {
+    Refused(Error),
+    Wait(WouldBlock),
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Halt {
+        Halt::Refused(e)
+    }
+}
+
+impl Halt {
+    /// The error of a blocking run (which never stops on a wait).
+    fn into_error(self) -> Error {
+        match self {
+            Halt::Refused(e) => e,
+            // Unreachable: only `Mode::NonBlocking` produces a `Wait`.
+            Halt::Wait(w) => {
+                Error::Storage(format!("internal: a blocking call stopped before {w}"))
+            }
+        }
+    }
+}
+
 /// Secret verification: the process's digest key, argon2 parameters and the guards
 /// against floods of cold verifications.
 pub(super) struct Verifier {
@@ -36,11 +139,60 @@ impl Vault {
         target: Target<'_>,
         options: &AuthorizeOptions<'_>,
     ) -> Result<Grant> {
-        let inner = &*self.inner;
+        self.inner
+            .authorize(token, target, options, Mode::Blocking)
+            .map_err(Halt::into_error)
+    }
+
+    /// [`Vault::authorize`] without ever blocking: no argon2 run, no wait for a commit or
+    /// a group-commit batch. It answers what `authorize` would answer (a grant, a refusal,
+    /// an error), or [`Attempt::WouldBlock`] with what the call needs: then nothing was
+    /// changed (no rate-limit unit taken, no usage or audit event, no change to the
+    /// failed-secret memory, the throttle or the budget), and the host makes the blocking
+    /// `authorize` call with the same arguments off its event loop.
+    ///
+    /// Decided inline: every call of a key already verified in this process that needs no
+    /// write (cost 0, no idempotency key, no refill due, no single-use signature to
+    /// record), including its rate limits; every refusal that needs no argon2 (a malformed
+    /// token, an unknown key, a wrong prefix, a secret already refused in this process, a
+    /// spent budget of failed verifications, a revoked, disabled or expired key, a bad
+    /// signature, a missing scope, an unmatched route). [`WouldBlock::Argon2`]: a secret
+    /// not yet verified here. [`WouldBlock::Commit`]: a call that would debit, store an
+    /// idempotency record, apply a due refill or record a single-use signature; it stops
+    /// before its rate limits are checked, so a call that would then be refused by a
+    /// limit also answers `Commit`. A cache miss reads the store (a read transaction,
+    /// which never waits for writers).
+    pub fn try_authorize(
+        &self,
+        token: &str,
+        target: Target<'_>,
+        options: &AuthorizeOptions<'_>,
+    ) -> Attempt<Result<Grant>> {
+        match self
+            .inner
+            .authorize(token, target, options, Mode::NonBlocking)
+        {
+            Ok(grant) => Attempt::Ready(Ok(grant)),
+            Err(Halt::Refused(e)) => Attempt::Ready(Err(e)),
+            Err(Halt::Wait(w)) => Attempt::WouldBlock(w),
+        }
+    }
+}
+
+impl Inner {
+    /// The pipeline of `authorize` (`Mode::Blocking`) and `try_authorize`.
+    pub(super) fn authorize(
+        &self,
+        token: &str,
+        target: Target<'_>,
+        options: &AuthorizeOptions<'_>,
+        mode: Mode,
+    ) -> std::result::Result<Grant, Halt> {
+        let inner = self;
         inner.check_open()?;
         validate_authorize_args(&target, options)?;
         let now = options.now.unwrap_or_else(|| (inner.settings.clock)());
-        let authed = inner.authenticate(token, now, &target, options)?;
+        let authed = inner.authenticate(token, now, &target, options, mode)?;
         let rec = &authed.state.rec;
         // Scope or route.
         let router;
@@ -57,7 +209,9 @@ impl Vault {
                         },
                     ),
                     None => {
-                        return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+                        return Err(inner
+                            .refuse(Some(rec), &target, now, Error::RouteNotAllowed)
+                            .into());
                     }
                 }
             }
@@ -77,9 +231,11 @@ impl Vault {
                         },
                     ),
                     Ok(None) => {
-                        return Err(inner.refuse(Some(rec), &target, now, Error::RouteNotAllowed));
+                        return Err(inner
+                            .refuse(Some(rec), &target, now, Error::RouteNotAllowed)
+                            .into());
                     }
-                    Err(e) => return Err(inner.refuse(Some(rec), &target, now, e)),
+                    Err(e) => return Err(inner.refuse(Some(rec), &target, now, e).into()),
                 }
             }
             Target::Scope(s) => (s, 0, Matched::Scope(s)),
@@ -87,10 +243,18 @@ impl Vault {
         let operator = rec.operator;
         if !operator && !policy::scopes_grant(&rec.scopes, required) {
             let required = required.to_string();
-            return Err(inner.refuse(Some(rec), &target, now, Error::MissingScope { required }));
+            return Err(inner
+                .refuse(Some(rec), &target, now, Error::MissingScope { required })
+                .into());
         }
         // Rate limits, then credits: what a refused call took is given back.
         let account = inner.account_view(&rec.account_id)?;
+        if mode == Mode::NonBlocking
+            && plan(&authed.state, &account, route_cost, options, now).writes()
+        {
+            // Before any rate-limit unit is taken: the blocking call takes them.
+            return Err(Halt::Wait(WouldBlock::Commit));
+        }
         let taken = inner.take_limits(&authed.state, &account, &target, options, now)?;
         let result = inner.charge(
             &authed.state,
@@ -104,7 +268,7 @@ impl Vault {
             Ok(grant) => grant,
             Err(e) => {
                 inner.give_back(&taken);
-                return Err(e);
+                return Err(e.into());
             }
         };
         grant.ratelimits = taken.into_iter().map(|t| t.status).collect();
@@ -126,6 +290,46 @@ impl Vault {
     }
 }
 
+/// What the credits step of a call will do.
+struct Plan<'a> {
+    /// Credits to debit (0 for an operator key).
+    cost: u64,
+    /// The idempotency key (never for an operator key).
+    idem: Option<&'a str>,
+    /// The account's refill is due: the call applies it.
+    refill_due: bool,
+}
+
+impl Plan<'_> {
+    /// Whether the call goes through a write transaction (a group-commit batch).
+    fn writes(&self) -> bool {
+        self.cost > 0 || self.idem.is_some() || self.refill_due
+    }
+}
+
+fn plan<'a>(
+    state: &KeyState,
+    account: &AccountView,
+    route_cost: u64,
+    options: &AuthorizeOptions<'a>,
+    now: Millis,
+) -> Plan<'a> {
+    let operator = state.rec.operator;
+    Plan {
+        cost: if operator {
+            0
+        } else {
+            options.cost.unwrap_or(route_cost)
+        },
+        idem: if operator {
+            None
+        } else {
+            options.idempotency_key
+        },
+        refill_due: account.next_refill.is_some_and(|due| now >= due),
+    }
+}
+
 impl Inner {
     /// The credits step of `authorize`: debit (with group commit) or read the balance.
     pub(super) fn charge(
@@ -140,11 +344,11 @@ impl Inner {
         let inner = self;
         let rec = &state.rec;
         let operator = rec.operator;
-        let cost = if operator {
-            0
-        } else {
-            options.cost.unwrap_or(route_cost)
-        };
+        let Plan {
+            cost,
+            idem,
+            refill_due,
+        } = plan(state, account, route_cost, options, now);
         let mut grant = Grant {
             account_id: rec.account_id.clone(),
             key_id: rec.key_id.clone(),
@@ -162,13 +366,13 @@ impl Inner {
             replayed: false,
             ratelimits: Vec::new(),
         };
-        let idem = if operator {
-            None
-        } else {
-            options.idempotency_key
-        };
-        let refill_due = account.next_refill.is_some_and(|due| now >= due);
-        if cost == 0 && idem.is_none() && !refill_due {
+        if !(Plan {
+            cost,
+            idem,
+            refill_due,
+        })
+        .writes()
+        {
             grant.credits = account.credits;
             grant.total_credits = account.total;
         } else {
@@ -299,7 +503,15 @@ impl Vault {
         inner.check_open()?;
         let now = (inner.settings.clock)();
         let target = Target::Scope("whoami");
-        let authed = inner.authenticate(token, now, &target, &AuthorizeOptions::default())?;
+        let authed = inner
+            .authenticate(
+                token,
+                now,
+                &target,
+                &AuthorizeOptions::default(),
+                Mode::Blocking,
+            )
+            .map_err(Halt::into_error)?;
         let rec = &authed.state.rec;
         let (credits, total) = inner.balance_now(&rec.account_id, now)?;
         Ok(WhoAmI {
@@ -338,52 +550,67 @@ impl Inner {
         now: Millis,
         target: &Target<'_>,
         options: &AuthorizeOptions<'_>,
-    ) -> Result<Authed> {
+        mode: Mode,
+    ) -> std::result::Result<Authed, Halt> {
         if token.len() > token::MAX_TOKEN_LEN {
-            return Err(self.refuse_unknown(None, target, now));
+            return Err(self.refuse_unknown(None, target, now).into());
         }
         let Some(parsed) = token::parse(token) else {
-            return Err(self.refuse_unknown(None, target, now));
+            return Err(self.refuse_unknown(None, target, now).into());
         };
         let Some((hot, verified)) = self.key_entry(parsed.key_id)? else {
-            return Err(self.refuse_unknown(Some(parsed.key_id), target, now));
+            return Err(self.refuse_unknown(Some(parsed.key_id), target, now).into());
         };
         let state = &hot.state;
         let rec = &state.rec;
         if parsed.prefix != rec.prefix {
-            return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
+            return Err(self
+                .refuse(Some(rec), target, now, Error::InvalidApiKey)
+                .into());
         }
         let digest = self.verify.digest_key.digest(parsed.secret.as_bytes());
         let secret_ok = match verified {
             // A key's secret never changes: a verified digest decides without argon2.
             Some(v) => crypto::digest_eq(&v, &digest),
             // Too many attempts: the secret was not checked, so never `invalid_api_key`.
-            None => self
-                .verify_cold(state, parsed.secret, digest)
-                .map_err(|e| self.refuse(Some(rec), target, now, e))?,
+            None => match self.verify_cold(state, parsed.secret, digest, mode) {
+                Ok(ok) => ok,
+                Err(Halt::Refused(e)) => {
+                    return Err(self.refuse(Some(rec), target, now, e).into());
+                }
+                Err(wait) => return Err(wait),
+            },
         };
         if !secret_ok || rec.revoked_at.is_some() {
-            return Err(self.refuse(Some(rec), target, now, Error::InvalidApiKey));
+            return Err(self
+                .refuse(Some(rec), target, now, Error::InvalidApiKey)
+                .into());
         }
         if rec.disabled {
-            return Err(self.refuse(Some(rec), target, now, Error::ApiKeyInactive));
+            return Err(self
+                .refuse(Some(rec), target, now, Error::ApiKeyInactive)
+                .into());
         }
         if rec.expires_at.is_some_and(|at| now >= at) {
-            return Err(self.refuse(Some(rec), target, now, Error::ApiKeyExpired));
+            return Err(self
+                .refuse(Some(rec), target, now, Error::ApiKeyExpired)
+                .into());
         }
         if let Some(sealed) = &rec.signing_secret {
             let secret = {
                 let master = self.master.read();
                 let Some(master) = master.as_ref() else {
-                    return Err(no_master_key());
+                    return Err(no_master_key().into());
                 };
                 master
                     .open(&secrets::signing_aad(&rec.key_id), sealed)
                     .ok_or_else(|| undecryptable(&rec.key_id))?
             };
-            let signed = self.check_signature(&secret, target, options, now)?;
+            let signed = self.check_signature(&secret, target, options, now, mode)?;
             if !signed {
-                return Err(self.refuse(Some(rec), target, now, Error::InvalidSignature));
+                return Err(self
+                    .refuse(Some(rec), target, now, Error::InvalidSignature)
+                    .into());
             }
         }
         Ok(Authed { hot })
@@ -394,12 +621,17 @@ impl Inner {
     /// without argon2). `Err(TooManyAttempts)`: the secret was not checked, because the
     /// process budget of failed verifications is spent or the argon2 queue is full. A
     /// key_id past its own burst of failures may only use the upper half of the budget.
+    ///
+    /// `Mode::NonBlocking`: a secret already refused, or a spent budget, is answered as
+    /// in a blocking call; anything that would run argon2 stops with
+    /// `WouldBlock::Argon2` before any change (the throttle and the budget are only read).
     pub(super) fn verify_cold(
         &self,
         state: &Arc<KeyState>,
         secret: &str,
         digest: [u8; 32],
-    ) -> Result<bool> {
+        mode: Mode,
+    ) -> std::result::Result<bool, Halt> {
         let rec = &state.rec;
         let failed = self
             .verify
@@ -410,17 +642,27 @@ impl Inner {
             return Ok(false);
         }
         let now = (self.settings.clock)();
+        if mode == Mode::NonBlocking {
+            let own = self.verify.throttle.peek(&rec.key_id, now);
+            return match self.verify.budget.peek(now, !own) {
+                Err(retry_after) => {
+                    self.verify.throttled.fetch_add(1, Ordering::Relaxed);
+                    Err(Error::TooManyAttempts { retry_after }.into())
+                }
+                Ok(()) => Err(Halt::Wait(WouldBlock::Argon2)),
+            };
+        }
         let own = self.verify.throttle.allows(&rec.key_id, now);
         if let Err(retry_after) = self.verify.budget.take(now, !own) {
             self.verify.throttled.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::TooManyAttempts { retry_after });
+            return Err(Error::TooManyAttempts { retry_after }.into());
         }
         let current = *self.verify.argon2.read();
         let outcome = {
             let Some(_permit) = self.verify.limiter.try_acquire() else {
                 self.verify.budget.refund();
                 self.verify.throttled.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::TooManyAttempts { retry_after: 1 });
+                return Err(Error::TooManyAttempts { retry_after: 1 }.into());
             };
             self.verify.argon2_runs.fetch_add(1, Ordering::Relaxed);
             crypto::verify_secret(secret.as_bytes(), &rec.secret_hash, current)

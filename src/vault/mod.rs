@@ -61,7 +61,8 @@ mod signing;
 #[cfg(test)]
 mod tests;
 
-use self::authorize::Verifier;
+pub use self::authorize::{Attempt, WouldBlock};
+use self::authorize::{Halt, Mode, Verifier};
 use self::background::*;
 use self::hot::*;
 use self::keys::*;

@@ -3,8 +3,8 @@
 
 use super::{
     json, not_found_key, secrets, token, Argon2Params, AuditAction, AuthorizeOptions, Backend,
-    Durability, Error, Inner, MasterKey, Meta, Millis, Result, SecretToken, Target, Vault,
-    Zeroizing,
+    Durability, Error, Halt, Inner, MasterKey, Meta, Millis, Mode, Result, SecretToken, Target,
+    Vault, WouldBlock, Zeroizing,
 };
 
 impl Vault {
@@ -64,14 +64,16 @@ impl Vault {
 
 impl Inner {
     /// Whether the call's signature is a valid version-2 signature of this request (and,
-    /// with `single_use_signatures`, its first use).
+    /// with `single_use_signatures`, its first use). Recording a first use is a commit:
+    /// `Mode::NonBlocking` stops there with `WouldBlock::Commit`, having recorded nothing.
     pub(super) fn check_signature(
         &self,
         secret: &[u8],
         target: &Target<'_>,
         options: &AuthorizeOptions<'_>,
         now: Millis,
-    ) -> Result<bool> {
+        mode: Mode,
+    ) -> std::result::Result<bool, Halt> {
         let (method, signed) = match *target {
             Target::Route { method, path } => (method, secrets::signed_target(path, options.query)),
             // The path and query exactly as sent: a client signs what it sends.
@@ -101,13 +103,16 @@ impl Inner {
         if !self.settings.single_use_signatures {
             return Ok(true);
         }
+        if mode == Mode::NonBlocking {
+            return Err(Halt::Wait(WouldBlock::Commit));
+        }
         let oldest = now
             .saturating_sub(self.settings.signature_window_ms)
             .div_euclid(1000);
-        self.write(|tx| {
+        Ok(self.write(|tx| {
             tx.prune_signatures(oldest, 64)?;
             tx.record_signature(verified.t_seconds, &verified.mac)
-        })
+        })?)
     }
 
     pub(super) fn rekey(

@@ -1009,6 +1009,135 @@ static void test_argon2_params(const char *base_path) {
     kl_vault_free(v);
 }
 
+/* ------------------------------------------------------------------ non-blocking calls */
+
+/* One kl_authorize_http call on `target` with `options`; frees what it returns. */
+static kl_status http_try(kl_vault *v, const char *method, const char *target, const char *auth,
+                          const char *options, uint16_t *status) {
+    char *headers = SENTINEL, *body = SENTINEL, *grant = SENTINEL;
+    *status = 0;
+    kl_status st = kl_authorize_http(v, Z(method), (const uint8_t *)target, strlen(target),
+                                     (const uint8_t *)auth, strlen(auth), NULL, 0, NULL, 0, NULL,
+                                     0, NULL, 0, 0, Z(options), status, &headers, &body, &grant);
+    if (st == KL_OK) {
+        kl_string_free(headers);
+        kl_string_free(body);
+        kl_string_free(grant);
+    } else {
+        /* Out-parameters untouched. */
+        CHECK(headers == SENTINEL && body == SENTINEL && grant == SENTINEL);
+    }
+    return st;
+}
+
+static void test_nonblocking(const char *base_path) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.try", base_path);
+    kl_vault *v = NULL;
+    char *json = NULL;
+    CHECK(kl_vault_open(Z(path), Z(OPTIONS), &v) == KL_OK);
+    if (v == NULL) return;
+    CHECK(kl_create_account(v, S("acct_try"), 5, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    CHECK(kl_add_route(v, S("GET"), S("/free"), S("x"), 0, &json) == KL_OK);
+    kl_string_free(json);
+    CHECK(kl_add_route(v, S("POST"), S("/paid"), S("x"), 1, &json) == KL_OK);
+    kl_string_free(json);
+    char key_id[16];
+    char *token = new_key(v, "acct_try", key_id);
+    if (token == NULL) {
+        kl_vault_free(v);
+        return;
+    }
+    CHECK(KL_WOULD_BLOCK == 3001);
+    CHECK(strcmp(kl_status_code(KL_WOULD_BLOCK), "would_block") == 0);
+    CHECK(kl_status_http(KL_WOULD_BLOCK) == 503);
+
+    /* A key not yet verified here: would block on argon2, grant untouched, nothing used. */
+    kl_grant g;
+    memset(&g, 0x5a, sizeof g);
+    kl_status st = kl_authorize_try(v, Z(token), S("GET"), S("/free"), NULL, &g);
+    CHECK(st == KL_WOULD_BLOCK);
+    CHECK(kl_last_would_block() == KL_NEEDS_ARGON2);
+    CHECK(contains(kl_last_error_message(), "argon2"));
+    char *body = NULL;
+    CHECK(kl_last_error_body(&body) == KL_OK);
+    CHECK(contains(body, "\"error\":\"would_block\"") && contains(body, "\"needs\":\"argon2\""));
+    kl_string_free(body);
+    CHECK(((unsigned char *)&g)[0] == 0x5a && g.charged == 0x5a5a5a5a5a5a5a5aULL);
+    char *usage = NULL;
+    char usage_key[32];
+    snprintf(usage_key, sizeof usage_key, "%s", key_id);
+    CHECK(kl_usage(v, Z(usage_key), &usage) == KL_OK);
+    CHECK(contains(usage, "\"granted\":0") && contains(usage, "\"refused\":0"));
+    kl_string_free(usage);
+    CHECK(kl_last_would_block() == 0); /* the last call answered KL_OK */
+
+    /* The blocking call verifies it; then a free call is decided inline. */
+    CHECK(kl_authorize(v, Z(token), S("GET"), S("/free"), NULL, &g) == KL_OK);
+    memset(&g, 0, sizeof g);
+    CHECK(kl_authorize_try(v, Z(token), S("GET"), S("/free"), NULL, &g) == KL_OK);
+    CHECK(g.credits == 5 && g.charged == 0 && strcmp(g.key_id, key_id) == 0);
+    CHECK(kl_authorize_scope_try(v, Z(token), S("x"), NULL, &g) == KL_OK);
+    CHECK(kl_authorize_request_try(v, Z(token), S("GET"), S("/free?a=1"), NULL, &g) == KL_OK);
+    char *gj = NULL;
+    CHECK(kl_authorize_json_try(v, Z(token), S("GET"), S("/free"), NULL, &gj) == KL_OK);
+    CHECK(contains(gj, "\"credits\":5"));
+    kl_string_free(gj);
+    gj = NULL;
+    CHECK(kl_authorize_scope_json_try(v, Z(token), S("x"), NULL, &gj) == KL_OK);
+    kl_string_free(gj);
+    gj = NULL;
+    CHECK(kl_authorize_request_json_try(v, Z(token), S("GET"), S("/free"), NULL, &gj) == KL_OK);
+    kl_string_free(gj);
+
+    /* A debit would wait for a commit: nothing charged until the blocking call. */
+    char *untouched = SENTINEL;
+    st = kl_authorize_json_try(v, Z(token), S("POST"), S("/paid"), NULL, &untouched);
+    CHECK(st == KL_WOULD_BLOCK && untouched == SENTINEL);
+    CHECK(kl_last_would_block() == KL_NEEDS_COMMIT);
+    kl_authorize_opts o;
+    memset(&o, 0, sizeof o);
+    o.idempotency_key = "idem-1";
+    o.idempotency_key_len = 6;
+    CHECK(kl_authorize_try(v, Z(token), S("GET"), S("/free"), &o, &g) == KL_WOULD_BLOCK);
+    CHECK(kl_last_would_block() == KL_NEEDS_COMMIT);
+    CHECK(credits_of(v, "acct_try") == 5);
+    CHECK(kl_authorize(v, Z(token), S("POST"), S("/paid"), NULL, &g) == KL_OK && g.credits == 4);
+
+    /* Refusals that need no argon2 are answered inline, with their own status. */
+    expect_error(kl_authorize_try(v, S("garbage"), S("GET"), S("/free"), NULL, &g),
+                 KL_INVALID_API_KEY, 401, "invalid_api_key", NULL);
+    CHECK(kl_last_would_block() == 0);
+    expect_error(kl_authorize_try(v, Z(token), S("GET"), S("/nowhere"), NULL, &g),
+                 KL_ROUTE_NOT_ALLOWED, 403, "route_not_allowed", NULL);
+    expect_invalid(kl_authorize_try(NULL, Z(token), S("GET"), S("/free"), NULL, &g));
+    expect_invalid(kl_authorize_try(v, Z(token), S("GET"), S("/free"), NULL, NULL));
+
+    /* The HTTP gate: "nonblocking": true. */
+    char auth[600];
+    snprintf(auth, sizeof auth, "Bearer %s", token);
+    uint16_t status = 0;
+    CHECK(http_try(v, "GET", "/free", auth, "{\"nonblocking\":true}", &status) == KL_OK);
+    CHECK(status == 200);
+    CHECK(http_try(v, "POST", "/paid", auth, "{\"nonblocking\":true}", &status) == KL_WOULD_BLOCK);
+    CHECK(status == 0 && kl_last_would_block() == KL_NEEDS_COMMIT);
+    CHECK(http_try(v, "GET", "/free", "Bearer nope", "{\"nonblocking\":true}", &status) == KL_OK);
+    CHECK(status == 401);
+    CHECK(credits_of(v, "acct_try") == 4);
+    CHECK(http_try(v, "POST", "/paid", auth, "{\"nonblocking\":false}", &status) == KL_OK);
+    CHECK(status == 200 && credits_of(v, "acct_try") == 3);
+    char *token2 = new_key(v, "acct_try", key_id);
+    if (token2 != NULL) {
+        snprintf(auth, sizeof auth, "Bearer %s", token2);
+        CHECK(http_try(v, "GET", "/free", auth, "{\"nonblocking\":true}", &status) == KL_WOULD_BLOCK);
+        CHECK(kl_last_would_block() == KL_NEEDS_ARGON2);
+        kl_secret_free(token2);
+    }
+    kl_secret_free(token);
+    kl_vault_free(v);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s VAULT_PATH\n", argv[0]);
@@ -1558,6 +1687,7 @@ int main(int argc, char **argv) {
     test_ratelimits(path);
     test_argon2_params(path);
     test_http_gate(path);
+    test_nonblocking(path);
 
     printf("c_abi: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
