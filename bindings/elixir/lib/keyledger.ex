@@ -22,9 +22,12 @@ defmodule KeyLedger do
       string keys they were given). **Times are integers in unix milliseconds** (UTC);
       wherever a time is an input (`now:`, `expires_at:`, `since:`) a `DateTime` is
       accepted too.
-    * Calls that may run argon2 or commit run on dirty schedulers, so they never block
-      a normal scheduler. The vault is closed by `close/1`, or when the last reference
-      to it is garbage-collected.
+    * Calls that may run argon2 or commit never block a normal scheduler. `authorize`
+      answers a warm call (and every refusal that needs no argon2) on the caller's
+      scheduler, and moves only what would block: argon2 to a dirty CPU scheduler, a
+      commit to a dirty IO one. Management calls run on dirty schedulers. The vault is
+      closed by `close/1`, or when the last reference to it is garbage-collected (by a
+      thread of the NIF, off the schedulers).
   """
 
   alias KeyLedger.{JSON, Nif}
