@@ -3,6 +3,7 @@ defmodule KeyLedger.LongRunningTest do
   # no scheduler blocked by a large argument, argon2 off the dirty IO pool, an unclosed
   # vault released without blocking whoever drops it.
   use ExUnit.Case, async: false
+  import KeyLedgerTest.Helpers, only: [seeded!: 1]
 
   @moduletag :tmp_dir
 
@@ -120,4 +121,35 @@ defmodule KeyLedger.LongRunningTest do
         other
     end
   end
+
+  test "every path of authorize gives the same answers: inline, dirty CPU, dirty IO",
+       %{tmp_dir: dir} do
+    %{vault: v, token: t} = seeded!(dir)
+    send = {"POST", "/api/v1/messaging/send"}
+    wrong = binary_part(t, 0, byte_size(t) - 47) <> "_" <> String.duplicate("A", 46)
+
+    # cold key and a commit, the token as an iolist: dirty CPU (argon2), commit there
+    assert {:ok, %{charged: 1, credits: 9}} = KeyLedger.authorize(v, [t], send)
+    # warm and free: answered inline
+    assert {:ok, %{charged: 0, credits: 9}} = KeyLedger.authorize(v, t, {:scope, "sms:send"})
+    # warm with a commit: dirty IO
+    assert {:ok, %{charged: 1, credits: 8}} = KeyLedger.authorize(v, t, send)
+    # warm, an iolist and a commit: dirty CPU attempt, then dirty IO
+    assert {:ok, %{charged: 1, credits: 7}} = KeyLedger.authorize(v, [t], send, idempotency_key: ["r", "1"])
+    assert {:ok, %{replayed: true, credits: 7}} = KeyLedger.authorize(v, t, send, idempotency_key: "r1")
+    # arguments over 64 KiB in all skip the inline attempt
+    big = :binary.copy("a", 100_000)
+    assert {:ok, %{charged: 0}} = KeyLedger.authorize(v, t, {:scope, "sms:send"}, body: big)
+    # refusals answered inline: a malformed token, a secret whose checksum is wrong
+    assert {:error, %{status: 401}} = KeyLedger.authorize(v, "nope", send)
+    assert {:error, %{status: 401, code: "invalid_api_key"}} = KeyLedger.authorize(v, wrong, send)
+    assert {:error, %{status: 401, code: "invalid_api_key"}} = KeyLedger.authorize(v, wrong, send)
+    # the gate: a warm free request inline, a charged one through dirty IO
+    req = %{method: "POST", target: "/api/v1/messaging/send", authorization: "Bearer " <> t}
+    assert {:ok, %{charged: 1}, _} = KeyLedger.authorize_http(v, req)
+    assert {:ok, %{charged: 0}, _} = KeyLedger.authorize_http(v, req, cost: 0)
+    assert {:ok, %{credits: 6}} = KeyLedger.balance(v, "acct_42")
+    :ok = KeyLedger.close(v)
+  end
 end
+
