@@ -2,8 +2,9 @@
  * keyledger_nif.c: the Erlang/Elixir NIF over the keyledger C ABI (include/keyledger.h).
  *
  * - The vault is a NIF resource holding a kl_vault*. Its destructor (run when the last
- *   Erlang reference is garbage-collected) calls kl_vault_free(), which closes the vault
- *   if KeyLedger.close/1 did not. close/1 calls kl_vault_close(): the handle stays
+ *   Erlang reference is garbage-collected) hands it to the closer thread, which calls
+ *   kl_vault_free(): that closes the vault if KeyLedger.close/1 did not, off the
+ *   schedulers. close/1 calls kl_vault_close(): the handle stays
  *   valid memory and later calls return KL_VAULT_CLOSED (2007) until the destructor runs.
  * - Strings in are iodata (binaries or iolists) passed as (pointer, length); nil is
  *   "absent" for optional ones. Any other type is badarg (ArgumentError in Elixir).
@@ -13,9 +14,12 @@
  *   body: json_binary, kl_status: int}}. The last error is thread-local in the C ABI,
  *   so it is read right after the failing call, inside the same NIF call (hence on the
  *   same scheduler thread).
- * - Every call that may run argon2 or commit (open, close, flush, authorize, whoami and
- *   every management call) runs on a dirty scheduler: IO-bound, except create_key and
- *   rotate_key (an argon2 hash of the new secret: CPU-bound). looks_like_key, redact,
+ * - authorize, authorize_request and authorize_http are normal NIFs that first make the
+ *   C ABI's non-blocking call and reschedule only what would block: argon2 to a dirty CPU
+ *   scheduler, a commit to a dirty IO one (see "where an authorize runs").
+ * - Every other call that may run argon2 or commit (open, close, flush, whoami and every
+ *   management call) runs on a dirty scheduler: IO-bound, except create_key, rotate_key
+ *   and rekey_passphrase (an argon2 hash: CPU-bound). looks_like_key, redact,
  *   version, has_master_key, stats and generate_master_key are plain NIFs (no I/O,
  *   microseconds); the HMAC helpers (sign_request, sign_webhook, verify_webhook) run on
  *   dirty CPU schedulers because a body may be large.
@@ -42,18 +46,115 @@ static ERL_NIF_TERM A_ACCOUNT_ID, A_KEY_ID, A_KEY_NAME, A_PREFIX, A_AUTH_METHOD,
     A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED, A_APIKEY, A_OPERATOR;
 static ERL_NIF_TERM A_RATELIMIT, A_NAME, A_MAX, A_REMAINING, A_RESET_MS;
 
+/*
+ * The closer: one thread of this library that frees dropped vaults.
+ *
+ * A resource's destructor runs on whichever thread drops the last reference, usually a
+ * normal scheduler during a garbage collection. kl_vault_free() of a vault nobody closed
+ * joins its flusher, commits the last usage counters and syncs: milliseconds of I/O that
+ * would hold that scheduler. So the destructor only queues the handle, and this thread
+ * frees it. unload() drains the queue and joins the thread.
+ */
+typedef struct closing {
+    kl_vault *v;
+    struct closing *next;
+} closing;
+
+static ErlNifMutex *closer_lock;
+static ErlNifCond *closer_cond;
+static ErlNifTid closer_tid;
+static int closer_started, closer_stop;
+static closing *closer_head, *closer_tail;
+/* Vaults freed by the closer, and by a scheduler thread (when the closer could not take
+ * one: out of memory). Read by closer_stats/0 for the tests. */
+static uint64_t freed_by_closer, freed_inline;
+
+static void *closer_main(void *arg) {
+    (void)arg;
+    enif_mutex_lock(closer_lock);
+    for (;;) {
+        while (closer_head == NULL && !closer_stop) enif_cond_wait(closer_cond, closer_lock);
+        if (closer_head == NULL) break; /* stopping and drained */
+        closing *c = closer_head;
+        closer_head = c->next;
+        if (closer_head == NULL) closer_tail = NULL;
+        enif_mutex_unlock(closer_lock);
+        kl_vault_free(c->v);
+        enif_free(c);
+        enif_mutex_lock(closer_lock);
+        freed_by_closer++;
+    }
+    enif_mutex_unlock(closer_lock);
+    return NULL;
+}
+
 static void vault_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     vault_res *r = (vault_res *)obj;
-    if (r->v != NULL) {
-        kl_vault_free(r->v);
+    if (r->v == NULL) return;
+    closing *c = closer_started ? enif_alloc(sizeof *c) : NULL;
+    if (c == NULL) {
+        kl_vault_free(r->v); /* no closer: free here rather than leak the vault */
         r->v = NULL;
+        enif_mutex_lock(closer_lock);
+        freed_inline++;
+        enif_mutex_unlock(closer_lock);
+        return;
     }
+    c->v = r->v;
+    c->next = NULL;
+    r->v = NULL;
+    enif_mutex_lock(closer_lock);
+    if (closer_tail) closer_tail->next = c;
+    else closer_head = c;
+    closer_tail = c;
+    enif_cond_signal(closer_cond);
+    enif_mutex_unlock(closer_lock);
+}
+
+static int closer_start(void) {
+    if (closer_lock != NULL) return 0; /* already running (an upgrade of this instance) */
+    closer_lock = enif_mutex_create("keyledger_closer");
+    closer_cond = enif_cond_create("keyledger_closer");
+    if (closer_lock == NULL || closer_cond == NULL) return 1;
+    closer_stop = 0;
+    if (enif_thread_create("keyledger_closer", &closer_tid, closer_main, NULL, NULL) != 0)
+        return 1;
+    closer_started = 1;
+    return 0;
+}
+
+static void unload(ErlNifEnv *env, void *priv) {
+    (void)env;
+    (void)priv;
+    if (!closer_started) return;
+    enif_mutex_lock(closer_lock);
+    closer_stop = 1;
+    enif_cond_signal(closer_cond);
+    enif_mutex_unlock(closer_lock);
+    enif_thread_join(closer_tid, NULL);
+    closer_started = 0;
+    enif_cond_destroy(closer_cond);
+    enif_mutex_destroy(closer_lock);
+    closer_cond = NULL;
+    closer_lock = NULL;
+}
+
+/* closer_stats() -> {freed_by_closer, freed_inline}: for the tests. */
+static ERL_NIF_TERM nif_closer_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    enif_mutex_lock(closer_lock);
+    uint64_t by_closer = freed_by_closer, inline_ = freed_inline;
+    enif_mutex_unlock(closer_lock);
+    return enif_make_tuple2(env, enif_make_uint64(env, by_closer),
+                            enif_make_uint64(env, inline_));
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)priv;
     (void)info;
+    if (closer_start() != 0) return 1;
     VAULT_RES = enif_open_resource_type(env, NULL, "keyledger_vault", vault_dtor,
                                         ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     if (VAULT_RES == NULL) return 1;
@@ -297,6 +398,91 @@ static ERL_NIF_TERM nif_flush(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
 
 /* ---- authorize --------------------------------------------------------------------- */
 
+/* ---- where an authorize runs --------------------------------------------------------
+ *
+ * An authorize NIF is a normal NIF. It first makes the non-blocking call of the C ABI
+ * (kl_authorize_try, kl_authorize_http with "nonblocking": true) right there: a key
+ * already verified in this process on a call that writes nothing, and every refusal that
+ * needs no argon2, are answered in microseconds without leaving the scheduler. Only a call
+ * that would block is rescheduled (enif_schedule_nif) with the same arguments: to a dirty
+ * CPU scheduler when it needs argon2, to a dirty IO scheduler when it needs a commit. So
+ * argon2 never occupies the dirty IO schedulers (file I/O of the whole VM runs there) and a
+ * warm authorize never queues behind a cold one.
+ *
+ * The inline attempt is made only when every argument is a binary (read in place) and
+ * they total at most INLINE_MAX_BYTES (a signed body is hashed): an iolist would be
+ * flattened, a large body hashed, on the normal scheduler. Such a call goes to a dirty CPU
+ * scheduler, which makes the non-blocking call there and moves on to dirty IO if a commit
+ * is all it needs.
+ */
+enum { RUN_TRY = 0, RUN_BLOCK = 1 };
+#define INLINE_MAX_BYTES (64 * 1024)
+
+/* What a non-blocking call that answered KL_WOULD_BLOCK needs (argon2 when unsaid). */
+static ERL_NIF_TERM would_block_of(uint32_t *would_block) {
+    uint32_t needs = kl_last_would_block();
+    *would_block = needs == KL_NEEDS_COMMIT ? KL_NEEDS_COMMIT : KL_NEEDS_ARGON2;
+    return A_NIL;
+}
+
+static int inline_ok(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    size_t total = 0;
+    for (int i = 1; i < argc; i++) {
+        ErlNifBinary b;
+        if (enif_is_binary(env, argv[i])) {
+            if (!enif_inspect_binary(env, argv[i], &b)) return 0;
+            total += b.size;
+            if (total > INLINE_MAX_BYTES) return 0;
+        } else if (enif_is_list(env, argv[i]) && !enif_is_empty_list(env, argv[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * The four stages of an authorize NIF `name` over `impl(env, argv, run, &needs)`:
+ *   nif_name          normal scheduler: non-blocking call; would block -> cpu_block/io
+ *   name_cpu_try      dirty CPU: non-blocking call; needs a commit -> io; argon2 -> here
+ *   name_cpu_block    dirty CPU: the blocking call (argon2, then any commit)
+ *   name_io           dirty IO: the blocking call (a commit)
+ */
+#define STAGED(name, impl)                                                               \
+    static ERL_NIF_TERM name##_io(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) { \
+        (void)argc;                                                                      \
+        uint32_t needs = 0;                                                              \
+        return impl(env, argv, RUN_BLOCK, &needs);                                       \
+    }                                                                                    \
+    static ERL_NIF_TERM name##_cpu_block(ErlNifEnv *env, int argc,                       \
+                                         const ERL_NIF_TERM argv[]) {                    \
+        (void)argc;                                                                      \
+        uint32_t needs = 0;                                                              \
+        return impl(env, argv, RUN_BLOCK, &needs);                                       \
+    }                                                                                    \
+    static ERL_NIF_TERM name##_cpu_try(ErlNifEnv *env, int argc,                         \
+                                       const ERL_NIF_TERM argv[]) {                      \
+        uint32_t needs = 0;                                                              \
+        ERL_NIF_TERM t = impl(env, argv, RUN_TRY, &needs);                               \
+        if (needs == 0) return t;                                                        \
+        if (needs == KL_NEEDS_COMMIT)                                                    \
+            return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_IO_BOUND, name##_io,  \
+                                     argc, argv);                                        \
+        return impl(env, argv, RUN_BLOCK, &needs);                                       \
+    }                                                                                    \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) { \
+        if (!inline_ok(env, argc, argv))                                                 \
+            return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_CPU_BOUND,            \
+                                     name##_cpu_try, argc, argv);                        \
+        uint32_t needs = 0;                                                              \
+        ERL_NIF_TERM t = impl(env, argv, RUN_TRY, &needs);                               \
+        if (needs == 0) return t;                                                        \
+        if (needs == KL_NEEDS_COMMIT)                                                    \
+            return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_IO_BOUND, name##_io,  \
+                                     argc, argv);                                        \
+        return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_CPU_BOUND,                \
+                                 name##_cpu_block, argc, argv);                          \
+    }
+
 /* The tightest applied rate limit of a grant: %{name, max, remaining, reset_ms} or nil. */
 static ERL_NIF_TERM ratelimit_map(ErlNifEnv *env, const kl_grant *g) {
     if (!g->has_ratelimit) return A_NIL;
@@ -389,8 +575,8 @@ static int get_bool(ERL_NIF_TERM t) {
  * map is built here from kl_grant (no allocation in keyledger); true: the JSON grant
  * (with scopes and rate limits) is returned as {:ok, {:json, binary}}.
  */
-static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
-    (void)argc;
+static ERL_NIF_TERM authorize_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[], int run,
+                                   uint32_t *would_block) {
     VAULT(0);
     STR(1, token);
     OPT_STR(2, method);
@@ -410,22 +596,37 @@ static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     kl_status st;
     if (full) {
         char *json = NULL;
-        st = method.ptr == NULL
-                 ? kl_authorize_scope_json(r->v, token.ptr, token.len, target.ptr, target.len,
-                                           &o, &json)
-                 : kl_authorize_json(r->v, token.ptr, token.len, method.ptr, method.len,
-                                     target.ptr, target.len, &o, &json);
+        if (method.ptr == NULL)
+            st = run == RUN_TRY ? kl_authorize_scope_json_try(r->v, token.ptr, token.len,
+                                                               target.ptr, target.len, &o, &json)
+                                : kl_authorize_scope_json(r->v, token.ptr, token.len,
+                                                          target.ptr, target.len, &o, &json);
+        else
+            st = run == RUN_TRY
+                     ? kl_authorize_json_try(r->v, token.ptr, token.len, method.ptr, method.len,
+                                             target.ptr, target.len, &o, &json)
+                     : kl_authorize_json(r->v, token.ptr, token.len, method.ptr, method.len,
+                                         target.ptr, target.len, &o, &json);
+        if (st == KL_WOULD_BLOCK) return would_block_of(would_block);
         if (st != KL_OK) return kl_error(env, st);
         return ok(env, enif_make_tuple2(env, enif_make_atom(env, "json"), take_json(env, json)));
     }
     kl_grant g;
-    st = method.ptr == NULL
-             ? kl_authorize_scope(r->v, token.ptr, token.len, target.ptr, target.len, &o, &g)
-             : kl_authorize(r->v, token.ptr, token.len, method.ptr, method.len, target.ptr,
-                            target.len, &o, &g);
+    if (method.ptr == NULL)
+        st = run == RUN_TRY
+                 ? kl_authorize_scope_try(r->v, token.ptr, token.len, target.ptr, target.len, &o, &g)
+                 : kl_authorize_scope(r->v, token.ptr, token.len, target.ptr, target.len, &o, &g);
+    else
+        st = run == RUN_TRY ? kl_authorize_try(r->v, token.ptr, token.len, method.ptr, method.len,
+                                               target.ptr, target.len, &o, &g)
+                            : kl_authorize(r->v, token.ptr, token.len, method.ptr, method.len,
+                                           target.ptr, target.len, &o, &g);
+    if (st == KL_WOULD_BLOCK) return would_block_of(would_block);
     if (st != KL_OK) return kl_error(env, st);
     return ok(env, grant_map(env, &g));
 }
+
+STAGED(authorize, authorize_impl)
 
 /*
  * authorize_request(vault, token, method, target, cost | nil, idempotency_key | nil,
@@ -433,11 +634,11 @@ static ERL_NIF_TERM nif_authorize(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
  *                   limit_cost | nil, case_insensitive?, refuse_replay?)
  *
  * The HTTP gate (kl_authorize_request*): `target` is the raw request target as received,
- * decoded once by keyledger (ambiguous targets: KL_AMBIGUOUS_PATH). Results as authorize;
- * like it, a dirty IO job (a cold key runs argon2).
+ * decoded once by keyledger (ambiguous targets: KL_AMBIGUOUS_PATH). Results and
+ * scheduling as authorize.
  */
-static ERL_NIF_TERM nif_authorize_request(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
-    (void)argc;
+static ERL_NIF_TERM authorize_request_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[], int run,
+                                           uint32_t *would_block) {
     VAULT(0);
     STR(1, token);
     STR(2, method);
@@ -456,17 +657,26 @@ static ERL_NIF_TERM nif_authorize_request(ErlNifEnv *env, int argc, const ERL_NI
     kl_status st;
     if (full) {
         char *json = NULL;
-        st = kl_authorize_request_json(r->v, token.ptr, token.len, method.ptr, method.len,
-                                       target.ptr, target.len, &o, &json);
+        st = run == RUN_TRY
+                 ? kl_authorize_request_json_try(r->v, token.ptr, token.len, method.ptr,
+                                                 method.len, target.ptr, target.len, &o, &json)
+                 : kl_authorize_request_json(r->v, token.ptr, token.len, method.ptr, method.len,
+                                             target.ptr, target.len, &o, &json);
+        if (st == KL_WOULD_BLOCK) return would_block_of(would_block);
         if (st != KL_OK) return kl_error(env, st);
         return ok(env, enif_make_tuple2(env, enif_make_atom(env, "json"), take_json(env, json)));
     }
     kl_grant g;
-    st = kl_authorize_request(r->v, token.ptr, token.len, method.ptr, method.len, target.ptr,
-                              target.len, &o, &g);
+    st = run == RUN_TRY ? kl_authorize_request_try(r->v, token.ptr, token.len, method.ptr,
+                                                   method.len, target.ptr, target.len, &o, &g)
+                        : kl_authorize_request(r->v, token.ptr, token.len, method.ptr, method.len,
+                                               target.ptr, target.len, &o, &g);
+    if (st == KL_WOULD_BLOCK) return would_block_of(would_block);
     if (st != KL_OK) return kl_error(env, st);
     return ok(env, grant_map(env, &g));
 }
+
+STAGED(authorize_request, authorize_request_impl)
 
 /* A header value or body as bytes: nil is absent; a binary or an iolist. */
 #define OPT_BYTES(i, name) OPT_STR(i, name)
@@ -478,10 +688,10 @@ static ERL_NIF_TERM nif_authorize_request(ErlNifEnv *env, int argc, const ERL_NI
  *
  * The whole HTTP gate (kl_authorize_http): {:ok, {status, headers_json, body,
  * grant_json | nil}} for every decided request, granted or refused; {:error, map} only for
- * bad arguments. A dirty IO job, like authorize.
+ * bad arguments. Scheduled like authorize.
  */
-static ERL_NIF_TERM nif_authorize_http(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
-    (void)argc;
+static ERL_NIF_TERM authorize_http_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[], int run,
+                                        uint32_t *would_block) {
     VAULT(0);
     STR(1, method);
     STR(2, target);
@@ -493,6 +703,31 @@ static ERL_NIF_TERM nif_authorize_http(ErlNifEnv *env, int argc, const ERL_NIF_T
     int too_large = get_bool(argv[8]);
     if (too_large < 0) return enif_make_badarg(env);
     STR(9, options);
+    /* The non-blocking run adds "nonblocking":true to the options object (built by
+     * KeyLedger.authorize_http/3, so an object without that field). */
+    char *try_options = NULL;
+    size_t try_len = 0;
+    if (run == RUN_TRY) {
+        static const char field[] = "{\"nonblocking\":true";
+        size_t i = 0;
+        while (i < options.len && (options.ptr[i] == ' ' || options.ptr[i] == '\n')) i++;
+        if (i == options.len || options.ptr[i] != '{')
+            return would_block_of(would_block); /* not an object: the blocking run says so */
+        size_t rest = options.len - i - 1; /* after the '{' */
+        int empty = 1;
+        for (size_t j = i + 1; j < options.len; j++)
+            if (options.ptr[j] != ' ' && options.ptr[j] != '\n' && options.ptr[j] != '}') {
+                empty = 0;
+                break;
+            }
+        try_len = sizeof field - 1 + (empty ? 0 : 1) + rest;
+        try_options = enif_alloc(try_len);
+        if (try_options == NULL) return would_block_of(would_block);
+        memcpy(try_options, field, sizeof field - 1);
+        size_t at = sizeof field - 1;
+        if (!empty) try_options[at++] = ',';
+        memcpy(try_options + at, options.ptr + i + 1, rest);
+    }
     uint16_t status = 0;
     char *headers = NULL, *out_body = NULL, *grant = NULL;
     kl_status st = kl_authorize_http(
@@ -500,13 +735,17 @@ static ERL_NIF_TERM nif_authorize_http(ErlNifEnv *env, int argc, const ERL_NIF_T
         (const uint8_t *)authorization.ptr, authorization.len, (const uint8_t *)api_key.ptr,
         api_key.len, (const uint8_t *)signature.ptr, signature.len,
         (const uint8_t *)idempotency_key.ptr, idempotency_key.len, (const uint8_t *)body.ptr,
-        body.len, (uint8_t)too_large, options.ptr, options.len, &status, &headers, &out_body,
-        &grant);
+        body.len, (uint8_t)too_large, try_options ? try_options : options.ptr,
+        try_options ? try_len : options.len, &status, &headers, &out_body, &grant);
+    if (try_options) enif_free(try_options);
+    if (st == KL_WOULD_BLOCK) return would_block_of(would_block);
     if (st != KL_OK) return kl_error(env, st);
     ERL_NIF_TERM g = grant == NULL ? A_NIL : take_json(env, grant);
     return ok(env, enif_make_tuple4(env, enif_make_uint(env, status), take_json(env, headers),
                                     take_json(env, out_body), g));
 }
+
+STAGED(authorize_http, authorize_http_impl)
 
 /* http_credential(authorization | nil, api_key | nil): the token, by the gate's grammar. */
 static ERL_NIF_TERM nif_http_credential(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -890,9 +1129,10 @@ static ErlNifFunc nif_funcs[] = {
     {"open", 2, nif_open, IO},
     {"close", 1, nif_close, IO},
     {"flush", 1, nif_flush, IO},
-    {"authorize", 14, nif_authorize, IO},
-    {"authorize_request", 14, nif_authorize_request, IO},
-    {"authorize_http", 10, nif_authorize_http, IO},
+    /* normal NIFs: a non-blocking attempt inline, then dirty CPU (argon2) or IO (commit) */
+    {"authorize", 14, nif_authorize, 0},
+    {"authorize_request", 14, nif_authorize_request, 0},
+    {"authorize_http", 10, nif_authorize_http, 0},
     {"http_credential", 2, nif_http_credential, 0},
     {"limit_owner", 2, nif_limit_owner, 0},
     {"whoami", 2, nif_whoami, IO},
@@ -936,6 +1176,7 @@ static ErlNifFunc nif_funcs[] = {
     {"looks_like_key", 1, nif_looks_like_key, 0},
     {"redact", 1, nif_redact, 0},
     {"version", 0, nif_version, 0},
+    {"closer_stats", 0, nif_closer_stats, 0},
 };
 
-ERL_NIF_INIT(Elixir.KeyLedger.Nif, nif_funcs, load, NULL, upgrade, NULL)
+ERL_NIF_INIT(Elixir.KeyLedger.Nif, nif_funcs, load, NULL, upgrade, unload)

@@ -22,9 +22,12 @@ defmodule KeyLedger do
       string keys they were given). **Times are integers in unix milliseconds** (UTC);
       wherever a time is an input (`now:`, `expires_at:`, `since:`) a `DateTime` is
       accepted too.
-    * Calls that may run argon2 or commit run on dirty schedulers, so they never block
-      a normal scheduler. The vault is closed by `close/1`, or when the last reference
-      to it is garbage-collected.
+    * Calls that may run argon2 or commit never block a normal scheduler. `authorize`
+      answers a warm call (and every refusal that needs no argon2) on the caller's
+      scheduler, and moves only what would block: argon2 to a dirty CPU scheduler, a
+      commit to a dirty IO one. Management calls run on dirty schedulers. The vault is
+      closed by `close/1`, or when the last reference to it is garbage-collected (by a
+      thread of the NIF, off the schedulers).
   """
 
   alias KeyLedger.{JSON, Nif}
@@ -536,11 +539,19 @@ defmodule KeyLedger do
   # `key_id:` or `account_id:` (exactly one) → {owner kind of the C ABI, id}.
   # {owner_kind, id}: exactly one of key_id: and account_id:, checked by the core.
   defp owner_arg(opts) do
-    {key_id, account_id} = {Keyword.get(opts, :key_id), Keyword.get(opts, :account_id)}
+    # Flattened here (a yielding BIF): limit_owner is a normal-scheduler NIF.
+    {key_id, account_id} = {opt_binary(opts, :key_id), opt_binary(opts, :account_id)}
 
     case Nif.limit_owner(key_id, account_id) do
       {:ok, kind} -> {kind, key_id || account_id}
       {:error, %{message: message}} -> throw({:invalid_argument, message})
+    end
+  end
+
+  defp opt_binary(opts, k) do
+    case Keyword.get(opts, k) do
+      l when is_list(l) -> IO.iodata_to_binary(l)
+      other -> other
     end
   end
 
@@ -591,13 +602,18 @@ defmodule KeyLedger do
   @spec stats(vault) :: result(map)
   def stats(vault) do
     case vault |> Nif.stats() |> decoded() do
-      {:ok, %{cache_mode: m} = s} when m in ["shared", "private", "disabled"] ->
-        {:ok, %{s | cache_mode: String.to_existing_atom(m)}}
-
-      other ->
-        other
+      {:ok, %{cache_mode: m} = s} -> {:ok, %{s | cache_mode: cache_mode(m)}}
+      other -> other
     end
   end
+
+  # Each known value maps to an atom written here, so the atom exists whenever this module
+  # is loaded (never `String.to_existing_atom/1`, which raises in an application whose own
+  # code never names the atom); an unknown value stays a string.
+  defp cache_mode("shared"), do: :shared
+  defp cache_mode("private"), do: :private
+  defp cache_mode("disabled"), do: :disabled
+  defp cache_mode(other), do: other
 
   @doc "A fresh random master key as base64 (for `master_key:` or `KEYLEDGER_MASTER_KEY`)."
   @spec generate_master_key() :: String.t()
@@ -668,18 +684,46 @@ defmodule KeyLedger do
 
   # ---- no vault ------------------------------------------------------------------------
 
-  @doc "Whether `token` has the shape and checksum of a keyledger token (no vault access)."
+  @doc """
+  Whether `token` has the shape and checksum of a keyledger token (no vault access).
+  A token longer than 512 bytes is `false` at once; an iolist that long is refused by its
+  size, without being flattened.
+  """
   @spec looks_like_key?(iodata) :: boolean
-  def looks_like_key?(token), do: Nif.looks_like_key(token)
-
-  @doc "What logs may show for `token`: `\"<prefix>_<key_id>_…\"` (never the secret)."
-  @spec redact(iodata) :: String.t()
-  def redact(token) do
-    case Nif.redact(token) do
-      {:ok, s} -> s
-      {:error, _} -> "…"
+  def looks_like_key?(token) do
+    case token_arg(token) do
+      :too_long -> false
+      t -> Nif.looks_like_key(t)
     end
   end
+
+  @doc """
+  What logs may show for `token`: `\"<prefix>_<key_id>_…\"` (never the secret). A token
+  longer than 512 bytes (binary or iolist, the latter never flattened) is `"…"`.
+  """
+  @spec redact(iodata) :: String.t()
+  def redact(token) do
+    with t when t != :too_long <- token_arg(token),
+         {:ok, s} <- Nif.redact(t) do
+      s
+    else
+      _ -> "…"
+    end
+  end
+
+  # The longest token keyledger looks at, in bytes (longer ones are refused unread).
+  @max_token_bytes 512
+
+  # looks_like_key and redact run on a normal scheduler, where a NIF flattening a large
+  # iolist would hold the scheduler for as long as the copy takes. So an iolist's size is
+  # taken first (`:erlang.iolist_size/1` yields and copies nothing: O(elements)); one longer
+  # than any token is refused unflattened, and a short one is flattened here (a yielding
+  # BIF) so the NIF only ever sees a binary. Not iodata: ArgumentError, as from the NIF.
+  defp token_arg(t) when is_list(t) do
+    if :erlang.iolist_size(t) > @max_token_bytes, do: :too_long, else: IO.iodata_to_binary(t)
+  end
+
+  defp token_arg(t), do: t
 
   @doc "The version of the keyledger library the NIF is linked against."
   @spec version() :: String.t()
@@ -712,8 +756,10 @@ defmodule KeyLedger do
   defp atomize(map) when is_map(map) do
     Map.new(map, fn
       {k, v} when k in @opaque_fields -> {Map.fetch!(@field_atoms, k), v}
-      {"auth_method", m} when m in ["apikey", "operator"] -> {:auth_method, String.to_atom(m)}
-      {"interval", i} when i in ["daily", "monthly"] -> {:interval, String.to_atom(i)}
+      {"auth_method", "apikey"} -> {:auth_method, :apikey}
+      {"auth_method", "operator"} -> {:auth_method, :operator}
+      {"interval", "daily"} -> {:interval, :daily}
+      {"interval", "monthly"} -> {:interval, :monthly}
       {k, v} -> {Map.get(@field_atoms, k, k), atomize(v)}
     end)
   end

@@ -88,4 +88,6 @@ defmodule KeyLedger.Nif do
   def looks_like_key(_token), do: nif!()
   def redact(_token), do: nif!()
   def version, do: nif!()
+  # {vaults freed by the closer thread, vaults freed inline by a destructor}: for tests.
+  def closer_stats, do: nif!()
 end
