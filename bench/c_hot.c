@@ -1,4 +1,4 @@
-/* Hot kl_authorize through the C ABI (SPEC §12 "from C"), built and run by bench/report:
+/* Hot kl_authorize through the C ABI (the "from C" target), built and run by bench/report:
  *
  *   cc -O2 -I include bench/c_hot.c -L target/release -lkeyledger -o target/c_hot
  *   target/c_hot /tmp/dir   # prints one JSON line

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""keyledger side by side with the tools a Python backend would otherwise use (SPEC §12).
+"""keyledger side by side with the tools a Python backend would otherwise use.
 
 One script, one run, one machine: the same workload through
 

@@ -194,7 +194,7 @@ def main() -> None:
                 f"{kl['debit_per_s']['16']:,.0f} / s vs {gate['debit_per_s']['16']:,.0f} / s (Python)")
     if rl_on and rl_off:
         extra = rl_on - rl_off
-        row("§13: one auto-applied rate limit on the hot path", "adds ≤ 0.1 µs", f"+{extra:.0f} ns",
+        row("One auto-applied rate limit on the hot path", "adds ≤ 0.1 µs", f"+{extra:.0f} ns",
             extra <= 100, f"{fmt_time_ns(rl_on)} with, {fmt_time_ns(rl_off)} without")
 
     m = (cmp_ or {}).get("machine", {})
@@ -216,7 +216,7 @@ def main() -> None:
     out.append("Figures are medians from one run on a shared 2-core machine where other jobs were "
                "compiling; durable-debit figures are bounded by this disk's fdatasync, measured in the "
                "same run as `debit/redb_commit_multiwriter` (one bare redb MultiWriter commit).\n")
-    out.append("## SPEC §12 targets\n")
+    out.append("## Performance targets\n")
     out.append("| what | target | measured | | notes |")
     out.append("|---|---|---|---|---|")
     for r in rows:

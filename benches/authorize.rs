@@ -1,4 +1,4 @@
-//! Criterion benches of SPEC §12 (`cargo bench --bench authorize`; `bench/report` runs
+//! Criterion benches of the performance targets (`cargo bench --bench authorize`; `bench/report` runs
 //! them and writes BENCHMARKS.md). The side-by-side benchmark against peer libraries is
 //! `bench/compare.py`; the multi-process debit figure and the 1 000 000-key scale figures
 //! are `examples/multiprocess.rs` and `examples/scale.rs`.

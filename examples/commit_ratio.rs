@@ -1,4 +1,4 @@
-//! SPEC §12 "durable debit, 1 thread ≥ 90 % of one MultiWriter commit's rate", measured
+//! The performance target "durable debit, 1 thread ≥ 90 % of one MultiWriter commit's rate", measured
 //! with the two alternated (ROUNDS rounds of SECONDS each) so a shared disk's swings weigh
 //! on both alike: bare redb MultiWriter commits (one u64 written, `Durability::Immediate`)
 //! against `authorize` calls with a durable 1-credit debit, on the same filesystem.

@@ -1,4 +1,4 @@
-//! SPEC §12: a flood of wrong secrets for one key_id. One thread sends well-formed tokens
+//! The performance targets: a flood of wrong secrets for one key_id. One thread sends well-formed tokens
 //! with the owner's key_id and wrong secrets for SECONDS while the owner keeps calling
 //! `authorize` with the right token; prints one JSON line: attempts, argon2 runs during the
 //! flood (bounded by the throttle: burst + rate × time), and the owner's hot p50 before

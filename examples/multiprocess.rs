@@ -1,4 +1,4 @@
-//! SPEC §12: durable debits from 4 processes × 4 threads on one vault file (MultiWriter),
+//! The performance targets: durable debits from 4 processes × 4 threads on one vault file (MultiWriter),
 //! with the totals checked exact at the end.
 //!
 //! `cargo run --release --example multiprocess [-- PROCESSES THREADS SECONDS]`

@@ -1,4 +1,4 @@
-//! SPEC §12 scale figures: a vault with 1 000 000 keys (bulk path, small argon2
+//! Scale figures against the performance targets: a vault with 1 000 000 keys (bulk path, small argon2
 //! parameters): file size per key, open time, and hot `authorize` p50 against a
 //! 1 000-key vault, measured in the same process.
 //!

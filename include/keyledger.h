@@ -200,7 +200,7 @@ enum kl_status
    */
   KL_VAULT_LOCKED = 2006,
   /*
-   `vault_closed`, HTTP 500 (a keyledger extension of SPEC §8): the handle was closed
+   `vault_closed`, HTTP 500 (a keyledger extension of the error taxonomy): the handle was closed
    with `kl_vault_close`, or is used in a child process after `fork()`.
    */
   KL_VAULT_CLOSED = 2007,
@@ -281,7 +281,7 @@ typedef struct kl_authorize_opts {
   int64_t now_ms;
   /*
    Optional (NULL: none): the rate limits to apply besides the auto-applied ones
-   (SPEC §13), as a JSON array of limit names, e.g. `["tokens"]`. A name that is
+   (named rate limits), as a JSON array of limit names, e.g. `["tokens"]`. A name that is
    neither the key's nor its account's limit is `KL_INVALID_ARGUMENT`. (A JSON array,
    like `kl_set_scopes`, rather than an array of pointers: one string to validate.)
    */
@@ -431,7 +431,7 @@ void kl_secret_free_n(char *s,
 
 /*
  Authorize a request: the most specific route rule for (`method`, `path`) decides the
- scope and the default cost (SPEC §5, §6). `token`, `method` and `path` are required
+ scope and the default cost. `token`, `method` and `path` are required
  UTF-8 strings; `opts` may be NULL. `path` is an already decoded path; an HTTP gate
  should pass the raw request target to `kl_authorize_request` instead.
 
@@ -639,7 +639,7 @@ kl_status kl_authorize_scope_json_try(const struct kl_vault *v,
  "budget_burst": 30, "budget_per_second": 3.0}, "argon2_queue": 32}`.
  Unknown fields are `KL_INVALID_ARGUMENT`. `"eventual"` requires `"exclusive": true`.
 
- Master key (SPEC §7; needed only for signing keys): `"master_key"` (standard or
+ Master key (needed only for signing keys): `"master_key"` (standard or
  URL-safe base64, padding optional) or `"master_passphrase"` (argon2id, salt stored in
  the vault), not both; with neither, `KEYLEDGER_MASTER_KEY` is read from the
  environment, else the vault opens without one. The parsed copies are wiped after use;
@@ -951,7 +951,7 @@ kl_status kl_create_key(const struct kl_vault *v,
                         char **out_key_json);
 
 /*
- `kl_create_key` that also returns the signing secret (SPEC §7). Every out-parameter is
+ `kl_create_key` that also returns the signing secret. Every out-parameter is
  required (non-NULL). On `KL_OK`, `*out_token` and `*out_key_json` are as for
  `kl_create_key`, and `*out_signing_secret` receives the key's signing secret — 64
  lowercase hex characters whose ASCII bytes are the HMAC key of `kl_sign_request`; free
@@ -1332,7 +1332,7 @@ kl_status kl_set_argon2_params(const struct kl_vault *v,
  "read_txns", "commits", "throttled", "cache_mode": "shared"|"private"|"disabled"}` —
  argon2 verifications run, read transactions opened, commits, secret checks answered
  without argon2 (a secret already proved wrong, a spent budget, a full argon2 queue), and
- how caches are validated (SPEC §4). Also answers on a
+ how caches are validated. Also answers on a
  closed handle (the counters of its life). Returns `KL_OK`, `KL_INVALID_ARGUMENT`.
  */
 kl_status kl_vault_stats(const struct kl_vault *v,

@@ -1,7 +1,7 @@
 //! Group commit: concurrent requests in one process share one write transaction.
 //!
 //! A MultiWriter commit costs two fdatasyncs whatever it holds, so throughput comes from
-//! putting many debits in one commit (SPEC §10). The first thread to find no leader
+//! putting many debits in one commit. The first thread to find no leader
 //! becomes the leader: it takes every queued request, runs them in one transaction and
 //! publishes each result. Threads that queued meanwhile wait; when the leader is done,
 //! one of the waiters whose request is still queued leads the next batch.

@@ -1,4 +1,4 @@
-//! Secret hashing and the guards around it (SPEC §4).
+//! Secret hashing and the guards around it.
 //!
 //! - [`Argon2Params`] and [`hash_secret`]/[`verify_secret`]: argon2id PHC strings at rest.
 //! - [`DigestKey`]: the process-random BLAKE3 key of the verified-secret cache.

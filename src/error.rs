@@ -1,4 +1,4 @@
-//! The one error type of keyledger (SPEC §8).
+//! The one error type of keyledger.
 //!
 //! Every refusal of [`crate::Vault::authorize`] and every management error is a variant
 //! of [`Error`]. Each variant knows its stable `code()` string, its HTTP `status()` and the
@@ -37,7 +37,7 @@ pub enum Error {
     /// No route rule matches the request (deny by default).
     #[error("no route rule allows this request")]
     RouteNotAllowed,
-    /// A rate limit is exhausted (SPEC §13).
+    /// A rate limit is exhausted.
     #[error("rate limit {limit:?} exceeded")]
     RateLimited {
         /// Name of the exhausted limit.
@@ -184,7 +184,7 @@ impl Error {
     }
 
     /// The JSON body a host sends with [`Error::status`]: always an object with
-    /// `success: false`, `error` (the code) and `message`, plus the fields of SPEC §8
+    /// `success: false`, `error` (the code) and `message`, plus the fields of the error taxonomy
     /// (`required`; `credits`/`required`; `limit`/`max`/`remaining`/`reset_ms`/`retry_after`;
     /// `charged`/`first_at` for a duplicate request; `retry_after` for too many attempts).
     pub fn body(&self) -> Value {

@@ -1,4 +1,4 @@
-//! Rate limits (SPEC §13): GCRA counters shared by every process through the sidecar.
+//! Rate limits: GCRA counters shared by every process through the sidecar.
 //!
 //! A limit `(name, limit, duration)` allows `limit` units per `duration`, with bursts up to
 //! `limit`. Its state is one 64-bit "theoretical arrival time" (TAT, unix nanoseconds) in a

@@ -23,7 +23,7 @@ pub struct Account {
     pub created_at: Millis,
     /// A JSON object (≤ 4 KiB serialized).
     pub metadata: Value,
-    /// The account's refill plan, if any (SPEC §13).
+    /// The account's refill plan, if any.
     pub refill: Option<Refill>,
 }
 
@@ -84,7 +84,7 @@ pub struct KeyInfo {
     pub disabled: bool,
     /// Revocation time; revoked keys are refused as `invalid_api_key` forever.
     pub revoked_at: Option<Millis>,
-    /// Whether requests with this key must be signed (SPEC §7).
+    /// Whether requests with this key must be signed.
     pub signing: bool,
     /// The key this one replaced by rotation, if any.
     pub rotated_from: Option<String>,
@@ -114,7 +114,7 @@ impl AuthMethod {
     }
 }
 
-/// The state of one rate limit applied to a granted call (SPEC §13).
+/// The state of one rate limit applied to a granted call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimitStatus {
     /// The limit's name.
@@ -180,7 +180,7 @@ pub struct AuditEntry {
     pub seq: u64,
     /// When it happened.
     pub time: Millis,
-    /// What happened (`key_created`, `auth_refused`, …; SPEC §9).
+    /// What happened (`key_created`, `auth_refused`, …).
     pub action: String,
     /// The key concerned, if any.
     pub key_id: Option<String>,
@@ -258,7 +258,7 @@ pub struct NewKey {
     pub expires_in_ms: Option<i64>,
     /// Operator key: every scope, never charged, audited.
     pub operator: bool,
-    /// Require signed requests (SPEC §7).
+    /// Require signed requests.
     pub signing: bool,
     /// A JSON object (≤ 4 KiB).
     pub metadata: Option<Value>,
@@ -342,7 +342,7 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
-/// How this process validates its caches (SPEC §4).
+/// How this process validates its caches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheMode {

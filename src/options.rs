@@ -15,7 +15,7 @@ use crate::usage::clip_route;
 #[allow(unused_imports)] // doc links
 use crate::{Error, Vault};
 
-/// When a debit is durable (SPEC §10).
+/// When a debit is durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
@@ -63,7 +63,7 @@ pub struct VaultOptions {
     pub actor: Option<String>,
     /// The clock (tests pin it).
     pub clock: Option<Clock>,
-    /// The master key for signing secrets (SPEC §7). `None`: a passphrase, else
+    /// The master key for signing secrets. `None`: a passphrase, else
     /// `KEYLEDGER_MASTER_KEY`, else none (a vault without signing keys needs none).
     pub master_key: Option<MasterKey>,
     /// Derive the master key from this passphrase (argon2id; salt stored in the vault).
@@ -219,7 +219,7 @@ pub struct AuthorizeOptions<'a> {
     /// The time of the request (default: the vault's clock), in
     /// `MIN_TIME_MS ..= MAX_TIME_MS`; outside it the call is `invalid_argument`.
     pub now: Option<Millis>,
-    /// Rate limits to apply besides the auto-applied ones, by name (SPEC §13).
+    /// Rate limits to apply besides the auto-applied ones, by name.
     pub limits: Option<&'a [&'a str]>,
     /// How much this call weighs against every applied limit (default 1).
     pub limit_cost: Option<u64>,

@@ -1,4 +1,4 @@
-//! Recoverable secrets (SPEC §7): the master key, encrypted signing secrets, and request
+//! Recoverable secrets: the master key, encrypted signing secrets, and request
 //! signatures.
 //!
 //! - [`MasterKey`]: 32 bytes, zeroized on drop, never printed. Given at open, read from

@@ -1,4 +1,4 @@
-//! The API-key token format (SPEC §3).
+//! The API-key token format.
 //!
 //! A token is `<prefix>_<key_id>_<secret>`:
 //!

@@ -1,4 +1,4 @@
-//! Usage counters and request-path audit entries, batched off the hot path (SPEC §6, §9).
+//! Usage counters and request-path audit entries, batched off the hot path.
 //!
 //! The hot path only bumps two atomics in a [`UsageCell`] shared with its cache entry.
 //! Refusals and operator authorizations are coalesced in memory: identical

@@ -1,4 +1,4 @@
-//! Webhook signature helpers (SPEC §7), byte-compatible with the usual
+//! Webhook signature helpers, byte-compatible with the usual
 //! `hmac.new(secret, body, hashlib.sha256).hexdigest()` (Python) and
 //! `crypto.createHmac('sha256', secret).update(body).digest('hex')` (Node).
 

@@ -1,4 +1,4 @@
-//! Crash safety (SPEC §6, §10): a worker process debits, tops up and manages keys in a
+//! Crash safety: a worker process debits, tops up and manages keys in a
 //! loop and is killed with SIGKILL at random points; nothing it was told succeeded is ever
 //! lost, nothing is counted twice, and the file stays a clean redb database.
 //!

@@ -1,4 +1,4 @@
-//! The vault against a simple in-memory model (SPEC §2, §6, §9): random sequences of
+//! The vault against a simple in-memory model: random sequences of
 //! operations (accounts, top-ups, debits with and without idempotency keys, keys created,
 //! revoked, disabled, enabled, expiring, authorizations with a cost, a pinned clock moved
 //! forward) where every observable result — value or typed error — must be the model's.

@@ -1,4 +1,4 @@
-//! SPEC §13: rate limits shared by every worker, and credits that refill.
+//! Rate limits and refills: rate limits shared by every worker, and credits that refill.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! SPEC §7: the master key, signing secrets and request signatures.
+//! Request signing: the master key, signing secrets and request signatures.
 
 mod common;
 

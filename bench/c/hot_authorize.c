@@ -1,5 +1,5 @@
 /*
- * Hot-path latency of kl_authorize from C (SPEC §12: p50 ≤ 1.2 µs): a cached key, a free
+ * Hot-path latency of kl_authorize from C (target: p50 ≤ 1.2 µs): a cached key, a free
  * route, cost 0. Prints the median and p99 of 200 batches of 1 000 calls.
  *
  *   cargo build --release --lib

@@ -23,7 +23,7 @@ export interface VaultOptions {
   flushIntervalMs?: number;
   flush_interval_ms?: number;
   /**
-   * The master key that seals signing secrets (SPEC §7): base64 of 32 bytes, or the 32
+   * The master key that seals signing secrets: base64 of 32 bytes, or the 32
    * bytes. Without it or `masterPassphrase`, `KEYLEDGER_MASTER_KEY` is read; a vault
    * without signing keys needs none.
    */
@@ -45,7 +45,7 @@ export interface VaultOptions {
   throttle?: { burst?: number; perSecond?: number; per_second?: number };
 }
 
-/** The state of one rate limit applied to a granted call (SPEC §13). */
+/** The state of one rate limit applied to a granted call. */
 export interface RateLimitStatus {
   name: string;
   /** Units allowed per window. */
@@ -199,7 +199,7 @@ export interface Account {
   createdAt: Date;
   /** Exactly as stored (keys are not camel-cased). */
   metadata: Record<string, unknown>;
-  /** The refill plan, if any (SPEC §13). */
+  /** The refill plan, if any. */
   refill: Refill | null;
 }
 
@@ -246,7 +246,7 @@ export interface VaultStats {
   commits: AmountOut;
   /** Failed secret checks refused by the throttle without running argon2. */
   throttled: AmountOut;
-  /** How caches are validated (SPEC §4). */
+  /** How caches are validated. */
   cacheMode: 'shared' | 'private' | 'disabled';
 }
 

@@ -834,7 +834,7 @@ class Vault {
     return takeJson(outA[0]);
   }
 
-  // ----------------------------------------------------- rate limits and refills (§13)
+  // ----------------------------------------------------- rate limits and refills
 
   /**
    * Set (or replace) the rate limit `name` (1–64 characters of `[a-z0-9_:.-]`): `limit`
@@ -902,7 +902,7 @@ class Vault {
     return takeJson(outA[0]);
   }
 
-  // ------------------------------------------------------------- master key (§7)
+  // ------------------------------------------------------------- master key
 
   /** Whether this handle holds a master key (given, derived, or from KEYLEDGER_MASTER_KEY). */
   get hasMasterKey() {
@@ -1120,7 +1120,7 @@ function version() {
   return native.kl_version();
 }
 
-// ------------------------------------------------------------ signing helpers (§7)
+// ------------------------------------------------------------ signing helpers
 
 /** Bytes in: a Buffer/Uint8Array as is, a string as UTF-8. */
 function bytesArg(name, v) {

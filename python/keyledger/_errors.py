@@ -1,4 +1,4 @@
-"""The exception tree of keyledger (SPEC §8).
+"""The exception tree of keyledger.
 
 Every error carries ``status`` (the HTTP status to answer with), ``code`` (the stable
 ``error`` string), ``message`` and ``body`` (a dict ready for ``JSONResponse(body, status)``).

@@ -1,4 +1,4 @@
-//! The hot path: `kl_authorize` and its variants (SPEC §6).
+//! The hot path: `kl_authorize` and its variants.
 //!
 //! A granted `kl_authorize`/`kl_authorize_scope` fills a caller-provided [`kl_grant`] with
 //! fixed-size buffers: nothing is allocated on the C side. The `_json` variants return the
@@ -55,7 +55,7 @@ pub struct kl_authorize_opts {
     /// The request time in unix milliseconds; 0: the vault's clock.
     pub now_ms: i64,
     /// Optional (NULL: none): the rate limits to apply besides the auto-applied ones
-    /// (SPEC §13), as a JSON array of limit names, e.g. `["tokens"]`. A name that is
+    /// (named rate limits), as a JSON array of limit names, e.g. `["tokens"]`. A name that is
     /// neither the key's nor its account's limit is `KL_INVALID_ARGUMENT`. (A JSON array,
     /// like `kl_set_scopes`, rather than an array of pointers: one string to validate.)
     pub limits_json: *const c_char,
@@ -217,7 +217,7 @@ unsafe fn with_opts<R>(
 }
 
 /// Authorize a request: the most specific route rule for (`method`, `path`) decides the
-/// scope and the default cost (SPEC §5, §6). `token`, `method` and `path` are required
+/// scope and the default cost. `token`, `method` and `path` are required
 /// UTF-8 strings; `opts` may be NULL. `path` is an already decoded path; an HTTP gate
 /// should pass the raw request target to `kl_authorize_request` instead.
 ///

@@ -145,7 +145,7 @@ impl OpenOptions {
 /// "budget_burst": 30, "budget_per_second": 3.0}, "argon2_queue": 32}`.
 /// Unknown fields are `KL_INVALID_ARGUMENT`. `"eventual"` requires `"exclusive": true`.
 ///
-/// Master key (SPEC §7; needed only for signing keys): `"master_key"` (standard or
+/// Master key (needed only for signing keys): `"master_key"` (standard or
 /// URL-safe base64, padding optional) or `"master_passphrase"` (argon2id, salt stored in
 /// the vault), not both; with neither, `KEYLEDGER_MASTER_KEY` is read from the
 /// environment, else the vault opens without one. The parsed copies are wiped after use;

@@ -1,4 +1,4 @@
-//! SPEC §13 over the C ABI: rate limits on a key or an account, and account refills.
+//! Rate limits and refills over the C ABI: rate limits on a key or an account, and account refills.
 //!
 //! A limit's owner is given as `(owner_kind, owner_id, owner_id_len)`: `KL_OWNER_KEY`
 //! with a key id, or `KL_OWNER_ACCOUNT` with an account id (an account limit is shared by

@@ -1,4 +1,4 @@
-//! The C ABI (SPEC §11 "C"): `include/keyledger.h`, prefix `kl_`.
+//! The C ABI: `include/keyledger.h`, prefix `kl_`.
 //!
 //! # Conventions
 //!

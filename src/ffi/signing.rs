@@ -1,4 +1,4 @@
-//! SPEC §7 over the C ABI: the master key, signing secrets, request signatures and the
+//! Request signing over the C ABI: the master key, signing secrets, request signatures and the
 //! webhook helpers, plus the handle's counters (`kl_vault_stats`).
 //!
 //! Secrets going out (`kl_reveal_signing_secret`, `kl_generate_master_key`) are freed with
@@ -259,7 +259,7 @@ pub unsafe extern "C" fn kl_set_argon2_params(
 /// "read_txns", "commits", "throttled", "cache_mode": "shared"|"private"|"disabled"}` —
 /// argon2 verifications run, read transactions opened, commits, secret checks answered
 /// without argon2 (a secret already proved wrong, a spent budget, a full argon2 queue), and
-/// how caches are validated (SPEC §4). Also answers on a
+/// how caches are validated. Also answers on a
 /// closed handle (the counters of its life). Returns `KL_OK`, `KL_INVALID_ARGUMENT`.
 #[no_mangle]
 pub unsafe extern "C" fn kl_vault_stats(

@@ -1,4 +1,4 @@
-//! `kl_status`: the permanent status numbers of the C ABI (SPEC §8).
+//! `kl_status`: the permanent status numbers of the C ABI.
 //!
 //! Numbers are grouped by kind and never reused: a retired status stays here as a comment.
 //!
@@ -78,7 +78,7 @@ pub enum kl_status {
     KL_STORAGE = 2005,
     /// `vault_locked`, HTTP 500: another process opened the vault exclusively.
     KL_VAULT_LOCKED = 2006,
-    /// `vault_closed`, HTTP 500 (a keyledger extension of SPEC §8): the handle was closed
+    /// `vault_closed`, HTTP 500 (a keyledger extension of the error taxonomy): the handle was closed
     /// with `kl_vault_close`, or is used in a child process after `fork()`.
     KL_VAULT_CLOSED = 2007,
     /// `would_block` (never an HTTP answer): a non-blocking call (`kl_authorize_try` and

@@ -1,4 +1,4 @@
-//! Scopes and route rules (SPEC §5).
+//! Scopes and route rules.
 //!
 //! # Scopes
 //!

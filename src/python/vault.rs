@@ -108,7 +108,7 @@ impl PyVault {
         self.vault.path().to_path_buf()
     }
 
-    /// `"shared"`, `"private"` or `"disabled"` (SPEC §4).
+    /// `"shared"`, `"private"` or `"disabled"`.
     #[getter]
     fn cache_mode(&self) -> &'static str {
         match self.vault.cache_mode() {

@@ -1,5 +1,5 @@
 //! The shared-memory sidecar `<vault>.shm`: generation slots that tell every process
-//! whether its cached key records and account balances are current (SPEC §4).
+//! whether its cached key records and account balances are current.
 //!
 //! # Protocol (a seqlock; writers are serialized)
 //!
@@ -69,8 +69,8 @@
 //!                                        file). Accessed only as `AtomicU64`.
 //! offset 72    reserved         up to 4096, written as zero, ignored on read
 //! offset 4096  slots            slot_count × u64, accessed only as `AtomicU64`
-//! ratelimit_offset  buckets      ratelimit_len / 16 × { key: u64, tat: u64 } (SPEC §13;
-//!                                see `src/limits.rs`), accessed only as `AtomicU64`
+//! ratelimit_offset  buckets      ratelimit_len / 16 × { key: u64, tat: u64 } (see
+//!                                `src/limits.rs`), accessed only as `AtomicU64`
 //! ```
 //!
 //! The file length is exactly `ratelimit_offset + ratelimit_len` (a rate-limit region
@@ -191,7 +191,7 @@ impl SlotKind {
     }
 }
 
-/// One rate-limit counter (SPEC §13) in the sidecar: `key` identifies the limit (0 =
+/// One rate-limit counter in the sidecar: `key` identifies the limit (0 =
 /// free), `tat` is its GCRA theoretical arrival time in unix nanoseconds.
 #[repr(C)]
 pub(crate) struct RateBucket {

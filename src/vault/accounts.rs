@@ -158,7 +158,7 @@ impl Vault {
         })
     }
 
-    /// Give an account a quota that refills (SPEC §13): at the first call after each
+    /// Give an account a quota that refills: at the first call after each
     /// period boundary its credits are set to `amount`. `day` (1–28) is the day of the
     /// month for monthly refills (ignored, and stored as 1, for daily ones). The first
     /// refill happens at the next boundary.

@@ -126,7 +126,7 @@ pub(super) struct Verifier {
 }
 
 impl Vault {
-    /// Authorize a request (SPEC §6): a [`Grant`] or a typed refusal ([`Error`] with
+    /// Authorize a request: a [`Grant`] or a typed refusal ([`Error`] with
     /// `status()`, `code()`, `body()`).
     ///
     /// Checks, in order: format/checksum → key exists → secret → revoked → disabled →

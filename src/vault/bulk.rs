@@ -23,7 +23,7 @@ impl Vault {
     /// Mint `n` keys for `account_id` (name `bulk`, the given prefix and scopes), hashing
     /// their secrets with `argon2` (small parameters make a 1 000 000-key vault take
     /// seconds; a key hashed with parameters other than the vault's is rehashed at the
-    /// vault's parameters on its first successful verification, as SPEC §4 says).
+    /// vault's parameters on its first successful verification).
     ///
     /// Writes 4096 keys per durable transaction and one `keys_created_bulk` audit
     /// entry per transaction (not one per key). Returns the tokens, in creation order.

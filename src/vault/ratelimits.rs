@@ -6,7 +6,7 @@ use super::{
 };
 
 impl Vault {
-    /// Set a rate limit (SPEC §13): `limit` units per `duration_ms`, on a key or on an
+    /// Set a rate limit: `limit` units per `duration_ms`, on a key or on an
     /// account (shared by all its keys). `auto_apply`: checked by every `authorize`; else
     /// only when the call names it. Setting an existing name replaces it.
     pub fn set_ratelimit(

@@ -144,7 +144,7 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* ------------------------------------------------------------------ signing (SPEC §7) */
+/* ------------------------------------------------------------------ signing */
 
 static int is_lower_hex(const char *s, size_t n) {
     if (s == NULL || strlen(s) != n) return 0;
@@ -626,7 +626,7 @@ static void test_signing(const char *base_path) {
 
 /* ------------------------------------------------------------------ main */
 
-/* ------------------------------------------------------------------ rate limits and refills (SPEC §13) */
+/* ------------------------------------------------------------------ rate limits and refills */
 
 /* Count the occurrences of needle in haystack. */
 static int count_of(const char *haystack, const char *needle) {

@@ -1,4 +1,4 @@
-"""SPEC §13 from Python: rate limits, refills, and the middleware's RateLimit headers."""
+"""Rate limits and refills from Python: rate limits, refills, and the middleware's RateLimit headers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §7 from Python: master key, signing keys, signed requests, rekey."""
+"""Request signing from Python: master key, signing keys, signed requests, rekey."""
 
 from __future__ import annotations
 

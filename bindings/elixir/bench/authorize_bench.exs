@@ -1,5 +1,5 @@
 # Hot authorize from Elixir: a cached (already verified) key, a free route (cost 0),
-# nothing changed: the call the SPEC §12 targets. Run from bindings/elixir:
+# nothing changed: the call the performance targets measure. Run from bindings/elixir:
 #
 #   mix run bench/authorize_bench.exs            (or scripts/test-elixir --bench)
 #

@@ -9,7 +9,7 @@
  * - Strings in are iodata (binaries or iolists) passed as (pointer, length); nil is
  *   "absent" for optional ones. Any other type is badarg (ArgumentError in Elixir).
  * - Unsigned amounts: a non-integer is badarg; a negative or over-u64 integer is an
- *   {:error, invalid_argument} like every other host (SPEC §9).
+ *   {:error, invalid_argument} like every other host.
  * - Results: {:ok, term} or {:error, %{status: http, code: binary, message: binary,
  *   body: json_binary, kl_status: int}}. The last error is thread-local in the C ABI,
  *   so it is read right after the failing call, inside the same NIF call (hence on the
@@ -927,7 +927,7 @@ static ERL_NIF_TERM nif_match_route(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     RESULT_JSON(kl_match_route(r->v, method.ptr, method.len, path.ptr, path.len, &out_json));
 }
 
-/* ---- rate limits and refills (SPEC §13) ----------------------------------------------- */
+/* ---- rate limits and refills ----------------------------------------------- */
 
 /* A small unsigned integer argument (an owner kind, an interval, a day): badarg unless an
  * integer; a negative or over-32-bit one is invalid_argument, and so is any value the C
@@ -991,7 +991,7 @@ static ERL_NIF_TERM nif_set_refill(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
 
 NIF_VS(clear_refill, kl_clear_refill, 0)
 
-/* ---- master key and signing secrets (SPEC §7) --------------------------------------- */
+/* ---- master key and signing secrets --------------------------------------- */
 
 /* reveal_signing_secret(vault, key_id) -> secret */
 static ERL_NIF_TERM nif_reveal_signing_secret(ErlNifEnv *env, int argc,

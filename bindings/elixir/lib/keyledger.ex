@@ -13,7 +13,7 @@ defmodule KeyLedger do
     * Every call returns `{:ok, result}` or `{:error, error}` where `error` is
       `%{status: http_status, code: "missing_scope", message: "…", body: json_binary,
       kl_status: 1101}`. `body` is the JSON object to send with `status` as the HTTP
-      response (SPEC §8), e.g. `{"success":false,"error":"missing_scope","required":"sms:send",…}`.
+      response, e.g. `{"success":false,"error":"missing_scope","required":"sms:send",…}`.
     * Arguments of the wrong type (an atom where a string is expected, a float amount,
       …) raise `ArgumentError`. Strings may be binaries or iodata; invalid UTF-8,
       empty ids, a negative or over-u64 amount give `{:error, %{code: "invalid_argument"}}`
@@ -56,7 +56,7 @@ defmodule KeyLedger do
           ratelimit: ratelimit_status | nil
         }
 
-  @typedoc "The state of a rate limit applied to a granted call (SPEC §13)."
+  @typedoc "The state of a rate limit applied to a granted call."
   @type ratelimit_status :: %{
           name: String.t(),
           max: non_neg_integer,
@@ -78,7 +78,7 @@ defmodule KeyLedger do
   vault: see `set_argon2_params/2`), `cache_capacity:`, `actor:`
   (recorded in audit entries), `flush_interval_ms:`.
 
-  Signing (SPEC §7): `master_key:` (base64 of 32 bytes, or the 32 bytes themselves) or
+  Signing: `master_key:` (base64 of 32 bytes, or the 32 bytes themselves) or
   `master_passphrase:` (argon2id, salt stored in the vault) — with neither, the library
   reads `KEYLEDGER_MASTER_KEY`; a vault without signing keys needs none. A wrong key is
   `{:error, %{code: "wrong_master_key"}}`. `signature_window_ms:` (default 300 000),
@@ -136,7 +136,7 @@ defmodule KeyLedger do
   `signature:` and `body:` (for signing keys; `query:` the request's query string exactly
   as sent, without the `?`, which a signature covers: `path?query`), `now:` (unix ms or
   `DateTime`; for tests),
-  `limits:` (names of rate limits to apply besides the auto-applied ones, SPEC §13),
+  `limits:` (names of rate limits to apply besides the auto-applied ones),
   `limit_cost:` (the call's weight against every applied limit, default 1),
   `on_replay:` (`:grant`, the default: a repeat of `idempotency_key` returns the first
   grant with `replayed: true`; `:refuse`: `{:error, %{status: 409, code:
@@ -467,7 +467,7 @@ defmodule KeyLedger do
     vault |> Nif.audit(json) |> decoded()
   end
 
-  # ---- rate limits and refills (SPEC §13) ------------------------------------------------
+  # ---- rate limits and refills ------------------------------------------------
 
   @doc """
   Sets (or replaces) the rate limit `name` (1–64 characters of `[a-z0-9_:.-]`): `limit`
@@ -555,7 +555,7 @@ defmodule KeyLedger do
     end
   end
 
-  # ---- master key and signing (SPEC §7) -------------------------------------------------
+  # ---- master key and signing -------------------------------------------------
 
   @doc "Whether this handle holds a master key (given, derived, or from `KEYLEDGER_MASTER_KEY`)."
   @spec has_master_key?(vault) :: boolean

@@ -1,5 +1,5 @@
 defmodule KeyLedger.SigningTest do
-  # SPEC §7 from Elixir: master key, signing keys, signed requests (directly and through
+  # Request signing from Elixir: master key, signing keys, signed requests (directly and through
   # the Gate), rekey, webhooks. Mirrors tests/python/test_signing.py and the Node tests.
   use ExUnit.Case, async: true
   import KeyLedgerTest.Helpers

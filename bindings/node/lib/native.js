@@ -62,7 +62,7 @@ const kl_grant = koffi.struct('kl_grant', {
   credits: 'uint64_t',
   total_credits: 'uint64_t',
   replayed: 'bool',
-  // SPEC §13: the tightest applied rate limit (fewest units left), if any.
+  // Rate limits and refills: the tightest applied rate limit (fewest units left), if any.
   has_ratelimit: 'uint8_t',
   ratelimit_name: koffi.array('char', KL_RATELIMIT_NAME_SIZE, 'String'),
   ratelimit_limit: 'uint64_t',
@@ -80,7 +80,7 @@ const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
   body: 'const uint8_t *',
   body_len: 'size_t',
   now_ms: 'int64_t',
-  // SPEC §13: a JSON array of limit names to apply, and the call's weight.
+  // Rate limits and refills: a JSON array of limit names to apply, and the call's weight.
   limits_json: 'const char *',
   limits_json_len: 'size_t',
   limit_cost: 'uint64_t',
@@ -216,7 +216,7 @@ const native = {
   kl_set_refill: fn('kl_set_refill', 'uint32_t', [V, S, 'size_t', 'uint64_t', 'uint32_t', 'uint8_t', OUT]),
   kl_clear_refill: fn('kl_clear_refill', 'uint32_t', [V, S, 'size_t', OUT]),
 
-  // SPEC §7: master key, signing secrets, signatures, webhooks; handle counters.
+  // Request signing: master key, signing secrets, signatures, webhooks; handle counters.
   kl_create_key_signing: fn('kl_create_key_signing', 'uint32_t', [V, S, 'size_t', OUT, OUT, OUT]),
   kl_rotate_key_signing: fn('kl_rotate_key_signing', 'uint32_t', [V, S, 'size_t', 'int64_t', OUT, OUT, OUT]),
   kl_reveal_signing_secret: fn('kl_reveal_signing_secret', 'uint32_t', [V, S, 'size_t', OUT]),

@@ -1,5 +1,5 @@
 'use strict';
-// SPEC §13 from Node: rate limits on keys and accounts, refills, and the Express
+// Rate limits and refills from Node: rate limits on keys and accounts, refills, and the Express
 // middleware's RateLimit-* / Retry-After headers.
 const test = require('node:test');
 const assert = require('node:assert/strict');

@@ -1,5 +1,5 @@
 'use strict';
-// SPEC §7 from Node: master key, signing keys, signed requests (directly and through the
+// Request signing from Node: master key, signing keys, signed requests (directly and through the
 // Express middleware), rekey, webhooks. Mirrors tests/python/test_signing.py.
 const test = require('node:test');
 const assert = require('node:assert/strict');

@@ -93,7 +93,7 @@ pub unsafe extern "C" fn kl_create_key(
     })
 }
 
-/// `kl_create_key` that also returns the signing secret (SPEC §7). Every out-parameter is
+/// `kl_create_key` that also returns the signing secret. Every out-parameter is
 /// required (non-NULL). On `KL_OK`, `*out_token` and `*out_key_json` are as for
 /// `kl_create_key`, and `*out_signing_secret` receives the key's signing secret — 64
 /// lowercase hex characters whose ASCII bytes are the HMAC key of `kl_sign_request`; free

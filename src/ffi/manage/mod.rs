@@ -1,4 +1,4 @@
-//! The management API (SPEC §9) and the token helpers. Records and listings come back as
+//! The management API and the token helpers. Records and listings come back as
 //! JSON documents the caller frees with `kl_string_free`; new tokens come back as strings
 //! the caller frees with `kl_secret_free`.
 //!

@@ -34,7 +34,7 @@ defmodule KeyLedger.Nif do
         authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full, limits,
                   limit_cost, false, nil)
 
-  # The arity before rate limits (SPEC §13): no named limits, weight 1.
+  # The arity before rate limits: no named limits, weight 1.
   def authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full),
     do: authorize(vault, token, method, path_or_scope, cost, idem, sig, body, now, full, nil, nil)
 
