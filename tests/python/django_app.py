@@ -1,0 +1,56 @@
+"""Views and URLs of the keyledger.django tests."""
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from keyledger.django.rest_framework import HasAPIKey, HasScope
+
+
+def grant_json(request: Any, grant: Any) -> dict:
+    return {"account": grant.account_id, "credits": grant.credits, "charged": grant.charged, "user": str(request.user)}
+
+
+class Send(APIView):
+    permission_classes = [HasScope("sms:send")]
+
+    def post(self, request: Request) -> Response:
+        return Response(grant_json(request, request.auth))
+
+
+class Scoped(APIView):
+    permission_classes = [HasAPIKey]
+    keyledger_scope, keyledger_cost = "sms:send", 2
+
+    def get(self, request: Request) -> Response:
+        return Response(grant_json(request, request.auth))
+
+
+class Numbers(APIView):
+    permission_classes = [HasScope("numbers:read")]
+    keyledger_scope = "sms:send"
+
+    def get(self, request: Request) -> Response:
+        return Response({})
+
+
+def plain(request: HttpRequest) -> JsonResponse:
+    grant = getattr(request, "keyledger")
+    return JsonResponse({"account": grant.account_id, "credits": grant.credits})
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+urlpatterns = [
+    path("api/v1/messaging/send", Send.as_view()),
+    path("drf/scoped", Scoped.as_view()),
+    path("drf/numbers", Numbers.as_view()),
+    path("api/v1/numbers/mine", plain),
+    path("health", health),
+]
