@@ -180,3 +180,14 @@ def test_keyledger_command_runs_the_cli_with_the_vault_setting(token: str, tmp_p
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(CommandError, match="not installed"):
         call_command("keyledger", "accounts", "list")
+
+
+def test_hostile_header_values_are_refused_not_crashing(token: str) -> None:
+    with override_settings(MIDDLEWARE=MIDDLEWARE):
+        client = Client()
+        for value in ("Bearer \xff\xfe", "Bearer " + "a" * 10_000, "Bearer", "\x7f", "Basic abc"):
+            r = client.post("/api/v1/messaging/send", HTTP_AUTHORIZATION=value)
+            assert r.status_code == 401 and r.json()["error"] == "invalid_api_key", value
+    r = APIClient().post("/api/v1/messaging/send", HTTP_X_API_KEY="é" * 100)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_api_key"
+    assert credits() == 10

@@ -70,3 +70,36 @@ def test_signed_request_body_is_checked_and_replayed(vault_path: Any) -> None:
     assert r.status_code == 200 and r.get_json()["body"] == "hello"
     r = client.post("/api/v1/messaging/send", headers=headers, data=b"tampered")
     assert r.status_code == 401 and r.get_json()["error"] == "invalid_signature"
+
+
+def test_hostile_header_values_are_refused_not_crashing(seeded: Any) -> None:
+    client = make_client(seeded[0])
+    for value in ("Bearer \xff\xfe", "Bearer " + "a" * 10_000, "Bearer", "\x7f", "Basic abc"):
+        r = client.post("/api/v1/messaging/send", headers={"Authorization": value})
+        assert r.status_code == 401 and r.get_json()["error"] == "invalid_api_key", value
+    r = client.post("/api/v1/messaging/send", headers={"X-Api-Key": "é" * 100})
+    assert r.status_code == 401
+
+
+def test_mount_prefix_is_part_of_the_target(seeded: Any) -> None:
+    """Under a mount (SCRIPT_NAME), the rules see the whole path the client sent."""
+    vault, token, _ = seeded
+    app = flask.Flask(__name__)
+
+    @app.post("/send")
+    def send() -> Any:
+        return {"ok": True}
+
+    app.wsgi_app = KeyLedgerMiddleware(app.wsgi_app, vault)  # type: ignore[method-assign]
+    client = app.test_client()
+    r = client.post("/send", headers={"X-Api-Key": token}, environ_overrides={"SCRIPT_NAME": "/api/v1/messaging", "REQUEST_URI": "/api/v1/messaging/send"})
+    assert r.status_code == 200, r.data
+    # Without REQUEST_URI/RAW_URI: SCRIPT_NAME + PATH_INFO, re-encoded.
+    bare = {"SCRIPT_NAME": "/api/v1/messaging", "REQUEST_URI": "", "RAW_URI": ""}
+    assert client.post("/send", headers={"X-Api-Key": token}, environ_overrides=bare).status_code == 200
+    r = client.post("/send", headers={"X-Api-Key": token})
+    assert r.status_code == 403 and r.get_json()["error"] == "route_not_allowed"
+    # A decoded `%` cannot be re-encoded faithfully: refused as ambiguous.
+    odd = dict(bare, PATH_INFO="/se%2Fnd")
+    r = client.post("/send", headers={"X-Api-Key": token}, environ_overrides=odd)
+    assert r.status_code == 400 and r.get_json()["error"] == "ambiguous_path"
