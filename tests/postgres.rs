@@ -773,4 +773,61 @@ mod over_postgres {
         .unwrap();
         assert_eq!(before, after);
     }
+
+    /// The C ABI takes the same URL: `kl_vault_open` opens the database (what the Node
+    /// and Elixir bindings call), and a key made through the Rust API authorizes there.
+    #[test]
+    fn the_c_abi_opens_a_postgresql_url() {
+        use keyledger::ffi::{
+            kl_authorize_scope_json, kl_status, kl_string_free, kl_vault, kl_vault_free,
+            kl_vault_open,
+        };
+        let Some(url) = database("c_abi_url") else {
+            return;
+        };
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 5, None).unwrap();
+        let (token, _) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        let opts = r#"{"argon2": {"m_kib": 8, "t": 1, "p": 1}}"#;
+        let mut handle: *mut kl_vault = std::ptr::null_mut();
+        // SAFETY: valid pointers and lengths; the handle is freed below.
+        let status = unsafe {
+            kl_vault_open(
+                url.as_ptr().cast(),
+                url.len(),
+                opts.as_ptr().cast(),
+                opts.len(),
+                &mut handle,
+            )
+        };
+        assert_eq!(status, kl_status::KL_OK);
+        let mut json: *mut std::ffi::c_char = std::ptr::null_mut();
+        let t = token.expose();
+        // SAFETY: as above; `json` is freed with kl_string_free.
+        let status = unsafe {
+            kl_authorize_scope_json(
+                handle,
+                t.as_ptr().cast(),
+                t.len(),
+                "x".as_ptr().cast(),
+                1,
+                std::ptr::null(),
+                &mut json,
+            )
+        };
+        assert_eq!(status, kl_status::KL_OK);
+        // SAFETY: a NUL-terminated string from the library.
+        let grant = unsafe { std::ffi::CStr::from_ptr(json) }
+            .to_str()
+            .unwrap()
+            .to_string();
+        // SAFETY: freed once, each.
+        unsafe {
+            kl_string_free(json);
+            kl_vault_free(handle);
+        }
+        let grant: serde_json::Value = serde_json::from_str(&grant).unwrap();
+        assert_eq!(grant["account_id"], "acct", "{grant}");
+        assert_eq!(grant["credits"], 5, "{grant}");
+    }
 }
