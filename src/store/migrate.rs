@@ -412,3 +412,92 @@ pub(crate) fn migrate(from: &str, to: &str, options: &MigrateOptions) -> Result<
         verified,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Argon2Params, AuditQuery, NewKey, Target, Vault};
+
+    fn open(path: &Path) -> Vault {
+        Vault::open_with(
+            path,
+            VaultOptions {
+                argon2: Some(Argon2Params::INSECURE_FAST),
+                ..VaultOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn loc(path: &Path) -> &str {
+        path.to_str().unwrap()
+    }
+
+    #[test]
+    fn a_file_vault_is_copied_into_a_new_file_and_a_non_empty_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
+        let token = {
+            let v = open(&src);
+            v.create_account("acct", 9, None).unwrap();
+            let (t, _) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+            v.close().unwrap();
+            t
+        };
+        let report = migrate(loc(&src), loc(&dst), &MigrateOptions::default()).unwrap();
+        assert!(report.verified);
+        assert_eq!(
+            report.tables[TABLES.iter().position(|t| *t == "keys").unwrap()].1,
+            1
+        );
+        let (a, b) = (open(&src), open(&dst));
+        assert_eq!(
+            a.audit(&AuditQuery::default()).unwrap(),
+            b.audit(&AuditQuery::default()).unwrap()
+        );
+        let opts = crate::AuthorizeOptions::default();
+        let grant = b
+            .authorize(token.expose(), Target::Scope("x"), &opts)
+            .unwrap();
+        assert_eq!(grant.credits, 9);
+        drop((a, b));
+        let before = migrate(
+            loc(&dst),
+            loc(&dir.path().join("c.redb")),
+            &MigrateOptions::default(),
+        )
+        .unwrap();
+        let e = migrate(loc(&src), loc(&dst), &MigrateOptions::default()).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
+        assert!(e.to_string().contains("not empty"), "{e}");
+        let after = migrate(
+            loc(&dst),
+            loc(&dir.path().join("d.redb")),
+            &MigrateOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(before, after, "a refused migration changed the destination");
+    }
+
+    #[test]
+    fn a_missing_source_or_the_same_location_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("none.redb"), dir.path().join("b.redb"));
+        let e = migrate(loc(&src), loc(&dst), &MigrateOptions::default()).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
+        assert!(!src.exists() && !dst.exists(), "nothing is created");
+        open(&dst).close().unwrap();
+        let e = migrate(loc(&dst), loc(&dst), &MigrateOptions::default()).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
+        #[cfg(not(feature = "postgres"))]
+        {
+            let e = migrate(
+                loc(&dst),
+                "postgresql://u@localhost/db",
+                &MigrateOptions::default(),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("postgres"), "{e}");
+        }
+    }
+}
