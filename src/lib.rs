@@ -84,3 +84,21 @@ pub use vault::{
 };
 pub use vault::{Attempt, WouldBlock};
 pub use webhook::{sign_webhook, verify_webhook};
+
+pub use store::migrate::{MigrateOptions, MigrateReport};
+
+/// Copy a whole vault from `from` to `to`: each a vault file path or (cargo feature
+/// `postgres`) a `postgresql://` URL. Every record is copied as stored (key hashes stay
+/// hashes, signing secrets stay encrypted: no master key is needed), audit entries keep
+/// their sequence numbers, and the settings (argon2 parameters, the master key's check)
+/// come along; the destination keeps its own identity.
+///
+/// The destination must be empty (a new file, or a database without vault data): any
+/// other is refused with `invalid_argument` and left unchanged. Everything is written in
+/// one destination transaction, from one read snapshot of the source, so stop the source's
+/// writers first (changes committed after the snapshot are not copied). With
+/// `options.verify` (the default) the destination is read back and its row counts and
+/// digest compared with the source's; a mismatch is a `storage` error.
+pub fn migrate(from: &str, to: &str, options: &MigrateOptions) -> Result<MigrateReport> {
+    store::migrate::migrate(from, to, options)
+}

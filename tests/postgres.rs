@@ -606,4 +606,228 @@ mod over_postgres {
         assert_eq!(other.authorize(payer.expose(), "x", 1), "ok");
         assert_eq!(v.balance("acct").unwrap().credits, 0);
     }
+
+    /// One authorize per token, as a comparable answer (the code, or the balance left;
+    /// not the rate-limit windows: they live in the sidecar or the process, not the vault).
+    fn answers(v: &Vault, tokens: &[String]) -> Vec<String> {
+        tokens
+            .iter()
+            .map(|t| match v.authorize(t, Target::Scope("work"), &scope(1)) {
+                Ok(g) => format!("ok {} {}", g.key_id, g.credits),
+                Err(e) => e.code().to_string(),
+            })
+            .collect()
+    }
+
+    /// A redb vault with keys (one signing), credits, limits, a refill, idempotency
+    /// records and audit goes to PostgreSQL and from there to a new redb file: the copy
+    /// answers every key as the original does and holds the same data; a non-empty
+    /// destination is refused and left unchanged.
+    #[test]
+    fn migrate_round_trips_a_vault_through_postgresql_and_refuses_a_non_empty_destination() {
+        use keyledger::{migrate, MasterKey, MigrateOptions};
+        let Some(url) = database("migrate_round_trip") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src.redb"), dir.path().join("dst.redb"));
+        let (src, dst) = (src.to_str().unwrap(), dst.to_str().unwrap());
+        let master = MasterKey::generate().unwrap();
+        let open = |loc: &str| {
+            Vault::open_with(
+                loc,
+                keyledger::VaultOptions {
+                    master_key: Some(master.clone()),
+                    ..options()
+                },
+            )
+            .unwrap()
+        };
+        let mut tokens = Vec::new();
+        let signer;
+        {
+            let v = open(src);
+            v.create_account("acct", 100, None).unwrap();
+            v.create_account("poor", 0, None).unwrap();
+            let (t1, k1) = v
+                .create_key(NewKey::new("acct", "plain", ["work"]))
+                .unwrap();
+            let (t2, k2) = v
+                .create_key(NewKey::new("acct", "signer", ["work"]).signing(true))
+                .unwrap();
+            let (t3, k3) = v.create_key(NewKey::new("acct", "gone", ["work"])).unwrap();
+            let (t4, _) = v
+                .create_key(NewKey::new("poor", "broke", ["work"]))
+                .unwrap();
+            let (t5, _) = v
+                .create_key(NewKey::new("acct", "other", ["else"]))
+                .unwrap();
+            v.revoke_key(&k3.key_id).unwrap();
+            v.set_ratelimit(LimitOwner::Key(&k1.key_id), "burst", 50, 60_000, true)
+                .unwrap();
+            v.set_ratelimit(
+                LimitOwner::Account("acct"),
+                "hourly",
+                1000,
+                3_600_000,
+                false,
+            )
+            .unwrap();
+            v.set_refill("acct", 40, RefillInterval::Daily, 1).unwrap();
+            let idem = AuthorizeOptions {
+                cost: Some(3),
+                idempotency_key: Some("req-1"),
+                ..AuthorizeOptions::default()
+            };
+            v.authorize(t1.expose(), Target::Scope("work"), &idem)
+                .unwrap();
+            v.debit("acct", 2, Some("d-1")).unwrap();
+            for t in [t1, t2, t3, t4, t5] {
+                tokens.push(t.expose().to_string());
+            }
+            signer = k2.key_id;
+        }
+        let options = MigrateOptions::default();
+        let there = migrate(src, &url, &options).unwrap();
+        assert!(there.verified);
+        let count = |r: &keyledger::MigrateReport, t: &str| {
+            r.tables.iter().find(|(n, _)| *n == t).unwrap().1
+        };
+        assert_eq!(count(&there, "keys"), 5);
+        assert_eq!(count(&there, "accounts"), 2);
+        assert_eq!(count(&there, "rate_limits"), 2);
+        assert_eq!(count(&there, "idempotency"), 2);
+        assert!(count(&there, "audit") >= 10, "{there}");
+        let back = migrate(&url, dst, &options).unwrap();
+        assert_eq!(back, there, "PostgreSQL → redb must copy the same rows");
+
+        let (a, b) = (open(src), open(dst));
+        assert_eq!(
+            a.audit(&AuditQuery::default()).unwrap(),
+            b.audit(&AuditQuery::default()).unwrap()
+        );
+        assert_eq!(a.list_keys(None).unwrap(), b.list_keys(None).unwrap());
+        for id in ["acct", "poor"] {
+            assert_eq!(a.account(id).unwrap(), b.account(id).unwrap());
+            assert_eq!(
+                a.ratelimits(LimitOwner::Account(id)).unwrap(),
+                b.ratelimits(LimitOwner::Account(id)).unwrap()
+            );
+        }
+        for k in a.list_keys(None).unwrap() {
+            assert_eq!(
+                a.ratelimits(LimitOwner::Key(&k.key_id)).unwrap(),
+                b.ratelimits(LimitOwner::Key(&k.key_id)).unwrap()
+            );
+        }
+        let secret = a.reveal_signing_secret(&signer).unwrap();
+        assert_eq!(*secret, *b.reveal_signing_secret(&signer).unwrap());
+        // The idempotency record came along: a replay charges nothing on the copy either.
+        let idem = AuthorizeOptions {
+            cost: Some(3),
+            idempotency_key: Some("req-1"),
+            ..AuthorizeOptions::default()
+        };
+        let replay = b
+            .authorize(&tokens[0], Target::Scope("work"), &idem)
+            .unwrap();
+        assert!(replay.replayed);
+        a.authorize(&tokens[0], Target::Scope("work"), &idem)
+            .unwrap();
+        let (on_a, on_b) = (answers(&a, &tokens), answers(&b, &tokens));
+        assert_eq!(on_a, on_b);
+        assert!(on_a[0].starts_with("ok "), "{on_a:?}");
+        // The signing key needs a signature (made with the revealed secret, equal above).
+        let refused = [
+            "invalid_signature",
+            "invalid_api_key",
+            "insufficient_credits",
+        ];
+        assert_eq!(on_a[1..4], refused, "{on_a:?}");
+        assert_eq!(a.balance("acct").unwrap(), b.balance("acct").unwrap());
+        drop((a, b));
+
+        // Non-empty destinations are refused and left as they were (read back by
+        // migrating them into new files: the same digest as before).
+        let e = migrate(src, &url, &options).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
+        assert!(e.to_string().contains("not empty"), "{e}");
+        let again = dir.path().join("again.redb");
+        assert_eq!(
+            migrate(&url, again.to_str().unwrap(), &options).unwrap(),
+            there
+        );
+        let before = migrate(
+            dst,
+            dir.path().join("dst-before.redb").to_str().unwrap(),
+            &options,
+        )
+        .unwrap();
+        let e = migrate(&url, dst, &options).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
+        let after = migrate(
+            dst,
+            dir.path().join("dst-after.redb").to_str().unwrap(),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(before, after);
+    }
+
+    /// The C ABI takes the same URL: `kl_vault_open` opens the database (what the Node
+    /// and Elixir bindings call), and a key made through the Rust API authorizes there.
+    #[test]
+    fn the_c_abi_opens_a_postgresql_url() {
+        use keyledger::ffi::{
+            kl_authorize_scope_json, kl_status, kl_string_free, kl_vault, kl_vault_free,
+            kl_vault_open,
+        };
+        let Some(url) = database("c_abi_url") else {
+            return;
+        };
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 5, None).unwrap();
+        let (token, _) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        let opts = r#"{"argon2": {"m_kib": 8, "t": 1, "p": 1}}"#;
+        let mut handle: *mut kl_vault = std::ptr::null_mut();
+        // SAFETY: valid pointers and lengths; the handle is freed below.
+        let status = unsafe {
+            kl_vault_open(
+                url.as_ptr().cast(),
+                url.len(),
+                opts.as_ptr().cast(),
+                opts.len(),
+                &mut handle,
+            )
+        };
+        assert_eq!(status, kl_status::KL_OK);
+        let mut json: *mut std::ffi::c_char = std::ptr::null_mut();
+        let t = token.expose();
+        // SAFETY: as above; `json` is freed with kl_string_free.
+        let status = unsafe {
+            kl_authorize_scope_json(
+                handle,
+                t.as_ptr().cast(),
+                t.len(),
+                "x".as_ptr().cast(),
+                1,
+                std::ptr::null(),
+                &mut json,
+            )
+        };
+        assert_eq!(status, kl_status::KL_OK);
+        // SAFETY: a NUL-terminated string from the library.
+        let grant = unsafe { std::ffi::CStr::from_ptr(json) }
+            .to_str()
+            .unwrap()
+            .to_string();
+        // SAFETY: freed once, each.
+        unsafe {
+            kl_string_free(json);
+            kl_vault_free(handle);
+        }
+        let grant: serde_json::Value = serde_json::from_str(&grant).unwrap();
+        assert_eq!(grant["account_id"], "acct", "{grant}");
+        assert_eq!(grant["credits"], 5, "{grant}");
+    }
 }

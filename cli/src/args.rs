@@ -16,7 +16,8 @@ use crate::exit::EXIT_CODES;
     after_long_help = EXIT_CODES
 )]
 pub struct Cli {
-    /// The vault file.
+    /// The vault file, or a postgresql:// URL (with the CLI built with the feature
+    /// `postgres`).
     #[arg(
         long,
         global = true,
@@ -105,6 +106,19 @@ pub enum Command {
     /// The vault's argon2id parameters for new hashes.
     #[command(subcommand)]
     Argon2(Argon2Cmd),
+    /// Copy a whole vault into a new, empty one (ignores --vault): a vault file or a
+    /// postgresql:// URL on either side (URLs need the CLI built with the feature
+    /// `postgres`). Everything is copied as stored (no master key is needed), in one
+    /// transaction, then read back and compared. Stop the source's writers first.
+    Migrate {
+        /// The vault to copy: a file path or a postgresql:// URL.
+        #[arg(long)]
+        from: String,
+        /// The new vault: a file path (created) or a postgresql:// URL of a database
+        /// without vault data. A non-empty destination is refused and left unchanged.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -76,10 +76,17 @@ fn vault_options(cli: &Cli) -> CliResult<VaultOptions> {
     Ok(options)
 }
 
+/// A PostgreSQL location (the library refuses it unless built with `postgres`).
+fn is_url(vault: &Path) -> bool {
+    vault
+        .to_str()
+        .is_some_and(|v| v.starts_with("postgresql://") || v.starts_with("postgres://"))
+}
+
 /// Open an existing vault (every command but `init` and `quickstart`): a mistyped path
 /// must not silently create an empty vault.
 fn open_existing(cli: &Cli) -> CliResult<Vault> {
-    if !cli.vault.exists() {
+    if !is_url(&cli.vault) && !cli.vault.exists() {
         return Err(CliError::Vault(Error::NotFound(format!(
             "vault {} (run `keyledger init` first, or set --vault / KEYLEDGER_VAULT)",
             cli.vault.display()
@@ -125,8 +132,14 @@ fn run(cli: &Cli, out: &Out) -> CliResult<u8> {
         Command::Init => {
             let vault = Vault::open_with(&cli.vault, vault_options(cli)?)?;
             let mode = vault.cache_mode();
+            // A URL's password never reaches the output (`Vault::path` redacts it).
+            let shown = vault.path().to_path_buf();
             vault.close()?;
-            let path = std::fs::canonicalize(&cli.vault).unwrap_or_else(|_| cli.vault.clone());
+            let path = if is_url(&cli.vault) {
+                shown
+            } else {
+                std::fs::canonicalize(&cli.vault).unwrap_or_else(|_| cli.vault.clone())
+            };
             out.emit(&json!({"path": path, "cache_mode": mode}), || {
                 format!("vault ready at {}\n", path.display())
             })?;
@@ -154,6 +167,19 @@ fn run(cli: &Cli, out: &Out) -> CliResult<u8> {
             out.emit(&json!({"master_key": b64.as_str()}), || {
                 format!("{}\n", b64.as_str())
             })?;
+            Ok(0)
+        }
+        Command::Migrate { from, to } => {
+            let report = keyledger::migrate(from, to, &keyledger::MigrateOptions::default())?;
+            let tables: serde_json::Map<String, serde_json::Value> = report
+                .tables
+                .iter()
+                .map(|(t, n)| ((*t).to_string(), json!(n)))
+                .collect();
+            out.emit(
+                &json!({"tables": tables, "digest": report.digest, "verified": report.verified}),
+                || format!("migrated into an empty vault:\n{report}\n"),
+            )?;
             Ok(0)
         }
         Command::Quickstart { dir } => {

@@ -246,6 +246,9 @@ impl ReadTxn for FaultyWrite<'_> {
     fn signatures_recorded(&self) -> Result<u64> {
         self.inner.signatures_recorded()
     }
+    fn export(&self, sink: &mut dyn FnMut(super::migrate::Row) -> Result<()>) -> Result<()> {
+        self.inner.export(sink)
+    }
 }
 
 impl WriteTxn for FaultyWrite<'_> {
@@ -311,6 +314,10 @@ impl WriteTxn for FaultyWrite<'_> {
     fn append_audit(&mut self, rec: &AuditRecord) -> Result<u64> {
         injected(self.faults, "append_audit")?;
         self.inner.append_audit(rec)
+    }
+    fn import(&mut self, row: &super::migrate::Row) -> Result<()> {
+        injected(self.faults, "import")?;
+        self.inner.import(row)
     }
     fn add_usage(
         &mut self,

@@ -31,6 +31,7 @@
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
+pub(crate) mod migrate;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod records;
@@ -188,6 +189,8 @@ pub(crate) trait ReadTxn {
     fn usage(&self, key_id: &str) -> Result<(Option<(i64, u64, u64)>, Vec<(i64, u64)>)>;
     /// How many used signatures are recorded (`single_use_signatures`).
     fn signatures_recorded(&self) -> Result<u64>;
+    /// Every stored row, table by table, as stored (`keyledger::migrate`).
+    fn export(&self, sink: &mut dyn FnMut(migrate::Row) -> Result<()>) -> Result<()>;
 }
 
 /// One write transaction: every management change and every debit batch is exactly one.
@@ -235,6 +238,8 @@ pub(crate) trait WriteTxn: ReadTxn {
         refused: u64,
         hour: Millis,
     ) -> Result<()>;
+    /// Store one exported row exactly as given (into a new, empty vault: `migrate`).
+    fn import(&mut self, row: &migrate::Row) -> Result<()>;
     /// Commit, invalidating every process's cached copies of what changed.
     fn commit(self: Box<Self>, durability: Durability) -> Result<()>;
     /// Test hook: commit as a writer killed between its two slot bumps would (the touched

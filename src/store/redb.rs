@@ -20,6 +20,7 @@ use ::redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
+use super::migrate::Row;
 use super::records::{decode, encode, FORMAT_VERSION};
 use super::slots::{FileIdentity, FileSlots};
 use super::{
@@ -523,6 +524,82 @@ macro_rules! read_methods {
                 Err(e) => Err(e.into()),
             }
         }
+
+        fn export(&self, sink: &mut dyn FnMut(Row) -> Result<()>) -> Result<()> {
+            // A table a file never created (an older vault) is empty.
+            macro_rules! each {
+                ($table:expr, |$k:ident, $v:ident| $row:expr) => {
+                    match self.txn.open_table($table) {
+                        Ok(t) => {
+                            for entry in t.iter()? {
+                                let (k, v) = entry?;
+                                let ($k, $v) = (k.value(), v.value());
+                                sink($row)?;
+                            }
+                        }
+                        Err(::redb::TableError::TableDoesNotExist(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+            }
+            each!(META, |k, v| Row::Meta {
+                name: k.to_string(),
+                value: v.to_vec()
+            });
+            each!(ACCOUNTS, |k, v| Row::Account {
+                id: k.to_string(),
+                record: v.to_vec()
+            });
+            each!(BALANCES, |k, v| Row::Balance {
+                id: k.to_string(),
+                credits: v.0,
+                total: v.1
+            });
+            each!(KEYS, |k, v| Row::Key {
+                key_id: k.to_string(),
+                account_id: decode::<KeyRecord>(v, "key")?.account_id,
+                record: v.to_vec(),
+            });
+            each!(ROUTES, |k, v| Row::Route {
+                method: k.0.to_string(),
+                pattern: k.1.to_string(),
+                scope: v.0.to_string(),
+                cost: v.1,
+            });
+            each!(IDEMPOTENCY, |k, v| Row::Idempotency {
+                account_id: k.0.to_string(),
+                key: k.1.to_string(),
+                at: v.0,
+                record: v.1.to_vec(),
+            });
+            each!(AUDIT, |k, v| Row::Audit {
+                seq: k,
+                record: v.to_vec()
+            });
+            each!(USAGE_TOTALS, |k, v| Row::UsageTotal {
+                key_id: k.to_string(),
+                last_used: v.0,
+                granted: v.1,
+                refused: v.2,
+            });
+            each!(USAGE_HOURLY, |k, v| Row::UsageHour {
+                key_id: k.0.to_string(),
+                hour: k.1,
+                granted: v
+            });
+            each!(RATELIMITS, |k, v| Row::Limit {
+                owner: k.0.to_string(),
+                name: k.1.to_string(),
+                limit: v.0,
+                duration_ms: v.1,
+                auto_apply: v.2,
+            });
+            each!(SIGNATURES_SEEN, |k, _v| Row::Signature {
+                t: k.0,
+                mac: k.1.to_vec()
+            });
+            Ok(())
+        }
     };
 }
 
@@ -879,6 +956,101 @@ impl WriteTxn for RedbWrite {
             let mut hourly = self.txn.open_table(USAGE_HOURLY)?;
             let old = hourly.get((key_id, hour))?.map_or(0, |v| v.value());
             hourly.insert((key_id, hour), old.saturating_add(granted))?;
+        }
+        Ok(())
+    }
+
+    fn import(&mut self, row: &Row) -> Result<()> {
+        let t = &self.txn;
+        match row {
+            Row::Meta { name, value } => {
+                t.open_table(META)?
+                    .insert(name.as_str(), value.as_slice())?;
+            }
+            Row::Account { id, record } => {
+                t.open_table(ACCOUNTS)?
+                    .insert(id.as_str(), record.as_slice())?;
+            }
+            Row::Balance { id, credits, total } => {
+                t.open_table(BALANCES)?
+                    .insert(id.as_str(), (*credits, *total))?;
+            }
+            Row::Key {
+                key_id,
+                account_id,
+                record,
+            } => {
+                t.open_table(KEYS)?
+                    .insert(key_id.as_str(), record.as_slice())?;
+                t.open_table(ACCOUNT_KEYS)?
+                    .insert((account_id.as_str(), key_id.as_str()), ())?;
+            }
+            Row::Route {
+                method,
+                pattern,
+                scope,
+                cost,
+            } => {
+                t.open_table(ROUTES)?
+                    .insert((method.as_str(), pattern.as_str()), (scope.as_str(), *cost))?;
+            }
+            Row::Idempotency {
+                account_id,
+                key,
+                at,
+                record,
+            } => {
+                t.open_table(IDEMPOTENCY)?.insert(
+                    (account_id.as_str(), key.as_str()),
+                    (*at, record.as_slice()),
+                )?;
+                t.open_table(IDEMPOTENCY_BY_TIME)?
+                    .insert((*at, account_id.as_str(), key.as_str()), ())?;
+            }
+            Row::Audit { seq, record } => {
+                let rec: AuditRecord = decode(record, "audit")?;
+                t.open_table(AUDIT)?.insert(*seq, record.as_slice())?;
+                if let Some(k) = &rec.key_id {
+                    t.open_table(AUDIT_BY_KEY)?.insert((k.as_str(), *seq), ())?;
+                }
+                if let Some(a) = &rec.account_id {
+                    t.open_table(AUDIT_BY_ACCOUNT)?
+                        .insert((a.as_str(), *seq), ())?;
+                }
+            }
+            Row::UsageTotal {
+                key_id,
+                last_used,
+                granted,
+                refused,
+            } => {
+                t.open_table(USAGE_TOTALS)?
+                    .insert(key_id.as_str(), (*last_used, *granted, *refused))?;
+            }
+            Row::UsageHour {
+                key_id,
+                hour,
+                granted,
+            } => {
+                t.open_table(USAGE_HOURLY)?
+                    .insert((key_id.as_str(), *hour), *granted)?;
+            }
+            Row::Limit {
+                owner,
+                name,
+                limit,
+                duration_ms,
+                auto_apply,
+            } => {
+                t.open_table(RATELIMITS)?.insert(
+                    (owner.as_str(), name.as_str()),
+                    (*limit, *duration_ms, *auto_apply),
+                )?;
+            }
+            Row::Signature { t: secs, mac } => {
+                t.open_table(SIGNATURES_SEEN)?
+                    .insert((*secs, mac.as_slice()), ())?;
+            }
         }
         Ok(())
     }

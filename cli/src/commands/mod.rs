@@ -29,6 +29,7 @@ pub fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
         Command::Init
         | Command::Check { .. }
         | Command::Quickstart { .. }
+        | Command::Migrate { .. }
         | Command::Dashboard { .. }
         | Command::MasterKey(_) => {
             unreachable!("handled without an open vault")

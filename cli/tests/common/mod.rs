@@ -7,3 +7,8 @@
 mod base;
 
 pub use base::*;
+
+/// A throwaway database per test on the cluster of `KEYLEDGER_TEST_PG`.
+#[cfg(feature = "postgres")]
+#[path = "../../../tests/common/pg.rs"]
+pub mod pg;

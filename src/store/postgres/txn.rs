@@ -14,6 +14,7 @@ use crate::model::Millis;
 use crate::options::Durability;
 use crate::policy::RouteRule;
 use crate::shm::{Sidecar, SlotKind};
+use crate::store::migrate::Row;
 use crate::store::records::{decode, encode};
 use crate::store::{
     idempotency_key, meta_key, owner_key, owner_slot, AccountRecord, AuditRecord,
@@ -284,9 +285,220 @@ impl ReadTxn for PgRead {
             .map_or(0, |r| r.get(0));
         Ok(unsigned(n))
     }
+
+    fn export(&self, sink: &mut dyn FnMut(Row) -> Result<()>) -> Result<()> {
+        for r in self.query("SELECT name, value FROM kl_meta ORDER BY name", &[])? {
+            sink(Row::Meta {
+                name: r.get(0),
+                value: r.get(1),
+            })?;
+        }
+        for r in self.query("SELECT id, record FROM kl_accounts ORDER BY id", &[])? {
+            sink(Row::Account {
+                id: r.get(0),
+                record: r.get(1),
+            })?;
+        }
+        for r in self.query(
+            "SELECT id, credits::text, total::text FROM kl_balances ORDER BY id",
+            &[],
+        )? {
+            sink(Row::Balance {
+                id: r.get(0),
+                credits: numeric(r.get(1))?,
+                total: numeric(r.get(2))?,
+            })?;
+        }
+        for r in self.query(
+            "SELECT key_id, account_id, record FROM kl_keys ORDER BY key_id",
+            &[],
+        )? {
+            sink(Row::Key {
+                key_id: r.get(0),
+                account_id: r.get(1),
+                record: r.get(2),
+            })?;
+        }
+        for r in self.query(
+            "SELECT method, pattern, scope, cost FROM kl_routes ORDER BY method, pattern",
+            &[],
+        )? {
+            sink(Row::Route {
+                method: r.get(0),
+                pattern: r.get(1),
+                scope: r.get(2),
+                cost: unsigned(r.get(3)),
+            })?;
+        }
+        for r in self.query(
+            "SELECT account_id, key, at, record FROM kl_idempotency ORDER BY account_id, key",
+            &[],
+        )? {
+            sink(Row::Idempotency {
+                account_id: r.get(0),
+                key: r.get(1),
+                at: r.get(2),
+                record: r.get(3),
+            })?;
+        }
+        for r in self.query("SELECT seq, record FROM kl_audit ORDER BY seq", &[])? {
+            sink(Row::Audit {
+                seq: unsigned(r.get(0)),
+                record: r.get(1),
+            })?;
+        }
+        for r in self.query(
+            "SELECT key_id, last_used, granted, refused FROM kl_usage_totals ORDER BY key_id",
+            &[],
+        )? {
+            sink(Row::UsageTotal {
+                key_id: r.get(0),
+                last_used: r.get(1),
+                granted: unsigned(r.get(2)),
+                refused: unsigned(r.get(3)),
+            })?;
+        }
+        for r in self.query(
+            "SELECT key_id, hour, granted FROM kl_usage_hourly ORDER BY key_id, hour",
+            &[],
+        )? {
+            sink(Row::UsageHour {
+                key_id: r.get(0),
+                hour: r.get(1),
+                granted: unsigned(r.get(2)),
+            })?;
+        }
+        for r in self.query(
+            "SELECT owner, name, lim, duration_ms, auto_apply FROM kl_ratelimits ORDER BY owner, name",
+            &[],
+        )? {
+            sink(Row::Limit {
+                owner: r.get(0),
+                name: r.get(1),
+                limit: unsigned(r.get(2)),
+                duration_ms: unsigned(r.get(3)),
+                auto_apply: r.get(4),
+            })?;
+        }
+        for r in self.query("SELECT t, mac FROM kl_signatures_seen ORDER BY t, mac", &[])? {
+            sink(Row::Signature {
+                t: r.get(0),
+                mac: r.get(1),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl WriteTxn for PgRead {
+    fn import(&mut self, row: &Row) -> Result<()> {
+        match row {
+            Row::Meta { name, value } => self.put_meta_raw(name, value)?,
+            Row::Account { id, record } => {
+                self.exec(
+                    "INSERT INTO kl_accounts (id, record) VALUES ($1, $2)",
+                    &[id, record],
+                )?;
+            }
+            Row::Balance { id, credits, total } => {
+                self.exec(
+                    "INSERT INTO kl_balances (id, credits, total) \
+                     VALUES ($1, $2::text::numeric, $3::text::numeric)",
+                    &[id, &credits.to_string(), &total.to_string()],
+                )?;
+            }
+            Row::Key {
+                key_id,
+                account_id,
+                record,
+            } => {
+                self.exec(
+                    "INSERT INTO kl_keys (key_id, account_id, record) VALUES ($1, $2, $3)",
+                    &[key_id, account_id, record],
+                )?;
+            }
+            Row::Route {
+                method,
+                pattern,
+                scope,
+                cost,
+            } => {
+                self.exec(
+                    "INSERT INTO kl_routes (method, pattern, scope, cost) VALUES ($1, $2, $3, $4)",
+                    &[method, pattern, scope, &big(*cost)?],
+                )?;
+            }
+            Row::Idempotency {
+                account_id,
+                key,
+                at,
+                record,
+            } => {
+                self.exec(
+                    "INSERT INTO kl_idempotency (account_id, key, at, record) VALUES ($1, $2, $3, $4)",
+                    &[account_id, key, at, record],
+                )?;
+            }
+            Row::Audit { seq, record } => {
+                let rec: AuditRecord = decode(record, "audit")?;
+                self.exec(
+                    "INSERT INTO kl_audit (seq, time, key_id, account_id, action, record) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &big(*seq)?,
+                        &rec.time,
+                        &rec.key_id,
+                        &rec.account_id,
+                        &rec.action,
+                        record,
+                    ],
+                )?;
+            }
+            Row::UsageTotal {
+                key_id,
+                last_used,
+                granted,
+                refused,
+            } => {
+                self.exec(
+                    "INSERT INTO kl_usage_totals (key_id, last_used, granted, refused) \
+                     VALUES ($1, $2, $3, $4)",
+                    &[key_id, last_used, &big(*granted)?, &big(*refused)?],
+                )?;
+            }
+            Row::UsageHour {
+                key_id,
+                hour,
+                granted,
+            } => {
+                self.exec(
+                    "INSERT INTO kl_usage_hourly (key_id, hour, granted) VALUES ($1, $2, $3)",
+                    &[key_id, hour, &big(*granted)?],
+                )?;
+            }
+            Row::Limit {
+                owner,
+                name,
+                limit,
+                duration_ms,
+                auto_apply,
+            } => {
+                self.exec(
+                    "INSERT INTO kl_ratelimits (owner, name, lim, duration_ms, auto_apply) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[owner, name, &big(*limit)?, &big(*duration_ms)?, auto_apply],
+                )?;
+            }
+            Row::Signature { t, mac } => {
+                self.exec(
+                    "INSERT INTO kl_signatures_seen (t, mac) VALUES ($1, $2)",
+                    &[t, mac],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn put_meta(&mut self, name: Meta, value: &[u8]) -> Result<()> {
         self.put_meta_raw(meta_key(name), value)
     }
