@@ -140,6 +140,11 @@ async function keyledgerFastify(fastify, options) {
     again.receivedEncodedLength = body.length;
     return again;
   });
+
+  // Fail closed: a request of this scope reaches its handler only with a grant.
+  fastify.addHook('preHandler', async (request) => {
+    if (request.keyledger === null) throw new Error('keyledger/fastify: a request reached its handler without a grant');
+  });
 }
 
 keyledgerFastify[Symbol.for('skip-override')] = true;

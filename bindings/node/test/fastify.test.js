@@ -129,6 +129,11 @@ test('Fastify plugin: a signed request is verified against its raw body, which s
   r = await f.inject({ method: 'POST', url: '/api/v1/messaging/send', payload: body, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } });
   assert.equal(r.statusCode, 401, r.body);
   assert.equal(vault.balance('a').credits, 4);
+  // Bodiless methods with a signature are gated too (preParsing runs for every request).
+  for (const method of ['GET', 'HEAD', 'DELETE', 'OPTIONS']) {
+    r = await f.inject({ method, url: '/api/v1/numbers/mine', headers: { authorization: 'Bearer nope', 'x-keyledger-signature': 't=1,v2=00' } });
+    assert.equal(r.statusCode, 401, `${method}: ${r.body}`);
+  }
 });
 
 test('Fastify plugin: a bad vault option fails registration', async () => {
