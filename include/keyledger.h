@@ -27,6 +27,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The version of keyledger this header belongs to (kl_version() gives the library's). */
+#define KEYLEDGER_VERSION_MAJOR 0
+#define KEYLEDGER_VERSION_MINOR 1
+#define KEYLEDGER_VERSION_PATCH 0
+#define KEYLEDGER_VERSION_STRING "0.1.0"
+
 /*
  The longest string argument accepted: 1 MiB. Longer input is `KL_INVALID_ARGUMENT`
  before any other work.

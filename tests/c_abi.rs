@@ -145,3 +145,118 @@ fn c_program_passes_against_the_header_and_the_cdylib() {
     );
     assert_passed(&out);
 }
+
+/// `scripts/install-c --from <this build> PREFIX`, then the C test program compiled with
+/// `pkg-config --cflags --libs keyledger` only: it links the installed library through
+/// its versioned SONAME, and the header's version macros agree with `kl_version()`.
+#[test]
+fn installed_prefix_builds_c_programs_through_pkg_config() {
+    if Command::new("pkg-config")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::skip_unless_required(
+            "the pkg-config install test",
+            "pkg-config is not installed (apt-get install pkg-config)",
+        );
+        return;
+    }
+    let from = lib_dir().join("deps");
+    let from = if from.join("libkeyledger.a").exists() {
+        from
+    } else {
+        cdylib(); // builds the lib (all crate types) when nothing is there
+        lib_dir()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    let out = Command::new("bash")
+        .arg(manifest_dir().join("scripts/install-c"))
+        .arg("--from")
+        .arg(&from)
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    show("scripts/install-c", &out);
+    assert!(out.status.success(), "scripts/install-c failed");
+    let lib = prefix.join("lib");
+    assert!(lib.join("libkeyledger.a").is_file());
+    assert!(prefix.join("include/keyledger.h").is_file());
+
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "keyledger"])
+        .env("PKG_CONFIG_PATH", lib.join("pkgconfig"))
+        .output()
+        .unwrap();
+    show("pkg-config --cflags --libs keyledger", &flags);
+    assert!(flags.status.success(), "pkg-config does not know keyledger");
+    let flags: Vec<String> = String::from_utf8(flags.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let version_c = dir.path().join("version.c");
+    std::fs::write(
+        &version_c,
+        "#include <keyledger.h>\n#include <stdio.h>\n#include <string.h>\n\
+         int main(void) {\n\
+         \x20 char want[64];\n\
+         \x20 snprintf(want, sizeof want, \"%d.%d.%d\", KEYLEDGER_VERSION_MAJOR,\n\
+         \x20          KEYLEDGER_VERSION_MINOR, KEYLEDGER_VERSION_PATCH);\n\
+         \x20 printf(\"%s %s %s\\n\", KEYLEDGER_VERSION_STRING, want, kl_version());\n\
+         \x20 return strcmp(want, KEYLEDGER_VERSION_STRING) || strcmp(kl_version(), KEYLEDGER_VERSION_STRING);\n\
+         }\n",
+    )
+    .unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    for (src, exe) in [
+        (
+            manifest_dir().join("tests/c/test_keyledger.c"),
+            "test_keyledger",
+        ),
+        (version_c, "version"),
+    ] {
+        let exe = dir.path().join(exe);
+        let out = Command::new(&cc)
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+            .arg(&src)
+            .args(&flags)
+            .arg("-lpthread")
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .expect("a C compiler (cc) should be installed");
+        show("cc (pkg-config flags)", &out);
+        assert!(out.status.success(), "{} did not compile", src.display());
+        let elf = Command::new("readelf").arg("-d").arg(&exe).output();
+        if let Ok(elf) = elf {
+            let text = String::from_utf8_lossy(&elf.stdout);
+            assert!(
+                text.contains("[libkeyledger.so.0]"),
+                "the program should need the versioned SONAME libkeyledger.so.0:\n{text}"
+            );
+        }
+    }
+    let out = Command::new(dir.path().join("version"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    show("version", &out);
+    assert!(
+        out.status.success(),
+        "the header's version macros and kl_version() disagree"
+    );
+    let out = Command::new(dir.path().join("test_keyledger"))
+        .arg(dir.path().join("c.redb"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    show("test_keyledger (installed prefix)", &out);
+    assert!(
+        out.status.success(),
+        "the C tests failed against the installed library"
+    );
+    assert_passed(&out);
+}

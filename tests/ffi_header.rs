@@ -16,13 +16,46 @@ fn header_path() -> PathBuf {
 
 fn generate() -> String {
     let root = root();
-    let config = cbindgen::Config::from_file(root.join("cbindgen.toml"))
+    let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml"))
         .expect("cbindgen.toml should parse");
+    config.after_includes = Some(version_macros());
     let bindings = cbindgen::generate_with_config(&root, config)
         .expect("cbindgen should generate the header from src/ffi");
     let mut out = Vec::new();
     bindings.write(&mut out);
     String::from_utf8(out).expect("the header is UTF-8")
+}
+
+/// The version macros, from Cargo.toml's version (cbindgen.toml cannot compute them): a
+/// version bump makes the committed header stale until it is regenerated.
+fn version_macros() -> String {
+    format!(
+        "\n/* The version of keyledger this header belongs to (kl_version() gives the library's). */\n\
+         #define KEYLEDGER_VERSION_MAJOR {}\n\
+         #define KEYLEDGER_VERSION_MINOR {}\n\
+         #define KEYLEDGER_VERSION_PATCH {}\n\
+         #define KEYLEDGER_VERSION_STRING \"{}\"",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+#[test]
+fn header_carries_the_crate_version_macros() {
+    let header = std::fs::read_to_string(header_path()).unwrap();
+    let want = format!(
+        "#define KEYLEDGER_VERSION_STRING \"{}\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(header.contains(&want), "the header lacks {want}");
+    for part in ["MAJOR", "MINOR", "PATCH"] {
+        assert!(
+            header.contains(&format!("#define KEYLEDGER_VERSION_{part} ")),
+            "the header lacks KEYLEDGER_VERSION_{part}"
+        );
+    }
 }
 
 fn write(path: &Path, text: &str) {
@@ -92,7 +125,9 @@ fn header_exports_only_kl_names() {
         if let Some(rest) = line.strip_prefix("#define ") {
             let name = rest.split_whitespace().next().unwrap_or("");
             assert!(
-                name.starts_with("KL_") || name == "KEYLEDGER_H",
+                name.starts_with("KL_")
+                    || name == "KEYLEDGER_H"
+                    || name.starts_with("KEYLEDGER_VERSION_"),
                 "{name} leaked into the C header: exclude it in cbindgen.toml [export]"
             );
         }

@@ -377,26 +377,54 @@ export class Vault {
   whoami(token: string): WhoAmI;
 
   createAccount(id: string, options?: { credits?: Amount; metadata?: Record<string, unknown> }): Account;
+  /** `createAccount` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  createAccountAsync(id: string, options?: { credits?: Amount; metadata?: Record<string, unknown> }): Promise<Account>;
   account(id: string): Account;
   listAccounts(): Account[];
   topUp(id: string, amount: Amount, options?: { reference?: string }): Balance;
+  /** `topUp` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  topUpAsync(id: string, amount: Amount, options?: { reference?: string }): Promise<Balance>;
   debit(id: string, amount: Amount, options?: { idempotencyKey?: string }): Balance;
+  /** `debit` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  debitAsync(id: string, amount: Amount, options?: { idempotencyKey?: string }): Promise<Balance>;
   balance(id: string): Balance;
 
   createKey(accountId: string, name: string, scopes: string[], options?: CreateKeyOptions): NewKey;
+  /**
+   * `createKey` on a libuv worker thread: the event loop keeps turning while argon2 hashes
+   * the secret. Every management call that writes has such an `…Async` twin. A refusal
+   * decided on the worker carries `status`, `code` and a minimal body.
+   */
+  createKeyAsync(accountId: string, name: string, scopes: string[], options?: CreateKeyOptions): Promise<NewKey>;
   key(keyId: string): KeyInfo;
   listKeys(accountId?: string | null): KeyInfo[];
   revokeKey(keyId: string): KeyInfo;
+  /** `revokeKey` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  revokeKeyAsync(keyId: string): Promise<KeyInfo>;
   disableKey(keyId: string): KeyInfo;
+  /** `disableKey` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  disableKeyAsync(keyId: string): Promise<KeyInfo>;
   enableKey(keyId: string): KeyInfo;
+  /** `enableKey` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  enableKeyAsync(keyId: string): Promise<KeyInfo>;
   setScopes(keyId: string, scopes: string[]): KeyInfo;
+  /** `setScopes` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  setScopesAsync(keyId: string, scopes: string[]): Promise<KeyInfo>;
   /** `null` clears the expiry. */
   setExpiry(keyId: string, expiresAt: Instant | null): KeyInfo;
+  /** `setExpiry` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  setExpiryAsync(keyId: string, expiresAt: Instant | null): Promise<KeyInfo>;
   rotateKey(keyId: string, options?: { graceMs?: number }): NewKey;
+  /** `rotateKey` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  rotateKeyAsync(keyId: string, options?: { graceMs?: number }): Promise<NewKey>;
   usage(keyId: string): Usage;
 
   addRoute(method: string, pattern: string, scope: string, options?: { cost?: Amount }): RouteRule;
+  /** `addRoute` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  addRouteAsync(method: string, pattern: string, scope: string, options?: { cost?: Amount }): Promise<RouteRule>;
   removeRoute(method: string, pattern: string): RouteRule;
+  /** `removeRoute` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  removeRouteAsync(method: string, pattern: string): Promise<RouteRule>;
   listRoutes(): RouteRule[];
   matchRoute(method: string, path: string): RouteRule | null;
 
@@ -407,8 +435,12 @@ export class Vault {
    * `autoApply` (default true): checked by every authorize; false: only when named in `limits`.
    */
   setRatelimit(name: string, limit: Amount, durationMs: Amount, options: LimitOwner & { autoApply?: boolean }): RateLimit;
+  /** `setRatelimit` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  setRatelimitAsync(name: string, limit: Amount, durationMs: Amount, options: LimitOwner & { autoApply?: boolean }): Promise<RateLimit>;
   /** Remove a rate limit; returns it (`not_found` if absent). */
   removeRatelimit(name: string, owner: LimitOwner): RateLimit;
+  /** `removeRatelimit` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  removeRatelimitAsync(name: string, owner: LimitOwner): Promise<RateLimit>;
   /** The rate limits of a key or an account, by name. */
   ratelimits(owner: LimitOwner): RateLimit[];
   /**
@@ -416,8 +448,12 @@ export class Vault {
    * `day` 1–28 of the month, default 1) the credits are set to `amount`.
    */
   setRefill(accountId: string, amount: Amount, interval: 'daily' | 'monthly', options?: { day?: number }): Account;
+  /** `setRefill` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  setRefillAsync(accountId: string, amount: Amount, interval: 'daily' | 'monthly', options?: { day?: number }): Promise<Account>;
   /** Remove the refill plan (credits stay as they are). */
   clearRefill(accountId: string): Account;
+  /** `clearRefill` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  clearRefillAsync(accountId: string): Promise<Account>;
 
   /** Whether this handle holds a master key. */
   readonly hasMasterKey: boolean;
@@ -425,12 +461,18 @@ export class Vault {
   revealSigningSecret(keyId: string): string;
   /** Re-encrypt every signing secret under a new master key; returns how many. */
   rekey(newMasterKey: string | Uint8Array): number;
+  /** `rekey` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  rekeyAsync(newMasterKey: string | Uint8Array): Promise<number>;
   /** `rekey` to a key derived from a new passphrase. */
   rekeyPassphrase(passphrase: string): number;
+  /** `rekeyPassphrase` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  rekeyPassphraseAsync(passphrase: string): Promise<number>;
   /** This handle's counters. */
   stats(): VaultStats;
   /** Change the argon2id parameters for new hashes (audited; only ever rehashes upwards). */
   setArgon2Params(params: { m_kib: number; t: number; p: number }): void;
+  /** `setArgon2Params` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
+  setArgon2ParamsAsync(params: { m_kib: number; t: number; p: number }): Promise<void>;
 
   flush(): void;
   /** Flush, close and free the handle (the reliable path; the finalizer is a fallback). */

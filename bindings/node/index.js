@@ -314,6 +314,159 @@ function workerError(st) {
   return jsError(st, code.replace(/_/g, ' '));
 }
 
+// ------------------------------------------------------------ management calls
+
+/**
+ * Every management call that writes, as a plan: `{ f, args, outs, finish }`, the native
+ * function, its arguments after the vault handle, how many `void **` out-parameters
+ * follow them, and what turns those into the result. `Vault` runs a plan inline
+ * (`createKey`) or on a libuv worker thread (`createKeyAsync`): the arguments are checked
+ * the same way, before anything runs, for both.
+ */
+const json1 = (outs) => takeJson(outs[0][0]);
+const newKey = (outs) => takeNewKey(outs[0], outs[1], outs[2]);
+
+const PLANS = {
+  createAccount(id, options) {
+    str('id', id);
+    const o = opts('options', options);
+    const credits = o.credits === undefined || o.credits === null ? 0 : u64('credits', o.credits);
+    const meta = metadataArg(o.metadata);
+    return { f: native.kl_create_account, args: [id, blen(id), credits, meta, meta ? blen(meta) : 0], outs: 1, finish: json1 };
+  },
+  topUp(id, amount, options) {
+    str('id', id);
+    const n = u64('amount', amount);
+    const ref = optStr('reference', opts('options', options).reference);
+    return { f: native.kl_top_up, args: [id, blen(id), n, ref, ref === null ? 0 : blen(ref)], outs: 1, finish: json1 };
+  },
+  debit(id, amount, options) {
+    str('id', id);
+    const n = u64('amount', amount);
+    const key = optStr('idempotencyKey', opts('options', options).idempotencyKey);
+    return { f: native.kl_debit, args: [id, blen(id), n, key, key === null ? 0 : blen(key)], outs: 1, finish: json1 };
+  },
+  createKey(accountId, name, scopes, options) {
+    str('accountId', accountId);
+    str('name', name);
+    scopesArg(scopes);
+    const o = opts('options', options);
+    const spec = { account_id: accountId, name, scopes };
+    if (o.prefix !== undefined && o.prefix !== null) spec.prefix = str('prefix', o.prefix);
+    if (o.expiresAt !== undefined && o.expiresAt !== null) spec.expires_at = toJsonInt(instant('expiresAt', o.expiresAt));
+    if (o.expiresIn !== undefined && o.expiresIn !== null) spec.expires_in_ms = toJsonInt(i64('expiresIn', o.expiresIn));
+    if (o.operator !== undefined && o.operator !== null) spec.operator = bool('operator', o.operator);
+    if (o.signing !== undefined && o.signing !== null) spec.signing = bool('signing', o.signing);
+    if (o.metadata !== undefined && o.metadata !== null) {
+      metadataArg(o.metadata);
+      spec.metadata = o.metadata;
+    }
+    const text = JSON.stringify(spec);
+    // Out-parameters: token, signing secret, key JSON.
+    return { f: native.kl_create_key_signing, args: [text, blen(text)], outs: 3, finish: newKey };
+  },
+  revokeKey: (keyId) => keyPlan(native.kl_revoke_key, keyId),
+  disableKey: (keyId) => keyPlan(native.kl_disable_key, keyId),
+  enableKey: (keyId) => keyPlan(native.kl_enable_key, keyId),
+  setScopes(keyId, scopes) {
+    str('keyId', keyId);
+    const text = JSON.stringify(scopesArg(scopes));
+    return { f: native.kl_set_scopes, args: [keyId, blen(keyId), text, blen(text)], outs: 1, finish: json1 };
+  },
+  setExpiry(keyId, expiresAt) {
+    str('keyId', keyId);
+    if (expiresAt === undefined) throw new TypeError('keyledger: setExpiry needs a Date, unix ms, or null to clear');
+    const has = expiresAt !== null;
+    const at = has ? instant('expiresAt', expiresAt) : 0;
+    return { f: native.kl_set_expiry, args: [keyId, blen(keyId), has ? 1 : 0, at], outs: 1, finish: json1 };
+  },
+  rotateKey(keyId, options) {
+    str('keyId', keyId);
+    const o = opts('options', options);
+    const grace = o.graceMs === undefined || o.graceMs === null ? 0 : i64('graceMs', o.graceMs);
+    return { f: native.kl_rotate_key_signing, args: [keyId, blen(keyId), grace], outs: 3, finish: newKey };
+  },
+  addRoute(method, pattern, scope, options) {
+    str('method', method);
+    str('pattern', pattern);
+    str('scope', scope);
+    const o = opts('options', options);
+    const cost = o.cost === undefined || o.cost === null ? 0 : u64('cost', o.cost);
+    return { f: native.kl_add_route, args: [method, blen(method), pattern, blen(pattern), scope, blen(scope), cost], outs: 1, finish: json1 };
+  },
+  removeRoute(method, pattern) {
+    str('method', method);
+    str('pattern', pattern);
+    return { f: native.kl_remove_route, args: [method, blen(method), pattern, blen(pattern)], outs: 1, finish: json1 };
+  },
+  setRatelimit(name, limit, durationMs, options) {
+    str('name', name);
+    const n = u64('limit', limit);
+    const d = u64('durationMs', durationMs);
+    const o = opts('options', options);
+    const [kind, id] = ownerArg(o);
+    const auto = o.autoApply === undefined || o.autoApply === null ? true : bool('autoApply', o.autoApply);
+    return { f: native.kl_set_ratelimit, args: [kind, id, blen(id), name, blen(name), n, d, auto ? 1 : 0], outs: 1, finish: json1 };
+  },
+  removeRatelimit(name, options) {
+    str('name', name);
+    const [kind, id] = ownerArg(opts('options', options));
+    return { f: native.kl_remove_ratelimit, args: [kind, id, blen(id), name, blen(name)], outs: 1, finish: json1 };
+  },
+  setRefill(accountId, amount, interval, options) {
+    str('accountId', accountId);
+    const n = u64('amount', amount);
+    if (interval !== 'daily' && interval !== 'monthly') {
+      throw invalid(`interval must be 'daily' or 'monthly', got ${typeof interval === 'string' ? JSON.stringify(interval) : describe(interval)}`);
+    }
+    const o = opts('options', options);
+    let day = 1;
+    if (o.day !== undefined && o.day !== null) {
+      if (typeof o.day !== 'number' || !Number.isInteger(o.day)) {
+        throw new TypeError(`keyledger: day must be an integer, got ${describe(o.day)}`);
+      }
+      // Monthly days outside 1–28 are refused by keyledger; daily refills ignore the day.
+      if (o.day < 0 || o.day > 255) throw invalid(`day must be between 1 and 28, got ${o.day}`);
+      day = o.day;
+    }
+    const kind = interval === 'daily' ? C.KL_REFILL_DAILY : C.KL_REFILL_MONTHLY;
+    return { f: native.kl_set_refill, args: [accountId, blen(accountId), n, kind, day], outs: 1, finish: json1 };
+  },
+  clearRefill(accountId) {
+    str('accountId', accountId);
+    return { f: native.kl_clear_refill, args: [accountId, blen(accountId)], outs: 1, finish: json1 };
+  },
+  rekey(newMasterKey) {
+    const b64 = masterKeyArg('newMasterKey', newMasterKey);
+    return { f: native.kl_rekey, args: [b64, blen(b64)], outs: 1, zero: 0, finish: (outs) => Number(outs[0][0]) };
+  },
+  rekeyPassphrase(passphrase) {
+    str('passphrase', passphrase);
+    return { f: native.kl_rekey_passphrase, args: [passphrase, blen(passphrase)], outs: 1, zero: 0, finish: (outs) => Number(outs[0][0]) };
+  },
+  setArgon2Params(params) {
+    const p = opts('params', params);
+    const u32 = (k) => {
+      const v = u64(k, p[k]);
+      if (BigInt(v) > 0xffffffffn) throw invalid(`${k} does not fit in 32 bits`);
+      return Number(v);
+    };
+    return { f: native.kl_set_argon2_params, args: [u32('m_kib'), u32('t'), u32('p')], outs: 0, finish: () => undefined };
+  },
+};
+
+function keyPlan(f, keyId) {
+  str('keyId', keyId);
+  return { f, args: [keyId, blen(keyId)], outs: 1, finish: json1 };
+}
+
+/** The out-parameters of a plan: fresh one-element arrays (a call on a worker owns its own). */
+function outsOf(plan) {
+  const outs = [];
+  for (let i = 0; i < plan.outs; i++) outs.push([plan.zero === undefined ? null : plan.zero]);
+  return outs;
+}
+
 // ----------------------------------------------------------------------- the vault
 
 // Frees the C handle of a Vault that was garbage-collected without close() (only closes
@@ -459,6 +612,38 @@ class Vault {
     }, (e) => {
       settle();
       throw e;
+    });
+  }
+
+  /** Run a management plan (PLANS) inline. */
+  #run(plan) {
+    const outs = outsOf(plan);
+    check(plan.f(this.#handle(), ...plan.args, ...outs));
+    return plan.finish(outs);
+  }
+
+  /**
+   * Run a management plan on a libuv worker thread (koffi's async calls, under the same
+   * bound as `authorizeAsync`): the event loop stays free while argon2 (creating or
+   * rotating a key) or the commit runs. Bad arguments and a closed vault reject at once,
+   * with what the synchronous call would throw. A refusal decided on the worker carries
+   * `status`, `code` and a body `{ success, error, message }` only (the worker thread's
+   * detailed message is out of reach).
+   */
+  #runAsync(makePlan) {
+    let plan;
+    let outs;
+    let h;
+    try {
+      plan = makePlan();
+      outs = outsOf(plan);
+      h = this.#handle();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#offload((done) => plan.f.async(h, ...plan.args, ...outs, done)).then((st) => {
+      if (st !== KL_OK) throw workerError(st);
+      return plan.finish(outs);
     });
   }
 
@@ -649,12 +834,12 @@ class Vault {
 
   /** Create an account (`credits` default 0, `metadata` a JSON object). */
   createAccount(id, options) {
-    str('id', id);
-    const o = opts('options', options);
-    const credits = o.credits === undefined || o.credits === null ? 0 : u64('credits', o.credits);
-    const meta = metadataArg(o.metadata);
-    check(native.kl_create_account(this.#handle(), id, blen(id), credits, meta, meta ? blen(meta) : 0, outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.createAccount(id, options));
+  }
+
+  /** `createAccount` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  createAccountAsync(id, options) {
+    return this.#runAsync(() => PLANS.createAccount(id, options));
   }
 
   account(id) {
@@ -670,20 +855,22 @@ class Vault {
 
   /** Add `amount` (> 0) credits; `reference` is kept in the audit entry. */
   topUp(id, amount, options) {
-    str('id', id);
-    const n = u64('amount', amount);
-    const ref = optStr('reference', opts('options', options).reference);
-    check(native.kl_top_up(this.#handle(), id, blen(id), n, ref, ref === null ? 0 : blen(ref), outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.topUp(id, amount, options));
+  }
+
+  /** `topUp` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  topUpAsync(id, amount, options) {
+    return this.#runAsync(() => PLANS.topUp(id, amount, options));
   }
 
   /** Debit `amount` (> 0) credits; refused with `insufficient_credits` (402) if short. */
   debit(id, amount, options) {
-    str('id', id);
-    const n = u64('amount', amount);
-    const key = optStr('idempotencyKey', opts('options', options).idempotencyKey);
-    check(native.kl_debit(this.#handle(), id, blen(id), n, key, key === null ? 0 : blen(key), outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.debit(id, amount, options));
+  }
+
+  /** `debit` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  debitAsync(id, amount, options) {
+    return this.#runAsync(() => PLANS.debit(id, amount, options));
   }
 
   balance(id) {
@@ -702,24 +889,20 @@ class Vault {
    * `operator`, `signing` (needs the vault's master key), `metadata`.
    */
   createKey(accountId, name, scopes, options) {
-    str('accountId', accountId);
-    str('name', name);
-    scopesArg(scopes);
-    const o = opts('options', options);
-    const spec = { account_id: accountId, name, scopes };
-    if (o.prefix !== undefined && o.prefix !== null) spec.prefix = str('prefix', o.prefix);
-    if (o.expiresAt !== undefined && o.expiresAt !== null) spec.expires_at = toJsonInt(instant('expiresAt', o.expiresAt));
-    if (o.expiresIn !== undefined && o.expiresIn !== null) spec.expires_in_ms = toJsonInt(i64('expiresIn', o.expiresIn));
-    if (o.operator !== undefined && o.operator !== null) spec.operator = bool('operator', o.operator);
-    if (o.signing !== undefined && o.signing !== null) spec.signing = bool('signing', o.signing);
-    if (o.metadata !== undefined && o.metadata !== null) {
-      metadataArg(o.metadata);
-      spec.metadata = o.metadata;
-    }
-    const text = JSON.stringify(spec);
-    const outC = [null];
-    check(native.kl_create_key_signing(this.#handle(), text, blen(text), outA, outC, outB));
-    return takeNewKey(outA, outC, outB);
+    return this.#run(PLANS.createKey(accountId, name, scopes, options));
+  }
+
+  /**
+   * `createKey` on a libuv worker thread (koffi's async calls, at most one fewer than the
+   * machine's cores at a time, shared with `authorizeAsync`): a Promise of the same
+   * `{ token, key, signingSecret }`, and the event loop keeps turning while argon2 hashes
+   * the new secret. Every other management call that writes has the same `…Async` twin.
+   * Bad arguments and a closed vault reject with what the synchronous call throws; a
+   * refusal decided on the worker carries `status`, `code` and a body
+   * `{ success, error, message }` only (the worker's detailed message is out of reach).
+   */
+  createKeyAsync(accountId, name, scopes, options) {
+    return this.#runAsync(() => PLANS.createKey(accountId, name, scopes, options));
   }
 
   key(keyId) {
@@ -734,32 +917,49 @@ class Vault {
   }
 
   revokeKey(keyId) {
-    return this.#keyCall(native.kl_revoke_key, keyId);
+    return this.#run(PLANS.revokeKey(keyId));
+  }
+
+  /** `revokeKey` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  revokeKeyAsync(keyId) {
+    return this.#runAsync(() => PLANS.revokeKey(keyId));
   }
 
   disableKey(keyId) {
-    return this.#keyCall(native.kl_disable_key, keyId);
+    return this.#run(PLANS.disableKey(keyId));
+  }
+
+  /** `disableKey` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  disableKeyAsync(keyId) {
+    return this.#runAsync(() => PLANS.disableKey(keyId));
   }
 
   enableKey(keyId) {
-    return this.#keyCall(native.kl_enable_key, keyId);
+    return this.#run(PLANS.enableKey(keyId));
+  }
+
+  /** `enableKey` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  enableKeyAsync(keyId) {
+    return this.#runAsync(() => PLANS.enableKey(keyId));
   }
 
   setScopes(keyId, scopes) {
-    str('keyId', keyId);
-    const text = JSON.stringify(scopesArg(scopes));
-    check(native.kl_set_scopes(this.#handle(), keyId, blen(keyId), text, blen(text), outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.setScopes(keyId, scopes));
+  }
+
+  /** `setScopes` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  setScopesAsync(keyId, scopes) {
+    return this.#runAsync(() => PLANS.setScopes(keyId, scopes));
   }
 
   /** Set the expiry (Date | ms), or clear it with `null`. */
   setExpiry(keyId, expiresAt) {
-    str('keyId', keyId);
-    if (expiresAt === undefined) throw new TypeError('keyledger: setExpiry needs a Date, unix ms, or null to clear');
-    const has = expiresAt !== null;
-    const at = has ? instant('expiresAt', expiresAt) : 0;
-    check(native.kl_set_expiry(this.#handle(), keyId, blen(keyId), has ? 1 : 0, at, outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.setExpiry(keyId, expiresAt));
+  }
+
+  /** `setExpiry` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  setExpiryAsync(keyId, expiresAt) {
+    return this.#runAsync(() => PLANS.setExpiry(keyId, expiresAt));
   }
 
   /**
@@ -767,12 +967,12 @@ class Vault {
    * `graceMs` (default 0). A signing key's replacement gets a new signing secret.
    */
   rotateKey(keyId, options) {
-    str('keyId', keyId);
-    const o = opts('options', options);
-    const grace = o.graceMs === undefined || o.graceMs === null ? 0 : i64('graceMs', o.graceMs);
-    const outC = [null];
-    check(native.kl_rotate_key_signing(this.#handle(), keyId, blen(keyId), grace, outA, outC, outB));
-    return takeNewKey(outA, outC, outB);
+    return this.#run(PLANS.rotateKey(keyId, options));
+  }
+
+  /** `rotateKey` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  rotateKeyAsync(keyId, options) {
+    return this.#runAsync(() => PLANS.rotateKey(keyId, options));
   }
 
   /** `{ keyId, lastUsedAt, granted, refused, hourly: [[Date, count], …] }`. */
@@ -789,20 +989,21 @@ class Vault {
   // --------------------------------------------------------------------- routes
 
   addRoute(method, pattern, scope, options) {
-    str('method', method);
-    str('pattern', pattern);
-    str('scope', scope);
-    const o = opts('options', options);
-    const cost = o.cost === undefined || o.cost === null ? 0 : u64('cost', o.cost);
-    check(native.kl_add_route(this.#handle(), method, blen(method), pattern, blen(pattern), scope, blen(scope), cost, outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.addRoute(method, pattern, scope, options));
+  }
+
+  /** `addRoute` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  addRouteAsync(method, pattern, scope, options) {
+    return this.#runAsync(() => PLANS.addRoute(method, pattern, scope, options));
   }
 
   removeRoute(method, pattern) {
-    str('method', method);
-    str('pattern', pattern);
-    check(native.kl_remove_route(this.#handle(), method, blen(method), pattern, blen(pattern), outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.removeRoute(method, pattern));
+  }
+
+  /** `removeRoute` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  removeRouteAsync(method, pattern) {
+    return this.#runAsync(() => PLANS.removeRoute(method, pattern));
   }
 
   listRoutes() {
@@ -844,22 +1045,22 @@ class Vault {
    * Returns `{ name, limit, durationMs, autoApply }`.
    */
   setRatelimit(name, limit, durationMs, options) {
-    str('name', name);
-    const n = u64('limit', limit);
-    const d = u64('durationMs', durationMs);
-    const o = opts('options', options);
-    const [kind, id] = ownerArg(o);
-    const auto = o.autoApply === undefined || o.autoApply === null ? true : bool('autoApply', o.autoApply);
-    check(native.kl_set_ratelimit(this.#handle(), kind, id, blen(id), name, blen(name), n, d, auto ? 1 : 0, outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.setRatelimit(name, limit, durationMs, options));
+  }
+
+  /** `setRatelimit` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  setRatelimitAsync(name, limit, durationMs, options) {
+    return this.#runAsync(() => PLANS.setRatelimit(name, limit, durationMs, options));
   }
 
   /** Remove the rate limit `name` of `{ keyId }` or `{ accountId }`; returns it. */
   removeRatelimit(name, options) {
-    str('name', name);
-    const [kind, id] = ownerArg(opts('options', options));
-    check(native.kl_remove_ratelimit(this.#handle(), kind, id, blen(id), name, blen(name), outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.removeRatelimit(name, options));
+  }
+
+  /** `removeRatelimit` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  removeRatelimitAsync(name, options) {
+    return this.#runAsync(() => PLANS.removeRatelimit(name, options));
   }
 
   /** The rate limits of `{ keyId }` or `{ accountId }`, by name. */
@@ -876,30 +1077,22 @@ class Vault {
    * `refill: { amount, interval, day }`.
    */
   setRefill(accountId, amount, interval, options) {
-    str('accountId', accountId);
-    const n = u64('amount', amount);
-    if (interval !== 'daily' && interval !== 'monthly') {
-      throw invalid(`interval must be 'daily' or 'monthly', got ${typeof interval === 'string' ? JSON.stringify(interval) : describe(interval)}`);
-    }
-    const o = opts('options', options);
-    let day = 1;
-    if (o.day !== undefined && o.day !== null) {
-      if (typeof o.day !== 'number' || !Number.isInteger(o.day)) {
-        throw new TypeError(`keyledger: day must be an integer, got ${describe(o.day)}`);
-      }
-      // Monthly days outside 1–28 are refused by keyledger; daily refills ignore the day.
-      if (o.day < 0 || o.day > 255) throw invalid(`day must be between 1 and 28, got ${o.day}`);
-      day = o.day;
-    }
-    check(native.kl_set_refill(this.#handle(), accountId, blen(accountId), n, interval === 'daily' ? C.KL_REFILL_DAILY : C.KL_REFILL_MONTHLY, day, outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.setRefill(accountId, amount, interval, options));
+  }
+
+  /** `setRefill` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  setRefillAsync(accountId, amount, interval, options) {
+    return this.#runAsync(() => PLANS.setRefill(accountId, amount, interval, options));
   }
 
   /** Remove the account's refill plan (its credits stay); returns the account. */
   clearRefill(accountId) {
-    str('accountId', accountId);
-    check(native.kl_clear_refill(this.#handle(), accountId, blen(accountId), outA));
-    return takeJson(outA[0]);
+    return this.#run(PLANS.clearRefill(accountId));
+  }
+
+  /** `clearRefill` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  clearRefillAsync(accountId) {
+    return this.#runAsync(() => PLANS.clearRefill(accountId));
   }
 
   // ------------------------------------------------------------- master key
@@ -924,18 +1117,22 @@ class Vault {
    * many secrets were re-encrypted.
    */
   rekey(newMasterKey) {
-    const b64 = masterKeyArg('newMasterKey', newMasterKey);
-    const out = [0];
-    check(native.kl_rekey(this.#handle(), b64, blen(b64), out));
-    return Number(out[0]);
+    return this.#run(PLANS.rekey(newMasterKey));
+  }
+
+  /** `rekey` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  rekeyAsync(newMasterKey) {
+    return this.#runAsync(() => PLANS.rekey(newMasterKey));
   }
 
   /** `rekey` to a key derived from a new passphrase (argon2id, fresh salt). */
   rekeyPassphrase(passphrase) {
-    str('passphrase', passphrase);
-    const out = [0];
-    check(native.kl_rekey_passphrase(this.#handle(), passphrase, blen(passphrase), out));
-    return Number(out[0]);
+    return this.#run(PLANS.rekeyPassphrase(passphrase));
+  }
+
+  /** `rekeyPassphrase` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  rekeyPassphraseAsync(passphrase) {
+    return this.#runAsync(() => PLANS.rekeyPassphrase(passphrase));
   }
 
   /** This handle's counters: `{ argon2Runs, readTxns, commits, throttled, cacheMode }`. */
@@ -950,13 +1147,12 @@ class Vault {
    * open option `argon2` applies only to a vault that open creates.
    */
   setArgon2Params(params) {
-    const p = opts('params', params);
-    const u32 = (k) => {
-      const v = u64(k, p[k]);
-      if (BigInt(v) > 0xffffffffn) throw invalid(`${k} does not fit in 32 bits`);
-      return Number(v);
-    };
-    check(native.kl_set_argon2_params(this.#handle(), u32('m_kib'), u32('t'), u32('p')));
+    return this.#run(PLANS.setArgon2Params(params));
+  }
+
+  /** `setArgon2Params` on a libuv worker thread: a Promise of the same result (see `createKeyAsync`). */
+  setArgon2ParamsAsync(params) {
+    return this.#runAsync(() => PLANS.setArgon2Params(params));
   }
 }
 

@@ -6,38 +6,10 @@
 // Strings come out as `char **` declared here as `void **`, so we get the pointer, copy
 // the text (cString below) and free it with kl_string_free / kl_secret_free.
 
-const fs = require('node:fs');
-const path = require('node:path');
 const koffi = require('koffi');
 
-function libFileName() {
-  switch (process.platform) {
-    case 'darwin': return 'libkeyledger.dylib';
-    case 'win32': return 'keyledger.dll';
-    default: return 'libkeyledger.so';
-  }
-}
-
-/** Where the shared library is: $KEYLEDGER_LIB, else the repository's target dir. */
-function findLibrary() {
-  const fromEnv = process.env.KEYLEDGER_LIB;
-  if (fromEnv) {
-    if (!fs.existsSync(fromEnv)) {
-      throw new Error(`keyledger: KEYLEDGER_LIB points to ${fromEnv}, which does not exist`);
-    }
-    return fromEnv;
-  }
-  const root = path.resolve(__dirname, '..', '..', '..');
-  const candidates = ['release', 'debug'].map((p) => path.join(root, 'target', p, libFileName()));
-  for (const c of candidates) {
-    if (fs.existsSync(c)) return c;
-  }
-  throw new Error(
-    'keyledger: the shared library was not found. Build it with `cargo build --lib` ' +
-      '(or `cargo build --lib --release`) at the repository root, or set KEYLEDGER_LIB ' +
-      `to the path of ${libFileName()}. Looked in: ${candidates.join(', ')}`,
-  );
-}
+// Lookup order: lib/locate.js ($KEYLEDGER_LIB, the packaged prebuilt, the repository's target/).
+const { findLibrary } = require('./locate');
 
 const libraryPath = findLibrary();
 const lib = koffi.load(libraryPath);

@@ -1,0 +1,5 @@
+// keyledger/express, ES module entry point: the CommonJS module (express.js) re-exported.
+import cjs from './express.js';
+
+export const { keyledgerMiddleware, captureRawBody, gateUpgrades } = cjs;
+export default cjs;
