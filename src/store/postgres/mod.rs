@@ -62,9 +62,9 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use postgres::{Client, Config, NoTls};
 
 use self::listener::listen;
@@ -77,6 +77,7 @@ use crate::options::Durability;
 use crate::shm::Sidecar;
 
 mod listener;
+mod params;
 mod txn;
 
 /// The schema version this keyledger creates and understands.
@@ -85,8 +86,6 @@ pub(crate) const SCHEMA_VERSION: i32 = 2;
 const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772; // "keyledgr"
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle connections kept for reuse.
-const POOL_IDLE: usize = 8;
 /// The schema, version by version: `MIGRATIONS[i]` takes the schema from version `i` to
 /// `i + 1`. Never edit a shipped step: add one.
 const MIGRATIONS: &[&str] = &[
@@ -182,12 +181,23 @@ pub(crate) fn redact(url: &str) -> String {
     out
 }
 
-/// Connections to the vault's database, reused.
+/// Connections to the vault's database, reused; at most `max` open at once (the
+/// listener's connection is not counted). A call finding all of them in use waits up to
+/// `timeout` for one, then fails with `storage` ("pool exhausted").
 struct Pool {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<PoolState>,
+    freed: Condvar,
+    max: usize,
+    timeout: Duration,
     read_txns: AtomicU64,
     commits: AtomicU64,
+}
+
+/// The idle connections and how many are open (idle or in use).
+struct PoolState {
+    idle: Vec<Client>,
+    open: usize,
 }
 
 impl Pool {
@@ -200,16 +210,56 @@ impl Pool {
     }
 
     fn get(self: &Arc<Self>) -> Result<Conn> {
-        let pooled = self.idle.lock().pop();
-        let client = match pooled {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect()?,
+        let deadline = Instant::now() + self.timeout;
+        let mut state = self.idle.lock();
+        let client = loop {
+            if let Some(c) = state.idle.pop() {
+                if !c.is_closed() {
+                    break Some(c);
+                }
+                state.open -= 1;
+                continue;
+            }
+            if state.open < self.max {
+                state.open += 1;
+                break None;
+            }
+            if self.freed.wait_until(&mut state, deadline).timed_out() {
+                return Err(Error::Storage(format!(
+                    "PostgreSQL pool exhausted: all {} connections (max_connections) stayed \
+                     in use for {} ms (pool_timeout_ms)",
+                    self.max,
+                    self.timeout.as_millis()
+                )));
+            }
+        };
+        drop(state);
+        let client = match client {
+            Some(c) => c,
+            None => match self.connect() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.release(None);
+                    return Err(e);
+                }
+            },
         };
         Ok(Conn {
             client: Some(client),
             pool: self.clone(),
             in_txn: false,
         })
+    }
+
+    /// Give a connection back (`Some`) or drop one that is broken (`None`); wake a waiter.
+    fn release(&self, client: Option<Client>) {
+        let mut state = self.idle.lock();
+        match client {
+            Some(c) => state.idle.push(c),
+            None => state.open -= 1,
+        }
+        drop(state);
+        self.freed.notify_one();
     }
 }
 
@@ -238,16 +288,9 @@ impl Drop for Conn {
         let Some(mut client) = self.client.take() else {
             return;
         };
-        if self.in_txn && client.batch_execute("ROLLBACK").is_err() {
-            return;
-        }
-        if client.is_closed() {
-            return;
-        }
-        let mut idle = self.pool.idle.lock();
-        if idle.len() < POOL_IDLE {
-            idle.push(client);
-        }
+        let broken =
+            (self.in_txn && client.batch_execute("ROLLBACK").is_err()) || client.is_closed();
+        self.pool.release((!broken).then_some(client));
     }
 }
 
@@ -280,7 +323,9 @@ impl PgBackend {
     /// Connect to the database at `url`, apply the schema migrations it lacks (refusing a
     /// schema newer than this keyledger knows), and create the vault's identity if new.
     pub(crate) fn open(url: &str, slot_count: u32) -> Result<PgBackend> {
-        let mut config: Config = url
+        let params = params::split(url)?;
+        let mut config: Config = params
+            .client_url
             .parse()
             .map_err(|e| Error::invalid(format!("invalid PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
@@ -288,7 +333,13 @@ impl PgBackend {
         }
         let pool = Arc::new(Pool {
             config,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            max: params.max_connections,
+            timeout: params.pool_timeout,
             read_txns: AtomicU64::new(0),
             commits: AtomicU64::new(0),
         });
