@@ -87,4 +87,123 @@ mod over_postgres {
             "open connections: {open}"
         );
     }
+
+    /// The cluster's TLS side (scripts/pg-cluster): its files' directory and TCP port.
+    fn tls_side(url: &str) -> (String, String) {
+        let query = url.split_once('?').unwrap().1;
+        let host = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("host="))
+            .expect("the cluster URL names its socket directory");
+        let dir = format!("{host}/tls");
+        let port = std::fs::read_to_string(format!("{dir}/port"))
+            .unwrap_or_else(|e| panic!("{dir}/port (scripts/pg-cluster starts TLS): {e}"));
+        (dir, port.trim().to_string())
+    }
+
+    /// The database of `url` over TCP to localhost, with a password in the URL (trust auth
+    /// never asks for it) and `params`.
+    fn over_tcp(url: &str, params: &str) -> String {
+        let (_, port) = tls_side(url);
+        let db = url.split_once("://").unwrap().1.split('?').next().unwrap();
+        let db = db.split_once('/').unwrap().1;
+        format!("postgresql://keyledger:hunter2secret@localhost:{port}/{db}?hostaddr=127.0.0.1&{params}")
+    }
+
+    /// How many of the database's client connections (other than psql's) use TLS, of all.
+    fn tls_connections(url: &str) -> (u32, u32) {
+        let row = pg::sql(
+            url,
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.datname = current_database() \
+             AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'",
+        );
+        let (a, b) = row.split_once('|').unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    }
+
+    fn wait_for_listener(v: &Vault) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while v.cache_mode() != keyledger::CacheMode::Shared {
+            assert!(
+                Instant::now() < deadline,
+                "the change listener did not connect within 10 s: {:?}",
+                v.cache_disabled_reason()
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn verify_full_with_the_right_root_connects_pool_and_listener_over_tls() {
+        let Some(url) = database("tls_full") else {
+            return;
+        };
+        let (dir, _) = tls_side(&url);
+        let tcp = over_tcp(
+            &url,
+            &format!("sslmode=verify-full&sslrootcert={dir}/ca.pem"),
+        );
+        let v = Vault::open_with(&tcp, options()).unwrap();
+        wait_for_listener(&v);
+        v.create_account("acct", 10, None).unwrap();
+        assert_eq!(v.balance("acct").unwrap().credits, 10);
+        let (tls, all) = tls_connections(&url);
+        assert!(all >= 2, "the pool and the listener are connected: {all}");
+        assert_eq!(tls, all, "every connection (pool and listener) uses TLS");
+        let shown = format!("{} {:?}", v.path().display(), v);
+        assert!(!shown.contains("hunter2secret"), "{shown}");
+    }
+
+    #[test]
+    fn verify_full_with_a_wrong_root_is_refused_with_storage_and_a_clear_message() {
+        let Some(url) = database("tls_wrong") else {
+            return;
+        };
+        let (dir, _) = tls_side(&url);
+        for mode in ["verify-full", "verify-ca", "require"] {
+            let tcp = over_tcp(
+                &url,
+                &format!("sslmode={mode}&sslrootcert={dir}/wrong-ca.pem"),
+            );
+            let e = Vault::open_with(&tcp, options()).unwrap_err();
+            assert_eq!(e.code(), "storage", "{mode}: {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("TLS") && msg.contains("certificate"),
+                "{mode}: {msg}"
+            );
+            assert!(!msg.contains("hunter2secret"), "{mode}: {msg}");
+            assert!(!format!("{e:?}").contains("hunter2secret"), "{mode}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn require_encrypts_without_a_root_and_disable_does_not() {
+        let Some(url) = database("tls_require") else {
+            return;
+        };
+        let v = Vault::open_with(over_tcp(&url, "sslmode=require"), options()).unwrap();
+        wait_for_listener(&v);
+        v.create_account("acct", 1, None).unwrap();
+        let (tls, all) = tls_connections(&url);
+        assert!(all >= 2 && tls == all, "require: {tls} of {all} over TLS");
+        v.close().unwrap();
+        drop(v);
+        let v = Vault::open_with(over_tcp(&url, "sslmode=disable"), options()).unwrap();
+        wait_for_listener(&v);
+        let (tls, all) = tls_connections(&url);
+        assert!(all >= 2 && tls == 0, "disable: {tls} of {all} over TLS");
+    }
+
+    #[test]
+    fn an_unreadable_root_file_is_refused_with_invalid_argument() {
+        let Some(url) = database("tls_noroot") else {
+            return;
+        };
+        let tcp = over_tcp(&url, "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+        let e = Vault::open_with(&tcp, options()).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
+        assert!(e.to_string().contains("sslrootcert"), "{e}");
+    }
 }

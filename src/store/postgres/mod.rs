@@ -65,7 +65,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
 
 use self::listener::listen;
 use self::txn::PgRead;
@@ -78,6 +78,7 @@ use crate::shm::Sidecar;
 
 mod listener;
 mod params;
+mod tls;
 mod txn;
 
 /// The schema version this keyledger creates and understands.
@@ -124,8 +125,19 @@ INSERT INTO kl_change_seq (seq) VALUES (0);
 ];
 
 fn pg_err(e: postgres::Error) -> Error {
-    // The client's messages never carry the password.
-    Error::Storage(format!("postgresql: {e}"))
+    // The client's messages never carry the password. Its causes (e.g. why a TLS
+    // handshake failed) are not in its `Display`: append them.
+    let mut msg = format!("postgresql: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    Error::Storage(msg)
 }
 
 /// A u64 into a bigint column.
@@ -186,6 +198,7 @@ pub(crate) fn redact(url: &str) -> String {
 /// `timeout` for one, then fails with `storage` ("pool exhausted").
 struct Pool {
     config: Config,
+    tls: tls::Tls,
     idle: Mutex<PoolState>,
     freed: Condvar,
     max: usize,
@@ -202,7 +215,7 @@ struct PoolState {
 
 impl Pool {
     fn connect(&self) -> Result<Client> {
-        let mut client = self.config.connect(NoTls).map_err(pg_err)?;
+        let mut client = tls::connect(&self.config, &self.tls).map_err(pg_err)?;
         client
             .batch_execute("SET synchronous_commit = on; SET TIME ZONE 'UTC'")
             .map_err(pg_err)?;
@@ -331,8 +344,10 @@ impl PgBackend {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        let tls = tls::connector(&params)?;
         let pool = Arc::new(Pool {
             config,
+            tls,
             idle: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -352,11 +367,11 @@ impl PgBackend {
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (config, slots) = (pool.config.clone(), slots.clone());
+            let (config, tls, slots) = (pool.config.clone(), pool.tls.clone(), slots.clone());
             let (connected, stop) = (connected.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("keyledger-pg-listener".into())
-                .spawn(move || listen(&config, &slots, &connected, &stop))
+                .spawn(move || listen(&config, &tls, &slots, &connected, &stop))
                 .map_err(|e| Error::Storage(format!("cannot start the change listener: {e}")))?
         };
         let mut backend = PgBackend {
