@@ -8,10 +8,10 @@ mod common;
 mod over_postgres {
     use std::time::{Duration, Instant};
 
-    use keyledger::Vault;
+    use keyledger::{AuthorizeOptions, LimitOwner, NewKey, Target, Vault};
 
-    use super::common::options;
     use super::common::pg;
+    use super::common::{options, options_with_clock, seed_routes, TestClock};
 
     /// The advisory lock every keyledger write transaction takes.
     const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772;
@@ -205,5 +205,69 @@ mod over_postgres {
         let e = Vault::open_with(&tcp, options()).unwrap_err();
         assert_eq!(e.code(), "invalid_argument", "{e}");
         assert!(e.to_string().contains("sslrootcert"), "{e}");
+    }
+
+    /// Grants of one limit (10 per hour, the clock frozen so nothing drains) when two
+    /// vault handles, each with its own counters like two hosts, hammer it from two
+    /// threads each, with `params` added to the URL.
+    fn grants_across_two_hosts(test: &str, params: &str) -> usize {
+        let url = database(test).expect("checked by the caller");
+        let url = format!("{url}{params}");
+        let clock = TestClock::new();
+        let setup = Vault::open_with(&url, options_with_clock(&clock)).unwrap();
+        setup.create_account("acct", 1000, None).unwrap();
+        seed_routes(&setup);
+        let (token, info) = setup
+            .create_key(NewKey::new("acct", "server", ["sms:send"]))
+            .unwrap();
+        setup
+            .set_ratelimit(LimitOwner::Key(&info.key_id), "burst", 10, 3_600_000, true)
+            .unwrap();
+        let hosts: Vec<Vault> = (0..2)
+            .map(|_| Vault::open_with(&url, options_with_clock(&clock)).unwrap())
+            .collect();
+        let send = Target::route("POST", "/api/v1/messaging/send");
+        std::thread::scope(|s| {
+            let threads: Vec<_> = hosts
+                .iter()
+                .flat_map(|h| [h, h])
+                .map(|h| {
+                    let token = token.expose().to_string();
+                    s.spawn(move || {
+                        (0..20)
+                            .filter(|_| {
+                                match h.authorize(&token, send, &AuthorizeOptions::default()) {
+                                    Ok(_) => true,
+                                    Err(e) => {
+                                        assert_eq!(e.code(), "rate_limited", "{e}");
+                                        false
+                                    }
+                                }
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        })
+    }
+
+    #[test]
+    fn with_ratelimit_hosts_two_hosts_together_stay_within_the_limit() {
+        if pg::cluster("postgres_net::ratelimit_share").is_none() {
+            return;
+        }
+        // Each host allows ceil(10 / 2) = 5: together exactly the limit.
+        assert_eq!(
+            grants_across_two_hosts("rl_share", "&ratelimit_hosts=2"),
+            10
+        );
+        // ceil(10 / 3) = 4 each: two of three configured hosts allow 8.
+        assert_eq!(
+            grants_across_two_hosts("rl_share3", "&ratelimit_hosts=3"),
+            8
+        );
+        // Unconfigured, each host counts the whole limit (the documented default).
+        assert_eq!(grants_across_two_hosts("rl_default", ""), 20);
     }
 }

@@ -149,6 +149,10 @@ pub(crate) trait Backend: Send + Sync {
     fn maintain(&self);
     /// Why the slots cannot be trusted now beyond what `generations` said, if so.
     fn distrust_reason(&self) -> Option<String>;
+    /// How many processes count rate limits apart, each allowing its share (1: each the whole).
+    fn ratelimit_share(&self) -> u64 {
+        1
+    }
 }
 
 /// Typed reads, shared by both transaction kinds.

@@ -310,6 +310,8 @@ impl Drop for Conn {
 /// The PostgreSQL backend.
 pub(crate) struct PgBackend {
     pool: Arc<Pool>,
+    /// `ratelimit_hosts`: each process allows this share of every rate limit.
+    ratelimit_hosts: u64,
     created: bool,
     /// This process's generation slots, bumped by its commits and by the listener.
     slots: Arc<Sidecar>,
@@ -376,6 +378,7 @@ impl PgBackend {
         };
         let mut backend = PgBackend {
             pool,
+            ratelimit_hosts: params.ratelimit_hosts,
             created: false,
             slots,
             listener: Listener {
@@ -522,6 +525,10 @@ impl Backend for PgBackend {
     }
 
     fn maintain(&self) {}
+
+    fn ratelimit_share(&self) -> u64 {
+        self.ratelimit_hosts
+    }
 
     fn distrust_reason(&self) -> Option<String> {
         (!self.listener.connected.load(Ordering::SeqCst)).then(|| {

@@ -7,6 +7,7 @@
 //! | `sslrootcert` | a PEM file of trusted roots (for `verify-ca` / `verify-full`) | the system's roots |
 //! | `max_connections` | the pool's bound, 1 to 1000 | 16 |
 //! | `pool_timeout_ms` | how long a call waits for a free connection, 0 to 600000 | 5000 |
+//! | `ratelimit_hosts` | processes counting each rate limit apart, each allowing `ceil(limit / n)`, 1 to 1000 | 1 |
 //!
 //! A parameter given twice, or with a value outside its range, is refused with
 //! `invalid_argument` (the message names the parameter, never the URL).
@@ -46,6 +47,7 @@ pub(super) struct Params {
     pub root_cert: Option<PathBuf>,
     pub max_connections: usize,
     pub pool_timeout: Duration,
+    pub ratelimit_hosts: u64,
 }
 
 fn decode(v: &str) -> Result<String> {
@@ -91,6 +93,7 @@ pub(super) fn split(url: &str) -> Result<Params> {
         root_cert: None,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         pool_timeout: DEFAULT_POOL_TIMEOUT,
+        ratelimit_hosts: 1,
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -99,6 +102,7 @@ pub(super) fn split(url: &str) -> Result<Params> {
             "sslrootcert",
             "max_connections",
             "pool_timeout_ms",
+            "ratelimit_hosts",
         ];
         let Some(name) = ours.iter().find(|n| **n == k) else {
             kept.push(pair.to_string());
@@ -143,6 +147,14 @@ pub(super) fn split(url: &str) -> Result<Params> {
                     ));
                 }
                 params.max_connections = usize::try_from(n).unwrap_or(1000);
+            }
+            "ratelimit_hosts" => {
+                params.ratelimit_hosts = number(name, &v, 1000)?;
+                if params.ratelimit_hosts == 0 {
+                    return Err(Error::invalid(
+                        "invalid PostgreSQL URL parameter ratelimit_hosts: expected 1 to 1000",
+                    ));
+                }
             }
             _ => params.pool_timeout = Duration::from_millis(number(name, &v, 600_000)?),
         }
@@ -198,6 +210,10 @@ mod tests {
                 "pool_timeout_ms",
             ),
             ("postgresql://u:secret@h/db?sslrootcert=", "sslrootcert"),
+            (
+                "postgresql://u:secret@h/db?ratelimit_hosts=0",
+                "ratelimit_hosts",
+            ),
             (
                 "postgresql://u:secret@h/db?sslmode=require&sslmode=disable",
                 "sslmode",
