@@ -270,4 +270,20 @@ mod over_postgres {
         // Unconfigured, each host counts the whole limit (the documented default).
         assert_eq!(grants_across_two_hosts("rl_default", ""), 20);
     }
+
+    #[test]
+    fn in_exact_mode_two_hosts_together_never_exceed_the_limit() {
+        if pg::cluster("postgres_net::ratelimit_exact").is_none() {
+            return;
+        }
+        assert_eq!(
+            grants_across_two_hosts("rl_exact", "&ratelimit_mode=exact"),
+            10
+        );
+        // ratelimit_hosts has no effect in exact mode: the database holds one counter.
+        assert_eq!(
+            grants_across_two_hosts("rl_exact_h", "&ratelimit_mode=exact&ratelimit_hosts=4"),
+            10
+        );
+    }
 }

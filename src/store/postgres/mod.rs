@@ -78,6 +78,7 @@ use crate::shm::Sidecar;
 
 mod listener;
 mod params;
+mod ratelimit;
 mod tls;
 mod txn;
 
@@ -312,6 +313,8 @@ pub(crate) struct PgBackend {
     pool: Arc<Pool>,
     /// `ratelimit_hosts`: each process allows this share of every rate limit.
     ratelimit_hosts: u64,
+    /// `ratelimit_mode=exact`: rate limits counted in `kl_ratelimit_state`.
+    ratelimit_exact: bool,
     created: bool,
     /// This process's generation slots, bumped by its commits and by the listener.
     slots: Arc<Sidecar>,
@@ -362,6 +365,14 @@ impl PgBackend {
         });
         let mut conn = pool.get()?;
         migrate(conn.c())?;
+        if params.ratelimit_exact {
+            conn.c()
+                .batch_execute(&format!(
+                    "SELECT pg_advisory_lock({WRITE_LOCK}); {}; SELECT pg_advisory_unlock({WRITE_LOCK})",
+                    ratelimit::TABLE
+                ))
+                .map_err(pg_err)?;
+        }
         drop(conn);
         let slots = Arc::new(Sidecar::private(slot_count));
         // Distrusted until the listener has connected and confirmed its position.
@@ -379,6 +390,7 @@ impl PgBackend {
         let mut backend = PgBackend {
             pool,
             ratelimit_hosts: params.ratelimit_hosts,
+            ratelimit_exact: params.ratelimit_exact,
             created: false,
             slots,
             listener: Listener {
@@ -527,7 +539,39 @@ impl Backend for PgBackend {
     fn maintain(&self) {}
 
     fn ratelimit_share(&self) -> u64 {
-        self.ratelimit_hosts
+        if self.ratelimit_exact {
+            1
+        } else {
+            self.ratelimit_hosts
+        }
+    }
+
+    fn take_rate(
+        &self,
+        key: u64,
+        def: &crate::limits::RateLimit,
+        weight: u64,
+        now: crate::model::Millis,
+    ) -> Option<Result<std::result::Result<crate::limits::Taken, crate::limits::Exceeded>>> {
+        if !self.ratelimit_exact {
+            return None;
+        }
+        Some(
+            self.pool
+                .get()
+                .and_then(|mut conn| ratelimit::take(conn.c(), key, def, weight, now)),
+        )
+    }
+
+    fn give_back_rate(&self, taken: &crate::limits::Taken) -> Option<Result<()>> {
+        if !self.ratelimit_exact {
+            return None;
+        }
+        Some(
+            self.pool
+                .get()
+                .and_then(|mut conn| ratelimit::give_back(conn.c(), taken)),
+        )
     }
 
     fn distrust_reason(&self) -> Option<String> {

@@ -7,6 +7,7 @@
 //! | `sslrootcert` | a PEM file of trusted roots (for `verify-ca` / `verify-full`) | the system's roots |
 //! | `max_connections` | the pool's bound, 1 to 1000 | 16 |
 //! | `pool_timeout_ms` | how long a call waits for a free connection, 0 to 600000 | 5000 |
+//! | `ratelimit_mode` | `share` (each process counts its share) or `exact` (counted in the database) | `share` |
 //! | `ratelimit_hosts` | processes counting each rate limit apart, each allowing `ceil(limit / n)`, 1 to 1000 | 1 |
 //!
 //! A parameter given twice, or with a value outside its range, is refused with
@@ -48,6 +49,8 @@ pub(super) struct Params {
     pub max_connections: usize,
     pub pool_timeout: Duration,
     pub ratelimit_hosts: u64,
+    /// `ratelimit_mode=exact`: rate limits counted in the database.
+    pub ratelimit_exact: bool,
 }
 
 fn decode(v: &str) -> Result<String> {
@@ -94,6 +97,7 @@ pub(super) fn split(url: &str) -> Result<Params> {
         max_connections: DEFAULT_MAX_CONNECTIONS,
         pool_timeout: DEFAULT_POOL_TIMEOUT,
         ratelimit_hosts: 1,
+        ratelimit_exact: false,
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -103,6 +107,7 @@ pub(super) fn split(url: &str) -> Result<Params> {
             "max_connections",
             "pool_timeout_ms",
             "ratelimit_hosts",
+            "ratelimit_mode",
         ];
         let Some(name) = ours.iter().find(|n| **n == k) else {
             kept.push(pair.to_string());
@@ -147,6 +152,15 @@ pub(super) fn split(url: &str) -> Result<Params> {
                     ));
                 }
                 params.max_connections = usize::try_from(n).unwrap_or(1000);
+            }
+            "ratelimit_mode" => {
+                params.ratelimit_exact = match v.as_str() {
+                    "share" => false,
+                    "exact" => true,
+                    _ => return Err(Error::invalid(
+                        "invalid PostgreSQL URL parameter ratelimit_mode: expected share or exact",
+                    )),
+                }
             }
             "ratelimit_hosts" => {
                 params.ratelimit_hosts = number(name, &v, 1000)?;
