@@ -128,12 +128,22 @@ pub(crate) struct Exceeded {
 /// The counters: the sidecar's buckets, with a per-process fallback.
 pub(crate) struct Counters {
     local: Mutex<HashMap<u64, u64>>,
+    /// How many processes count the same limits apart (PostgreSQL's `ratelimit_hosts`):
+    /// each allows `ceil(limit / share)` per window. 1 elsewhere.
+    share: u64,
 }
 
 impl Counters {
+    #[cfg(test)]
     pub(crate) fn new() -> Counters {
+        Counters::with_share(1)
+    }
+
+    /// Counters that allow each limit's `1/share` part (rounded up, at least 1).
+    pub(crate) fn with_share(share: u64) -> Counters {
         Counters {
             local: Mutex::new(HashMap::new()),
+            share: share.max(1),
         }
     }
 
@@ -190,7 +200,8 @@ impl Counters {
     ) -> Result<Taken, Exceeded> {
         let now_ns = u64::try_from(now).unwrap_or(0).saturating_mul(NS_PER_MS);
         let window = def.duration_ms.saturating_mul(NS_PER_MS);
-        let interval = (window / def.limit.max(1)).max(1);
+        let limit = def.limit.div_ceil(self.share).max(1);
+        let interval = (window / limit).max(1);
         let increment = interval.saturating_mul(weight);
         let decide = |old: u64| -> Result<u64, Exceeded> {
             let new = old.max(now_ns).saturating_add(increment);
@@ -199,7 +210,7 @@ impl Counters {
                 let wait_ns = new - now_ns - window;
                 return Err(Exceeded {
                     name: def.name.clone(),
-                    max: def.limit,
+                    max: limit,
                     reset_ms: ns_to_ms_ceil(now_ns.saturating_add(wait_ns)),
                     retry_after_s: wait_ns.div_ceil(1_000_000_000).max(1),
                 });
@@ -230,7 +241,7 @@ impl Counters {
             increment,
             status: RateLimitStatus {
                 name: def.name.clone(),
-                max: def.limit,
+                max: limit,
                 remaining: (now_ns.saturating_add(window).saturating_sub(new)) / interval,
                 reset_ms: ns_to_ms_ceil(new),
             },
@@ -373,6 +384,16 @@ mod tests {
         let k = bucket_key("k:new", &d);
         c.take(&b, k, &d, 1, NOW + 5000).unwrap();
         assert!(b.iter().any(|x| x.key.load(Ordering::Relaxed) == k));
+    }
+
+    #[test]
+    fn a_share_allows_the_limit_divided_by_the_hosts_rounded_up() {
+        let b = buckets(4);
+        let c = Counters::with_share(3);
+        let d = def(10, 1000);
+        let granted = (0..20).filter(|_| c.take(&b, 1, &d, 1, 0).is_ok()).count();
+        assert_eq!(granted, 4, "ceil(10 / 3)");
+        assert_eq!(c.take(&b, 1, &d, 1, 0).unwrap_err().max, 4);
     }
 
     #[test]

@@ -150,6 +150,25 @@ pub(crate) trait Backend: Send + Sync {
     fn maintain(&self);
     /// Why the slots cannot be trusted now beyond what `generations` said, if so.
     fn distrust_reason(&self) -> Option<String>;
+    /// How many processes count rate limits apart, each allowing its share (1: each the whole).
+    fn ratelimit_share(&self) -> u64 {
+        1
+    }
+    /// Rate limits counted in the store (PostgreSQL's exact mode); `None`: this backend
+    /// leaves them to the process's counters.
+    fn take_rate(
+        &self,
+        _key: u64,
+        _def: &RateLimit,
+        _weight: u64,
+        _now: crate::model::Millis,
+    ) -> Option<Result<std::result::Result<crate::limits::Taken, crate::limits::Exceeded>>> {
+        None
+    }
+    /// Give back a limit taken by `take_rate`; `None` when rate limits are not counted here.
+    fn give_back_rate(&self, _taken: &crate::limits::Taken) -> Option<Result<()>> {
+        None
+    }
 }
 
 /// Typed reads, shared by both transaction kinds.

@@ -455,15 +455,25 @@ impl Inner {
             .chain(account_limits)
             .filter(|l| l.def.auto_apply || named.contains(&l.def.name.as_str()));
         let mut taken: Vec<Taken> = Vec::new();
+        let store = self.store()?;
+        let backend = store.as_deref();
         for l in applicable {
-            match self
-                .cache
-                .counters
-                .take(buckets, l.key, &l.def, weight, now)
-            {
+            let in_store = backend.and_then(|b| b.take_rate(l.key, &l.def, weight, now));
+            let outcome = match in_store {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    self.give_back_in(backend, &taken);
+                    return Err(e);
+                }
+                None => self
+                    .cache
+                    .counters
+                    .take(buckets, l.key, &l.def, weight, now),
+            };
+            match outcome {
                 Ok(t) => taken.push(t),
                 Err(x) => {
-                    self.give_back(&taken);
+                    self.give_back_in(backend, &taken);
                     return Err(self.refuse(
                         Some(rec),
                         target,
@@ -483,13 +493,22 @@ impl Inner {
     }
 
     pub(super) fn give_back(&self, taken: &[Taken]) {
+        let store = self.store.read();
+        self.give_back_in(store.as_deref(), taken);
+    }
+
+    /// `give_back` with the store already at hand. A give-back the store fails (best
+    /// effort) only leaves the limit stricter.
+    fn give_back_in(&self, store: Option<&dyn crate::store::Backend>, taken: &[Taken]) {
         let buckets = self
             .cache
             .sidecar
             .as_ref()
             .map_or(&[][..], |sc| sc.rate_buckets());
         for t in taken {
-            self.cache.counters.give_back(buckets, t);
+            if store.and_then(|b| b.give_back_rate(t)).is_none() {
+                self.cache.counters.give_back(buckets, t);
+            }
         }
     }
 }

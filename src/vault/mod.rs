@@ -277,6 +277,7 @@ impl Vault {
             mode,
             note: cache_note,
         } = store.generations();
+        let ratelimit_share = store.ratelimit_share();
         let inner = Arc::new(Inner {
             path,
             store: RwLock::new(Some(store)),
@@ -288,7 +289,7 @@ impl Vault {
                 keys: Cache::new(options.cache_capacity),
                 accounts: Cache::new(options.cache_capacity),
                 routes: RwLock::new((NEVER, Arc::new(Router::default()))),
-                counters: Counters::new(),
+                counters: Counters::with_share(ratelimit_share),
                 local_id: cache::new_owner(),
                 cache_note,
             },

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
+
+use super::tls::{self, Tls};
 
 use crate::shm::{Sidecar, SlotKind};
 
@@ -20,11 +22,17 @@ const LISTEN_TICK: Duration = Duration::from_millis(100);
 /// The listener: (re)connect, `LISTEN`, confirm the position, invalidate everything,
 /// trust the slots; then bump what each notification names, until the connection breaks
 /// (distrust, and start over) or the backend is dropped.
-pub(super) fn listen(config: &Config, slots: &Sidecar, connected: &AtomicBool, stop: &AtomicBool) {
+pub(super) fn listen(
+    config: &Config,
+    tls: &Tls,
+    slots: &Sidecar,
+    connected: &AtomicBool,
+    stop: &AtomicBool,
+) {
     while !stop.load(Ordering::SeqCst) {
         slots.distrust();
         connected.store(false, Ordering::SeqCst);
-        let mut client = match listener_connect(config) {
+        let mut client = match listener_connect(config, tls) {
             Ok(c) => c,
             Err(_) => {
                 std::thread::sleep(LISTEN_TICK);
@@ -51,7 +59,7 @@ pub(super) fn listen(config: &Config, slots: &Sidecar, connected: &AtomicBool, s
     connected.store(false, Ordering::SeqCst);
 }
 
-fn listener_connect(config: &Config) -> std::result::Result<Client, postgres::Error> {
+fn listener_connect(config: &Config, tls: &Tls) -> std::result::Result<Client, postgres::Error> {
     let mut config = config.clone();
     // A silently broken network path (no FIN, no RST) is noticed within about 5 s by TCP
     // keepalives and the user timeout; until then this process trusts its slots.
@@ -62,7 +70,7 @@ fn listener_connect(config: &Config) -> std::result::Result<Client, postgres::Er
         .keepalives_interval(Duration::from_secs(1))
         .keepalives_retries(3)
         .tcp_user_timeout(Duration::from_secs(5));
-    let mut client = config.connect(NoTls)?;
+    let mut client = tls::connect(&config, tls)?;
     client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
     Ok(client)
 }

@@ -62,10 +62,10 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use postgres::{Client, Config, NoTls};
+use parking_lot::{Condvar, Mutex};
+use postgres::{Client, Config};
 
 use self::listener::listen;
 use self::txn::PgRead;
@@ -77,6 +77,9 @@ use crate::options::Durability;
 use crate::shm::Sidecar;
 
 mod listener;
+mod params;
+mod ratelimit;
+mod tls;
 mod txn;
 
 /// The schema version this keyledger creates and understands.
@@ -85,8 +88,6 @@ pub(crate) const SCHEMA_VERSION: i32 = 2;
 const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772; // "keyledgr"
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle connections kept for reuse.
-const POOL_IDLE: usize = 8;
 /// The schema, version by version: `MIGRATIONS[i]` takes the schema from version `i` to
 /// `i + 1`. Never edit a shipped step: add one.
 const MIGRATIONS: &[&str] = &[
@@ -125,8 +126,19 @@ INSERT INTO kl_change_seq (seq) VALUES (0);
 ];
 
 fn pg_err(e: postgres::Error) -> Error {
-    // The client's messages never carry the password.
-    Error::Storage(format!("postgresql: {e}"))
+    // The client's messages never carry the password. Its causes (e.g. why a TLS
+    // handshake failed) are not in its `Display`: append them.
+    let mut msg = format!("postgresql: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    Error::Storage(msg)
 }
 
 /// A u64 into a bigint column.
@@ -182,17 +194,29 @@ pub(crate) fn redact(url: &str) -> String {
     out
 }
 
-/// Connections to the vault's database, reused.
+/// Connections to the vault's database, reused; at most `max` open at once (the
+/// listener's connection is not counted). A call finding all of them in use waits up to
+/// `timeout` for one, then fails with `storage` ("pool exhausted").
 struct Pool {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    tls: tls::Tls,
+    idle: Mutex<PoolState>,
+    freed: Condvar,
+    max: usize,
+    timeout: Duration,
     read_txns: AtomicU64,
     commits: AtomicU64,
 }
 
+/// The idle connections and how many are open (idle or in use).
+struct PoolState {
+    idle: Vec<Client>,
+    open: usize,
+}
+
 impl Pool {
     fn connect(&self) -> Result<Client> {
-        let mut client = self.config.connect(NoTls).map_err(pg_err)?;
+        let mut client = tls::connect(&self.config, &self.tls).map_err(pg_err)?;
         client
             .batch_execute("SET synchronous_commit = on; SET TIME ZONE 'UTC'")
             .map_err(pg_err)?;
@@ -200,16 +224,56 @@ impl Pool {
     }
 
     fn get(self: &Arc<Self>) -> Result<Conn> {
-        let pooled = self.idle.lock().pop();
-        let client = match pooled {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect()?,
+        let deadline = Instant::now() + self.timeout;
+        let mut state = self.idle.lock();
+        let client = loop {
+            if let Some(c) = state.idle.pop() {
+                if !c.is_closed() {
+                    break Some(c);
+                }
+                state.open -= 1;
+                continue;
+            }
+            if state.open < self.max {
+                state.open += 1;
+                break None;
+            }
+            if self.freed.wait_until(&mut state, deadline).timed_out() {
+                return Err(Error::Storage(format!(
+                    "PostgreSQL pool exhausted: all {} connections (max_connections) stayed \
+                     in use for {} ms (pool_timeout_ms)",
+                    self.max,
+                    self.timeout.as_millis()
+                )));
+            }
+        };
+        drop(state);
+        let client = match client {
+            Some(c) => c,
+            None => match self.connect() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.release(None);
+                    return Err(e);
+                }
+            },
         };
         Ok(Conn {
             client: Some(client),
             pool: self.clone(),
             in_txn: false,
         })
+    }
+
+    /// Give a connection back (`Some`) or drop one that is broken (`None`); wake a waiter.
+    fn release(&self, client: Option<Client>) {
+        let mut state = self.idle.lock();
+        match client {
+            Some(c) => state.idle.push(c),
+            None => state.open -= 1,
+        }
+        drop(state);
+        self.freed.notify_one();
     }
 }
 
@@ -238,22 +302,19 @@ impl Drop for Conn {
         let Some(mut client) = self.client.take() else {
             return;
         };
-        if self.in_txn && client.batch_execute("ROLLBACK").is_err() {
-            return;
-        }
-        if client.is_closed() {
-            return;
-        }
-        let mut idle = self.pool.idle.lock();
-        if idle.len() < POOL_IDLE {
-            idle.push(client);
-        }
+        let broken =
+            (self.in_txn && client.batch_execute("ROLLBACK").is_err()) || client.is_closed();
+        self.pool.release((!broken).then_some(client));
     }
 }
 
 /// The PostgreSQL backend.
 pub(crate) struct PgBackend {
     pool: Arc<Pool>,
+    /// `ratelimit_hosts`: each process allows this share of every rate limit.
+    ratelimit_hosts: u64,
+    /// `ratelimit_mode=exact`: rate limits counted in `kl_ratelimit_state`.
+    ratelimit_exact: bool,
     created: bool,
     /// This process's generation slots, bumped by its commits and by the listener.
     slots: Arc<Sidecar>,
@@ -280,20 +341,38 @@ impl PgBackend {
     /// Connect to the database at `url`, apply the schema migrations it lacks (refusing a
     /// schema newer than this keyledger knows), and create the vault's identity if new.
     pub(crate) fn open(url: &str, slot_count: u32) -> Result<PgBackend> {
-        let mut config: Config = url
+        let params = params::split(url)?;
+        let mut config: Config = params
+            .client_url
             .parse()
             .map_err(|e| Error::invalid(format!("invalid PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        let tls = tls::connector(&params)?;
         let pool = Arc::new(Pool {
             config,
-            idle: Mutex::new(Vec::new()),
+            tls,
+            idle: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            max: params.max_connections,
+            timeout: params.pool_timeout,
             read_txns: AtomicU64::new(0),
             commits: AtomicU64::new(0),
         });
         let mut conn = pool.get()?;
         migrate(conn.c())?;
+        if params.ratelimit_exact {
+            conn.c()
+                .batch_execute(&format!(
+                    "SELECT pg_advisory_lock({WRITE_LOCK}); {}; SELECT pg_advisory_unlock({WRITE_LOCK})",
+                    ratelimit::TABLE
+                ))
+                .map_err(pg_err)?;
+        }
         drop(conn);
         let slots = Arc::new(Sidecar::private(slot_count));
         // Distrusted until the listener has connected and confirmed its position.
@@ -301,15 +380,17 @@ impl PgBackend {
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (config, slots) = (pool.config.clone(), slots.clone());
+            let (config, tls, slots) = (pool.config.clone(), pool.tls.clone(), slots.clone());
             let (connected, stop) = (connected.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("keyledger-pg-listener".into())
-                .spawn(move || listen(&config, &slots, &connected, &stop))
+                .spawn(move || listen(&config, &tls, &slots, &connected, &stop))
                 .map_err(|e| Error::Storage(format!("cannot start the change listener: {e}")))?
         };
         let mut backend = PgBackend {
             pool,
+            ratelimit_hosts: params.ratelimit_hosts,
+            ratelimit_exact: params.ratelimit_exact,
             created: false,
             slots,
             listener: Listener {
@@ -456,6 +537,42 @@ impl Backend for PgBackend {
     }
 
     fn maintain(&self) {}
+
+    fn ratelimit_share(&self) -> u64 {
+        if self.ratelimit_exact {
+            1
+        } else {
+            self.ratelimit_hosts
+        }
+    }
+
+    fn take_rate(
+        &self,
+        key: u64,
+        def: &crate::limits::RateLimit,
+        weight: u64,
+        now: crate::model::Millis,
+    ) -> Option<Result<std::result::Result<crate::limits::Taken, crate::limits::Exceeded>>> {
+        if !self.ratelimit_exact {
+            return None;
+        }
+        Some(
+            self.pool
+                .get()
+                .and_then(|mut conn| ratelimit::take(conn.c(), key, def, weight, now)),
+        )
+    }
+
+    fn give_back_rate(&self, taken: &crate::limits::Taken) -> Option<Result<()>> {
+        if !self.ratelimit_exact {
+            return None;
+        }
+        Some(
+            self.pool
+                .get()
+                .and_then(|mut conn| ratelimit::give_back(conn.c(), taken)),
+        )
+    }
 
     fn distrust_reason(&self) -> Option<String> {
         (!self.listener.connected.load(Ordering::SeqCst)).then(|| {
