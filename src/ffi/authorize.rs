@@ -10,7 +10,7 @@ use super::args::{opt_bytes, parse_json, Out};
 use super::handle::kl_vault;
 use super::panic::{boundary, Failure};
 use super::status::kl_status;
-use crate::{Attempt, AuthMethod, AuthorizeOptions, Grant, OnReplay, Target, Vault};
+use crate::{AuthMethod, AuthorizeOptions, Grant, OnReplay, Target, Vault};
 
 /// Size of `kl_grant.account_id`: account ids are at most 128 bytes, plus the NUL.
 pub const KL_ACCOUNT_ID_SIZE: usize = 129;
@@ -248,7 +248,43 @@ pub unsafe extern "C" fn kl_authorize(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary("kl_authorize", || {
+    // SAFETY: forwarded contract.
+    unsafe {
+        kl_authorize_with(
+            "kl_authorize",
+            decide_blocking,
+            v,
+            token,
+            token_len,
+            method,
+            method_len,
+            path,
+            path_len,
+            opts,
+            out_grant,
+        )
+    }
+}
+
+/// The body of `kl_authorize` and `kl_authorize_try`: one decoding, decided by `decide`.
+///
+/// # Safety
+/// The module contract, as for `kl_authorize`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kl_authorize_with(
+    function: &str,
+    decide: Decide,
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    path: *const c_char,
+    path_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary(function, || {
         let out = try_out!(out_grant);
         let vault = try_vault!(v);
         let token = try_str!(token, token_len);
@@ -257,7 +293,7 @@ pub unsafe extern "C" fn kl_authorize(
         // SAFETY: module contract.
         let grant = unsafe {
             with_opts(opts, |o| {
-                Ok(vault.authorize(token, Target::route(method, path), o)?)
+                decide(vault, token, Target::route(method, path), o)
             })
         }?;
         out.write(kl_grant::from(&grant));
@@ -299,7 +335,43 @@ pub unsafe extern "C" fn kl_authorize_request(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary("kl_authorize_request", || {
+    // SAFETY: forwarded contract.
+    unsafe {
+        kl_authorize_request_with(
+            "kl_authorize_request",
+            decide_blocking,
+            v,
+            token,
+            token_len,
+            method,
+            method_len,
+            target,
+            target_len,
+            opts,
+            out_grant,
+        )
+    }
+}
+
+/// The body of `kl_authorize_request` and `kl_authorize_request_try`: one decoding, decided by `decide`.
+///
+/// # Safety
+/// The module contract, as for `kl_authorize_request`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kl_authorize_request_with(
+    function: &str,
+    decide: Decide,
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    target: *const c_char,
+    target_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary(function, || {
         let out = try_out!(out_grant);
         let vault = try_vault!(v);
         let token = try_str!(token, token_len);
@@ -309,7 +381,7 @@ pub unsafe extern "C" fn kl_authorize_request(
         let insensitive = unsafe { case_insensitive(opts) };
         let target = Target::request(method, target).case_insensitive(insensitive);
         // SAFETY: module contract.
-        let grant = unsafe { with_opts(opts, |o| Ok(vault.authorize(token, target, o)?)) }?;
+        let grant = unsafe { with_opts(opts, |o| decide(vault, token, target, o)) }?;
         out.write(kl_grant::from(&grant));
         Ok(())
     })
@@ -329,7 +401,43 @@ pub unsafe extern "C" fn kl_authorize_request_json(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary("kl_authorize_request_json", || {
+    // SAFETY: forwarded contract.
+    unsafe {
+        kl_authorize_request_json_with(
+            "kl_authorize_request_json",
+            decide_blocking,
+            v,
+            token,
+            token_len,
+            method,
+            method_len,
+            target,
+            target_len,
+            opts,
+            out_json,
+        )
+    }
+}
+
+/// The body of `kl_authorize_request_json` and `kl_authorize_request_json_try`: one decoding, decided by `decide`.
+///
+/// # Safety
+/// The module contract, as for `kl_authorize_request_json`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kl_authorize_request_json_with(
+    function: &str,
+    decide: Decide,
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    target: *const c_char,
+    target_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary(function, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
         let token = try_str!(token, token_len);
@@ -339,7 +447,7 @@ pub unsafe extern "C" fn kl_authorize_request_json(
         let insensitive = unsafe { case_insensitive(opts) };
         let target = Target::request(method, target).case_insensitive(insensitive);
         // SAFETY: module contract.
-        let grant = unsafe { with_opts(opts, |o| Ok(vault.authorize(token, target, o)?)) }?;
+        let grant = unsafe { with_opts(opts, |o| decide(vault, token, target, o)) }?;
         out.put_json(&grant)
     })
 }
@@ -356,17 +464,45 @@ pub unsafe extern "C" fn kl_authorize_scope(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary("kl_authorize_scope", || {
+    // SAFETY: forwarded contract.
+    unsafe {
+        kl_authorize_scope_with(
+            "kl_authorize_scope",
+            decide_blocking,
+            v,
+            token,
+            token_len,
+            scope,
+            scope_len,
+            opts,
+            out_grant,
+        )
+    }
+}
+
+/// The body of `kl_authorize_scope` and `kl_authorize_scope_try`: one decoding, decided by `decide`.
+///
+/// # Safety
+/// The module contract, as for `kl_authorize_scope`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kl_authorize_scope_with(
+    function: &str,
+    decide: Decide,
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    scope: *const c_char,
+    scope_len: usize,
+    opts: *const kl_authorize_opts,
+    out_grant: *mut kl_grant,
+) -> kl_status {
+    boundary(function, || {
         let out = try_out!(out_grant);
         let vault = try_vault!(v);
         let token = try_str!(token, token_len);
         let scope = try_str!(scope, scope_len);
         // SAFETY: module contract.
-        let grant = unsafe {
-            with_opts(opts, |o| {
-                Ok(vault.authorize(token, Target::scope(scope), o)?)
-            })
-        }?;
+        let grant = unsafe { with_opts(opts, |o| decide(vault, token, Target::scope(scope), o)) }?;
         out.write(kl_grant::from(&grant));
         Ok(())
     })
@@ -388,7 +524,43 @@ pub unsafe extern "C" fn kl_authorize_json(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary("kl_authorize_json", || {
+    // SAFETY: forwarded contract.
+    unsafe {
+        kl_authorize_json_with(
+            "kl_authorize_json",
+            decide_blocking,
+            v,
+            token,
+            token_len,
+            method,
+            method_len,
+            path,
+            path_len,
+            opts,
+            out_json,
+        )
+    }
+}
+
+/// The body of `kl_authorize_json` and `kl_authorize_json_try`: one decoding, decided by `decide`.
+///
+/// # Safety
+/// The module contract, as for `kl_authorize_json`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kl_authorize_json_with(
+    function: &str,
+    decide: Decide,
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    method: *const c_char,
+    method_len: usize,
+    path: *const c_char,
+    path_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary(function, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
         let token = try_str!(token, token_len);
@@ -397,7 +569,7 @@ pub unsafe extern "C" fn kl_authorize_json(
         // SAFETY: module contract.
         let grant = unsafe {
             with_opts(opts, |o| {
-                Ok(vault.authorize(token, Target::route(method, path), o)?)
+                decide(vault, token, Target::route(method, path), o)
             })
         }?;
         out.put_json(&grant)
@@ -416,208 +588,61 @@ pub unsafe extern "C" fn kl_authorize_scope_json(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary("kl_authorize_scope_json", || {
+    // SAFETY: forwarded contract.
+    unsafe {
+        kl_authorize_scope_json_with(
+            "kl_authorize_scope_json",
+            decide_blocking,
+            v,
+            token,
+            token_len,
+            scope,
+            scope_len,
+            opts,
+            out_json,
+        )
+    }
+}
+
+/// The body of `kl_authorize_scope_json` and `kl_authorize_scope_json_try`: one decoding, decided by `decide`.
+///
+/// # Safety
+/// The module contract, as for `kl_authorize_scope_json`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kl_authorize_scope_json_with(
+    function: &str,
+    decide: Decide,
+    v: *const kl_vault,
+    token: *const c_char,
+    token_len: usize,
+    scope: *const c_char,
+    scope_len: usize,
+    opts: *const kl_authorize_opts,
+    out_json: *mut *mut c_char,
+) -> kl_status {
+    boundary(function, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
         let token = try_str!(token, token_len);
         let scope = try_str!(scope, scope_len);
         // SAFETY: module contract.
-        let grant = unsafe {
-            with_opts(opts, |o| {
-                Ok(vault.authorize(token, Target::scope(scope), o)?)
-            })
-        }?;
+        let grant = unsafe { with_opts(opts, |o| decide(vault, token, Target::scope(scope), o)) }?;
         out.put_json(&grant)
     })
 }
 
-// ------------------------------------------------------------------ non-blocking variants
+/// How an entry point decides: the blocking [`decide_blocking`] or the non-blocking
+/// `try_decide` (`authorize_try.rs`). Each `kl_authorize*` and its `_try` twin share one
+/// body (`*_with`) and differ only in this.
+pub(super) type Decide =
+    fn(&Vault, &str, Target<'_>, &AuthorizeOptions<'_>) -> Result<Grant, Failure>;
 
-/// `Vault::try_authorize`, its would-block answer as `KL_WOULD_BLOCK`.
-fn try_decide(
+/// `Vault::authorize`: waits for argon2 and commits as needed.
+fn decide_blocking(
     vault: &Vault,
     token: &str,
     target: Target<'_>,
     o: &AuthorizeOptions<'_>,
 ) -> Result<Grant, Failure> {
-    match vault.try_authorize(token, target, o) {
-        Attempt::Ready(r) => Ok(r?),
-        Attempt::WouldBlock(w) => Err(Failure::would_block(w)),
-    }
-}
-
-/// `kl_authorize` that never blocks: same arguments, same answers, except that a call
-/// that would run argon2 (a secret not yet verified in this process) or wait for a commit
-/// (a cost above 0, an idempotency key, a due refill, a single-use signature) returns
-/// `KL_WOULD_BLOCK` at once, having changed nothing (no rate-limit unit taken, no usage
-/// or audit event) and left `*out_grant` untouched. `kl_last_would_block()` then says
-/// what it needs (`KL_NEEDS_ARGON2` or `KL_NEEDS_COMMIT`): make the same `kl_authorize`
-/// call where that wait is allowed (a worker thread; a dirty CPU scheduler for argon2, a
-/// dirty I/O one for a commit) and use its answer.
-///
-/// Decided inline: a key already verified in this process on a call that writes nothing,
-/// its rate limits included, and every refusal that needs no argon2 (malformed or unknown
-/// token, a secret already refused in this process, a spent budget of failed
-/// verifications, revoked, disabled, expired, bad signature, scope, route).
-#[no_mangle]
-pub unsafe extern "C" fn kl_authorize_try(
-    v: *const kl_vault,
-    token: *const c_char,
-    token_len: usize,
-    method: *const c_char,
-    method_len: usize,
-    path: *const c_char,
-    path_len: usize,
-    opts: *const kl_authorize_opts,
-    out_grant: *mut kl_grant,
-) -> kl_status {
-    boundary("kl_authorize_try", || {
-        let out = try_out!(out_grant);
-        let vault = try_vault!(v);
-        let token = try_str!(token, token_len);
-        let method = try_str!(method, method_len);
-        let path = try_str!(path, path_len);
-        // SAFETY: module contract.
-        let grant = unsafe {
-            with_opts(opts, |o| {
-                try_decide(vault, token, Target::route(method, path), o)
-            })
-        }?;
-        out.write(kl_grant::from(&grant));
-        Ok(())
-    })
-}
-
-/// `kl_authorize_request` that never blocks (see `kl_authorize_try`).
-#[no_mangle]
-pub unsafe extern "C" fn kl_authorize_request_try(
-    v: *const kl_vault,
-    token: *const c_char,
-    token_len: usize,
-    method: *const c_char,
-    method_len: usize,
-    target: *const c_char,
-    target_len: usize,
-    opts: *const kl_authorize_opts,
-    out_grant: *mut kl_grant,
-) -> kl_status {
-    boundary("kl_authorize_request_try", || {
-        let out = try_out!(out_grant);
-        let vault = try_vault!(v);
-        let token = try_str!(token, token_len);
-        let method = try_str!(method, method_len);
-        let target = try_str!(target, target_len);
-        // SAFETY: module contract.
-        let insensitive = unsafe { case_insensitive(opts) };
-        let target = Target::request(method, target).case_insensitive(insensitive);
-        // SAFETY: module contract.
-        let grant = unsafe { with_opts(opts, |o| try_decide(vault, token, target, o)) }?;
-        out.write(kl_grant::from(&grant));
-        Ok(())
-    })
-}
-
-/// `kl_authorize_scope` that never blocks (see `kl_authorize_try`).
-#[no_mangle]
-pub unsafe extern "C" fn kl_authorize_scope_try(
-    v: *const kl_vault,
-    token: *const c_char,
-    token_len: usize,
-    scope: *const c_char,
-    scope_len: usize,
-    opts: *const kl_authorize_opts,
-    out_grant: *mut kl_grant,
-) -> kl_status {
-    boundary("kl_authorize_scope_try", || {
-        let out = try_out!(out_grant);
-        let vault = try_vault!(v);
-        let token = try_str!(token, token_len);
-        let scope = try_str!(scope, scope_len);
-        // SAFETY: module contract.
-        let grant =
-            unsafe { with_opts(opts, |o| try_decide(vault, token, Target::scope(scope), o)) }?;
-        out.write(kl_grant::from(&grant));
-        Ok(())
-    })
-}
-
-/// `kl_authorize_json` that never blocks (see `kl_authorize_try`); `*out_json` is
-/// untouched on `KL_WOULD_BLOCK`.
-#[no_mangle]
-pub unsafe extern "C" fn kl_authorize_json_try(
-    v: *const kl_vault,
-    token: *const c_char,
-    token_len: usize,
-    method: *const c_char,
-    method_len: usize,
-    path: *const c_char,
-    path_len: usize,
-    opts: *const kl_authorize_opts,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_authorize_json_try", || {
-        let out: Out<*mut c_char> = try_out!(out_json);
-        let vault = try_vault!(v);
-        let token = try_str!(token, token_len);
-        let method = try_str!(method, method_len);
-        let path = try_str!(path, path_len);
-        // SAFETY: module contract.
-        let grant = unsafe {
-            with_opts(opts, |o| {
-                try_decide(vault, token, Target::route(method, path), o)
-            })
-        }?;
-        out.put_json(&grant)
-    })
-}
-
-/// `kl_authorize_request_json` that never blocks (see `kl_authorize_try`).
-#[no_mangle]
-pub unsafe extern "C" fn kl_authorize_request_json_try(
-    v: *const kl_vault,
-    token: *const c_char,
-    token_len: usize,
-    method: *const c_char,
-    method_len: usize,
-    target: *const c_char,
-    target_len: usize,
-    opts: *const kl_authorize_opts,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_authorize_request_json_try", || {
-        let out: Out<*mut c_char> = try_out!(out_json);
-        let vault = try_vault!(v);
-        let token = try_str!(token, token_len);
-        let method = try_str!(method, method_len);
-        let target = try_str!(target, target_len);
-        // SAFETY: module contract.
-        let insensitive = unsafe { case_insensitive(opts) };
-        let target = Target::request(method, target).case_insensitive(insensitive);
-        // SAFETY: module contract.
-        let grant = unsafe { with_opts(opts, |o| try_decide(vault, token, target, o)) }?;
-        out.put_json(&grant)
-    })
-}
-
-/// `kl_authorize_scope_json` that never blocks (see `kl_authorize_try`).
-#[no_mangle]
-pub unsafe extern "C" fn kl_authorize_scope_json_try(
-    v: *const kl_vault,
-    token: *const c_char,
-    token_len: usize,
-    scope: *const c_char,
-    scope_len: usize,
-    opts: *const kl_authorize_opts,
-    out_json: *mut *mut c_char,
-) -> kl_status {
-    boundary("kl_authorize_scope_json_try", || {
-        let out: Out<*mut c_char> = try_out!(out_json);
-        let vault = try_vault!(v);
-        let token = try_str!(token, token_len);
-        let scope = try_str!(scope, scope_len);
-        // SAFETY: module contract.
-        let grant =
-            unsafe { with_opts(opts, |o| try_decide(vault, token, Target::scope(scope), o)) }?;
-        out.put_json(&grant)
-    })
+    Ok(vault.authorize(token, target, o)?)
 }

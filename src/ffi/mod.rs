@@ -44,6 +44,7 @@
 #[macro_use]
 mod args;
 mod authorize;
+mod authorize_try;
 mod handle;
 mod http;
 mod limits;
@@ -54,12 +55,14 @@ pub mod status;
 
 pub use args::{kl_secret_free, kl_secret_free_n, kl_string_free, KL_MAX_INPUT_LEN};
 pub use authorize::{
-    kl_authorize, kl_authorize_json, kl_authorize_json_try, kl_authorize_opts,
-    kl_authorize_request, kl_authorize_request_json, kl_authorize_request_json_try,
-    kl_authorize_request_try, kl_authorize_scope, kl_authorize_scope_json,
-    kl_authorize_scope_json_try, kl_authorize_scope_try, kl_authorize_try, kl_grant,
+    kl_authorize, kl_authorize_json, kl_authorize_opts, kl_authorize_request,
+    kl_authorize_request_json, kl_authorize_scope, kl_authorize_scope_json, kl_grant,
     KL_ACCOUNT_ID_SIZE, KL_AUTH_APIKEY, KL_AUTH_OPERATOR, KL_KEY_ID_SIZE, KL_KEY_NAME_SIZE,
     KL_PREFIX_SIZE, KL_RATELIMIT_NAME_SIZE,
+};
+pub use authorize_try::{
+    kl_authorize_json_try, kl_authorize_request_json_try, kl_authorize_request_try,
+    kl_authorize_scope_json_try, kl_authorize_scope_try, kl_authorize_try,
 };
 pub use handle::{kl_vault, kl_vault_close, kl_vault_flush, kl_vault_free, kl_vault_open};
 pub use http::{kl_authorize_http, kl_http_credential};
