@@ -527,6 +527,9 @@ static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
 static ERL_NIF_TERM read_authorize_opts(ErlNifEnv *env, const ERL_NIF_TERM argv[],
                                         kl_authorize_opts *o, int *full, int *done) {
     *done = 0;
+    /* All zero, and so is any field a later header adds (a `size` of 0 means the layout
+     * this NIF was compiled against): every kl_grant / kl_authorize_opts here starts
+     * zero-initialized. */
     memset(o, 0, sizeof *o);
     if (!enif_is_identical(argv[4], A_NIL)) {
         U64(4, cost, "cost");
@@ -581,7 +584,7 @@ static ERL_NIF_TERM authorize_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[], in
     STR(1, token);
     OPT_STR(2, method);
     STR(3, target);
-    kl_authorize_opts o;
+    kl_authorize_opts o = {0};
     int full = 0, done = 0;
     ERL_NIF_TERM err = read_authorize_opts(env, argv, &o, &full, &done);
     if (!done) return err;
@@ -611,7 +614,7 @@ static ERL_NIF_TERM authorize_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[], in
         if (st != KL_OK) return kl_error(env, st);
         return ok(env, enif_make_tuple2(env, enif_make_atom(env, "json"), take_json(env, json)));
     }
-    kl_grant g;
+    kl_grant g = {0};
     if (method.ptr == NULL)
         st = run == RUN_TRY
                  ? kl_authorize_scope_try(r->v, token.ptr, token.len, target.ptr, target.len, &o, &g)
@@ -643,7 +646,7 @@ static ERL_NIF_TERM authorize_request_impl(ErlNifEnv *env, const ERL_NIF_TERM ar
     STR(1, token);
     STR(2, method);
     STR(3, target);
-    kl_authorize_opts o;
+    kl_authorize_opts o = {0};
     int full = 0, done = 0;
     ERL_NIF_TERM err = read_authorize_opts(env, argv, &o, &full, &done);
     if (!done) return err;
@@ -666,7 +669,7 @@ static ERL_NIF_TERM authorize_request_impl(ErlNifEnv *env, const ERL_NIF_TERM ar
         if (st != KL_OK) return kl_error(env, st);
         return ok(env, enif_make_tuple2(env, enif_make_atom(env, "json"), take_json(env, json)));
     }
-    kl_grant g;
+    kl_grant g = {0};
     st = run == RUN_TRY ? kl_authorize_request_try(r->v, token.ptr, token.len, method.ptr,
                                                    method.len, target.ptr, target.len, &o, &g)
                         : kl_authorize_request(r->v, token.ptr, token.len, method.ptr, method.len,
