@@ -6,8 +6,13 @@
 #
 # It prints a fresh token at start (shown once: keyledger stores only its hash).
 
-{:ok, vault} = KeyLedger.open("example.redb", exclusive: true, actor: "plug-example")
-:persistent_term.put({:keyledger, :vault}, vault)
+# A named vault owned by a supervised process (in an application: a child of its
+# supervision tree); every call below takes the name.
+{:ok, _sup} =
+  Supervisor.start_link([{KeyLedger, path: "example.redb", name: Example.Vault, exclusive: true, actor: "plug-example"}],
+    strategy: :one_for_one)
+
+vault = Example.Vault
 
 # Setup, idempotent enough for a demo: ignore already_exists.
 KeyLedger.create_account(vault, "acct_42", credits: 5)
@@ -21,7 +26,7 @@ defmodule Example.Router do
 
   # Every request below is gated: 401 without a valid key, 403 outside the key's scopes
   # or the route table, 402 when the account is out of credits, with keyledger's JSON body.
-  plug KeyLedger.Plug, vault: {:persistent_term, {:keyledger, :vault}}, idempotency_header: "idempotency-key"
+  plug KeyLedger.Plug, vault: Example.Vault, idempotency_header: "idempotency-key"
   plug :match
   plug :dispatch
 

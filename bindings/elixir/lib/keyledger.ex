@@ -30,10 +30,13 @@ defmodule KeyLedger do
       thread of the NIF, off the schedulers).
   """
 
-  alias KeyLedger.{JSON, Nif}
+  alias KeyLedger.{Handle, JSON, Nif}
 
-  @typedoc "An open vault (a NIF resource)."
-  @type vault :: reference
+  @typedoc """
+  An open vault: the handle `open/2` returns (a NIF resource), or the name of a vault
+  started with `start_link/1` (an atom such as `MyApp.Vault`).
+  """
+  @type vault :: reference | atom
 
   @type error :: %{
           status: pos_integer,
@@ -120,11 +123,42 @@ defmodule KeyLedger do
 
   @doc "Flushes and closes the vault. Later calls return `{:error, %{code: \"vault_closed\"}}`."
   @spec close(vault) :: :ok | {:error, error}
-  def close(vault), do: Nif.close(vault)
+  def close(vault), do: Handle.close(vault)
 
   @doc "Flushes usage counters and request-path audit entries now (also done every second)."
   @spec flush(vault) :: :ok | {:error, error}
-  def flush(vault), do: Nif.flush(vault)
+  def flush(vault), do: Handle.flush(vault)
+
+  # ---- a named vault under a supervisor -------------------------------------------------
+
+  @doc """
+  A child spec for a named vault owned by a `KeyLedger.Server` process:
+
+      children = [{KeyLedger, path: "/var/lib/myapp/keys.redb", name: MyApp.Vault, exclusive: true}]
+
+  `name:` (an atom, required) and `path:` (required); `id:` (default `{KeyLedger, name}`),
+  `shutdown:` (ms, default 30 000: time for the last flush); every other option goes to
+  `open/2`. Every call then takes the name in place of a handle:
+  `KeyLedger.authorize(MyApp.Vault, token, route)`. See `KeyLedger.Server`.
+  """
+  @spec child_spec(keyword) :: Supervisor.child_spec()
+  def child_spec(opts) when is_list(opts), do: KeyLedger.Server.child_spec(opts)
+
+  @doc """
+  Starts the process that owns the vault `name:` at `path:` (options as `child_spec/1`),
+  linked to the caller; meant to run under a supervisor. The vault is opened in the
+  process's `init`, so a failed open fails the start: `{:error, {:keyledger_open_failed,
+  code, message}}`. Calls given the name read the handle with one lock-free
+  `:persistent_term` lookup, never a message to the owner; the owner closes the vault when
+  it stops. A name not started (or stopped) gives `{:error, %{code: "vault_not_started",
+  status: 503}}` from every call.
+  """
+  @spec start_link(keyword) :: GenServer.on_start()
+  def start_link(opts) when is_list(opts), do: KeyLedger.Server.start_link(opts)
+
+  @doc "The handle of the vault started as `name`: `{:ok, handle}` or the `vault_not_started` error."
+  @spec whereis(atom) :: result(reference)
+  def whereis(name) when is_atom(name) and name not in [nil, true, false], do: Handle.lookup(name)
 
   # ---- authorize -----------------------------------------------------------------------
 
@@ -169,7 +203,7 @@ defmodule KeyLedger do
     with_invalid(fn ->
       replay_and_query = [refuse_replay?(Keyword.get(opts, :on_replay, :grant)), Keyword.get(opts, :query)]
       args = [vault, token, method, target | nif_options(opts)] ++ replay_and_query
-      grant_result(apply(Nif, :authorize, args))
+      grant_result(apply(Handle, :authorize, args))
     end)
   end
 
@@ -218,7 +252,7 @@ defmodule KeyLedger do
 
       replay = refuse_replay?(Keyword.get(opts, :on_replay, :grant))
       args = [vault, token, method, target | nif_options(opts)] ++ [case_insensitive, replay]
-      grant_result(apply(Nif, :authorize_request, args))
+      grant_result(apply(Handle, :authorize_request, args))
     end)
   end
 
@@ -256,7 +290,7 @@ defmodule KeyLedger do
     args = [request[:authorization], request[:api_key], request[:signature], request[:idempotency_key], request[:body]]
     too_large = request[:body_too_large] == true
 
-    case apply(Nif, :authorize_http, [vault, request.method, request.target | args] ++ [too_large, JSON.encode!(options)]) do
+    case apply(Handle, :authorize_http, [vault, request.method, request.target | args] ++ [too_large, JSON.encode!(options)]) do
       {:ok, {status, headers, body, grant}} ->
         headers = headers |> JSON.decode!() |> Enum.map(fn [k, v] -> {k, v} end)
         if grant, do: {:ok, http_grant(grant, opts[:full]), headers}, else: {:error, status, body, headers}
@@ -299,7 +333,7 @@ defmodule KeyLedger do
   `%{account_id, key_id, key_name, auth_method, scopes, credits, total_credits}`.
   """
   @spec whoami(vault, iodata) :: result(map)
-  def whoami(vault, token), do: vault |> Nif.whoami(token) |> decoded()
+  def whoami(vault, token), do: vault |> Handle.whoami(token) |> decoded()
 
   # ---- accounts ------------------------------------------------------------------------
 
@@ -315,21 +349,21 @@ defmodule KeyLedger do
 
   def create_account(vault, id, opts) when is_list(opts) do
     metadata = opts |> Keyword.get(:metadata) |> json_object_arg(:metadata)
-    vault |> Nif.create_account(id, Keyword.get(opts, :credits, 0), metadata) |> decoded()
+    vault |> Handle.create_account(id, Keyword.get(opts, :credits, 0), metadata) |> decoded()
   end
 
   @doc "The account `id`: `%{id, credits, total_credits, created_at, metadata}`."
   @spec account(vault, iodata) :: result(map)
-  def account(vault, id), do: vault |> Nif.account(id) |> decoded()
+  def account(vault, id), do: vault |> Handle.account(id) |> decoded()
 
   @doc "Every account, ordered by id."
   @spec list_accounts(vault) :: result([map])
-  def list_accounts(vault), do: vault |> Nif.list_accounts() |> decoded()
+  def list_accounts(vault), do: vault |> Handle.list_accounts() |> decoded()
 
   @doc "Adds `amount` (> 0) credits. Option `reference:` (≤ 255 bytes, kept in the audit log)."
   @spec top_up(vault, iodata, non_neg_integer, keyword) :: result(map)
   def top_up(vault, id, amount, opts \\ []),
-    do: vault |> Nif.top_up(id, amount, Keyword.get(opts, :reference)) |> decoded()
+    do: vault |> Handle.top_up(id, amount, Keyword.get(opts, :reference)) |> decoded()
 
   @doc """
   Debits `amount` (> 0) credits, for callers authenticated some other way. Option
@@ -337,11 +371,11 @@ defmodule KeyLedger do
   """
   @spec debit(vault, iodata, non_neg_integer, keyword) :: result(map)
   def debit(vault, id, amount, opts \\ []),
-    do: vault |> Nif.debit(id, amount, Keyword.get(opts, :idempotency_key)) |> decoded()
+    do: vault |> Handle.debit(id, amount, Keyword.get(opts, :idempotency_key)) |> decoded()
 
   @doc "`%{account_id, credits, total_credits}`."
   @spec balance(vault, iodata) :: result(map)
-  def balance(vault, id), do: vault |> Nif.balance(id) |> decoded()
+  def balance(vault, id), do: vault |> Handle.balance(id) |> decoded()
 
   # ---- keys ----------------------------------------------------------------------------
 
@@ -372,43 +406,43 @@ defmodule KeyLedger do
       |> put_opt(:signing, bool_opt(opts, :signing))
       |> put_opt(:metadata, opts[:metadata] && map_arg(opts[:metadata], :metadata))
 
-    vault |> Nif.create_key(JSON.encode!(spec)) |> token_and_key()
+    vault |> Handle.create_key(JSON.encode!(spec)) |> token_and_key()
   end
 
   @doc "The key's public info (never the secret or its hash)."
   @spec key(vault, iodata) :: result(map)
-  def key(vault, key_id), do: vault |> Nif.key(key_id) |> decoded()
+  def key(vault, key_id), do: vault |> Handle.key(key_id) |> decoded()
 
   @doc "The keys of `account_id`, or every key when it is `nil`."
   @spec list_keys(vault, iodata | nil) :: result([map])
-  def list_keys(vault, account_id \\ nil), do: vault |> Nif.list_keys(account_id) |> decoded()
+  def list_keys(vault, account_id \\ nil), do: vault |> Handle.list_keys(account_id) |> decoded()
 
   @doc "Revokes the key for good (`invalid_api_key` from the next call in every process)."
   @spec revoke_key(vault, iodata) :: result(map)
-  def revoke_key(vault, key_id), do: vault |> Nif.revoke_key(key_id) |> decoded()
+  def revoke_key(vault, key_id), do: vault |> Handle.revoke_key(key_id) |> decoded()
 
   @doc "Disables the key (`api_key_inactive` until enabled)."
   @spec disable_key(vault, iodata) :: result(map)
-  def disable_key(vault, key_id), do: vault |> Nif.disable_key(key_id) |> decoded()
+  def disable_key(vault, key_id), do: vault |> Handle.disable_key(key_id) |> decoded()
 
   @doc "Enables a disabled key."
   @spec enable_key(vault, iodata) :: result(map)
-  def enable_key(vault, key_id), do: vault |> Nif.enable_key(key_id) |> decoded()
+  def enable_key(vault, key_id), do: vault |> Handle.enable_key(key_id) |> decoded()
 
   @doc "Replaces the key's scopes."
   @spec set_scopes(vault, iodata, [String.t()]) :: result(map)
   def set_scopes(vault, key_id, scopes) do
     with_invalid(fn ->
-      vault |> Nif.set_scopes(key_id, JSON.encode!(scopes_arg(scopes))) |> decoded()
+      vault |> Handle.set_scopes(key_id, JSON.encode!(scopes_arg(scopes))) |> decoded()
     end)
   end
 
   @doc "Sets the key's expiry (unix ms or `DateTime`), or clears it with `nil`."
   @spec set_expiry(vault, iodata, time | nil) :: result(map)
-  def set_expiry(vault, key_id, nil), do: vault |> Nif.set_expiry(key_id, nil) |> decoded()
+  def set_expiry(vault, key_id, nil), do: vault |> Handle.set_expiry(key_id, nil) |> decoded()
 
   def set_expiry(vault, key_id, at),
-    do: vault |> Nif.set_expiry(key_id, time_arg(at, :expires_at)) |> decoded()
+    do: vault |> Handle.set_expiry(key_id, time_arg(at, :expires_at)) |> decoded()
 
   @doc """
   Zero-downtime rotation: a new key (same account, name, prefix, scopes); the old one
@@ -418,31 +452,31 @@ defmodule KeyLedger do
   @spec rotate_key(vault, iodata, keyword) ::
           result(%{token: String.t(), key: map, signing_secret: String.t() | nil})
   def rotate_key(vault, key_id, opts \\ []),
-    do: vault |> Nif.rotate_key(key_id, Keyword.get(opts, :grace, 0)) |> token_and_key()
+    do: vault |> Handle.rotate_key(key_id, Keyword.get(opts, :grace, 0)) |> token_and_key()
 
   @doc "`%{key_id, last_used_at, granted, refused, hourly: [[hour_start_ms, count], …]}`."
   @spec usage(vault, iodata) :: result(map)
-  def usage(vault, key_id), do: vault |> Nif.usage(key_id) |> decoded()
+  def usage(vault, key_id), do: vault |> Handle.usage(key_id) |> decoded()
 
   # ---- routes --------------------------------------------------------------------------
 
   @doc "Adds the rule `(method, pattern) → (scope, cost)`; `method` may be `\"*\"`."
   @spec add_route(vault, iodata, iodata, iodata, non_neg_integer) :: result(map)
   def add_route(vault, method, pattern, scope, cost \\ 0),
-    do: vault |> Nif.add_route(method, pattern, scope, cost) |> decoded()
+    do: vault |> Handle.add_route(method, pattern, scope, cost) |> decoded()
 
   @doc "Removes the rule for `(method, pattern)` and returns it."
   @spec remove_route(vault, iodata, iodata) :: result(map)
   def remove_route(vault, method, pattern),
-    do: vault |> Nif.remove_route(method, pattern) |> decoded()
+    do: vault |> Handle.remove_route(method, pattern) |> decoded()
 
   @doc "Every rule, most specific first."
   @spec list_routes(vault) :: result([map])
-  def list_routes(vault), do: vault |> Nif.list_routes() |> decoded()
+  def list_routes(vault), do: vault |> Handle.list_routes() |> decoded()
 
   @doc "The rule that would decide `method path`, or `nil`."
   @spec match_route(vault, iodata, iodata) :: result(map | nil)
-  def match_route(vault, method, path), do: vault |> Nif.match_route(method, path) |> decoded()
+  def match_route(vault, method, path), do: vault |> Handle.match_route(method, path) |> decoded()
 
   # ---- audit ---------------------------------------------------------------------------
 
@@ -464,7 +498,7 @@ defmodule KeyLedger do
       end)
 
     json = if query == %{}, do: nil, else: JSON.encode!(query)
-    vault |> Nif.audit(json) |> decoded()
+    vault |> Handle.audit(json) |> decoded()
   end
 
   # ---- rate limits and refills ------------------------------------------------
@@ -482,7 +516,7 @@ defmodule KeyLedger do
       {kind, id} = owner_arg(opts)
       auto = Keyword.get(opts, :auto_apply, true)
       unless is_boolean(auto), do: raise(ArgumentError, "auto_apply: must be a boolean, got #{inspect(auto)}")
-      vault |> Nif.set_ratelimit(kind, id, name, limit, duration_ms, auto) |> decoded()
+      vault |> Handle.set_ratelimit(kind, id, name, limit, duration_ms, auto) |> decoded()
     end)
   end
 
@@ -491,7 +525,7 @@ defmodule KeyLedger do
   def remove_ratelimit(vault, name, opts) when is_list(opts) do
     with_invalid(fn ->
       {kind, id} = owner_arg(opts)
-      vault |> Nif.remove_ratelimit(kind, id, name) |> decoded()
+      vault |> Handle.remove_ratelimit(kind, id, name) |> decoded()
     end)
   end
 
@@ -500,7 +534,7 @@ defmodule KeyLedger do
   def ratelimits(vault, opts) when is_list(opts) do
     with_invalid(fn ->
       {kind, id} = owner_arg(opts)
-      vault |> Nif.ratelimits(kind, id) |> decoded()
+      vault |> Handle.ratelimits(kind, id) |> decoded()
     end)
   end
 
@@ -528,13 +562,13 @@ defmodule KeyLedger do
         raise ArgumentError, "day: must be an integer, got #{inspect(day)}"
 
       {code, day} ->
-        vault |> Nif.set_refill(account_id, amount, code, day) |> decoded()
+        vault |> Handle.set_refill(account_id, amount, code, day) |> decoded()
     end
   end
 
   @doc "Removes the account's refill plan (its credits stay as they are); returns the account."
   @spec clear_refill(vault, iodata) :: result(map)
-  def clear_refill(vault, account_id), do: vault |> Nif.clear_refill(account_id) |> decoded()
+  def clear_refill(vault, account_id), do: vault |> Handle.clear_refill(account_id) |> decoded()
 
   # `key_id:` or `account_id:` (exactly one) → {owner kind of the C ABI, id}.
   # {owner_kind, id}: exactly one of key_id: and account_id:, checked by the core.
@@ -560,13 +594,15 @@ defmodule KeyLedger do
   @doc "Whether this handle holds a master key (given, derived, or from `KEYLEDGER_MASTER_KEY`)."
   @spec has_master_key?(vault) :: boolean
   def has_master_key?(vault) do
-    {:ok, has} = Nif.has_master_key(vault)
-    has
+    case Handle.has_master_key(vault) do
+      {:ok, has} -> has
+      {:error, %{message: message}} -> raise ArgumentError, message
+    end
   end
 
   @doc "A signing key's secret, for an admin who lost it (audited; needs the master key)."
   @spec reveal_signing_secret(vault, iodata) :: result(String.t())
-  def reveal_signing_secret(vault, key_id), do: Nif.reveal_signing_secret(vault, key_id)
+  def reveal_signing_secret(vault, key_id), do: Handle.reveal_signing_secret(vault, key_id)
 
   @doc """
   Re-encrypts every signing secret under `new_master_key` (base64, or 32 raw bytes) in
@@ -576,10 +612,10 @@ defmodule KeyLedger do
   """
   @spec rekey(vault, binary | keyword) :: result(non_neg_integer)
   def rekey(vault, passphrase: passphrase) when is_binary(passphrase),
-    do: Nif.rekey_passphrase(vault, passphrase)
+    do: Handle.rekey_passphrase(vault, passphrase)
 
   def rekey(vault, new_master_key) when is_binary(new_master_key),
-    do: Nif.rekey(vault, master_key_text(new_master_key))
+    do: Handle.rekey(vault, master_key_text(new_master_key))
 
   def rekey(_vault, _other),
     do: raise(ArgumentError, "rekey needs a base64 master key, 32 bytes, or passphrase: \"…\"")
@@ -592,7 +628,7 @@ defmodule KeyLedger do
   @spec set_argon2_params(vault, map | keyword) :: :ok | {:error, map}
   def set_argon2_params(vault, params) when is_map(params) or is_list(params) do
     p = Map.new(params)
-    Nif.set_argon2_params(vault, Map.fetch!(p, :m_kib), Map.fetch!(p, :t), Map.fetch!(p, :p))
+    Handle.set_argon2_params(vault, Map.fetch!(p, :m_kib), Map.fetch!(p, :t), Map.fetch!(p, :p))
   end
 
   @doc """
@@ -601,7 +637,7 @@ defmodule KeyLedger do
   """
   @spec stats(vault) :: result(map)
   def stats(vault) do
-    case vault |> Nif.stats() |> decoded() do
+    case vault |> Handle.stats() |> decoded() do
       {:ok, %{cache_mode: m} = s} -> {:ok, %{s | cache_mode: cache_mode(m)}}
       other -> other
     end

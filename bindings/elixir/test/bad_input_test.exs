@@ -31,7 +31,7 @@ defmodule KeyLedger.BadInputTest do
     assert_raise ArgumentError, fn -> KeyLedger.authorize(v, t, @send, now: "yesterday") end
     assert_raise ArgumentError, fn -> KeyLedger.authorize(v, t, @send, idempotency_key: 7) end
     assert_raise ArgumentError, fn -> KeyLedger.authorize(make_ref(), t, @send) end
-    assert_raise ArgumentError, fn -> KeyLedger.authorize(:not_a_vault, t, @send) end
+    assert {:error, %{code: "vault_not_started", status: 503}} = KeyLedger.authorize(:not_a_vault, t, @send)
     assert_raise ArgumentError, fn -> KeyLedger.top_up(v, "acct_42", 1.0) end
     assert_raise ArgumentError, fn -> KeyLedger.top_up(v, :acct_42, 1) end
     assert_raise ArgumentError, fn -> KeyLedger.debit(v, "acct_42", nil) end

@@ -5,11 +5,12 @@ if Code.ensure_loaded?(Plug.Conn) do
     @moduledoc """
     A Plug that gates every request with `KeyLedger.Gate.check/5`.
 
-        plug KeyLedger.Plug, vault: {MyApp.Vault, :get, []}, idempotency_header: "idempotency-key"
+        plug KeyLedger.Plug, vault: MyApp.Vault, idempotency_header: "idempotency-key"
 
     Options:
 
-      * `:vault` (required): how to find the open vault at request time: a 0-arity
+      * `:vault` (required): the name of a vault started with `KeyLedger.start_link/1`
+        (`MyApp.Vault`), or how to find an open vault at request time: a 0-arity
         function, an `{module, function, args}` tuple, or `{:persistent_term, key}`.
         (A vault reference cannot be stored in compiled plug options.)
       * everything `KeyLedger.Gate.check/5` takes: `:cost`, `:scope`,
@@ -108,5 +109,6 @@ if Code.ensure_loaded?(Plug.Conn) do
     defp vault({:persistent_term, key}), do: :persistent_term.get(key)
     defp vault({m, f, a}), do: apply(m, f, a)
     defp vault(ref) when is_reference(ref), do: ref
+    defp vault(name) when is_atom(name), do: name
   end
 end
