@@ -106,9 +106,24 @@ defmodule KeyLedger.MixProject do
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
       compilers: [:keyledger_nif] ++ Mix.compilers(),
-      deps: [],
+      deps: deps(),
       docs: [main: "KeyLedger"]
     ]
+  end
+
+  # Plug, optional: declared so that in an app that has Plug, Mix compiles Plug before
+  # this project and `KeyLedger.Plug` (compiled only when `Plug.Conn` is loaded) exists.
+  # Declaring any Hex package makes Mix demand Hex for *this* project, even an optional
+  # one (`mix compile` stops at "Could not find Hex, which is needed to build dependency
+  # :plug"): so it is declared only where Hex is installed (an app that uses Plug has it),
+  # and never when KEYLEDGER_PLUG_DEP=0 (scripts/test-elixir: no Hex, no network). An
+  # optional dependency of a dependency is never fetched for an app that lacks it.
+  defp deps do
+    if Code.ensure_loaded?(Hex) and System.get_env("KEYLEDGER_PLUG_DEP") != "0" do
+      [{:plug, "~> 1.14", optional: true}]
+    else
+      []
+    end
   end
 
   def application do
