@@ -45,6 +45,8 @@ static ERL_NIF_TERM A_STATUS, A_CODE, A_MESSAGE, A_BODY, A_KL_STATUS;
 static ERL_NIF_TERM A_ACCOUNT_ID, A_KEY_ID, A_KEY_NAME, A_PREFIX, A_AUTH_METHOD, A_CHARGED,
     A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED, A_APIKEY, A_OPERATOR;
 static ERL_NIF_TERM A_RATELIMIT, A_NAME, A_MAX, A_REMAINING, A_RESET_MS;
+/* Struct keys and modules: results are %KeyLedger.Grant{} and %KeyLedger.Error{}. */
+static ERL_NIF_TERM A_STRUCT, A_EXCEPTION, A_GRANT_MOD, A_ERROR_MOD, A_SCOPES, A_RATELIMITS;
 
 /*
  * The closer: one thread of this library that frees dropped vaults.
@@ -185,6 +187,12 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     ATOM(A_MAX, "max");
     ATOM(A_REMAINING, "remaining");
     ATOM(A_RESET_MS, "reset_ms");
+    ATOM(A_STRUCT, "__struct__");
+    ATOM(A_EXCEPTION, "__exception__");
+    ATOM(A_GRANT_MOD, "Elixir.KeyLedger.Grant");
+    ATOM(A_ERROR_MOD, "Elixir.KeyLedger.Error");
+    ATOM(A_SCOPES, "scopes");
+    ATOM(A_RATELIMITS, "ratelimits");
 #undef ATOM
     return 0;
 }
@@ -287,12 +295,18 @@ static ERL_NIF_TERM ok(ErlNifEnv *env, ERL_NIF_TERM t) {
 
 static ERL_NIF_TERM error_map(ErlNifEnv *env, uint32_t st, ERL_NIF_TERM message,
                               ERL_NIF_TERM body) {
-    ERL_NIF_TERM keys[5] = {A_STATUS, A_CODE, A_MESSAGE, A_BODY, A_KL_STATUS};
-    ERL_NIF_TERM vals[5] = {enif_make_uint(env, kl_status_http(st)),
-                            make_cstr(env, kl_status_code(st)), message, body,
+    /* %KeyLedger.Error{} (an exception struct: every field of its defexception). */
+    ERL_NIF_TERM keys[7] = {A_STRUCT, A_EXCEPTION, A_STATUS, A_CODE, A_MESSAGE, A_BODY,
+                            A_KL_STATUS};
+    ERL_NIF_TERM vals[7] = {A_ERROR_MOD,
+                            A_TRUE,
+                            enif_make_uint(env, kl_status_http(st)),
+                            make_cstr(env, kl_status_code(st)),
+                            message,
+                            body,
                             enif_make_uint(env, st)};
     ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, keys, vals, 5, &map)) return enif_make_badarg(env);
+    if (!enif_make_map_from_arrays(env, keys, vals, 7, &map)) return enif_make_badarg(env);
     return enif_make_tuple2(env, A_ERROR, map);
 }
 
@@ -498,10 +512,14 @@ static ERL_NIF_TERM ratelimit_map(ErlNifEnv *env, const kl_grant *g) {
     return map;
 }
 
+/* %KeyLedger.Grant{}: every field of its defstruct (scopes and ratelimits only with
+ * full: true, which goes through JSON instead). */
 static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
-    ERL_NIF_TERM keys[10] = {A_ACCOUNT_ID, A_KEY_ID,  A_KEY_NAME,      A_PREFIX,   A_AUTH_METHOD,
-                             A_CHARGED,    A_CREDITS, A_TOTAL_CREDITS, A_REPLAYED, A_RATELIMIT};
-    ERL_NIF_TERM vals[10] = {
+    ERL_NIF_TERM keys[13] = {A_STRUCT,      A_ACCOUNT_ID, A_KEY_ID,   A_KEY_NAME,      A_PREFIX,
+                             A_AUTH_METHOD, A_CHARGED,    A_CREDITS,  A_TOTAL_CREDITS, A_REPLAYED,
+                             A_RATELIMIT,   A_SCOPES,     A_RATELIMITS};
+    ERL_NIF_TERM vals[13] = {
+        A_GRANT_MOD,
         make_cstr(env, g->account_id),
         make_cstr(env, g->key_id),
         make_cstr(env, g->key_name),
@@ -512,9 +530,11 @@ static ERL_NIF_TERM grant_map(ErlNifEnv *env, const kl_grant *g) {
         enif_make_uint64(env, g->total_credits),
         g->replayed ? A_TRUE : A_FALSE,
         ratelimit_map(env, g),
+        A_NIL,
+        A_NIL,
     };
     ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, keys, vals, 10, &map)) return enif_make_badarg(env);
+    if (!enif_make_map_from_arrays(env, keys, vals, 13, &map)) return enif_make_badarg(env);
     return map;
 }
 

@@ -10,18 +10,21 @@ defmodule KeyLedger do
 
   ## Conventions
 
-    * Every call returns `{:ok, result}` or `{:error, error}` where `error` is
-      `%{status: http_status, code: "missing_scope", message: "…", body: json_binary,
-      kl_status: 1101}`. `body` is the JSON object to send with `status` as the HTTP
-      response, e.g. `{"success":false,"error":"missing_scope","required":"sms:send",…}`.
+    * Every call returns `{:ok, result}` or `{:error, error}` where `error` is a
+      `%KeyLedger.Error{status: http_status, code: "missing_scope", message: "…", body:
+      json_binary, kl_status: 1101}`. `body` is the JSON object to send with `status` as
+      the HTTP response, e.g. `{"success":false,"error":"missing_scope","required":"sms:send",…}`.
+      Each such call has a bang variant (`authorize!/4`, `create_key!/5`, …) that returns
+      the result or raises the `KeyLedger.Error`.
     * Arguments of the wrong type (an atom where a string is expected, a float amount,
       …) raise `ArgumentError`. Strings may be binaries or iodata; invalid UTF-8,
       empty ids, a negative or over-u64 amount give `{:error, %{code: "invalid_argument"}}`
       and change nothing.
-    * Records come back as maps with atom keys (`metadata` and audit `details` keep the
-      string keys they were given). **Times are integers in unix milliseconds** (UTC);
-      wherever a time is an input (`now:`, `expires_at:`, `since:`) a `DateTime` is
-      accepted too.
+    * Results are structs (`KeyLedger.Grant`, `KeyLedger.Account`, `KeyLedger.Balance`,
+      `KeyLedger.Key`, `KeyLedger.NewKey`; see `KeyLedger.Record`) or maps with atom keys
+      (`metadata` and audit `details` keep the string keys they were given). **Times are
+      `DateTime`s** (UTC); wherever a time is an input (`now:`, `expires_at:`, `since:`)
+      a `DateTime` or unix milliseconds is accepted.
     * Calls that may run argon2 or commit never block a normal scheduler. `authorize`
       answers a warm call (and every refusal that needs no argon2) on the caller's
       scheduler, and moves only what would block: argon2 to a dirty CPU scheduler, a
@@ -38,26 +41,9 @@ defmodule KeyLedger do
   """
   @type vault :: reference | atom
 
-  @type error :: %{
-          status: pos_integer,
-          code: String.t(),
-          message: String.t(),
-          body: String.t(),
-          kl_status: pos_integer
-        }
+  @type error :: KeyLedger.Error.t()
 
-  @type grant :: %{
-          account_id: String.t(),
-          key_id: String.t(),
-          key_name: String.t(),
-          prefix: String.t(),
-          auth_method: :apikey | :operator,
-          charged: non_neg_integer,
-          credits: non_neg_integer,
-          total_credits: non_neg_integer,
-          replayed: boolean,
-          ratelimit: ratelimit_status | nil
-        }
+  @type grant :: KeyLedger.Grant.t()
 
   @typedoc "The state of a rate limit applied to a granted call."
   @type ratelimit_status :: %{
@@ -179,9 +165,9 @@ defmodule KeyLedger do
   `full: true` (also return `scopes` and `ratelimits`, through the C ABI's JSON variant:
   one JSON encode/decode more per call).
 
-  The grant is built in C from the fixed-size `kl_grant`:
-  `%{account_id, key_id, key_name, prefix, auth_method: :apikey | :operator, charged,
-  credits, total_credits, replayed, ratelimit}`, where `ratelimit` is the tightest
+  The grant, a `KeyLedger.Grant`, is built in C from the fixed-size `kl_grant`:
+  `%KeyLedger.Grant{account_id, key_id, key_name, prefix, auth_method: :apikey | :operator,
+  charged, credits, total_credits, replayed, ratelimit}`, where `ratelimit` is the tightest
   applied rate limit (fewest units left) `%{name, max, remaining, reset_ms}`, or `nil`.
   An exceeded limit is `{:error, %{status: 429, code: "rate_limited"}}` (nothing charged)
   whose body has `limit`, `max`, `remaining`, `reset_ms` and `retry_after` (seconds).
@@ -223,7 +209,7 @@ defmodule KeyLedger do
 
   defp grant_result({:ok, {:json, json}}) do
     grant = record(json)
-    {:ok, Map.put(grant, :ratelimit, tightest(grant.ratelimits))}
+    {:ok, struct(KeyLedger.Grant, Map.put(grant, :ratelimit, tightest(grant.ratelimits)))}
   end
 
   defp grant_result(other), do: other
@@ -302,7 +288,7 @@ defmodule KeyLedger do
 
   defp http_grant(json, full) do
     {:ok, grant} = grant_result({:ok, {:json, json}})
-    if full == true, do: grant, else: Map.drop(grant, [:scopes, :ratelimits])
+    if full == true, do: grant, else: %{grant | scopes: nil, ratelimits: nil}
   end
 
   defp limits_arg(nil), do: nil
@@ -349,21 +335,21 @@ defmodule KeyLedger do
 
   def create_account(vault, id, opts) when is_list(opts) do
     metadata = opts |> Keyword.get(:metadata) |> json_object_arg(:metadata)
-    vault |> Handle.create_account(id, Keyword.get(opts, :credits, 0), metadata) |> decoded()
+    vault |> Handle.create_account(id, Keyword.get(opts, :credits, 0), metadata) |> decoded(KeyLedger.Account)
   end
 
   @doc "The account `id`: `%{id, credits, total_credits, created_at, metadata}`."
   @spec account(vault, iodata) :: result(map)
-  def account(vault, id), do: vault |> Handle.account(id) |> decoded()
+  def account(vault, id), do: vault |> Handle.account(id) |> decoded(KeyLedger.Account)
 
   @doc "Every account, ordered by id."
   @spec list_accounts(vault) :: result([map])
-  def list_accounts(vault), do: vault |> Handle.list_accounts() |> decoded()
+  def list_accounts(vault), do: vault |> Handle.list_accounts() |> decoded(KeyLedger.Account)
 
   @doc "Adds `amount` (> 0) credits. Option `reference:` (≤ 255 bytes, kept in the audit log)."
   @spec top_up(vault, iodata, non_neg_integer, keyword) :: result(map)
   def top_up(vault, id, amount, opts \\ []),
-    do: vault |> Handle.top_up(id, amount, Keyword.get(opts, :reference)) |> decoded()
+    do: vault |> Handle.top_up(id, amount, Keyword.get(opts, :reference)) |> decoded(KeyLedger.Balance)
 
   @doc """
   Debits `amount` (> 0) credits, for callers authenticated some other way. Option
@@ -371,17 +357,17 @@ defmodule KeyLedger do
   """
   @spec debit(vault, iodata, non_neg_integer, keyword) :: result(map)
   def debit(vault, id, amount, opts \\ []),
-    do: vault |> Handle.debit(id, amount, Keyword.get(opts, :idempotency_key)) |> decoded()
+    do: vault |> Handle.debit(id, amount, Keyword.get(opts, :idempotency_key)) |> decoded(KeyLedger.Balance)
 
   @doc "`%{account_id, credits, total_credits}`."
   @spec balance(vault, iodata) :: result(map)
-  def balance(vault, id), do: vault |> Handle.balance(id) |> decoded()
+  def balance(vault, id), do: vault |> Handle.balance(id) |> decoded(KeyLedger.Balance)
 
   # ---- keys ----------------------------------------------------------------------------
 
   @doc """
-  Mints a key for `account_id`. Returns `{:ok, %{token: token, key: key_info,
-  signing_secret: secret | nil}}`: the token is shown once and can never be retrieved
+  Mints a key for `account_id`. Returns `{:ok, %KeyLedger.NewKey{token: token, key:
+  %KeyLedger.Key{}, signing_secret: secret | nil}}`: the token is shown once and can never be retrieved
   again. A key created with `signing: true` (needs the vault's master key) also gets a
   signing secret (64 hex characters) that clients sign requests with (`sign_request/5`);
   an admin can recover it with `reveal_signing_secret/2`. Other keys get `nil`.
@@ -390,7 +376,7 @@ defmodule KeyLedger do
   `expires_in:` (ms), `operator:`, `signing:`, `metadata:` (a map).
   """
   @spec create_key(vault, String.t(), String.t(), [String.t()], keyword) ::
-          result(%{token: String.t(), key: map, signing_secret: String.t() | nil})
+          result(KeyLedger.NewKey.t())
   def create_key(vault, account_id, name, scopes, opts \\ []) when is_list(opts) do
     with_invalid(fn -> do_create_key(vault, account_id, name, scopes, opts) end)
   end
@@ -411,38 +397,38 @@ defmodule KeyLedger do
 
   @doc "The key's public info (never the secret or its hash)."
   @spec key(vault, iodata) :: result(map)
-  def key(vault, key_id), do: vault |> Handle.key(key_id) |> decoded()
+  def key(vault, key_id), do: vault |> Handle.key(key_id) |> decoded(KeyLedger.Key)
 
   @doc "The keys of `account_id`, or every key when it is `nil`."
   @spec list_keys(vault, iodata | nil) :: result([map])
-  def list_keys(vault, account_id \\ nil), do: vault |> Handle.list_keys(account_id) |> decoded()
+  def list_keys(vault, account_id \\ nil), do: vault |> Handle.list_keys(account_id) |> decoded(KeyLedger.Key)
 
   @doc "Revokes the key for good (`invalid_api_key` from the next call in every process)."
   @spec revoke_key(vault, iodata) :: result(map)
-  def revoke_key(vault, key_id), do: vault |> Handle.revoke_key(key_id) |> decoded()
+  def revoke_key(vault, key_id), do: vault |> Handle.revoke_key(key_id) |> decoded(KeyLedger.Key)
 
   @doc "Disables the key (`api_key_inactive` until enabled)."
   @spec disable_key(vault, iodata) :: result(map)
-  def disable_key(vault, key_id), do: vault |> Handle.disable_key(key_id) |> decoded()
+  def disable_key(vault, key_id), do: vault |> Handle.disable_key(key_id) |> decoded(KeyLedger.Key)
 
   @doc "Enables a disabled key."
   @spec enable_key(vault, iodata) :: result(map)
-  def enable_key(vault, key_id), do: vault |> Handle.enable_key(key_id) |> decoded()
+  def enable_key(vault, key_id), do: vault |> Handle.enable_key(key_id) |> decoded(KeyLedger.Key)
 
   @doc "Replaces the key's scopes."
   @spec set_scopes(vault, iodata, [String.t()]) :: result(map)
   def set_scopes(vault, key_id, scopes) do
     with_invalid(fn ->
-      vault |> Handle.set_scopes(key_id, JSON.encode!(scopes_arg(scopes))) |> decoded()
+      vault |> Handle.set_scopes(key_id, JSON.encode!(scopes_arg(scopes))) |> decoded(KeyLedger.Key)
     end)
   end
 
   @doc "Sets the key's expiry (unix ms or `DateTime`), or clears it with `nil`."
   @spec set_expiry(vault, iodata, time | nil) :: result(map)
-  def set_expiry(vault, key_id, nil), do: vault |> Handle.set_expiry(key_id, nil) |> decoded()
+  def set_expiry(vault, key_id, nil), do: vault |> Handle.set_expiry(key_id, nil) |> decoded(KeyLedger.Key)
 
   def set_expiry(vault, key_id, at),
-    do: vault |> Handle.set_expiry(key_id, time_arg(at, :expires_at)) |> decoded()
+    do: vault |> Handle.set_expiry(key_id, time_arg(at, :expires_at)) |> decoded(KeyLedger.Key)
 
   @doc """
   Zero-downtime rotation: a new key (same account, name, prefix, scopes); the old one
@@ -450,7 +436,7 @@ defmodule KeyLedger do
   signing_secret:}}`: a signing key's replacement gets a new signing secret.
   """
   @spec rotate_key(vault, iodata, keyword) ::
-          result(%{token: String.t(), key: map, signing_secret: String.t() | nil})
+          result(KeyLedger.NewKey.t())
   def rotate_key(vault, key_id, opts \\ []),
     do: vault |> Handle.rotate_key(key_id, Keyword.get(opts, :grace, 0)) |> token_and_key()
 
@@ -562,13 +548,13 @@ defmodule KeyLedger do
         raise ArgumentError, "day: must be an integer, got #{inspect(day)}"
 
       {code, day} ->
-        vault |> Handle.set_refill(account_id, amount, code, day) |> decoded()
+        vault |> Handle.set_refill(account_id, amount, code, day) |> decoded(KeyLedger.Account)
     end
   end
 
   @doc "Removes the account's refill plan (its credits stay as they are); returns the account."
   @spec clear_refill(vault, iodata) :: result(map)
-  def clear_refill(vault, account_id), do: vault |> Handle.clear_refill(account_id) |> decoded()
+  def clear_refill(vault, account_id), do: vault |> Handle.clear_refill(account_id) |> decoded(KeyLedger.Account)
 
   # `key_id:` or `account_id:` (exactly one) → {owner kind of the C ABI, id}.
   # {owner_kind, id}: exactly one of key_id: and account_id:, checked by the core.
@@ -770,8 +756,16 @@ defmodule KeyLedger do
   defp decoded({:ok, json}) when is_binary(json), do: {:ok, record(json)}
   defp decoded(other), do: other
 
+  # A record (or a list of them) as the struct `mod`; unknown fields a newer library may
+  # add are dropped, missing ones are nil.
+  defp decoded({:ok, json}, mod) when is_binary(json), do: {:ok, as_struct(record(json), mod)}
+  defp decoded(other, _mod), do: other
+
+  defp as_struct(list, mod) when is_list(list), do: Enum.map(list, &as_struct(&1, mod))
+  defp as_struct(map, mod) when is_map(map), do: struct(mod, map)
+
   defp token_and_key({:ok, {token, secret, json}}),
-    do: {:ok, %{token: token, key: record(json), signing_secret: secret}}
+    do: {:ok, %KeyLedger.NewKey{token: token, key: as_struct(record(json), KeyLedger.Key), signing_secret: secret}}
   defp token_and_key(other), do: other
 
   @doc false
@@ -786,6 +780,8 @@ defmodule KeyLedger do
              auto_apply refill amount interval day)
   @field_atoms Map.new(@fields, &{&1, String.to_atom(&1)})
   @opaque_fields ["metadata", "details"]
+  # Unix ms in the C ABI's JSON, DateTime (UTC, ms precision) here.
+  @time_fields ~w(created_at expires_at revoked_at last_used_at time)
 
   defp atomize(list) when is_list(list), do: Enum.map(list, &atomize/1)
 
@@ -796,11 +792,15 @@ defmodule KeyLedger do
       {"auth_method", "operator"} -> {:auth_method, :operator}
       {"interval", "daily"} -> {:interval, :daily}
       {"interval", "monthly"} -> {:interval, :monthly}
+      {k, ms} when k in @time_fields and is_integer(ms) -> {Map.fetch!(@field_atoms, k), datetime(ms)}
+      {"hourly", hours} when is_list(hours) -> {:hourly, Enum.map(hours, fn [h, n] -> [datetime(h), n]; o -> o end)}
       {k, v} -> {Map.get(@field_atoms, k, k), atomize(v)}
     end)
   end
 
   defp atomize(other), do: other
+
+  defp datetime(ms), do: DateTime.from_unix!(ms, :millisecond)
 
   defp put_opt(map, _k, nil), do: map
   defp put_opt(map, k, v), do: Map.put(map, k, v)
@@ -834,7 +834,7 @@ defmodule KeyLedger do
 
   defp invalid_argument(msg) do
     body = JSON.encode!(%{success: false, error: "invalid_argument", message: msg})
-    {:error, %{status: 400, code: "invalid_argument", message: msg, body: body, kl_status: 2003}}
+    {:error, %KeyLedger.Error{status: 400, code: "invalid_argument", message: msg, body: body, kl_status: 2003}}
   end
 
   defp scopes_arg(scopes) when is_list(scopes), do: Enum.map(scopes, &string_arg(&1, :scopes))
@@ -853,4 +853,28 @@ defmodule KeyLedger do
 
   defp json_object_arg(nil, _what), do: nil
   defp json_object_arg(m, what), do: m |> map_arg(what) |> JSON.encode!()
+
+  # ---- bang variants -------------------------------------------------------------------
+
+  @bang [
+    authorize: [3, 4], authorize_request: [4, 5], whoami: [2],
+    create_account: [2, 3], account: [2], list_accounts: [1], top_up: [3, 4], debit: [3, 4],
+    balance: [2], create_key: [4, 5], key: [2], list_keys: [1, 2], revoke_key: [2],
+    disable_key: [2], enable_key: [2], set_scopes: [3], set_expiry: [3], rotate_key: [2, 3],
+    usage: [2], add_route: [4, 5], remove_route: [3], list_routes: [1], match_route: [3],
+    audit: [1, 2], set_ratelimit: [5], remove_ratelimit: [3], ratelimits: [2],
+    set_refill: [4, 5], clear_refill: [2], reveal_signing_secret: [2], rekey: [2],
+    stats: [1], close: [1], flush: [1]
+  ]
+
+  for {fun, arities} <- @bang, arity <- arities do
+    args = Macro.generate_arguments(arity, __MODULE__)
+
+    @doc "`#{fun}/#{arity}` returning the result itself (`:ok` for `:ok`), or raising `KeyLedger.Error`."
+    def unquote(:"#{fun}!")(unquote_splicing(args)), do: unwrap!(unquote(fun)(unquote_splicing(args)))
+  end
+
+  defp unwrap!({:ok, result}), do: result
+  defp unwrap!(:ok), do: :ok
+  defp unwrap!({:error, %KeyLedger.Error{} = error}), do: raise(error)
 end

@@ -56,6 +56,6 @@ defmodule KeyLedger.Handle do
         "or KeyLedger.child_spec/1 under a supervisor)"
 
     body = KeyLedger.JSON.encode!(%{success: false, error: "vault_not_started", message: message})
-    {:error, %{status: 503, code: "vault_not_started", message: message, body: body, kl_status: nil}}
+    {:error, %KeyLedger.Error{status: 503, code: "vault_not_started", message: message, body: body, kl_status: nil}}
   end
 end

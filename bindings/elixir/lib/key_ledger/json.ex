@@ -256,7 +256,14 @@ defmodule KeyLedger.JSON do
     ["[", list |> Enum.map(&enc/1) |> Enum.intersperse(","), "]"]
   end
 
-  defp enc(%{__struct__: _} = s), do: raise(ArgumentError, "cannot encode #{inspect(s)} as JSON")
+  # keyledger's own result structs are objects; times are ISO 8601 strings.
+  defp enc(%DateTime{} = dt), do: enc_string(DateTime.to_iso8601(dt))
+
+  defp enc(%{__struct__: _} = s) do
+    if KeyLedger.Record.record?(s),
+      do: s |> Map.from_struct() |> Map.delete(:__exception__) |> enc(),
+      else: raise(ArgumentError, "cannot encode #{inspect(s)} as JSON")
+  end
 
   defp enc(map) when is_map(map) do
     pairs =
