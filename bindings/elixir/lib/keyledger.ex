@@ -186,6 +186,12 @@ defmodule KeyLedger do
     do: raise(ArgumentError, "route must be {method, path} or {:scope, scope}, got #{inspect(route)}")
 
   defp do_authorize(vault, token, method, target, opts) do
+    if KeyLedger.Telemetry.enabled?(),
+      do: KeyLedger.Telemetry.span(:authorize, vault, method, target, fn -> authorize_call(vault, token, method, target, opts) end),
+      else: authorize_call(vault, token, method, target, opts)
+  end
+
+  defp authorize_call(vault, token, method, target, opts) do
     with_invalid(fn ->
       replay_and_query = [refuse_replay?(Keyword.get(opts, :on_replay, :grant)), Keyword.get(opts, :query)]
       args = [vault, token, method, target | nif_options(opts)] ++ replay_and_query
@@ -229,6 +235,12 @@ defmodule KeyLedger do
   """
   @spec authorize_request(vault, iodata, iodata, iodata, keyword) :: result(grant)
   def authorize_request(vault, token, method, target, opts \\ []) when is_list(opts) do
+    if KeyLedger.Telemetry.enabled?(),
+      do: KeyLedger.Telemetry.span(:authorize_request, vault, method, target, fn -> authorize_request_call(vault, token, method, target, opts) end),
+      else: authorize_request_call(vault, token, method, target, opts)
+  end
+
+  defp authorize_request_call(vault, token, method, target, opts) do
     with_invalid(fn ->
       case_insensitive =
         case Keyword.get(opts, :case_insensitive, false) do
@@ -266,6 +278,12 @@ defmodule KeyLedger do
   @spec authorize_http(vault, map, keyword) ::
           {:ok, grant, [{String.t(), String.t()}]} | {:error, pos_integer, binary, [{String.t(), String.t()}]}
   def authorize_http(vault, request, opts \\ []) when is_map(request) and is_list(opts) do
+    if KeyLedger.Telemetry.enabled?(),
+      do: KeyLedger.Telemetry.span(:authorize_http, vault, request[:method], request[:target], fn -> authorize_http_call(vault, request, opts) end),
+      else: authorize_http_call(vault, request, opts)
+  end
+
+  defp authorize_http_call(vault, request, opts) do
     options =
       %{cost: opts[:cost], scope: opts[:scope], limits: opts[:limits], limit_cost: opts[:limit_cost],
         replay: opts |> Keyword.get(:replay, :refuse) |> Atom.to_string(), case_insensitive: opts[:case_insensitive],
