@@ -875,7 +875,7 @@ defmodule KeyLedger do
   # ---- bang variants -------------------------------------------------------------------
 
   @bang [
-    authorize: [3, 4], authorize_request: [4, 5], whoami: [2],
+    open: [1, 2], authorize: [3, 4], authorize_request: [4, 5], whoami: [2],
     create_account: [2, 3], account: [2], list_accounts: [1], top_up: [3, 4], debit: [3, 4],
     balance: [2], create_key: [4, 5], key: [2], list_keys: [1, 2], revoke_key: [2],
     disable_key: [2], enable_key: [2], set_scopes: [3], set_expiry: [3], rotate_key: [2, 3],
