@@ -34,7 +34,13 @@ defmodule Mix.Tasks.Compile.KeyledgerNif do
     output = Path.join(priv, "keyledger_nif.so")
     header = Path.join(lib.include_dir, "keyledger.h")
     inputs = [@source, header, "mix.exs"]
-    stamp = inspect({lib.cflags, lib.libs, lib.lib_dir})
+    # The library directory on the first line (bench/authorize_bench.exs prints it).
+    stamp = "#{lib.lib_dir}\n#{inspect({lib.cflags, lib.libs})}"
+
+    # This project keeps no priv/ in its source, so each build environment gets its own
+    # (the test build links the debug library, a bench build the release one). A priv
+    # symlink left by an older layout pointing at a removed directory is replaced.
+    with {:ok, %File.Stat{type: :symlink}} <- File.lstat(priv), false <- File.dir?(priv), do: File.rm!(priv)
 
     if "--force" in args or Mix.Utils.stale?(inputs, [output]) or stale_link?(priv, stamp) do
       File.mkdir_p!(priv)

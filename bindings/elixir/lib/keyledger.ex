@@ -191,6 +191,10 @@ defmodule KeyLedger do
       else: authorize_call(vault, token, method, target, opts)
   end
 
+  # The hot path's shape (no options): the NIF's arguments directly, nothing to check here.
+  defp authorize_call(vault, token, method, target, []),
+    do: Handle.authorize(vault, token, method, target, nil, nil, nil, nil, 0, false, nil, nil, false, nil)
+
   defp authorize_call(vault, token, method, target, opts) do
     with_invalid(fn ->
       replay_and_query = [refuse_replay?(Keyword.get(opts, :on_replay, :grant)), Keyword.get(opts, :query)]
