@@ -80,9 +80,6 @@ defmodule KeyLedger.Server do
   end
 
   @impl true
-  def handle_call(:vault, _from, state), do: {:reply, {:ok, state.vault}, state}
-
-  @impl true
   def handle_info(_msg, state), do: {:noreply, state}
 
   @impl true
