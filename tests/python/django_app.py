@@ -43,6 +43,12 @@ def plain(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"account": grant.account_id, "credits": grant.credits})
 
 
+async def async_view(request: HttpRequest) -> JsonResponse:
+    """An async view: under the AsyncClient the middleware chain before it is async."""
+    grant = getattr(request, "keyledger")
+    return JsonResponse({"account": grant.account_id, "credits": grant.credits, "charged": grant.charged})
+
+
 def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
@@ -52,5 +58,7 @@ urlpatterns = [
     path("drf/scoped", Scoped.as_view()),
     path("drf/numbers", Numbers.as_view()),
     path("api/v1/numbers/mine", plain),
+    path("async/send", async_view),
+    path("async/numbers", async_view),
     path("health", health),
 ]

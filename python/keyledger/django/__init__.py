@@ -19,7 +19,10 @@ Middleware (``keyledger.django.middleware.KeyLedgerMiddleware``): gates every re
 the excluded prefixes through ``Vault.authorize_http``, against the vault's route rules (the
 request's method and raw target); a refusal is answered with the core's status, headers and
 JSON body; a grant is ``request.keyledger``. Use it for an API where every path is a
-priced route. For per-view checks instead, use the DRF classes alone:
+priced route. It is sync and async capable: under ASGI with async views it runs as a
+coroutine, deciding inline with ``Vault.try_authorize_http`` and moving only argon2 or a
+commit wait to a worker thread (``Vault.authorize_http_async``), so the event loop never
+waits for keyledger. For per-view checks instead, use the DRF classes alone:
 
     INSTALLED_APPS = [..., "rest_framework", "keyledger.django"]
     REST_FRAMEWORK = {

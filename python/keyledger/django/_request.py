@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from django.http import HttpRequest
 
@@ -25,3 +25,14 @@ def request_target(request: HttpRequest) -> str:
 def header(request: HttpRequest, name: str) -> Optional[str]:
     value = request.META.get("HTTP_" + name.upper().replace("-", "_"))
     return str(value) if value is not None else None
+
+
+def gate_options(request: HttpRequest, *, idempotency_header: Optional[str] = None, **options: Any) -> Dict[str, Any]:
+    """The keyword arguments of ``Vault.authorize_http`` read from ``request`` (credentials,
+    idempotency key), plus ``options``."""
+    return dict(
+        authorization=header(request, "authorization"),
+        api_key=header(request, "x-api-key"),
+        idempotency_key=header(request, idempotency_header) if idempotency_header else None,
+        **options,
+    )
