@@ -8,7 +8,17 @@ Settings:
   ``argon2``, ``durability``...).
 * ``KEYLEDGER_GATE``: options of the middleware: ``exclude`` (path prefixes served without a
   key, e.g. ``["/admin/", "/health"]``), ``cost``, ``scope``, ``idempotency_header``,
-  ``case_insensitive``.
+  ``case_insensitive``; and of the middleware and the DRF class: ``signature_header``
+  (default ``X-KeyLedger-Signature``) and ``max_body`` (default 1 MiB).
+
+Signed requests (keys created with ``signing=True``): when a request carries the signature
+header, the middleware and ``KeyLedgerAuthentication`` pass the header and the body
+(``request.body``, which Django keeps for the view) to the core, which checks the signature
+over the method, the target as sent and the body's SHA-256, as ``keyledger.asgi`` does: a
+tampered body or a stale timestamp is 401 ``invalid_signature``, a body over ``max_body``
+413 ``payload_too_large`` (it is then not read). With a ``scope`` (``KEYLEDGER_GATE`` or a
+view's ``keyledger_scope``) the core checks a signature over the method ``SCOPE`` and the
+scope instead, as for ``Vault.authorize(scope=...)``.
 
 One ``Vault`` per process, opened lazily by ``get_vault()`` on first use, and opened again in
 a child process after ``fork()`` (the core requires a vault per process: a parent's vault

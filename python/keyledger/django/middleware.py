@@ -73,6 +73,8 @@ class KeyLedgerMiddleware:
         options = gate_options(
             request,
             idempotency_header=gate.get("idempotency_header"),
+            signature_header=gate.get("signature_header"),
+            max_body=gate.get("max_body"),
             cost=gate.get("cost"),
             scope=gate.get("scope"),
             case_insensitive=bool(gate.get("case_insensitive", False)),
