@@ -84,12 +84,13 @@ def test_async_client_grant_401_and_402_through_the_async_middleware(token: str,
         r = await client.post("/async/send", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.content
         assert r.json() == {"account": "acct_42", "credits": 9, "charged": 1}
-        # The first call verified the key (argon2) and committed a debit: a worker thread.
-        assert threaded == ["authorize_http"]
+        # The first call opened the vault and verified the key (argon2) and committed a
+        # debit: each in a worker thread.
+        assert threaded == ["get_vault", "authorize_http"]
         # A free request with the key now verified is decided inline, on the event loop.
         r = await client.get("/async/numbers", headers={"X-Api-Key": token})
         assert r.status_code == 200 and r.json()["charged"] == 0
-        assert threaded == ["authorize_http"]
+        assert threaded == ["get_vault", "authorize_http"]
 
         r = await client.post("/async/send", headers={"Authorization": "Bearer dial_live_forged"})
         assert r.status_code == 401 and r["WWW-Authenticate"] == "Bearer"

@@ -20,7 +20,8 @@ tampered body or a stale timestamp is 401 ``invalid_signature``, a body over ``m
 view's ``keyledger_scope``) the core checks a signature over the method ``SCOPE`` and the
 scope instead, as for ``Vault.authorize(scope=...)``.
 
-One ``Vault`` per process, opened lazily by ``get_vault()`` on first use, and opened again in
+One ``Vault`` per process, opened lazily by ``get_vault()`` (``await aget_vault()`` in async
+code: the first open then runs in a worker thread) on first use, and opened again in
 a child process after ``fork()`` (the core requires a vault per process: a parent's vault
 is never used by a child). Changing ``KEYLEDGER_VAULT``/``KEYLEDGER_OPTIONS`` with
 ``override_settings`` reopens it.
@@ -99,6 +100,17 @@ def get_vault() -> Vault:
         return _vault
 
 
+async def aget_vault() -> Vault:
+    """``get_vault()`` for async code: this process's vault at once when it is open, else
+    opened in a worker thread (opening reads the file, or connects to PostgreSQL)."""
+    vault = _vault
+    if vault is not None and _pid == os.getpid():
+        return vault
+    from keyledger._aio import run_sync
+
+    return await run_sync(get_vault)
+
+
 def reset_vault() -> None:
     """Close this process's vault; the next ``get_vault()`` opens it again."""
     global _vault, _pid
@@ -121,4 +133,4 @@ except ImportError:  # pragma: no cover - django is an optional dependency
 else:
     setting_changed.connect(_on_setting_changed, dispatch_uid="keyledger.django.reset_vault")
 
-__all__ = ["get_vault", "reset_vault", "vault_location", "vault_options"]
+__all__ = ["aget_vault", "get_vault", "reset_vault", "vault_location", "vault_options"]

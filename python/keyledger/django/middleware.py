@@ -18,7 +18,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from keyledger._keyledger import Grant
-from keyledger.django import get_vault
+from keyledger.django import aget_vault, get_vault
 from keyledger.django._request import gate_options, request_target
 
 Outcome = Tuple[int, List[Tuple[str, str]], bytes, Optional[Grant]]
@@ -57,7 +57,7 @@ class KeyLedgerMiddleware:
             response: HttpResponse = await get_response(request)
             return response
         method, target, options = args
-        outcome = await get_vault().authorize_http_async(method, target, **options)
+        outcome = await (await aget_vault()).authorize_http_async(method, target, **options)
         refusal, headers = self._decide(request, outcome)
         if refusal is not None:
             return refusal
