@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The Python hot path: what one cache-hit authorization costs a Python caller.
 
-A release build of the extension (``maturin develop --release`` into the virtualenv
-``target/pyhot``, its own cargo target dir ``target/pyhot-build`` so the test build in
-``target/python`` is left alone), then, on a vault in a temp dir with one verified key
-(every call a cache hit, nothing debited):
+A release build of the extension installed into the virtualenv ``target/pyhot``
+(``maturin build --release`` with its own cargo target dir ``target/pyhot-build``, then the
+wheel installed with pip: ``maturin develop`` would install it editable, copying the release
+module into ``python/keyledger/`` over the test build that ``scripts/test python`` put
+there), then, on a vault in a temp dir with one verified key (every call a cache hit,
+nothing debited):
 
 * ``authorize(token, scope=...)`` and ``authorize(token, route=(GET, path))``,
 * ``try_authorize`` with the same arguments (the call every async host makes inline first),
@@ -29,6 +31,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "target" / "pyhot"
 VPY = VENV / "bin" / "python"
 BUILD_DIR = ROOT / "target" / "pyhot-build"
+WHEELS = ROOT / "target" / "pyhot-wheels"
 
 BATCH = 50
 TARGET_US = 0.7
@@ -60,11 +64,15 @@ def build() -> None:
         CARGO_TARGET_DIR=str(BUILD_DIR),
         CARGO_INCREMENTAL="0",
     )
+    shutil.rmtree(WHEELS, ignore_errors=True)
     subprocess.check_call(
-        [str(VENV / "bin" / "maturin"), "develop", "--release", "--locked", "--quiet", "--features", "python"],
+        [str(VENV / "bin" / "maturin"), "build", "--release", "--locked", "--quiet", "--features", "python",
+         "--interpreter", str(VPY), "--out", str(WHEELS)],
         cwd=ROOT,
         env=env,
     )
+    wheel = next(WHEELS.glob("keyledger-*.whl"))
+    subprocess.check_call([str(VPY), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", str(wheel)])
 
 
 def figures(call: Callable[[], Any], calls: int) -> Dict[str, float]:
@@ -113,6 +121,9 @@ def async_figures(make: Callable[[], Awaitable[Any]], calls: int) -> Dict[str, f
 
 def run(calls: int) -> Dict[str, Any]:
     import keyledger
+
+    # The installed release wheel, never the source tree's module (a debug test build).
+    assert Path(keyledger.__file__).resolve().is_relative_to(VENV.resolve()), keyledger.__file__
 
     results: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, keyledger.Vault(Path(tmp) / "hot.redb") as v:
