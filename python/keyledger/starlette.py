@@ -34,10 +34,10 @@ header (default ``X-KeyLedger-Signature``), ``KeyLedgerAuthenticationMiddleware`
 whole body (up to the backend's ``max_body``, else 413 ``payload_too_large``) and hands it to
 the app again unchanged, and the core checks the signature over the method, the target as
 sent and the body, exactly as ``keyledger.asgi`` does: a tampered body or a stale timestamp
-is 401 ``invalid_signature`` (with ``scope=`` the core checks a signature over the method
-``SCOPE`` and the scope, as for ``Vault.authorize(scope=...)``). Under Starlette's own ``AuthenticationMiddleware`` a backend
-never sees the body, so a signing key is refused there (401 ``invalid_signature``); keys
-that do not sign ignore the header.
+is 401 ``invalid_signature``. With ``scope=`` the core checks a signature over the method
+``SCOPE`` and the scope instead, as for ``Vault.authorize(scope=...)``. Under Starlette's
+own ``AuthenticationMiddleware`` a backend never sees the body, so a signing key is refused
+there (401 ``invalid_signature``); keys that do not sign ignore the header.
 
 ``@requires`` checks scopes literally; a wildcard key scope (``sms:*``) is expanded by the
 core only, so check with ``scope=`` on the backend or ``keyledger.fastapi.require`` when
