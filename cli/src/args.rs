@@ -119,6 +119,15 @@ pub enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Print a shell completion script, e.g.
+    /// `keyledger completions bash > /etc/bash_completion.d/keyledger`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `keyledger man > /usr/local/share/man/man1/keyledger.1`.
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,8 +300,9 @@ pub enum KeyCmd {
     #[command(group(ArgGroup::new("when").required(true).args(["at", "in_", "never"])))]
     Expire {
         key_id: String,
-        /// Expire at this instant (unix milliseconds).
-        #[arg(long, value_name = "UNIX_MS", allow_hyphen_values = true)]
+        /// Expire at this instant: unix milliseconds, RFC 3339 (2026-12-01T00:00:00Z,
+        /// with an offset) or a date (midnight UTC).
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
         at: Option<String>,
         /// Expire this many seconds from now.
         #[arg(long = "in", value_name = "SECONDS", allow_hyphen_values = true)]
@@ -325,8 +335,9 @@ pub struct KeyCreate {
         allow_hyphen_values = true
     )]
     pub expires_in: Option<String>,
-    /// Expire at this instant (unix milliseconds).
-    #[arg(long, value_name = "UNIX_MS", allow_hyphen_values = true)]
+    /// Expire at this instant: unix milliseconds, RFC 3339 (2026-12-01T00:00:00Z, with an
+    /// offset) or a date (midnight UTC).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub expires_at: Option<String>,
     /// Operator key: every scope, never charged, every use audited.
     #[arg(long)]
@@ -417,8 +428,9 @@ pub struct AuditArgs {
     /// Only this action (key_created, auth_refused, ...).
     #[arg(long)]
     pub action: Option<String>,
-    /// Only entries at or after this time (unix milliseconds).
-    #[arg(long, value_name = "UNIX_MS", allow_hyphen_values = true)]
+    /// Only entries at or after this time: unix milliseconds, RFC 3339
+    /// (2026-12-01T00:00:00Z, 2026-12-01T01:00:00+01:00) or a date (midnight UTC).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// At most this many entries (default 100).
     #[arg(long, allow_hyphen_values = true)]

@@ -1,9 +1,8 @@
-//! Arguments read as the library wants them: integers, instants, metadata, and secrets
+//! Arguments read as the library wants them: integers, metadata, and secrets
 //! from stdin or the terminal (zeroized on drop).
 
 use std::io::Read;
 
-use keyledger::Millis;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -32,13 +31,6 @@ pub fn parse_positive(what: &str, s: &str) -> CliResult<u64> {
         0 => Err(invalid(format!("{what} must be positive"))),
         n => Ok(n),
     }
-}
-
-/// An `i64` millisecond instant.
-pub fn parse_millis(what: &str, s: &str) -> CliResult<Millis> {
-    s.trim()
-        .parse::<i64>()
-        .map_err(|_| invalid(format!("{what} must be unix milliseconds, got {s:?}")))
 }
 
 /// Seconds → milliseconds, refusing what does not fit.

@@ -33,22 +33,24 @@
 //!
 //! The code: `args.rs` (the command line), `commands/` (one module per command family on an
 //! open vault), `exit.rs` (errors and their exit codes), `input.rs` (argument parsing and
-//! secrets from stdin or the terminal), `output.rs` (tables and JSON), `quickstart.rs`, and
-//! `dashboard/` (the operator dashboard: axum on a tokio runtime). Everything goes through
-//! the public API of the `keyledger` library.
+//! secrets from stdin or the terminal), `instant.rs` (times: unix ms or RFC 3339),
+//! `output.rs` (tables and JSON), `quickstart.rs`, and `dashboard/` (the operator
+//! dashboard: axum on a tokio runtime). Everything goes through the public API of the
+//! `keyledger` library.
 
 mod args;
 mod commands;
 mod dashboard;
 mod exit;
 mod input;
+mod instant;
 mod output;
 mod quickstart;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use keyledger::{Argon2Params, Error, Vault, VaultOptions};
 use serde_json::json;
 
@@ -184,6 +186,20 @@ fn run(cli: &Cli, out: &Out) -> CliResult<u8> {
         }
         Command::Quickstart { dir } => {
             quickstart::run(dir, cli.argon2_fast, out)?;
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "keyledger", &mut script);
+            write_stdout(&String::from_utf8_lossy(&script))?;
+            Ok(0)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| CliError::Other(format!("cannot render the man page: {e}")))?;
+            write_stdout(&String::from_utf8_lossy(&page))?;
             Ok(0)
         }
         Command::Dashboard { listen } => {

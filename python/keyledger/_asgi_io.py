@@ -1,9 +1,9 @@
-"""The ASGI plumbing of ``keyledger.asgi``: the raw request target of a scope, and a
-signed request's body read once and handed to the app again."""
+"""The ASGI plumbing of ``keyledger.asgi`` and ``keyledger.starlette``: the raw request
+target of a scope, and a signed request's body read once and handed to the app again."""
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, List, MutableMapping, Tuple
+from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Tuple
 from urllib.parse import quote
 
 Scope = MutableMapping[str, Any]
@@ -27,6 +27,17 @@ def raw_target(scope: Scope) -> str:
         return path + "?" + bytes(query).decode("latin-1")
     return path
 
+
+async def signed_body(
+    scope: Scope, signature: Optional[bytes], receive: Receive, limit: int
+) -> Tuple[Optional[bytes], bool, Receive]:
+    """The body the gate checks a signature over: for an HTTP request carrying the
+    signature header, the whole body (up to ``limit`` bytes; the flag says it was larger),
+    and a ``receive`` handing it to the app again; else None and ``receive`` unchanged."""
+    if scope.get("type") != "http" or signature is None:
+        return None, False, receive
+    body, too_large = await read_body(receive, limit)
+    return body, too_large, replay_body(body, receive)
 
 
 async def read_body(receive: Receive, limit: int) -> Tuple[bytes, bool]:

@@ -77,7 +77,7 @@ import functools
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple
 
 from keyledger._aio import run_sync
-from keyledger._asgi_io import raw_target, read_body, replay_body
+from keyledger._asgi_io import raw_target, signed_body
 from keyledger._keyledger import Grant, Vault, bearer_token
 
 Scope = MutableMapping[str, Any]
@@ -144,10 +144,7 @@ class KeyLedgerMiddleware:
             headers.setdefault(bytes(name).lower(), bytes(value))
         method = str(scope.get("method", "GET")) if kind == "http" else "GET"
         signature = headers.get(self.signature_header)
-        body, too_large = None, False
-        if kind == "http" and signature is not None:
-            body, too_large = await read_body(receive, self.max_body)
-            receive = replay_body(body, receive)
+        body, too_large, receive = await signed_body(scope, signature, receive, self.max_body)
         default = self.header == b"authorization"
         options: Dict[str, Any] = dict(
             authorization=headers.get(b"authorization") if default else None,

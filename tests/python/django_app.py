@@ -43,6 +43,28 @@ def plain(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"account": grant.account_id, "credits": grant.credits})
 
 
+async def async_view(request: HttpRequest) -> JsonResponse:
+    """An async view: under the AsyncClient the middleware chain before it is async."""
+    grant = getattr(request, "keyledger")
+    return JsonResponse({"account": grant.account_id, "credits": grant.credits, "charged": grant.charged})
+
+
+def signed_echo(request: HttpRequest) -> JsonResponse:
+    """The body as the view reads it after the middleware checked its signature."""
+    return JsonResponse({"body": request.body.decode(), "credits": getattr(request, "keyledger").credits})
+
+
+async def signed_echo_async(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"body": request.body.decode(), "credits": getattr(request, "keyledger").credits})
+
+
+class SignedDRF(APIView):
+    permission_classes = [HasAPIKey]
+
+    def post(self, request: Request) -> Response:
+        return Response({"body": request.body.decode(), "credits": request.auth.credits})
+
+
 def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
@@ -52,5 +74,10 @@ urlpatterns = [
     path("drf/scoped", Scoped.as_view()),
     path("drf/numbers", Numbers.as_view()),
     path("api/v1/numbers/mine", plain),
+    path("async/send", async_view),
+    path("async/numbers", async_view),
+    path("signed/send", signed_echo),
+    path("signed/async", signed_echo_async),
+    path("drf/signed", SignedDRF.as_view()),
     path("health", health),
 ]

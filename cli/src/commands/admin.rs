@@ -7,7 +7,8 @@ use zeroize::Zeroizing;
 
 use crate::args::{Argon2Cmd, AuditArgs, RekeyArgs};
 use crate::exit::{invalid, CliResult};
-use crate::input::{parse_millis, parse_positive, prompt_secret};
+use crate::input::{parse_positive, prompt_secret};
+use crate::instant::parse_instant;
 use crate::output::{self, write_stdout, Out};
 
 /// `keyledger audit`: the audit log, newest first.
@@ -32,7 +33,7 @@ pub fn audit(vault: &Vault, args: &AuditArgs, out: &Out) -> CliResult {
         action: action.clone(),
         since: since
             .as_deref()
-            .map(|s| parse_millis("since", s))
+            .map(|s| parse_instant("--since", s))
             .transpose()?,
         limit,
     };

@@ -5,7 +5,8 @@ use serde_json::json;
 
 use crate::args::KeyCmd;
 use crate::exit::{invalid, CliResult};
-use crate::input::{parse_metadata, parse_millis, seconds_to_ms};
+use crate::input::{parse_metadata, seconds_to_ms};
+use crate::instant::parse_instant;
 use crate::output::{self, write_stdout, Out};
 
 /// Print a freshly minted token: alone on stdout (or inside the JSON), once, with a
@@ -55,7 +56,7 @@ pub fn key(vault: &Vault, cmd: &KeyCmd, out: &Out, now: Millis) -> CliResult {
                 new = new.expires_in_ms(seconds_to_ms("--expires-in", s)?);
             }
             if let Some(s) = &c.expires_at {
-                new = new.expires_at(parse_millis("--expires-at", s)?);
+                new = new.expires_at(parse_instant("--expires-at", s)?);
             }
             if let Some(m) = parse_metadata(c.metadata.as_deref())? {
                 new = new.metadata(m);
@@ -103,7 +104,7 @@ pub fn key(vault: &Vault, cmd: &KeyCmd, out: &Out, now: Millis) -> CliResult {
             never,
         } => {
             let when = match (at, in_, never) {
-                (Some(at), _, _) => Some(parse_millis("--at", at)?),
+                (Some(at), _, _) => Some(parse_instant("--at", at)?),
                 (None, Some(secs), _) => Some(
                     now.checked_add(seconds_to_ms("--in", secs)?)
                         .ok_or_else(|| invalid("--in is too large"))?,

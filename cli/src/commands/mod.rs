@@ -31,7 +31,9 @@ pub fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
         | Command::Quickstart { .. }
         | Command::Migrate { .. }
         | Command::Dashboard { .. }
-        | Command::MasterKey(_) => {
+        | Command::MasterKey(_)
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled without an open vault")
         }
     }

@@ -3,6 +3,7 @@
 //! Exit codes under test: 0 ok, 1 usage, 2 refused 401 / not a key, 3 refused 403,
 //! 4 refused 402, 6 not_found, 7 already_exists, 8 invalid_argument.
 
+mod docs;
 mod support;
 
 use support::*;

@@ -8,9 +8,20 @@ Settings:
   ``argon2``, ``durability``...).
 * ``KEYLEDGER_GATE``: options of the middleware: ``exclude`` (path prefixes served without a
   key, e.g. ``["/admin/", "/health"]``), ``cost``, ``scope``, ``idempotency_header``,
-  ``case_insensitive``.
+  ``case_insensitive``; and of the middleware and the DRF class: ``signature_header``
+  (default ``X-KeyLedger-Signature``) and ``max_body`` (default 1 MiB).
 
-One ``Vault`` per process, opened lazily by ``get_vault()`` on first use, and opened again in
+Signed requests (keys created with ``signing=True``): when a request carries the signature
+header, the middleware and ``KeyLedgerAuthentication`` pass the header and the body
+(``request.body``, which Django keeps for the view) to the core, which checks the signature
+over the method, the target as sent and the body's SHA-256, as ``keyledger.asgi`` does: a
+tampered body or a stale timestamp is 401 ``invalid_signature``, a body over ``max_body``
+413 ``payload_too_large`` (it is then not read). With a ``scope`` (``KEYLEDGER_GATE`` or a
+view's ``keyledger_scope``) the core checks a signature over the method ``SCOPE`` and the
+scope instead, as for ``Vault.authorize(scope=...)``.
+
+One ``Vault`` per process, opened lazily by ``get_vault()`` (``await aget_vault()`` in async
+code: the first open then runs in a worker thread) on first use, and opened again in
 a child process after ``fork()`` (the core requires a vault per process: a parent's vault
 is never used by a child). Changing ``KEYLEDGER_VAULT``/``KEYLEDGER_OPTIONS`` with
 ``override_settings`` reopens it.
@@ -19,7 +30,10 @@ Middleware (``keyledger.django.middleware.KeyLedgerMiddleware``): gates every re
 the excluded prefixes through ``Vault.authorize_http``, against the vault's route rules (the
 request's method and raw target); a refusal is answered with the core's status, headers and
 JSON body; a grant is ``request.keyledger``. Use it for an API where every path is a
-priced route. For per-view checks instead, use the DRF classes alone:
+priced route. It is sync and async capable: under ASGI with async views it runs as a
+coroutine, deciding inline with ``Vault.try_authorize_http`` and moving only argon2 or a
+commit wait to a worker thread (``Vault.authorize_http_async``), so the event loop never
+waits for keyledger. For per-view checks instead, use the DRF classes alone:
 
     INSTALLED_APPS = [..., "rest_framework", "keyledger.django"]
     REST_FRAMEWORK = {
@@ -86,6 +100,17 @@ def get_vault() -> Vault:
         return _vault
 
 
+async def aget_vault() -> Vault:
+    """``get_vault()`` for async code: this process's vault at once when it is open, else
+    opened in a worker thread (opening reads the file, or connects to PostgreSQL)."""
+    vault = _vault
+    if vault is not None and _pid == os.getpid():
+        return vault
+    from keyledger._aio import run_sync
+
+    return await run_sync(get_vault)
+
+
 def reset_vault() -> None:
     """Close this process's vault; the next ``get_vault()`` opens it again."""
     global _vault, _pid
@@ -108,4 +133,4 @@ except ImportError:  # pragma: no cover - django is an optional dependency
 else:
     setting_changed.connect(_on_setting_changed, dispatch_uid="keyledger.django.reset_vault")
 
-__all__ = ["get_vault", "reset_vault", "vault_location", "vault_options"]
+__all__ = ["aget_vault", "get_vault", "reset_vault", "vault_location", "vault_options"]

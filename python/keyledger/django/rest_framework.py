@@ -5,7 +5,8 @@
 or ``X-Api-Key`` (a request without either is left to the next authentication class) with
 ``Vault.authorize_http``: as the view's ``keyledger_scope`` (charging ``keyledger_cost``,
 default 0) when the view sets it, else as the request against the vault's route rules. A
-request the middleware already authorized reuses its grant (no second charge). A refusal
+signed request has its signature checked with its body, as by the middleware. A request
+the middleware already authorized reuses its grant (no second charge). A refusal
 raises ``Refused``, answered by DRF with the core's status, JSON body, ``WWW-Authenticate``
 and ``Retry-After``; set ``"EXCEPTION_HANDLER":
 "keyledger.django.rest_framework.exception_handler"`` to also keep the ``RateLimit-*``
@@ -14,8 +15,9 @@ headers.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from django.conf import settings
 from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
@@ -24,7 +26,7 @@ from rest_framework.response import Response
 from keyledger._gate import refusal_body, scope_grants, without_content_headers
 from keyledger._keyledger import Grant
 from keyledger.django import get_vault
-from keyledger.django._request import header, request_target
+from keyledger.django._request import gate_options, header, request_target
 
 
 class KeyLedgerAccount:
@@ -91,13 +93,16 @@ class KeyLedgerAuthentication(BaseAuthentication):
         cost: Optional[int] = getattr(view, "keyledger_cost", None)
         if scope is not None and cost is None:
             cost = 0
-        status, headers, body, grant = get_vault().authorize_http(
-            django_request.method or "GET",
-            request_target(django_request),
-            authorization=authorization,
-            api_key=api_key,
+        gate: Dict[str, Any] = dict(getattr(settings, "KEYLEDGER_GATE", None) or {})
+        options = gate_options(
+            django_request,
+            signature_header=gate.get("signature_header"),
+            max_body=gate.get("max_body"),
             scope=scope,
             cost=cost,
+        )
+        status, headers, body, grant = get_vault().authorize_http(
+            django_request.method or "GET", request_target(django_request), **options
         )
         if grant is None:
             raise Refused(status, headers, body)
