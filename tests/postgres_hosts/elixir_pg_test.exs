@@ -104,12 +104,29 @@ defmodule KeyLedger.PostgresHostsTest do
 
   test "a revoke by another process is refused here once the notification arrives", %{vault: v, url: url} do
     {token, key} = seed!(v, "ex_cross", 1000)
+    # The cache serves nothing until the change listener has confirmed its position.
+    assert wait_shared(v, System.monotonic_time(:millisecond) + 10_000) == :shared
     # The key is now in this process's cache.
     assert {:ok, %{charged: 1}} = KeyLedger.authorize(v, token, @send)
     {out, status} = System.cmd(env!("KEYLEDGER_PGHOSTS_CLI"), ["--vault", url, "--json", "key", "revoke", key.key_id])
     assert status == 0, out
     deadline = System.monotonic_time(:millisecond) + 10_000
     assert poll_refused(v, token, deadline) == {401, "invalid_api_key"}
+  end
+
+  defp wait_shared(v, deadline) do
+    case KeyLedger.stats(v) do
+      {:ok, %{cache_mode: :shared}} ->
+        :shared
+
+      {:ok, %{cache_mode: mode}} ->
+        if System.monotonic_time(:millisecond) < deadline do
+          Process.sleep(1)
+          wait_shared(v, deadline)
+        else
+          mode
+        end
+    end
   end
 
   defp poll_refused(v, token, deadline) do

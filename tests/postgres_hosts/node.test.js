@@ -138,6 +138,12 @@ test('a signing secret round-trips and signs a granted request', () => {
 test('a revoke by another process is refused here once the notification arrives', async () => {
   const v = open();
   const { token, key } = seed(v, 'node_cross', 1000);
+  // The cache serves nothing until the change listener has confirmed its position.
+  const listeningBy = Date.now() + 10_000;
+  while (v.stats().cacheMode !== 'shared') {
+    assert.ok(Date.now() < listeningBy, 'the change listener did not connect within 10 s');
+    await sleep(1);
+  }
   assert.equal(Number(v.authorize(token, { route: SEND }).charged), 1); // now cached here
   execFileSync(
     env('KEYLEDGER_PGHOSTS_CLI'),

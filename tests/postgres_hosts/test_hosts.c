@@ -220,6 +220,17 @@ static int cli_revoke(const char *key_id) {
 static void cross_process(kl_vault *v) {
     char token[256], key_id[32];
     seed(v, "c_cross", 1000, token, sizeof token, key_id, sizeof key_id);
+    /* The cache serves nothing until the change listener has confirmed its position. */
+    int shared = 0;
+    double listening_by = now_s() + 10.0;
+    while (!shared && now_s() < listening_by) {
+        char *stats = NULL;
+        if (kl_vault_stats(v, &stats) == KL_OK) shared = contains(stats, "\"shared\"");
+        kl_string_free(stats);
+        struct timespec ms = {0, 1000000};
+        if (!shared) nanosleep(&ms, NULL);
+    }
+    CHECK(shared);
     struct kl_grant g;
     CHECK(send(v, token, &g) == KL_OK); /* the key is now in this process's cache */
     CHECK(cli_revoke(key_id) == 0);

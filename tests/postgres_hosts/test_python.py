@@ -142,6 +142,11 @@ def test_a_revoke_by_another_process_is_refused_here_once_the_notification_arriv
     vault: keyledger.Vault, url: str
 ) -> None:
     token, info = seed(vault, "py_cross", 1000)
+    # The cache serves nothing until the change listener has confirmed its position.
+    listening_by = time.monotonic() + 10
+    while vault.cache_mode != "shared":
+        assert time.monotonic() < listening_by, "the change listener did not connect within 10 s"
+        time.sleep(0.001)
     assert vault.authorize(token, route=SEND).charged == 1  # the key is now in this process's cache
     out = subprocess.run(
         [env("KEYLEDGER_PGHOSTS_CLI"), "--vault", url, "--json", "key", "revoke", info.key_id],
