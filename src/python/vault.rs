@@ -102,10 +102,11 @@ impl PyVault {
         py.detach(|| self.vault.flush()).py(py)
     }
 
-    /// The vault file.
+    /// Where the vault lives, as a `str`: the file's path, or for PostgreSQL the URL with
+    /// its password shown as `***` (a `pathlib.Path` would fold the URL's `//`).
     #[getter]
-    fn path(&self) -> std::path::PathBuf {
-        self.vault.path().to_path_buf()
+    fn path(&self) -> std::ffi::OsString {
+        self.vault.path().as_os_str().to_os_string()
     }
 
     /// `"shared"`, `"private"` or `"disabled"`.
