@@ -163,17 +163,125 @@ mod over_postgres {
         assert_eq!(e.code(), "invalid_argument");
     }
 
+    /// The schema version this keyledger creates.
+    const SCHEMA_VERSION: &str = "3";
+
+    /// `url` with a keyledger parameter added.
+    fn with_param(url: &str, param: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}{param}")
+    }
+
     #[test]
     fn a_schema_newer_than_this_keyledger_is_refused() {
         let Some(url) = database("schema") else {
             return;
         };
         Vault::open_with(&url, options()).unwrap().close().unwrap();
-        assert_eq!(pg::sql(&url, "SELECT version FROM keyledger_schema"), "2");
+        assert_eq!(
+            pg::sql(&url, "SELECT version FROM keyledger_schema"),
+            SCHEMA_VERSION
+        );
         pg::sql(&url, "UPDATE keyledger_schema SET version = 99");
         let e = Vault::open_with(&url, options()).unwrap_err();
         assert_eq!(e.code(), "storage");
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    /// The schema as keyledger's version 2 created it (its two migration steps, verbatim).
+    const SCHEMA_V2: &str = r#"
+CREATE TABLE keyledger_schema (version integer NOT NULL);
+CREATE TABLE kl_meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE kl_accounts (id text COLLATE "C" PRIMARY KEY, record bytea NOT NULL);
+CREATE TABLE kl_balances (id text COLLATE "C" PRIMARY KEY,
+    credits numeric(20, 0) NOT NULL CHECK (credits >= 0 AND credits <= 18446744073709551615),
+    total numeric(20, 0) NOT NULL CHECK (total >= 0 AND total <= 18446744073709551615));
+CREATE TABLE kl_keys (key_id text COLLATE "C" PRIMARY KEY,
+    account_id text COLLATE "C" NOT NULL, record bytea NOT NULL);
+CREATE INDEX kl_keys_by_account ON kl_keys (account_id, key_id);
+CREATE TABLE kl_routes (method text COLLATE "C", pattern text COLLATE "C",
+    scope text NOT NULL, cost bigint NOT NULL, PRIMARY KEY (method, pattern));
+CREATE TABLE kl_idempotency (account_id text COLLATE "C", key text COLLATE "C",
+    at bigint NOT NULL, record bytea NOT NULL, PRIMARY KEY (account_id, key));
+CREATE INDEX kl_idempotency_by_time ON kl_idempotency (at, account_id, key);
+CREATE TABLE kl_audit (seq bigint PRIMARY KEY, time bigint NOT NULL,
+    key_id text COLLATE "C", account_id text COLLATE "C", action text NOT NULL,
+    record bytea NOT NULL);
+CREATE INDEX kl_audit_by_key ON kl_audit (key_id, seq);
+CREATE INDEX kl_audit_by_account ON kl_audit (account_id, seq);
+CREATE TABLE kl_usage_totals (key_id text COLLATE "C" PRIMARY KEY,
+    last_used bigint NOT NULL, granted bigint NOT NULL, refused bigint NOT NULL);
+CREATE TABLE kl_usage_hourly (key_id text COLLATE "C", hour bigint,
+    granted bigint NOT NULL, PRIMARY KEY (key_id, hour));
+CREATE TABLE kl_ratelimits (owner text COLLATE "C", name text COLLATE "C",
+    lim bigint NOT NULL, duration_ms bigint NOT NULL, auto_apply boolean NOT NULL,
+    PRIMARY KEY (owner, name));
+CREATE TABLE kl_signatures_seen (t bigint, mac bytea, PRIMARY KEY (t, mac));
+CREATE TABLE kl_change_seq (seq bigint NOT NULL);
+INSERT INTO kl_change_seq (seq) VALUES (0);
+INSERT INTO keyledger_schema (version) VALUES (2);
+"#;
+
+    /// A database at schema version 2 (as the keyledger of that version left it, with or
+    /// without the rate-limit table it created on open in exact mode) is upgraded in place
+    /// on open: the version is the current one, and exact rate limits count in it.
+    #[test]
+    fn a_version_2_database_is_upgraded_in_place_on_open() {
+        for with_state in [false, true] {
+            let Some(url) = database("schema_v2") else {
+                return;
+            };
+            pg::sql(&url, SCHEMA_V2);
+            if with_state {
+                // keyledger 2 created this on open with ratelimit_mode=exact.
+                pg::sql(
+                    &url,
+                    "CREATE TABLE IF NOT EXISTS kl_ratelimit_state \
+                     (key bigint PRIMARY KEY, tat bigint NOT NULL); \
+                     INSERT INTO kl_ratelimit_state VALUES (1, 2)",
+                );
+            }
+            let clock = TestClock::new();
+            let v = Vault::open_with(
+                with_param(&url, "ratelimit_mode=exact"),
+                options_with_clock(&clock),
+            )
+            .unwrap();
+            assert_eq!(
+                pg::sql(&url, "SELECT version FROM keyledger_schema"),
+                SCHEMA_VERSION
+            );
+            if with_state {
+                // The counters it held are kept.
+                assert_eq!(
+                    pg::sql(&url, "SELECT tat FROM kl_ratelimit_state WHERE key = 1"),
+                    "2"
+                );
+            }
+            v.create_account("acct", 0, None).unwrap();
+            let (token, k) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+            v.set_ratelimit(LimitOwner::Key(&k.key_id), "burst", 2, 60_000, true)
+                .unwrap();
+            for _ in 0..2 {
+                v.authorize(token.expose(), Target::Scope("x"), &scope(0))
+                    .unwrap();
+            }
+            let e = v
+                .authorize(token.expose(), Target::Scope("x"), &scope(0))
+                .unwrap_err();
+            assert_eq!(e.code(), "rate_limited");
+            let rows: u64 = pg::sql(&url, "SELECT count(*) FROM kl_ratelimit_state")
+                .parse()
+                .unwrap();
+            assert_eq!(rows, 1 + u64::from(with_state), "counted in the database");
+            v.close().unwrap();
+            // A second open finds nothing left to migrate.
+            Vault::open_with(&url, options()).unwrap().close().unwrap();
+            assert_eq!(
+                pg::sql(&url, "SELECT version FROM keyledger_schema"),
+                SCHEMA_VERSION
+            );
+        }
     }
 
     #[test]

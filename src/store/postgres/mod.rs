@@ -83,7 +83,7 @@ mod tls;
 mod txn;
 
 /// The schema version this keyledger creates and understands.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 /// The advisory lock every write transaction holds (and schema migration, session-level).
 const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772; // "keyledgr"
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
@@ -122,6 +122,12 @@ CREATE TABLE kl_signatures_seen (t bigint, mac bytea, PRIMARY KEY (t, mac));
     r#"
 CREATE TABLE kl_change_seq (seq bigint NOT NULL);
 INSERT INTO kl_change_seq (seq) VALUES (0);
+"#,
+    // The GCRA state of `ratelimit_mode=exact` (see `ratelimit.rs`). Before version 3 it
+    // was created on open, outside the versioned schema: a version 2 database may hold it
+    // already, with its counters, which are kept.
+    r#"
+CREATE TABLE IF NOT EXISTS kl_ratelimit_state (key bigint PRIMARY KEY, tat bigint NOT NULL);
 "#,
 ];
 
@@ -365,14 +371,6 @@ impl PgBackend {
         });
         let mut conn = pool.get()?;
         migrate(conn.c())?;
-        if params.ratelimit_exact {
-            conn.c()
-                .batch_execute(&format!(
-                    "SELECT pg_advisory_lock({WRITE_LOCK}); {}; SELECT pg_advisory_unlock({WRITE_LOCK})",
-                    ratelimit::TABLE
-                ))
-                .map_err(pg_err)?;
-        }
         drop(conn);
         let slots = Arc::new(Sidecar::private(slot_count));
         // Distrusted until the listener has connected and confirmed its position.
