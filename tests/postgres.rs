@@ -164,7 +164,7 @@ mod over_postgres {
     }
 
     /// The schema version this keyledger creates.
-    const SCHEMA_VERSION: &str = "3";
+    const SCHEMA_VERSION: &str = "4";
 
     /// `url` with a keyledger parameter added.
     fn with_param(url: &str, param: &str) -> String {
@@ -536,11 +536,28 @@ INSERT INTO keyledger_schema (version) VALUES (2);
 
     #[test]
     fn a_killed_listener_fails_closed_and_a_change_missed_meanwhile_is_never_served() {
-        let Some(cluster) = pg::cluster("postgres::listener_killed") else {
+        killed_watcher_fails_closed("listener_killed", None);
+    }
+
+    #[test]
+    fn a_killed_poller_fails_closed_and_a_change_missed_meanwhile_is_never_served() {
+        killed_watcher_fails_closed("poller_killed", Some("notify=poll"));
+    }
+
+    /// The handles' change listener (or, with `mode` `notify=poll`, poller) connections are
+    /// killed while a change commits: the serving handle reads the database meanwhile, and
+    /// after reconnecting it never serves what changed.
+    fn killed_watcher_fails_closed(test: &str, mode: Option<&str>) {
+        let Some(cluster) = pg::cluster(&format!("postgres::{test}")) else {
             return;
         };
-        let url = pg::fresh_database(&cluster, "listener");
+        let url = pg::fresh_database(&cluster, test);
         let name = database_name(&url);
+        let url = match mode {
+            Some(m) => with_param(&url, m),
+            None => url,
+        };
+        let watcher = if mode.is_some() { "poller" } else { "listener" };
         // Two handles with their own caches and listeners: `a` writes, `b` serves.
         let a = Vault::open_with(&url, options()).unwrap();
         let b = Vault::open_with(&url, options()).unwrap();
@@ -573,18 +590,18 @@ INSERT INTO keyledger_schema (version) VALUES (2);
             &cluster,
             &format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = '{name}' AND application_name = 'keyledger-listener'"
+                 WHERE datname = '{name}' AND application_name = 'keyledger-{watcher}'"
             ),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while b.cache_mode() != CacheMode::Disabled {
             assert!(
                 Instant::now() < deadline,
-                "b did not notice its listener died"
+                "b did not notice its {watcher} died"
             );
             std::thread::yield_now();
         }
-        assert!(b.cache_disabled_reason().unwrap().contains("listener"));
+        assert!(b.cache_disabled_reason().unwrap().contains(watcher));
         a.revoke_key(&k.key_id).unwrap();
         a.revoke_key(&k3.key_id).unwrap();
         // b's cache still holds the key as valid and b got no notification: it must read
@@ -622,6 +639,79 @@ INSERT INTO keyledger_schema (version) VALUES (2);
             }
         });
         assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+    }
+
+    /// A poller that finds the change after its position pruned (it fell more than the
+    /// kept number of changes behind) invalidates everything: a key whose revocation it
+    /// never read is not served from its cache. The revocation's row is rewritten on its
+    /// way in (a trigger) into an unrelated change far ahead, as if the rows between had
+    /// been pruned.
+    #[test]
+    fn a_poller_that_finds_its_position_pruned_invalidates_everything() {
+        let Some(url) = database("poll_gap") else {
+            return;
+        };
+        let a = Vault::open_with(&url, options()).unwrap();
+        a.create_account("acct", 0, None).unwrap();
+        let (token, k) = a.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        let (token2, _) = a.create_key(NewKey::new("acct", "k2", ["x"])).unwrap();
+        let b = Vault::open_with(with_param(&url, "notify=poll"), options()).unwrap();
+        wait_for_listener(&b);
+        for t in [&token, &token2] {
+            b.authorize(t.expose(), Target::Scope("x"), &scope(0))
+                .unwrap();
+        }
+        let reads = b.stats().read_txns;
+        b.authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+        assert_eq!(b.stats().read_txns, reads, "the key is warm in b's cache");
+        pg::sql(
+            &url,
+            "CREATE FUNCTION far_ahead() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN NEW.seq := NEW.seq + 10000; NEW.body := 'gunrelated'; RETURN NEW; END $$; \
+             CREATE TRIGGER far_ahead BEFORE INSERT ON kl_changes \
+             FOR EACH ROW EXECUTE FUNCTION far_ahead()",
+        );
+        a.revoke_key(&k.key_id).unwrap();
+        let before = until("invalid_api_key", || {
+            match b.authorize(token.expose(), Target::Scope("x"), &scope(0)) {
+                Ok(_) => "ok".into(),
+                Err(e) => e.code().into(),
+            }
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+        // Everything was invalidated: the other key is read again, and still granted.
+        let reads = b.stats().read_txns;
+        b.authorize(token2.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+        assert!(b.stats().read_txns > reads, "k2 was not invalidated");
+    }
+
+    /// `kl_changes` keeps only the newest changes: many changes leave it bounded.
+    #[test]
+    fn the_changes_table_is_pruned_as_changes_commit() {
+        let Some(url) = database("changes_pruned") else {
+            return;
+        };
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 0, None).unwrap();
+        // Well past the kept number (4096) without 4096 round trips of the test: the
+        // sequence jumps ahead, as after many changes.
+        pg::sql(
+            &url,
+            "DELETE FROM kl_changes; UPDATE kl_change_seq SET seq = 9000; \
+             INSERT INTO kl_changes SELECT g, 'aacct' FROM generate_series(1, 9000) g",
+        );
+        v.top_up("acct", 1, None).unwrap();
+        assert_eq!(
+            pg::sql(&url, "SELECT count(*), min(seq), max(seq) FROM kl_changes"),
+            "4096|4906|9001"
+        );
+        v.top_up("acct", 1, None).unwrap();
+        assert_eq!(
+            pg::sql(&url, "SELECT count(*), min(seq), max(seq) FROM kl_changes"),
+            "4096|4907|9002"
+        );
     }
 
     /// Another process ("host") with its own caches on the same database.
@@ -667,8 +757,23 @@ INSERT INTO keyledger_schema (version) VALUES (2);
 
     #[test]
     fn another_process_refuses_on_its_next_call_after_a_revoke_narrowing_or_debit_to_zero() {
-        let Some(url) = database("two_hosts") else {
+        another_process_refuses("two_hosts", None);
+    }
+
+    #[test]
+    fn another_polling_process_refuses_after_a_revoke_narrowing_or_debit_to_zero() {
+        another_process_refuses("two_hosts_poll", Some("notify=poll"));
+    }
+
+    /// A change made here is refused by another process (listening, or with `mode`
+    /// `notify=poll` polling).
+    fn another_process_refuses(test: &str, mode: Option<&str>) {
+        let Some(url) = database(test) else {
             return;
+        };
+        let url = match mode {
+            Some(m) => with_param(&url, m),
+            None => url,
         };
         let v = Vault::open_with(&url, options()).unwrap();
         v.create_account("acct", 3, None).unwrap();
