@@ -26,7 +26,10 @@ mod over_postgres {
     };
 
     use super::common::pg;
-    use super::common::{self, child_command, options, options_with_clock, seed_routes, TestClock};
+    use super::common::{
+        self, child_command, options, options_with_clock, reported, run_child, seed_routes,
+        TestClock,
+    };
 
     /// A fresh database for `test`, or `None` when no cluster is configured (a failure
     /// under KEYLEDGER_REQUIRE_ALL).
@@ -818,6 +821,60 @@ INSERT INTO keyledger_schema (version) VALUES (2);
         v.top_up("acct", 1, None).unwrap();
         assert_eq!(other.authorize(payer.expose(), "x", 1), "ok");
         assert_eq!(v.balance("acct").unwrap().credits, 0);
+    }
+
+    /// Grants of one limit (100 per minute) when `processes` separate OS processes on one
+    /// database, each with 4 threads, make 60 calls per thread at one instant (the children
+    /// pass a frozen time, so nothing drains), with `params` added to the URL.
+    fn grants_across_processes(test: &str, params: &str, processes: usize) -> u64 {
+        let url = database(test).expect("checked by the caller");
+        let url = with_param(&url, params);
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 0, None).unwrap();
+        let (token, k) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        v.set_ratelimit(LimitOwner::Key(&k.key_id), "per_minute", 100, 60_000, true)
+            .unwrap();
+        let env = [("KL_PATH", url), ("KL_TOKEN", token.expose().to_string())];
+        let children: Vec<_> = (0..processes)
+            .map(|_| {
+                let env = env.clone();
+                std::thread::spawn(move || run_child("ratelimits::hammer", &env))
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| reported(&c.join().unwrap(), "GRANTED"))
+            .sum()
+    }
+
+    #[test]
+    fn in_exact_mode_separate_processes_together_grant_exactly_the_limit() {
+        if pg::cluster("postgres::ratelimit_exact_processes").is_none() {
+            return;
+        }
+        // 3 × 240 attempts at one instant: exactly 100 in total.
+        assert_eq!(
+            grants_across_processes("rl_exact_procs", "ratelimit_mode=exact", 3),
+            100
+        );
+    }
+
+    #[test]
+    fn with_ratelimit_hosts_separate_processes_stay_within_n_plus_hosts_minus_one() {
+        if pg::cluster("postgres::ratelimit_share_processes").is_none() {
+            return;
+        }
+        // Each of 3 processes allows ceil(100 / 3) = 34: 102 = N + n − 1, the documented
+        // bound, reached when every process is saturated.
+        assert_eq!(
+            grants_across_processes("rl_share_procs", "ratelimit_hosts=3", 3),
+            102
+        );
+        // Unset, each process counts the whole limit: P · N.
+        assert_eq!(
+            grants_across_processes("rl_unset_procs", "ratelimit_mode=share", 2),
+            200
+        );
     }
 
     /// One authorize per token, as a comparable answer (the code, or the balance left;
