@@ -26,9 +26,10 @@ mod over_postgres {
     };
 
     use super::common::pg;
+    use super::common::workloads::Rng;
     use super::common::{
-        self, child_command, options, options_with_clock, reported, run_child, seed_routes,
-        TestClock,
+        self, assert_no_audit_gap, child_command, options, options_with_clock, reported, run_child,
+        seed_routes, TestClock,
     };
 
     /// A fresh database for `test`, or `None` when no cluster is configured (a failure
@@ -751,6 +752,15 @@ INSERT INTO keyledger_schema (version) VALUES (2);
         }
     }
 
+    impl Host {
+        fn balance(&mut self, account: &str) -> u64 {
+            let answer = self.authorize("BALANCE", account, 0);
+            answer
+                .parse()
+                .unwrap_or_else(|_| panic!("BALANCE: {answer}"))
+        }
+    }
+
     impl Drop for Host {
         fn drop(&mut self) {
             drop(self.child.stdin.take());
@@ -874,6 +884,191 @@ INSERT INTO keyledger_schema (version) VALUES (2);
         assert_eq!(
             grants_across_processes("rl_unset_procs", "ratelimit_mode=share", 2),
             200
+        );
+    }
+
+    /// A debitting child process (`postgres::debit_until_killed`) and its protocol lines.
+    struct Debitor {
+        child: std::process::Child,
+        lines: std::sync::mpsc::Receiver<String>,
+        reader: std::thread::JoinHandle<()>,
+    }
+
+    impl Debitor {
+        fn spawn(url: &str, token: &str, name: &str) -> Debitor {
+            let mut child = child_command("postgres::debit_until_killed")
+                .env("KL_URL", url)
+                .env("KL_TOKEN", token)
+                .env("KL_NAME", name)
+                .env("KL_THREADS", "2")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = child.stdout.take().unwrap();
+            let (tx, lines) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(msg) = line.strip_prefix("@@ ") {
+                        if tx.send(msg.to_string()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            Debitor {
+                child,
+                lines,
+                reader,
+            }
+        }
+
+        /// SIGKILL, then every line it wrote before dying.
+        fn kill(mut self) -> Vec<String> {
+            self.child.kill().unwrap();
+            self.child.wait().unwrap();
+            self.reader.join().unwrap();
+            self.lines.try_iter().collect()
+        }
+    }
+
+    /// Several processes debit one account concurrently over PostgreSQL (idempotent paid
+    /// calls, two threads each) and are SIGKILLed at random points, a new one started in
+    /// the place of each. At the end every acknowledged debit is in the balance once; each
+    /// call in flight at a kill landed at most once (its retry with the same idempotency
+    /// key either replays it or charges it now, never both); a process that lived through
+    /// the kills and a fresh handle see the same exact balance; the idempotency rows are
+    /// one per call; the audit has no gap. `KL_PG_KILLS` sets the number of kills (30).
+    #[test]
+    fn sigkilled_debitors_lose_no_acknowledged_debit_and_apply_none_twice() {
+        let Some(url) = database("pg_sigkill") else {
+            return;
+        };
+        let seed: u64 = std::env::var("KL_SEED").map_or_else(
+            |_| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            },
+            |s| s.parse().unwrap(),
+        );
+        eprintln!("postgres sigkill seed: KL_SEED={seed}");
+        let kills: u64 = std::env::var("KL_PG_KILLS").map_or(30, |n| n.parse().unwrap());
+        let mut rng = Rng(seed);
+        const INITIAL: u64 = 1_000_000_000;
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", INITIAL, None).unwrap();
+        let (token, _) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        v.close().unwrap();
+        let token = token.expose().to_string();
+        // A long-lived process with warm caches across all the kills.
+        let mut survivor = Host::start(&url);
+        assert_eq!(survivor.authorize(&token, "x", 0), "ok");
+        // key -> cost of every call begun; acked: key -> charged.
+        let mut begun: std::collections::HashMap<String, u64> = Default::default();
+        let mut acked: std::collections::HashMap<String, u64> = Default::default();
+        let mut record = |lines: Vec<String>| {
+            for l in lines {
+                assert!(!l.starts_with("FAIL"), "a debitor's call failed: {l}");
+                let w: Vec<&str> = l.split(' ').collect();
+                match w[0] {
+                    "I" => {
+                        begun.insert(w[1].to_string(), w[2].parse().unwrap());
+                    }
+                    "A" => {
+                        assert_eq!(w[3], "false", "a first call was a replay: {l}");
+                        acked.insert(w[1].to_string(), w[2].parse().unwrap());
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let mut spawned = 0u64;
+        let next = |spawned: &mut u64| {
+            *spawned += 1;
+            Debitor::spawn(&url, &token, &format!("p{spawned}"))
+        };
+        let mut procs: Vec<Debitor> = (0..3).map(|_| next(&mut spawned)).collect();
+        for _ in 0..kills {
+            std::thread::sleep(Duration::from_millis(30 + rng.below(200)));
+            let i = rng.below(procs.len() as u64) as usize;
+            let fresh = next(&mut spawned);
+            record(std::mem::replace(&mut procs[i], fresh).kill());
+        }
+        for p in procs {
+            record(p.kill());
+        }
+        // Every acknowledged call charged its cost, once.
+        for (k, charged) in &acked {
+            assert_eq!(*charged, begun[k], "{k} charged {charged}");
+        }
+        // The calls in flight at the kills: retried here with their idempotency keys, each
+        // either replays (it landed) or charges now (it did not). Either way it counts once.
+        let v = Vault::open_with(&url, options()).unwrap();
+        let (mut landed, mut lost) = (0u64, 0u64);
+        for (k, cost) in begun.iter().filter(|(k, _)| !acked.contains_key(*k)) {
+            let g = v
+                .authorize(
+                    &token,
+                    Target::Scope("x"),
+                    &AuthorizeOptions {
+                        cost: Some(*cost),
+                        idempotency_key: Some(k),
+                        ..AuthorizeOptions::default()
+                    },
+                )
+                .unwrap();
+            if g.replayed {
+                assert_eq!(g.charged, 0, "{k}: a replay charged");
+                landed += 1;
+            } else {
+                assert_eq!(g.charged, *cost, "{k}");
+                lost += 1;
+            }
+        }
+        // And an acknowledged call retried is a replay charging nothing.
+        for k in acked.keys().take(50) {
+            let g = v
+                .authorize(
+                    &token,
+                    Target::Scope("x"),
+                    &AuthorizeOptions {
+                        cost: Some(begun[k]),
+                        idempotency_key: Some(k),
+                        ..AuthorizeOptions::default()
+                    },
+                )
+                .unwrap();
+            assert!(g.replayed && g.charged == 0, "{k} applied twice");
+        }
+        let spent: u64 = begun.values().sum();
+        let balance = v.balance("acct").unwrap();
+        assert_eq!(balance.credits, INITIAL - spent, "credits lost or created");
+        assert_eq!(balance.total_credits, INITIAL);
+        assert_eq!(
+            survivor.balance("acct"),
+            INITIAL - spent,
+            "the survivor's view"
+        );
+        assert_eq!(
+            pg::sql(&url, "SELECT count(*) FROM kl_idempotency")
+                .parse::<usize>()
+                .unwrap(),
+            begun.len(),
+            "one idempotency row per call"
+        );
+        assert_no_audit_gap(&v);
+        assert!(
+            acked.len() > kills as usize,
+            "too few debits to mean anything: {}",
+            acked.len()
+        );
+        eprintln!(
+            "postgres sigkill: {kills} kills of {spawned} processes; {} calls acknowledged, \
+             {landed} in flight landed, {lost} did not; {spent} credits debited",
+            acked.len()
         );
     }
 
