@@ -7,8 +7,8 @@
 //!
 //! Two failing layers (`keyledger::testing::fault`, compiled with the `fault-injection`
 //! feature that the integration tests turn on): `fault::arm` fails the file under redb,
-//! `fault::arm_operations` wraps the storage backend, whatever it is, and fails its
-//! operations.
+//! `fault::arm_operations` wraps the storage backend, whatever it is (redb or
+//! PostgreSQL), and fails its operations.
 
 mod common;
 
@@ -223,7 +223,11 @@ fn a_failed_backend_operation_fails_the_call_and_changes_nothing() {
     v.close().unwrap();
     drop(v);
     fault::disarm(&f.path);
-    check_integrity(&f.path);
+    // A redb file is checked with redb's own integrity check (over PostgreSQL, the
+    // Fixture's database: nothing to check but the answers below).
+    if f.path.starts_with(f.dir.path()) {
+        check_integrity(&f.path);
+    }
     let v = open(&f.path);
     assert_eq!(v.balance("a").unwrap().credits, expected);
     assert_no_audit_gap(&v);

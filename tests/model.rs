@@ -6,7 +6,8 @@
 //! threads and from several processes on one file, no overspend, totals exact, and an
 //! idempotency key charges once whoever races on it.
 //!
-//! Sizes: 200 sequences by default, `KEYLEDGER_LONG=1` 2 000 (or `PROPTEST_CASES`).
+//! Sizes: 200 sequences by default (40 over PostgreSQL, `KEYLEDGER_TEST_PG_SUITES`),
+//! `KEYLEDGER_LONG=1` 2 000 (or `PROPTEST_CASES`).
 
 mod common;
 
@@ -443,6 +444,9 @@ fn cases() -> u32 {
     }
     if std::env::var_os("KEYLEDGER_LONG").is_some() {
         2_000
+    } else if std::env::var("KEYLEDGER_TEST_PG_SUITES").is_ok_and(|u| !u.is_empty()) {
+        // Over PostgreSQL each sequence creates a database: fewer, for CI's time.
+        40
     } else {
         200
     }

@@ -26,7 +26,11 @@ mod over_postgres {
     };
 
     use super::common::pg;
-    use super::common::{self, child_command, options, options_with_clock, seed_routes, TestClock};
+    use super::common::workloads::Rng;
+    use super::common::{
+        self, assert_no_audit_gap, child_command, options, options_with_clock, reported, run_child,
+        seed_routes, TestClock,
+    };
 
     /// A fresh database for `test`, or `None` when no cluster is configured (a failure
     /// under KEYLEDGER_REQUIRE_ALL).
@@ -163,17 +167,125 @@ mod over_postgres {
         assert_eq!(e.code(), "invalid_argument");
     }
 
+    /// The schema version this keyledger creates.
+    const SCHEMA_VERSION: &str = "4";
+
+    /// `url` with a keyledger parameter added.
+    fn with_param(url: &str, param: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}{param}")
+    }
+
     #[test]
     fn a_schema_newer_than_this_keyledger_is_refused() {
         let Some(url) = database("schema") else {
             return;
         };
         Vault::open_with(&url, options()).unwrap().close().unwrap();
-        assert_eq!(pg::sql(&url, "SELECT version FROM keyledger_schema"), "2");
+        assert_eq!(
+            pg::sql(&url, "SELECT version FROM keyledger_schema"),
+            SCHEMA_VERSION
+        );
         pg::sql(&url, "UPDATE keyledger_schema SET version = 99");
         let e = Vault::open_with(&url, options()).unwrap_err();
         assert_eq!(e.code(), "storage");
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    /// The schema as keyledger's version 2 created it (its two migration steps, verbatim).
+    const SCHEMA_V2: &str = r#"
+CREATE TABLE keyledger_schema (version integer NOT NULL);
+CREATE TABLE kl_meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE kl_accounts (id text COLLATE "C" PRIMARY KEY, record bytea NOT NULL);
+CREATE TABLE kl_balances (id text COLLATE "C" PRIMARY KEY,
+    credits numeric(20, 0) NOT NULL CHECK (credits >= 0 AND credits <= 18446744073709551615),
+    total numeric(20, 0) NOT NULL CHECK (total >= 0 AND total <= 18446744073709551615));
+CREATE TABLE kl_keys (key_id text COLLATE "C" PRIMARY KEY,
+    account_id text COLLATE "C" NOT NULL, record bytea NOT NULL);
+CREATE INDEX kl_keys_by_account ON kl_keys (account_id, key_id);
+CREATE TABLE kl_routes (method text COLLATE "C", pattern text COLLATE "C",
+    scope text NOT NULL, cost bigint NOT NULL, PRIMARY KEY (method, pattern));
+CREATE TABLE kl_idempotency (account_id text COLLATE "C", key text COLLATE "C",
+    at bigint NOT NULL, record bytea NOT NULL, PRIMARY KEY (account_id, key));
+CREATE INDEX kl_idempotency_by_time ON kl_idempotency (at, account_id, key);
+CREATE TABLE kl_audit (seq bigint PRIMARY KEY, time bigint NOT NULL,
+    key_id text COLLATE "C", account_id text COLLATE "C", action text NOT NULL,
+    record bytea NOT NULL);
+CREATE INDEX kl_audit_by_key ON kl_audit (key_id, seq);
+CREATE INDEX kl_audit_by_account ON kl_audit (account_id, seq);
+CREATE TABLE kl_usage_totals (key_id text COLLATE "C" PRIMARY KEY,
+    last_used bigint NOT NULL, granted bigint NOT NULL, refused bigint NOT NULL);
+CREATE TABLE kl_usage_hourly (key_id text COLLATE "C", hour bigint,
+    granted bigint NOT NULL, PRIMARY KEY (key_id, hour));
+CREATE TABLE kl_ratelimits (owner text COLLATE "C", name text COLLATE "C",
+    lim bigint NOT NULL, duration_ms bigint NOT NULL, auto_apply boolean NOT NULL,
+    PRIMARY KEY (owner, name));
+CREATE TABLE kl_signatures_seen (t bigint, mac bytea, PRIMARY KEY (t, mac));
+CREATE TABLE kl_change_seq (seq bigint NOT NULL);
+INSERT INTO kl_change_seq (seq) VALUES (0);
+INSERT INTO keyledger_schema (version) VALUES (2);
+"#;
+
+    /// A database at schema version 2 (as the keyledger of that version left it, with or
+    /// without the rate-limit table it created on open in exact mode) is upgraded in place
+    /// on open: the version is the current one, and exact rate limits count in it.
+    #[test]
+    fn a_version_2_database_is_upgraded_in_place_on_open() {
+        for with_state in [false, true] {
+            let Some(url) = database("schema_v2") else {
+                return;
+            };
+            pg::sql(&url, SCHEMA_V2);
+            if with_state {
+                // keyledger 2 created this on open with ratelimit_mode=exact.
+                pg::sql(
+                    &url,
+                    "CREATE TABLE IF NOT EXISTS kl_ratelimit_state \
+                     (key bigint PRIMARY KEY, tat bigint NOT NULL); \
+                     INSERT INTO kl_ratelimit_state VALUES (1, 2)",
+                );
+            }
+            let clock = TestClock::new();
+            let v = Vault::open_with(
+                with_param(&url, "ratelimit_mode=exact"),
+                options_with_clock(&clock),
+            )
+            .unwrap();
+            assert_eq!(
+                pg::sql(&url, "SELECT version FROM keyledger_schema"),
+                SCHEMA_VERSION
+            );
+            if with_state {
+                // The counters it held are kept.
+                assert_eq!(
+                    pg::sql(&url, "SELECT tat FROM kl_ratelimit_state WHERE key = 1"),
+                    "2"
+                );
+            }
+            v.create_account("acct", 0, None).unwrap();
+            let (token, k) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+            v.set_ratelimit(LimitOwner::Key(&k.key_id), "burst", 2, 60_000, true)
+                .unwrap();
+            for _ in 0..2 {
+                v.authorize(token.expose(), Target::Scope("x"), &scope(0))
+                    .unwrap();
+            }
+            let e = v
+                .authorize(token.expose(), Target::Scope("x"), &scope(0))
+                .unwrap_err();
+            assert_eq!(e.code(), "rate_limited");
+            let rows: u64 = pg::sql(&url, "SELECT count(*) FROM kl_ratelimit_state")
+                .parse()
+                .unwrap();
+            assert_eq!(rows, 1 + u64::from(with_state), "counted in the database");
+            v.close().unwrap();
+            // A second open finds nothing left to migrate.
+            Vault::open_with(&url, options()).unwrap().close().unwrap();
+            assert_eq!(
+                pg::sql(&url, "SELECT version FROM keyledger_schema"),
+                SCHEMA_VERSION
+            );
+        }
     }
 
     #[test]
@@ -428,11 +540,28 @@ mod over_postgres {
 
     #[test]
     fn a_killed_listener_fails_closed_and_a_change_missed_meanwhile_is_never_served() {
-        let Some(cluster) = pg::cluster("postgres::listener_killed") else {
+        killed_watcher_fails_closed("listener_killed", None);
+    }
+
+    #[test]
+    fn a_killed_poller_fails_closed_and_a_change_missed_meanwhile_is_never_served() {
+        killed_watcher_fails_closed("poller_killed", Some("notify=poll"));
+    }
+
+    /// The handles' change listener (or, with `mode` `notify=poll`, poller) connections are
+    /// killed while a change commits: the serving handle reads the database meanwhile, and
+    /// after reconnecting it never serves what changed.
+    fn killed_watcher_fails_closed(test: &str, mode: Option<&str>) {
+        let Some(cluster) = pg::cluster(&format!("postgres::{test}")) else {
             return;
         };
-        let url = pg::fresh_database(&cluster, "listener");
+        let url = pg::fresh_database(&cluster, test);
         let name = database_name(&url);
+        let url = match mode {
+            Some(m) => with_param(&url, m),
+            None => url,
+        };
+        let watcher = if mode.is_some() { "poller" } else { "listener" };
         // Two handles with their own caches and listeners: `a` writes, `b` serves.
         let a = Vault::open_with(&url, options()).unwrap();
         let b = Vault::open_with(&url, options()).unwrap();
@@ -465,18 +594,18 @@ mod over_postgres {
             &cluster,
             &format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = '{name}' AND application_name = 'keyledger-listener'"
+                 WHERE datname = '{name}' AND application_name = 'keyledger-{watcher}'"
             ),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while b.cache_mode() != CacheMode::Disabled {
             assert!(
                 Instant::now() < deadline,
-                "b did not notice its listener died"
+                "b did not notice its {watcher} died"
             );
             std::thread::yield_now();
         }
-        assert!(b.cache_disabled_reason().unwrap().contains("listener"));
+        assert!(b.cache_disabled_reason().unwrap().contains(watcher));
         a.revoke_key(&k.key_id).unwrap();
         a.revoke_key(&k3.key_id).unwrap();
         // b's cache still holds the key as valid and b got no notification: it must read
@@ -516,6 +645,79 @@ mod over_postgres {
         assert!(before.iter().all(|r| r == "ok"), "{before:?}");
     }
 
+    /// A poller that finds the change after its position pruned (it fell more than the
+    /// kept number of changes behind) invalidates everything: a key whose revocation it
+    /// never read is not served from its cache. The revocation's row is rewritten on its
+    /// way in (a trigger) into an unrelated change far ahead, as if the rows between had
+    /// been pruned.
+    #[test]
+    fn a_poller_that_finds_its_position_pruned_invalidates_everything() {
+        let Some(url) = database("poll_gap") else {
+            return;
+        };
+        let a = Vault::open_with(&url, options()).unwrap();
+        a.create_account("acct", 0, None).unwrap();
+        let (token, k) = a.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        let (token2, _) = a.create_key(NewKey::new("acct", "k2", ["x"])).unwrap();
+        let b = Vault::open_with(with_param(&url, "notify=poll"), options()).unwrap();
+        wait_for_listener(&b);
+        for t in [&token, &token2] {
+            b.authorize(t.expose(), Target::Scope("x"), &scope(0))
+                .unwrap();
+        }
+        let reads = b.stats().read_txns;
+        b.authorize(token.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+        assert_eq!(b.stats().read_txns, reads, "the key is warm in b's cache");
+        pg::sql(
+            &url,
+            "CREATE FUNCTION far_ahead() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN NEW.seq := NEW.seq + 10000; NEW.body := 'gunrelated'; RETURN NEW; END $$; \
+             CREATE TRIGGER far_ahead BEFORE INSERT ON kl_changes \
+             FOR EACH ROW EXECUTE FUNCTION far_ahead()",
+        );
+        a.revoke_key(&k.key_id).unwrap();
+        let before = until("invalid_api_key", || {
+            match b.authorize(token.expose(), Target::Scope("x"), &scope(0)) {
+                Ok(_) => "ok".into(),
+                Err(e) => e.code().into(),
+            }
+        });
+        assert!(before.iter().all(|r| r == "ok"), "{before:?}");
+        // Everything was invalidated: the other key is read again, and still granted.
+        let reads = b.stats().read_txns;
+        b.authorize(token2.expose(), Target::Scope("x"), &scope(0))
+            .unwrap();
+        assert!(b.stats().read_txns > reads, "k2 was not invalidated");
+    }
+
+    /// `kl_changes` keeps only the newest changes: many changes leave it bounded.
+    #[test]
+    fn the_changes_table_is_pruned_as_changes_commit() {
+        let Some(url) = database("changes_pruned") else {
+            return;
+        };
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 0, None).unwrap();
+        // Well past the kept number (4096) without 4096 round trips of the test: the
+        // sequence jumps ahead, as after many changes.
+        pg::sql(
+            &url,
+            "DELETE FROM kl_changes; UPDATE kl_change_seq SET seq = 9000; \
+             INSERT INTO kl_changes SELECT g, 'aacct' FROM generate_series(1, 9000) g",
+        );
+        v.top_up("acct", 1, None).unwrap();
+        assert_eq!(
+            pg::sql(&url, "SELECT count(*), min(seq), max(seq) FROM kl_changes"),
+            "4096|4906|9001"
+        );
+        v.top_up("acct", 1, None).unwrap();
+        assert_eq!(
+            pg::sql(&url, "SELECT count(*), min(seq), max(seq) FROM kl_changes"),
+            "4096|4907|9002"
+        );
+    }
+
     /// Another process ("host") with its own caches on the same database.
     struct Host {
         child: std::process::Child,
@@ -550,6 +752,15 @@ mod over_postgres {
         }
     }
 
+    impl Host {
+        fn balance(&mut self, account: &str) -> u64 {
+            let answer = self.authorize("BALANCE", account, 0);
+            answer
+                .parse()
+                .unwrap_or_else(|_| panic!("BALANCE: {answer}"))
+        }
+    }
+
     impl Drop for Host {
         fn drop(&mut self) {
             drop(self.child.stdin.take());
@@ -559,8 +770,23 @@ mod over_postgres {
 
     #[test]
     fn another_process_refuses_on_its_next_call_after_a_revoke_narrowing_or_debit_to_zero() {
-        let Some(url) = database("two_hosts") else {
+        another_process_refuses("two_hosts", None);
+    }
+
+    #[test]
+    fn another_polling_process_refuses_after_a_revoke_narrowing_or_debit_to_zero() {
+        another_process_refuses("two_hosts_poll", Some("notify=poll"));
+    }
+
+    /// A change made here is refused by another process (listening, or with `mode`
+    /// `notify=poll` polling).
+    fn another_process_refuses(test: &str, mode: Option<&str>) {
+        let Some(url) = database(test) else {
             return;
+        };
+        let url = match mode {
+            Some(m) => with_param(&url, m),
+            None => url,
         };
         let v = Vault::open_with(&url, options()).unwrap();
         v.create_account("acct", 3, None).unwrap();
@@ -605,6 +831,245 @@ mod over_postgres {
         v.top_up("acct", 1, None).unwrap();
         assert_eq!(other.authorize(payer.expose(), "x", 1), "ok");
         assert_eq!(v.balance("acct").unwrap().credits, 0);
+    }
+
+    /// Grants of one limit (100 per minute) when `processes` separate OS processes on one
+    /// database, each with 4 threads, make 60 calls per thread at one instant (the children
+    /// pass a frozen time, so nothing drains), with `params` added to the URL.
+    fn grants_across_processes(test: &str, params: &str, processes: usize) -> u64 {
+        let url = database(test).expect("checked by the caller");
+        let url = with_param(&url, params);
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", 0, None).unwrap();
+        let (token, k) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        v.set_ratelimit(LimitOwner::Key(&k.key_id), "per_minute", 100, 60_000, true)
+            .unwrap();
+        let env = [("KL_PATH", url), ("KL_TOKEN", token.expose().to_string())];
+        let children: Vec<_> = (0..processes)
+            .map(|_| {
+                let env = env.clone();
+                std::thread::spawn(move || run_child("ratelimits::hammer", &env))
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| reported(&c.join().unwrap(), "GRANTED"))
+            .sum()
+    }
+
+    #[test]
+    fn in_exact_mode_separate_processes_together_grant_exactly_the_limit() {
+        if pg::cluster("postgres::ratelimit_exact_processes").is_none() {
+            return;
+        }
+        // 3 × 240 attempts at one instant: exactly 100 in total.
+        assert_eq!(
+            grants_across_processes("rl_exact_procs", "ratelimit_mode=exact", 3),
+            100
+        );
+    }
+
+    #[test]
+    fn with_ratelimit_hosts_separate_processes_stay_within_n_plus_hosts_minus_one() {
+        if pg::cluster("postgres::ratelimit_share_processes").is_none() {
+            return;
+        }
+        // Each of 3 processes allows ceil(100 / 3) = 34: 102 = N + n − 1, the documented
+        // bound, reached when every process is saturated.
+        assert_eq!(
+            grants_across_processes("rl_share_procs", "ratelimit_hosts=3", 3),
+            102
+        );
+        // Unset, each process counts the whole limit: P · N.
+        assert_eq!(
+            grants_across_processes("rl_unset_procs", "ratelimit_mode=share", 2),
+            200
+        );
+    }
+
+    /// A debitting child process (`postgres::debit_until_killed`) and its protocol lines.
+    struct Debitor {
+        child: std::process::Child,
+        lines: std::sync::mpsc::Receiver<String>,
+        reader: std::thread::JoinHandle<()>,
+    }
+
+    impl Debitor {
+        fn spawn(url: &str, token: &str, name: &str) -> Debitor {
+            let mut child = child_command("postgres::debit_until_killed")
+                .env("KL_URL", url)
+                .env("KL_TOKEN", token)
+                .env("KL_NAME", name)
+                .env("KL_THREADS", "2")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = child.stdout.take().unwrap();
+            let (tx, lines) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(msg) = line.strip_prefix("@@ ") {
+                        if tx.send(msg.to_string()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            Debitor {
+                child,
+                lines,
+                reader,
+            }
+        }
+
+        /// SIGKILL, then every line it wrote before dying.
+        fn kill(mut self) -> Vec<String> {
+            self.child.kill().unwrap();
+            self.child.wait().unwrap();
+            self.reader.join().unwrap();
+            self.lines.try_iter().collect()
+        }
+    }
+
+    /// Several processes debit one account concurrently over PostgreSQL (idempotent paid
+    /// calls, two threads each) and are SIGKILLed at random points, a new one started in
+    /// the place of each. At the end every acknowledged debit is in the balance once; each
+    /// call in flight at a kill landed at most once (its retry with the same idempotency
+    /// key either replays it or charges it now, never both); a process that lived through
+    /// the kills and a fresh handle see the same exact balance; the idempotency rows are
+    /// one per call; the audit has no gap. `KL_PG_KILLS` sets the number of kills (30).
+    #[test]
+    fn sigkilled_debitors_lose_no_acknowledged_debit_and_apply_none_twice() {
+        let Some(url) = database("pg_sigkill") else {
+            return;
+        };
+        let seed: u64 = std::env::var("KL_SEED").map_or_else(
+            |_| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            },
+            |s| s.parse().unwrap(),
+        );
+        eprintln!("postgres sigkill seed: KL_SEED={seed}");
+        let kills: u64 = std::env::var("KL_PG_KILLS").map_or(30, |n| n.parse().unwrap());
+        let mut rng = Rng(seed);
+        const INITIAL: u64 = 1_000_000_000;
+        let v = Vault::open_with(&url, options()).unwrap();
+        v.create_account("acct", INITIAL, None).unwrap();
+        let (token, _) = v.create_key(NewKey::new("acct", "k", ["x"])).unwrap();
+        v.close().unwrap();
+        let token = token.expose().to_string();
+        // A long-lived process with warm caches across all the kills.
+        let mut survivor = Host::start(&url);
+        assert_eq!(survivor.authorize(&token, "x", 0), "ok");
+        // key -> cost of every call begun; acked: key -> charged.
+        let mut begun: std::collections::HashMap<String, u64> = Default::default();
+        let mut acked: std::collections::HashMap<String, u64> = Default::default();
+        let mut record = |lines: Vec<String>| {
+            for l in lines {
+                assert!(!l.starts_with("FAIL"), "a debitor's call failed: {l}");
+                let w: Vec<&str> = l.split(' ').collect();
+                match w[0] {
+                    "I" => {
+                        begun.insert(w[1].to_string(), w[2].parse().unwrap());
+                    }
+                    "A" => {
+                        assert_eq!(w[3], "false", "a first call was a replay: {l}");
+                        acked.insert(w[1].to_string(), w[2].parse().unwrap());
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let mut spawned = 0u64;
+        let next = |spawned: &mut u64| {
+            *spawned += 1;
+            Debitor::spawn(&url, &token, &format!("p{spawned}"))
+        };
+        let mut procs: Vec<Debitor> = (0..3).map(|_| next(&mut spawned)).collect();
+        for _ in 0..kills {
+            std::thread::sleep(Duration::from_millis(30 + rng.below(200)));
+            let i = rng.below(procs.len() as u64) as usize;
+            let fresh = next(&mut spawned);
+            record(std::mem::replace(&mut procs[i], fresh).kill());
+        }
+        for p in procs {
+            record(p.kill());
+        }
+        // Every acknowledged call charged its cost, once.
+        for (k, charged) in &acked {
+            assert_eq!(*charged, begun[k], "{k} charged {charged}");
+        }
+        // The calls in flight at the kills: retried here with their idempotency keys, each
+        // either replays (it landed) or charges now (it did not). Either way it counts once.
+        let v = Vault::open_with(&url, options()).unwrap();
+        let (mut landed, mut lost) = (0u64, 0u64);
+        for (k, cost) in begun.iter().filter(|(k, _)| !acked.contains_key(*k)) {
+            let g = v
+                .authorize(
+                    &token,
+                    Target::Scope("x"),
+                    &AuthorizeOptions {
+                        cost: Some(*cost),
+                        idempotency_key: Some(k),
+                        ..AuthorizeOptions::default()
+                    },
+                )
+                .unwrap();
+            if g.replayed {
+                assert_eq!(g.charged, 0, "{k}: a replay charged");
+                landed += 1;
+            } else {
+                assert_eq!(g.charged, *cost, "{k}");
+                lost += 1;
+            }
+        }
+        // And an acknowledged call retried is a replay charging nothing.
+        for k in acked.keys().take(50) {
+            let g = v
+                .authorize(
+                    &token,
+                    Target::Scope("x"),
+                    &AuthorizeOptions {
+                        cost: Some(begun[k]),
+                        idempotency_key: Some(k),
+                        ..AuthorizeOptions::default()
+                    },
+                )
+                .unwrap();
+            assert!(g.replayed && g.charged == 0, "{k} applied twice");
+        }
+        let spent: u64 = begun.values().sum();
+        let balance = v.balance("acct").unwrap();
+        assert_eq!(balance.credits, INITIAL - spent, "credits lost or created");
+        assert_eq!(balance.total_credits, INITIAL);
+        assert_eq!(
+            survivor.balance("acct"),
+            INITIAL - spent,
+            "the survivor's view"
+        );
+        assert_eq!(
+            pg::sql(&url, "SELECT count(*) FROM kl_idempotency")
+                .parse::<usize>()
+                .unwrap(),
+            begun.len(),
+            "one idempotency row per call"
+        );
+        assert_no_audit_gap(&v);
+        assert!(
+            acked.len() > kills as usize,
+            "too few debits to mean anything: {}",
+            acked.len()
+        );
+        eprintln!(
+            "postgres sigkill: {kills} kills of {spawned} processes; {} calls acknowledged, \
+             {landed} in flight landed, {lost} did not; {spent} credits debited",
+            acked.len()
+        );
     }
 
     /// One authorize per token, as a comparable answer (the code, or the balance left;

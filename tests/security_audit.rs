@@ -18,7 +18,7 @@ const FLOOD: usize = 20_000;
 /// so the whole flood falls into one window.
 fn manual_flush_vault(dir: &tempfile::TempDir, clock: &TestClock) -> Vault {
     Vault::open_with(
-        dir.path().join("vault.redb"),
+        common::location(dir, "vault.redb"),
         VaultOptions {
             flush_interval: Duration::from_secs(3600),
             ..options_with_clock(clock)
@@ -161,7 +161,7 @@ fn refusal_entries_are_pruned_after_their_retention_and_management_entries_stay(
     let clock = TestClock::new();
     let day = 24 * 3600 * 1000;
     let v = Vault::open_with(
-        dir.path().join("vault.redb"),
+        common::location(&dir, "vault.redb"),
         VaultOptions {
             flush_interval: Duration::from_millis(20),
             refusal_retention: Some(Duration::from_secs(7 * 24 * 3600)),
@@ -230,7 +230,7 @@ fn refusal_entries_are_kept_forever_when_retention_is_none() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let v = Vault::open_with(
-        dir.path().join("vault.redb"),
+        common::location(&dir, "vault.redb"),
         VaultOptions {
             flush_interval: Duration::from_millis(20),
             refusal_retention: None,

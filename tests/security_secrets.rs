@@ -41,7 +41,7 @@ fn open(path: &Path, clock: &TestClock, throttle: ThrottleConfig) -> Vault {
 /// handle is a fresh worker that has verified nothing yet.
 fn vault_with_keys(n: usize) -> (tempfile::TempDir, std::path::PathBuf, Vec<SecretToken>) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.redb");
+    let path = common::location(&dir, "v.redb");
     let v = Vault::open_with(&path, common::options()).unwrap();
     v.create_account("a", 0, None).unwrap();
     let tokens = (0..n)
@@ -217,7 +217,7 @@ fn a_flooded_key_id_leaves_half_the_budget_to_other_keys() {
 #[test]
 fn a_full_argon2_queue_refuses_at_once_with_too_many_attempts() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.redb");
+    let path = common::location(&dir, "v.redb");
     // Costly enough (tens of ms) that the threads below meet at the one argon2 slot.
     let slow = Argon2Params {
         m_kib: 2048,
@@ -298,7 +298,7 @@ fn file_contains(path: &Path, needle: &str) -> bool {
 /// A vault created with `MID` parameters, one key: (dir, path, token).
 fn mid_vault() -> (tempfile::TempDir, std::path::PathBuf, SecretToken) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.redb");
+    let path = common::location(&dir, "v.redb");
     let v = Vault::open_with(
         &path,
         VaultOptions {
@@ -439,7 +439,7 @@ fn set_argon2_params_is_audited_and_hashes_only_get_stronger() {
 #[test]
 fn the_opener_argon2_option_applies_to_a_new_vault() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.redb");
+    let path = common::location(&dir, "v.redb");
     let v = Vault::open_with(
         &path,
         VaultOptions {
@@ -452,7 +452,7 @@ fn the_opener_argon2_option_applies_to_a_new_vault() {
     v.close().unwrap();
     assert_eq!(Vault::open(&path).unwrap().argon2_params(), MID);
     // A vault created without the option stores the defaults.
-    let other = dir.path().join("w.redb");
+    let other = common::location(&dir, "w.redb");
     Vault::open(&other).unwrap().close().unwrap();
     let w = Vault::open_with(
         &other,

@@ -30,7 +30,7 @@ struct Setup {
 
 fn setup(single_use: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.redb");
+    let path = common::location(&dir, "v.redb");
     let clock = TestClock::new();
     let master = MasterKey::generate().unwrap();
     let vault = open(&path, &master, &clock, single_use);

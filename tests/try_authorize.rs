@@ -57,7 +57,7 @@ struct Cold {
 
 fn cold_with(scopes: &[&str], extra: impl Fn(&mut VaultOptions)) -> Cold {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vault.redb");
+    let path = common::location(&dir, "vault.redb");
     let clock = TestClock::new();
     let (token, key_id) = {
         let v = open(&path, &clock, &extra);
@@ -616,8 +616,19 @@ fn twins() -> Twins {
     let mut vaults = Vec::new();
     let clocks = [TestClock::new(), TestClock::new()];
     for (i, c) in clocks.iter().enumerate() {
-        let p = dir.path().join(format!("twin{i}.redb"));
-        std::fs::copy(&seed_path, &p).unwrap();
+        // A copy of the seed: the file, or (over PostgreSQL) a fresh database it is
+        // migrated into.
+        let p = common::location(&dir, &format!("twin{i}.redb"));
+        if p.starts_with(dir.path()) {
+            std::fs::copy(&seed_path, &p).unwrap();
+        } else {
+            keyledger::migrate(
+                seed_path.to_str().unwrap(),
+                p.to_str().unwrap(),
+                &keyledger::MigrateOptions::default(),
+            )
+            .unwrap();
+        }
         vaults.push(Vault::open_with(&p, twin_options(c, &master)).unwrap());
     }
     let [a, b]: [Vault; 2] = vaults.try_into().unwrap();

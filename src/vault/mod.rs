@@ -230,9 +230,14 @@ impl Vault {
                 "exclusive=true is for a vault file owned by one process; a PostgreSQL vault is shared",
             ));
         }
-        let backend = crate::store::postgres::PgBackend::open(url, options.shm_slots)?;
+        let backend: Box<dyn Backend> = Box::new(crate::store::postgres::PgBackend::open(
+            url,
+            options.shm_slots,
+        )?);
+        #[cfg(any(test, feature = "fault-injection"))]
+        let backend = crate::store::fault::wrap_if_armed(Path::new(url), backend);
         let name = PathBuf::from(crate::store::postgres::redact(url));
-        Vault::open_with_backend(name, Box::new(backend), options)
+        Vault::open_with_backend(name, backend, options)
     }
 
     #[cfg(not(feature = "postgres"))]

@@ -35,6 +35,7 @@ const ENTRIES: &[(&str, Entry)] = &[
     ("crash::server", crash::server),
     ("model::hammer", model::hammer),
     ("postgres::serve", postgres::serve),
+    ("postgres::debit_until_killed", postgres::debit_until_killed),
     ("ratelimits::hammer", ratelimits::hammer),
     (
         "ratelimits::cross_the_boundary",

@@ -21,17 +21,22 @@ pub struct Fixture {
     pub vault: Vault,
 }
 
+/// Where a test's vault lives: the file `name` in `dir`, or, when the suites run over
+/// PostgreSQL (`KEYLEDGER_TEST_PG_SUITES=<cluster URL>`, set by scripts/test), a fresh
+/// database on that cluster.
+pub fn location(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    match std::env::var("KEYLEDGER_TEST_PG_SUITES") {
+        Ok(cluster) if !cluster.is_empty() => PathBuf::from(pg::fresh_database(&cluster, name)),
+        _ => dir.path().join(name),
+    }
+}
+
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        // KEYLEDGER_TEST_PG_SUITES=<cluster URL>: the suites that run over both backends
-        // (scripts/test) open a fresh PostgreSQL database instead of the file.
-        let path = match std::env::var("KEYLEDGER_TEST_PG_SUITES") {
-            Ok(cluster) if !cluster.is_empty() => {
-                PathBuf::from(pg::fresh_database(&cluster, "fixture"))
-            }
-            _ => dir.path().join("vault.redb"),
-        };
+        // The suites that run over both backends (scripts/test) open a fresh PostgreSQL
+        // database instead of the file.
+        let path = location(&dir, "vault.redb");
         let clock = TestClock::new();
         let vault = Vault::open_with(&path, options_with_clock(&clock)).unwrap();
         Fixture {

@@ -34,6 +34,36 @@ fn psql() -> String {
     "psql".into()
 }
 
+/// keyledger's own URL parameters, which libpq (psql) does not know; `sslmode` and
+/// `sslrootcert` are libpq's too and stay.
+const KEYLEDGER_PARAMS: &[&str] = &[
+    "max_connections",
+    "pool_timeout_ms",
+    "ratelimit_mode",
+    "ratelimit_hosts",
+    "notify",
+    "poll_ms",
+];
+
+/// `url` without keyledger's own parameters, for psql.
+pub fn libpq_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            let name = p.split('=').next().unwrap_or("");
+            !p.is_empty() && !KEYLEDGER_PARAMS.contains(&name)
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
 /// `url` with its database name replaced by `db`.
 pub fn with_database(url: &str, db: &str) -> String {
     let (scheme, rest) = url.split_once("://").expect("a postgresql:// URL");
@@ -65,7 +95,7 @@ pub fn fresh_database(cluster: &str, test: &str) -> String {
         .take(63)
         .collect();
     let out = Command::new(psql())
-        .arg(cluster)
+        .arg(libpq_url(cluster))
         .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
         .arg(format!("CREATE DATABASE \"{name}\""))
         .output()
@@ -81,7 +111,7 @@ pub fn fresh_database(cluster: &str, test: &str) -> String {
 /// Run one SQL statement on the database at `url` (as the cluster's superuser); stdout.
 pub fn sql(url: &str, statement: &str) -> String {
     let out = Command::new(psql())
-        .arg(url)
+        .arg(libpq_url(url))
         .args(["-v", "ON_ERROR_STOP=1", "-qtA", "-c", statement])
         .output()
         .expect("psql runs");

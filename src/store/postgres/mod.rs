@@ -3,9 +3,10 @@
 //!
 //! The only module that names a PostgreSQL type: this file (connections, the pool,
 //! schema migrations, the backend), `txn.rs` (the transactions and their typed
-//! operations) and `listener.rs` (the change listener). It uses the synchronous `postgres` client
-//! crate, which drives each connection on a small tokio runtime of its own: the feature
-//! brings tokio into the library (the default and Python builds stay free of it).
+//! operations) and `listener.rs` (the change listener and poller). It uses the
+//! synchronous `postgres` client crate, which drives each connection on a small tokio
+//! runtime of its own: the feature brings tokio into the library (the default and Python
+//! builds stay free of it).
 //!
 //! # Tables
 //! The same tables as the redb backend, in the vault's database, created and versioned by
@@ -57,6 +58,29 @@
 //! notification arrives; while it cannot arrive, nothing is served from a cache. One
 //! window remains: a network path that dies silently is noticed only when the listener's
 //! TCP keepalives give up (about 5 s).
+//!
+//! # Without LISTEN/NOTIFY: the polled changes table (`notify=poll`)
+//! PostgreSQL-compatible engines without LISTEN/NOTIFY (CockroachDB, YugabyteDB) get the
+//! same guarantees from a table. The statement that takes a change's number also inserts
+//! `(seq, what changed)` into `kl_changes`, in the same transaction, and deletes the rows
+//! [`CHANGES_KEPT`] or more numbers older: the table never holds more than that many rows,
+//! whatever the write rate, and the pruning is one indexed range delete per change. Every
+//! writer does this, whatever its own `notify` mode, so listeners and pollers can share a
+//! database.
+//!
+//! With `notify=poll` (`poll_ms`, default 5, is the interval) the handle's thread polls
+//! instead of listening, on its own connection (application name `keyledger-poller`,
+//! the same keepalives, and a 5 s statement timeout): it reads the current number
+//! (its confirmed position), invalidates every slot and trusts them; then every interval
+//! it reads the rows after its position, in order, and bumps the slots each names. It fails
+//! closed as the listener does: while it is not connected, or a poll fails, the slots are
+//! distrusted (every call reads the database, `cache_mode` is `disabled`); each
+//! (re)connection invalidates every slot; a gap in the numbers (the rows after its
+//! position were pruned, i.e. it fell more than [`CHANGES_KEPT`] changes behind)
+//! invalidates every slot. Writers hold the writers' lock until their commit, and
+//! PostgreSQL makes a commit visible before it releases the transaction's locks, so the
+//! rows become visible in number order; a number missing for a second is treated as a gap
+//! anyway. A change reaches the other processes within one interval plus a query.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,7 +91,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use postgres::{Client, Config};
 
-use self::listener::listen;
+use self::listener::{listen, poll};
 use self::txn::PgRead;
 use super::records::FORMAT_VERSION;
 use super::{Backend, Generations, ReadTx, WriteTx, WriteTxn};
@@ -83,7 +107,7 @@ mod tls;
 mod txn;
 
 /// The schema version this keyledger creates and understands.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 4;
 /// The advisory lock every write transaction holds (and schema migration, session-level).
 const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772; // "keyledgr"
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
@@ -123,7 +147,20 @@ CREATE TABLE kl_signatures_seen (t bigint, mac bytea, PRIMARY KEY (t, mac));
 CREATE TABLE kl_change_seq (seq bigint NOT NULL);
 INSERT INTO kl_change_seq (seq) VALUES (0);
 "#,
+    // The GCRA state of `ratelimit_mode=exact` (see `ratelimit.rs`). Before version 3 it
+    // was created on open, outside the versioned schema: a version 2 database may hold it
+    // already, with its counters, which are kept.
+    r#"
+CREATE TABLE IF NOT EXISTS kl_ratelimit_state (key bigint PRIMARY KEY, tat bigint NOT NULL);
+"#,
+    // The committed changes by sequence number, for `notify=poll` (see the module docs).
+    r#"
+CREATE TABLE kl_changes (seq bigint PRIMARY KEY, body text NOT NULL);
+"#,
 ];
+/// How many of the newest changes `kl_changes` keeps: each commit that adds one deletes
+/// those older than this, so the table never holds more rows than this.
+pub(super) const CHANGES_KEPT: i64 = 4096;
 
 fn pg_err(e: postgres::Error) -> Error {
     // The client's messages never carry the password. Its causes (e.g. why a TLS
@@ -321,11 +358,13 @@ pub(crate) struct PgBackend {
     listener: Listener,
 }
 
-/// The change listener thread and what it shares.
+/// The change listener (or poller) thread and what it shares.
 struct Listener {
     connected: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// `notify=poll`: the thread polls `kl_changes` instead of listening.
+    polling: bool,
 }
 
 impl Drop for PgBackend {
@@ -365,14 +404,6 @@ impl PgBackend {
         });
         let mut conn = pool.get()?;
         migrate(conn.c())?;
-        if params.ratelimit_exact {
-            conn.c()
-                .batch_execute(&format!(
-                    "SELECT pg_advisory_lock({WRITE_LOCK}); {}; SELECT pg_advisory_unlock({WRITE_LOCK})",
-                    ratelimit::TABLE
-                ))
-                .map_err(pg_err)?;
-        }
         drop(conn);
         let slots = Arc::new(Sidecar::private(slot_count));
         // Distrusted until the listener has connected and confirmed its position.
@@ -382,9 +413,13 @@ impl PgBackend {
         let thread = {
             let (config, tls, slots) = (pool.config.clone(), pool.tls.clone(), slots.clone());
             let (connected, stop) = (connected.clone(), stop.clone());
+            let every = params.poll;
             std::thread::Builder::new()
                 .name("keyledger-pg-listener".into())
-                .spawn(move || listen(&config, &tls, &slots, &connected, &stop))
+                .spawn(move || match every {
+                    Some(every) => poll(&config, &tls, &slots, &connected, &stop, every),
+                    None => listen(&config, &tls, &slots, &connected, &stop),
+                })
                 .map_err(|e| Error::Storage(format!("cannot start the change listener: {e}")))?
         };
         let mut backend = PgBackend {
@@ -397,6 +432,7 @@ impl PgBackend {
                 connected,
                 stop,
                 thread: Some(thread),
+                polling: params.poll.is_some(),
             },
         };
         backend.created = backend.init_identity()?;
@@ -576,9 +612,15 @@ impl Backend for PgBackend {
 
     fn distrust_reason(&self) -> Option<String> {
         (!self.listener.connected.load(Ordering::SeqCst)).then(|| {
-            "PostgreSQL vault: the change listener is not connected (or has not confirmed its \
-             position), so every call is validated against the database"
-                .into()
+            if self.listener.polling {
+                "PostgreSQL vault (notify=poll): the change poller is not connected (or has \
+                 not confirmed its position), so every call is validated against the database"
+                    .into()
+            } else {
+                "PostgreSQL vault: the change listener is not connected (or has not confirmed \
+                 its position), so every call is validated against the database"
+                    .into()
+            }
         })
     }
 }

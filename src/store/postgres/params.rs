@@ -9,6 +9,8 @@
 //! | `pool_timeout_ms` | how long a call waits for a free connection, 0 to 600000 | 5000 |
 //! | `ratelimit_mode` | `share` (each process counts its share) or `exact` (counted in the database) | `share` |
 //! | `ratelimit_hosts` | processes counting each rate limit apart, each allowing `ceil(limit / n)`, 1 to 1000 | 1 |
+//! | `notify` | how committed changes reach other processes: `listen` (LISTEN/NOTIFY) or `poll` (the `kl_changes` table, for engines without LISTEN/NOTIFY) | `listen` |
+//! | `poll_ms` | with `notify=poll`: the polling interval, 1 to 10000 | 5 |
 //!
 //! A parameter given twice, or with a value outside its range, is refused with
 //! `invalid_argument` (the message names the parameter, never the URL).
@@ -22,6 +24,8 @@ use crate::error::{Error, Result};
 pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 16;
 /// How long a call waits for a pooled connection unless the URL says (`pool_timeout_ms`).
 pub(super) const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the changes table is polled with `notify=poll`, unless the URL says (`poll_ms`).
+pub(super) const DEFAULT_POLL: Duration = Duration::from_millis(5);
 
 /// libpq's `sslmode` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +55,9 @@ pub(super) struct Params {
     pub ratelimit_hosts: u64,
     /// `ratelimit_mode=exact`: rate limits counted in the database.
     pub ratelimit_exact: bool,
+    /// `notify=poll`: changes are read by polling `kl_changes` every `poll` instead of
+    /// LISTEN.
+    pub poll: Option<Duration>,
 }
 
 fn decode(v: &str) -> Result<String> {
@@ -98,7 +105,10 @@ pub(super) fn split(url: &str) -> Result<Params> {
         pool_timeout: DEFAULT_POOL_TIMEOUT,
         ratelimit_hosts: 1,
         ratelimit_exact: false,
+        poll: None,
     };
+    let mut poll = false;
+    let mut poll_ms = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let ours = [
@@ -108,6 +118,8 @@ pub(super) fn split(url: &str) -> Result<Params> {
             "pool_timeout_ms",
             "ratelimit_hosts",
             "ratelimit_mode",
+            "notify",
+            "poll_ms",
         ];
         let Some(name) = ours.iter().find(|n| **n == k) else {
             kept.push(pair.to_string());
@@ -162,6 +174,26 @@ pub(super) fn split(url: &str) -> Result<Params> {
                     )),
                 }
             }
+            "notify" => {
+                poll = match v.as_str() {
+                    "listen" => false,
+                    "poll" => true,
+                    _ => {
+                        return Err(Error::invalid(
+                            "invalid PostgreSQL URL parameter notify: expected listen or poll",
+                        ))
+                    }
+                }
+            }
+            "poll_ms" => {
+                let n = number(name, &v, 10_000)?;
+                if n == 0 {
+                    return Err(Error::invalid(
+                        "invalid PostgreSQL URL parameter poll_ms: expected 1 to 10000",
+                    ));
+                }
+                poll_ms = Some(Duration::from_millis(n));
+            }
             "ratelimit_hosts" => {
                 params.ratelimit_hosts = number(name, &v, 1000)?;
                 if params.ratelimit_hosts == 0 {
@@ -172,6 +204,13 @@ pub(super) fn split(url: &str) -> Result<Params> {
             }
             _ => params.pool_timeout = Duration::from_millis(number(name, &v, 600_000)?),
         }
+    }
+    if poll {
+        params.poll = Some(poll_ms.unwrap_or(DEFAULT_POLL));
+    } else if poll_ms.is_some() {
+        return Err(Error::invalid(
+            "PostgreSQL URL parameter poll_ms needs notify=poll",
+        ));
     }
     let client_mode = match params.ssl {
         SslMode::Disable => "disable",
@@ -205,6 +244,16 @@ mod tests {
         assert_eq!(d.client_url, "postgres://u@h/db?sslmode=prefer");
         assert_eq!(d.ssl, SslMode::Prefer);
         assert_eq!(d.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(d.poll, None);
+        let p = split("postgresql://u@h/db?notify=poll&x=1").unwrap();
+        assert_eq!(p.client_url, "postgresql://u@h/db?x=1&sslmode=prefer");
+        assert_eq!(p.poll, Some(DEFAULT_POLL));
+        let p = split("postgresql://u@h/db?poll_ms=250&notify=poll").unwrap();
+        assert_eq!(p.poll, Some(Duration::from_millis(250)));
+        assert_eq!(
+            split("postgresql://u@h/db?notify=listen").unwrap().poll,
+            None
+        );
     }
 
     #[test]
@@ -232,6 +281,21 @@ mod tests {
                 "postgresql://u:secret@h/db?sslmode=require&sslmode=disable",
                 "sslmode",
             ),
+            ("postgresql://u:secret@h/db?notify=pol", "notify"),
+            ("postgresql://u:secret@h/db?notify=", "notify"),
+            (
+                "postgresql://u:secret@h/db?notify=poll&poll_ms=0",
+                "poll_ms",
+            ),
+            (
+                "postgresql://u:secret@h/db?notify=poll&poll_ms=10001",
+                "poll_ms",
+            ),
+            (
+                "postgresql://u:secret@h/db?notify=poll&poll_ms=5ms",
+                "poll_ms",
+            ),
+            ("postgresql://u:secret@h/db?poll_ms=5", "poll_ms"),
         ] {
             let e = split(url).unwrap_err();
             assert_eq!(e.code(), "invalid_argument", "{url}: {e}");

@@ -2,7 +2,8 @@
 //! (its theoretical arrival time, unix nanoseconds) is one row of `kl_ratelimit_state`,
 //! updated by one atomic statement per limit and call (its own commit), so every process
 //! on every host draws from the same counter: a limit is never exceeded, at the cost of a
-//! round trip and a commit per limited call.
+//! round trip and a commit per limited call. The table is part of the versioned schema
+//! (version 3).
 
 use postgres::Client;
 
@@ -12,11 +13,6 @@ use crate::limits::{Exceeded, RateLimit, Taken};
 use crate::model::{Millis, RateLimitStatus};
 
 const NS_PER_MS: u64 = 1_000_000;
-
-/// The table, created on open in exact mode (outside the versioned schema: it holds only
-/// counters, which may start afresh).
-pub(super) const TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS kl_ratelimit_state (key bigint PRIMARY KEY, tat bigint NOT NULL)";
 
 fn signed(v: u64) -> i64 {
     i64::from_ne_bytes(v.to_ne_bytes())

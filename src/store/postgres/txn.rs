@@ -5,8 +5,8 @@ use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::listener::{payload, CHANNEL};
-use super::{big, numeric, pg_err, unsigned, Conn};
+use super::listener::{body, CHANNEL};
+use super::{big, numeric, pg_err, unsigned, Conn, CHANGES_KEPT};
 use crate::audit::AuditAction;
 use crate::error::{Error, Result};
 use crate::limits::{LimitOwner, RateLimit};
@@ -757,8 +757,9 @@ impl WriteTxn for PgRead {
         Ok(())
     }
 
-    /// Commit; when anything was touched, first take the next change number and NOTIFY
-    /// it (delivered at commit), and bump this process's slots around the commit.
+    /// Commit; when anything was touched, first take the next change number, record it
+    /// in `kl_changes` and NOTIFY it (delivered at commit), and bump this process's slots
+    /// around the commit.
     fn commit(self: Box<Self>, _durability: Durability) -> Result<()> {
         let PgRead {
             conn,
@@ -768,15 +769,16 @@ impl WriteTxn for PgRead {
         let mut conn = conn.into_inner();
         let guard = match (&slots, touched.is_empty()) {
             (Some(sc), false) => {
-                let seq: i64 = conn
-                    .c()
-                    .query_one("UPDATE kl_change_seq SET seq = seq + 1 RETURNING seq", &[])
-                    .map_err(pg_err)?
-                    .get(0);
+                // One statement: the next change number, its row in `kl_changes` (read by
+                // pollers), the pruning of rows older than the newest CHANGES_KEPT, and the
+                // notification (delivered at commit, read by listeners).
                 conn.c()
-                    .execute(
-                        "SELECT pg_notify($1, $2)",
-                        &[&CHANNEL, &payload(seq, &touched)],
+                    .query_one(
+                        "WITH s AS (UPDATE kl_change_seq SET seq = seq + 1 RETURNING seq), \
+                         i AS (INSERT INTO kl_changes (seq, body) SELECT seq, $1 FROM s), \
+                         d AS (DELETE FROM kl_changes WHERE seq <= (SELECT seq FROM s) - $3) \
+                         SELECT seq, pg_notify($2, seq::text || ' ' || $1)::text FROM s",
+                        &[&body(&touched), &CHANNEL, &CHANGES_KEPT],
                     )
                     .map_err(pg_err)?;
                 let mut guard = sc.write();
