@@ -86,7 +86,8 @@ pub fn parse(token: &str) -> Option<ParsedToken<'_>> {
     if !is_valid_prefix(prefix) || !is_valid_key_id(key_id) {
         return None;
     }
-    if secret.len() != SECRET_LEN || !secret.bytes().all(|b| base62_value(b).is_some()) {
+    // `is_ascii_alphanumeric` is exactly the base62 alphabet (`base62_value(b).is_some()`).
+    if secret.len() != SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
     // `secret` is the tail of `token` and all ASCII, so this split is on a char boundary.

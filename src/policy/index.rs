@@ -10,8 +10,9 @@
 //! skips could not match, so the lowest index it finds is the linear scan's first match.
 //!
 //! One trie per reading of the literals: raw or percent-decoded, compared exactly or
-//! ignoring ASCII case (the HTTP gate's readings, see [`super::Reading`]). A literal child is
-//! found by a hash of its (case-folded) bytes, then compared in full.
+//! ignoring ASCII case (the HTTP gate's readings, see [`super::Reading`]). A node's literal
+//! children are compared in turn while they are few, else found by a hash of their
+//! (case-folded) bytes, then compared in full.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -50,12 +51,18 @@ fn literal_hash(s: &str, fold: bool) -> u64 {
     h
 }
 
+/// Literal children a node compares in turn; past that, it finds them by hash.
+const SMALL: usize = 8;
+
 /// Hash map keyed by a hash already computed.
 type ByHash = BuildHasherDefault<PassThrough>;
 
 #[derive(Clone, Debug, Default)]
 struct Node {
-    /// Literal children by [`literal_hash`], each with its literal for the full comparison.
+    /// Literal children while there are at most [`SMALL`], compared in turn.
+    small: Vec<(Box<str>, u32)>,
+    /// Literal children past [`SMALL`] (then `small` is empty), by [`literal_hash`], each
+    /// with its literal for the full comparison.
     literals: HashMap<u64, Vec<(Box<str>, u32)>, ByHash>,
     /// The `:name` child.
     param: Option<u32>,
@@ -135,29 +142,42 @@ impl Trie {
         if let Some(child) = self.literal_child(node, text) {
             return child;
         }
-        let child = self.push();
+        let child = self.push() as u32;
         let fold = self.fold;
-        self.nodes[node]
-            .literals
-            .entry(literal_hash(text, fold))
-            .or_default()
-            .push((text.into(), child as u32));
-        child
+        let n = &mut self.nodes[node];
+        if n.literals.is_empty() && n.small.len() < SMALL {
+            n.small.push((text.into(), child));
+        } else {
+            for (lit, c) in std::mem::take(&mut n.small) {
+                let h = literal_hash(&lit, fold);
+                n.literals.entry(h).or_default().push((lit, c));
+            }
+            n.literals
+                .entry(literal_hash(text, fold))
+                .or_default()
+                .push((text.into(), child));
+        }
+        child as usize
+    }
+
+    fn same(&self, lit: &str, text: &str) -> bool {
+        if self.fold {
+            lit.eq_ignore_ascii_case(text)
+        } else {
+            lit == text
+        }
     }
 
     fn literal_child(&self, node: usize, text: &str) -> Option<usize> {
-        let bucket = self.nodes[node]
-            .literals
-            .get(&literal_hash(text, self.fold))?;
-        bucket
+        let n = &self.nodes[node];
+        let candidates = if n.literals.is_empty() {
+            &n.small
+        } else {
+            n.literals.get(&literal_hash(text, self.fold))?
+        };
+        candidates
             .iter()
-            .find(|(lit, _)| {
-                if self.fold {
-                    lit.eq_ignore_ascii_case(text)
-                } else {
-                    **lit == *text
-                }
-            })
+            .find(|(lit, _)| self.same(lit, text))
             .map(|&(_, child)| child as usize)
     }
 
@@ -190,10 +210,8 @@ impl Trie {
         };
         lowest_in(&n.rest, best, wanted);
         let (text, param_ok) = read(first);
-        if !n.literals.is_empty() {
-            if let Some(child) = self.literal_child(node, text) {
-                self.walk(child, path, read, best, wanted);
-            }
+        if let Some(child) = self.literal_child(node, text) {
+            self.walk(child, path, read, best, wanted);
         }
         if param_ok {
             if let Some(child) = n.param {

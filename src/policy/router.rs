@@ -169,7 +169,16 @@ impl Router {
         let mut stack: [&str; STACK_SEGMENTS] = [""; STACK_SEGMENTS];
         let mut heap: Vec<&str> = Vec::new();
         let mut count = 0;
-        for seg in path.split('/') {
+        let bytes = path.as_bytes();
+        let mut start = 0;
+        while start < bytes.len() {
+            let len = bytes[start..]
+                .iter()
+                .position(|&b| b == b'/')
+                .unwrap_or(bytes.len() - start);
+            // Split at ASCII '/' (or the end): on char boundaries.
+            let seg = &path[start..start + len];
+            start += len + 1;
             if seg.is_empty() {
                 continue;
             }
