@@ -235,7 +235,7 @@ fn is_valid_prefix(prefix: &str) -> bool {
         && bytes.len() <= MAX_PREFIX_LEN
         && bytes.first().is_some_and(u8::is_ascii_lowercase)
         && bytes.last() != Some(&b'_')
-        && !prefix.contains("__")
+        && !bytes.windows(2).any(|w| w == b"__")
         && bytes
             .iter()
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
