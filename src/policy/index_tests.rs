@@ -166,3 +166,50 @@ fn indexed_find_agrees_on_a_large_api_shaped_rule_set() {
     }
     assert!(matched > 100, "the grid exercises matches ({matched})");
 }
+
+/// Paths longer than the segments `find` keeps on the stack take the same answers.
+#[test]
+fn long_paths_answer_as_the_linear_scan() {
+    let deep: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+    let rules = vec![
+        RouteRule {
+            method: "GET".into(),
+            pattern: "/s0/*".into(),
+            scope: "rest".into(),
+            cost: 0,
+        },
+        RouteRule {
+            method: "GET".into(),
+            pattern: format!("/{}", deep[..18].join("/")),
+            scope: "deep".into(),
+            cost: 0,
+        },
+        RouteRule {
+            method: "GET".into(),
+            pattern: format!("/{}/:p/:q", deep[..18].join("/")),
+            scope: "deeper".into(),
+            cost: 0,
+        },
+    ];
+    let router = Router::new(rules);
+    for n in [1, 15, 16, 17, 18, 19, 20] {
+        let path = format!("/{}", deep[..n].join("/"));
+        let indexed = router.find("GET", &path);
+        assert_eq!(
+            indexed.map(|r| r as *const RouteRule),
+            router
+                .find_linear("GET", &path)
+                .map(|r| r as *const RouteRule),
+            "{path}"
+        );
+        let want = match n {
+            1 => None,
+            18 => Some("deep"),
+            20 => Some("deeper"),
+            _ => Some("rest"),
+        };
+        assert_eq!(indexed.map(|r| r.scope.as_str()), want, "{path}");
+        // A dot segment past the stack still refuses the path.
+        assert_eq!(router.find("GET", &format!("{path}/../x")), None);
+    }
+}
