@@ -3,7 +3,8 @@
 
 Inputs (all under target/bench-results/): criterion's estimates (target/criterion/),
 scale.json and multiprocess.json (the examples' JSON lines), compare.json
-(bench/compare.py), c_hot.json (bench/c_hot.c, optional). Run by bench/report.
+(bench/compare.py), c_hot.json (bench/c_hot.c, optional), breakdown.json
+(bench/breakdown.py, optional). Run by bench/report.
 """
 from __future__ import annotations
 
@@ -86,6 +87,8 @@ def main() -> None:
     }
     commit = crit("debit", "redb_commit_multiwriter")
     route = crit("route", "match_50_rules")
+    routes = {n: crit("route", f"match_{n}_rules") for n in (5, 50, 500)}
+    breakdown = load("breakdown.json")
     looks = crit("token", "looks_like_key")
 
     def rate(ns):
@@ -139,6 +142,15 @@ def main() -> None:
         f"{per_commit.get('debit/durable_16_threads_multiwriter', '? per commit')} (debits per commit); "
         f"exclusive: {fmt_rate(rate(d[(16, 'exclusive')]))}; 4 threads MultiWriter: {fmt_rate(rate(d[(4, 'multiwriter')]))}; "
         f"from Python (bench/compare.py): {fmt_rate(kl['debit_per_s']['16']) if kl else 'n/a'}")
+    pc16 = per_commit.get("debit/durable_16_threads_multiwriter")
+    try:
+        pc16_n = float(pc16.split()[0]) if pc16 else None
+    except ValueError:
+        pc16_n = None
+    row("the same, 16 threads: batches filled (issue 18)", "≥ 25 000 / s, or ≥ 12 debits per commit in the same run",
+        f"{fmt_rate(r16)}, {pc16 or '? per commit'}",
+        None if r16 is None else (r16 >= 25000 or (pc16_n is not None and pc16_n >= 12)),
+        "criterion `debit/durable_16_threads_multiwriter`; debits per commit counted by the bench")
     if mp:
         row("the same, 4 processes × 4 threads on one file", "≥ 8 000 / s, totals exact",
             f"{mp['per_second']:,.0f} / s, exact: {'yes' if mp['exact'] else 'NO'}",
@@ -197,6 +209,24 @@ def main() -> None:
         row("One auto-applied rate limit on the hot path", "adds ≤ 0.1 µs", f"+{extra:.0f} ns",
             extra <= 100, f"{fmt_time_ns(rl_on)} with, {fmt_time_ns(rl_off)} without")
 
+    if routes[5] and routes[500]:
+        q = routes[500] / routes[5]
+        row("route matching, 500 rules against 5 rules", "≤ 1.2× the 5-rule time", f"{q:.2f}×", q <= 1.2,
+            f"`Router::find` (segment trie): 5 rules {fmt_time_ns(routes[5])}, 50 rules "
+            f"{fmt_time_ns(routes[50])}, 500 rules {fmt_time_ns(routes[500])}; all under `/api/v1/`")
+    else:
+        row("route matching, 500 rules against 5 rules", "≤ 1.2× the 5-rule time", "not measured", None)
+    note = ""
+    if breakdown:
+        parts = "; ".join(f"{p['part']} {p['instructions']:,}" for p in breakdown["parts"]
+                          if p["instructions"] is not None)
+        note = (f"callgrind (bench/breakdown.py): {breakdown['instructions_per_call']:,} instructions per "
+                f"call (inclusive parts, overlapping: {parts})")
+    hot_ok = None if hot1k is None else (hot1k <= 350 and (hot1m is None or hot1m <= 350))
+    row("hot `authorize`, Rust, 1 thread, 1 000 and 1 000 000 keys (issue 18)",
+        "≤ 0.35 µs, or the measured breakdown of what remains",
+        f"{fmt_time_ns(hot1k)} (1M keys: {fmt_time_ns(hot1m)})", hot_ok, note)
+
     m = (cmp_ or {}).get("machine", {})
     machine = (f"{os.cpu_count()} cores · {platform.machine()} · Linux {platform.release()} · "
                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -234,8 +264,8 @@ def main() -> None:
             out.append(f"| `{group}/{b}` | {fmt_time_ns(ns)} | {fmt_rate(rate(ns))} |")
     out.append("")
     out.append("`debit/*` and `hot_threads/*` report wall time per call with all threads running "
-               "(calls/s = 1 s ÷ that time). `route/match_50_rules`: `Router::find` over 50 rules "
-               "(literal, `:name` and `*` patterns). `cold/argon2_default`: the first `authorize` of "
+               "(calls/s = 1 s ÷ that time). `route/match_{5,50,500}_rules`: `Router::find` over 5, 50 "
+               "and 500 rules (literal, `:name` and `*` patterns, 5 per resource under `/api/v1/`). `cold/argon2_default`: the first `authorize` of "
                "a key by a freshly opened vault.\n")
     if cmp_:
         out.append("## Side by side, from Python (`bench/compare.py`)\n")

@@ -10,7 +10,8 @@
 //! - `debit/*`: `authorize` with a durable debit of 1 credit, 1/4/16 threads, MultiWriter and
 //!   exclusive; time per call, so calls/s = 1 s / time. `debit/redb_commit_multiwriter` is one
 //!   bare redb MultiWriter commit (the physics the debit path is compared with).
-//! - `route/match_50_rules`, `token/looks_like_key`.
+//! - `route/match_{5,50,500}_rules` (`Router::find`), `route/gate_50_rules*` (the HTTP gate),
+//!   `token/looks_like_key`.
 //!
 //! Set `KEYLEDGER_BENCH_1M=0` to skip the 1 000 000-key vault (built once with small argon2
 //! parameters under `target/bench-data/` and reused).
@@ -329,13 +330,10 @@ fn debit(c: &mut Criterion) {
     g.finish();
 }
 
-fn route_and_token(c: &mut Criterion) {
-    let mut g = c.benchmark_group("route");
-    g.measurement_time(Duration::from_secs(1));
-    g.warm_up_time(Duration::from_millis(300));
-    // 50 rules over 10 resources: literal, `:name` and trailing `*` patterns.
+/// A router of 5 rules for each of `resources` resources.
+fn rules_router(resources: usize) -> Router {
     let mut rules = Vec::new();
-    for r in 0..10 {
+    for r in 0..resources {
         for (m, p) in [
             ("GET", format!("/api/v1/res{r}/list")),
             ("POST", format!("/api/v1/res{r}/create")),
@@ -351,11 +349,28 @@ fn route_and_token(c: &mut Criterion) {
             });
         }
     }
-    let router = Router::new(rules);
-    assert!(router.find("GET", "/api/v1/res7/abc123").is_some());
-    g.bench_function("match_50_rules", |b| {
-        b.iter(|| router.find(black_box("GET"), black_box("/api/v1/res7/abc123")))
-    });
+    Router::new(rules)
+}
+
+fn route_and_token(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route");
+    g.measurement_time(Duration::from_secs(1));
+    g.warm_up_time(Duration::from_millis(300));
+    // 5, 50 and 500 rules over 1, 10 and 100 resources: literal, `:name` and trailing `*`
+    // patterns, all under `/api/v1/` (the first segment alone tells them nothing apart). The
+    // request reaches `GET /api/v1/res<r>/:id` of the resource 70 % of the way down.
+    for n in [5, 50, 500] {
+        let router = rules_router(n / 5);
+        let path = format!("/api/v1/res{}/abc123", n / 5 * 7 / 10);
+        assert_eq!(
+            router.find("GET", &path).map(|r| r.pattern.as_str()),
+            Some(&*format!("/api/v1/res{}/:id", n / 5 * 7 / 10))
+        );
+        g.bench_function(format!("match_{n}_rules"), |b| {
+            b.iter(|| router.find(black_box("GET"), black_box(&path)))
+        });
+    }
+    let router = rules_router(10);
     // The HTTP gate on the raw target: parse, decode once, every reading agreeing.
     g.bench_function("gate_50_rules", |b| {
         b.iter(|| {

@@ -86,7 +86,8 @@ pub fn parse(token: &str) -> Option<ParsedToken<'_>> {
     if !is_valid_prefix(prefix) || !is_valid_key_id(key_id) {
         return None;
     }
-    if secret.len() != SECRET_LEN || !secret.bytes().all(|b| base62_value(b).is_some()) {
+    // `is_ascii_alphanumeric` is exactly the base62 alphabet (`base62_value(b).is_some()`).
+    if secret.len() != SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
     // `secret` is the tail of `token` and all ASCII, so this split is on a char boundary.
@@ -234,7 +235,7 @@ fn is_valid_prefix(prefix: &str) -> bool {
         && bytes.len() <= MAX_PREFIX_LEN
         && bytes.first().is_some_and(u8::is_ascii_lowercase)
         && bytes.last() != Some(&b'_')
-        && !prefix.contains("__")
+        && !bytes.windows(2).any(|w| w == b"__")
         && bytes
             .iter()
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

@@ -32,6 +32,9 @@
 //! request target instead, which [`crate::http`] decodes once and matches against the
 //! decoded literals, refusing targets that routers could read differently.
 
+mod index;
+#[cfg(test)]
+mod index_tests;
 mod router;
 mod rules;
 mod scopes;

@@ -2,7 +2,10 @@
 
 use std::cmp::Ordering;
 
-use super::rules::{compile_pattern, segments, Segment};
+use super::index::{Mode, RuleIx, Trie};
+#[cfg(test)]
+use super::rules::segments;
+use super::rules::{compile_pattern, Segment};
 use super::{normalize_method, normalize_pattern, RouteRule};
 
 /// A rule's compiled pattern, parallel to [`Router::rules`].
@@ -27,12 +30,36 @@ struct Compiled {
 ///
 /// Two rules equal under 1 and 2 that match the same request differ only in the name of a
 /// `:name` segment (`/a/:x` vs `/a/:y`); the pattern's byte order decides between them.
+///
+/// # Index
+///
+/// The rules are also indexed by a trie of their segments (one per reading of the literals:
+/// raw or decoded, exact or ignoring ASCII case), so that finding a rule walks the request's
+/// segments instead of trying every rule: the cost does not grow with the number of rules.
+/// The answer is the one the order above defines.
 #[derive(Clone, Debug, Default)]
 pub struct Router {
     rules: Vec<RouteRule>,
     compiled: Vec<Compiled>,
     /// Whether some literal has a `%`: its raw and decoded forms then differ.
     escaped_literals: bool,
+    /// Per rule, the id of its segment kinds (equal ids = equal kinds, position by position).
+    shapes: Vec<u32>,
+    /// The tries, indexed by [`trie_slot`]; empty for a router without rules.
+    tries: Vec<Trie>,
+}
+
+/// Gives a segment reader its signature (the text borrowed from the segment).
+fn reader<T>(f: impl Fn(&T) -> (&str, bool)) -> impl Fn(&T) -> (&str, bool) {
+    f
+}
+
+/// Request segments [`Router::find`] keeps on the stack.
+const STACK_SEGMENTS: usize = 16;
+
+/// The position in [`Router::tries`] of the trie for `mode`.
+fn trie_slot(mode: Mode) -> usize {
+    usize::from(mode.decoded) * 2 + usize::from(mode.fold)
 }
 
 /// The specificity order of the [`Router`] docs (less = more specific).
@@ -84,11 +111,35 @@ impl Router {
             later.0.method == kept.0.method && later.0.pattern == kept.0.pattern
         });
         let escaped_literals = entries.iter().any(|(rule, _)| rule.pattern.contains('%'));
-        let (rules, compiled) = entries.into_iter().unzip();
+        let (rules, compiled): (Vec<RouteRule>, Vec<Compiled>) = entries.into_iter().unzip();
+        // Sorted by kinds first, so equal kinds are adjacent.
+        let mut shapes = Vec::with_capacity(compiled.len());
+        let mut shape = 0u32;
+        for (i, c) in compiled.iter().enumerate() {
+            if i > 0 && !same_kinds(&compiled[i - 1], c) {
+                shape += 1;
+            }
+            shapes.push(shape);
+        }
+        let tries = if rules.is_empty() {
+            Vec::new()
+        } else {
+            let mut tries = Vec::with_capacity(4);
+            for decoded in [false, true] {
+                for fold in [false, true] {
+                    let mode = Mode { decoded, fold };
+                    debug_assert_eq!(trie_slot(mode), tries.len());
+                    tries.push(Trie::build(compiled.iter().map(|c| &*c.segments), mode));
+                }
+            }
+            tries
+        };
         Router {
             rules,
             compiled,
             escaped_literals,
+            shapes,
+            tries,
         }
     }
 
@@ -106,18 +157,55 @@ impl Router {
     /// rules (an exact `HEAD` rule as specific as the `GET` one wins). Allocates nothing
     /// unless the request is a `HEAD` matched by a `GET` rule.
     pub fn find(&self, method: &str, path: &str) -> Option<&RouteRule> {
-        let path = path.split(['?', '#']).next().unwrap_or("");
+        let end = path
+            .bytes()
+            .position(|b| b == b'?' || b == b'#')
+            .unwrap_or(path.len());
+        let path = &path[..end];
         if !path.starts_with('/') {
             return None;
         }
-        let segs = segments(path);
-        if segs.clone().any(|s| s == "." || s == "..") {
-            return None;
+        // The segments on the stack (a longer path, rare, in a Vec).
+        let mut stack: [&str; STACK_SEGMENTS] = [""; STACK_SEGMENTS];
+        let mut heap: Vec<&str> = Vec::new();
+        let mut count = 0;
+        let bytes = path.as_bytes();
+        let mut start = 0;
+        while start < bytes.len() {
+            let len = bytes[start..]
+                .iter()
+                .position(|&b| b == b'/')
+                .unwrap_or(bytes.len() - start);
+            // Split at ASCII '/' (or the end): on char boundaries.
+            let seg = &path[start..start + len];
+            start += len + 1;
+            if seg.is_empty() {
+                continue;
+            }
+            if seg == "." || seg == ".." {
+                return None;
+            }
+            if count < STACK_SEGMENTS {
+                stack[count] = seg;
+            } else {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&stack);
+                }
+                heap.push(seg);
+            }
+            count += 1;
         }
-        self.find_index(method, |compiled| {
-            matches_segments(&compiled.segments, segs.clone())
-        })
-        .map(|i| &self.rules[i])
+        let segs: &[&str] = if heap.is_empty() {
+            &stack[..count]
+        } else {
+            &heap
+        };
+        let mode = Mode {
+            decoded: false,
+            fold: false,
+        };
+        self.find_index(method, mode, segs, &reader(|s: &&str| (*s, true)))
+            .map(|i| &self.rules[i])
     }
 
     /// The rules, most specific first.
@@ -132,6 +220,7 @@ impl Router {
 }
 
 /// Whether the request segments `path` match the compiled `pattern`.
+#[cfg(test)]
 fn matches_segments<'a>(pattern: &[Segment], mut path: impl Iterator<Item = &'a str>) -> bool {
     for seg in pattern {
         match seg {
@@ -166,6 +255,7 @@ pub(crate) struct Reading {
 
 /// [`matches_segments`] for one gate reading: `path` holds (raw, decoded) segments, empty
 /// ones included.
+#[cfg(test)]
 fn matches_reading(pattern: &[Segment], path: &[(&str, &str)], reading: Reading) -> bool {
     let mut path = path.iter();
     for seg in pattern {
@@ -212,9 +302,15 @@ impl Router {
         path: &[(&str, &str)],
         reading: Reading,
     ) -> Option<usize> {
-        self.find_index(method, |compiled| {
-            matches_reading(&compiled.segments, path, reading)
-        })
+        let mode = Mode {
+            decoded: reading.decoded,
+            fold: reading.case_insensitive,
+        };
+        let read = reader(|&(raw, decoded): &(&str, &str)| {
+            let text = if reading.decoded { decoded } else { raw };
+            (text, !decoded.is_empty() || reading.param_matches_empty)
+        });
+        self.find_index(method, mode, path, &read)
     }
 
     /// Whether some rule's literal has a `%` (its raw and decoded readings differ).
@@ -228,10 +324,88 @@ impl Router {
     }
 
     /// The first rule (most specific) whose method accepts `method` and whose pattern
-    /// `matches`. A `HEAD` request also matches `GET` rules, as every framework serves
-    /// `HEAD` with the `GET` handler; among rules as specific as the `GET` rule found, an
-    /// exact `HEAD` rule that matches wins.
-    fn find_index(&self, method: &str, matches: impl Fn(&Compiled) -> bool) -> Option<usize> {
+    /// matches the request segments `path` (text, whether a `:name` may take it), found in
+    /// the trie for `mode`. A `HEAD` request also matches `GET` rules, as every framework
+    /// serves `HEAD` with the `GET` handler; among rules as specific as the `GET` rule found
+    /// (same segment kinds, exact method), an exact `HEAD` rule that matches wins.
+    fn find_index<T>(
+        &self,
+        method: &str,
+        mode: Mode,
+        path: &[T],
+        read: &impl Fn(&T) -> (&str, bool),
+    ) -> Option<usize> {
+        let trie = self.tries.get(trie_slot(mode))?;
+        let head = method.eq_ignore_ascii_case("HEAD");
+        let accepts = |ix: RuleIx| {
+            let (rule, compiled) = (&self.rules[ix as usize], &self.compiled[ix as usize]);
+            compiled.any_method
+                || rule.method.eq_ignore_ascii_case(method)
+                || (head && rule.method == "GET")
+        };
+        let found = trie.lowest(path, read, &accepts)?;
+        if head && self.rules[found as usize].method == "GET" {
+            // The rules after `found` with its kinds and an exact method are adjacent (the
+            // order puts exact methods before `*`), as the linear scan reads them.
+            let shape = self.shapes[found as usize];
+            let better = |ix: RuleIx| {
+                ix > found
+                    && self.shapes[ix as usize] == shape
+                    && self.rules[ix as usize].method == "HEAD"
+            };
+            if let Some(ix) = trie.lowest(path, read, &better) {
+                return Some(ix as usize);
+            }
+        }
+        Some(found as usize)
+    }
+}
+
+/// Whether two compiled patterns have the same segment kinds, position by position.
+fn same_kinds(a: &Compiled, b: &Compiled) -> bool {
+    a.segments.len() == b.segments.len()
+        && a.segments
+            .iter()
+            .zip(b.segments.iter())
+            .all(|(x, y)| x.rank() == y.rank())
+}
+
+/// The linear scan the index replaced, kept as the oracle of the index's tests.
+#[cfg(test)]
+impl Router {
+    /// [`Router::find`] by trying the rules one by one.
+    pub(super) fn find_linear(&self, method: &str, path: &str) -> Option<&RouteRule> {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        if !path.starts_with('/') {
+            return None;
+        }
+        let segs = segments(path);
+        if segs.clone().any(|s| s == "." || s == "..") {
+            return None;
+        }
+        self.find_index_linear(method, |compiled| {
+            matches_segments(&compiled.segments, segs.clone())
+        })
+        .map(|i| &self.rules[i])
+    }
+
+    /// [`Router::find_reading`] by trying the rules one by one.
+    pub(super) fn find_reading_linear(
+        &self,
+        method: &str,
+        path: &[(&str, &str)],
+        reading: Reading,
+    ) -> Option<usize> {
+        self.find_index_linear(method, |compiled| {
+            matches_reading(&compiled.segments, path, reading)
+        })
+    }
+
+    fn find_index_linear(
+        &self,
+        method: &str,
+        matches: impl Fn(&Compiled) -> bool,
+    ) -> Option<usize> {
         let head = method.eq_ignore_ascii_case("HEAD");
         let accepts = |rule: &RouteRule, compiled: &Compiled| {
             compiled.any_method
