@@ -511,7 +511,7 @@ class Vault {
   // of them to free (freeing a handle in use would be a use-after-free).
   #inflight = 0;
   #freeWhenIdle = null;
-  #grantBuf = Buffer.alloc(G.size);
+  #grantBuf = native.grantBuffer();
 
   /**
    * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
@@ -693,7 +693,7 @@ class Vault {
     let out;
     try {
       c = this.#authorizeCall(token, options);
-      out = c.full ? [null] : Buffer.alloc(G.size);
+      out = c.full ? [null] : native.grantBuffer();
       const st = native[`${c.fn}_try`](...c.args, out);
       if (st !== C.KL_WOULD_BLOCK) {
         if (st !== KL_OK) throw lastError(st);
@@ -1233,6 +1233,7 @@ function authorizeOpts(o) {
     return null;
   }
   const s = {
+    size: native.KL_AUTHORIZE_OPTS_SIZE,
     cost: 0,
     has_cost: 0,
     idempotency_key: null,
