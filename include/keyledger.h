@@ -360,6 +360,15 @@ typedef struct kl_authorize_opts {
    (Express's default routing); 0 compares them byte for byte.
    */
   uint8_t case_insensitive;
+  /*
+   Optional (NULL: none; added in 0.2, read only when `size` covers it): when the call
+   fails (any status but `KL_OK`, `KL_WOULD_BLOCK` included), `*error_body` receives a
+   copy of its JSON body, the one `kl_last_error_body()` gives on the calling thread,
+   which the caller frees with `kl_string_free`; untouched on `KL_OK` and when `size`
+   itself is refused. For a host that reads the answer on another thread than the one
+   that made the call (an event loop whose blocking call ran on a worker thread).
+   */
+  char **error_body;
 } kl_authorize_opts;
 
 /*

@@ -3,6 +3,7 @@
 // (include/keyledger.h) with koffi. See README.md and index.d.ts.
 
 const os = require('node:os');
+const koffi = require('koffi');
 const { isMainThread } = require('node:worker_threads');
 const native = require('./lib/native');
 const json = require('./lib/json');
@@ -306,8 +307,26 @@ function offload(start) {
 }
 
 /**
- * The error of a call that failed on a worker thread: its message and body were that
- * thread's last error, so they are rebuilt from the status.
+ * The error of a call that failed on a worker thread, from the body the call copied to
+ * `errSlot` (`kl_authorize_opts.error_body`): the same error `lastError` builds inline.
+ */
+function workerErrorFrom(st, errSlot) {
+  const ptr = koffi.decode(errSlot, 'void *');
+  if (ptr === null) return workerError(st);
+  let body;
+  try {
+    body = JSON.parse(native.takeString(ptr));
+  } catch {
+    return workerError(st);
+  }
+  const code = native.kl_status_code(st);
+  const message = typeof body.message === 'string' && body.message ? body.message : code;
+  return new KeyLedgerError(message, { status: native.kl_status_http(st), code, body, klStatus: st });
+}
+
+/**
+ * The error of a call that failed on a worker thread without a way to return its body:
+ * its message and body were that thread's last error, so they are rebuilt from the status.
  */
 function workerError(st) {
   const code = native.kl_status_code(st);
@@ -684,9 +703,9 @@ class Vault {
    * are answered at once. Only a call that needs argon2 (a secret not yet verified here,
    * e.g. a forged token) or a commit (a cost, an idempotency key) goes to a libuv worker
    * thread (koffi's async calls), at most one fewer than the machine's cores at a time.
-   * A refusal decided on a worker carries `status`, `code` and a body `{ success, error,
-   * message }` only (the worker thread's detailed body is out of reach); one decided
-   * inline has the full body, as `authorize`'s.
+   * A refusal is the same KeyLedgerError wherever it was decided (status, code, message
+   * and the whole body, as `authorize`'s): on a worker, the call copies its body to
+   * `kl_authorize_opts.error_body`, since that thread's last error is out of reach here.
    */
   authorizeAsync(token, options) {
     let c;
@@ -702,8 +721,14 @@ class Vault {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.#offload((done) => native[c.fn].async(...c.args, out, done)).then((st) => {
-      if (st !== KL_OK) throw workerError(st);
+    // On the worker, a failure copies its body to errSlot (the thread's last error is out
+    // of reach from here): the refusal is the same as the synchronous call's.
+    const errSlot = Buffer.alloc(8);
+    const args = c.args.slice();
+    const last = args.length - 1;
+    args[last] = { ...(args[last] || authorizeOptsStruct()), error_body: errSlot };
+    return this.#offload((done) => native[c.fn].async(...args, out, done)).then((st) => {
+      if (st !== KL_OK) throw workerErrorFrom(st, errSlot);
       return c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out);
     });
   }
@@ -1213,6 +1238,31 @@ function toJsonInt(v) {
   return v;
 }
 
+/** The kl_authorize_opts struct with every option at its default. */
+function authorizeOptsStruct() {
+  return {
+    size: native.KL_AUTHORIZE_OPTS_SIZE,
+    cost: 0,
+    has_cost: 0,
+    idempotency_key: null,
+    idempotency_key_len: 0,
+    signature: null,
+    signature_len: 0,
+    body: null,
+    body_len: 0,
+    now_ms: 0,
+    limits_json: null,
+    limits_json_len: 0,
+    limit_cost: 0,
+    has_limit_cost: 0,
+    refuse_replay: 0,
+    query: null,
+    query_len: 0,
+    case_insensitive: 0,
+    error_body: null,
+  };
+}
+
 /** The kl_authorize_opts struct, or null for all defaults (the hot path). */
 function authorizeOpts(o) {
   const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay, query, caseInsensitive } = o;
@@ -1232,26 +1282,8 @@ function authorizeOpts(o) {
   ) {
     return null;
   }
-  const s = {
-    size: native.KL_AUTHORIZE_OPTS_SIZE,
-    cost: 0,
-    has_cost: 0,
-    idempotency_key: null,
-    idempotency_key_len: 0,
-    signature: null,
-    signature_len: 0,
-    body: null,
-    body_len: 0,
-    now_ms: 0,
-    limits_json: null,
-    limits_json_len: 0,
-    limit_cost: 0,
-    has_limit_cost: 0,
-    refuse_replay: onReplay === 'refuse' ? 1 : 0,
-    query: null,
-    query_len: 0,
-    case_insensitive: 0,
-  };
+  const s = authorizeOptsStruct();
+  s.refuse_replay = onReplay === 'refuse' ? 1 : 0;
   if (caseInsensitive !== undefined && caseInsensitive !== null) {
     s.case_insensitive = bool('caseInsensitive', caseInsensitive) ? 1 : 0;
   }

@@ -8,8 +8,8 @@ use std::ffi::c_char;
 
 use super::args::{opt_bytes, parse_json, Out};
 use super::handle::kl_vault;
-use super::layout::{read_opts, GrantOut};
-use super::panic::{boundary, Failure};
+use super::layout::{boundary_opts, read_opts, GrantOut};
+use super::panic::Failure;
 use super::status::kl_status;
 use crate::{AuthMethod, AuthorizeOptions, Grant, OnReplay, Target, Vault};
 
@@ -94,6 +94,13 @@ pub struct kl_authorize_opts {
     /// `kl_authorize_request` only: non-zero matches rule literals ignoring ASCII case
     /// (Express's default routing); 0 compares them byte for byte.
     pub case_insensitive: u8,
+    /// Optional (NULL: none; added in 0.2, read only when `size` covers it): when the call
+    /// fails (any status but `KL_OK`, `KL_WOULD_BLOCK` included), `*error_body` receives a
+    /// copy of its JSON body, the one `kl_last_error_body()` gives on the calling thread,
+    /// which the caller frees with `kl_string_free`; untouched on `KL_OK` and when `size`
+    /// itself is refused. For a host that reads the answer on another thread than the one
+    /// that made the call (an event loop whose blocking call ran on a worker thread).
+    pub error_body: *mut *mut c_char,
 }
 
 /// A successful authorization, with fixed-size NUL-terminated buffers (each sized for the
@@ -307,7 +314,7 @@ pub(super) unsafe fn kl_authorize_with(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out = try_out!(out_grant);
         // SAFETY: module contract (a non-null grant with its `size` set).
         let out = unsafe { GrantOut::new(out.as_ptr()) }?;
@@ -394,7 +401,7 @@ pub(super) unsafe fn kl_authorize_request_with(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out = try_out!(out_grant);
         // SAFETY: module contract (a non-null grant with its `size` set).
         let out = unsafe { GrantOut::new(out.as_ptr()) }?;
@@ -463,7 +470,7 @@ pub(super) unsafe fn kl_authorize_request_json_with(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
         // SAFETY: module contract.
@@ -523,7 +530,7 @@ pub(super) unsafe fn kl_authorize_scope_with(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out = try_out!(out_grant);
         // SAFETY: module contract (a non-null grant with its `size` set).
         let out = unsafe { GrantOut::new(out.as_ptr()) }?;
@@ -595,7 +602,7 @@ pub(super) unsafe fn kl_authorize_json_with(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
         // SAFETY: module contract.
@@ -657,7 +664,7 @@ pub(super) unsafe fn kl_authorize_scope_json_with(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
         // SAFETY: module contract.

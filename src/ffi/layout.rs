@@ -12,10 +12,12 @@
 //! not know could change the decision, so a set one is refused, not ignored); for a grant,
 //! the library fills its own fields and leaves the bytes past them untouched.
 
+use std::ffi::c_char;
 use std::mem::{offset_of, size_of, MaybeUninit};
 
 use super::authorize::{kl_authorize_opts, kl_grant};
-use super::panic::Failure;
+use super::panic::{boundary, guard, last_error_body, Failure, FfiResult};
+use super::status::kl_status;
 
 /// The smallest `kl_authorize_opts.size` accepted: the end of the first layout's last
 /// field (`case_insensitive`).
@@ -73,7 +75,51 @@ pub(crate) unsafe fn read_opts(
     }
     // SAFETY: every field is an integer or a raw pointer, valid for any bit pattern
     // (zero included).
-    Ok(Some(unsafe { copy.assume_init() }))
+    let mut copy = unsafe { copy.assume_init() };
+    // A field cut by `size` is absent (the copy above may hold part of it).
+    if !fits(
+        size,
+        offset_of!(kl_authorize_opts, error_body),
+        size_of::<*mut *mut c_char>(),
+    ) {
+        copy.error_body = std::ptr::null_mut();
+    }
+    Ok(Some(copy))
+}
+
+/// Whether the field at `offset` with `len` bytes lies wholly within `size` bytes.
+fn fits(size: usize, offset: usize, len: usize) -> bool {
+    offset + len <= size
+}
+
+/// [`boundary`] for the entry points that take a `kl_authorize_opts`: on failure, a copy
+/// of the body goes to `opts->error_body` when the caller asked for it.
+///
+/// Called by the `kl_authorize*` entry points only, whose contract (the module's) makes
+/// `opts` NULL or valid as [`read_opts`] requires, its `error_body` NULL or valid for one
+/// pointer write.
+pub(crate) fn boundary_opts(
+    function: &str,
+    opts: *const kl_authorize_opts,
+    body: impl FnOnce() -> FfiResult,
+) -> kl_status {
+    let status = boundary(function, body);
+    if status != kl_status::KL_OK {
+        guard((), || {
+            // SAFETY: the entry points' contract (above).
+            let Ok(Some(o)) = (unsafe { read_opts(opts) }) else {
+                return;
+            };
+            if o.error_body.is_null() {
+                return;
+            }
+            if let Some(text) = last_error_body() {
+                // SAFETY: non-null, valid for one pointer write (the entry points' contract).
+                unsafe { super::args::put_string(o.error_body, text) };
+            }
+        });
+    }
+    status
 }
 
 /// A grant out-parameter whose `size` was checked: [`GrantOut::write`] fills the fields
@@ -121,11 +167,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_layouts_are_the_whole_structs_today() {
-        // Today's structs are the first layouts: a caller's `sizeof` is always accepted.
+    fn the_first_layouts_end_where_expected() {
         assert!(size_of::<kl_authorize_opts>() >= OPTS_FIRST_LAYOUT);
+        // `error_body` (0.2) starts at or past the first layout's end: a caller of the
+        // first layout never has it read from its padding.
+        assert!(offset_of!(kl_authorize_opts, error_body) >= OPTS_FIRST_LAYOUT);
         assert!(size_of::<kl_grant>() >= GRANT_FIRST_LAYOUT);
-        assert!(size_of::<kl_authorize_opts>() - OPTS_FIRST_LAYOUT < 8);
         assert!(size_of::<kl_grant>() - GRANT_FIRST_LAYOUT < 8);
     }
 

@@ -11,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1182,7 +1183,8 @@ static void test_struct_sizes(const char *base_path) {
     memset(&g, 0xAB, sizeof g);
     g.size = (uint32_t)sizeof g;
     memcpy(&untouched, &g, sizeof g);
-    const uint32_t small_sizes[] = {1, 4, 8, (uint32_t)sizeof(kl_authorize_opts) - 8};
+    /* The last: one byte short of the first layout (its last field, case_insensitive, cut). */
+    const uint32_t small_sizes[] = {1, 4, 8, (uint32_t)offsetof(kl_authorize_opts, case_insensitive)};
     for (size_t i = 0; i < sizeof small_sizes / sizeof small_sizes[0]; i++) {
         kl_authorize_opts s = o;
         s.size = small_sizes[i];
@@ -1232,6 +1234,47 @@ static void test_struct_sizes(const char *base_path) {
     CHECK(kl_authorize_scope(v, Z(token), S("x"), NULL, &bigg.g) == KL_OK);
     CHECK(bigg.g.size == sizeof bigg && bigg.g.credits == 93 && bigg.newer_field == 0x1122334455667788ULL);
     CHECK(strcmp(bigg.g.key_id, key_id) == 0);
+
+    /* error_body: a failed call copies its body there (for a caller on another thread);
+     * untouched on success, and not read when `size` does not cover it. */
+    {
+        char *eb = SENTINEL;
+        kl_authorize_opts e = KL_AUTHORIZE_OPTS_INIT;
+        e.error_body = &eb;
+        g = (kl_grant)KL_GRANT_INIT;
+        CHECK(kl_authorize_scope(v, Z(token), S("x"), &e, &g) == KL_OK && eb == SENTINEL);
+        e.has_cost = 1;
+        e.cost = 1000;
+        st = kl_authorize_scope(v, Z(token), S("x"), &e, &g);
+        CHECK(st == KL_INSUFFICIENT_CREDITS && eb != SENTINEL);
+        char *last = NULL;
+        CHECK(kl_last_error_body(&last) == KL_OK);
+        CHECK(eb != SENTINEL && last != NULL && strcmp(eb, last) == 0);
+        CHECK(contains(eb, "\"required\":1000") && contains(eb, "\"credits\":93"));
+        kl_string_free(last);
+        if (eb != SENTINEL) kl_string_free(eb);
+        /* The JSON variant and a would-block answer too. */
+        eb = SENTINEL;
+        char *out = SENTINEL;
+        st = kl_authorize_scope_json(v, Z(token), S("x"), &e, &out);
+        CHECK(st == KL_INSUFFICIENT_CREDITS && out == SENTINEL && contains(eb, "insufficient_credits"));
+        if (eb != SENTINEL) kl_string_free(eb);
+        eb = SENTINEL;
+        e.cost = 1;
+        st = kl_authorize_scope_try(v, Z(token), S("x"), &e, &g);
+        CHECK(st == KL_WOULD_BLOCK && contains(eb, "\"needs\":\"commit\""));
+        if (eb != SENTINEL) kl_string_free(eb);
+        /* The first layout (0.2 without error_body): the field is not read. */
+        eb = SENTINEL;
+        e.cost = 1000;
+        e.size = (uint32_t)offsetof(kl_authorize_opts, error_body);
+        st = kl_authorize_scope(v, Z(token), S("x"), &e, &g);
+        CHECK(st == KL_INSUFFICIENT_CREDITS && eb == SENTINEL);
+        /* A refused size never writes it. */
+        e.size = 4;
+        st = kl_authorize_scope(v, Z(token), S("x"), &e, &g);
+        CHECK(st == KL_INVALID_ARGUMENT && eb == SENTINEL);
+    }
 
     kl_secret_free(token);
     CHECK(kl_vault_close(v) == KL_OK);

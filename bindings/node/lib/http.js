@@ -58,8 +58,9 @@ function authorizeHttp(handle, request, options, toGrant) {
  * needs no argon2, is answered at once), and only when that says KL_WOULD_BLOCK, the
  * blocking call on a libuv worker thread (koffi's async calls; `offload(start)` runs
  * `start(done)` when a worker slot is free: index.js). Resolves to what `authorizeHttp`
- * returns; a failed call (`{ st }`) too. `{ st, worker: true }`: the call failed on the
- * worker, whose last error (message, body) is out of reach here.
+ * returns; a failed call (`{ st }`) too. Refusals are answers (status and body), so the
+ * worker's call can fail only where the inline one would have (bad arguments) or on a
+ * panic: `{ st, worker: true }`, whose last error (message, body) is out of reach here.
  */
 function authorizeHttpAsync(handle, request, options, toGrant, offload) {
   const inline = authorizeHttp(handle, request, { ...options, nonblocking: true }, toGrant);

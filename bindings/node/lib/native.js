@@ -69,6 +69,9 @@ const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
   // kl_authorize_request only: non-zero matches the rules' literal segments ignoring
   // ASCII case (for routers that do, e.g. Express by default).
   case_insensitive: 'uint8_t',
+  // On failure, a copy of the JSON body is written here (a `char **`, given as an 8-byte
+  // Buffer): how a refusal decided on a libuv worker thread reaches the event loop whole.
+  error_body: 'void *',
 });
 
 // The grant is decoded by hand from a reusable Buffer (faster than koffi's struct

@@ -14,7 +14,7 @@ function opts(size) {
   return {
     size, cost: 1, has_cost: 1, idempotency_key: null, idempotency_key_len: 0, signature: null,
     signature_len: 0, body: null, body_len: 0, now_ms: 0, limits_json: null, limits_json_len: 0,
-    limit_cost: 0, has_limit_cost: 0, refuse_replay: 0, query: null, query_len: 0, case_insensitive: 0,
+    limit_cost: 0, has_limit_cost: 0, refuse_replay: 0, query: null, query_len: 0, case_insensitive: 0, error_body: null,
   };
 }
 
