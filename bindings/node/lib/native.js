@@ -132,6 +132,7 @@ const native = {
   kl_version: fn('kl_version', 'const char *', []),
   kl_last_error_message: fn('kl_last_error_message', 'const char *', []),
   kl_last_error_body: fn('kl_last_error_body', 'uint32_t', [OUT]),
+  kl_last_would_block: fn('kl_last_would_block', 'uint32_t', []),
   kl_status_http: fn('kl_status_http', 'uint16_t', ['uint32_t']),
   kl_status_code: fn('kl_status_code', 'const char *', ['uint32_t']),
   kl_looks_like_key: fn('kl_looks_like_key', 'bool', [S, 'size_t']),
