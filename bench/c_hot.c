@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     CHECK(kl_create_key(v, spec, strlen(spec), &token, &json));
     kl_string_free(json);
     size_t tlen = strlen(token);
-    struct kl_grant g;
+    struct kl_grant g = KL_GRANT_INIT;
     CHECK(kl_authorize(v, token, tlen, "GET", 3, "/api/v1/numbers/mine", 20, NULL, &g));
     for (int i = 0; i < 20000; i++) {
         CHECK(kl_authorize(v, token, tlen, "GET", 3, "/api/v1/numbers/mine", 20, NULL, &g));

@@ -16,6 +16,10 @@
  *    last call on it. kl_vault_free(NULL), kl_string_free(NULL) and
  *    kl_secret_free(NULL) are no-ops.
  *  - No panic crosses the boundary: it becomes KL_PANIC.
+ *  - The public structs (kl_authorize_opts, kl_grant) start with `uint32_t size`: set it
+ *    with KL_AUTHORIZE_OPTS_INIT / KL_GRANT_INIT (or leave it 0, this library's layout).
+ *    Fields are only added at the end; the library reads or writes only those within
+ *    `size`, and a `size` below the first layout is KL_INVALID_ARGUMENT.
  */
 
 #ifndef KEYLEDGER_H
@@ -29,9 +33,23 @@
 
 /* The version of keyledger this header belongs to (kl_version() gives the library's). */
 #define KEYLEDGER_VERSION_MAJOR 0
-#define KEYLEDGER_VERSION_MINOR 1
+#define KEYLEDGER_VERSION_MINOR 2
 #define KEYLEDGER_VERSION_PATCH 0
-#define KEYLEDGER_VERSION_STRING "0.1.0"
+#define KEYLEDGER_VERSION_STRING "0.2.0"
+
+/* Initializers of the public structs: `size` set to the struct's size in this header,
+ * every other field zero (the defaults). Designated initializers in C (no
+ * -Wmissing-field-initializers warning), positional ones in C++ before C++20.
+ *   kl_authorize_opts o = KL_AUTHORIZE_OPTS_INIT;
+ *   kl_grant g = KL_GRANT_INIT;
+ */
+#if defined(__cplusplus) && __cplusplus < 202002L
+#define KL_AUTHORIZE_OPTS_INIT { (uint32_t)sizeof(kl_authorize_opts) }
+#define KL_GRANT_INIT { (uint32_t)sizeof(kl_grant) }
+#else
+#define KL_AUTHORIZE_OPTS_INIT { .size = (uint32_t)sizeof(kl_authorize_opts) }
+#define KL_GRANT_INIT { .size = (uint32_t)sizeof(kl_grant) }
+#endif
 
 /*
  The longest string argument accepted: 1 MiB. Longer input is `KL_INVALID_ARGUMENT`
@@ -243,10 +261,25 @@ typedef uint32_t kl_status;
 typedef struct kl_vault kl_vault;
 
 /*
- Optional parts of an authorization. Zero-initialize it (`kl_authorize_opts o = {0};`)
- and set what you need: every zero field means "default". Pass NULL for all defaults.
+ Optional parts of an authorization. Initialize it with `KL_AUTHORIZE_OPTS_INIT`
+ (`size` set to `sizeof(kl_authorize_opts)`, every other field zero) or `= {0}` (size 0:
+ this library's layout), then set what you need: every zero field means "default".
+ Pass NULL for all defaults.
+
+ Growth: fields are only ever added at the end, each starting at or past the previous
+ layout's `sizeof`. The library reads only the fields that lie wholly within `size`
+ (the rest are defaults), so a program built against an older header keeps working
+ with a newer library. A `size` below the first layout is `KL_INVALID_ARGUMENT`; a
+ `size` beyond this library's struct (a newer header) is accepted only when the bytes
+ past it are zero (`KL_INVALID_ARGUMENT` otherwise: an option this library does not
+ know is refused, never ignored).
  */
 typedef struct kl_authorize_opts {
+  /*
+   `sizeof(kl_authorize_opts)` as the caller's header declares it, or 0 for this
+   library's layout.
+   */
+  uint32_t size;
   /*
    Credits to charge, used only when `has_cost` is non-zero.
    */
@@ -327,16 +360,38 @@ typedef struct kl_authorize_opts {
    (Express's default routing); 0 compares them byte for byte.
    */
   uint8_t case_insensitive;
+  /*
+   Optional (NULL: none; added in 0.2, read only when `size` covers it): when the call
+   fails (any status but `KL_OK`, `KL_WOULD_BLOCK` included), `*error_body` receives a
+   copy of its JSON body, the one `kl_last_error_body()` gives on the calling thread,
+   which the caller frees with `kl_string_free`; untouched on `KL_OK` and when `size`
+   itself is refused. For a host that reads the answer on another thread than the one
+   that made the call (an event loop whose blocking call ran on a worker thread).
+   */
+  char **error_body;
 } kl_authorize_opts;
 
 /*
- A successful authorization, with fixed-size NUL-terminated buffers (sized from the
- SPEC's limits, so nothing is ever truncated). Scopes and every applied rate limit are
+ A successful authorization, with fixed-size NUL-terminated buffers (each sized for the
+ longest value keyledger accepts, see the `KL_*_SIZE` constants, so nothing is ever
+ truncated). Scopes and every applied rate limit are
  in the JSON variants (`kl_authorize_json`); this struct carries the tightest applied
  limit (the one with the fewest units left; the first applied on a tie), enough for
  the `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers.
+
+ Before the call, set `size` (`kl_grant g = KL_GRANT_INIT;`, or `= {0}` for this
+ library's layout): the library checks it before any work (below the first layout:
+ `KL_INVALID_ARGUMENT`, nothing done, the struct untouched) and on `KL_OK` writes only
+ the fields that lie wholly within it, keeping `size`. Fields are only ever added at the
+ end, so a program built against an older header keeps working with a newer library;
+ bytes past this library's struct (a newer header) are left as they were.
  */
 typedef struct kl_grant {
+  /*
+   `sizeof(kl_grant)` as the caller's header declares it, or 0 for this library's
+   layout. Read before the call; kept as it is.
+   */
+  uint32_t size;
   /*
    The calling account.
    */

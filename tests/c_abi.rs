@@ -233,9 +233,15 @@ fn installed_prefix_builds_c_programs_through_pkg_config() {
         let elf = Command::new("readelf").arg("-d").arg(&exe).output();
         if let Ok(elf) = elf {
             let text = String::from_utf8_lossy(&elf.stdout);
+            // The ABI number: the major version, or major.minor while it is 0.
+            let abi = match env!("CARGO_PKG_VERSION_MAJOR") {
+                "0" => format!("0.{}", env!("CARGO_PKG_VERSION_MINOR")),
+                major => major.to_string(),
+            };
+            let soname = format!("libkeyledger.so.{abi}");
             assert!(
-                text.contains("[libkeyledger.so.0]"),
-                "the program should need the versioned SONAME libkeyledger.so.0:\n{text}"
+                text.contains(&format!("[{soname}]")),
+                "the program should need the versioned SONAME {soname}:\n{text}"
             );
         }
     }

@@ -18,7 +18,9 @@ fn generate() -> String {
     let root = root();
     let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml"))
         .expect("cbindgen.toml should parse");
-    config.after_includes = Some(version_macros());
+    // The version macros first, then cbindgen.toml's `after_includes` (the initializers).
+    let extra = config.after_includes.take().unwrap_or_default();
+    config.after_includes = Some(format!("{}\n\n{extra}", version_macros()));
     let bindings = cbindgen::generate_with_config(&root, config)
         .expect("cbindgen should generate the header from src/ffi");
     let mut out = Vec::new();

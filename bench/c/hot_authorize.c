@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     must(kl_create_key(v, spec, strlen(spec), &token, &key), "key");
     kl_string_free(key);
     size_t tlen = strlen(token);
-    kl_grant g;
+    kl_grant g = KL_GRANT_INIT;
     must(kl_authorize(v, token, tlen, "GET", 3, pattern, strlen(pattern), NULL, &g), "warm-up");
     static double per_call[BATCHES];
     for (int b = 0; b < BATCHES; b++) {

@@ -3,6 +3,7 @@
 // (include/keyledger.h) with koffi. See README.md and index.d.ts.
 
 const os = require('node:os');
+const koffi = require('koffi');
 const { isMainThread } = require('node:worker_threads');
 const native = require('./lib/native');
 const json = require('./lib/json');
@@ -271,26 +272,36 @@ function snakeKeys(v) {
 // ------------------------------------------------------------------ async support
 
 /**
- * Calls sent to libuv worker threads run at most `OFFLOAD_MAX` at a time (one core short of
- * the machine's: argon2 is CPU-bound, and an event loop that competes with as many argon2
- * runs as there are cores is starved by the OS scheduler even though it never blocks);
- * the others wait in this queue, which costs no thread.
+ * Calls sent to libuv worker threads go through one of two lanes, each with its own bound
+ * and queue (a queued call costs no thread):
+ * - `cpu` (argon2: a key's first verification, creating or rotating a key, and every
+ *   management call): at most `OFFLOAD_MAX` at a time, one core short of the machine's.
+ *   argon2 is CPU-bound, and an event loop that competes with as many argon2 runs as
+ *   there are cores is starved by the OS scheduler even though it never blocks.
+ * - `commit` (an authorize of a verified key that waits for its debit's commit): at most
+ *   `COMMIT_MAX`, the libuv thread pool's size (UV_THREADPOOL_SIZE, default 4). Those
+ *   calls wait on the disk, not the CPU, and the more of them wait at once, the more
+ *   debits share each group commit.
  */
 const OFFLOAD_MAX = Math.max(1, (typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length) - 1);
-let offloadRunning = 0;
-const offloadQueue = [];
+const COMMIT_MAX = Math.max(1, Math.min(1024, Number.parseInt(process.env.UV_THREADPOOL_SIZE, 10) || 4));
+const LANES = {
+  cpu: { max: OFFLOAD_MAX, running: 0, queue: [] },
+  commit: { max: COMMIT_MAX, running: 0, queue: [] },
+};
 
-/** Run `start(done)` (which starts an async native call) under the OFFLOAD_MAX bound. */
-function offload(start) {
+/** Run `start(done)` (which starts an async native call) under its lane's bound. */
+function offload(start, laneName = 'cpu') {
+  const lane = LANES[laneName];
   return new Promise((resolve, reject) => {
     const run = () => {
-      offloadRunning++;
+      lane.running++;
       let finished = false;
       const done = (err, value) => {
         if (finished) return;
         finished = true;
-        offloadRunning--;
-        if (offloadQueue.length) offloadQueue.shift()();
+        lane.running--;
+        if (lane.queue.length) lane.queue.shift()();
         if (err) reject(err);
         else resolve(value);
       };
@@ -300,14 +311,37 @@ function offload(start) {
         done(e);
       }
     };
-    if (offloadRunning < OFFLOAD_MAX) run();
-    else offloadQueue.push(run);
+    if (lane.running < lane.max) run();
+    else lane.queue.push(run);
   });
 }
 
+/** The lane of a call the non-blocking attempt just answered KL_WOULD_BLOCK (this thread). */
+function laneOfWouldBlock() {
+  return native.kl_last_would_block() === C.KL_NEEDS_COMMIT ? 'commit' : 'cpu';
+}
+
 /**
- * The error of a call that failed on a worker thread: its message and body were that
- * thread's last error, so they are rebuilt from the status.
+ * The error of a call that failed on a worker thread, from the body the call copied to
+ * `errSlot` (`kl_authorize_opts.error_body`): the same error `lastError` builds inline.
+ */
+function workerErrorFrom(st, errSlot) {
+  const ptr = koffi.decode(errSlot, 'void *');
+  if (ptr === null) return workerError(st);
+  let body;
+  try {
+    body = JSON.parse(native.takeString(ptr));
+  } catch {
+    return workerError(st);
+  }
+  const code = native.kl_status_code(st);
+  const message = typeof body.message === 'string' && body.message ? body.message : code;
+  return new KeyLedgerError(message, { status: native.kl_status_http(st), code, body, klStatus: st });
+}
+
+/**
+ * The error of a call that failed on a worker thread without a way to return its body:
+ * its message and body were that thread's last error, so they are rebuilt from the status.
  */
 function workerError(st) {
   const code = native.kl_status_code(st);
@@ -511,7 +545,7 @@ class Vault {
   // of them to free (freeing a handle in use would be a use-after-free).
   #inflight = 0;
   #freeWhenIdle = null;
-  #grantBuf = Buffer.alloc(G.size);
+  #grantBuf = native.grantBuffer();
 
   /**
    * Open (or create) the vault file at `path`. `options`: `exclusive`, `durability`
@@ -596,7 +630,7 @@ class Vault {
    * running on a worker thread (a close() meanwhile makes it answer `vault_closed`), and
    * the pending promise keeps this object (so the FinalizationRegistry) from freeing it.
    */
-  #offload(start) {
+  #offload(start, lane) {
     this.#inflight++;
     const settle = () => {
       this.#inflight--;
@@ -606,7 +640,7 @@ class Vault {
         native.kl_vault_free(h);
       }
     };
-    return offload(start).then((v) => {
+    return offload(start, lane).then((v) => {
       settle();
       return v;
     }, (e) => {
@@ -683,27 +717,36 @@ class Vault {
    * this process on a call that writes nothing, and every refusal that needs no argon2,
    * are answered at once. Only a call that needs argon2 (a secret not yet verified here,
    * e.g. a forged token) or a commit (a cost, an idempotency key) goes to a libuv worker
-   * thread (koffi's async calls), at most one fewer than the machine's cores at a time.
-   * A refusal decided on a worker carries `status`, `code` and a body `{ success, error,
-   * message }` only (the worker thread's detailed body is out of reach); one decided
-   * inline has the full body, as `authorize`'s.
+   * thread (koffi's async calls): argon2 at most one fewer than the machine's cores at a
+   * time, commit waits up to the libuv pool's size, so concurrent debits share commits.
+   * A refusal is the same KeyLedgerError wherever it was decided (status, code, message
+   * and the whole body, as `authorize`'s): on a worker, the call copies its body to
+   * `kl_authorize_opts.error_body`, since that thread's last error is out of reach here.
    */
   authorizeAsync(token, options) {
     let c;
     let out;
+    let lane;
     try {
       c = this.#authorizeCall(token, options);
-      out = c.full ? [null] : Buffer.alloc(G.size);
+      out = c.full ? [null] : native.grantBuffer();
       const st = native[`${c.fn}_try`](...c.args, out);
       if (st !== C.KL_WOULD_BLOCK) {
         if (st !== KL_OK) throw lastError(st);
         return Promise.resolve(c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out));
       }
+      lane = laneOfWouldBlock();
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.#offload((done) => native[c.fn].async(...c.args, out, done)).then((st) => {
-      if (st !== KL_OK) throw workerError(st);
+    // On the worker, a failure copies its body to errSlot (the thread's last error is out
+    // of reach from here): the refusal is the same as the synchronous call's.
+    const errSlot = Buffer.alloc(8);
+    const args = c.args.slice();
+    const last = args.length - 1;
+    args[last] = { ...(args[last] || authorizeOptsStruct()), error_body: errSlot };
+    return this.#offload((done) => native[c.fn].async(...args, out, done), lane).then((st) => {
+      if (st !== KL_OK) throw workerErrorFrom(st, errSlot);
       return c.full ? grantFromJson(native.takeString(out[0])) : decodeGrant(out);
     });
   }
@@ -813,7 +856,7 @@ class Vault {
         const g = grantFromJson(text);
         return o.full === true ? g : { ...g, scopes: null, ratelimits: null };
       };
-      pending = http.authorizeHttpAsync(this.#handle(), httpRequestArg(request), o, toGrant, (start) => this.#offload(start));
+      pending = http.authorizeHttpAsync(this.#handle(), httpRequestArg(request), o, toGrant, (start, lane) => this.#offload(start, lane));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1213,6 +1256,31 @@ function toJsonInt(v) {
   return v;
 }
 
+/** The kl_authorize_opts struct with every option at its default. */
+function authorizeOptsStruct() {
+  return {
+    size: native.KL_AUTHORIZE_OPTS_SIZE,
+    cost: 0,
+    has_cost: 0,
+    idempotency_key: null,
+    idempotency_key_len: 0,
+    signature: null,
+    signature_len: 0,
+    body: null,
+    body_len: 0,
+    now_ms: 0,
+    limits_json: null,
+    limits_json_len: 0,
+    limit_cost: 0,
+    has_limit_cost: 0,
+    refuse_replay: 0,
+    query: null,
+    query_len: 0,
+    case_insensitive: 0,
+    error_body: null,
+  };
+}
+
 /** The kl_authorize_opts struct, or null for all defaults (the hot path). */
 function authorizeOpts(o) {
   const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay, query, caseInsensitive } = o;
@@ -1232,25 +1300,8 @@ function authorizeOpts(o) {
   ) {
     return null;
   }
-  const s = {
-    cost: 0,
-    has_cost: 0,
-    idempotency_key: null,
-    idempotency_key_len: 0,
-    signature: null,
-    signature_len: 0,
-    body: null,
-    body_len: 0,
-    now_ms: 0,
-    limits_json: null,
-    limits_json_len: 0,
-    limit_cost: 0,
-    has_limit_cost: 0,
-    refuse_replay: onReplay === 'refuse' ? 1 : 0,
-    query: null,
-    query_len: 0,
-    case_insensitive: 0,
-  };
+  const s = authorizeOptsStruct();
+  s.refuse_replay = onReplay === 'refuse' ? 1 : 0;
   if (caseInsensitive !== undefined && caseInsensitive !== null) {
     s.case_insensitive = bool('caseInsensitive', caseInsensitive) ? 1 : 0;
   }

@@ -31,6 +31,12 @@ impl<T> Out<T> {
             .ok_or_else(|| Failure::invalid(format!("{name} is NULL")))
     }
 
+    /// The checked pointer (for an out-parameter whose caller-set header is read first,
+    /// `kl_grant`).
+    pub(crate) fn as_ptr(&self) -> *mut T {
+        self.0.as_ptr()
+    }
+
     /// Write the result. Never reads the old value (it may be uninitialized).
     pub(crate) fn write(self, value: T) {
         // SAFETY: `Out::new`'s contract: the pointer is non-null and valid for a write.

@@ -8,7 +8,8 @@ use std::ffi::c_char;
 
 use super::args::{opt_bytes, parse_json, Out};
 use super::handle::kl_vault;
-use super::panic::{boundary, Failure};
+use super::layout::{boundary_opts, read_opts, GrantOut};
+use super::panic::Failure;
 use super::status::kl_status;
 use crate::{AuthMethod, AuthorizeOptions, Grant, OnReplay, Target, Vault};
 
@@ -28,12 +29,25 @@ pub const KL_AUTH_APIKEY: u32 = 0;
 /// `kl_grant.auth_method` of an operator key (`"operator"`): every scope, never charged.
 pub const KL_AUTH_OPERATOR: u32 = 1;
 
-/// Optional parts of an authorization. Zero-initialize it (`kl_authorize_opts o = {0};`)
-/// and set what you need: every zero field means "default". Pass NULL for all defaults.
+/// Optional parts of an authorization. Initialize it with `KL_AUTHORIZE_OPTS_INIT`
+/// (`size` set to `sizeof(kl_authorize_opts)`, every other field zero) or `= {0}` (size 0:
+/// this library's layout), then set what you need: every zero field means "default".
+/// Pass NULL for all defaults.
+///
+/// Growth: fields are only ever added at the end, each starting at or past the previous
+/// layout's `sizeof`. The library reads only the fields that lie wholly within `size`
+/// (the rest are defaults), so a program built against an older header keeps working
+/// with a newer library. A `size` below the first layout is `KL_INVALID_ARGUMENT`; a
+/// `size` beyond this library's struct (a newer header) is accepted only when the bytes
+/// past it are zero (`KL_INVALID_ARGUMENT` otherwise: an option this library does not
+/// know is refused, never ignored).
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct kl_authorize_opts {
+    /// `sizeof(kl_authorize_opts)` as the caller's header declares it, or 0 for this
+    /// library's layout.
+    pub size: u32,
     /// Credits to charge, used only when `has_cost` is non-zero.
     pub cost: u64,
     /// 0: charge the matched route's cost (0 for a scope). Non-zero: charge `cost`.
@@ -80,17 +94,35 @@ pub struct kl_authorize_opts {
     /// `kl_authorize_request` only: non-zero matches rule literals ignoring ASCII case
     /// (Express's default routing); 0 compares them byte for byte.
     pub case_insensitive: u8,
+    /// Optional (NULL: none; added in 0.2, read only when `size` covers it): when the call
+    /// fails (any status but `KL_OK`, `KL_WOULD_BLOCK` included), `*error_body` receives a
+    /// copy of its JSON body, the one `kl_last_error_body()` gives on the calling thread,
+    /// which the caller frees with `kl_string_free`; untouched on `KL_OK` and when `size`
+    /// itself is refused. For a host that reads the answer on another thread than the one
+    /// that made the call (an event loop whose blocking call ran on a worker thread).
+    pub error_body: *mut *mut c_char,
 }
 
-/// A successful authorization, with fixed-size NUL-terminated buffers (sized from the
-/// SPEC's limits, so nothing is ever truncated). Scopes and every applied rate limit are
+/// A successful authorization, with fixed-size NUL-terminated buffers (each sized for the
+/// longest value keyledger accepts, see the `KL_*_SIZE` constants, so nothing is ever
+/// truncated). Scopes and every applied rate limit are
 /// in the JSON variants (`kl_authorize_json`); this struct carries the tightest applied
 /// limit (the one with the fewest units left; the first applied on a tie), enough for
 /// the `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers.
+///
+/// Before the call, set `size` (`kl_grant g = KL_GRANT_INIT;`, or `= {0}` for this
+/// library's layout): the library checks it before any work (below the first layout:
+/// `KL_INVALID_ARGUMENT`, nothing done, the struct untouched) and on `KL_OK` writes only
+/// the fields that lie wholly within it, keeping `size`. Fields are only ever added at the
+/// end, so a program built against an older header keeps working with a newer library;
+/// bytes past this library's struct (a newer header) are left as they were.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct kl_grant {
+    /// `sizeof(kl_grant)` as the caller's header declares it, or 0 for this library's
+    /// layout. Read before the call; kept as it is.
+    pub size: u32,
     /// The calling account.
     pub account_id: [c_char; KL_ACCOUNT_ID_SIZE],
     /// The key used (8 characters).
@@ -140,6 +172,7 @@ fn fill<const N: usize>(buf: &mut [c_char; N], s: &str) {
 impl From<&Grant> for kl_grant {
     fn from(g: &Grant) -> kl_grant {
         let mut out = kl_grant {
+            size: 0,
             account_id: [0; KL_ACCOUNT_ID_SIZE],
             key_id: [0; KL_KEY_ID_SIZE],
             prefix: [0; KL_PREFIX_SIZE],
@@ -173,19 +206,16 @@ impl From<&Grant> for kl_grant {
     }
 }
 
-/// Decode `opts` (NULL: defaults) and run `f` with the options. The limit names of
+/// Decode `opts` (a copy made by `layout::read_opts`; `None`: defaults) and run `f` with the options. The limit names of
 /// `limits_json` live only for the call, hence the closure.
 ///
 /// # Safety
-/// `opts` must be NULL or point to a valid `kl_authorize_opts` whose pointers are NULL or
-/// valid for their lengths during the call.
+/// The pointers in `opts` must be NULL or valid for their lengths during the call.
 unsafe fn with_opts<R>(
-    opts: *const kl_authorize_opts,
+    opts: Option<&kl_authorize_opts>,
     f: impl FnOnce(&AuthorizeOptions<'_>) -> Result<R, Failure>,
 ) -> Result<R, Failure> {
-    // SAFETY: forwarded contract; the struct is plain data (no `bool`, no enum), so any bit
-    // pattern C leaves in it is a valid value.
-    let Some(o) = (unsafe { opts.as_ref() }) else {
+    let Some(o) = opts else {
         return f(&AuthorizeOptions::default());
     };
     let idempotency_key = try_opt_str!(o.idempotency_key, o.idempotency_key_len);
@@ -284,15 +314,19 @@ pub(super) unsafe fn kl_authorize_with(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out = try_out!(out_grant);
+        // SAFETY: module contract (a non-null grant with its `size` set).
+        let out = unsafe { GrantOut::new(out.as_ptr()) }?;
         let vault = try_vault!(v);
+        // SAFETY: module contract.
+        let opts = unsafe { read_opts(opts) }?;
         let token = try_str!(token, token_len);
         let method = try_str!(method, method_len);
         let path = try_str!(path, path_len);
         // SAFETY: module contract.
         let grant = unsafe {
-            with_opts(opts, |o| {
+            with_opts(opts.as_ref(), |o| {
                 decide(vault, token, Target::route(method, path), o)
             })
         }?;
@@ -301,13 +335,9 @@ pub(super) unsafe fn kl_authorize_with(
     })
 }
 
-/// Whether `opts` (NULL: defaults) asks for case-insensitive matching.
-///
-/// # Safety
-/// `opts` must be NULL or point to a valid `kl_authorize_opts`.
-unsafe fn case_insensitive(opts: *const kl_authorize_opts) -> bool {
-    // SAFETY: forwarded contract; a `u8` field, any bit pattern is valid.
-    unsafe { opts.as_ref() }.is_some_and(|o| o.case_insensitive != 0)
+/// Whether `opts` (`None`: defaults) asks for case-insensitive matching.
+fn case_insensitive(opts: Option<&kl_authorize_opts>) -> bool {
+    opts.is_some_and(|o| o.case_insensitive != 0)
 }
 
 /// Authorize an HTTP request from its raw request target, as the server received it:
@@ -371,17 +401,20 @@ pub(super) unsafe fn kl_authorize_request_with(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out = try_out!(out_grant);
+        // SAFETY: module contract (a non-null grant with its `size` set).
+        let out = unsafe { GrantOut::new(out.as_ptr()) }?;
         let vault = try_vault!(v);
+        // SAFETY: module contract.
+        let opts = unsafe { read_opts(opts) }?;
         let token = try_str!(token, token_len);
         let method = try_str!(method, method_len);
         let target = try_str!(target, target_len);
-        // SAFETY: module contract.
-        let insensitive = unsafe { case_insensitive(opts) };
+        let insensitive = case_insensitive(opts.as_ref());
         let target = Target::request(method, target).case_insensitive(insensitive);
         // SAFETY: module contract.
-        let grant = unsafe { with_opts(opts, |o| decide(vault, token, target, o)) }?;
+        let grant = unsafe { with_opts(opts.as_ref(), |o| decide(vault, token, target, o)) }?;
         out.write(kl_grant::from(&grant));
         Ok(())
     })
@@ -437,17 +470,18 @@ pub(super) unsafe fn kl_authorize_request_json_with(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
+        // SAFETY: module contract.
+        let opts = unsafe { read_opts(opts) }?;
         let token = try_str!(token, token_len);
         let method = try_str!(method, method_len);
         let target = try_str!(target, target_len);
-        // SAFETY: module contract.
-        let insensitive = unsafe { case_insensitive(opts) };
+        let insensitive = case_insensitive(opts.as_ref());
         let target = Target::request(method, target).case_insensitive(insensitive);
         // SAFETY: module contract.
-        let grant = unsafe { with_opts(opts, |o| decide(vault, token, target, o)) }?;
+        let grant = unsafe { with_opts(opts.as_ref(), |o| decide(vault, token, target, o)) }?;
         out.put_json(&grant)
     })
 }
@@ -496,13 +530,21 @@ pub(super) unsafe fn kl_authorize_scope_with(
     opts: *const kl_authorize_opts,
     out_grant: *mut kl_grant,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out = try_out!(out_grant);
+        // SAFETY: module contract (a non-null grant with its `size` set).
+        let out = unsafe { GrantOut::new(out.as_ptr()) }?;
         let vault = try_vault!(v);
+        // SAFETY: module contract.
+        let opts = unsafe { read_opts(opts) }?;
         let token = try_str!(token, token_len);
         let scope = try_str!(scope, scope_len);
         // SAFETY: module contract.
-        let grant = unsafe { with_opts(opts, |o| decide(vault, token, Target::scope(scope), o)) }?;
+        let grant = unsafe {
+            with_opts(opts.as_ref(), |o| {
+                decide(vault, token, Target::scope(scope), o)
+            })
+        }?;
         out.write(kl_grant::from(&grant));
         Ok(())
     })
@@ -560,15 +602,17 @@ pub(super) unsafe fn kl_authorize_json_with(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
+        // SAFETY: module contract.
+        let opts = unsafe { read_opts(opts) }?;
         let token = try_str!(token, token_len);
         let method = try_str!(method, method_len);
         let path = try_str!(path, path_len);
         // SAFETY: module contract.
         let grant = unsafe {
-            with_opts(opts, |o| {
+            with_opts(opts.as_ref(), |o| {
                 decide(vault, token, Target::route(method, path), o)
             })
         }?;
@@ -620,13 +664,19 @@ pub(super) unsafe fn kl_authorize_scope_json_with(
     opts: *const kl_authorize_opts,
     out_json: *mut *mut c_char,
 ) -> kl_status {
-    boundary(function, || {
+    boundary_opts(function, opts, || {
         let out: Out<*mut c_char> = try_out!(out_json);
         let vault = try_vault!(v);
+        // SAFETY: module contract.
+        let opts = unsafe { read_opts(opts) }?;
         let token = try_str!(token, token_len);
         let scope = try_str!(scope, scope_len);
         // SAFETY: module contract.
-        let grant = unsafe { with_opts(opts, |o| decide(vault, token, Target::scope(scope), o)) }?;
+        let grant = unsafe {
+            with_opts(opts.as_ref(), |o| {
+                decide(vault, token, Target::scope(scope), o)
+            })
+        }?;
         out.put_json(&grant)
     })
 }

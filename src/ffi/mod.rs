@@ -47,6 +47,7 @@ mod authorize;
 mod authorize_try;
 mod handle;
 mod http;
+mod layout;
 mod limits;
 mod manage;
 mod panic;

@@ -105,6 +105,18 @@ fn set_last_error(f: Option<&Failure>) {
     });
 }
 
+/// A copy of this thread's last error body, if the last call failed.
+pub(crate) fn last_error_body() -> Option<String> {
+    LAST_ERROR
+        .try_with(|slot| {
+            slot.try_borrow()
+                .ok()
+                .and_then(|last| last.as_ref().map(|l| l.body.clone()))
+        })
+        .ok()
+        .flatten()
+}
+
 /// Run `body` behind the panic boundary of `function`: a panic becomes `KL_PANIC`, and the
 /// outcome replaces this thread's last error.
 pub(crate) fn boundary(function: &str, body: impl FnOnce() -> FfiResult) -> kl_status {
@@ -181,15 +193,7 @@ pub unsafe extern "C" fn kl_last_error_body(out_json: *mut *mut c_char) -> kl_st
         if out_json.is_null() {
             return kl_status::KL_INVALID_ARGUMENT;
         }
-        let body = LAST_ERROR
-            .try_with(|slot| {
-                slot.try_borrow()
-                    .ok()
-                    .and_then(|last| last.as_ref().map(|l| l.body.clone()))
-            })
-            .ok()
-            .flatten();
-        match body {
+        match last_error_body() {
             Some(body) => {
                 // SAFETY: `out_json` is non-null and, per the contract, points to writable
                 // storage for one pointer.

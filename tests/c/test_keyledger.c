@@ -11,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,20 +124,20 @@ static void *worker_main(void *arg) {
     struct worker *w = arg;
     w->ok = 0;
     for (int i = 0; i < FREE_PER_THREAD; i++) {
-        kl_grant g;
+        kl_grant g = KL_GRANT_INIT;
         if (kl_authorize_scope(w->vault, Z(w->token), S("sms:send"), NULL, &g) == KL_OK &&
             g.charged == 0)
             w->ok++;
     }
     for (int i = 0; i < CHARGED_PER_THREAD; i++) {
-        kl_grant g;
+        kl_grant g = KL_GRANT_INIT;
         if (kl_authorize(w->vault, Z(w->token), S("POST"), S("/api/v1/messaging/send"), NULL,
                          &g) == KL_OK &&
             g.charged == 1)
             w->ok++;
     }
     /* The last error is per thread: a refusal here is seen here, with its own message. */
-    kl_grant g;
+    kl_grant g = KL_GRANT_INIT;
     if (kl_authorize(w->vault, S("kl_live_nope"), S("POST"), S("/api/v1/messaging/send"),
                      NULL, &g) == KL_INVALID_API_KEY &&
         strstr(kl_last_error_message(), "invalid API key") != NULL)
@@ -349,7 +350,7 @@ static void test_signing(const char *base_path) {
                                    &t, &s, &k);
         CHECK(st == KL_OK && t != NULL && s == NULL && contains(k, "\"signing\":false"));
         /* It needs no signature. */
-        kl_grant g;
+        kl_grant g = KL_GRANT_INIT;
         CHECK(kl_authorize(v, Z(t), S("POST"), S("/v1/send"), NULL, &g) == KL_OK && g.charged == 1);
         kl_secret_free(t);
         kl_string_free(k);
@@ -381,13 +382,12 @@ static void test_signing(const char *base_path) {
     CHECK(header != SENTINEL && strncmp(header, want_prefix, strlen(want_prefix)) == 0);
     CHECK(is_lower_hex(header + strlen(want_prefix), 64));
 
-    kl_authorize_opts opts;
-    memset(&opts, 0, sizeof opts);
+    kl_authorize_opts opts = KL_AUTHORIZE_OPTS_INIT;
     opts.signature = header;
     opts.signature_len = strlen(header);
     opts.body = (const uint8_t *)body;
     opts.body_len = sizeof body - 1;
-    kl_grant g;
+    kl_grant g = KL_GRANT_INIT;
     st = kl_authorize(v, Z(token), S("POST"), S("/v1/send"), &opts, &g);
     CHECK(st == KL_OK && g.charged == 1 && strcmp(g.key_id, key_id) == 0);
     st = kl_authorize_json(v, Z(token), S("POST"), S("/v1/send"), &opts, &json);
@@ -694,10 +694,11 @@ static void test_ratelimits(const char *base_path) {
     o.now_ms = t0;
     o.has_cost = 1;
     o.cost = 1;
-    kl_grant g;
+    kl_grant g = KL_GRANT_INIT;
     int in_order = 1;
     for (int i = 0; i < 10; i++) {
         memset(&g, 0xAB, sizeof g);
+    g.size = (uint32_t)sizeof g;
         st = kl_authorize_scope(v, Z(token), S("x"), &o, &g);
         if (st != KL_OK || g.has_ratelimit != 1 || g.ratelimit_remaining != (uint64_t)(9 - i) ||
             g.ratelimit_limit != 10 || strcmp(g.ratelimit_name, "per_second") != 0 ||
@@ -708,6 +709,7 @@ static void test_ratelimits(const char *base_path) {
     CHECK(g.credits == 90);
     kl_grant untouched;
     memset(&g, 0xAB, sizeof g);
+    g.size = (uint32_t)sizeof g;
     memcpy(&untouched, &g, sizeof g);
     st = kl_authorize_scope(v, Z(token), S("x"), &o, &g);
     expect_error(st, KL_RATE_LIMITED, 429, "rate_limited", "\"limit\":\"per_second\"");
@@ -797,6 +799,7 @@ static void test_ratelimits(const char *base_path) {
         o.limits_json = bad_lists[i];
         o.limits_json_len = strlen(bad_lists[i]);
         memset(&g, 0xAB, sizeof g);
+    g.size = (uint32_t)sizeof g;
         expect_invalid(kl_authorize_scope(v, Z(token2), S("x"), &o, &g));
         CHECK(memcmp(&g, &untouched, sizeof g) == 0);
     }
@@ -1054,7 +1057,7 @@ static void test_nonblocking(const char *base_path) {
     CHECK(kl_status_http(KL_WOULD_BLOCK) == 503);
 
     /* A key not yet verified here: would block on argon2, grant untouched, nothing used. */
-    kl_grant g;
+    kl_grant g = KL_GRANT_INIT;
     memset(&g, 0x5a, sizeof g);
     kl_status st = kl_authorize_try(v, Z(token), S("GET"), S("/free"), NULL, &g);
     CHECK(st == KL_WOULD_BLOCK);
@@ -1135,6 +1138,146 @@ static void test_nonblocking(const char *base_path) {
         kl_secret_free(token2);
     }
     kl_secret_free(token);
+    kl_vault_free(v);
+}
+
+/* The growth path of the public structs: `size` first, the library reads (options) or
+ * writes (grants) only what fits in it; too small is KL_INVALID_ARGUMENT before any work. */
+static void test_struct_sizes(const char *base_path) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.sizes", base_path);
+    kl_vault *v = NULL;
+    char *json = NULL;
+    CHECK(kl_vault_open(Z(path), Z(OPTIONS), &v) == KL_OK);
+    if (v == NULL) return;
+    CHECK(kl_create_account(v, S("acct_sz"), 100, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    char key_id[16];
+    char *token = new_key(v, "acct_sz", key_id);
+    if (token == NULL) {
+        kl_vault_free(v);
+        return;
+    }
+
+    /* The initializers set size to the struct's size and nothing else. */
+    kl_authorize_opts o = KL_AUTHORIZE_OPTS_INIT;
+    CHECK(o.size == sizeof(kl_authorize_opts) && o.cost == 0 && o.idempotency_key == NULL);
+    kl_grant g = KL_GRANT_INIT;
+    CHECK(g.size == sizeof(kl_grant) && g.charged == 0 && g.account_id[0] == 0);
+    o.has_cost = 1;
+    o.cost = 2;
+    CHECK(kl_authorize_scope(v, Z(token), S("x"), &o, &g) == KL_OK);
+    CHECK(g.size == sizeof(kl_grant) && g.charged == 2 && g.credits == 98);
+    CHECK(strcmp(g.account_id, "acct_sz") == 0);
+
+    /* size 0 is this library's layout: `= {0}` stays valid for both. */
+    kl_authorize_opts z = {0};
+    z.has_cost = 1;
+    z.cost = 3;
+    kl_grant gz = {0};
+    CHECK(kl_authorize_scope(v, Z(token), S("x"), &z, &gz) == KL_OK);
+    CHECK(gz.size == 0 && gz.charged == 3 && gz.credits == 95);
+
+    /* Options smaller than the first layout: refused before any work, grant untouched. */
+    kl_grant untouched;
+    memset(&g, 0xAB, sizeof g);
+    g.size = (uint32_t)sizeof g;
+    memcpy(&untouched, &g, sizeof g);
+    /* The last: one byte short of the first layout (its last field, case_insensitive, cut). */
+    const uint32_t small_sizes[] = {1, 4, 8, (uint32_t)offsetof(kl_authorize_opts, case_insensitive)};
+    for (size_t i = 0; i < sizeof small_sizes / sizeof small_sizes[0]; i++) {
+        kl_authorize_opts s = o;
+        s.size = small_sizes[i];
+        kl_status st = kl_authorize_scope(v, Z(token), S("x"), &s, &g);
+        expect_error(st, KL_INVALID_ARGUMENT, 400, "invalid_argument", "kl_authorize_opts->size");
+        CHECK(memcmp(&g, &untouched, sizeof g) == 0);
+        char *out = SENTINEL;
+        st = kl_authorize_scope_json(v, Z(token), S("x"), &s, &out);
+        CHECK(st == KL_INVALID_ARGUMENT && out == SENTINEL);
+    }
+    CHECK(credits_of(v, "acct_sz") == 95);
+
+    /* A grant smaller than the first layout: refused before any work (nothing charged),
+     * the struct untouched. */
+    memset(&g, 0xAB, sizeof g);
+    g.size = 16;
+    memcpy(&untouched, &g, sizeof g);
+    kl_status st = kl_authorize_scope(v, Z(token), S("x"), &o, &g);
+    expect_error(st, KL_INVALID_ARGUMENT, 400, "invalid_argument", "kl_grant->size is 16");
+    CHECK(memcmp(&g, &untouched, sizeof g) == 0);
+    CHECK(credits_of(v, "acct_sz") == 95);
+
+    /* A newer header's larger options: accepted when the unknown tail is zero, refused
+     * (nothing charged) when it sets something this library does not know. */
+    struct {
+        kl_authorize_opts o;
+        uint64_t newer_field;
+    } big;
+    memset(&big, 0, sizeof big);
+    big.o = o;
+    big.o.size = (uint32_t)sizeof big;
+    g = (kl_grant)KL_GRANT_INIT;
+    CHECK(kl_authorize_scope(v, Z(token), S("x"), &big.o, &g) == KL_OK && g.charged == 2);
+    big.newer_field = 1;
+    st = kl_authorize_scope(v, Z(token), S("x"), &big.o, &g);
+    expect_error(st, KL_INVALID_ARGUMENT, 400, "invalid_argument", "does not know");
+    CHECK(credits_of(v, "acct_sz") == 93);
+
+    /* A newer header's larger grant: this library's fields are written, the rest kept. */
+    struct {
+        kl_grant g;
+        uint64_t newer_field;
+    } bigg;
+    memset(&bigg, 0, sizeof bigg);
+    bigg.g.size = (uint32_t)sizeof bigg;
+    bigg.newer_field = 0x1122334455667788ULL;
+    CHECK(kl_authorize_scope(v, Z(token), S("x"), NULL, &bigg.g) == KL_OK);
+    CHECK(bigg.g.size == sizeof bigg && bigg.g.credits == 93 && bigg.newer_field == 0x1122334455667788ULL);
+    CHECK(strcmp(bigg.g.key_id, key_id) == 0);
+
+    /* error_body: a failed call copies its body there (for a caller on another thread);
+     * untouched on success, and not read when `size` does not cover it. */
+    {
+        char *eb = SENTINEL;
+        kl_authorize_opts e = KL_AUTHORIZE_OPTS_INIT;
+        e.error_body = &eb;
+        g = (kl_grant)KL_GRANT_INIT;
+        CHECK(kl_authorize_scope(v, Z(token), S("x"), &e, &g) == KL_OK && eb == SENTINEL);
+        e.has_cost = 1;
+        e.cost = 1000;
+        st = kl_authorize_scope(v, Z(token), S("x"), &e, &g);
+        CHECK(st == KL_INSUFFICIENT_CREDITS && eb != SENTINEL);
+        char *last = NULL;
+        CHECK(kl_last_error_body(&last) == KL_OK);
+        CHECK(eb != SENTINEL && last != NULL && strcmp(eb, last) == 0);
+        CHECK(contains(eb, "\"required\":1000") && contains(eb, "\"credits\":93"));
+        kl_string_free(last);
+        if (eb != SENTINEL) kl_string_free(eb);
+        /* The JSON variant and a would-block answer too. */
+        eb = SENTINEL;
+        char *out = SENTINEL;
+        st = kl_authorize_scope_json(v, Z(token), S("x"), &e, &out);
+        CHECK(st == KL_INSUFFICIENT_CREDITS && out == SENTINEL && contains(eb, "insufficient_credits"));
+        if (eb != SENTINEL) kl_string_free(eb);
+        eb = SENTINEL;
+        e.cost = 1;
+        st = kl_authorize_scope_try(v, Z(token), S("x"), &e, &g);
+        CHECK(st == KL_WOULD_BLOCK && contains(eb, "\"needs\":\"commit\""));
+        if (eb != SENTINEL) kl_string_free(eb);
+        /* The first layout (0.2 without error_body): the field is not read. */
+        eb = SENTINEL;
+        e.cost = 1000;
+        e.size = (uint32_t)offsetof(kl_authorize_opts, error_body);
+        st = kl_authorize_scope(v, Z(token), S("x"), &e, &g);
+        CHECK(st == KL_INSUFFICIENT_CREDITS && eb == SENTINEL);
+        /* A refused size never writes it. */
+        e.size = 4;
+        st = kl_authorize_scope(v, Z(token), S("x"), &e, &g);
+        CHECK(st == KL_INVALID_ARGUMENT && eb == SENTINEL);
+    }
+
+    kl_secret_free(token);
+    CHECK(kl_vault_close(v) == KL_OK);
     kl_vault_free(v);
 }
 
@@ -1254,8 +1397,9 @@ int main(int argc, char **argv) {
     }
 
     /* ---- the happy path */
-    kl_grant g;
+    kl_grant g = KL_GRANT_INIT;
     memset(&g, 0xAB, sizeof g);
+    g.size = (uint32_t)sizeof g;
     st = kl_authorize(v, Z(token), S("POST"), S("/api/v1/messaging/send"), NULL, &g);
     CHECK(st == KL_OK);
     CHECK(strcmp(g.account_id, "acct_42") == 0);
@@ -1314,6 +1458,7 @@ int main(int argc, char **argv) {
     /* ---- every refusal, with its status, HTTP status, code and body */
     kl_grant untouched;
     memset(&g, 0xAB, sizeof g);
+    g.size = (uint32_t)sizeof g;
     memcpy(&untouched, &g, sizeof g);
 
     st = kl_authorize(v, S("dial_live_nope"), S("POST"), S("/api/v1/messaging/send"), NULL, &g);
@@ -1653,6 +1798,7 @@ int main(int argc, char **argv) {
     /* ---- close: later calls are an error, not a crash */
     CHECK(kl_vault_close(v) == KL_OK);
     memset(&g, 0xAB, sizeof g);
+    g.size = (uint32_t)sizeof g;
     st = kl_authorize(v, Z(token), S("POST"), S("/api/v1/messaging/send"), NULL, &g);
     expect_error(st, KL_VAULT_CLOSED, 500, "vault_closed", NULL);
     CHECK(memcmp(&g, &untouched, sizeof g) == 0);
@@ -1688,6 +1834,7 @@ int main(int argc, char **argv) {
     test_argon2_params(path);
     test_http_gate(path);
     test_nonblocking(path);
+    test_struct_sizes(path);
 
     printf("c_abi: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -5,7 +5,7 @@
 // grant to use come out.
 
 const native = require('./native');
-const { KL_WOULD_BLOCK } = require('./constants');
+const { KL_WOULD_BLOCK, KL_NEEDS_COMMIT } = require('./constants');
 
 const outHeaders = [null];
 const outBody = [null];
@@ -56,20 +56,23 @@ function authorizeHttp(handle, request, options, toGrant) {
  * The same call without ever holding the event loop for argon2 or a commit wait: first
  * inline with `"nonblocking": true` (a key already verified here, and every refusal that
  * needs no argon2, is answered at once), and only when that says KL_WOULD_BLOCK, the
- * blocking call on a libuv worker thread (koffi's async calls; `offload(start)` runs
- * `start(done)` when a worker slot is free: index.js). Resolves to what `authorizeHttp`
- * returns; a failed call (`{ st }`) too. `{ st, worker: true }`: the call failed on the
- * worker, whose last error (message, body) is out of reach here.
+ * blocking call on a libuv worker thread (koffi's async calls; `offload(start, lane)` runs
+ * `start(done)` when a worker slot of that lane is free: index.js). Resolves to what `authorizeHttp`
+ * returns; a failed call (`{ st }`) too. Refusals are answers (status and body), so the
+ * worker's call can fail only where the inline one would have (bad arguments) or on a
+ * panic: `{ st, worker: true }`, whose last error (message, body) is out of reach here.
  */
 function authorizeHttpAsync(handle, request, options, toGrant, offload) {
   const inline = authorizeHttp(handle, request, { ...options, nonblocking: true }, toGrant);
   if (inline.st !== KL_WOULD_BLOCK) return Promise.resolve(inline);
+  // A commit wait goes to the commit lane, argon2 to the CPU lane (index.js).
+  const lane = native.kl_last_would_block() === KL_NEEDS_COMMIT ? 'commit' : 'cpu';
   const args = prepare(handle, request, { ...options, nonblocking: false });
   const status = [0];
   const headers = [null];
   const body = [null];
   const grant = [null];
-  return offload((done) => native.kl_authorize_http.async(...args, status, headers, body, grant, done))
+  return offload((done) => native.kl_authorize_http.async(...args, status, headers, body, grant, done), lane)
     .then((st) => (st === 0 ? finish(st, status, headers, body, grant, toGrant) : { st, worker: true }));
 }
 

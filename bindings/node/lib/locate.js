@@ -1,9 +1,11 @@
 'use strict';
 // Where the shared library is looked for, in this order (lib/native.js):
 //   1. $KEYLEDGER_LIB, the path of the library (an error if it does not exist);
-//   2. the prebuilt library shipped in the npm package:
+//   2. the library built from source at install time (scripts/install.js):
+//      build/<platform>-<arch>/libkeyledger.so;
+//   3. the prebuilt library shipped in the npm package:
 //      prebuilds/<platform>-<arch>/libkeyledger.so (copied in by scripts/prepack.js);
-//   3. the repository's target/release/ then target/debug/ (a checkout of the source tree).
+//   4. the repository's target/release/ then target/debug/ (a checkout of the source tree).
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -20,6 +22,11 @@ function prebuiltDir(pkg) {
   return path.join(pkg, 'prebuilds', `${process.platform}-${process.arch}`);
 }
 
+/** The directory of the library built at install time (scripts/install.js). */
+function builtDir(pkg) {
+  return path.join(pkg, 'build', `${process.platform}-${process.arch}`);
+}
+
 function findLibrary() {
   const fromEnv = process.env.KEYLEDGER_LIB;
   if (fromEnv) {
@@ -31,6 +38,7 @@ function findLibrary() {
   const pkg = path.resolve(__dirname, '..');
   const root = path.resolve(pkg, '..', '..');
   const candidates = [
+    path.join(builtDir(pkg), libFileName()),
     path.join(prebuiltDir(pkg), libFileName()),
     ...['release', 'debug'].map((p) => path.join(root, 'target', p, libFileName())),
   ];
@@ -44,4 +52,4 @@ function findLibrary() {
   );
 }
 
-module.exports = { libFileName, prebuiltDir, findLibrary };
+module.exports = { libFileName, prebuiltDir, builtDir, findLibrary };

@@ -24,7 +24,10 @@ const {
   KL_ACCOUNT_ID_SIZE, KL_KEY_ID_SIZE, KL_PREFIX_SIZE, KL_KEY_NAME_SIZE, KL_RATELIMIT_NAME_SIZE,
 } = require('./constants');
 
+// Both structs start with `size` (the growth path of the C ABI): the struct's size as
+// declared here, so a newer library reads/writes only the fields this binding knows.
 const kl_grant = koffi.struct('kl_grant', {
+  size: 'uint32_t',
   account_id: koffi.array('char', KL_ACCOUNT_ID_SIZE, 'String'),
   key_id: koffi.array('char', KL_KEY_ID_SIZE, 'String'),
   prefix: koffi.array('char', KL_PREFIX_SIZE, 'String'),
@@ -43,6 +46,7 @@ const kl_grant = koffi.struct('kl_grant', {
 });
 
 const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
+  size: 'uint32_t',
   cost: 'uint64_t',
   has_cost: 'uint8_t',
   idempotency_key: 'const char *',
@@ -65,12 +69,16 @@ const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
   // kl_authorize_request only: non-zero matches the rules' literal segments ignoring
   // ASCII case (for routers that do, e.g. Express by default).
   case_insensitive: 'uint8_t',
+  // On failure, a copy of the JSON body is written here (a `char **`, given as an 8-byte
+  // Buffer): how a refusal decided on a libuv worker thread reaches the event loop whole.
+  error_body: 'void *',
 });
 
 // The grant is decoded by hand from a reusable Buffer (faster than koffi's struct
 // marshalling, and nothing is allocated on the C side anyway).
 const GRANT_LAYOUT = {
   size: kl_grant.size,
+  size_field: koffi.offsetof(kl_grant, 'size'),
   account_id: koffi.offsetof(kl_grant, 'account_id'),
   key_id: koffi.offsetof(kl_grant, 'key_id'),
   prefix: koffi.offsetof(kl_grant, 'prefix'),
@@ -94,6 +102,13 @@ const GRANT_LAYOUT = {
   ratelimit_reset_ms: koffi.offsetof(kl_grant, 'ratelimit_reset_ms'),
 };
 
+/** A zeroed grant buffer with its `size` field set (what kl_authorize* fill). */
+function grantBuffer() {
+  const buf = Buffer.alloc(GRANT_LAYOUT.size);
+  buf.writeUInt32LE(GRANT_LAYOUT.size, GRANT_LAYOUT.size_field);
+  return buf;
+}
+
 // Functions --------------------------------------------------------------------------
 
 const S = 'const char *'; // a string in; always followed by its byte length
@@ -107,7 +122,9 @@ function fn(name, ret, args) {
 const native = {
   libraryPath,
   GRANT_LAYOUT,
+  grantBuffer,
   kl_authorize_opts,
+  KL_AUTHORIZE_OPTS_SIZE: kl_authorize_opts.size,
 
   kl_string_free: fn('kl_string_free', 'void', ['void *']),
   kl_secret_free: fn('kl_secret_free', 'void', ['void *']),
@@ -115,6 +132,7 @@ const native = {
   kl_version: fn('kl_version', 'const char *', []),
   kl_last_error_message: fn('kl_last_error_message', 'const char *', []),
   kl_last_error_body: fn('kl_last_error_body', 'uint32_t', [OUT]),
+  kl_last_would_block: fn('kl_last_would_block', 'uint32_t', []),
   kl_status_http: fn('kl_status_http', 'uint16_t', ['uint32_t']),
   kl_status_code: fn('kl_status_code', 'const char *', ['uint32_t']),
   kl_looks_like_key: fn('kl_looks_like_key', 'bool', [S, 'size_t']),

@@ -1,6 +1,7 @@
 // The installed package's smoke test (scripts/test-node runs it in a temp directory
-// outside the repository, after `npm install <tarball>`): both entry points load, the
-// library comes from the package itself, and a vault opens, mints a key and authorizes.
+// outside the repository, after `npm install <tarball>`, with the shipped prebuilt and
+// again built from source at install time): both entry points load, the library comes
+// from the package itself, and a vault opens, mints a key and authorizes.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,9 +15,12 @@ assert.equal(cjs.Vault, Vault, 'require and import give the same Vault');
 assert.equal(typeof require('keyledger/fastify'), 'function');
 assert.equal(typeof require('keyledger/express').keyledgerMiddleware, 'function');
 
+// Where the library must come from: prebuilds/ (shipped in the tarball), or build/ when
+// the install script built it from source (KEYLEDGER_SMOKE_LIB_DIR=build).
 const pkgDir = path.dirname(require.resolve('keyledger/package.json'));
-assert.ok(libraryPath.startsWith(path.join(pkgDir, 'prebuilds') + path.sep),
-  `the library should come from the package's prebuilds/, not ${libraryPath}`);
+const libDir = process.env.KEYLEDGER_SMOKE_LIB_DIR || 'prebuilds';
+assert.ok(libraryPath.startsWith(path.join(pkgDir, libDir) + path.sep),
+  `the library should come from the package's ${libDir}/, not ${libraryPath}`);
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keyledger-smoke-'));
 try {
