@@ -182,7 +182,7 @@ defmodule KeyLedger.MixProject do
   def project do
     [
       app: :keyledger,
-      version: "0.1.0",
+      version: "0.2.0",
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
       compilers: [:keyledger_nif] ++ Mix.compilers(),
