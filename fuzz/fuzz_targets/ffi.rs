@@ -117,7 +117,15 @@ fuzz_target!(|data: &[u8]| {
                 let idem = field(3);
                 let sig = field(4);
                 let body = field(5);
+                let mut error_body: *mut c_char = ptr::null_mut();
                 let opts = kl_authorize_opts {
+                    // Every size a correct caller can pass: 0 (this library's layout), the
+                    // full size, or one far below the first layout (refused).
+                    size: match field(7).first().map(|b| b % 3) {
+                        Some(1) => std::mem::size_of::<kl_authorize_opts>() as u32,
+                        Some(2) => 8,
+                        _ => 0,
+                    },
                     cost: u64::from(which >> 4),
                     has_cost: which & 0x08,
                     idempotency_key: if idem.is_empty() {
@@ -154,6 +162,11 @@ fuzz_target!(|data: &[u8]| {
                     case_insensitive: which & 0x01,
                     // A fuzzed replay answer (a replay refused with duplicate_request).
                     refuse_replay: (which >> 5) & 0x01,
+                    error_body: if which & 0x40 != 0 {
+                        &mut error_body
+                    } else {
+                        ptr::null_mut()
+                    },
                 };
                 let mut g: kl_grant = std::mem::zeroed();
                 let (m, ml) = c(field(1));
@@ -168,6 +181,10 @@ fuzz_target!(|data: &[u8]| {
                 assert_ne!(status, kl_status::KL_PANIC);
                 if status != kl_status::KL_OK {
                     assert_eq!(balance(f), before, "a refused call moved the balance");
+                }
+                if !error_body.is_null() {
+                    assert_ne!(status, kl_status::KL_OK, "an error body written on success");
+                    kl_string_free(error_body);
                 }
             }
             2 => {
