@@ -243,8 +243,8 @@ def main() -> None:
                "then writes this file and [the chart](bench/benchmarks.png). Benchmarks report "
                "figures; no test fails on timing.\n")
     out.append(f"**Machine:** {machine}.\n")
-    out.append("Figures are medians from one run on a shared 2-core machine where other jobs were "
-               "compiling; durable-debit figures are bounded by this disk's fdatasync, measured in the "
+    out.append("Figures are medians from one run on a 2-core virtual machine (its host's other "
+               "tenants are outside our control: compare figures taken in the same run); durable-debit figures are bounded by this disk's fdatasync, measured in the "
                "same run as `debit/redb_commit_multiwriter` (one bare redb MultiWriter commit).\n")
     out.append("## Performance targets\n")
     out.append("| what | target | measured | | notes |")
