@@ -200,20 +200,56 @@ function i64At(buf, off) {
   return buf.readInt32LE(off + 4) * TWO_32 + buf.readUInt32LE(off);
 }
 
-function cstrAt(buf, off, size) {
-  let end = buf.indexOf(0, off);
-  if (end < 0 || end > off + size) end = off + size;
-  return buf.toString('utf8', off, end);
+/**
+ * One char[] field of the grant: its UTF-8 text up to the first NUL (or the whole field),
+ * remembering the bytes and the
+ * string it last decoded: a hot caller sees the same account, key and name on every call,
+ * and a short byte compare in JS costs less than a Buffer#toString (strings are
+ * immutable: handing out the same one again is the same result).
+ */
+class FieldText {
+  constructor(off, size) {
+    this.off = off;
+    this.size = size;
+    this.bytes = Buffer.alloc(size);
+    this.len = -1;
+    this.text = '';
+  }
+
+  read(buf) {
+    const off = this.off;
+    const size = this.size;
+    const prev = this.bytes;
+    const plen = this.len;
+    let same = true;
+    let n = 0;
+    for (; n < size; n++) {
+      const b = buf[off + n];
+      if (b === 0) break;
+      if (same && (n >= plen || prev[n] !== b)) same = false;
+    }
+    if (same && n === plen) return this.text;
+    const text = buf.toString('utf8', off, off + n);
+    buf.copy(prev, 0, off, off + n);
+    this.len = n;
+    this.text = text;
+    return text;
+  }
 }
 
 const G = native.GRANT_LAYOUT;
+const grantAccountId = new FieldText(G.account_id, G.sizes.account_id);
+const grantKeyId = new FieldText(G.key_id, G.sizes.key_id);
+const grantKeyName = new FieldText(G.key_name, G.sizes.key_name);
+const grantPrefix = new FieldText(G.prefix, G.sizes.prefix);
+const grantRatelimitName = new FieldText(G.ratelimit_name, G.sizes.ratelimit_name);
 
 function decodeGrant(buf) {
   return {
-    accountId: cstrAt(buf, G.account_id, G.sizes.account_id),
-    keyId: cstrAt(buf, G.key_id, G.sizes.key_id),
-    keyName: cstrAt(buf, G.key_name, G.sizes.key_name),
-    prefix: cstrAt(buf, G.prefix, G.sizes.prefix),
+    accountId: grantAccountId.read(buf),
+    keyId: grantKeyId.read(buf),
+    keyName: grantKeyName.read(buf),
+    prefix: grantPrefix.read(buf),
     authMethod: buf.readUInt32LE(G.auth_method) === C.KL_AUTH_OPERATOR ? 'operator' : 'apikey',
     scopes: null,
     charged: u64At(buf, G.charged),
@@ -222,7 +258,7 @@ function decodeGrant(buf) {
     replayed: buf[G.replayed] !== 0,
     ratelimits: null,
     ratelimit: buf[G.has_ratelimit] === 0 ? null : {
-      name: cstrAt(buf, G.ratelimit_name, G.sizes.ratelimit_name),
+      name: grantRatelimitName.read(buf),
       max: u64At(buf, G.ratelimit_limit),
       remaining: u64At(buf, G.ratelimit_remaining),
       resetMs: i64At(buf, G.ratelimit_reset_ms),
@@ -698,7 +734,38 @@ class Vault {
    * limit: `rate_limited`, 429, body with `limit`, `max`, `reset_ms`, `retry_after`).
    */
   authorize(token, options) {
-    const c = this.#authorizeCall(token, options);
+    // The hot path (a route): the checks of #authorizeCall, in the same order, with the
+    // same errors, but calling koffi directly (no argument array, no call object).
+    if (typeof token !== 'string' || !wellFormed(token)) str('token', token);
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError('keyledger: authorize needs an options object with `route` or `scope`');
+    }
+    const route = options.route;
+    const scope = options.scope;
+    if (route !== undefined && route !== null && (scope === undefined || scope === null)) {
+      if (!Array.isArray(route) || route.length !== 2) {
+        throw new TypeError('keyledger: route must be [method, path]');
+      }
+      const method = route[0];
+      const path = route[1];
+      if (typeof method !== 'string' || typeof path !== 'string') {
+        throw new TypeError('keyledger: route must be [method, path] with two strings');
+      }
+      if (!wellFormed(method)) throw notUnicode('route method');
+      if (!wellFormed(path)) throw notUnicode('route path');
+      const o = authorizeOpts(options);
+      const h = this.#handle();
+      if (options.full === true) {
+        const st = native.kl_authorize_json(h, token, blen(token), method, blen(method), path, blen(path), o, outA);
+        if (st !== KL_OK) throw lastError(st);
+        return grantFromJson(native.takeString(outA[0]));
+      }
+      const buf = this.#grantBuf;
+      const st = native.kl_authorize(h, token, blen(token), method, blen(method), path, blen(path), o, buf);
+      if (st !== KL_OK) throw lastError(st);
+      return decodeGrant(buf);
+    }
+    const c = this.#authorizeCallWith(token, options, route, scope);
     if (c.full) {
       const st = native[c.fn](...c.args, outA);
       if (st !== KL_OK) throw lastError(st);
@@ -758,6 +825,11 @@ class Vault {
       throw new TypeError('keyledger: authorize needs an options object with `route` or `scope`');
     }
     const { route, scope } = options;
+    return this.#authorizeCallWith(token, options, route, scope);
+  }
+
+  /** #authorizeCall once `token` and `options` are checked and `route`/`scope` read. */
+  #authorizeCallWith(token, options, route, scope) {
     let method;
     let path;
     if (route !== undefined && route !== null) {
