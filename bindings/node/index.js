@@ -191,6 +191,18 @@ let lastMethodLen = 0;
 let lastPath = '';
 let lastPathLen = 0;
 
+/** A `route` option: `[method, path]`, two well-formed strings (else a TypeError). */
+function checkRoute(route) {
+  if (!Array.isArray(route) || route.length !== 2) {
+    throw new TypeError('keyledger: route must be [method, path]');
+  }
+  if (typeof route[0] !== 'string' || typeof route[1] !== 'string') {
+    throw new TypeError('keyledger: route must be [method, path] with two strings');
+  }
+  if (!wellFormed(route[0])) throw notUnicode('route method');
+  if (!wellFormed(route[1])) throw notUnicode('route path');
+}
+
 /** Results: parse the JSON and convert it to its JS shape. */
 function takeJson(ptr) {
   return json.convert(json.parse(native.takeString(ptr)));
@@ -755,16 +767,9 @@ class Vault {
     const route = options.route;
     const scope = options.scope;
     if (route !== undefined && route !== null && (scope === undefined || scope === null)) {
-      if (!Array.isArray(route) || route.length !== 2) {
-        throw new TypeError('keyledger: route must be [method, path]');
-      }
+      checkRoute(route);
       const method = route[0];
       const path = route[1];
-      if (typeof method !== 'string' || typeof path !== 'string') {
-        throw new TypeError('keyledger: route must be [method, path] with two strings');
-      }
-      if (!wellFormed(method)) throw notUnicode('route method');
-      if (!wellFormed(path)) throw notUnicode('route path');
       const o = authorizeOpts(options);
       const h = this.#handle();
       if (options.full === true) {
@@ -856,16 +861,9 @@ class Vault {
       if (scope !== undefined && scope !== null) {
         throw new TypeError('keyledger: pass either `route` or `scope`, not both');
       }
-      if (!Array.isArray(route) || route.length !== 2) {
-        throw new TypeError('keyledger: route must be [method, path]');
-      }
+      checkRoute(route);
       method = route[0];
       path = route[1];
-      if (typeof method !== 'string' || typeof path !== 'string') {
-        throw new TypeError('keyledger: route must be [method, path] with two strings');
-      }
-      if (!wellFormed(method)) throw notUnicode('route method');
-      if (!wellFormed(path)) throw notUnicode('route path');
     } else if (scope === undefined || scope === null) {
       throw new TypeError('keyledger: authorize needs `route: [method, path]` or `scope`');
     } else {
