@@ -289,19 +289,25 @@
     return h('div', { class: 'card secret-panel', id: 'secret-panel' }, parts);
   }
 
+  let keysRender = 0; // the newest keysPage call; an older one finishing later draws nothing
+
   async function keysPage() {
+    const mine = ++keysRender;
     const q = query();
     const account = q.get('account') || '';
     const [keys, accOpts] = await Promise.all([
       api('GET', '/keys' + (account ? '?account=' + encodeURIComponent(account) : '')),
       accountOptions(false),
     ]);
+    if (mine !== keysRender) return;
     const act = (k, verb, label, cls, confirmText) => h('button', {
       type: 'button', class: 'small ' + (cls || 'secondary'), dataset: { action: verb, key: k.key_id }, text: label,
       onclick: () => guarded(async () => {
         if (confirmText && !confirm(confirmText)) return;
-        await api('POST', '/keys/' + encodeURIComponent(k.key_id) + '/' + verb, {});
+        // Any change to a key ends the one-time display, before the request: a render that
+        // shows the change (even one started earlier and finishing later) never shows it.
         revealed = null;
+        await api('POST', '/keys/' + encodeURIComponent(k.key_id) + '/' + verb, {});
         await keysPage();
         flash('ok', 'Key ' + k.key_id + ': ' + verb + 'd.');
       }),
@@ -368,17 +374,20 @@
       const what = submitter ? submitter.value : '';
       const base = '/keys/' + encodeURIComponent(v.key_id);
       if (what === 'scopes') {
+        revealed = null;
         const k = await api('POST', base + '/scopes', { scopes: v.scopes });
-        revealed = null; await keysPage();
+        await keysPage();
         flash('ok', 'Key ' + k.key_id + ' scopes: ' + (k.scopes.join(', ') || '(none)') + '.');
       } else if (what === 'expiry') {
         if (!v.expires_at) throw new Error('choose an expiry time, or press "Never expire"');
+        revealed = null;
         const k = await api('POST', base + '/expiry', { expires_at: localToMs(v.expires_at) });
-        revealed = null; await keysPage();
+        await keysPage();
         flash('ok', 'Key ' + k.key_id + ' expires ' + fmtTime(k.expires_at) + '.');
       } else if (what === 'never') {
+        revealed = null;
         const k = await api('POST', base + '/expiry', {});
-        revealed = null; await keysPage();
+        await keysPage();
         flash('ok', 'Key ' + k.key_id + ' never expires now.');
       } else if (what === 'rotate') {
         const r = await api('POST', base + '/rotate', { grace: v.grace });
