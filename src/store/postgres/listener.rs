@@ -43,22 +43,11 @@ pub(super) fn listen(
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::SeqCst) {
-        slots.distrust();
-        connected.store(false, Ordering::SeqCst);
-        let mut client = match watcher_connect(config, tls, LISTENER_NAME, true) {
-            Ok(c) => c,
-            Err(_) => {
-                std::thread::sleep(LISTEN_TICK);
-                continue;
-            }
+        let Some((mut client, mut last)) =
+            attach(config, tls, LISTENER_NAME, true, slots, connected, stop)
+        else {
+            continue;
         };
-        let mut last = match client.query_one("SELECT seq FROM kl_change_seq", &[]) {
-            Ok(row) => row.get::<_, i64>(0),
-            Err(_) => continue,
-        };
-        slots.bump_all();
-        slots.trust_again();
-        connected.store(true, Ordering::SeqCst);
         while !stop.load(Ordering::SeqCst) {
             let next = client.notifications().timeout_iter(LISTEN_TICK).next();
             match next {
@@ -87,22 +76,11 @@ pub(super) fn poll(
     every: Duration,
 ) {
     while !stop.load(Ordering::SeqCst) {
-        slots.distrust();
-        connected.store(false, Ordering::SeqCst);
-        let mut client = match watcher_connect(config, tls, POLLER_NAME, false) {
-            Ok(c) => c,
-            Err(_) => {
-                std::thread::sleep(LISTEN_TICK);
-                continue;
-            }
+        let Some((mut client, mut last)) =
+            attach(config, tls, POLLER_NAME, false, slots, connected, stop)
+        else {
+            continue;
         };
-        let mut last = match client.query_one("SELECT seq FROM kl_change_seq", &[]) {
-            Ok(row) => row.get::<_, i64>(0),
-            Err(_) => continue,
-        };
-        slots.bump_all();
-        slots.trust_again();
-        connected.store(true, Ordering::SeqCst);
         let mut gap_since: Option<Instant> = None;
         let mut full = false;
         while !stop.load(Ordering::SeqCst) {
@@ -142,6 +120,39 @@ pub(super) fn poll(
     }
     slots.distrust();
     connected.store(false, Ordering::SeqCst);
+}
+
+/// Distrust the slots, then (re)connect, read the position of the change numbers, invalidate
+/// every slot and trust them again: the start of the listener's and the poller's every
+/// connection. On a failure (connect or the position query) it pauses one tick before the
+/// caller tries again, so a server that accepts connections but fails queries is not hammered.
+fn attach(
+    config: &Config,
+    tls: &Tls,
+    name: &str,
+    listen: bool,
+    slots: &Sidecar,
+    connected: &AtomicBool,
+    stop: &AtomicBool,
+) -> Option<(Client, i64)> {
+    slots.distrust();
+    connected.store(false, Ordering::SeqCst);
+    let attached = watcher_connect(config, tls, name, listen).and_then(|mut client| {
+        let row = client.query_one("SELECT seq FROM kl_change_seq", &[])?;
+        Ok((client, row.get::<_, i64>(0)))
+    });
+    match attached {
+        Ok(attached) => {
+            slots.bump_all();
+            slots.trust_again();
+            connected.store(true, Ordering::SeqCst);
+            Some(attached)
+        }
+        Err(_) => {
+            nap(LISTEN_TICK, stop);
+            None
+        }
+    }
 }
 
 /// Sleep `d`, waking early when `stop` is set.
