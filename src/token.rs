@@ -105,7 +105,7 @@ pub fn parse(token: &str) -> Option<ParsedToken<'_>> {
 /// Whether `token` has the format and checksum of a keyledger token; the same as
 /// `parse(token).is_some()`. No store access: for secret scanners and typo detection.
 pub fn looks_like_key(token: &str) -> bool {
-    parse(token).is_some()
+    parse(token).is_some() || crate::legacy::looks_like_drf(token)
 }
 
 /// What logs and audit entries show for a token: `"<prefix>_<key_id>_…"` (the last char is
@@ -118,6 +118,12 @@ pub fn redact(token: &str) -> String {
             if is_valid_prefix(prefix) && is_valid_key_id(key_id) {
                 return format!("{prefix}_{key_id}_…");
             }
+        }
+    }
+    // Imported keys: drf-api-key's `<prefix>.…`.
+    if token.len() <= MAX_TOKEN_LEN {
+        if let Some(r) = crate::legacy::redact_drf(token) {
+            return r;
         }
     }
     "…".to_owned()
