@@ -138,6 +138,16 @@ pub(crate) fn redact_drf(token: &str) -> Option<String> {
         .then(|| format!("{prefix}.…"))
 }
 
+/// The native prefix a rotated imported key's successor gets (`drf`, `unkey`); any other
+/// prefix is returned as it is.
+pub(crate) fn native_prefix(prefix: &str) -> &str {
+    match prefix {
+        DRF_PREFIX => "drf",
+        UNKEY_PREFIX => "unkey",
+        other => other,
+    }
+}
+
 /// The keyledger key id of a drf-api-key key, from its prefix.
 pub fn drf_key_id(prefix: &str) -> String {
     derive_key_id(b"drf-api-key", prefix.as_bytes())

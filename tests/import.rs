@@ -273,3 +273,23 @@ fn native_tokens_never_match_imported_keys_and_legacy_shapes_are_recognized() {
         401
     );
 }
+
+#[test]
+fn rotating_an_imported_key_gives_a_native_successor() {
+    let f = Fixture::new();
+    let (token, hashed) = drf("Rot00001", "abcdefghijabcdefghijabcdefghij77");
+    f.vault
+        .import_keys(
+            "drf-api-key",
+            &[account("c", 1)],
+            &[drf_key("Rot00001", &hashed, "c")],
+        )
+        .unwrap();
+    let key_id = drf_hash("Rot00001", &hashed).unwrap().key_id;
+    let (new, info) = f.vault.rotate_key(&key_id, 60_000).unwrap();
+    assert_eq!(info.prefix, "drf");
+    assert!(keyledger::token::parse(new.expose()).is_some());
+    assert!(f.vault.authorize(new.expose(), SCOPE, &none()).is_ok());
+    // The imported token works through the grace period.
+    assert!(f.vault.authorize(&token, SCOPE, &none()).is_ok());
+}
