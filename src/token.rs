@@ -102,8 +102,10 @@ pub fn parse(token: &str) -> Option<ParsedToken<'_>> {
     })
 }
 
-/// Whether `token` has the format and checksum of a keyledger token; the same as
-/// `parse(token).is_some()`. No store access: for secret scanners and typo detection.
+/// Whether `token` has the format and checksum of a keyledger token
+/// (`parse(token).is_some()`), or the shape of an imported djangorestframework-api-key
+/// token (`<8 alnum>.<32 alnum>`, see `crate::legacy`). No store access: for secret
+/// scanners and typo detection.
 pub fn looks_like_key(token: &str) -> bool {
     parse(token).is_some() || crate::legacy::looks_like_drf(token)
 }
@@ -111,7 +113,8 @@ pub fn looks_like_key(token: &str) -> bool {
 /// What logs and audit entries show for a token: `"<prefix>_<key_id>_…"` (the last char is
 /// U+2026) when the token is at most [`MAX_TOKEN_LEN`] bytes and splits, on its last two `_`,
 /// into a valid prefix and a valid key id — even if the secret is malformed or its checksum
-/// wrong. Otherwise `"…"` alone. Never returns any character of the secret.
+/// wrong; `"<prefix>.…"` for an imported djangorestframework-api-key token. Otherwise `"…"`
+/// alone. Never returns any character of the secret.
 pub fn redact(token: &str) -> String {
     if token.len() <= MAX_TOKEN_LEN {
         if let Some((prefix, key_id, _secret)) = split(token) {

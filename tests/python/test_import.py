@@ -135,3 +135,25 @@ def test_unkey_export_imports_owners_credits_and_limits(tmp_path: pathlib.Path) 
             v.authorize(solo, scope="sms:send")
         with pytest.raises(keyledger.InvalidApiKey):
             v.authorize(a1[:-1] + "X", scope="sms:send")
+
+
+def test_a_django_password_hash_or_a_missing_table_is_refused_and_imports_nothing(drf_db: Dict[str, Any], tmp_path: pathlib.Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "vault.redb"
+    keyledger.Vault(path, argon2="insecure-fast").close()
+    prefix = drf_db["good"].split(".")[0]
+    with sqlite3.connect(drf_db["db"]) as db:
+        db.execute(
+            "UPDATE rest_framework_api_key_apikey SET hashed_key = ? WHERE prefix = ?",
+            ("pbkdf2_sha256$600000$salt$aGFzaA==", prefix),
+        )
+    r = subprocess.run([str(CLI), "--vault", str(path), "import", "drf-api-key", "--database", str(drf_db["db"])], capture_output=True, text=True)
+    assert r.returncode == 8 and "pbkdf2_sha256" in r.stderr, r.stderr
+    assert drf_db["good"].split(".")[1] not in r.stderr + r.stdout
+    empty = tmp_path / "empty.sqlite3"
+    sqlite3.connect(empty).close()
+    r = subprocess.run([str(CLI), "--vault", str(path), "import", "drf-api-key", "--database", str(empty)], capture_output=True, text=True)
+    assert r.returncode == 8 and "rest_framework_api_key_apikey" in r.stderr, r.stderr
+    with keyledger.Vault(path, argon2="insecure-fast") as v:
+        assert v.list_keys() == [] and v.list_accounts() == []
