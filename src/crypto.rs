@@ -166,6 +166,14 @@ pub(crate) enum Verified {
 
 /// Check a secret against a PHC string in constant time (argon2's own comparison).
 pub(crate) fn verify_secret(secret: &[u8], phc: &str, current: Argon2Params) -> Verified {
+    // An imported key's hash: verified as its source did, then re-hashed to argon2id.
+    if let Some(ok) = crate::legacy::verify(secret, phc) {
+        return if ok {
+            Verified::YesRehash
+        } else {
+            Verified::No
+        };
+    }
     let Ok(parsed) = PasswordHash::new(phc) else {
         return Verified::No;
     };

@@ -42,6 +42,7 @@ pub mod ffi;
 mod files;
 pub mod http;
 mod idempotency;
+pub mod legacy;
 mod limits;
 mod model;
 mod options;
@@ -83,6 +84,8 @@ pub use vault::{
     IDEMPOTENCY_WINDOW_MS,
 };
 pub use vault::{Attempt, WouldBlock};
+// Importing keys from other services (drf-api-key, Unkey).
+pub use vault::{ImportReport, ImportedAccount, ImportedKey, IMPORT_METADATA_KEY};
 pub use webhook::{sign_webhook, verify_webhook};
 
 pub use store::migrate::{MigrateOptions, MigrateReport};

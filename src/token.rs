@@ -102,22 +102,31 @@ pub fn parse(token: &str) -> Option<ParsedToken<'_>> {
     })
 }
 
-/// Whether `token` has the format and checksum of a keyledger token; the same as
-/// `parse(token).is_some()`. No store access: for secret scanners and typo detection.
+/// Whether `token` has the format and checksum of a keyledger token
+/// (`parse(token).is_some()`), or the shape of an imported djangorestframework-api-key
+/// token (`<8 alnum>.<32 alnum>`, see `crate::legacy`). No store access: for secret
+/// scanners and typo detection.
 pub fn looks_like_key(token: &str) -> bool {
-    parse(token).is_some()
+    parse(token).is_some() || crate::legacy::looks_like_drf(token)
 }
 
 /// What logs and audit entries show for a token: `"<prefix>_<key_id>_…"` (the last char is
 /// U+2026) when the token is at most [`MAX_TOKEN_LEN`] bytes and splits, on its last two `_`,
 /// into a valid prefix and a valid key id — even if the secret is malformed or its checksum
-/// wrong. Otherwise `"…"` alone. Never returns any character of the secret.
+/// wrong; `"<prefix>.…"` for an imported djangorestframework-api-key token. Otherwise `"…"`
+/// alone. Never returns any character of the secret.
 pub fn redact(token: &str) -> String {
     if token.len() <= MAX_TOKEN_LEN {
         if let Some((prefix, key_id, _secret)) = split(token) {
             if is_valid_prefix(prefix) && is_valid_key_id(key_id) {
                 return format!("{prefix}_{key_id}_…");
             }
+        }
+    }
+    // Imported keys: drf-api-key's `<prefix>.…`.
+    if token.len() <= MAX_TOKEN_LEN {
+        if let Some(r) = crate::legacy::redact_drf(token) {
+            return r;
         }
     }
     "…".to_owned()

@@ -128,6 +128,46 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `keyledger man > /usr/local/share/man/man1/keyledger.1`.
     Man,
+    // Import of existing keys (drf-api-key, Unkey).
+    /// Import keys from another service; their customers' tokens keep working.
+    #[command(subcommand)]
+    Import(ImportCmd),
+}
+
+/// `keyledger import …`.
+#[derive(Subcommand, Debug)]
+pub enum ImportCmd {
+    /// Import djangorestframework-api-key's keys (table rest_framework_api_key_apikey)
+    /// from a Django SQLite database. Tokens `<prefix>.<secret>` keep working.
+    DrfApiKey {
+        /// The Django database: a SQLite file.
+        #[arg(long)]
+        database: String,
+        /// Put every key in this account (created if missing); default: one account per
+        /// key, `drf-<prefix>`.
+        #[arg(long)]
+        account: Option<String>,
+        /// Credits of each account the import creates.
+        #[arg(long, default_value = "0")]
+        credits: u64,
+        /// Scopes of every imported key (repeatable; drf-api-key has none).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Import Unkey keys from a JSON file in the shape of Unkey's key migration
+    /// (`[{"hash": {"value", "variant": "sha256_base64"}, "start", "externalId", "meta",
+    /// "remaining", "ratelimit"/"ratelimits", "expires", "enabled", "permissions", …}]`).
+    Unkey {
+        /// The export file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Imported keys not used since the import (still holding their imported hash).
+    Pending {
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -574,8 +574,22 @@ impl Inner {
         if token.len() > token::MAX_TOKEN_LEN {
             return Err(self.refuse_unknown(None, target, now).into());
         }
-        let Some(parsed) = token::parse(token) else {
-            return Err(self.refuse_unknown(None, target, now).into());
+        // Imported keys' shapes (drf-api-key, Unkey) only for what is not a native token.
+        let legacy;
+        let parsed = match token::parse(token) {
+            Some(parsed) => parsed,
+            None => match crate::legacy::parse(token) {
+                Some(l) => {
+                    legacy = l;
+                    // The whole token is what an imported key's hash covers.
+                    token::ParsedToken {
+                        prefix: legacy.prefix,
+                        key_id: &legacy.key_id,
+                        secret: token,
+                    }
+                }
+                None => return Err(self.refuse_unknown(None, target, now).into()),
+            },
         };
         let Some((hot, verified)) = self.key_entry(parsed.key_id)? else {
             return Err(self.refuse_unknown(Some(parsed.key_id), target, now).into());

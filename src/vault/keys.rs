@@ -208,7 +208,9 @@ impl Vault {
         } else {
             None
         };
-        let (mut secret, hash, new_id) = inner.mint(&old.prefix)?;
+        // An imported key's successor is a native key (`drf`, `unkey`).
+        let prefix = crate::legacy::native_prefix(&old.prefix);
+        let (mut secret, hash, new_id) = inner.mint(prefix)?;
         let signing_secret = seal_signing_secret(master.as_ref(), &new_id, &mut secret)?;
         let created = inner.write(|tx| {
             let mut old = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
@@ -228,6 +230,7 @@ impl Vault {
             }
             let new = KeyRecord {
                 key_id: new_id.clone(),
+                prefix: prefix.to_string(),
                 created_at: now,
                 revoked_at: None,
                 secret_hash: hash.clone(),

@@ -3,6 +3,7 @@
 mod accounts;
 mod admin;
 mod authorize;
+mod import;
 mod keys;
 mod routes;
 
@@ -26,6 +27,7 @@ pub fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
         Command::Rekey(args) => admin::rekey(vault, args, out),
         Command::Usage { key_id } => admin::usage(vault, key_id, out),
         Command::Argon2(cmd) => admin::argon2(vault, cmd, out),
+        Command::Import(cmd) => import::import(vault, cmd, out),
         Command::Init
         | Command::Check { .. }
         | Command::Quickstart { .. }
