@@ -42,6 +42,7 @@ pub mod ffi;
 mod files;
 pub mod http;
 mod idempotency;
+pub mod ip_allow;
 mod limits;
 mod model;
 mod options;
