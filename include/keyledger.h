@@ -989,12 +989,13 @@ kl_status kl_balance(const struct kl_vault *v,
 /*
  Mint a key. `spec_json` is a JSON object: `{"account_id": "...", "name": "...",
  "scopes": ["sms:send", ...]}` required, and optionally `"prefix"` (default
- `"kl_live"`), `"expires_at"` (unix ms) or `"expires_in_ms"`, `"operator"` (bool),
+ `"kl_live"`), `"style"` (`"prefixed"`, the default, or `"colon"` for a
+ `<key_id>:<secret>` token without prefix or checksum), `"expires_at"` (unix ms) or `"expires_in_ms"`, `"operator"` (bool),
  `"signing"` (bool), `"metadata"` (object). Unknown fields are `KL_INVALID_ARGUMENT`.
 
  On `KL_OK`, `*out_token` receives the token — shown once, never retrievable again;
  free it with `kl_secret_free` (which wipes it) — and `*out_key_json` the key's public
- info `{"key_id","prefix","account_id","name","scopes","operator","created_at",
+ info `{"key_id","prefix","style","account_id","name","scopes","operator","created_at",
  "expires_at","disabled","revoked_at","signing","rotated_from","metadata",
  "last_used_at"}` (free with `kl_string_free`). Both or neither are written.
 

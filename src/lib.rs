@@ -42,6 +42,7 @@ pub mod ffi;
 mod files;
 pub mod http;
 mod idempotency;
+pub mod ip_allow;
 pub mod legacy;
 mod limits;
 mod model;
@@ -77,7 +78,7 @@ pub use model::{
 pub use policy::RouteRule;
 pub use secrets::{sign_request, MasterKey, DEFAULT_SIGNATURE_WINDOW_MS, MASTER_KEY_ENV};
 pub use times::{MAX_TIME_MS, MIN_TIME_MS};
-pub use token::{looks_like_key, redact};
+pub use token::{looks_like_key, redact, TokenStyle};
 pub use vault::default_argon2_concurrency;
 pub use vault::{
     system_now, AuthorizeOptions, Clock, Durability, OnReplay, Target, Vault, VaultOptions,

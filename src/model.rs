@@ -66,8 +66,11 @@ pub struct Balance {
 pub struct KeyInfo {
     /// Public 8-character id, the "apiKeyPrefix" shown in dashboards and audit logs.
     pub key_id: String,
-    /// The token prefix, e.g. `dial_live`.
+    /// The token prefix, e.g. `dial_live`; empty for a colon-style key.
     pub prefix: String,
+    /// The token style: `prefixed` or `colon` (`<key_id>:<secret>`).
+    #[serde(default)]
+    pub style: crate::token::TokenStyle,
     /// The account the key belongs to.
     pub account_id: String,
     /// A human-readable name.
@@ -250,8 +253,10 @@ pub struct NewKey {
     pub name: String,
     /// Scopes to grant (each 1–64 chars of `[a-z0-9:._*-]`), at most 64 of them.
     pub scopes: Vec<String>,
-    /// Token prefix; default `kl_live`.
+    /// Token prefix; default `kl_live`. Ignored for a colon-style key.
     pub prefix: String,
+    /// Token style: `<prefix>_<key_id>_<secret>` (default) or `<key_id>:<secret>`.
+    pub style: crate::token::TokenStyle,
     /// Absolute expiry.
     pub expires_at: Option<Millis>,
     /// Relative expiry in milliseconds from now (exclusive with `expires_at`).
@@ -276,6 +281,7 @@ impl NewKey {
             name: name.into(),
             scopes: scopes.into_iter().map(Into::into).collect(),
             prefix: "kl_live".into(),
+            style: crate::token::TokenStyle::Prefixed,
             expires_at: None,
             expires_in_ms: None,
             operator: false,
@@ -288,6 +294,14 @@ impl NewKey {
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Set the token style ([`crate::token::TokenStyle`]); a colon-style key has no
+    /// prefix and no checksum.
+    #[must_use]
+    pub fn style(mut self, style: crate::token::TokenStyle) -> Self {
+        self.style = style;
         self
     }
 

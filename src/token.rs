@@ -17,8 +17,14 @@
 //!
 //! Secret material is never printed: [`ParsedToken`]'s `Debug` hides the secret, and
 //! [`mint`] returns the token in a zeroize-on-drop buffer.
+//!
+//! A key may instead use the `colon` style, `<key_id>:<secret>` (no prefix, no checksum):
+//! see [`TokenStyle`]. [`parse`], [`looks_like_key`] and [`redact`] accept both styles.
 
 use std::fmt;
+
+mod colon;
+pub use colon::{TokenStyle, COLON_SECRET_LEN};
 
 use zeroize::Zeroizing;
 
@@ -55,11 +61,12 @@ const BASE36_LOWER: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 /// `Display` and no `PartialEq` (compare secrets in constant time, never with `==`).
 #[derive(Clone, Copy)]
 pub struct ParsedToken<'a> {
-    /// The prefix, e.g. `dial_live`.
+    /// The prefix, e.g. `dial_live`; `""` for a colon-style token.
     pub prefix: &'a str,
     /// The public key id, 8 chars `[a-z0-9]`.
     pub key_id: &'a str,
-    /// The secret: 46 base62 chars whose checksum has been verified.
+    /// The secret: 46 base62 chars whose checksum has been verified (40 base62 chars,
+    /// unchecked, for a colon-style token).
     pub secret: &'a str,
 }
 
@@ -82,7 +89,9 @@ pub fn parse(token: &str) -> Option<ParsedToken<'_>> {
     if token.len() > MAX_TOKEN_LEN || !token.is_ascii() {
         return None;
     }
-    let (prefix, key_id, secret) = split(token)?;
+    let Some((prefix, key_id, secret)) = split(token) else {
+        return colon::parse(token);
+    };
     if !is_valid_prefix(prefix) || !is_valid_key_id(key_id) {
         return None;
     }
@@ -121,6 +130,9 @@ pub fn redact(token: &str) -> String {
             if is_valid_prefix(prefix) && is_valid_key_id(key_id) {
                 return format!("{prefix}_{key_id}_…");
             }
+        }
+        if let Some(shown) = colon::redact(token) {
+            return shown;
         }
     }
     // Imported keys: drf-api-key's `<prefix>.…`.
@@ -199,6 +211,15 @@ pub fn try_new_key_id() -> Result<String> {
     let mut buf = [0u8; KEY_ID_LEN];
     fill_random_from(BASE36_LOWER, &mut buf)?;
     Ok(buf.iter().map(|&b| char::from(b)).collect())
+}
+
+/// Mints a fresh token of `style` for `(prefix, key_id)` ([`mint`]; a colon-style token
+/// ignores `prefix`).
+pub fn mint_styled(style: TokenStyle, prefix: &str, key_id: &str) -> Result<Zeroizing<String>> {
+    match style {
+        TokenStyle::Prefixed => mint(prefix, key_id),
+        TokenStyle::Colon => colon::mint(key_id),
+    }
 }
 
 /// Mints a fresh token for `(prefix, key_id)` with a new random secret and its checksum.

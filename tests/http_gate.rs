@@ -14,7 +14,7 @@ use keyledger::ffi::{
     kl_vault_flush, kl_vault_free, kl_vault_open,
 };
 use keyledger::http::{HttpOptions, HttpOutcome, HttpRequest};
-use keyledger::{AuditQuery, LimitOwner, NewKey, OnReplay};
+use keyledger::{AuditQuery, LimitOwner, NewKey, OnReplay, TokenStyle};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -45,6 +45,7 @@ struct Key {
     scopes: Vec<String>,
     credits: u64,
     ratelimit: Option<Limit>,
+    style: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -101,10 +102,17 @@ fn setup(t: &Table, case: &Case) -> (Fixture, String) {
     }
     let k = &t.keys[&case.key];
     f.vault.create_account("acct", k.credits, None).unwrap();
+    let style = k.style.as_deref().unwrap_or("prefixed").parse().unwrap();
     let (token, info) = f
         .vault
-        .create_key(NewKey::new("acct", &case.key, k.scopes.iter().cloned()))
+        .create_key(NewKey::new("acct", &case.key, k.scopes.iter().cloned()).style(style))
         .unwrap();
+    assert_eq!(
+        token.expose().contains(':'),
+        style == TokenStyle::Colon,
+        "{}",
+        case.name
+    );
     if let Some(l) = &k.ratelimit {
         f.vault
             .set_ratelimit(

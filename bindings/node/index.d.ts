@@ -211,7 +211,9 @@ export interface Balance {
 
 export interface KeyInfo {
   keyId: string;
+  /** `''` for a colon-style key. */
   prefix: string;
+  style: 'prefixed' | 'colon';
   accountId: string;
   name: string;
   scopes: string[];
@@ -290,6 +292,8 @@ export interface Usage {
 export interface CreateKeyOptions {
   /** Default `'kl_live'`. */
   prefix?: string;
+  /** `'prefixed'` (default) or `'colon'`: `<keyId>:<secret>`, no prefix, no checksum. */
+  style?: 'prefixed' | 'colon';
   expiresAt?: Instant;
   /** Milliseconds from now. */
   expiresIn?: number;

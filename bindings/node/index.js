@@ -447,6 +447,8 @@ const PLANS = {
     const o = opts('options', options);
     const spec = { account_id: accountId, name, scopes };
     if (o.prefix !== undefined && o.prefix !== null) spec.prefix = str('prefix', o.prefix);
+    // Token styles: 'prefixed' (default) or 'colon' (`<keyId>:<secret>`); checked by the core.
+    if (o.style !== undefined && o.style !== null) spec.style = str('style', o.style);
     if (o.expiresAt !== undefined && o.expiresAt !== null) spec.expires_at = toJsonInt(instant('expiresAt', o.expiresAt));
     if (o.expiresIn !== undefined && o.expiresIn !== null) spec.expires_in_ms = toJsonInt(i64('expiresIn', o.expiresIn));
     if (o.operator !== undefined && o.operator !== null) spec.operator = bool('operator', o.operator);
@@ -1018,7 +1020,7 @@ class Vault {
    * Mint a key: `{ token, key, signingSecret }`. The token is shown once and never again;
    * `signingSecret` (64 hex characters, `null` unless `signing: true`) is what the client
    * signs requests with (`signRequest`); an admin can recover it with
-   * `revealSigningSecret`. Options: `prefix`, `expiresAt` (Date | ms), `expiresIn` (ms),
+   * `revealSigningSecret`. Options: `prefix`, `style` ('prefixed' | 'colon'), `expiresAt` (Date | ms), `expiresIn` (ms),
    * `operator`, `signing` (needs the vault's master key), `metadata`.
    */
   createKey(accountId, name, scopes, options) {
@@ -1445,7 +1447,7 @@ function looksLikeKey(token) {
   return native.kl_looks_like_key(token, blen(token));
 }
 
-/** What logs may show for a token: `"<prefix>_<key_id>_…"`. */
+/** What logs may show for a token: `"<prefix>_<key_id>_…"` (`"<key_id>:…"` for a colon-style token). */
 function redact(token) {
   str('token', token);
   check(native.kl_redact(token, blen(token), outA));

@@ -367,6 +367,10 @@ pub struct KeyCreate {
     /// Token prefix.
     #[arg(long, default_value = "kl_live")]
     pub prefix: String,
+    /// Token style: `prefixed` (`<prefix>_<key_id>_<secret>`) or `colon`
+    /// (`<key_id>:<secret>`: no prefix, no checksum, so no offline typo detection).
+    #[arg(long, default_value = "prefixed", value_parser = ["prefixed", "colon"])]
+    pub style: String,
     /// Expire this many seconds from now.
     #[arg(
         long,

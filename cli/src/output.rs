@@ -126,7 +126,11 @@ pub fn keys_table(keys: &[KeyInfo], now: Millis) -> String {
         .map(|k| {
             vec![
                 k.key_id.clone(),
-                k.prefix.clone(),
+                if k.style == keyledger::TokenStyle::Colon {
+                    "(colon)".to_string()
+                } else {
+                    k.prefix.clone()
+                },
                 k.account_id.clone(),
                 k.name.clone(),
                 if k.operator {
@@ -152,6 +156,7 @@ pub fn key_details(k: &KeyInfo, now: Millis) -> String {
     let mut fields: Vec<(&str, String)> = vec![
         ("key_id", k.key_id.clone()),
         ("prefix", k.prefix.clone()),
+        ("style", k.style.as_str().to_string()),
         ("account", k.account_id.clone()),
         ("name", k.name.clone()),
         ("scopes", k.scopes.join(" ")),

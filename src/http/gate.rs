@@ -13,6 +13,10 @@
 //!   RFC 6750's `token68`: optional spaces or tabs around the value (header whitespace),
 //!   the scheme `Bearer` in any ASCII case, **one or more spaces** (a tab is refused), then
 //!   the token (`A-Z a-z 0-9 - . _ ~ + /`, then optional `=` padding), nothing after it.
+//!   One addition to `token68`: a colon-style token, `<key_id>:<secret>` (exactly one
+//!   `:`, with `token68` characters and no padding on both sides), is read whole. Any
+//!   other use of `:` (`:secret`, `id:`, two colons) is malformed. Only the `Bearer`
+//!   scheme is read: `Basic` (whose base64 payload also holds a colon) is malformed.
 //! - Otherwise `X-Api-Key` (or the host's configured bare-token header): the value with
 //!   the surrounding spaces or tabs removed, in the same `token68` alphabet.
 //! - A value longer than [`MAX_HEADER_BYTES`] is malformed, whatever it holds.
@@ -252,8 +256,21 @@ fn trim_ows(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-/// `token68` (RFC 7235): `A-Z a-z 0-9 - . _ ~ + /`, then optional `=` padding.
+/// `token68` (RFC 7235): `A-Z a-z 0-9 - . _ ~ + /`, then optional `=` padding; or a
+/// colon-style token (module docs).
 fn token68(v: &[u8]) -> Option<&str> {
+    if let Some(colon) = v.iter().position(|b| *b == b':') {
+        let (id, secret) = (&v[..colon], &v[colon + 1..]);
+        let plain = |s: &[u8]| {
+            !s.is_empty()
+                && s.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(b))
+        };
+        // ASCII checked by `plain`.
+        return (plain(id) && plain(secret))
+            .then(|| std::str::from_utf8(v).ok())
+            .flatten();
+    }
     let body = v.iter().position(|b| *b == b'=').unwrap_or(v.len());
     let ok = body > 0
         && v[..body]
@@ -422,6 +439,34 @@ mod tests {
         assert_eq!(bearer_token(b"bEaReR   abc  "), Some("abc"));
         assert_eq!(bearer_token(b"\tBearer abc\t"), Some("abc"));
         assert_eq!(bearer_token(b"Bearer ab+/c=="), Some("ab+/c=="));
+        // A colon-style token is read whole.
+        assert_eq!(bearer_token(b"Bearer k7p2m9qa:Ab9"), Some("k7p2m9qa:Ab9"));
+        assert_eq!(
+            credential(None, Some(b" k7p2m9qa:Ab9 ")),
+            Credential::Token("k7p2m9qa:Ab9")
+        );
+        for bad in [
+            &b"Bearer :secret"[..],
+            b"Bearer k7p2m9qa:",
+            b"Bearer :",
+            b"Bearer a::b",
+            b"Bearer a:b:c",
+            b"Bearer a:b=",
+            b"Bearer a=:b",
+            b"Bearer a: b",
+            b"Basic k7p2m9qa:Ab9",
+            b"Basic azdwMm05cWE6QWI5",
+        ] {
+            assert_eq!(
+                bearer_token(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for bad in [&b":"[..], b"a:", b":b", b"a:b:c"] {
+            assert_eq!(credential(None, Some(bad)), Credential::Malformed);
+        }
         for bad in [
             &b""[..],
             b"Bearer",

@@ -98,6 +98,11 @@ impl PyKeyInfo {
     fn prefix(&self) -> &str {
         &self.0.prefix
     }
+    /// `"prefixed"` or `"colon"`.
+    #[getter]
+    fn style(&self) -> &'static str {
+        self.0.style.as_str()
+    }
     #[getter]
     fn account_id(&self) -> &str {
         &self.0.account_id

@@ -399,7 +399,7 @@ impl PyVault {
     }
 
     /// Mint a key: returns `(token, KeyInfo)`. The token is shown once and never again.
-    #[pyo3(signature = (account_id, name, scopes, *, prefix="kl_live", expires_at=None, expires_in=None, operator=false, signing=false, metadata=None))]
+    #[pyo3(signature = (account_id, name, scopes, *, prefix="kl_live", expires_at=None, expires_in=None, operator=false, signing=false, metadata=None, style="prefixed"))]
     #[allow(clippy::too_many_arguments)]
     fn create_key<'py>(
         &self,
@@ -413,8 +413,10 @@ impl PyVault {
         operator: bool,
         signing: bool,
         metadata: Option<&Bound<'_, PyAny>>,
+        style: &str,
     ) -> PyResult<(Bound<'py, PyAny>, PyKeyInfo)> {
         let mut new = NewKey::new(account_id, name, strings_arg(scopes, "scopes")?).prefix(prefix);
+        new.style = style.parse::<crate::TokenStyle>().py(py)?;
         if let Some(at) = expires_at.filter(|o| !o.is_none()) {
             new.expires_at = Some(instant_arg(py, at, "expires_at")?);
         }

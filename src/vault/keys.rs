@@ -16,7 +16,14 @@ impl Vault {
         validate_id(&new.account_id, "account id")?;
         validate_name(&new.name)?;
         let scopes = normalize_scopes(&new.scopes)?;
-        token::validate_prefix(&new.prefix)?;
+        // A colon-style key is stored with an empty prefix (its style; see `token::TokenStyle`).
+        let prefix = match new.style {
+            token::TokenStyle::Prefixed => {
+                token::validate_prefix(&new.prefix)?;
+                new.prefix
+            }
+            token::TokenStyle::Colon => String::new(),
+        };
         let expires_at = match (new.expires_at, new.expires_in_ms) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid("give expires_at or expires_in, not both"));
@@ -40,11 +47,11 @@ impl Vault {
             None
         };
         let metadata = metadata_string(new.metadata)?;
-        let (mut secret, hash, key_id) = inner.mint(&new.prefix)?;
+        let (mut secret, hash, key_id) = inner.mint(&prefix)?;
         let signing_secret = seal_signing_secret(master.as_ref(), &key_id, &mut secret)?;
         let rec = KeyRecord {
             key_id,
-            prefix: new.prefix,
+            prefix,
             account_id: new.account_id,
             name: new.name,
             scopes,
@@ -289,7 +296,8 @@ impl Vault {
 
 impl Inner {
     /// A fresh key id (unused as far as the store knows), a token and its hash. argon2
-    /// runs here, outside any write transaction.
+    /// runs here, outside any write transaction. An empty `prefix` mints a colon-style
+    /// token.
     pub(super) fn mint(&self, prefix: &str) -> Result<(SecretToken, String, String)> {
         let r = self.read()?;
         let mut key_id = token::try_new_key_id()?;
@@ -297,7 +305,7 @@ impl Inner {
             key_id = token::try_new_key_id()?;
         }
         drop(r);
-        let secret = token::mint(prefix, &key_id)?;
+        let secret = token::mint_styled(token::TokenStyle::of_prefix(prefix), prefix, &key_id)?;
         let parsed = token::parse(&secret)
             .ok_or_else(|| Error::Storage("minted token does not parse".into()))?;
         let hash = {
@@ -349,6 +357,7 @@ pub(super) fn key_info(rec: &KeyRecord, last_used_at: Option<Millis>) -> KeyInfo
     KeyInfo {
         key_id: rec.key_id.clone(),
         prefix: rec.prefix.clone(),
+        style: token::TokenStyle::of_prefix(&rec.prefix),
         account_id: rec.account_id.clone(),
         name: rec.name.clone(),
         scopes: rec.scopes.clone(),

@@ -47,7 +47,9 @@ def seed(vault: keyledger.Vault, name: str) -> str:
         vault.add_route(r["method"], r["pattern"], r["scope"], cost=r["cost"])
     key = TABLE["keys"][name]
     vault.create_account("acct", key["credits"])
-    token, info = vault.create_key("acct", name, key["scopes"])
+    style = key.get("style", "prefixed")
+    token, info = vault.create_key("acct", name, key["scopes"], style=style)
+    assert info.style == style and (":" in str(token)) == (style == "colon")
     limit = key.get("ratelimit")
     if limit:
         duration = datetime.timedelta(milliseconds=limit["duration_ms"])

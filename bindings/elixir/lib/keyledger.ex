@@ -394,7 +394,8 @@ defmodule KeyLedger do
   signing secret (64 hex characters) that clients sign requests with (`sign_request/5`);
   an admin can recover it with `reveal_signing_secret/2`. Other keys get `nil`.
 
-  Options: `prefix:` (default `"kl_live"`), `expires_at:` (unix ms or `DateTime`) or
+  Options: `prefix:` (default `"kl_live"`), `style:` (`:prefixed`, the default, or `:colon`
+  for a `<key_id>:<secret>` token without prefix or checksum), `expires_at:` (unix ms or `DateTime`) or
   `expires_in:` (ms), `operator:`, `signing:`, `metadata:` (a map).
   """
   @spec create_key(vault, String.t(), String.t(), [String.t()], keyword) ::
@@ -408,6 +409,7 @@ defmodule KeyLedger do
       %{account_id: string_arg(account_id, :account_id), name: string_arg(name, :name),
         scopes: scopes_arg(scopes)}
       |> put_opt(:prefix, opts[:prefix] && string_arg(opts[:prefix], :prefix))
+      |> put_opt(:style, opts[:style] && style_arg(opts[:style]))
       |> put_opt(:expires_at, opts[:expires_at] && time_arg(opts[:expires_at], :expires_at))
       |> put_opt(:expires_in_ms, opts[:expires_in] && int_arg(opts[:expires_in], :expires_in))
       |> put_opt(:operator, bool_opt(opts, :operator))
@@ -742,7 +744,8 @@ defmodule KeyLedger do
   end
 
   @doc """
-  What logs may show for `token`: `\"<prefix>_<key_id>_…\"` (never the secret). A token
+  What logs may show for `token`: `\"<prefix>_<key_id>_…\"`, or `\"<key_id>:…\"` for a
+  colon-style token (never the secret). A token
   longer than 512 bytes (binary or iolist, the latter never flattened) is `"…"`.
   """
   @spec redact(iodata) :: String.t()
@@ -799,7 +802,7 @@ defmodule KeyLedger do
              key_name auth_method charged replayed ratelimits max remaining reset_ms granted
              refused hourly method pattern scope cost seq time action actor details limit
              retry_after argon2_runs read_txns commits throttled cache_mode duration_ms
-             auto_apply refill amount interval day)
+             auto_apply refill amount interval day style)
   @field_atoms Map.new(@fields, &{&1, String.to_atom(&1)})
   @opaque_fields ["metadata", "details"]
   # Unix ms in the C ABI's JSON, DateTime (UTC, ms precision) here.
@@ -814,6 +817,8 @@ defmodule KeyLedger do
       {"auth_method", "operator"} -> {:auth_method, :operator}
       {"interval", "daily"} -> {:interval, :daily}
       {"interval", "monthly"} -> {:interval, :monthly}
+      {"style", "prefixed"} -> {:style, :prefixed}
+      {"style", "colon"} -> {:style, :colon}
       {k, ms} when k in @time_fields and is_integer(ms) -> {Map.fetch!(@field_atoms, k), datetime(ms)}
       {"hourly", hours} when is_list(hours) -> {:hourly, Enum.map(hours, fn [h, n] -> [datetime(h), n]; o -> o end)}
       {k, v} -> {Map.get(@field_atoms, k, k), atomize(v)}
@@ -823,6 +828,13 @@ defmodule KeyLedger do
   defp atomize(other), do: other
 
   defp datetime(ms), do: DateTime.from_unix!(ms, :millisecond)
+
+  # Token styles.
+  defp style_arg(style) when style in [:prefixed, :colon], do: Atom.to_string(style)
+  defp style_arg(style) when style in ["prefixed", "colon"], do: style
+
+  defp style_arg(other),
+    do: throw({:invalid_argument, "style must be :prefixed or :colon, got #{inspect(other)}"})
 
   defp put_opt(map, _k, nil), do: map
   defp put_opt(map, k, v), do: Map.put(map, k, v)

@@ -41,7 +41,10 @@ defmodule KeyLedger.GateCasesTest do
     for r <- @table["rules"], do: {:ok, _} = KeyLedger.add_route(vault, r["method"], r["pattern"], r["scope"], r["cost"])
     k = @table["keys"][name]
     {:ok, _} = KeyLedger.create_account(vault, "acct", credits: k["credits"])
-    {:ok, %{token: token, key: key}} = KeyLedger.create_key(vault, "acct", name, k["scopes"])
+    style = k["style"] || "prefixed"
+    {:ok, %{token: token, key: key}} = KeyLedger.create_key(vault, "acct", name, k["scopes"], style: style)
+    assert key.style == String.to_existing_atom(style)
+    assert String.contains?(token, ":") == (style == "colon")
 
     if l = k["ratelimit"],
       do: {:ok, _} = KeyLedger.set_ratelimit(vault, l["name"], l["limit"], l["duration_ms"], key_id: key.key_id)

@@ -22,7 +22,10 @@ function seed(name) {
   for (const r of TABLE.rules) vault.addRoute(r.method, r.pattern, r.scope, { cost: r.cost });
   const k = TABLE.keys[name];
   vault.createAccount('acct', { credits: k.credits });
-  const { token, key } = vault.createKey('acct', name, k.scopes);
+  const style = k.style || 'prefixed';
+  const { token, key } = vault.createKey('acct', name, k.scopes, { style });
+  assert.equal(key.style, style);
+  assert.equal(token.includes(':'), style === 'colon');
   if (k.ratelimit) vault.setRatelimit(k.ratelimit.name, k.ratelimit.limit, k.ratelimit.duration_ms, { keyId: key.keyId });
   return { vault, token };
 }

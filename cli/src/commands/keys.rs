@@ -50,6 +50,7 @@ pub fn key(vault: &Vault, cmd: &KeyCmd, out: &Out, now: Millis) -> CliResult {
         KeyCmd::Create(c) => {
             let mut new = NewKey::new(c.account.as_str(), c.name.as_str(), c.scopes.iter())
                 .prefix(c.prefix.as_str())
+                .style(c.style.parse()?)
                 .operator(c.operator)
                 .signing(c.signing);
             if let Some(s) = &c.expires_in {

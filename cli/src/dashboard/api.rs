@@ -15,7 +15,7 @@
 //! | POST | `/api/accounts/{id}/refill` | `set_refill` `{amount, interval, day?}` |
 //! | POST | `/api/accounts/{id}/refill/clear` | `clear_refill` |
 //! | GET | `/api/keys?account=` | `list_keys`, each with `rotatable` (what `rotate_key` accepts) |
-//! | POST | `/api/keys` | `create_key` `{account_id, name, scopes, prefix?, expires_at?, expires_in?, operator?, signing?, metadata?}` → the token, once |
+//! | POST | `/api/keys` | `create_key` `{account_id, name, scopes, prefix?, style? ("prefixed" or "colon"), expires_at?, expires_in?, operator?, signing?, metadata?}` → the token, once |
 //! | GET | `/api/keys/{key_id}` | `key` |
 //! | POST | `/api/keys/{key_id}/revoke` · `/disable` · `/enable` | `revoke_key` · `disable_key` · `enable_key` |
 //! | POST | `/api/keys/{key_id}/rotate` | `rotate_key` `{grace}` (seconds) → the new token, once |
@@ -222,6 +222,9 @@ async fn create_key(State(st): State<AppState>, mut b: JsonObject) -> ApiResult 
     let mut new = NewKey::new(account_id, name, scopes);
     if let Some(p) = b.opt_str("prefix")? {
         new = new.prefix(p.trim());
+    }
+    if let Some(style) = b.opt_str("style")? {
+        new = new.style(style.trim().parse()?);
     }
     if let Some(at) = b.opt_i64("expires_at")? {
         new = new.expires_at(at);

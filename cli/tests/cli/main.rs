@@ -704,3 +704,52 @@ fn rate_limits_and_refills_from_the_command_line() {
         .ok();
     assert!(cleared.json()["refill"].is_null());
 }
+
+// Token styles.
+#[test]
+fn a_colon_style_key_is_created_checked_and_authorized() {
+    let mut cli = Cli::init();
+    setup(&mut cli, "5", &["sms:send"]);
+    let token = cli.create_key(&[
+        "--account",
+        "acct_1",
+        "--name",
+        "voice",
+        "--scope",
+        "sms:send",
+        "--style",
+        "colon",
+    ]);
+    let (key_id, secret) = token.split_once(':').expect("<key_id>:<secret>");
+    assert_eq!((key_id.len(), secret.len()), (8, 40));
+    let r = cli.run(&["check", &token]).ok();
+    assert!(r.stdout.contains(&format!("{key_id}:…")), "{}", r.stdout);
+    cli.run(&["authorize", &token, "--route", SEND]).ok();
+    assert_eq!(cli.credits("acct_1"), 4);
+    let shown = cli.run(&["--json", "key", "show", key_id]).ok().json();
+    assert_eq!(
+        (shown["style"].as_str(), shown["prefix"].as_str()),
+        (Some("colon"), Some(""))
+    );
+    let listed = cli.run(&["key", "list"]).ok();
+    assert!(listed.stdout.contains("(colon)"), "{}", listed.stdout);
+    cli.assert_never_printed(secret);
+    // An unknown style is a usage error (clap's exit 1, naming the styles) and creates nothing.
+    let before = cli.run(&["--json", "key", "list"]).ok().json();
+    let r = cli
+        .run(&[
+            "key",
+            "create",
+            "--account",
+            "acct_1",
+            "--name",
+            "x",
+            "--scope",
+            "sms:send",
+            "--style",
+            "dots",
+        ])
+        .code(1);
+    assert!(r.stderr.contains("prefixed, colon"), "{}", r.stderr);
+    assert_eq!(cli.run(&["--json", "key", "list"]).ok().json(), before);
+}

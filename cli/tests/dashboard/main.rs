@@ -774,3 +774,32 @@ fn a_flood_of_wrong_logins_from_one_address_does_not_lock_out_another() {
     assert_eq!(status, 200, "{body}");
     assert!(body["csrf"].as_str().is_some());
 }
+
+// Token styles.
+#[test]
+fn the_dashboard_creates_a_colon_style_key_that_the_cli_authorizes() {
+    let srv = Server::start(Some(ADMIN), "127.0.0.1:0");
+    let c = srv.admin();
+    c.post("/api/accounts", json!({"id": "acct_42", "credits": "10"}))
+        .ok();
+    let r = c.post(
+        "/api/keys",
+        json!({"account_id": "acct_42", "name": "voice", "scopes": "sms:send", "style": "colon"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let b = r.json();
+    let token = b["token"].as_str().unwrap().to_string();
+    let key_id = b["key"]["key_id"].as_str().unwrap();
+    assert_eq!(b["key"]["style"], "colon");
+    assert!(token.starts_with(&format!("{key_id}:")) && keyledger::looks_like_key(&token));
+    let granted = srv.cli(&["authorize", "-", "--scope", "sms:send"], Some(&token));
+    assert_eq!(granted.code, 0, "{}", granted.stderr);
+    let listed = c.get("/api/keys").ok();
+    assert!(!listed.to_string().contains(&token[9..]));
+    c.post(
+        "/api/keys",
+        json!({"account_id": "acct_42", "name": "bad", "scopes": "sms:send", "style": "Colon"}),
+    )
+    .refused(400, "invalid_argument");
+    assert_eq!(c.get("/api/keys").ok().as_array().unwrap().len(), 1);
+}

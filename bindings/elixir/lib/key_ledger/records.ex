@@ -147,19 +147,21 @@ end
 defmodule KeyLedger.Key do
   @moduledoc """
   A key's public record (never its secret or hash): `key_id`, `account_id`, `name`,
-  `prefix`, `scopes`, `operator`, `signing`, `disabled`, `metadata`, `rotated_from`, and
+  `prefix` (`""` for a colon-style key), `style` (`:prefixed` or `:colon`), `scopes`, `operator`, `signing`, `disabled`, `metadata`, `rotated_from`, and
   the times `created_at`, `expires_at`, `revoked_at`, `last_used_at` (`DateTime` or `nil`).
   """
   use KeyLedger.Record
 
   defstruct [:key_id, :account_id, :name, :prefix, :scopes, :operator, :signing, :disabled,
-             :metadata, :rotated_from, :created_at, :expires_at, :revoked_at, :last_used_at]
+             :metadata, :rotated_from, :created_at, :expires_at, :revoked_at, :last_used_at,
+             :style]
 
   @type t :: %__MODULE__{
           key_id: String.t(),
           account_id: String.t(),
           name: String.t(),
           prefix: String.t(),
+          style: :prefixed | :colon,
           scopes: [String.t()],
           operator: boolean,
           signing: boolean,

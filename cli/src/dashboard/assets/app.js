@@ -316,7 +316,7 @@
       const st = keyStatus(k);
       return h('tr', { class: st === 'active' ? '' : 'inactive', dataset: { keyId: k.key_id, status: st } },
         h('td', {}, h('code', { text: k.key_id })),
-        h('td', {}, h('code', { text: k.prefix })),
+        h('td', {}, h('code', { text: k.style === 'colon' ? '(colon)' : k.prefix })),
         h('td', { text: k.name }),
         h('td', {}, h('a', { href: '/accounts', text: k.account_id })),
         h('td', {}, k.operator ? h('span', { class: 'badge operator', text: 'operator' }) : null,
@@ -341,6 +341,8 @@
       field('Account', select('account_id', accOpts)),
       field('Name', input('name', { placeholder: 'production server', required: true })),
       field('Prefix', input('prefix', { placeholder: 'kl_live', value: 'kl_live' })),
+      field('Token style', select('style', [['prefixed', 'prefixed: <prefix>_<key_id>_<secret>'],
+        ['colon', 'colon: <key_id>:<secret> (no checksum)']])),
       field('Scopes (comma-separated)', input('scopes', { class: 'wide', placeholder: 'sms:send, numbers:read' })),
       field('Expires (local time, optional)', input('expires_at', { type: 'datetime-local' })),
       h('label', { class: 'check' }, input('operator', { type: 'checkbox' }), 'Operator (every scope, never charged)'),
@@ -348,7 +350,7 @@
       h('button', { type: 'submit', text: 'Create key' }),
     ], async (v) => {
       const body = {
-        account_id: v.account_id, name: v.name, prefix: v.prefix, scopes: v.scopes,
+        account_id: v.account_id, name: v.name, prefix: v.prefix, style: v.style, scopes: v.scopes,
         expires_at: localToMs(v.expires_at), operator: v.operator, signing: v.signing,
       };
       const r = await api('POST', '/keys', body);
