@@ -53,6 +53,8 @@ mod authorize;
 mod background;
 mod bulk;
 mod debits;
+// Events and usage reports.
+mod events;
 mod hot;
 mod keys;
 mod ratelimits;
@@ -115,6 +117,8 @@ struct Inner {
     flushing: Flushing,
     master: RwLock<Option<MasterKey>>,
     settings: Settings,
+    /// Events' per-handle state.
+    events: self::events::EventsState,
 }
 
 /// What the vault was opened with that does not change while it is open.
@@ -327,6 +331,7 @@ impl Vault {
                 refusal_retention: options.refusal_retention,
                 single_use_signatures: options.single_use_signatures,
             },
+            events: Default::default(),
         });
         let flusher = spawn_flusher(&inner)?;
         Ok(Vault {
