@@ -17,6 +17,8 @@
 //! again. `Vault::set_event_cursor`/`event_cursor` store such a position in the vault under
 //! a consumer name, shared by every process.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -118,6 +120,17 @@ pub enum ReportBy {
     Day,
 }
 
+impl ReportBy {
+    /// The name of a report's group column: `key_id`, `route` or `day`.
+    pub fn column(self) -> &'static str {
+        match self {
+            ReportBy::Key => "key_id",
+            ReportBy::Route => "route",
+            ReportBy::Day => "day",
+        }
+    }
+}
+
 impl std::str::FromStr for ReportBy {
     type Err = crate::Error;
     fn from_str(s: &str) -> crate::Result<ReportBy> {
@@ -144,4 +157,135 @@ pub struct UsageRow {
     pub calls: u64,
     /// Refused calls of the account's keys.
     pub refusals: u64,
+}
+
+/// Counters this process's handle keeps since it was opened (not the vault's totals:
+/// every process counts its own calls). Grants and refusals are as of the last usage
+/// flush (at most about a second behind).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// Granted calls.
+    pub grants: u64,
+    /// Refused calls by error code.
+    pub refusals: BTreeMap<String, u64>,
+    /// Debits that charged credits, committed.
+    pub debits: u64,
+    /// argon2 verifications run.
+    pub argon2_runs: u64,
+    /// Key lookups the cache could not answer.
+    pub key_cache_misses: u64,
+}
+
+impl Metrics {
+    /// The share of key lookups answered from the cache: 1 − misses / (grants +
+    /// refusals), clamped to 0–1; `None` before any call.
+    pub fn cache_hit_ratio(&self) -> Option<f64> {
+        let calls = self.grants + self.refusals.values().sum::<u64>();
+        (calls > 0).then(|| (1.0 - self.key_cache_misses as f64 / calls as f64).clamp(0.0, 1.0))
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of these counters.
+    pub fn prometheus(&self) -> String {
+        let mut s = String::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            s.push_str(&format!(
+                "# HELP {name} {help} Counted by this process's vault handle since it opened.\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        };
+        counter(
+            "keyledger_grants_total",
+            "Granted calls, as of the last usage flush.",
+            self.grants,
+        );
+        counter(
+            "keyledger_debits_total",
+            "Committed debits that charged credits.",
+            self.debits,
+        );
+        counter(
+            "keyledger_argon2_runs_total",
+            "argon2id verifications run.",
+            self.argon2_runs,
+        );
+        counter(
+            "keyledger_key_cache_misses_total",
+            "Key lookups the cache could not answer.",
+            self.key_cache_misses,
+        );
+        s.push_str(
+            "# HELP keyledger_refusals_total Refused calls by error code, as of the last usage flush. Counted by this process's vault handle since it opened.\n# TYPE keyledger_refusals_total counter\n",
+        );
+        for (code, n) in &self.refusals {
+            s.push_str(&format!(
+                "keyledger_refusals_total{{code=\"{code}\"}} {n}\n"
+            ));
+        }
+        s.push_str(
+            "# HELP keyledger_key_cache_hit_ratio Share of calls whose key came from the cache (1 - misses / calls). Counted by this process's vault handle since it opened.\n# TYPE keyledger_key_cache_hit_ratio gauge\n",
+        );
+        match self.cache_hit_ratio() {
+            Some(r) => s.push_str(&format!("keyledger_key_cache_hit_ratio {r}\n")),
+            None => s.push_str("keyledger_key_cache_hit_ratio NaN\n"),
+        }
+        s
+    }
+}
+
+/// A usage report as RFC 4180 CSV (CRLF lines, a header line `<group>,charged,calls,refusals`).
+/// A field starting with `=`, `+`, `-` or `@` gets a leading `'`, so a spreadsheet never
+/// reads a route as a formula.
+pub fn report_csv(by: ReportBy, rows: &[UsageRow]) -> String {
+    let mut s = format!("{},charged,calls,refusals\r\n", by.column());
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{}\r\n",
+            csv_field(&r.group),
+            r.charged,
+            r.calls,
+            r.refusals
+        ));
+    }
+    s
+}
+
+fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@']) {
+        format!("'{v}")
+    } else {
+        v.to_string()
+    };
+    if v.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting_and_defuses_formulas() {
+        let rows = [
+            UsageRow {
+                group: "GET /a,b".into(),
+                charged: 1,
+                calls: 2,
+                refusals: 3,
+            },
+            UsageRow {
+                group: "=cmd()".into(),
+                ..UsageRow::default()
+            },
+            UsageRow {
+                group: "say \"hi\"".into(),
+                ..UsageRow::default()
+            },
+        ];
+        assert_eq!(
+            report_csv(ReportBy::Route, &rows),
+            "route,charged,calls,refusals\r\n\"GET /a,b\",1,2,3\r\n'=cmd(),0,0,0\r\n\"say \"\"hi\"\"\",0,0,0\r\n"
+        );
+    }
 }

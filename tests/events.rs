@@ -286,3 +286,35 @@ fn usage_reports_count_charges_calls_and_refusals_by_key_route_and_day() {
     ));
     assert!("hour".parse::<ReportBy>().is_err());
 }
+
+#[test]
+fn metrics_count_this_handles_grants_refusals_debits_and_cache_misses() {
+    let (f, token, _key_id) = Fixture::seeded(2, &["sms:send"]);
+    let v = &f.vault;
+    let o = AuthorizeOptions::default();
+    assert_eq!(v.metrics().cache_hit_ratio(), None);
+    for _ in 0..2 {
+        v.authorize(token.expose(), SEND, &o).unwrap();
+    }
+    // 402: no credits left; 403: no such route.
+    assert!(v.authorize(token.expose(), SEND, &o).is_err());
+    assert!(v
+        .authorize(token.expose(), Target::route("GET", "/nowhere"), &o)
+        .is_err());
+    v.debit("acct_42", 0, None).unwrap_err();
+    v.flush().unwrap();
+    let m = v.metrics();
+    assert_eq!(m.grants, 2);
+    assert_eq!(m.debits, 2);
+    assert_eq!(m.refusals.get("insufficient_credits"), Some(&1));
+    assert_eq!(m.refusals.get("route_not_allowed"), Some(&1));
+    assert_eq!(m.key_cache_misses, 1);
+    assert!(m.argon2_runs >= 1);
+    assert_eq!(m.cache_hit_ratio(), Some(0.75));
+    let text = m.prometheus();
+    assert!(text.contains("keyledger_grants_total 2\n"), "{text}");
+    assert!(text.contains("keyledger_refusals_total{code=\"insufficient_credits\"} 1\n"));
+    assert!(text.contains("keyledger_key_cache_hit_ratio 0.75\n"));
+    assert!(text.contains("# HELP keyledger_debits_total"));
+    assert!(text.contains("this process's vault handle"));
+}

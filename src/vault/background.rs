@@ -142,6 +142,9 @@ impl Inner {
         })();
         if result.is_err() {
             self.flushing.pending.restore(drained);
+        } else {
+            // Events: the process counters of `Vault::metrics`.
+            self.events.flushed(&drained);
         }
         result
     }

@@ -43,6 +43,8 @@ impl Inner {
         if let Err(e) = tx.commit(durability) {
             return fail_all(e);
         }
+        // Events: the process counters of `Vault::metrics`.
+        self.events.debited(&results);
         if self.settings.eventual {
             self.flushing.unsynced.store(true, Ordering::Release);
         }

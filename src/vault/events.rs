@@ -13,15 +13,15 @@
 //!   to the cells ([`Inner::flushed_cells`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use super::{
     json, validate_id, Error, Inner, KeyRecord, Matched, Millis, Ordering, Result, Value, Vault,
     WriteTx, HOUR_MS,
 };
 use crate::events::{
-    Event, ReportBy, ReportCell, StoredEvent, UsageRow, ALL_ROUTES, MAX_ALERTS, MAX_EVENTS_PAGE,
-    UNCHARGED_ROUTE,
+    Event, Metrics, ReportBy, ReportCell, StoredEvent, UsageRow, ALL_ROUTES, MAX_ALERTS,
+    MAX_EVENTS_PAGE, UNCHARGED_ROUTE,
 };
 use crate::usage::EventKey;
 
@@ -32,11 +32,43 @@ const EXPIRY_SCAN_EVERY_MS: Millis = 60_000;
 /// Longest consumer name.
 const MAX_CONSUMER: usize = 64;
 
-/// Per-handle state of events.
+/// Per-handle state of events, and the process counters of `Vault::metrics`.
 #[derive(Default)]
 pub(super) struct EventsState {
     /// When this handle may next scan for expiring keys.
     next_expiry_scan: AtomicI64,
+    /// Granted calls, as of the last usage flush.
+    grants: AtomicU64,
+    /// Refused calls by code, as of the last usage flush.
+    refusals: parking_lot::Mutex<BTreeMap<&'static str, u64>>,
+    /// Debits (credits charged > 0) in committed transactions.
+    debits: AtomicU64,
+    /// Key lookups the cache could not answer (a store read).
+    pub(super) key_cache_misses: AtomicU64,
+}
+
+impl EventsState {
+    /// Count a committed usage flush.
+    pub(super) fn flushed(&self, drained: &crate::usage::Drained) {
+        let granted: u64 = drained.usage.iter().map(|u| u.2).sum();
+        self.grants.fetch_add(granted, Ordering::Relaxed);
+        let mut refusals = self.refusals.lock();
+        for (k, agg) in &drained.events {
+            if k.action == crate::audit::AuditAction::AuthRefused {
+                let code = k.code.unwrap_or("unknown");
+                *refusals.entry(code).or_insert(0) += agg.count;
+            }
+        }
+    }
+
+    /// Count the committed debits of a batch.
+    pub(super) fn debited(&self, results: &[Result<crate::credits::Debited>]) {
+        let n = results
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(|d| d.charged > 0))
+            .count();
+        self.debits.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 fn cursor_mark(consumer: &str) -> String {
@@ -95,6 +127,23 @@ pub(super) fn route_label(matched: &Matched<'_>) -> String {
 }
 
 impl Vault {
+    /// This handle's counters (see [`Metrics`]; [`Metrics::prometheus`] renders them).
+    pub fn metrics(&self) -> Metrics {
+        let e = &self.inner.events;
+        Metrics {
+            grants: e.grants.load(Ordering::Relaxed),
+            refusals: e
+                .refusals
+                .lock()
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            debits: e.debits.load(Ordering::Relaxed),
+            argon2_runs: self.stats().argon2_runs,
+            key_cache_misses: e.key_cache_misses.load(Ordering::Relaxed),
+        }
+    }
+
     /// Alert when the account's balance goes from at or above `below` to under it: each
     /// committed credit movement that crosses it writes a `balance_below` event in its own
     /// transaction. Returns the account's thresholds, ascending. Idempotent; at most

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use keyledger::events::{Event, ReportBy, UsageRow};
+use keyledger::events::{Event, ReportBy};
 use keyledger::Vault;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -300,11 +300,7 @@ pub fn report(vault: &Vault, args: &ReportArgs, out: &Out) -> CliResult {
     }
     // Until is exclusive: round it up to the next hour so the current hour is included.
     let rows = vault.usage_report(&args.account_id, since, until.saturating_add(3_599_999), by)?;
-    let group = match by {
-        ReportBy::Key => "key_id",
-        ReportBy::Route => "route",
-        ReportBy::Day => "day",
-    };
+    let group = by.column();
     match format {
         "json" => {
             let text = serde_json::to_string_pretty(&json!({
@@ -317,7 +313,7 @@ pub fn report(vault: &Vault, args: &ReportArgs, out: &Out) -> CliResult {
             .map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))?;
             write_stdout(&format!("{text}\n"))
         }
-        "csv" => write_stdout(&csv(group, &rows)),
+        "csv" => write_stdout(&keyledger::events::report_csv(by, &rows)),
         _ => {
             let table: Vec<Vec<String>> = rows
                 .iter()
@@ -338,62 +334,9 @@ pub fn report(vault: &Vault, args: &ReportArgs, out: &Out) -> CliResult {
     }
 }
 
-/// RFC 4180 CSV with a header line.
-pub fn csv(group: &str, rows: &[UsageRow]) -> String {
-    let mut s = format!("{group},charged,calls,refusals\r\n");
-    for r in rows {
-        s.push_str(&format!(
-            "{},{},{},{}\r\n",
-            csv_field(&r.group),
-            r.charged,
-            r.calls,
-            r.refusals
-        ));
-    }
-    s
-}
-
-fn csv_field(v: &str) -> String {
-    // A leading =, +, - or @ would be a formula in a spreadsheet: quote it with a '.
-    let v = if v.starts_with(['=', '+', '-', '@']) {
-        format!("'{v}")
-    } else {
-        v.to_string()
-    };
-    if v.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", v.replace('"', "\"\""))
-    } else {
-        v
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_quotes_what_needs_quoting_and_defuses_formulas() {
-        let rows = [
-            UsageRow {
-                group: "GET /a,b".into(),
-                charged: 1,
-                calls: 2,
-                refusals: 3,
-            },
-            UsageRow {
-                group: "=cmd()".into(),
-                ..UsageRow::default()
-            },
-            UsageRow {
-                group: "say \"hi\"".into(),
-                ..UsageRow::default()
-            },
-        ];
-        assert_eq!(
-            csv("route", &rows),
-            "route,charged,calls,refusals\r\n\"GET /a,b\",1,2,3\r\n'=cmd(),0,0,0\r\n\"say \"\"hi\"\"\",0,0,0\r\n"
-        );
-    }
 
     #[test]
     fn webhook_urls_are_http_with_an_optional_port() {
