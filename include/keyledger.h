@@ -1239,6 +1239,67 @@ kl_status kl_redact(const char *token,
 const char *kl_version(void);
 
 /*
+ Alert when account `account`'s balance goes from at or above `below` (≥ 1) to under it.
+ On `KL_OK`, `*out_json` receives the account's thresholds, a JSON array ascending (free
+ with `kl_string_free`). Returns `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`,
+ `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_set_alert(const struct kl_vault *v,
+                       const char *account,
+                       size_t account_len,
+                       uint64_t below,
+                       char **out_json);
+
+/*
+ Remove threshold `below` of account `account`. On `KL_OK`, `*out_json` receives
+ `{"removed": bool, "below": [thresholds left]}` (free with `kl_string_free`). Returns
+ `KL_OK`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_remove_alert(const struct kl_vault *v,
+                          const char *account,
+                          size_t account_len,
+                          uint64_t below,
+                          char **out_json);
+
+/*
+ Events numbered above `after`, oldest first, at most `limit` (1–10000): a JSON array of
+ `{"seq","type","time","account_id","key_id","data"}` in `*out_json` (free with
+ `kl_string_free`). Returns `KL_OK`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`,
+ `KL_STORAGE`.
+ */
+kl_status kl_events(const struct kl_vault *v,
+                    uint64_t after,
+                    uint32_t limit,
+                    char **out_json);
+
+/*
+ Acknowledge every event up to `seq` for consumer `consumer` (the cursor only moves
+ forward; `seq` 0 acknowledges nothing and reads the cursor). On `KL_OK`, `*out_cursor`
+ receives the consumer's cursor. Returns `KL_OK`, `KL_INVALID_ARGUMENT`,
+ `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_ack_events(const struct kl_vault *v,
+                        const char *consumer,
+                        size_t consumer_len,
+                        uint64_t seq,
+                        uint64_t *out_cursor);
+
+/*
+ Usage report of account `account` between `since` and `until` (unix ms, hourly cells)
+ grouped by `by` (`key`, `route` or `day`): a JSON array of
+ `{"group","charged","calls","refusals"}` in `*out_json` (free with `kl_string_free`).
+ Returns `KL_OK`, `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_usage_report(const struct kl_vault *v,
+                          const char *account,
+                          size_t account_len,
+                          int64_t since,
+                          int64_t until,
+                          const char *by,
+                          size_t by_len,
+                          char **out_json);
+
+/*
  The message of the last failed `kl_` call on this thread, or `""` when the last call
  succeeded (or there was none). The string belongs to keyledger: do not free it; it
  stays valid until the next `kl_` call that returns a `kl_status` on this thread.

@@ -16,6 +16,8 @@ pub(crate) struct DebitReq {
     pub(crate) now: Millis,
     /// The grant to complete (authorize) — `None` for a management debit.
     pub(crate) grant: Option<Grant>,
+    /// The matched route's label for usage reports (`None`: a management debit).
+    pub(crate) route: Option<String>,
 }
 
 /// Result of one debit inside a batch.

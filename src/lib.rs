@@ -62,6 +62,8 @@ mod usage;
 mod validate;
 mod vault;
 mod webhook;
+// Events and usage reports.
+pub mod events;
 
 pub use crypto::{Argon2Params, ThrottleConfig};
 /// Test hooks (storage that fails on demand, the record decoder for the fuzzer): not API.

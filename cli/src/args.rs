@@ -79,10 +79,15 @@ pub enum Command {
     },
     /// The audit log, newest first.
     Audit(AuditArgs),
-    /// A key's usage: last use, totals, hourly buckets.
+    /// A key's usage: last use, totals, hourly buckets (`keyledger usage KEY_ID`); or an
+    /// account's usage report (`keyledger usage report ACCOUNT`).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Usage {
         /// The key id.
-        key_id: String,
+        #[arg(required = true)]
+        key_id: Option<String>,
+        #[command(subcommand)]
+        report: Option<UsageCmd>,
     },
     /// Whether a string has the format and checksum of a key (no vault access).
     Check {
@@ -132,6 +137,96 @@ pub enum Command {
     /// Import keys from another service; their customers' tokens keep working.
     #[command(subcommand)]
     Import(ImportCmd),
+    // Events and usage reports.
+    /// Low-balance alerts and the event log: thresholds, reading events, expiry notices,
+    /// and a webhook sender (`keyledger events serve --webhook URL`).
+    #[command(subcommand)]
+    Events(EventsCmd),
+}
+
+/// `keyledger usage report`.
+#[derive(Subcommand, Debug)]
+pub enum UsageCmd {
+    /// Credits charged, calls and refusals of an account's keys, by key, route or day.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The account.
+    pub account_id: String,
+    /// From (unix ms, RFC 3339 or a date; default: 30 days ago), rounded down to the hour.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until (default: now); the hour holding it is included.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Group rows by `key`, `route` or `day` (UTC).
+    #[arg(long, default_value = "key")]
+    pub by: String,
+    /// `table` (default), `csv` or `json` (`--json` is `json` too).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCmd {
+    /// Low-balance alert thresholds of an account.
+    #[command(subcommand)]
+    Alert(AlertCmd),
+    /// Events after a sequence number, oldest first.
+    List {
+        /// Only events numbered above this (default 0: from the first).
+        #[arg(long, default_value = "0")]
+        after: String,
+        /// At most this many (1–10000).
+        #[arg(long, default_value = "100")]
+        limit: String,
+    },
+    /// Emit `key_expiring` once per key that expires within SECONDS (`off`: no notices).
+    ExpiryNotice {
+        /// Seconds, or `off`.
+        horizon: String,
+    },
+    /// POST every event to a webhook, signed with KEYLEDGER_WEBHOOK_SECRET (HMAC-SHA256 of
+    /// the body, hex, in `X-Keyledger-Signature`), retrying with exponential backoff until
+    /// it answers 2xx; the position is acknowledged in the vault under the consumer name,
+    /// so a restart resumes after the last delivered event (at least once).
+    Serve {
+        /// An http:// URL (for https, put a TLS-terminating proxy on loopback).
+        #[arg(long)]
+        webhook: String,
+        /// The consumer name the position is stored under.
+        #[arg(long, default_value = "webhook")]
+        consumer: String,
+        /// How often to look for new events, in milliseconds.
+        #[arg(long, default_value = "1000")]
+        poll_ms: String,
+        /// First retry delay in milliseconds; doubles per failure up to 60 s.
+        #[arg(long, default_value = "500")]
+        backoff_ms: String,
+        /// Exit once every event so far is delivered (scripts and tests).
+        #[arg(long)]
+        until_idle: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertCmd {
+    /// Alert when the balance goes below N.
+    Set {
+        account_id: String,
+        #[arg(long)]
+        below: String,
+    },
+    /// Remove the threshold N.
+    Remove {
+        account_id: String,
+        #[arg(long)]
+        below: String,
+    },
+    /// The account's thresholds.
+    List { account_id: String },
 }
 
 /// `keyledger import …`.

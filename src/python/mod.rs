@@ -26,6 +26,8 @@ use crate::{
 
 mod args;
 mod errors;
+// Events and usage reports.
+mod events;
 mod functions;
 mod http;
 mod types;
@@ -47,4 +49,7 @@ mod _keyledger {
         version, PyAccount, PyAuditEntry, PyBalance, PyGrant, PyKeyInfo, PyRateLimit, PyRouteRule,
         PyUsage, PyVault, PyWhoAmI,
     };
+    // Events and usage reports.
+    #[pymodule_export]
+    use super::events::PyEventSubscription;
 }

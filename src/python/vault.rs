@@ -719,6 +719,162 @@ impl PyVault {
             pyq(self.cache_mode())
         )
     }
+    // Events and usage reports (`src/python/events.rs`).
+    /// Alert when the balance goes from at or above `below` to under it; the account's
+    /// thresholds, ascending.
+    fn set_alert(
+        &self,
+        py: Python<'_>,
+        account_id: PyBackedStr,
+        below: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<u64>> {
+        let below = u64_arg(py, below, "below", true)?;
+        py.detach(|| self.vault.set_alert(&account_id, below))
+            .py(py)
+    }
+
+    /// Remove one threshold; whether it existed.
+    fn remove_alert(
+        &self,
+        py: Python<'_>,
+        account_id: PyBackedStr,
+        below: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let below = u64_arg(py, below, "below", false)?;
+        py.detach(|| self.vault.remove_alert(&account_id, below))
+            .py(py)
+    }
+
+    /// The account's alert thresholds, ascending.
+    fn alerts(&self, py: Python<'_>, account_id: PyBackedStr) -> PyResult<Vec<u64>> {
+        py.detach(|| self.vault.alerts(&account_id)).py(py)
+    }
+
+    /// Events numbered above `after`, oldest first (dicts), at most `limit` (1–10000).
+    #[pyo3(signature = (after=None, limit=None))]
+    fn events<'py>(
+        &self,
+        py: Python<'py>,
+        after: Option<&Bound<'_, PyAny>>,
+        limit: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let after = opt_u64_arg(py, after, "after")?.unwrap_or(0);
+        let limit = opt_u64_arg(py, limit, "limit")?.unwrap_or(100);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let events = py.detach(|| self.vault.events(after, limit)).py(py)?;
+        events.iter().map(|e| events::event_to_py(py, e)).collect()
+    }
+
+    /// The last event number `consumer` acknowledged (0: none).
+    fn event_cursor(&self, py: Python<'_>, consumer: PyBackedStr) -> PyResult<u64> {
+        py.detach(|| self.vault.event_cursor(&consumer)).py(py)
+    }
+
+    /// Acknowledge every event up to `seq` for `consumer` (never moves back).
+    fn ack_events(
+        &self,
+        py: Python<'_>,
+        consumer: PyBackedStr,
+        seq: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
+        let seq = u64_arg(py, seq, "seq", false)?;
+        py.detach(|| self.vault.ack_events(&consumer, seq)).py(py)
+    }
+
+    /// `key_expiring` events `horizon` (a `timedelta` or seconds) before keys expire;
+    /// `None` turns them off.
+    fn set_expiry_notice(
+        &self,
+        py: Python<'_>,
+        horizon: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let ms = match horizon {
+            Some(h) if !h.is_none() => {
+                let ms = duration_arg(py, h, "horizon")?;
+                Some(u64::try_from(ms).map_err(|_| invalid(py, "horizon must be positive"))?)
+            }
+            _ => None,
+        };
+        py.detach(|| self.vault.set_expiry_notice(ms)).py(py)
+    }
+
+    /// Scan for expiring keys now; how many `key_expiring` events were written.
+    fn check_expiring_keys(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| self.vault.check_expiring_keys()).py(py)
+    }
+
+    /// Credits charged, calls and refusals of an account's keys between `since` and
+    /// `until` (datetimes or ms; hourly cells), grouped `by` "key", "route" or "day":
+    /// a list of dicts `{group, charged, calls, refusals}`.
+    #[pyo3(signature = (account_id, since, until, by="key"))]
+    fn usage_report<'py>(
+        &self,
+        py: Python<'py>,
+        account_id: PyBackedStr,
+        since: &Bound<'_, PyAny>,
+        until: &Bound<'_, PyAny>,
+        by: &str,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let since = instant_arg(py, since, "since")?;
+        let until = instant_arg(py, until, "until")?;
+        let by: crate::events::ReportBy = by.parse().py(py)?;
+        let rows = py
+            .detach(|| self.vault.usage_report(&account_id, since, until, by))
+            .py(py)?;
+        rows.iter()
+            .map(|r| {
+                let v = serde_json::to_value(r).map_err(|e| invalid(py, e.to_string()))?;
+                value_to_py(py, &v)
+            })
+            .collect()
+    }
+
+    /// This process's counters (grants, refusals by code, debits, argon2 runs, key cache
+    /// misses, cache hit ratio) as a dict.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let m = self.vault.metrics();
+        let mut v = serde_json::to_value(&m).map_err(|e| invalid(py, e.to_string()))?;
+        v["cache_hit_ratio"] = serde_json::json!(m.cache_hit_ratio());
+        value_to_py(py, &v)
+    }
+
+    /// The same counters as Prometheus text.
+    fn metrics_prometheus(&self) -> String {
+        self.vault.metrics().prometheus()
+    }
+
+    /// Call `callback(event)` for every event after `consumer`'s cursor, on a thread of
+    /// its own, acknowledging each after the callback returns (at least once; an
+    /// exception goes to `sys.unraisablehook` and the event is offered again).
+    #[pyo3(signature = (callback, *, consumer="default", poll_interval=1.0))]
+    fn on_event(
+        slf: Py<Self>,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        consumer: &str,
+        poll_interval: f64,
+    ) -> PyResult<events::PyEventSubscription> {
+        if !callback.bind(py).is_callable() {
+            return Err(PyTypeError::new_err("callback must be callable"));
+        }
+        if !(poll_interval.is_finite() && (0.001..=3600.0).contains(&poll_interval)) {
+            return Err(invalid(py, "poll_interval must be 0.001–3600 seconds"));
+        }
+        events::start(
+            py,
+            slf,
+            callback,
+            consumer.to_string(),
+            std::time::Duration::from_secs_f64(poll_interval),
+        )
+    }
+}
+
+impl PyVault {
+    /// The core vault (events' poller thread).
+    pub(super) fn core(&self) -> &crate::Vault {
+        &self.vault
+    }
 }
 
 /// A function of `keyledger._aio` (the async entry points), imported once.

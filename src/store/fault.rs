@@ -249,6 +249,24 @@ impl ReadTxn for FaultyWrite<'_> {
     fn export(&self, sink: &mut dyn FnMut(super::migrate::Row) -> Result<()>) -> Result<()> {
         self.inner.export(sink)
     }
+    // Events and usage reports.
+    fn alerts(&self, account_id: &str) -> Result<Vec<u64>> {
+        self.inner.alerts(account_id)
+    }
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.inner.events_after(after, limit)
+    }
+    fn event_mark(&self, name: &str) -> Result<Option<u64>> {
+        self.inner.event_mark(name)
+    }
+    fn report_cells(
+        &self,
+        account_id: &str,
+        since: Millis,
+        until: Millis,
+    ) -> Result<Vec<crate::events::ReportCell>> {
+        self.inner.report_cells(account_id, since, until)
+    }
 }
 
 impl WriteTxn for FaultyWrite<'_> {
@@ -330,6 +348,23 @@ impl WriteTxn for FaultyWrite<'_> {
         injected(self.faults, "add_usage")?;
         self.inner
             .add_usage(key_id, last_used, granted, refused, hour)
+    }
+    // Events and usage reports.
+    fn put_alerts(&mut self, account_id: &str, thresholds: &[u64]) -> Result<()> {
+        injected(self.faults, "put_alerts")?;
+        self.inner.put_alerts(account_id, thresholds)
+    }
+    fn append_event(&mut self, record: &[u8]) -> Result<u64> {
+        injected(self.faults, "append_event")?;
+        self.inner.append_event(record)
+    }
+    fn put_event_mark(&mut self, name: &str, value: Option<u64>) -> Result<()> {
+        injected(self.faults, "put_event_mark")?;
+        self.inner.put_event_mark(name, value)
+    }
+    fn add_report_cell(&mut self, cell: &crate::events::ReportCell) -> Result<()> {
+        injected(self.faults, "add_report_cell")?;
+        self.inner.add_report_cell(cell)
     }
     fn commit(self: Box<Self>, durability: Durability) -> Result<()> {
         injected(self.faults, "commit")?;

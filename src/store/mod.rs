@@ -210,6 +210,21 @@ pub(crate) trait ReadTxn {
     fn signatures_recorded(&self) -> Result<u64>;
     /// Every stored row, table by table, as stored (`keyledger::migrate`).
     fn export(&self, sink: &mut dyn FnMut(migrate::Row) -> Result<()>) -> Result<()>;
+
+    // Events and usage reports (`crate::events`).
+    /// The alert thresholds of an account, ascending.
+    fn alerts(&self, account_id: &str) -> Result<Vec<u64>>;
+    /// Stored events numbered above `after`, ascending, at most `limit`.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// A named event mark (a consumer's cursor, the expiry horizon, a key's notice).
+    fn event_mark(&self, name: &str) -> Result<Option<u64>>;
+    /// The usage cells of an account with `since <= hour < until`.
+    fn report_cells(
+        &self,
+        account_id: &str,
+        since: Millis,
+        until: Millis,
+    ) -> Result<Vec<crate::events::ReportCell>>;
 }
 
 /// One write transaction: every management change and every debit batch is exactly one.
@@ -259,6 +274,16 @@ pub(crate) trait WriteTxn: ReadTxn {
     ) -> Result<()>;
     /// Store one exported row exactly as given (into a new, empty vault: `migrate`).
     fn import(&mut self, row: &migrate::Row) -> Result<()>;
+
+    // Events and usage reports (`crate::events`).
+    /// Replace an account's alert thresholds (empty: none).
+    fn put_alerts(&mut self, account_id: &str, thresholds: &[u64]) -> Result<()>;
+    /// Append an encoded event; returns its sequence number.
+    fn append_event(&mut self, record: &[u8]) -> Result<u64>;
+    /// Set (`Some`) or delete (`None`) a named event mark.
+    fn put_event_mark(&mut self, name: &str, value: Option<u64>) -> Result<()>;
+    /// Add a usage cell's counts to the stored cell (saturating).
+    fn add_report_cell(&mut self, cell: &crate::events::ReportCell) -> Result<()>;
     /// Commit, invalidating every process's cached copies of what changed.
     fn commit(self: Box<Self>, durability: Durability) -> Result<()>;
     /// Test hook: commit as a writer killed between its two slot bumps would (the touched

@@ -56,6 +56,17 @@ const RATELIMITS: TableDefinition<(&str, &str), (u64, u64, bool)> =
     TableDefinition::new("ratelimits");
 /// Signatures seen (`single_use_signatures`): (t seconds, MAC) → ().
 const SIGNATURES_SEEN: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("signatures_seen");
+// Events and usage reports (`crate::events`).
+/// account_id → its alert thresholds (u64 little-endian, ascending).
+const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
+/// seq → an encoded event.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// name → value: consumers' cursors, the expiry horizon, keys' expiry notices.
+const EVENT_MARKS: TableDefinition<&str, u64> = TableDefinition::new("event_marks");
+/// (account_id, hour, key_id, route) → (charged, charged_calls, calls, refused).
+type ReportKey<'a> = (&'a str, i64, &'a str, &'a str);
+const USAGE_REPORT: TableDefinition<ReportKey, (u64, u64, u64, u64)> =
+    TableDefinition::new("usage_report");
 
 // redb's errors become the crate's `storage` error here (an already-open exclusive vault:
 // `vault_locked`); nothing above the store sees them.
@@ -600,6 +611,88 @@ macro_rules! read_methods {
             });
             Ok(())
         }
+
+        // Events and usage reports. A table an older file never created reads as empty.
+        fn alerts(&self, account_id: &str) -> Result<Vec<u64>> {
+            let t = match self.txn.open_table(ALERTS) {
+                Ok(t) => t,
+                Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let v = t
+                .get(account_id)?
+                .map(|v| {
+                    v.value()
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(v)
+        }
+
+        fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+            let t = match self.txn.open_table(EVENTS) {
+                Ok(t) => t,
+                Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            if after == u64::MAX {
+                return Ok(out);
+            }
+            for row in t.range(after + 1..)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = row?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        }
+
+        fn event_mark(&self, name: &str) -> Result<Option<u64>> {
+            let t = match self.txn.open_table(EVENT_MARKS) {
+                Ok(t) => t,
+                Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let v = t.get(name)?.map(|v| v.value());
+            Ok(v)
+        }
+
+        fn report_cells(
+            &self,
+            account_id: &str,
+            since: Millis,
+            until: Millis,
+        ) -> Result<Vec<crate::events::ReportCell>> {
+            let t = match self.txn.open_table(USAGE_REPORT) {
+                Ok(t) => t,
+                Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            if since >= until {
+                return Ok(out);
+            }
+            for row in t.range((account_id, since, "", "")..(account_id, until, "", ""))? {
+                let (k, v) = row?;
+                let (a, hour, key_id, route) = k.value();
+                let (charged, charged_calls, calls, refused) = v.value();
+                out.push(crate::events::ReportCell {
+                    account_id: a.to_string(),
+                    hour,
+                    key_id: key_id.to_string(),
+                    route: route.to_string(),
+                    charged,
+                    charged_calls,
+                    calls,
+                    refused,
+                });
+            }
+            Ok(out)
+        }
     };
 }
 
@@ -1052,6 +1145,62 @@ impl WriteTxn for RedbWrite {
                     .insert((*secs, mac.as_slice()), ())?;
             }
         }
+        Ok(())
+    }
+
+    // Events and usage reports.
+    fn put_alerts(&mut self, account_id: &str, thresholds: &[u64]) -> Result<()> {
+        let mut t = self.txn.open_table(ALERTS)?;
+        if thresholds.is_empty() {
+            t.remove(account_id)?;
+        } else {
+            let bytes: Vec<u8> = thresholds.iter().flat_map(|v| v.to_le_bytes()).collect();
+            t.insert(account_id, bytes.as_slice())?;
+        }
+        Ok(())
+    }
+
+    fn append_event(&mut self, record: &[u8]) -> Result<u64> {
+        let mut t = self.txn.open_table(EVENTS)?;
+        let seq = match t.last()? {
+            Some((k, _)) => k.value() + 1,
+            None => 1,
+        };
+        t.insert(seq, record)?;
+        Ok(seq)
+    }
+
+    fn put_event_mark(&mut self, name: &str, value: Option<u64>) -> Result<()> {
+        let mut t = self.txn.open_table(EVENT_MARKS)?;
+        match value {
+            Some(v) => {
+                t.insert(name, v)?;
+            }
+            None => {
+                t.remove(name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_report_cell(&mut self, c: &crate::events::ReportCell) -> Result<()> {
+        let mut t = self.txn.open_table(USAGE_REPORT)?;
+        let key = (
+            c.account_id.as_str(),
+            c.hour,
+            c.key_id.as_str(),
+            c.route.as_str(),
+        );
+        let (a, b, d, e) = t.get(key)?.map_or((0, 0, 0, 0), |v| v.value());
+        t.insert(
+            key,
+            (
+                a.saturating_add(c.charged),
+                b.saturating_add(c.charged_calls),
+                d.saturating_add(c.calls),
+                e.saturating_add(c.refused),
+            ),
+        )?;
         Ok(())
     }
 

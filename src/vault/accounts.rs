@@ -137,6 +137,7 @@ impl Vault {
             }),
             now: (inner.settings.clock)(),
             grant: None,
+            route: None,
         })?;
         Ok(Balance {
             account_id: id.to_string(),
@@ -247,6 +248,7 @@ impl Inner {
                 idempotency: None,
                 now,
                 grant: None,
+                route: None,
             })?;
             return Ok((d.credits, d.total));
         }

@@ -386,6 +386,7 @@ impl Inner {
                 }),
                 now,
                 grant: Some(grant.clone()),
+                route: Some(super::events::route_label(matched)),
             };
             match inner.submit_debit(req) {
                 Ok(d) => {

@@ -73,6 +73,8 @@ pub(super) fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, Joi
                     if full {
                         let _ = inner.flush();
                         let _ = inner.prune_idempotency();
+                        // Events: expiry notices (at most one scan a minute).
+                        let _ = inner.expiry_tick();
                     }
                 }));
                 if round.is_err() {
@@ -114,6 +116,8 @@ impl Inner {
                     .unwrap_or(0);
                 tx.add_usage(key_id, *last, *granted, *refused, hour)?;
             }
+            // Usage reports: calls per key, refusals per key and route.
+            self.flushed_cells(&mut tx, &drained.usage, &drained.events)?;
             for (k, agg) in &drained.events {
                 let mut details = json!({ "route": k.route, "count": agg.count });
                 if let Some(code) = k.code {
@@ -138,6 +142,9 @@ impl Inner {
         })();
         if result.is_err() {
             self.flushing.pending.restore(drained);
+        } else {
+            // Events: the process counters of `Vault::metrics`.
+            self.events.flushed(&drained);
         }
         result
     }

@@ -43,6 +43,8 @@ impl Inner {
         if let Err(e) = tx.commit(durability) {
             return fail_all(e);
         }
+        // Events: the process counters of `Vault::metrics`.
+        self.events.debited(&results);
         if self.settings.eventual {
             self.flushing.unsynced.store(true, Ordering::Release);
         }
@@ -91,6 +93,11 @@ impl Inner {
         let left = credits - req.cost;
         if req.cost > 0 {
             tx.put_balance(account, left, total)?;
+            // Events and usage reports: thresholds crossed, the call's usage cell.
+            self.credits_moved(tx, account, credits, left, req.now)?;
+            let key_id = req.grant.as_ref().map_or("", |g| g.key_id.as_str());
+            let route = req.route.as_deref().unwrap_or("(debit)");
+            self.charged_cell(tx, account, key_id, route, req.cost, req.now)?;
         }
         if let Some((scope, k, fingerprint)) = &req.idempotency {
             let grant = req.grant.as_ref().map(|g| {
@@ -166,6 +173,16 @@ impl Inner {
             details: json!({ "amount": refill.amount, "previous": credits, "period_start": start })
                 .to_string(),
         })?;
+        // Events: the refill, and any threshold it crossed downwards.
+        self.record_event(
+            tx,
+            now,
+            "credits_refilled",
+            Some(account),
+            None,
+            json!({ "amount": refill.amount, "previous": credits, "period_start": start }),
+        )?;
+        self.credits_moved(tx, account, credits, refill.amount, now)?;
         Ok((refill.amount, total))
     }
 }

@@ -158,6 +158,10 @@ impl Inner {
             }
             return Ok(Some((Rc::new(HotKey { state, usage }), verified)));
         }
+        // Events: a miss, for `Vault::metrics` (the store is read next anyway).
+        self.events
+            .key_cache_misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let state = {
             let r = self.read()?;
             match r.key(key_id)? {

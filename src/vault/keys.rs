@@ -338,6 +338,17 @@ impl Inner {
             let mut rec = tx.key(key_id)?.ok_or_else(|| not_found_key(key_id))?;
             if let Some((action, details)) = change(&mut rec)? {
                 tx.put_key(&rec)?;
+                if action == AuditAction::KeyRevoked {
+                    // Events: a revocation is one.
+                    self.record_event(
+                        tx,
+                        now,
+                        "key_revoked",
+                        Some(&rec.account_id),
+                        Some(&rec.key_id),
+                        json!({}),
+                    )?;
+                }
                 self.audit(
                     tx,
                     now,

@@ -53,6 +53,8 @@ mod authorize;
 mod background;
 mod bulk;
 mod debits;
+// Events and usage reports.
+mod events;
 mod hot;
 mod import;
 mod keys;
@@ -117,6 +119,8 @@ struct Inner {
     flushing: Flushing,
     master: RwLock<Option<MasterKey>>,
     settings: Settings,
+    /// Events' per-handle state.
+    events: self::events::EventsState,
 }
 
 /// What the vault was opened with that does not change while it is open.
@@ -329,6 +333,7 @@ impl Vault {
                 refusal_retention: options.refusal_retention,
                 single_use_signatures: options.single_use_signatures,
             },
+            events: Default::default(),
         });
         let flusher = spawn_flusher(&inner)?;
         Ok(Vault {

@@ -166,6 +166,7 @@ fn each_debit_in_a_batch_succeeds_or_fails_alone() {
             idempotency: None,
             now: 0,
             grant: None,
+            route: None,
         },
         DebitReq {
             account_id: "a".into(),
@@ -173,6 +174,7 @@ fn each_debit_in_a_batch_succeeds_or_fails_alone() {
             idempotency: None,
             now: 0,
             grant: None,
+            route: None,
         },
         DebitReq {
             account_id: "a".into(),
@@ -180,6 +182,7 @@ fn each_debit_in_a_batch_succeeds_or_fails_alone() {
             idempotency: None,
             now: 0,
             grant: None,
+            route: None,
         },
     ]);
     assert!(matches!(results[0], Err(Error::NotFound(_))));

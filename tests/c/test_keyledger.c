@@ -1281,6 +1281,41 @@ static void test_struct_sizes(const char *base_path) {
     kl_vault_free(v);
 }
 
+/* Events and usage reports: thresholds, the event log, a consumer's cursor, reports. */
+static void test_events(const char *base_path) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.events", base_path);
+    kl_vault *v = NULL;
+    char *json = NULL;
+    uint64_t cursor = 99;
+    CHECK(kl_vault_open(Z(path), Z(OPTIONS), &v) == KL_OK);
+    if (v == NULL) return;
+    CHECK(kl_create_account(v, S("acct_ev"), 10, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    CHECK(kl_set_alert(v, S("acct_ev"), 5, &json) == KL_OK && strcmp(json, "[5]") == 0);
+    kl_string_free(json);
+    expect_invalid(kl_set_alert(v, S("acct_ev"), 0, &json));
+    CHECK(kl_set_alert(v, S("nobody"), 5, &json) == KL_NOT_FOUND);
+    CHECK(kl_debit(v, S("acct_ev"), 6, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    CHECK(kl_events(v, 0, 10, &json) == KL_OK);
+    CHECK(contains(json, "\"type\":\"balance_below\"") && contains(json, "\"threshold\":5"));
+    kl_string_free(json);
+    expect_invalid(kl_events(v, 0, 0, &json));
+    CHECK(kl_ack_events(v, S("c-test"), 0, &cursor) == KL_OK && cursor == 0);
+    CHECK(kl_ack_events(v, S("c-test"), 1, &cursor) == KL_OK && cursor == 1);
+    expect_invalid(kl_ack_events(v, S("bad name"), 1, &cursor));
+    expect_invalid(kl_ack_events(v, S("c-test"), 1, NULL));
+    CHECK(kl_remove_alert(v, S("acct_ev"), 5, &json) == KL_OK);
+    CHECK(contains(json, "\"removed\":true") && contains(json, "\"below\":[]"));
+    kl_string_free(json);
+    CHECK(kl_usage_report(v, S("acct_ev"), 0, 4102444800000LL, S("route"), &json) == KL_OK);
+    CHECK(contains(json, "\"group\":\"(debit)\"") && contains(json, "\"charged\":6"));
+    kl_string_free(json);
+    expect_invalid(kl_usage_report(v, S("acct_ev"), 0, 1, S("hour"), &json));
+    kl_vault_free(v);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s VAULT_PATH\n", argv[0]);
@@ -1835,6 +1870,7 @@ int main(int argc, char **argv) {
     test_http_gate(path);
     test_nonblocking(path);
     test_struct_sizes(path);
+    test_events(path);
 
     printf("c_abi: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -3,6 +3,8 @@
 mod accounts;
 mod admin;
 mod authorize;
+// Events and usage reports.
+mod events;
 mod import;
 mod keys;
 mod routes;
@@ -25,7 +27,12 @@ pub fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
         Command::Whoami { token } => authorize::whoami(vault, token, out),
         Command::Audit(args) => admin::audit(vault, args, out),
         Command::Rekey(args) => admin::rekey(vault, args, out),
-        Command::Usage { key_id } => admin::usage(vault, key_id, out),
+        Command::Usage {
+            report: Some(crate::args::UsageCmd::Report(args)),
+            ..
+        } => events::report(vault, args, out),
+        Command::Usage { key_id, .. } => admin::usage(vault, key_id.as_deref().unwrap_or(""), out),
+        Command::Events(cmd) => events::events(vault, cmd, out),
         Command::Argon2(cmd) => admin::argon2(vault, cmd, out),
         Command::Import(cmd) => import::import(vault, cmd, out),
         Command::Init

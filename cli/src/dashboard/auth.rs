@@ -190,6 +190,31 @@ impl Auth {
         }
     }
 
+    /// A live session cookie, or `Authorization: Bearer <admin token>` (a scraper). A
+    /// wrong bearer token counts as a failed login of `client` (the same throttle);
+    /// `Err(429)` while it is throttled, `Err(401)` when neither is given right.
+    pub fn session_or_bearer(&self, headers: &HeaderMap, client: IpAddr) -> Result<(), StatusCode> {
+        if self.session_csrf(headers).is_some() {
+            return Ok(());
+        }
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return Err(StatusCode::UNAUTHORIZED);
+        };
+        if self.throttled(client) {
+            return Err(StatusCode::TOO_MANY_REQUESTS);
+        }
+        if self.token_matches(given.trim()) {
+            Ok(())
+        } else {
+            self.failed(client);
+            Err(StatusCode::UNAUTHORIZED)
+        }
+    }
+
     fn token_matches(&self, candidate: &str) -> bool {
         let d = blake3::keyed_hash(&self.digest_key, candidate.as_bytes());
         bool::from(d.as_bytes().ct_eq(&self.token_digest))

@@ -15,6 +15,8 @@
 mod api;
 mod auth;
 mod input;
+// Events and usage reports.
+mod reports;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -190,6 +192,7 @@ async fn shutdown_signal() {
 /// The whole application: pages, assets, the JSON API and the layers around them.
 pub fn router(state: AppState) -> Router {
     let api = api::routes()
+        .merge(reports::api_routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_session,
@@ -210,6 +213,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login_page))
         .route("/assets/app.js", get(app_js))
         .route("/assets/app.css", get(app_css))
+        .route("/metrics", get(reports::metrics))
         .merge(pages)
         .nest("/api", api)
         .fallback(not_found)

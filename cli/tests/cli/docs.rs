@@ -18,6 +18,7 @@ const SUBCOMMANDS: &[&str] = &[
     "migrate",
     "completions",
     "man",
+    "events",
 ];
 
 #[test]

@@ -3,6 +3,7 @@
 //! CSRF, every change audited as `dashboard`, no secret in any response but the one that
 //! creates a key, bad input answered with 400 and a JSON body, nothing changed.
 
+mod reports;
 mod support;
 
 use std::io::{Read, Write};

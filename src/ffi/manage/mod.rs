@@ -28,8 +28,12 @@ mod audit;
 
 mod tokens;
 
+// Events and usage reports.
+mod events;
+
 pub use accounts::*;
 pub use audit::*;
+pub use events::*;
 pub use keys::*;
 pub use routes::*;
 pub use tokens::*;

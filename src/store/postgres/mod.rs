@@ -107,7 +107,7 @@ mod tls;
 mod txn;
 
 /// The schema version this keyledger creates and understands.
-pub(crate) const SCHEMA_VERSION: i32 = 4;
+pub(crate) const SCHEMA_VERSION: i32 = 5;
 /// The advisory lock every write transaction holds (and schema migration, session-level).
 const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772; // "keyledgr"
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
@@ -156,6 +156,17 @@ CREATE TABLE IF NOT EXISTS kl_ratelimit_state (key bigint PRIMARY KEY, tat bigin
     // The committed changes by sequence number, for `notify=poll` (see the module docs).
     r#"
 CREATE TABLE kl_changes (seq bigint PRIMARY KEY, body text NOT NULL);
+"#,
+    // Events and usage reports (`crate::events`). Numbered 6 in the merged schema, after
+    // holds' step.
+    r#"
+CREATE TABLE kl_alerts (account_id text COLLATE "C" PRIMARY KEY, thresholds bigint[] NOT NULL);
+CREATE TABLE kl_events (seq bigint PRIMARY KEY, record bytea NOT NULL);
+CREATE TABLE kl_event_marks (name text COLLATE "C" PRIMARY KEY, value bigint NOT NULL);
+CREATE TABLE kl_usage_report (account_id text COLLATE "C" NOT NULL, hour bigint NOT NULL,
+    key_id text COLLATE "C" NOT NULL, route text COLLATE "C" NOT NULL,
+    charged bigint NOT NULL, charged_calls bigint NOT NULL, calls bigint NOT NULL,
+    refused bigint NOT NULL, PRIMARY KEY (account_id, hour, key_id, route));
 "#,
 ];
 /// How many of the newest changes `kl_changes` keeps: each commit that adds one deletes

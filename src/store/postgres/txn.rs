@@ -388,6 +388,66 @@ impl ReadTxn for PgRead {
         }
         Ok(())
     }
+
+    // Events and usage reports.
+    fn alerts(&self, account_id: &str) -> Result<Vec<u64>> {
+        let v: Vec<i64> = self
+            .opt(
+                "SELECT thresholds FROM kl_alerts WHERE account_id = $1",
+                &[&account_id],
+            )?
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        Ok(v.into_iter().map(unsigned).collect())
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .query(
+                "SELECT seq, record FROM kl_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )?
+            .iter()
+            .map(|r| (unsigned(r.get(0)), r.get(1)))
+            .collect())
+    }
+
+    fn event_mark(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self
+            .opt("SELECT value FROM kl_event_marks WHERE name = $1", &[&name])?
+            .map(|r| unsigned(r.get(0))))
+    }
+
+    fn report_cells(
+        &self,
+        account_id: &str,
+        since: Millis,
+        until: Millis,
+    ) -> Result<Vec<crate::events::ReportCell>> {
+        Ok(self
+            .query(
+                "SELECT hour, key_id, route, charged, charged_calls, calls, refused \
+                 FROM kl_usage_report WHERE account_id = $1 AND hour >= $2 AND hour < $3 \
+                 ORDER BY hour, key_id, route",
+                &[&account_id, &since, &until],
+            )?
+            .iter()
+            .map(|r| crate::events::ReportCell {
+                account_id: account_id.to_string(),
+                hour: r.get(0),
+                key_id: r.get(1),
+                route: r.get(2),
+                charged: unsigned(r.get(3)),
+                charged_calls: unsigned(r.get(4)),
+                calls: unsigned(r.get(5)),
+                refused: unsigned(r.get(6)),
+            })
+            .collect())
+    }
 }
 
 impl WriteTxn for PgRead {
@@ -760,6 +820,79 @@ impl WriteTxn for PgRead {
     /// Commit; when anything was touched, first take the next change number, record it
     /// in `kl_changes` and NOTIFY it (delivered at commit), and bump this process's slots
     /// around the commit.
+    // Events and usage reports.
+    fn put_alerts(&mut self, account_id: &str, thresholds: &[u64]) -> Result<()> {
+        if thresholds.is_empty() {
+            self.exec(
+                "DELETE FROM kl_alerts WHERE account_id = $1",
+                &[&account_id],
+            )?;
+            return Ok(());
+        }
+        let t = thresholds
+            .iter()
+            .map(|&v| big(v))
+            .collect::<Result<Vec<i64>>>()?;
+        self.exec(
+            "INSERT INTO kl_alerts (account_id, thresholds) VALUES ($1, $2) \
+             ON CONFLICT (account_id) DO UPDATE SET thresholds = EXCLUDED.thresholds",
+            &[&account_id, &t],
+        )?;
+        Ok(())
+    }
+
+    fn append_event(&mut self, record: &[u8]) -> Result<u64> {
+        // Writers hold the advisory lock: max + 1 is this transaction's own number.
+        let seq: i64 = self
+            .query("SELECT coalesce(max(seq), 0) + 1 FROM kl_events", &[])?
+            .first()
+            .map_or(1, |r| r.get(0));
+        self.exec(
+            "INSERT INTO kl_events (seq, record) VALUES ($1, $2)",
+            &[&seq, &record],
+        )?;
+        Ok(unsigned(seq))
+    }
+
+    fn put_event_mark(&mut self, name: &str, value: Option<u64>) -> Result<()> {
+        match value {
+            Some(v) => {
+                let v = big(v)?;
+                self.exec(
+                    "INSERT INTO kl_event_marks (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    &[&name, &v],
+                )?;
+            }
+            None => {
+                self.exec("DELETE FROM kl_event_marks WHERE name = $1", &[&name])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_report_cell(&mut self, c: &crate::events::ReportCell) -> Result<()> {
+        let n = |v: u64| big(v.min(i64::MAX as u64));
+        let (a, b, d, e) = (
+            n(c.charged)?,
+            n(c.charged_calls)?,
+            n(c.calls)?,
+            n(c.refused)?,
+        );
+        self.exec(
+            "INSERT INTO kl_usage_report \
+             (account_id, hour, key_id, route, charged, charged_calls, calls, refused) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (account_id, hour, key_id, route) DO UPDATE SET \
+             charged = least(kl_usage_report.charged::numeric + EXCLUDED.charged, 9223372036854775807)::bigint, \
+             charged_calls = least(kl_usage_report.charged_calls::numeric + EXCLUDED.charged_calls, 9223372036854775807)::bigint, \
+             calls = least(kl_usage_report.calls::numeric + EXCLUDED.calls, 9223372036854775807)::bigint, \
+             refused = least(kl_usage_report.refused::numeric + EXCLUDED.refused, 9223372036854775807)::bigint",
+            &[&c.account_id, &c.hour, &c.key_id, &c.route, &a, &b, &d, &e],
+        )?;
+        Ok(())
+    }
+
     fn commit(self: Box<Self>, _durability: Durability) -> Result<()> {
         let PgRead {
             conn,
