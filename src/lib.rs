@@ -83,6 +83,8 @@ pub use vault::{
     IDEMPOTENCY_WINDOW_MS,
 };
 pub use vault::{Attempt, WouldBlock};
+// Holds.
+pub use vault::{Hold, HoldState, SettleOptions, DEFAULT_HOLD_TTL_MS, MAX_HOLD_TTL_MS};
 pub use webhook::{sign_webhook, verify_webhook};
 
 pub use store::migrate::{MigrateOptions, MigrateReport};

@@ -35,6 +35,8 @@ from keyledger._errors import (
     StorageError,
     TooManyAttempts,
     VaultClosed,
+    HoldNotFound,
+    HoldSettled,
     VaultLocked,
     WrongMasterKey,
 )
@@ -93,6 +95,8 @@ __all__ = [
     "Usage",
     "Vault",
     "VaultClosed",
+    "HoldNotFound",
+    "HoldSettled",
     "VaultLocked",
     "WhoAmI",
     "WrongMasterKey",

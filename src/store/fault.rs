@@ -249,6 +249,16 @@ impl ReadTxn for FaultyWrite<'_> {
     fn export(&self, sink: &mut dyn FnMut(super::migrate::Row) -> Result<()>) -> Result<()> {
         self.inner.export(sink)
     }
+    // Holds.
+    fn hold(&self, id: &str) -> Result<Option<super::HoldRecord>> {
+        self.inner.hold(id)
+    }
+    fn active_holds(&self, account_id: Option<&str>) -> Result<Vec<super::HoldRecord>> {
+        self.inner.active_holds(account_id)
+    }
+    fn holds_due(&self, now: Millis, max: usize) -> Result<Vec<super::HoldRecord>> {
+        self.inner.holds_due(now, max)
+    }
 }
 
 impl WriteTxn for FaultyWrite<'_> {
@@ -338,5 +348,10 @@ impl WriteTxn for FaultyWrite<'_> {
     #[cfg(test)]
     fn commit_and_die(self: Box<Self>) -> Result<()> {
         self.inner.commit_and_die()
+    }
+    // Holds.
+    fn put_hold(&mut self, rec: &super::HoldRecord) -> Result<()> {
+        injected(self.faults, "put_hold")?;
+        self.inner.put_hold(rec)
     }
 }

@@ -73,6 +73,9 @@ pub(super) fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, Joi
                     if full {
                         let _ = inner.flush();
                         let _ = inner.prune_idempotency();
+                        // Holds past their TTL, released exactly once whichever process
+                        // gets there first.
+                        let _ = inner.expire_due_holds((inner.settings.clock)());
                     }
                 }));
                 if round.is_err() {

@@ -40,8 +40,8 @@ use crate::secrets::{self, MasterKey};
 use crate::shm::{Sidecar, SlotKind};
 use crate::store::records::GrantRecord;
 use crate::store::{
-    file, AccountRecord, AuditRecord, Backend, Generations, IdempotencyRecord, IdempotencyScope,
-    KeyRecord, Meta, ReadTx, WriteTx,
+    file, AccountRecord, AuditRecord, Backend, Generations, HoldRecord, IdempotencyRecord,
+    IdempotencyScope, KeyRecord, Meta, ReadTx, WriteTx,
 };
 use crate::times;
 use crate::token;
@@ -53,6 +53,8 @@ mod authorize;
 mod background;
 mod bulk;
 mod debits;
+// Holds.
+mod holds;
 mod hot;
 mod keys;
 mod ratelimits;
@@ -64,6 +66,8 @@ mod tests;
 pub use self::authorize::{Attempt, WouldBlock};
 use self::authorize::{Halt, Mode, Verifier};
 use self::background::*;
+pub(crate) use self::holds::validate_hold_args;
+pub use self::holds::{Hold, HoldState, SettleOptions, DEFAULT_HOLD_TTL_MS, MAX_HOLD_TTL_MS};
 use self::hot::*;
 use self::keys::*;
 use self::signing::*;

@@ -28,8 +28,13 @@ mod audit;
 
 mod tokens;
 
+// Holds.
+mod holds;
+
 pub use accounts::*;
 pub use audit::*;
 pub use keys::*;
 pub use routes::*;
 pub use tokens::*;
+// Holds.
+pub use holds::*;

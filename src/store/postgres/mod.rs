@@ -105,6 +105,8 @@ mod params;
 mod ratelimit;
 mod tls;
 mod txn;
+// Holds.
+mod holds;
 
 /// The schema version this keyledger creates and understands.
 pub(crate) const SCHEMA_VERSION: i32 = 4;
@@ -156,6 +158,14 @@ CREATE TABLE IF NOT EXISTS kl_ratelimit_state (key bigint PRIMARY KEY, tat bigin
     // The committed changes by sequence number, for `notify=poll` (see the module docs).
     r#"
 CREATE TABLE kl_changes (seq bigint PRIMARY KEY, body text NOT NULL);
+"#,
+    // Holds (see `holds.rs`): every hold record; the active ones indexed by account and
+    // by expiry.
+    r#"
+CREATE TABLE kl_holds (id text COLLATE "C" PRIMARY KEY, account_id text COLLATE "C" NOT NULL,
+    expires_at bigint NOT NULL, active boolean NOT NULL, record bytea NOT NULL);
+CREATE INDEX kl_holds_active_by_account ON kl_holds (account_id, id) WHERE active;
+CREATE INDEX kl_holds_active_by_expiry ON kl_holds (expires_at, id) WHERE active;
 "#,
 ];
 /// How many of the newest changes `kl_changes` keeps: each commit that adds one deletes
