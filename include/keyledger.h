@@ -120,9 +120,15 @@
  */
 #define KL_REFILL_MONTHLY 1
 
+/*
+ The TTL of a hold made by `kl_authorize` with `hold_ttl_ms` 0: 15 minutes.
+ */
+#define KL_HOLD_DEFAULT_TTL_MS 900000
 
-
-
+/*
+ The longest TTL a hold may have: 30 days.
+ */
+#define KL_HOLD_MAX_TTL_MS 2592000000
 
 /*
  `kl_last_would_block()` after a non-blocking call that needs an argon2 run (a CPU-bound

@@ -422,9 +422,7 @@ fn authorize_with_a_hold_grants_with_its_id_and_refuses_hold_with_cost() {
 
 #[test]
 fn holds_survive_a_migration_and_settle_on_the_copy() {
-    if std::env::var("KEYLEDGER_TEST_PG_SUITES").is_ok_and(|s| !s.is_empty()) {
-        return; // `migrate` between backends is tested in tests/postgres.rs.
-    }
+    // Two files, whatever backend the other suites run over.
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
     let clock = common::TestClock::new();

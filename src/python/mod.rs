@@ -27,6 +27,8 @@ use crate::{
 mod args;
 mod errors;
 mod functions;
+// Holds.
+mod holds;
 mod http;
 mod types;
 mod vault;
@@ -34,6 +36,7 @@ mod vault;
 use args::*;
 use errors::*;
 use functions::*;
+use holds::*;
 use types::*;
 use vault::*;
 
@@ -47,4 +50,7 @@ mod _keyledger {
         version, PyAccount, PyAuditEntry, PyBalance, PyGrant, PyKeyInfo, PyRateLimit, PyRouteRule,
         PyUsage, PyVault, PyWhoAmI,
     };
+    // Holds.
+    #[pymodule_export]
+    use super::PyHold;
 }

@@ -289,4 +289,10 @@ native.freeAtThreadExit = (() => {
   }
 })();
 
+// Holds: reserve, settle, release, list (JSON holds out).
+native.kl_hold = fn('kl_hold', 'uint32_t', [V, S, 'size_t', 'uint64_t', 'uint64_t', S, 'size_t', OUT]);
+native.kl_settle = fn('kl_settle', 'uint32_t', [V, S, 'size_t', 'uint64_t', 'uint8_t', S, 'size_t', OUT]);
+native.kl_release = fn('kl_release', 'uint32_t', [V, S, 'size_t', OUT]);
+native.kl_list_holds = fn('kl_list_holds', 'uint32_t', [V, S, 'size_t', OUT]);
+
 module.exports = native;

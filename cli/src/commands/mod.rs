@@ -3,6 +3,8 @@
 mod accounts;
 mod admin;
 mod authorize;
+// Holds.
+mod holds;
 mod keys;
 mod routes;
 
@@ -26,6 +28,8 @@ pub fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
         Command::Rekey(args) => admin::rekey(vault, args, out),
         Command::Usage { key_id } => admin::usage(vault, key_id, out),
         Command::Argon2(cmd) => admin::argon2(vault, cmd, out),
+        // Holds.
+        Command::Holds(cmd) => holds::holds(vault, cmd, out),
         Command::Init
         | Command::Check { .. }
         | Command::Quickstart { .. }

@@ -9,9 +9,13 @@ use super::*;
 use crate::SettleOptions;
 
 /// The TTL of a hold made by `kl_authorize` with `hold_ttl_ms` 0: 15 minutes.
-pub const KL_HOLD_DEFAULT_TTL_MS: u64 = crate::DEFAULT_HOLD_TTL_MS;
+pub const KL_HOLD_DEFAULT_TTL_MS: u64 = 900_000;
 /// The longest TTL a hold may have: 30 days.
-pub const KL_HOLD_MAX_TTL_MS: u64 = crate::MAX_HOLD_TTL_MS;
+pub const KL_HOLD_MAX_TTL_MS: u64 = 2_592_000_000;
+
+// The C constants are literals (cbindgen writes them as they are): the same values.
+const _: () = assert!(KL_HOLD_DEFAULT_TTL_MS == crate::DEFAULT_HOLD_TTL_MS);
+const _: () = assert!(KL_HOLD_MAX_TTL_MS == crate::MAX_HOLD_TTL_MS);
 
 /// Reserve `amount` (> 0) credits of account `id` for `ttl_ms` (1 ms – 30 days); they
 /// come back at `kl_release`, at the TTL, or, less the charge, at `kl_settle`.

@@ -109,7 +109,7 @@ mod txn;
 mod holds;
 
 /// The schema version this keyledger creates and understands.
-pub(crate) const SCHEMA_VERSION: i32 = 4;
+pub(crate) const SCHEMA_VERSION: i32 = 5;
 /// The advisory lock every write transaction holds (and schema migration, session-level).
 const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772; // "keyledgr"
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
