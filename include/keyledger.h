@@ -84,6 +84,12 @@
 #define KL_RATELIMIT_NAME_SIZE 65
 
 /*
+ Size of `kl_grant.hold_id`: hold ids are 29 characters (`hold_` and 24 hex digits),
+ plus the NUL.
+ */
+#define KL_HOLD_ID_SIZE 30
+
+/*
  `kl_grant.auth_method` of an ordinary key (`"apikey"`).
  */
 #define KL_AUTH_APIKEY 0
@@ -113,6 +119,16 @@
  `interval` of `kl_set_refill`: at 00:00 UTC on `day` (1–28) of every month.
  */
 #define KL_REFILL_MONTHLY 1
+
+/*
+ The TTL of a hold made by `kl_authorize` with `hold_ttl_ms` 0: 15 minutes.
+ */
+#define KL_HOLD_DEFAULT_TTL_MS 900000
+
+/*
+ The longest TTL a hold may have: 30 days.
+ */
+#define KL_HOLD_MAX_TTL_MS 2592000000
 
 /*
  `kl_last_would_block()` after a non-blocking call that needs an argon2 run (a CPU-bound
@@ -242,6 +258,15 @@ enum kl_status
    or may not have taken effect; the handle stays usable.
    */
   KL_PANIC = 9001,
+  /*
+   `hold_not_found`, HTTP 404: no hold has this id.
+   */
+  KL_HOLD_NOT_FOUND = 2101,
+  /*
+   `hold_settled`, HTTP 409: the hold is no longer active (settled, released or
+   expired) and the call asks for something other than its recorded outcome.
+   */
+  KL_HOLD_SETTLED = 2102,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -369,6 +394,16 @@ typedef struct kl_authorize_opts {
    that made the call (an event loop whose blocking call ran on a worker thread).
    */
   char **error_body;
+  /*
+   Non-zero: reserve this many credits instead of charging a cost; the grant's
+   `hold_id` names the hold, to settle with `kl_settle`. Not with `has_cost`
+   (`KL_INVALID_ARGUMENT`). 0: no hold.
+   */
+  uint64_t hold;
+  /*
+   The hold's TTL in ms; 0: the default (15 minutes). Only with `hold`.
+   */
+  uint64_t hold_ttl_ms;
 } kl_authorize_opts;
 
 /*
@@ -450,6 +485,10 @@ typedef struct kl_grant {
    seconds from now until then, rounded up).
    */
   int64_t ratelimit_reset_ms;
+  /*
+   The hold this call made (`kl_authorize_opts.hold`); empty otherwise.
+   */
+  char hold_id[KL_HOLD_ID_SIZE];
 } kl_grant;
 
 
@@ -1298,6 +1337,62 @@ kl_status kl_usage_report(const struct kl_vault *v,
                           const char *by,
                           size_t by_len,
                           char **out_json);
+
+/*
+ Reserve `amount` (> 0) credits of account `id` for `ttl_ms` (1 ms – 30 days); they
+ come back at `kl_release`, at the TTL, or, less the charge, at `kl_settle`.
+ `idempotency_key` is optional (NULL: none; a repeat with the same amount and TTL
+ answers the same hold, `"replayed": true`). On `KL_OK`, `*out_json` receives the hold.
+ Returns `KL_OK`, `KL_INSUFFICIENT_CREDITS` (nothing reserved), `KL_IDEMPOTENCY_CONFLICT`,
+ `KL_NOT_FOUND`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_hold(const struct kl_vault *v,
+                  const char *id,
+                  size_t id_len,
+                  uint64_t amount,
+                  uint64_t ttl_ms,
+                  const char *idempotency_key,
+                  size_t idempotency_key_len,
+                  char **out_json);
+
+/*
+ Settle hold `hold_id`: charge `actual` credits and give the rest back. `allow_over`
+ non-zero lets `actual` exceed the hold's amount (the excess comes from the available
+ credits). `idempotency_key` is optional (NULL: none). A repeat of a settle with the same
+ amount answers the recorded outcome (`"replayed": true`). On `KL_OK`, `*out_json`
+ receives the hold. Returns `KL_OK`, `KL_HOLD_NOT_FOUND`, `KL_HOLD_SETTLED` (settled for
+ another amount, released or expired), `KL_INSUFFICIENT_CREDITS` (an excess the account
+ cannot pay; nothing changed), `KL_IDEMPOTENCY_CONFLICT`, `KL_INVALID_ARGUMENT`,
+ `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_settle(const struct kl_vault *v,
+                    const char *hold_id,
+                    size_t hold_id_len,
+                    uint64_t actual,
+                    uint8_t allow_over,
+                    const char *idempotency_key,
+                    size_t idempotency_key_len,
+                    char **out_json);
+
+/*
+ Release hold `hold_id`: every credit goes back. Releasing a released or expired hold
+ answers its record (`"replayed": true`). On `KL_OK`, `*out_json` receives the hold.
+ Returns `KL_OK`, `KL_HOLD_NOT_FOUND`, `KL_HOLD_SETTLED`, `KL_INVALID_ARGUMENT`,
+ `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_release(const struct kl_vault *v,
+                     const char *hold_id,
+                     size_t hold_id_len,
+                     char **out_json);
+
+/*
+ The active holds of account `id` (NULL: of every account) as a JSON array of holds.
+ Returns `KL_OK`, `KL_INVALID_ARGUMENT`, `KL_VAULT_CLOSED`, `KL_STORAGE`.
+ */
+kl_status kl_list_holds(const struct kl_vault *v,
+                        const char *id,
+                        size_t id_len,
+                        char **out_json);
 
 /*
  The message of the last failed `kl_` call on this thread, or `""` when the last call

@@ -53,12 +53,21 @@ pub(crate) enum AuditAction {
     AuthRefused,
     /// Authorizations by operator keys (coalesced per window).
     OperatorAuthorized,
+    // Holds.
+    /// Credits were reserved by a hold.
+    HoldCreated,
+    /// A hold was settled: its charge taken, the rest given back.
+    HoldSettled,
+    /// A hold was released by a call: every credit given back.
+    HoldReleased,
+    /// A hold reached its TTL unsettled: every credit given back.
+    HoldExpired,
 }
 
 impl AuditAction {
     /// Every action.
     #[cfg(test)]
-    pub(crate) const ALL: [AuditAction; 23] = [
+    pub(crate) const ALL: [AuditAction; 27] = [
         AuditAction::AccountCreated,
         AuditAction::CreditsAdded,
         AuditAction::CreditsDebited,
@@ -82,6 +91,10 @@ impl AuditAction {
         AuditAction::Argon2ParamsChanged,
         AuditAction::AuthRefused,
         AuditAction::OperatorAuthorized,
+        AuditAction::HoldCreated,
+        AuditAction::HoldSettled,
+        AuditAction::HoldReleased,
+        AuditAction::HoldExpired,
     ];
 
     /// The stored (and displayed) name of the action.
@@ -110,6 +123,10 @@ impl AuditAction {
             AuditAction::Argon2ParamsChanged => "argon2_params_changed",
             AuditAction::AuthRefused => "auth_refused",
             AuditAction::OperatorAuthorized => "operator_authorized",
+            AuditAction::HoldCreated => "hold_created",
+            AuditAction::HoldSettled => "hold_settled",
+            AuditAction::HoldReleased => "hold_released",
+            AuditAction::HoldExpired => "hold_expired",
         }
     }
 }
@@ -126,7 +143,7 @@ mod tests {
 
     /// Each action's string as stored in existing vault files: changing one would split
     /// the history of old and new entries and break every filter on it.
-    const PINNED: [(AuditAction, &str); 23] = [
+    const PINNED: [(AuditAction, &str); 27] = [
         (AccountCreated, "account_created"),
         (CreditsAdded, "credits_added"),
         (CreditsDebited, "credits_debited"),
@@ -150,6 +167,10 @@ mod tests {
         (Argon2ParamsChanged, "argon2_params_changed"),
         (AuthRefused, "auth_refused"),
         (OperatorAuthorized, "operator_authorized"),
+        (HoldCreated, "hold_created"),
+        (HoldSettled, "hold_settled"),
+        (HoldReleased, "hold_released"),
+        (HoldExpired, "hold_expired"),
     ];
 
     #[test]

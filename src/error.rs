@@ -109,6 +109,14 @@ pub enum Error {
     /// in each worker process instead.
     #[error("vault handle is closed: {0}")]
     VaultClosed(String),
+    // Holds.
+    /// No hold has this id (it was never made here, or a finished one was pruned).
+    #[error("hold {0:?} not found")]
+    HoldNotFound(String),
+    /// The hold is no longer active (settled, released, or expired), and this call asks
+    /// for something other than its recorded outcome. The message says which.
+    #[error("{0}")]
+    HoldSettled(String),
 }
 
 /// The result type of every keyledger call.
@@ -137,6 +145,8 @@ impl Error {
             Error::Storage(_) => "storage",
             Error::VaultLocked => "vault_locked",
             Error::VaultClosed(_) => "vault_closed",
+            Error::HoldNotFound(_) => "hold_not_found",
+            Error::HoldSettled(_) => "hold_settled",
         }
     }
 
@@ -150,10 +160,11 @@ impl Error {
             | Error::InvalidSignature => 401,
             Error::InsufficientCredits { .. } => 402,
             Error::MissingScope { .. } | Error::RouteNotAllowed => 403,
-            Error::NotFound(_) => 404,
+            Error::NotFound(_) | Error::HoldNotFound(_) => 404,
             Error::AlreadyExists(_)
             | Error::IdempotencyConflict
-            | Error::DuplicateRequest { .. } => 409,
+            | Error::DuplicateRequest { .. }
+            | Error::HoldSettled(_) => 409,
             Error::InvalidArgument(_) | Error::AmbiguousPath(_) => 400,
             Error::RateLimited { .. } | Error::TooManyAttempts { .. } => 429,
             Error::WrongMasterKey

@@ -52,12 +52,17 @@ pub enum ErrorCode {
     VaultLocked,
     /// `vault_closed` (HTTP 500).
     VaultClosed,
+    // Holds.
+    /// `hold_not_found` (HTTP 404).
+    HoldNotFound,
+    /// `hold_settled` (HTTP 409).
+    HoldSettled,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order. (A function, not an associated constant, which
     /// cbindgen would put in the C header.)
-    pub fn all() -> [ErrorCode; 19] {
+    pub fn all() -> [ErrorCode; 21] {
         [
             ErrorCode::InvalidApiKey,
             ErrorCode::ApiKeyInactive,
@@ -78,6 +83,8 @@ impl ErrorCode {
             ErrorCode::Storage,
             ErrorCode::VaultLocked,
             ErrorCode::VaultClosed,
+            ErrorCode::HoldNotFound,
+            ErrorCode::HoldSettled,
         ]
     }
 
@@ -103,6 +110,8 @@ impl ErrorCode {
             ErrorCode::Storage => "storage",
             ErrorCode::VaultLocked => "vault_locked",
             ErrorCode::VaultClosed => "vault_closed",
+            ErrorCode::HoldNotFound => "hold_not_found",
+            ErrorCode::HoldSettled => "hold_settled",
         }
     }
 }
@@ -136,6 +145,8 @@ impl Error {
             Error::Storage(_) => ErrorCode::Storage,
             Error::VaultLocked => ErrorCode::VaultLocked,
             Error::VaultClosed(_) => ErrorCode::VaultClosed,
+            Error::HoldNotFound(_) => ErrorCode::HoldNotFound,
+            Error::HoldSettled(_) => ErrorCode::HoldSettled,
         }
     }
 }
@@ -181,6 +192,8 @@ mod tests {
             Error::Storage("s".into()),
             Error::VaultLocked,
             Error::VaultClosed("c".into()),
+            Error::HoldNotFound("h".into()),
+            Error::HoldSettled("h".into()),
         ]
     }
 

@@ -92,6 +92,8 @@ pub use vault::{
 pub use vault::{Attempt, WouldBlock};
 // Importing keys from other services (drf-api-key, Unkey).
 pub use vault::{ImportReport, ImportedAccount, ImportedKey, IMPORT_METADATA_KEY};
+// Holds.
+pub use vault::{Hold, HoldState, SettleOptions, DEFAULT_HOLD_TTL_MS, MAX_HOLD_TTL_MS};
 pub use webhook::{sign_webhook, verify_webhook};
 
 pub use store::migrate::{MigrateOptions, MigrateReport};

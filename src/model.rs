@@ -55,10 +55,17 @@ pub struct Refill {
 pub struct Balance {
     /// The account.
     pub account_id: String,
-    /// Credits available now.
+    /// The account's credits, including those reserved by active holds
+    /// (`available + held`). Without holds, what a call can spend.
     pub credits: u64,
     /// Lifetime credits added.
     pub total_credits: u64,
+    /// Credits reserved by active holds (released at settle, release or TTL).
+    #[serde(default)]
+    pub held: u64,
+    /// Credits a debit or a new hold can take now (`credits - held`).
+    #[serde(default)]
+    pub available: u64,
 }
 
 /// The public view of a key. It never holds the secret or its hash.
@@ -155,6 +162,9 @@ pub struct Grant {
     pub replayed: bool,
     /// The rate limits applied to this call.
     pub ratelimits: Vec<RateLimitStatus>,
+    /// The hold this call made (`AuthorizeOptions::hold`); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<String>,
 }
 
 /// What `whoami(token)` returns: who the token belongs to and what the account has left.

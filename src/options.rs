@@ -229,6 +229,15 @@ pub struct AuthorizeOptions<'a> {
     /// `/send?to=A`), for signatures: a signature covers `path?query`. Routes only; `None`
     /// when the path given carries its own query or there is none.
     pub query: Option<&'a str>,
+    // Holds.
+    /// Reserve this many credits (> 0) instead of charging a cost: the grant carries the
+    /// new hold's `hold_id`, to settle with [`crate::Vault::settle`] once the real cost is
+    /// known. Not with `cost` (`invalid_argument`), nor with an operator key. The
+    /// idempotency key, if any, is the hold's.
+    pub hold: Option<u64>,
+    /// The hold's TTL in ms (default [`crate::DEFAULT_HOLD_TTL_MS`], at most
+    /// [`crate::MAX_HOLD_TTL_MS`]); only with `hold`.
+    pub hold_ttl_ms: Option<u64>,
 }
 
 /// What [`Vault::authorize`] answers when an idempotency key repeats an earlier call

@@ -109,6 +109,21 @@ pub(crate) fn validate_authorize_args(
     if options.limit_cost == Some(0) {
         return Err(Error::invalid("limit_cost must be positive"));
     }
+    // Holds.
+    if options.hold.is_some() && options.cost.is_some() {
+        return Err(Error::invalid(
+            "give hold or cost, not both: a hold is charged when it is settled",
+        ));
+    }
+    if options.hold_ttl_ms.is_some() && options.hold.is_none() {
+        return Err(Error::invalid("hold_ttl_ms needs hold"));
+    }
+    if let Some(amount) = options.hold {
+        crate::vault::validate_hold_args(
+            amount,
+            options.hold_ttl_ms.unwrap_or(crate::DEFAULT_HOLD_TTL_MS),
+        )?;
+    }
     if let Some(q) = options.query {
         match target {
             Target::Route { path, .. } if path.contains('?') => {

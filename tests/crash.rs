@@ -123,9 +123,16 @@ struct Model {
     acked_calls: u64,
     in_flight_landed: u64,
     in_flight_lost: u64,
+    /// Holds: the active holds (id → amount).
+    holds: BTreeMap<String, u64>,
 }
 
 impl Model {
+    /// Credits reserved by the active holds.
+    fn held(&self) -> u64 {
+        self.holds.values().sum()
+    }
+
     fn apply(&mut self, ack: &str) {
         self.acked_calls += 1;
         let w: Vec<&str> = ack.split(' ').collect();
@@ -134,7 +141,11 @@ impl Model {
                 let c: u64 = w[1].parse().unwrap();
                 self.credits -= c;
                 self.acked_debits += c;
-                assert_eq!(w[2].parse::<u64>().unwrap(), self.credits, "grant credits");
+                assert_eq!(
+                    w[2].parse::<u64>().unwrap(),
+                    self.credits - self.held(),
+                    "grant credits"
+                );
             }
             "idem" => {
                 let (charged, replayed, k) = (w[1].parse::<u64>().unwrap(), w[2] == "true", w[3]);
@@ -172,6 +183,19 @@ impl Model {
             }
             "revoke" => self.keys.get_mut(w[1]).unwrap().revoked = true,
             "toggle" => self.keys.get_mut(w[1]).unwrap().disabled = w[2] == "true",
+            // Holds: a reservation moves no owned credit; its settle charges.
+            "hold" => {
+                let prev = self.holds.insert(w[2].to_string(), w[1].parse().unwrap());
+                assert!(prev.is_none(), "a hold acknowledged twice");
+            }
+            "settle" => {
+                let charged: u64 = w[1].parse().unwrap();
+                self.holds
+                    .remove(w[2])
+                    .expect("a settle of an unknown hold");
+                self.credits -= charged;
+                self.acked_debits += charged;
+            }
             other => panic!("unknown ack {other}"),
         }
     }
@@ -246,6 +270,36 @@ impl Model {
                     self.keys.get_mut(w[2]).unwrap().disabled = keys[w[2]].disabled;
                     landed
                 }
+                // Holds: landed iff held grew by `c` (then exactly one hold is new).
+                "hold" => {
+                    assert!(b.held == self.held() || b.held == self.held() + c);
+                    let new: Vec<_> = v
+                        .holds(Some("a"))
+                        .unwrap()
+                        .into_iter()
+                        .filter(|h| !self.holds.contains_key(&h.hold_id))
+                        .collect();
+                    assert_eq!(new.len(), usize::from(b.held != self.held()));
+                    for h in &new {
+                        assert_eq!(h.amount, c);
+                        self.holds.insert(h.hold_id.clone(), c);
+                    }
+                    !new.is_empty()
+                }
+                // Landed iff the hold is settled, for exactly `c`; otherwise still active.
+                "settle" => {
+                    let h = v.get_hold(w[2]).unwrap();
+                    let landed = h.state == keyledger::HoldState::Settled;
+                    if landed {
+                        assert_eq!(h.charged, c);
+                        self.holds.remove(w[2]);
+                        self.credits -= c;
+                        self.acked_debits += c;
+                    } else {
+                        assert_eq!(h.state, keyledger::HoldState::Active);
+                    }
+                    landed
+                }
                 other => panic!("unknown intent {other}"),
             };
             if matches!(w[0], "auth" | "debit" | "idem" | "topup") {
@@ -262,6 +316,9 @@ impl Model {
         }
         // The invariant: balance + debits == initial + top-ups, exactly.
         assert_eq!(b.credits, self.credits, "balance differs from the model");
+        // Holds: nothing held is lost or released twice.
+        assert_eq!(b.held, self.held(), "held credits differ from the model");
+        assert_eq!(b.available, b.credits - b.held);
         assert_eq!(
             b.total_credits, self.total,
             "total credits differ from the model"
@@ -373,7 +430,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_debit_or_change() {
             let r = s.ask(&format!("AUTH {}", token.expose()));
             assert_eq!(
                 r,
-                format!("OK {}", model.credits),
+                format!("OK {}", model.credits - model.held()),
                 "server before round {round}"
             );
             for (_, k) in model.keys.iter().rev().take(3) {
@@ -383,6 +440,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_debit_or_change() {
             }
         }
         let credits_before = model.credits;
+        let available_before = model.credits - model.held();
         let mut env = vec![
             ("KL_ROLE", "worker".to_string()),
             ("KL_PATH", path.clone()),
@@ -455,7 +513,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_debit_or_change() {
                         .into_iter()
                         .map(String::from),
                 )
-                .chain(std::iter::once(format!("OK {credits_before}")))
+                .chain(std::iter::once(format!("OK {available_before}")))
                 .collect();
             server_answer(
                 s,
@@ -471,7 +529,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_debit_or_change() {
                 } else if k.disabled {
                     "ERR api_key_inactive".to_string()
                 } else {
-                    format!("OK {}", model.credits)
+                    format!("OK {}", model.credits - model.held())
                 };
                 server_answer(
                     s,

@@ -168,7 +168,7 @@ mod over_postgres {
     }
 
     /// The schema version this keyledger creates.
-    const SCHEMA_VERSION: &str = "5";
+    const SCHEMA_VERSION: &str = "6";
 
     /// `url` with a keyledger parameter added.
     fn with_param(url: &str, param: &str) -> String {

@@ -205,8 +205,27 @@ export interface Account {
 
 export interface Balance {
   accountId: string;
+  /** Everything the account owns, held credits included. */
   credits: AmountOut;
   totalCredits: AmountOut;
+  /** Credits reserved by active holds. */
+  held: AmountOut;
+  /** Credits a call can spend now (`credits - held`). */
+  available: AmountOut;
+}
+
+/** Credits reserved until settled, released or expired (`Vault.hold`). */
+export interface Hold {
+  holdId: string;
+  accountId: string;
+  keyId: string | null;
+  amount: AmountOut;
+  charged: AmountOut;
+  state: 'active' | 'settled' | 'released' | 'expired';
+  createdAt: Date;
+  expiresAt: Date;
+  finishedAt: Date | null;
+  replayed: boolean;
 }
 
 export interface KeyInfo {
@@ -392,6 +411,14 @@ export class Vault {
   /** `debit` on a libuv worker thread: the event loop stays free during argon2 or the commit. */
   debitAsync(id: string, amount: Amount, options?: { idempotencyKey?: string }): Promise<Balance>;
   balance(id: string): Balance;
+  // Holds.
+  hold(accountId: string, amount: Amount, options?: { ttlMs?: Amount; idempotencyKey?: string }): Hold;
+  holdAsync(accountId: string, amount: Amount, options?: { ttlMs?: Amount; idempotencyKey?: string }): Promise<Hold>;
+  settle(holdId: string, actual: Amount, options?: { allowOver?: boolean; idempotencyKey?: string }): Hold;
+  settleAsync(holdId: string, actual: Amount, options?: { allowOver?: boolean; idempotencyKey?: string }): Promise<Hold>;
+  release(holdId: string): Hold;
+  releaseAsync(holdId: string): Promise<Hold>;
+  listHolds(accountId?: string): Hold[];
 
   createKey(accountId: string, name: string, scopes: string[], options?: CreateKeyOptions): NewKey;
   /**

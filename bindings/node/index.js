@@ -549,6 +549,27 @@ const PLANS = {
     };
     return { f: native.kl_set_argon2_params, args: [u32('m_kib'), u32('t'), u32('p')], outs: 0, finish: () => undefined };
   },
+  // Holds.
+  hold(accountId, amount, options) {
+    str('accountId', accountId);
+    const n = u64('amount', amount);
+    const o = opts('options', options);
+    const ttl = o.ttlMs === undefined || o.ttlMs === null ? C.KL_HOLD_DEFAULT_TTL_MS : u64('ttlMs', o.ttlMs);
+    const key = optStr('idempotencyKey', o.idempotencyKey);
+    return { f: native.kl_hold, args: [accountId, blen(accountId), n, ttl, key, key === null ? 0 : blen(key)], outs: 1, finish: json1 };
+  },
+  settle(holdId, actual, options) {
+    str('holdId', holdId);
+    const n = u64('actual', actual);
+    const o = opts('options', options);
+    if (o.allowOver !== undefined && typeof o.allowOver !== 'boolean') throw invalid('allowOver must be a boolean');
+    const key = optStr('idempotencyKey', o.idempotencyKey);
+    return { f: native.kl_settle, args: [holdId, blen(holdId), n, o.allowOver ? 1 : 0, key, key === null ? 0 : blen(key)], outs: 1, finish: json1 };
+  },
+  release(holdId) {
+    str('holdId', holdId);
+    return { f: native.kl_release, args: [holdId, blen(holdId)], outs: 1, finish: json1 };
+  },
 };
 
 function keyPlan(f, keyId) {
@@ -1011,6 +1032,49 @@ class Vault {
   balance(id) {
     str('id', id);
     check(native.kl_balance(this.#handle(), id, blen(id), outA));
+    return takeJson(outA[0]);
+  }
+
+  // ---------------------------------------------------------------------- holds
+
+  /**
+   * Reserve `amount` credits of an account (`{ ttlMs, idempotencyKey }`; default TTL 15
+   * minutes): a hold `{ hold_id, account_id, amount, state, expires_at, ... }`. Refused
+   * with `insufficient_credits` (402) when fewer are available.
+   */
+  hold(accountId, amount, options) {
+    return this.#run(PLANS.hold(accountId, amount, options));
+  }
+
+  /** `hold` on a libuv worker thread: a Promise of the same result. */
+  holdAsync(accountId, amount, options) {
+    return this.#runAsync(() => PLANS.hold(accountId, amount, options));
+  }
+
+  /** Charge `actual` credits of a hold and give the rest back (`{ allowOver, idempotencyKey }`). */
+  settle(holdId, actual, options) {
+    return this.#run(PLANS.settle(holdId, actual, options));
+  }
+
+  /** `settle` on a libuv worker thread: a Promise of the same result. */
+  settleAsync(holdId, actual, options) {
+    return this.#runAsync(() => PLANS.settle(holdId, actual, options));
+  }
+
+  /** Give every credit of a hold back. */
+  release(holdId) {
+    return this.#run(PLANS.release(holdId));
+  }
+
+  /** `release` on a libuv worker thread: a Promise of the same result. */
+  releaseAsync(holdId) {
+    return this.#runAsync(() => PLANS.release(holdId));
+  }
+
+  /** The active holds of an account (or of every account, with no argument). */
+  listHolds(accountId) {
+    const id = optStr('accountId', accountId);
+    check(native.kl_list_holds(this.#handle(), id, id === null ? 0 : blen(id), outA));
     return takeJson(outA[0]);
   }
 

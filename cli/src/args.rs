@@ -142,6 +142,10 @@ pub enum Command {
     /// and a webhook sender (`keyledger events serve --webhook URL`).
     #[command(subcommand)]
     Events(EventsCmd),
+    // Holds.
+    /// Holds: reserve credits now, charge the real cost later (settle), or give them back.
+    #[command(subcommand)]
+    Holds(HoldsCmd),
 }
 
 /// `keyledger usage report`.
@@ -260,6 +264,46 @@ pub enum ImportCmd {
     /// Imported keys not used since the import (still holding their imported hash).
     Pending {
         /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+// Holds.
+#[derive(Subcommand, Debug)]
+pub enum HoldsCmd {
+    /// Reserve credits of an account until settled, released or the TTL runs out.
+    Create {
+        account: String,
+        /// Credits to reserve (> 0).
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        /// Seconds until the hold is released if not settled (default 900, at most 30 days).
+        #[arg(long, default_value = "900", allow_hyphen_values = true)]
+        ttl: String,
+        /// A repeat with the same amount and TTL answers the same hold.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Charge the actual cost of a hold and give the rest back.
+    Settle {
+        hold_id: String,
+        /// Credits to charge (at most the hold's amount unless --allow-over).
+        #[arg(allow_hyphen_values = true)]
+        actual: String,
+        /// Allow charging more than the hold, from the available credits.
+        #[arg(long)]
+        allow_over: bool,
+        /// A repeat with the same amount answers the recorded outcome.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Give every credit of a hold back.
+    Release { hold_id: String },
+    /// One hold, in any state.
+    Show { hold_id: String },
+    /// The active holds (of one account with --account).
+    List {
         #[arg(long)]
         account: Option<String>,
     },

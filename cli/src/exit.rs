@@ -12,8 +12,8 @@ Exit codes:
   3  refused 403 (missing_scope, route_not_allowed; `route match` with no rule)
   4  refused 402 (insufficient_credits)
   5  refused 429 (rate_limited, too_many_attempts)
-  6  not_found (also: no vault at --vault; run `keyledger init`)
-  7  already_exists
+  6  not_found, hold_not_found (also: no vault at --vault; run `keyledger init`)
+  7  already_exists, hold_settled
   8  invalid_argument (zero, negative or over-u64 amounts, bad metadata JSON, ...)
   9  storage, vault_locked, wrong_master_key, vault_closed
 
@@ -55,8 +55,8 @@ pub fn code_exit(code: ErrorCode) -> u8 {
         ErrorCode::MissingScope | ErrorCode::RouteNotAllowed => 3,
         ErrorCode::InsufficientCredits => 4,
         ErrorCode::RateLimited | ErrorCode::TooManyAttempts => 5,
-        ErrorCode::NotFound => 6,
-        ErrorCode::AlreadyExists => 7,
+        ErrorCode::NotFound | ErrorCode::HoldNotFound => 6,
+        ErrorCode::AlreadyExists | ErrorCode::HoldSettled => 7,
         ErrorCode::InvalidArgument => 8,
         ErrorCode::Storage
         | ErrorCode::VaultLocked

@@ -167,6 +167,14 @@ fuzz_target!(|data: &[u8]| {
                     } else {
                         ptr::null_mut()
                     },
+                    // Holds: a fuzzed hold (with and without a cost, which is refused)
+                    // and TTL (0: the default; above 30 days: refused).
+                    hold: u64::from(field(7).get(1).copied().unwrap_or(0) & 0x03),
+                    hold_ttl_ms: match field(7).get(2).map(|b| b % 3) {
+                        Some(1) => 1,
+                        Some(2) => u64::MAX,
+                        _ => 0,
+                    },
                 };
                 let mut g: kl_grant = std::mem::zeroed();
                 let (m, ml) = c(field(1));

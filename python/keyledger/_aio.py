@@ -49,6 +49,12 @@ async def authorize(vault: "Vault", args: Tuple[Any, ...], kwargs: Dict[str, Any
     return grant
 
 
+async def call(vault: "Vault", name: str, args: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]]) -> Any:
+    """``Vault.hold_async``, ``settle_async``, ``release_async``: the method ``name`` in a
+    worker thread (each writes one transaction)."""
+    return await run_sync(functools.partial(getattr(vault, name), *args, **(kwargs or {})))
+
+
 async def authorize_http(vault: "Vault", method: str, target: Any, options: Dict[str, Any]) -> Outcome:
     """``Vault.authorize_http_async``: ``try_authorize_http`` inline, ``authorize_http``
     in a thread on would-block."""

@@ -132,6 +132,16 @@ class VaultClosed(KeyLedgerError):
     """``vault_closed``: the vault was closed, or was opened before ``os.fork()``."""
 
 
+# Holds.
+class HoldNotFound(KeyLedgerError):
+    """404 ``hold_not_found``: no hold has this id."""
+
+
+class HoldSettled(ConflictError):
+    """409 ``hold_settled``: the hold is no longer active (settled, released or expired)
+    and the call asks for something other than its recorded outcome."""
+
+
 __all__ = [
     "KeyLedgerError",
     "AuthError",
@@ -156,4 +166,6 @@ __all__ = [
     "StorageError",
     "VaultLocked",
     "VaultClosed",
+    "HoldNotFound",
+    "HoldSettled",
 ]

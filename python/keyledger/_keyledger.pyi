@@ -28,6 +28,7 @@ __all__ = [
     "RouteRule",
     "Usage",
     "Vault",
+    "Hold",
     "WhoAmI",
     # Events and usage reports.
     "EventSubscription",
@@ -58,6 +59,10 @@ class Grant:
     def replayed(self) -> bool: ...
     @property
     def ratelimits(self) -> List[Dict[str, Any]]: ...
+    @property
+    def hold_id(self) -> Optional[str]:
+        """The hold this call made (``hold=``), or None."""
+        ...
     def to_dict(self) -> Dict[str, Any]: ...
 
 @final
@@ -118,6 +123,38 @@ class Balance:
     def credits(self) -> int: ...
     @property
     def total_credits(self) -> int: ...
+    @property
+    def held(self) -> int:
+        """Credits reserved by active holds."""
+        ...
+    @property
+    def available(self) -> int:
+        """Credits a call can spend now (``credits - held``)."""
+        ...
+
+@final
+class Hold:
+    """Credits reserved until settled, released or expired."""
+    @property
+    def hold_id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def key_id(self) -> Optional[str]: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def charged(self) -> int: ...
+    @property
+    def state(self) -> Literal["active", "settled", "released", "expired"]: ...
+    @property
+    def created_at(self) -> int: ...
+    @property
+    def expires_at(self) -> int: ...
+    @property
+    def finished_at(self) -> Optional[int]: ...
+    @property
+    def replayed(self) -> bool: ...
 
 @final
 class WhoAmI:
@@ -234,6 +271,8 @@ class Vault:
         now: Optional[_Instant] = None,
         on_replay: Optional[Literal["grant", "refuse"]] = None,
         query: Optional[str] = None,
+        hold: Optional[int] = None,
+        hold_ttl: Optional[_Duration] = None,
     ) -> Grant: ...
     def try_authorize(
         self,
@@ -250,6 +289,8 @@ class Vault:
         now: Optional[_Instant] = None,
         on_replay: Optional[Literal["grant", "refuse"]] = None,
         query: Optional[str] = None,
+        hold: Optional[int] = None,
+        hold_ttl: Optional[_Duration] = None,
     ) -> Optional[Grant]:
         """``authorize`` that never blocks: None when it would run argon2 or wait for a
         commit (nothing was changed; make the ``authorize`` call off the event loop)."""
@@ -269,6 +310,8 @@ class Vault:
         now: Optional[_Instant] = None,
         on_replay: Optional[Literal["grant", "refuse"]] = None,
         query: Optional[str] = None,
+        hold: Optional[int] = None,
+        hold_ttl: Optional[_Duration] = None,
     ) -> Coroutine[Any, Any, Grant]:
         """``await`` it: ``try_authorize`` inline, ``authorize`` in a worker thread when
         that would block (asyncio, and trio through anyio)."""
@@ -462,6 +505,43 @@ class EventSubscription:
     def stopped(self) -> bool: ...
     @property
     def consumer(self) -> str: ...
+    # Holds.
+    def hold(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        ttl: Optional[_Duration] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Hold: ...
+    def settle(
+        self,
+        hold_id: str,
+        actual: int,
+        *,
+        allow_over: bool = False,
+        idempotency_key: Optional[str] = None,
+    ) -> Hold: ...
+    def release(self, hold_id: str) -> Hold: ...
+    def get_hold(self, hold_id: str) -> Hold: ...
+    def holds(self, account_id: Optional[str] = None) -> List[Hold]: ...
+    def hold_async(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        ttl: Optional[_Duration] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Coroutine[Any, Any, Hold]: ...
+    def settle_async(
+        self,
+        hold_id: str,
+        actual: int,
+        *,
+        allow_over: bool = False,
+        idempotency_key: Optional[str] = None,
+    ) -> Coroutine[Any, Any, Hold]: ...
+    def release_async(self, hold_id: str) -> Coroutine[Any, Any, Hold]: ...
 
 def looks_like_key(token: object) -> bool: ...
 def redact(token: str) -> str: ...

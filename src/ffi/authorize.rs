@@ -24,6 +24,9 @@ pub const KL_KEY_NAME_SIZE: usize = 129;
 /// Size of `kl_grant.ratelimit_name`: rate limit names are at most 64 characters, plus
 /// the NUL.
 pub const KL_RATELIMIT_NAME_SIZE: usize = 65;
+/// Size of `kl_grant.hold_id`: hold ids are 29 characters (`hold_` and 24 hex digits),
+/// plus the NUL.
+pub const KL_HOLD_ID_SIZE: usize = 30;
 /// `kl_grant.auth_method` of an ordinary key (`"apikey"`).
 pub const KL_AUTH_APIKEY: u32 = 0;
 /// `kl_grant.auth_method` of an operator key (`"operator"`): every scope, never charged.
@@ -101,6 +104,13 @@ pub struct kl_authorize_opts {
     /// itself is refused. For a host that reads the answer on another thread than the one
     /// that made the call (an event loop whose blocking call ran on a worker thread).
     pub error_body: *mut *mut c_char,
+    // Holds (appended after the 0.2 layout; read only when `size` covers them).
+    /// Non-zero: reserve this many credits instead of charging a cost; the grant's
+    /// `hold_id` names the hold, to settle with `kl_settle`. Not with `has_cost`
+    /// (`KL_INVALID_ARGUMENT`). 0: no hold.
+    pub hold: u64,
+    /// The hold's TTL in ms; 0: the default (15 minutes). Only with `hold`.
+    pub hold_ttl_ms: u64,
 }
 
 /// A successful authorization, with fixed-size NUL-terminated buffers (each sized for the
@@ -153,6 +163,9 @@ pub struct kl_grant {
     /// Unix milliseconds at which its window is full again (`RateLimit-Reset` is the
     /// seconds from now until then, rounded up).
     pub ratelimit_reset_ms: i64,
+    // Holds (appended after the 0.2 layout; written only when `size` covers it).
+    /// The hold this call made (`kl_authorize_opts.hold`); empty otherwise.
+    pub hold_id: [c_char; KL_HOLD_ID_SIZE],
 }
 
 /// Copy `s` into a NUL-terminated buffer. The core's limits make every field fit; were one
@@ -190,7 +203,11 @@ impl From<&Grant> for kl_grant {
             ratelimit_limit: 0,
             ratelimit_remaining: 0,
             ratelimit_reset_ms: 0,
+            hold_id: [0; KL_HOLD_ID_SIZE],
         };
+        if let Some(h) = &g.hold_id {
+            fill(&mut out.hold_id, h);
+        }
         if let Some(r) = g.tightest_ratelimit() {
             out.has_ratelimit = 1;
             fill(&mut out.ratelimit_name, &r.name);
@@ -243,6 +260,8 @@ unsafe fn with_opts<R>(
             OnReplay::Grant
         },
         query,
+        hold: (o.hold != 0).then_some(o.hold),
+        hold_ttl_ms: (o.hold_ttl_ms != 0).then_some(o.hold_ttl_ms),
     })
 }
 

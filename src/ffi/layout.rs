@@ -84,6 +84,17 @@ pub(crate) unsafe fn read_opts(
     ) {
         copy.error_body = std::ptr::null_mut();
     }
+    // Holds (appended after the 0.2 layout).
+    if !fits(size, offset_of!(kl_authorize_opts, hold), size_of::<u64>()) {
+        copy.hold = 0;
+    }
+    if !fits(
+        size,
+        offset_of!(kl_authorize_opts, hold_ttl_ms),
+        size_of::<u64>(),
+    ) {
+        copy.hold_ttl_ms = 0;
+    }
     Ok(Some(copy))
 }
 
@@ -173,7 +184,13 @@ mod tests {
         // first layout never has it read from its padding.
         assert!(offset_of!(kl_authorize_opts, error_body) >= OPTS_FIRST_LAYOUT);
         assert!(size_of::<kl_grant>() >= GRANT_FIRST_LAYOUT);
-        assert!(size_of::<kl_grant>() - GRANT_FIRST_LAYOUT < 8);
+        // Holds (appended after the 0.2 layout). the grant's `hold_id` and the options' hold fields start past the
+        // layouts before them.
+        assert!(offset_of!(kl_grant, hold_id) >= GRANT_FIRST_LAYOUT);
+        assert!(
+            offset_of!(kl_authorize_opts, hold)
+                >= offset_of!(kl_authorize_opts, error_body) + size_of::<*mut *mut c_char>()
+        );
     }
 
     #[test]

@@ -91,11 +91,17 @@ pub enum kl_status {
     /// `panic`, HTTP 500: a bug inside keyledger was caught at the boundary. The call may
     /// or may not have taken effect; the handle stays usable.
     KL_PANIC = 9001,
+    // Holds.
+    /// `hold_not_found`, HTTP 404: no hold has this id.
+    KL_HOLD_NOT_FOUND = 2101,
+    /// `hold_settled`, HTTP 409: the hold is no longer active (settled, released or
+    /// expired) and the call asks for something other than its recorded outcome.
+    KL_HOLD_SETTLED = 2102,
 }
 
 impl kl_status {
     /// Every status, for tests and for `from_u32` (not exported to C).
-    pub(crate) const ALL: [kl_status; 22] = [
+    pub(crate) const ALL: [kl_status; 24] = [
         kl_status::KL_OK,
         kl_status::KL_INVALID_API_KEY,
         kl_status::KL_API_KEY_INACTIVE,
@@ -118,6 +124,8 @@ impl kl_status {
         kl_status::KL_VAULT_CLOSED,
         kl_status::KL_WOULD_BLOCK,
         kl_status::KL_PANIC,
+        kl_status::KL_HOLD_NOT_FOUND,
+        kl_status::KL_HOLD_SETTLED,
     ];
 
     /// The status with number `n`; an unknown number is `KL_INVALID_ARGUMENT`.
@@ -151,6 +159,8 @@ impl kl_status {
             Error::Storage(_) => kl_status::KL_STORAGE,
             Error::VaultLocked => kl_status::KL_VAULT_LOCKED,
             Error::VaultClosed(_) => kl_status::KL_VAULT_CLOSED,
+            Error::HoldNotFound(_) => kl_status::KL_HOLD_NOT_FOUND,
+            Error::HoldSettled(_) => kl_status::KL_HOLD_SETTLED,
         }
     }
 
@@ -183,6 +193,8 @@ impl kl_status {
             kl_status::KL_VAULT_CLOSED => c"vault_closed",
             kl_status::KL_WOULD_BLOCK => c"would_block",
             kl_status::KL_PANIC => c"panic",
+            kl_status::KL_HOLD_NOT_FOUND => c"hold_not_found",
+            kl_status::KL_HOLD_SETTLED => c"hold_settled",
         }
     }
 
@@ -197,10 +209,11 @@ impl kl_status {
             | kl_status::KL_INVALID_SIGNATURE => 401,
             kl_status::KL_INSUFFICIENT_CREDITS => 402,
             kl_status::KL_MISSING_SCOPE | kl_status::KL_ROUTE_NOT_ALLOWED => 403,
-            kl_status::KL_NOT_FOUND => 404,
+            kl_status::KL_NOT_FOUND | kl_status::KL_HOLD_NOT_FOUND => 404,
             kl_status::KL_ALREADY_EXISTS
             | kl_status::KL_IDEMPOTENCY_CONFLICT
-            | kl_status::KL_DUPLICATE_REQUEST => 409,
+            | kl_status::KL_DUPLICATE_REQUEST
+            | kl_status::KL_HOLD_SETTLED => 409,
             kl_status::KL_INVALID_ARGUMENT | kl_status::KL_AMBIGUOUS_PATH => 400,
             kl_status::KL_RATE_LIMITED | kl_status::KL_TOO_MANY_ATTEMPTS => 429,
             kl_status::KL_WRONG_MASTER_KEY
@@ -272,6 +285,8 @@ mod tests {
             Error::Storage("io".into()),
             Error::VaultLocked,
             Error::VaultClosed("closed".into()),
+            Error::HoldNotFound("h".into()),
+            Error::HoldSettled("settled".into()),
         ]
     }
 

@@ -406,6 +406,8 @@ impl Vault {
             limit_cost: options.limit_cost,
             on_replay: options.on_replay,
             query: None,
+            hold: None,
+            hold_ttl_ms: None,
         };
         match call(token, target, &authorize) {
             Attempt::Ready(Ok(grant)) => Attempt::Ready(HttpOutcome::granted(
@@ -559,6 +561,7 @@ mod tests {
             total_credits: 0,
             replayed: false,
             ratelimits: vec![],
+            hold_id: None,
         };
         assert!(ratelimit_headers(&g, 0).is_empty());
         let limit = |name: &str, remaining, reset_ms| RateLimitStatus {

@@ -25,6 +25,8 @@ pub(super) fn exception_name(e: &Error) -> &'static str {
         Error::Storage(_) => "StorageError",
         Error::VaultLocked => "VaultLocked",
         Error::VaultClosed(_) => "VaultClosed",
+        Error::HoldNotFound(_) => "HoldNotFound",
+        Error::HoldSettled(_) => "HoldSettled",
     }
 }
 

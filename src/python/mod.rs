@@ -29,6 +29,8 @@ mod errors;
 // Events and usage reports.
 mod events;
 mod functions;
+// Holds.
+mod holds;
 mod http;
 mod types;
 mod vault;
@@ -36,6 +38,7 @@ mod vault;
 use args::*;
 use errors::*;
 use functions::*;
+use holds::*;
 use types::*;
 use vault::*;
 
@@ -52,4 +55,7 @@ mod _keyledger {
     // Events and usage reports.
     #[pymodule_export]
     use super::events::PyEventSubscription;
+    // Holds.
+    #[pymodule_export]
+    use super::PyHold;
 }

@@ -50,6 +50,11 @@ impl PyGrant {
     fn replayed(&self) -> bool {
         self.0.replayed
     }
+    /// The hold this call made (`hold=`), or `None`.
+    #[getter]
+    fn hold_id(&self) -> Option<&str> {
+        self.0.hold_id.as_deref()
+    }
     #[getter]
     fn ratelimits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self
@@ -264,12 +269,23 @@ impl PyBalance {
     fn total_credits(&self) -> u64 {
         self.0.total_credits
     }
+    // Holds.
+    #[getter]
+    fn held(&self) -> u64 {
+        self.0.held
+    }
+    #[getter]
+    fn available(&self) -> u64 {
+        self.0.available
+    }
     fn __repr__(&self) -> String {
         format!(
-            "Balance(account_id={}, credits={}, total_credits={})",
+            "Balance(account_id={}, credits={}, total_credits={}, held={}, available={})",
             pyq(&self.0.account_id),
             self.0.credits,
-            self.0.total_credits
+            self.0.total_credits,
+            self.0.held,
+            self.0.available
         )
     }
 }

@@ -153,7 +153,7 @@ impl PyVault {
         py.detach(|| self.vault.set_argon2_params(params)).py(py)
     }
 
-    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None, query=None))]
+    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None, query=None, hold=None, hold_ttl=None))]
     #[allow(clippy::too_many_arguments)]
     fn authorize(
         &self,
@@ -170,6 +170,8 @@ impl PyVault {
         now: Option<&Bound<'_, PyAny>>,
         on_replay: Option<PyBackedStr>,
         query: Option<PyBackedStr>,
+        hold: Option<&Bound<'_, PyAny>>,
+        hold_ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyGrant> {
         let a = AuthorizeCall {
             route,
@@ -183,6 +185,8 @@ impl PyVault {
             now,
             on_replay,
             query,
+            hold,
+            hold_ttl,
         };
         a.run(py, |target, options| {
             let grant = py
@@ -197,7 +201,7 @@ impl PyVault {
     /// or wait for a commit (a debit, an idempotency key, a due refill, a single-use
     /// signature). `None` changed nothing: make the `authorize` call with the same
     /// arguments off the event loop (what `authorize_async` does).
-    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None, query=None))]
+    #[pyo3(signature = (token, *, route=None, scope=None, cost=None, idempotency_key=None, signature=None, body=None, limits=None, limit_cost=None, now=None, on_replay=None, query=None, hold=None, hold_ttl=None))]
     #[allow(clippy::too_many_arguments)]
     fn try_authorize(
         &self,
@@ -214,6 +218,8 @@ impl PyVault {
         now: Option<&Bound<'_, PyAny>>,
         on_replay: Option<PyBackedStr>,
         query: Option<PyBackedStr>,
+        hold: Option<&Bound<'_, PyAny>>,
+        hold_ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<PyGrant>> {
         let a = AuthorizeCall {
             route,
@@ -227,6 +233,8 @@ impl PyVault {
             now,
             on_replay,
             query,
+            hold,
+            hold_ttl,
         };
         // With the GIL held: this call never waits (no argon2, no commit).
         a.run(py, |target, options| {
@@ -868,6 +876,103 @@ impl PyVault {
             std::time::Duration::from_secs_f64(poll_interval),
         )
     }
+
+    // Holds.
+    /// Reserve `amount` credits of `account_id` for `ttl` (a `timedelta` or seconds;
+    /// default 15 minutes, at most 30 days). Raises `InsufficientCredits` (402) when
+    /// fewer are available.
+    #[pyo3(signature = (account_id, amount, *, ttl=None, idempotency_key=None))]
+    fn hold(
+        &self,
+        py: Python<'_>,
+        account_id: PyBackedStr,
+        amount: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<PyBackedStr>,
+    ) -> PyResult<PyHold> {
+        let amount = u64_arg(py, amount, "amount", true)?;
+        let ttl = ttl_arg(py, ttl)?.unwrap_or(crate::DEFAULT_HOLD_TTL_MS);
+        py.detach(|| {
+            self.vault
+                .hold(&account_id, amount, ttl, idempotency_key.as_deref())
+        })
+        .py(py)
+        .map(PyHold)
+    }
+
+    /// Charge `actual` credits of a hold and give the rest back (`allow_over=True`: more
+    /// than the hold, from the available credits).
+    #[pyo3(signature = (hold_id, actual, *, allow_over=false, idempotency_key=None))]
+    fn settle(
+        &self,
+        py: Python<'_>,
+        hold_id: PyBackedStr,
+        actual: &Bound<'_, PyAny>,
+        allow_over: bool,
+        idempotency_key: Option<PyBackedStr>,
+    ) -> PyResult<PyHold> {
+        let actual = u64_arg(py, actual, "actual", false)?;
+        let options = crate::SettleOptions {
+            allow_over,
+            idempotency_key: idempotency_key.as_deref(),
+        };
+        py.detach(|| self.vault.settle(&hold_id, actual, &options))
+            .py(py)
+            .map(PyHold)
+    }
+
+    /// Give every credit of a hold back.
+    fn release(&self, py: Python<'_>, hold_id: PyBackedStr) -> PyResult<PyHold> {
+        py.detach(|| self.vault.release(&hold_id))
+            .py(py)
+            .map(PyHold)
+    }
+
+    /// One hold by id, whatever its state.
+    fn get_hold(&self, py: Python<'_>, hold_id: PyBackedStr) -> PyResult<PyHold> {
+        py.detach(|| self.vault.get_hold(&hold_id))
+            .py(py)
+            .map(PyHold)
+    }
+
+    /// The active holds of `account_id` (or of every account).
+    #[pyo3(signature = (account_id=None))]
+    fn holds(&self, py: Python<'_>, account_id: Option<PyBackedStr>) -> PyResult<Vec<PyHold>> {
+        let v = py
+            .detach(|| self.vault.holds(account_id.as_deref()))
+            .py(py)?;
+        Ok(v.into_iter().map(PyHold).collect())
+    }
+
+    /// `await vault.hold_async(...)`: `hold` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn hold_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        aio(slf.py(), "call")?.call1((slf, "hold", args, kwargs))
+    }
+
+    /// `await vault.settle_async(...)`: `settle` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn settle_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        aio(slf.py(), "call")?.call1((slf, "settle", args, kwargs))
+    }
+
+    /// `await vault.release_async(hold_id)`: `release` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn release_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        aio(slf.py(), "call")?.call1((slf, "release", args, kwargs))
+    }
 }
 
 impl PyVault {
@@ -897,6 +1002,9 @@ struct AuthorizeCall<'a, 'py> {
     now: Option<&'a Bound<'py, PyAny>>,
     on_replay: Option<PyBackedStr>,
     query: Option<PyBackedStr>,
+    // Holds.
+    hold: Option<&'a Bound<'py, PyAny>>,
+    hold_ttl: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl AuthorizeCall<'_, '_> {
@@ -931,6 +1039,8 @@ impl AuthorizeCall<'_, '_> {
             body: self.body.as_deref(),
             limits: limit_refs.as_deref(),
             query: self.query.as_deref(),
+            hold: opt_u64_arg(py, self.hold, "hold")?,
+            hold_ttl_ms: ttl_arg(py, self.hold_ttl)?,
             ..args.options()
         };
         f(target, &options)

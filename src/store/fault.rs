@@ -267,6 +267,17 @@ impl ReadTxn for FaultyWrite<'_> {
     ) -> Result<Vec<crate::events::ReportCell>> {
         self.inner.report_cells(account_id, since, until)
     }
+
+    // Holds.
+    fn hold(&self, id: &str) -> Result<Option<super::HoldRecord>> {
+        self.inner.hold(id)
+    }
+    fn active_holds(&self, account_id: Option<&str>) -> Result<Vec<super::HoldRecord>> {
+        self.inner.active_holds(account_id)
+    }
+    fn holds_due(&self, now: Millis, max: usize) -> Result<Vec<super::HoldRecord>> {
+        self.inner.holds_due(now, max)
+    }
 }
 
 impl WriteTxn for FaultyWrite<'_> {
@@ -373,5 +384,10 @@ impl WriteTxn for FaultyWrite<'_> {
     #[cfg(test)]
     fn commit_and_die(self: Box<Self>) -> Result<()> {
         self.inner.commit_and_die()
+    }
+    // Holds.
+    fn put_hold(&mut self, rec: &super::HoldRecord) -> Result<()> {
+        injected(self.faults, "put_hold")?;
+        self.inner.put_hold(rec)
     }
 }

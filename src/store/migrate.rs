@@ -78,6 +78,12 @@ pub(crate) enum Row {
         t: i64,
         mac: Vec<u8>,
     },
+    // Holds.
+    /// A hold record as stored (its indexes are rebuilt from it on import).
+    Hold {
+        id: String,
+        record: Vec<u8>,
+    },
 }
 
 /// Meta entries that belong to one store (its format marker and identity), never copied.
@@ -86,7 +92,7 @@ pub(crate) fn is_identity_meta(name: &str) -> bool {
 }
 
 /// The tables in the order a summary lists them.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 12] = [
     "meta",
     "accounts",
     "balances",
@@ -98,6 +104,7 @@ pub const TABLES: [&str; 11] = [
     "usage_hourly",
     "rate_limits",
     "signatures_seen",
+    "holds",
 ];
 
 impl Row {
@@ -119,6 +126,7 @@ impl Row {
             Row::UsageHour { .. } => 8,
             Row::Limit { .. } => 9,
             Row::Signature { .. } => 10,
+            Row::Hold { .. } => 11,
         }
     }
 
@@ -214,6 +222,10 @@ impl Row {
             Row::Signature { t, mac } => {
                 b(&t.to_le_bytes());
                 b(mac);
+            }
+            Row::Hold { id, record } => {
+                b(id.as_bytes());
+                b(record);
             }
         }
         out

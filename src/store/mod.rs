@@ -31,6 +31,7 @@
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
+pub(crate) mod holds;
 pub(crate) mod migrate;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -47,6 +48,7 @@ use crate::options::Durability;
 use crate::policy::RouteRule;
 use crate::shm::{Sidecar, SlotKind};
 
+pub(crate) use self::holds::{HoldRecord, HoldStateRecord};
 pub use self::records::fuzz_decode_records;
 pub(crate) use self::records::{AccountRecord, AuditRecord, IdempotencyRecord, KeyRecord};
 pub(crate) use self::redb as file;
@@ -225,6 +227,13 @@ pub(crate) trait ReadTxn {
         since: Millis,
         until: Millis,
     ) -> Result<Vec<crate::events::ReportCell>>;
+    // Holds.
+    /// A hold by id, whatever its state.
+    fn hold(&self, id: &str) -> Result<Option<HoldRecord>>;
+    /// The active holds of one account, or of all, ordered by (account, id).
+    fn active_holds(&self, account_id: Option<&str>) -> Result<Vec<HoldRecord>>;
+    /// Up to `max` active holds whose `expires_at` is at or before `now`, oldest first.
+    fn holds_due(&self, now: Millis, max: usize) -> Result<Vec<HoldRecord>>;
 }
 
 /// One write transaction: every management change and every debit batch is exactly one.
@@ -290,4 +299,8 @@ pub(crate) trait WriteTxn: ReadTxn {
     /// slots stay odd).
     #[cfg(test)]
     fn commit_and_die(self: Box<Self>) -> Result<()>;
+    // Holds.
+    /// Insert or replace a hold; its index entries follow its state (only an active hold
+    /// is indexed by account and by expiry).
+    fn put_hold(&mut self, rec: &HoldRecord) -> Result<()>;
 }

@@ -225,6 +225,7 @@ impl From<GrantRecord> for Grant {
                     reset_ms: r.reset_ms,
                 })
                 .collect(),
+            hold_id: None,
         }
     }
 }
@@ -314,6 +315,7 @@ mod tests {
                 remaining: 59,
                 reset_ms: 1_700_000_060_000,
             }],
+            hold_id: None,
         }
     }
 

@@ -25,8 +25,8 @@ use super::records::{decode, encode, FORMAT_VERSION};
 use super::slots::{FileIdentity, FileSlots};
 use super::{
     idempotency_key, meta_key, owner_key, owner_slot, AccountRecord, AuditRecord, Backend,
-    Generations, IdempotencyRecord, IdempotencyScope, KeyRecord, Meta, ReadTx, ReadTxn, WriteTx,
-    WriteTxn,
+    Generations, HoldRecord, IdempotencyRecord, IdempotencyScope, KeyRecord, Meta, ReadTx, ReadTxn,
+    WriteTx, WriteTxn,
 };
 use crate::audit::AuditAction;
 use crate::error::{Error, Result};
@@ -67,6 +67,12 @@ const EVENT_MARKS: TableDefinition<&str, u64> = TableDefinition::new("event_mark
 type ReportKey<'a> = (&'a str, i64, &'a str, &'a str);
 const USAGE_REPORT: TableDefinition<ReportKey, (u64, u64, u64, u64)> =
     TableDefinition::new("usage_report");
+// Holds: every hold record by id; the active ones indexed by (account, id) and by
+// (expires_at, id).
+const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("holds");
+const HOLDS_BY_ACCOUNT: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("holds_by_account");
+const HOLDS_BY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("holds_by_expiry");
 
 // redb's errors become the crate's `storage` error here (an already-open exclusive vault:
 // `vault_locked`); nothing above the store sees them.
@@ -609,6 +615,10 @@ macro_rules! read_methods {
                 t: k.0,
                 mac: k.1.to_vec()
             });
+            each!(HOLDS, |k, v| Row::Hold {
+                id: k.to_string(),
+                record: v.to_vec()
+            });
             Ok(())
         }
 
@@ -690,6 +700,68 @@ macro_rules! read_methods {
                     calls,
                     refused,
                 });
+            }
+            Ok(out)
+        }
+
+        // Holds. A file made before holds has none of their tables: that reads as empty.
+        fn hold(&self, id: &str) -> Result<Option<HoldRecord>> {
+            let t = match self.txn.open_table(HOLDS) {
+                Ok(t) => t,
+                Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let v = t
+                .get(id)?
+                .map(|v| HoldRecord::decode(v.value()))
+                .transpose();
+            v
+        }
+
+        fn active_holds(&self, account_id: Option<&str>) -> Result<Vec<HoldRecord>> {
+            let (index, holds) = match (
+                self.txn.open_table(HOLDS_BY_ACCOUNT),
+                self.txn.open_table(HOLDS),
+            ) {
+                (Ok(i), Ok(h)) => (i, h),
+                (Err(::redb::TableError::TableDoesNotExist(_)), _)
+                | (_, Err(::redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+                (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in index.range((account_id.unwrap_or(""), "")..)? {
+                let (k, _) = row?;
+                let (a, id) = k.value();
+                if account_id.is_some_and(|want| want != a) {
+                    break;
+                }
+                if let Some(v) = holds.get(id)? {
+                    out.push(HoldRecord::decode(v.value())?);
+                }
+            }
+            Ok(out)
+        }
+
+        fn holds_due(&self, now: Millis, max: usize) -> Result<Vec<HoldRecord>> {
+            let (index, holds) = match (
+                self.txn.open_table(HOLDS_BY_EXPIRY),
+                self.txn.open_table(HOLDS),
+            ) {
+                (Ok(i), Ok(h)) => (i, h),
+                (Err(::redb::TableError::TableDoesNotExist(_)), _)
+                | (_, Err(::redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+                (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in index.range((i64::MIN, "")..)? {
+                let (k, _) = row?;
+                let (at, id) = k.value();
+                if at > now || out.len() >= max {
+                    break;
+                }
+                if let Some(v) = holds.get(id)? {
+                    out.push(HoldRecord::decode(v.value())?);
+                }
             }
             Ok(out)
         }
@@ -1144,6 +1216,13 @@ impl WriteTxn for RedbWrite {
                 t.open_table(SIGNATURES_SEEN)?
                     .insert((*secs, mac.as_slice()), ())?;
             }
+            Row::Hold { id, record } => {
+                let rec = HoldRecord::decode(record)?;
+                if rec.id != *id {
+                    return Err(Error::Storage(format!("hold {id:?} holds another id")));
+                }
+                self.put_hold(&rec)?;
+            }
         }
         Ok(())
     }
@@ -1211,6 +1290,23 @@ impl WriteTxn for RedbWrite {
     #[cfg(test)]
     fn commit_and_die(self: Box<Self>) -> Result<()> {
         self.commit_with(Durability::Immediate, false)
+    }
+
+    // Holds.
+    fn put_hold(&mut self, rec: &HoldRecord) -> Result<()> {
+        let bytes = rec.encode()?;
+        let (id, account) = (rec.id.as_str(), rec.account_id.as_str());
+        self.txn.open_table(HOLDS)?.insert(id, bytes.as_slice())?;
+        let mut by_account = self.txn.open_table(HOLDS_BY_ACCOUNT)?;
+        let mut by_expiry = self.txn.open_table(HOLDS_BY_EXPIRY)?;
+        if rec.active() {
+            by_account.insert((account, id), ())?;
+            by_expiry.insert((rec.expires_at, id), ())?;
+        } else {
+            by_account.remove((account, id))?;
+            by_expiry.remove((rec.expires_at, id))?;
+        }
+        Ok(())
     }
 }
 

@@ -106,11 +106,11 @@ impl Vault {
                 Some(id),
                 json!({ "amount": amount, "reference": reference, "credits": credits }),
             )?;
-            Ok(Balance {
-                account_id: id.to_string(),
-                credits,
-                total_credits: total,
-            })
+            let held = tx
+                .active_holds(Some(id))?
+                .iter()
+                .fold(0u64, |sum, h| sum.saturating_add(h.amount));
+            Ok(inner.balance_with_holds(id, credits, total, held))
         })
     }
 
@@ -139,11 +139,8 @@ impl Vault {
             grant: None,
             route: None,
         })?;
-        Ok(Balance {
-            account_id: id.to_string(),
-            credits: d.credits,
-            total_credits: d.total,
-        })
+        let held = inner.held(id, (inner.settings.clock)())?;
+        Ok(inner.balance_with_holds(id, d.credits, d.total, held))
     }
 
     /// An account's credits.
@@ -151,12 +148,11 @@ impl Vault {
         let inner = &*self.inner;
         inner.check_open()?;
         validate_id(id, "account id")?;
-        let (credits, total) = inner.balance_now(id, (inner.settings.clock)())?;
-        Ok(Balance {
-            account_id: id.to_string(),
-            credits,
-            total_credits: total,
-        })
+        let now = (inner.settings.clock)();
+        // Expired holds first (a write only when one is due): their credits are back.
+        let held = inner.held(id, now)?;
+        let (credits, total) = inner.balance_now(id, now)?;
+        Ok(inner.balance_with_holds(id, credits, total, held))
     }
 
     /// Give an account a quota that refills: at the first call after each

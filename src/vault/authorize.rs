@@ -298,12 +298,14 @@ struct Plan<'a> {
     idem: Option<&'a str>,
     /// The account's refill is due: the call applies it.
     refill_due: bool,
+    /// Credits to reserve by a hold instead of a debit.
+    hold: Option<u64>,
 }
 
 impl Plan<'_> {
     /// Whether the call goes through a write transaction (a group-commit batch).
     fn writes(&self) -> bool {
-        self.cost > 0 || self.idem.is_some() || self.refill_due
+        self.cost > 0 || self.idem.is_some() || self.refill_due || self.hold.is_some()
     }
 }
 
@@ -316,7 +318,7 @@ fn plan<'a>(
 ) -> Plan<'a> {
     let operator = state.rec.operator;
     Plan {
-        cost: if operator {
+        cost: if operator || options.hold.is_some() {
             0
         } else {
             options.cost.unwrap_or(route_cost)
@@ -327,6 +329,7 @@ fn plan<'a>(
             options.idempotency_key
         },
         refill_due: account.next_refill.is_some_and(|due| now >= due),
+        hold: options.hold,
     }
 }
 
@@ -348,6 +351,7 @@ impl Inner {
             cost,
             idem,
             refill_due,
+            hold,
         } = plan(state, account, route_cost, options, now);
         let mut grant = Grant {
             account_id: rec.account_id.clone(),
@@ -365,11 +369,17 @@ impl Inner {
             total_credits: 0,
             replayed: false,
             ratelimits: Vec::new(),
+            hold_id: None,
         };
+        if let Some(amount) = hold {
+            // Holds: the hold replaces the debit (see `holds.rs`).
+            return self.authorize_hold(rec, grant, amount, options, target, now);
+        }
         if !(Plan {
             cost,
             idem,
             refill_due,
+            hold,
         })
         .writes()
         {

@@ -75,6 +75,9 @@ pub(super) fn spawn_flusher(inner: &Arc<Inner>) -> Result<(mpsc::Sender<()>, Joi
                         let _ = inner.prune_idempotency();
                         // Events: expiry notices (at most one scan a minute).
                         let _ = inner.expiry_tick();
+                        // Holds past their TTL, released exactly once whichever process
+                        // gets there first.
+                        let _ = inner.expire_due_holds((inner.settings.clock)());
                     }
                 }));
                 if round.is_err() {

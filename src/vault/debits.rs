@@ -73,6 +73,7 @@ impl Inner {
                         total_credits: stored.total,
                         replayed: true,
                         ratelimits: Vec::new(),
+                        hold_id: None,
                     });
                     return Ok(Debited {
                         charged: 0,
@@ -83,7 +84,11 @@ impl Inner {
                 }
             }
         }
-        let (credits, total) = self.refill_if_due(tx, account, req.now)?;
+        let (mut credits, mut total) = self.refill_if_due(tx, account, req.now)?;
+        // Holds: before refusing, give back what expired holds of the account reserve.
+        if credits < req.cost && self.expire_in(tx, account, req.now)? > 0 {
+            (credits, total) = tx.balance(account)?.unwrap_or((credits, total));
+        }
         if credits < req.cost {
             return Err(Error::InsufficientCredits {
                 credits,

@@ -40,8 +40,8 @@ use crate::secrets::{self, MasterKey};
 use crate::shm::{Sidecar, SlotKind};
 use crate::store::records::GrantRecord;
 use crate::store::{
-    file, AccountRecord, AuditRecord, Backend, Generations, IdempotencyRecord, IdempotencyScope,
-    KeyRecord, Meta, ReadTx, WriteTx,
+    file, AccountRecord, AuditRecord, Backend, Generations, HoldRecord, IdempotencyRecord,
+    IdempotencyScope, KeyRecord, Meta, ReadTx, WriteTx,
 };
 use crate::times;
 use crate::token;
@@ -55,6 +55,8 @@ mod bulk;
 mod debits;
 // Events and usage reports.
 mod events;
+// Holds.
+mod holds;
 mod hot;
 mod import;
 mod keys;
@@ -67,6 +69,8 @@ mod tests;
 pub use self::authorize::{Attempt, WouldBlock};
 use self::authorize::{Halt, Mode, Verifier};
 use self::background::*;
+pub(crate) use self::holds::validate_hold_args;
+pub use self::holds::{Hold, HoldState, SettleOptions, DEFAULT_HOLD_TTL_MS, MAX_HOLD_TTL_MS};
 use self::hot::*;
 pub use self::import::{ImportReport, ImportedAccount, ImportedKey, IMPORT_METADATA_KEY};
 use self::keys::*;

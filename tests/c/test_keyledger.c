@@ -648,6 +648,87 @@ static char *new_key(kl_vault *v, const char *account, char key_id[16]) {
     return token;
 }
 
+/* Holds: reserve through kl_authorize (hold_id in the grant) and kl_hold, settle,
+ * release, list, and the hold error codes. */
+static void test_holds(const char *base_path) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.holds", base_path);
+    kl_vault *v = NULL;
+    char *json = NULL;
+    CHECK(kl_vault_open(Z(path), Z(OPTIONS), &v) == KL_OK);
+    if (v == NULL) return;
+    CHECK(kl_create_account(v, S("acct_h"), 100, NULL, 0, &json) == KL_OK);
+    kl_string_free(json);
+    char key_id[16];
+    char *token = new_key(v, "acct_h", key_id);
+    if (token == NULL) {
+        kl_vault_free(v);
+        return;
+    }
+    CHECK(strcmp(kl_status_code(KL_HOLD_NOT_FOUND), "hold_not_found") == 0);
+    CHECK(kl_status_http(KL_HOLD_NOT_FOUND) == 404);
+    CHECK(strcmp(kl_status_code(KL_HOLD_SETTLED), "hold_settled") == 0);
+    CHECK(kl_status_http(KL_HOLD_SETTLED) == 409);
+
+    /* ---- authorize with a hold: the grant carries its id */
+    kl_authorize_opts o = KL_AUTHORIZE_OPTS_INIT;
+    o.hold = 30;
+    o.hold_ttl_ms = 60000;
+    kl_grant g = KL_GRANT_INIT;
+    CHECK(kl_authorize_scope(v, Z(token), S("x"), &o, &g) == KL_OK);
+    CHECK(strncmp(g.hold_id, "hold_", 5) == 0 && strlen(g.hold_id) == 29);
+    CHECK(g.charged == 0 && g.credits == 70);
+    json = NULL;
+    CHECK(kl_balance(v, S("acct_h"), &json) == KL_OK);
+    CHECK(contains(json, "\"credits\":100") && contains(json, "\"held\":30") &&
+          contains(json, "\"available\":70"));
+    kl_string_free(json);
+    json = NULL;
+    CHECK(kl_settle(v, Z(g.hold_id), 12, 0, NULL, 0, &json) == KL_OK);
+    CHECK(contains(json, "\"state\":\"settled\"") && contains(json, "\"charged\":12"));
+    kl_string_free(json);
+    json = SENTINEL;
+    CHECK(kl_settle(v, Z(g.hold_id), 13, 0, NULL, 0, &json) == KL_HOLD_SETTLED);
+    CHECK(json == SENTINEL);
+    /* a hold and a cost together are refused, nothing reserved */
+    o.has_cost = 1;
+    o.cost = 1;
+    CHECK(kl_authorize_scope(v, Z(token), S("x"), &o, &g) == KL_INVALID_ARGUMENT);
+
+    /* ---- kl_hold, list, release */
+    json = NULL;
+    CHECK(kl_hold(v, S("acct_h"), 50, 60000, S("job-1"), &json) == KL_OK);
+    char hold_id[64];
+    CHECK(json_str(json, "hold_id", hold_id, sizeof hold_id));
+    kl_string_free(json);
+    json = NULL;
+    CHECK(kl_hold(v, S("acct_h"), 50, 60000, S("job-1"), &json) == KL_OK);
+    CHECK(contains(json, "\"replayed\":true") && contains(json, hold_id));
+    kl_string_free(json);
+    json = SENTINEL;
+    CHECK(kl_hold(v, S("acct_h"), 1000, 60000, NULL, 0, &json) == KL_INSUFFICIENT_CREDITS);
+    CHECK(json == SENTINEL);
+    json = NULL;
+    CHECK(kl_list_holds(v, S("acct_h"), &json) == KL_OK);
+    CHECK(count_of(json, "\"hold_id\":") == 1 && contains(json, hold_id));
+    kl_string_free(json);
+    json = NULL;
+    CHECK(kl_release(v, Z(hold_id), &json) == KL_OK);
+    CHECK(contains(json, "\"state\":\"released\""));
+    kl_string_free(json);
+    json = NULL;
+    CHECK(kl_balance(v, S("acct_h"), &json) == KL_OK);
+    CHECK(contains(json, "\"credits\":88") && contains(json, "\"held\":0"));
+    kl_string_free(json);
+    json = SENTINEL;
+    CHECK(kl_release(v, S("hold_0123456789abcdef01234567"), &json) == KL_HOLD_NOT_FOUND);
+    CHECK(kl_release(v, S("nope"), &json) == KL_INVALID_ARGUMENT);
+    CHECK(kl_release(v, NULL, 4, &json) == KL_INVALID_ARGUMENT);
+    CHECK(json == SENTINEL);
+    kl_secret_free(token);
+    kl_vault_free(v);
+}
+
 static void test_ratelimits(const char *base_path) {
     char path[4096];
     snprintf(path, sizeof path, "%s.limits", base_path);
@@ -1871,7 +1952,7 @@ int main(int argc, char **argv) {
     test_nonblocking(path);
     test_struct_sizes(path);
     test_events(path);
-
+    test_holds(path);
     printf("c_abi: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

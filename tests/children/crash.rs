@@ -37,6 +37,8 @@ pub fn worker() {
     let token = env("KL_TOKEN");
     let v = ok(Vault::open_with(env("KL_PATH"), options()));
     let mut mine: Vec<String> = Vec::new();
+    // Holds this worker made and has not settled yet (those of killed workers stay held).
+    let mut holds: Vec<(String, u64)> = Vec::new();
     say("READY");
     // First, retry the idempotent call that was in flight when the last worker died.
     if let Ok(retry) = std::env::var("KL_RETRY") {
@@ -61,11 +63,27 @@ pub fn worker() {
                 let g = ok(v.authorize(&token, Target::scope("x"), &cost(c, Some(&k))));
                 say(&format!("A idem {} {} {k}", g.charged, g.replayed));
             }
-            60..=74 => {
+            60..=69 => {
                 let c = 1 + rng.below(9);
                 say(&format!("I debit {c}"));
                 let b = ok(v.debit("a", c, None));
                 say(&format!("A debit {c} {}", b.credits));
+            }
+            // Holds: reserve (idempotent, a TTL longer than the test), settle one of ours.
+            70..=72 => {
+                let c = 1 + rng.below(20);
+                let k = format!("h{round}-{i}");
+                say(&format!("I hold {c} {k}"));
+                let h = ok(v.hold("a", c, 3_600_000, Some(&k)));
+                say(&format!("A hold {c} {}", h.hold_id));
+                holds.push((h.hold_id, c));
+            }
+            73..=74 if !holds.is_empty() => {
+                let (id, c) = holds.swap_remove(rng.below(holds.len() as u64) as usize);
+                let actual = rng.below(c + 1);
+                say(&format!("I settle {actual} {id}"));
+                let h = ok(v.settle(&id, actual, &keyledger::SettleOptions::default()));
+                say(&format!("A settle {} {id}", h.charged));
             }
             75..=79 => {
                 let c = 10 + rng.below(90);

@@ -21,6 +21,8 @@ pub const COST1: AuthorizeOptions<'static> = AuthorizeOptions {
     limit_cost: None,
     on_replay: OnReplay::Grant,
     query: None,
+    hold: None,
+    hold_ttl_ms: None,
 };
 
 pub fn spend_until_refused(v: &Vault, token: &str) -> (u64, u64) {

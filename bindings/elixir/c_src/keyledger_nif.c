@@ -863,6 +863,33 @@ static ERL_NIF_TERM nif_debit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     return call_vsuo(env, argv, kl_debit);
 }
 
+/* Holds: (vault, account, amount, ttl_ms, idempotency_key | nil) -> hold json */
+static ERL_NIF_TERM nif_hold(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, id);
+    U64(2, amount, "amount");
+    U64(3, ttl_ms, "ttl");
+    OPT_STR(4, key);
+    RESULT_JSON(kl_hold(r->v, id.ptr, id.len, amount, ttl_ms, key.ptr, key.len, &out_json));
+}
+
+/* (vault, hold_id, actual, allow_over?, idempotency_key | nil) -> hold json */
+static ERL_NIF_TERM nif_settle(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    VAULT(0);
+    STR(1, id);
+    U64(2, actual, "actual");
+    int allow_over = get_bool(argv[3]);
+    if (allow_over < 0) return enif_make_badarg(env);
+    OPT_STR(4, key);
+    RESULT_JSON(kl_settle(r->v, id.ptr, id.len, actual, (uint8_t)allow_over, key.ptr, key.len,
+                          &out_json));
+}
+
+NIF_VS(release, kl_release, 0)
+NIF_VS(list_holds, kl_list_holds, 1)
+
 /* A new key's three results: {token, signing_secret | nil, key_json}, all freed here. */
 static ERL_NIF_TERM new_key(ErlNifEnv *env, char *token, char *secret, char *key_json) {
     ERL_NIF_TERM t = take_secret(env, token);
@@ -1197,6 +1224,11 @@ static ErlNifFunc nif_funcs[] = {
     {"sign_webhook", 2, nif_sign_webhook, CPU},
     {"verify_webhook", 3, nif_verify_webhook, CPU},
     {"looks_like_key", 1, nif_looks_like_key, 0},
+    /* Holds. */
+    {"hold", 5, nif_hold, IO},
+    {"settle", 5, nif_settle, IO},
+    {"release", 2, nif_release, IO},
+    {"list_holds", 2, nif_list_holds, IO},
     {"redact", 1, nif_redact, 0},
     {"version", 0, nif_version, 0},
     {"closer_stats", 0, nif_closer_stats, 0},

@@ -802,11 +802,12 @@ defmodule KeyLedger do
              key_name auth_method charged replayed ratelimits max remaining reset_ms granted
              refused hourly method pattern scope cost seq time action actor details limit
              retry_after argon2_runs read_txns commits throttled cache_mode duration_ms
-             auto_apply refill amount interval day style)
+             auto_apply refill amount interval day style
+             hold_id held available state finished_at)
   @field_atoms Map.new(@fields, &{&1, String.to_atom(&1)})
   @opaque_fields ["metadata", "details"]
   # Unix ms in the C ABI's JSON, DateTime (UTC, ms precision) here.
-  @time_fields ~w(created_at expires_at revoked_at last_used_at time)
+  @time_fields ~w(created_at expires_at revoked_at last_used_at time finished_at)
 
   defp atomize(list) when is_list(list), do: Enum.map(list, &atomize/1)
 
@@ -819,6 +820,10 @@ defmodule KeyLedger do
       {"interval", "monthly"} -> {:interval, :monthly}
       {"style", "prefixed"} -> {:style, :prefixed}
       {"style", "colon"} -> {:style, :colon}
+      {"state", "active"} -> {:state, :active}
+      {"state", "settled"} -> {:state, :settled}
+      {"state", "released"} -> {:state, :released}
+      {"state", "expired"} -> {:state, :expired}
       {k, ms} when k in @time_fields and is_integer(ms) -> {Map.fetch!(@field_atoms, k), datetime(ms)}
       {"hourly", hours} when is_list(hours) -> {:hourly, Enum.map(hours, fn [h, n] -> [datetime(h), n]; o -> o end)}
       {k, v} -> {Map.get(@field_atoms, k, k), atomize(v)}
@@ -885,6 +890,40 @@ defmodule KeyLedger do
   defp map_arg(m, _what) when is_map(m) and not is_struct(m), do: m
   defp map_arg(other, what), do: raise(ArgumentError, "#{what}: must be a map, got #{inspect(other)}")
 
+  # ---- holds ---------------------------------------------------------------------------
+
+  @doc """
+  Reserves `amount` (> 0) credits of `account` until settled, released or the TTL runs
+  out. Options: `ttl:` in ms (default 15 minutes, at most 30 days), `idempotency_key:` (a
+  repeat with the same amount and TTL answers the same hold, `replayed: true`). Refused
+  with `insufficient_credits` (402) when fewer are available.
+  """
+  @spec hold(vault, iodata, non_neg_integer, keyword) :: result(KeyLedger.Hold.t())
+  def hold(vault, account, amount, opts \\ []) do
+    ttl = Keyword.get(opts, :ttl, 900_000)
+    vault |> Handle.hold(account, amount, ttl, Keyword.get(opts, :idempotency_key)) |> decoded(KeyLedger.Hold)
+  end
+
+  @doc """
+  Charges `actual` credits of a hold and gives the rest back. Options: `allow_over: true`
+  (charge more than the hold, from the available credits), `idempotency_key:`. A repeat
+  with the same amount answers the recorded outcome; another is `hold_settled` (409).
+  """
+  @spec settle(vault, iodata, non_neg_integer, keyword) :: result(KeyLedger.Hold.t())
+  def settle(vault, hold_id, actual, opts \\ []) do
+    vault
+    |> Handle.settle(hold_id, actual, Keyword.get(opts, :allow_over, false), Keyword.get(opts, :idempotency_key))
+    |> decoded(KeyLedger.Hold)
+  end
+
+  @doc "Gives every credit of a hold back (`hold_settled` for a settled one)."
+  @spec release(vault, iodata) :: result(KeyLedger.Hold.t())
+  def release(vault, hold_id), do: vault |> Handle.release(hold_id) |> decoded(KeyLedger.Hold)
+
+  @doc "The active holds of `account` (or of every account)."
+  @spec holds(vault, iodata | nil) :: result([KeyLedger.Hold.t()])
+  def holds(vault, account \\ nil), do: vault |> Handle.list_holds(account) |> decoded(KeyLedger.Hold)
+
   defp json_object_arg(nil, _what), do: nil
   defp json_object_arg(m, what), do: m |> map_arg(what) |> JSON.encode!()
 
@@ -898,7 +937,9 @@ defmodule KeyLedger do
     usage: [2], add_route: [4, 5], remove_route: [3], list_routes: [1], match_route: [3],
     audit: [1, 2], set_ratelimit: [5], remove_ratelimit: [3], ratelimits: [2],
     set_refill: [4, 5], clear_refill: [2], reveal_signing_secret: [2], rekey: [2],
-    stats: [1], close: [1], flush: [1]
+    stats: [1], close: [1], flush: [1],
+    # Holds.
+    hold: [3, 4], settle: [3, 4], release: [2], holds: [1, 2]
   ]
 
   for {fun, arities} <- @bang, arity <- arities do

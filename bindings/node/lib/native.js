@@ -22,6 +22,7 @@ koffi.opaque('kl_vault');
 // from koffi; index.js decodes grants through GRANT_LAYOUT only.
 const {
   KL_ACCOUNT_ID_SIZE, KL_KEY_ID_SIZE, KL_PREFIX_SIZE, KL_KEY_NAME_SIZE, KL_RATELIMIT_NAME_SIZE,
+  KL_HOLD_ID_SIZE,
 } = require('./constants');
 
 // Both structs start with `size` (the growth path of the C ABI): the struct's size as
@@ -43,6 +44,8 @@ const kl_grant = koffi.struct('kl_grant', {
   ratelimit_limit: 'uint64_t',
   ratelimit_remaining: 'uint64_t',
   ratelimit_reset_ms: 'int64_t',
+  // Holds: the hold an authorize with `hold` made (the library's layout, so size 0 fits).
+  hold_id: koffi.array('char', KL_HOLD_ID_SIZE, 'String'),
 });
 
 const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
@@ -72,6 +75,9 @@ const kl_authorize_opts = koffi.struct('kl_authorize_opts', {
   // On failure, a copy of the JSON body is written here (a `char **`, given as an 8-byte
   // Buffer): how a refusal decided on a libuv worker thread reaches the event loop whole.
   error_body: 'void *',
+  // Holds: reserve this many credits instead of a cost (0: none), and its TTL (0: default).
+  hold: 'uint64_t',
+  hold_ttl_ms: 'uint64_t',
 });
 
 // The grant is decoded by hand from a reusable Buffer (faster than koffi's struct
@@ -288,5 +294,11 @@ native.freeAtThreadExit = (() => {
     return null;
   }
 })();
+
+// Holds: reserve, settle, release, list (JSON holds out).
+native.kl_hold = fn('kl_hold', 'uint32_t', [V, S, 'size_t', 'uint64_t', 'uint64_t', S, 'size_t', OUT]);
+native.kl_settle = fn('kl_settle', 'uint32_t', [V, S, 'size_t', 'uint64_t', 'uint8_t', S, 'size_t', OUT]);
+native.kl_release = fn('kl_release', 'uint32_t', [V, S, 'size_t', OUT]);
+native.kl_list_holds = fn('kl_list_holds', 'uint32_t', [V, S, 'size_t', OUT]);
 
 module.exports = native;

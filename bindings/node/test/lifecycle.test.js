@@ -75,8 +75,8 @@ test('the management API round trip', () => {
   assert.deepEqual(acct.metadata, { plan: 'pro' });
   assert.deepEqual(vault.listAccounts().map((a) => a.id), ['acct_42']);
 
-  assert.deepEqual(vault.topUp('acct_42', 10, { reference: 'stripe_pi_1' }), { accountId: 'acct_42', credits: 15, totalCredits: 15 });
-  assert.deepEqual(vault.debit('acct_42', 4, { idempotencyKey: 'order-1' }), { accountId: 'acct_42', credits: 11, totalCredits: 15 });
+  assert.deepEqual(vault.topUp('acct_42', 10, { reference: 'stripe_pi_1' }), { accountId: 'acct_42', credits: 15, totalCredits: 15, held: 0, available: 15 });
+  assert.deepEqual(vault.debit('acct_42', 4, { idempotencyKey: 'order-1' }), { accountId: 'acct_42', credits: 11, totalCredits: 15, held: 0, available: 11 });
   assert.equal(vault.debit('acct_42', 4, { idempotencyKey: 'order-1' }).credits, 11);
   assert.equal(vault.balance('acct_42').credits, 11);
 

@@ -9,8 +9,14 @@ use crate::output::{self, Out};
 
 /// One line: an account's credits and its total added.
 fn balance_line(b: &keyledger::Balance) -> String {
+    // Holds: what active holds reserve, when any do.
+    let held = if b.held > 0 {
+        format!(", {} held, {} available", b.held, b.available)
+    } else {
+        String::new()
+    };
     format!(
-        "{}: {} credits ({} added in total)\n",
+        "{}: {} credits ({} added in total{held})\n",
         b.account_id, b.credits, b.total_credits
     )
 }

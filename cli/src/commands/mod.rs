@@ -6,6 +6,8 @@ mod authorize;
 // Events and usage reports.
 mod events;
 mod import;
+// Holds.
+mod holds;
 mod keys;
 mod routes;
 
@@ -35,6 +37,8 @@ pub fn with_vault(vault: &Vault, cmd: &Command, out: &Out) -> CliResult {
         Command::Events(cmd) => events::events(vault, cmd, out),
         Command::Argon2(cmd) => admin::argon2(vault, cmd, out),
         Command::Import(cmd) => import::import(vault, cmd, out),
+        // Holds.
+        Command::Holds(cmd) => holds::holds(vault, cmd, out),
         Command::Init
         | Command::Check { .. }
         | Command::Quickstart { .. }

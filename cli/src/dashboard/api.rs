@@ -69,6 +69,8 @@ pub fn routes() -> Router<AppState> {
         .route("/limits", get(list_limits).post(set_limit))
         .route("/limits/remove", post(remove_limit))
         .route("/audit", get(audit))
+        // Holds.
+        .route("/holds", get(list_holds))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<Value, ApiError> {
@@ -122,6 +124,11 @@ async fn overview(State(st): State<AppState>) -> ApiResult {
 
 async fn list_accounts(State(st): State<AppState>) -> ApiResult {
     st.run(|v| to_json(&v.list_accounts()?)).await.map(ok)
+}
+
+// Holds: the active holds of every account (expired ones are released first).
+async fn list_holds(State(st): State<AppState>) -> ApiResult {
+    st.run(|v| to_json(&v.holds(None)?)).await.map(ok)
 }
 
 async fn create_account(State(st): State<AppState>, mut b: JsonObject) -> ApiResult {

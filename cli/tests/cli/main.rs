@@ -4,6 +4,8 @@
 //! 4 refused 402, 6 not_found, 7 already_exists, 8 invalid_argument.
 
 mod docs;
+// Holds.
+mod holds;
 mod support;
 
 use support::*;

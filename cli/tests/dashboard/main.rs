@@ -804,3 +804,38 @@ fn the_dashboard_creates_a_colon_style_key_that_the_cli_authorizes() {
     .refused(400, "invalid_argument");
     assert_eq!(c.get("/api/keys").ok().as_array().unwrap().len(), 1);
 }
+
+// Holds.
+/// A hold made by another process (the CLI) shows in the dashboard's hold list, with its
+/// account's available credits lowered, and leaves it once released.
+#[test]
+fn active_holds_are_listed_and_the_account_shows_its_available_credits() {
+    let srv = Server::start(Some(ADMIN), "127.0.0.1:0");
+    let c = srv.admin();
+    account_and_key(&c);
+    assert_eq!(c.get("/api/holds").ok(), json!([]));
+    let made = srv
+        .cli(&["--json", "holds", "create", "acct_42", "30"], None)
+        .ok();
+    let made: serde_json::Value = serde_json::from_str(&made.stdout).unwrap();
+    let id = made["hold_id"].as_str().unwrap().to_string();
+    let holds = c.get("/api/holds").ok();
+    let list = holds.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0]["hold_id"].as_str(), list[0]["amount"].as_u64()),
+        (Some(id.as_str()), Some(30))
+    );
+    let a = c.get("/api/accounts/acct_42").ok();
+    assert_eq!(
+        a["credits"].as_u64(),
+        Some(70),
+        "an account's credits are the available ones"
+    );
+    srv.cli(&["holds", "release", &id], None).ok();
+    assert_eq!(c.get("/api/holds").ok(), json!([]));
+    assert_eq!(
+        c.get("/api/accounts/acct_42").ok()["credits"].as_u64(),
+        Some(100)
+    );
+}

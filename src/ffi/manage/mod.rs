@@ -30,6 +30,8 @@ mod tokens;
 
 // Events and usage reports.
 mod events;
+// Holds.
+mod holds;
 
 pub use accounts::*;
 pub use audit::*;
@@ -37,3 +39,5 @@ pub use events::*;
 pub use keys::*;
 pub use routes::*;
 pub use tokens::*;
+// Holds.
+pub use holds::*;

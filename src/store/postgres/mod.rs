@@ -105,9 +105,11 @@ mod params;
 mod ratelimit;
 mod tls;
 mod txn;
+// Holds.
+mod holds;
 
 /// The schema version this keyledger creates and understands.
-pub(crate) const SCHEMA_VERSION: i32 = 5;
+pub(crate) const SCHEMA_VERSION: i32 = 6;
 /// The advisory lock every write transaction holds (and schema migration, session-level).
 const WRITE_LOCK: i64 = 0x6b65_796c_6564_6772; // "keyledgr"
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
@@ -156,6 +158,14 @@ CREATE TABLE IF NOT EXISTS kl_ratelimit_state (key bigint PRIMARY KEY, tat bigin
     // The committed changes by sequence number, for `notify=poll` (see the module docs).
     r#"
 CREATE TABLE kl_changes (seq bigint PRIMARY KEY, body text NOT NULL);
+"#,
+    // Holds (see `holds.rs`): every hold record; the active ones indexed by account and
+    // by expiry.
+    r#"
+CREATE TABLE kl_holds (id text COLLATE "C" PRIMARY KEY, account_id text COLLATE "C" NOT NULL,
+    expires_at bigint NOT NULL, active boolean NOT NULL, record bytea NOT NULL);
+CREATE INDEX kl_holds_active_by_account ON kl_holds (account_id, id) WHERE active;
+CREATE INDEX kl_holds_active_by_expiry ON kl_holds (expires_at, id) WHERE active;
 "#,
     // Events and usage reports (`crate::events`). Numbered 6 in the merged schema, after
     // holds' step.

@@ -17,7 +17,7 @@ use crate::shm::{Sidecar, SlotKind};
 use crate::store::migrate::Row;
 use crate::store::records::{decode, encode};
 use crate::store::{
-    idempotency_key, meta_key, owner_key, owner_slot, AccountRecord, AuditRecord,
+    idempotency_key, meta_key, owner_key, owner_slot, AccountRecord, AuditRecord, HoldRecord,
     IdempotencyRecord, IdempotencyScope, KeyRecord, Meta, ReadTxn, WriteTxn,
 };
 
@@ -32,7 +32,7 @@ pub(super) struct PgRead {
 }
 
 impl PgRead {
-    fn query(
+    pub(super) fn query(
         &self,
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
@@ -44,7 +44,7 @@ impl PgRead {
             .map_err(pg_err)
     }
 
-    fn opt(
+    pub(super) fn opt(
         &self,
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
@@ -56,7 +56,11 @@ impl PgRead {
             .map_err(pg_err)
     }
 
-    fn exec(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64> {
+    pub(super) fn exec(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
         self.conn
             .borrow_mut()
             .c()
@@ -386,6 +390,12 @@ impl ReadTxn for PgRead {
                 mac: r.get(1),
             })?;
         }
+        for r in self.query("SELECT id, record FROM kl_holds ORDER BY id", &[])? {
+            sink(Row::Hold {
+                id: r.get(0),
+                record: r.get(1),
+            })?;
+        }
         Ok(())
     }
 
@@ -447,6 +457,17 @@ impl ReadTxn for PgRead {
                 refused: unsigned(r.get(6)),
             })
             .collect())
+    }
+
+    // Holds (`holds.rs`).
+    fn hold(&self, id: &str) -> Result<Option<HoldRecord>> {
+        self.hold_by_id(id)
+    }
+    fn active_holds(&self, account_id: Option<&str>) -> Result<Vec<HoldRecord>> {
+        self.active_holds_of(account_id)
+    }
+    fn holds_due(&self, now: Millis, max: usize) -> Result<Vec<HoldRecord>> {
+        self.holds_due_at(now, max)
     }
 }
 
@@ -554,6 +575,13 @@ impl WriteTxn for PgRead {
                     "INSERT INTO kl_signatures_seen (t, mac) VALUES ($1, $2)",
                     &[t, mac],
                 )?;
+            }
+            Row::Hold { id, record } => {
+                let rec = HoldRecord::decode(record)?;
+                if rec.id != *id {
+                    return Err(Error::Storage(format!("hold {id:?} holds another id")));
+                }
+                self.put_hold_row(&rec)?;
             }
         }
         Ok(())
@@ -934,5 +962,10 @@ impl WriteTxn for PgRead {
     #[cfg(test)]
     fn commit_and_die(self: Box<Self>) -> Result<()> {
         self.commit(Durability::Immediate)
+    }
+
+    // Holds (`holds.rs`).
+    fn put_hold(&mut self, rec: &HoldRecord) -> Result<()> {
+        self.put_hold_row(rec)
     }
 }

@@ -15,7 +15,9 @@ defmodule KeyLedger.Handle do
     set_scopes: 3, set_expiry: 3, rotate_key: 3, usage: 2, add_route: 5, remove_route: 3,
     list_routes: 1, match_route: 3, audit: 2, set_ratelimit: 7, remove_ratelimit: 4,
     ratelimits: 3, set_refill: 5, clear_refill: 2, reveal_signing_secret: 2, rekey: 2,
-    rekey_passphrase: 2, has_master_key: 1, stats: 1, set_argon2_params: 4
+    rekey_passphrase: 2, has_master_key: 1, stats: 1, set_argon2_params: 4,
+    # Holds.
+    hold: 5, settle: 5, release: 2, list_holds: 2
   ]
 
   for {fun, arity} <- @vault_calls do

@@ -55,6 +55,11 @@ defmodule KeyLedger.Nif do
   def top_up(_vault, _id, _amount, _reference), do: nif!()
   def debit(_vault, _id, _amount, _idempotency_key), do: nif!()
   def balance(_vault, _id), do: nif!()
+  # Holds.
+  def hold(_vault, _account, _amount, _ttl_ms, _idempotency_key), do: nif!()
+  def settle(_vault, _hold_id, _actual, _allow_over, _idempotency_key), do: nif!()
+  def release(_vault, _hold_id), do: nif!()
+  def list_holds(_vault, _account), do: nif!()
   def create_key(_vault, _spec_json), do: nif!()
   def key(_vault, _key_id), do: nif!()
   def list_keys(_vault, _account_id), do: nif!()

@@ -139,9 +139,41 @@ defmodule KeyLedger.Balance do
   @moduledoc "An account's credits after `top_up/4`, `debit/4` or from `balance/2`."
   use KeyLedger.Record
 
-  defstruct [:account_id, :credits, :total_credits]
+  defstruct [:account_id, :credits, :total_credits, :held, :available]
 
-  @type t :: %__MODULE__{account_id: String.t(), credits: non_neg_integer, total_credits: non_neg_integer}
+  @type t :: %__MODULE__{
+          account_id: String.t(),
+          credits: non_neg_integer,
+          total_credits: non_neg_integer,
+          held: non_neg_integer,
+          available: non_neg_integer
+        }
+end
+
+defmodule KeyLedger.Hold do
+  @moduledoc """
+  Credits reserved until settled, released or expired (`KeyLedger.hold/4`): `hold_id`,
+  `account_id`, `key_id`, `amount`, `charged`, `state` (`:active`, `:settled`,
+  `:released`, `:expired`), `replayed`, and the times `created_at`, `expires_at`,
+  `finished_at`.
+  """
+  use KeyLedger.Record
+
+  defstruct [:hold_id, :account_id, :key_id, :amount, :charged, :state, :created_at,
+             :expires_at, :finished_at, :replayed]
+
+  @type t :: %__MODULE__{
+          hold_id: String.t(),
+          account_id: String.t(),
+          key_id: String.t() | nil,
+          amount: non_neg_integer,
+          charged: non_neg_integer,
+          state: :active | :settled | :released | :expired,
+          created_at: DateTime.t(),
+          expires_at: DateTime.t(),
+          finished_at: DateTime.t() | nil,
+          replayed: boolean
+        }
 end
 
 defmodule KeyLedger.Key do

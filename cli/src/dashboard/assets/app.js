@@ -192,11 +192,15 @@
   // ----------------------------------------------------------------- accounts
 
   async function accountsPage() {
-    const accounts = await api('GET', '/accounts');
+    const [accounts, holds] = await Promise.all([api('GET', '/accounts'), api('GET', '/holds')]);
     const ids = accounts.map((a) => a.id);
+    // Holds: what active holds reserve, per account (an account's credits are available ones).
+    const held = {};
+    for (const x of holds) held[x.account_id] = (held[x.account_id] || 0) + x.amount;
     const rows = accounts.map((a) => h('tr', { dataset: { account: a.id } },
       h('td', {}, h('code', { text: a.id })),
       h('td', { class: 'num', text: a.credits.toLocaleString('en-US') }),
+      h('td', { class: 'num held', text: (held[a.id] || 0).toLocaleString('en-US') }),
       h('td', { class: 'num', text: a.total_credits.toLocaleString('en-US') }),
       h('td', { text: a.refill ? a.refill.amount + ' ' + (a.refill.interval === 'monthly' ? 'monthly on day ' + a.refill.day : 'daily') : '—' }),
       h('td', { text: fmtTime(a.created_at) }),
@@ -247,8 +251,16 @@
       }
     });
 
+    const holdRows = holds.map((x) => h('tr', { dataset: { hold: x.hold_id } },
+      h('td', {}, h('code', { text: x.hold_id })),
+      h('td', {}, h('code', { text: x.account_id })),
+      h('td', { class: 'num', text: x.amount.toLocaleString('en-US') }),
+      h('td', { text: fmtTime(x.expires_at) })));
+
     content(
-      table(['Account', ['Credits', 'num'], ['Total added', 'num'], 'Refill', 'Created', ''], rows, 'No accounts yet: create one below.'),
+      table(['Account', ['Available', 'num'], ['Held', 'num'], ['Total added', 'num'], 'Refill', 'Created', ''], rows, 'No accounts yet: create one below.'),
+      h('h2', { text: 'Active holds' }),
+      table(['Hold', 'Account', ['Amount', 'num'], 'Expires'], holdRows, 'No active holds.'),
       h('div', { class: 'grid' },
         h('div', { class: 'card' }, h('h2', { text: 'Create an account' }), create),
         h('div', { class: 'card' }, h('h2', { text: 'Top up' }), ids.length ? topUp : h('p', { class: 'muted', text: 'Create an account first.' })),
