@@ -318,3 +318,37 @@ fn metrics_count_this_handles_grants_refusals_debits_and_cache_misses() {
     assert!(text.contains("# HELP keyledger_debits_total"));
     assert!(text.contains("this process's vault handle"));
 }
+
+/// Holds lower the available credits, so an alert fires when a hold (or a settle above its
+/// hold) takes the balance under a threshold; a release that gives credits back does not.
+#[test]
+fn holds_and_settles_above_the_hold_cross_thresholds_like_debits() {
+    let (f, _token, _key_id) = Fixture::seeded(20, &["sms:send"]);
+    let v = &f.vault;
+    v.set_alert("acct_42", 15).unwrap();
+    v.set_alert("acct_42", 5).unwrap();
+    // 20 → 12 available: below 15.
+    let h = v.hold("acct_42", 8, 60_000, None).unwrap();
+    let e = v.events(0, 100).unwrap();
+    assert_eq!(kinds(&e), ["balance_below"]);
+    assert_eq!(
+        (
+            e[0].data["threshold"].as_u64(),
+            e[0].data["credits"].as_u64()
+        ),
+        (Some(15), Some(12))
+    );
+    // Settling 10 of the 8 held takes 2 more: 12 → 10, nothing crossed.
+    let options = keyledger::SettleOptions {
+        allow_over: true,
+        idempotency_key: None,
+    };
+    v.settle(&h.hold_id, 10, &options).unwrap();
+    assert_eq!(v.events(0, 100).unwrap().len(), 1);
+    // A hold of 6 (10 → 4) crosses 5; its release (4 → 10) records nothing.
+    let h2 = v.hold("acct_42", 6, 60_000, Some("h2")).unwrap();
+    v.release(&h2.hold_id).unwrap();
+    let e = v.events(0, 100).unwrap();
+    assert_eq!(kinds(&e), ["balance_below", "balance_below"]);
+    assert_eq!(e[1].data["threshold"].as_u64(), Some(5));
+}

@@ -402,6 +402,8 @@ impl Inner {
         }
         let left = credits - amount;
         tx.put_balance(account, left, total)?;
+        // A hold lowers the available credits: low-balance alerts see it like a debit.
+        self.credits_moved(tx, account, credits, left, now)?;
         let rec = HoldRecord {
             id,
             account_id: account.to_string(),
@@ -518,6 +520,8 @@ impl Inner {
             credits - extra
         };
         tx.put_balance(&account, left, total)?;
+        // A settle above the hold lowers the available credits further.
+        self.credits_moved(tx, &account, credits, left, now)?;
         let (action, state) = match end {
             End::Settle(_) => (
                 AuditAction::HoldSettled,
