@@ -82,7 +82,7 @@ pub use vault::{
     system_now, AuthorizeOptions, Clock, Durability, OnReplay, Target, Vault, VaultOptions,
     IDEMPOTENCY_WINDOW_MS,
 };
-pub use vault::{Attempt, WouldBlock};
+pub use vault::{Attempt, GrantView, WouldBlock};
 pub use webhook::{sign_webhook, verify_webhook};
 
 pub use store::migrate::{MigrateOptions, MigrateReport};

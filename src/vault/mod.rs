@@ -60,6 +60,7 @@ mod routes;
 mod signing;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use self::authorize::{Attempt, WouldBlock};
 use self::authorize::{Halt, Mode, Verifier};
@@ -67,6 +68,9 @@ use self::background::*;
 use self::hot::*;
 use self::keys::*;
 use self::signing::*;
+pub use self::view::GrantView;
+#[cfg(feature = "python")]
+pub(crate) use self::view::SharedGrant;
 use crate::credits::{next_refill, DebitReq, Debited};
 use crate::validate::*;
 
