@@ -37,9 +37,8 @@ PARTS = [
     ("scope check", r"keyledger::policy::scopes::scope_grants \["),
     ("account view", r"<impl keyledger::vault::Inner>::account_view$"),
     ("credits step (a grant of the cached record; no write)", r"<impl keyledger::vault::Inner>::charge \["),
-    ("owned Grant (copies of the key's strings; not in --api view)", r"GrantView>::into_grant"),
     ("malloc", r"malloc\.c:malloc \["),
-    ("free (mostly the Grant, dropped by the caller)", r"malloc\.c:free \["),
+    ("free (the owned Grant, dropped by the caller; none with --api view)", r"malloc\.c:free \["),
 ]
 
 
