@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Instructions per hot `authorize`, and where they go, counted by callgrind.
 
-    bench/breakdown.py [--calls N] [--json OUT]
+    bench/breakdown.py [--calls N] [--api grant|view] [--json OUT]
 
 Runs target/release/examples/hotloop (build it first: `cargo build --release --example
 hotloop`) under `valgrind --tool=callgrind` twice, with 1 call and with 1 + N calls (default
 100 000): the difference divided by N is the cost of one hot call, free of the setup (vault,
 key, the one argon2). The parts are callgrind's inclusive counts of the functions below,
-divided by the calls. Instruction counts do not depend on the load of the machine, so this
+divided by the calls. `--api view` counts `Vault::authorize_view` (the grant reads the
+cached key record: what the C ABI, Python, Node and Elixir use) instead of `Vault::authorize`
+(an owned `Grant`: its strings copied). Instruction counts do not depend on the load of the machine, so this
 figure can be compared between runs where wall times cannot.
 """
 from __future__ import annotations
@@ -34,15 +36,16 @@ PARTS = [
     ("Router::find", r"keyledger::policy::router::Router::find$"),
     ("scope check", r"keyledger::policy::scopes::scope_grants \["),
     ("account view", r"<impl keyledger::vault::Inner>::account_view$"),
-    ("grant construction (owned strings of the public Grant)", r"<impl keyledger::vault::Inner>::charge \["),
+    ("credits step (a grant of the cached record; no write)", r"<impl keyledger::vault::Inner>::charge \["),
     ("malloc", r"malloc\.c:malloc \["),
-    ("free (mostly the Grant, dropped by the caller)", r"malloc\.c:free \["),
+    ("free (the owned Grant, dropped by the caller; none with --api view)", r"malloc\.c:free \["),
 ]
 
 
-def run(calls: int, out: Path) -> int:
+def run(calls: int, out: Path, api: str) -> int:
     p = subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(HOTLOOP), str(calls), "1"],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(HOTLOOP), str(calls), "1",
+         api],
         capture_output=True, text=True, check=True)
     m = re.search(r"Collected : (\d+)", p.stderr)
     if not m:
@@ -68,14 +71,15 @@ def first(lines: list[tuple[int, str]], pattern: str) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=100_000)
+    ap.add_argument("--api", choices=["grant", "view"], default="grant")
     ap.add_argument("--json")
     args = ap.parse_args()
     if not HOTLOOP.exists():
         sys.exit(f"{HOTLOOP} is missing: cargo build --release --example hotloop")
     with tempfile.TemporaryDirectory() as d:
         base_out, full_out = Path(d) / "base.out", Path(d) / "full.out"
-        base = run(1, base_out)
-        full = run(1 + args.calls, full_out)
+        base = run(1, base_out, args.api)
+        full = run(1 + args.calls, full_out, args.api)
         base_lines, full_lines = annotate(base_out), annotate(full_out)
     parts = []
     for label, pattern in PARTS:
@@ -86,6 +90,7 @@ def main() -> None:
         parts.append({"part": label, "instructions": None if hit is None else round(hit / args.calls)})
     result = {
         "calls": args.calls,
+        "api": args.api,
         "instructions_per_call": round((full - base) / args.calls),
         "parts": parts,
         "note": "inclusive counts; parts overlap (authenticate contains token::parse, the keyed "

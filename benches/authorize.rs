@@ -4,7 +4,8 @@
 //! are `examples/multiprocess.rs` and `examples/scale.rs`.
 //!
 //! Groups (criterion ids `group/name`):
-//! - `hot/*`: `authorize` with a cached verified secret, a route match, cost 0.
+//! - `hot/*`: `authorize` with a cached verified secret, a route match, cost 0 (`*_view`:
+//!   `authorize_view`, the grant reading the cached key record instead of copying it).
 //! - `hot_threads/*`: the same on 1 and 2 threads (time per call; ratio = scaling).
 //! - `cold/argon2_default`: the first `authorize` of a key in a fresh process (one argon2).
 //! - `debit/*`: `authorize` with a durable debit of 1 credit, 1/4/16 threads, MultiWriter and
@@ -149,6 +150,9 @@ fn hot(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| v.authorize(black_box(&token), HOT, &opts).unwrap())
         });
+        g.bench_function(format!("{name}_view"), |b| {
+            b.iter(|| v.authorize_view(black_box(&token), HOT, &opts).unwrap())
+        });
         let after = v.stats();
         assert_eq!(
             after.argon2_runs, before.argon2_runs,
@@ -183,6 +187,11 @@ fn hot(c: &mut Criterion) {
     if let Some((v, token)) = million_vault() {
         g.bench_function("1m_keys_multiwriter", |b| {
             b.iter(|| v.authorize(black_box(&token), HOT, &opts).unwrap())
+        });
+        // The same call answering a `GrantView` (no copy of the key's strings): what the
+        // C ABI and the hosts built on it, and Python, use.
+        g.bench_function("1m_keys_multiwriter_view", |b| {
+            b.iter(|| v.authorize_view(black_box(&token), HOT, &opts).unwrap())
         });
     }
     g.finish();

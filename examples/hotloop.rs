@@ -1,6 +1,7 @@
 //! A hot `authorize` loop for profilers (perf, valgrind --tool=callgrind):
 //! `cargo build --release --example hotloop && perf record -g target/release/examples/hotloop 2000000 1`
-//! (CALLS, THREADS). Prints the time per call.
+//! (CALLS, THREADS, API). Prints the time per call. API: `grant` (default,
+//! `Vault::authorize`) or `view` (`Vault::authorize_view`, no copy of the key's strings).
 //!
 //! `hotloop scaling [ROUNDS]`: 2-thread vs 1-thread throughput on one key, the two runs
 //! alternated ROUNDS times (default 7) so load from other jobs hits both alike; prints one
@@ -27,6 +28,11 @@ fn main() {
         0
     };
     let threads: usize = args.next().map_or(1, |a| a.parse().unwrap());
+    let view = match args.next().as_deref() {
+        None | Some("grant") => false,
+        Some("view") => true,
+        Some(other) => panic!("API must be grant or view, not {other:?}"),
+    };
     let dir = tempfile::tempdir().unwrap();
     let v = Vault::open(dir.path().join("v.redb")).unwrap();
     v.create_account("acct_42", 1_000, None).unwrap();
@@ -48,7 +54,13 @@ fn main() {
                     s.spawn(|| {
                         let (c0, s0) = (thread_cpu(), thread_switches());
                         for _ in 0..calls {
-                            std::hint::black_box(v.authorize(token, route, &opts).unwrap());
+                            if view {
+                                std::hint::black_box(
+                                    v.authorize_view(token, route, &opts).unwrap(),
+                                );
+                            } else {
+                                std::hint::black_box(v.authorize(token, route, &opts).unwrap());
+                            }
                         }
                         let s1 = thread_switches();
                         (thread_cpu() - c0, (s1.0 - s0.0, s1.1 - s0.1))

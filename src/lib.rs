@@ -89,7 +89,7 @@ pub use vault::{
     system_now, AuthorizeOptions, Clock, Durability, OnReplay, Target, Vault, VaultOptions,
     IDEMPOTENCY_WINDOW_MS,
 };
-pub use vault::{Attempt, WouldBlock};
+pub use vault::{Attempt, GrantView, WouldBlock};
 // Importing keys from other services (drf-api-key, Unkey).
 pub use vault::{ImportReport, ImportedAccount, ImportedKey, IMPORT_METADATA_KEY};
 // Holds.

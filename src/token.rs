@@ -89,14 +89,34 @@ pub fn parse(token: &str) -> Option<ParsedToken<'_>> {
     if token.len() > MAX_TOKEN_LEN || !token.is_ascii() {
         return None;
     }
-    let Some((prefix, key_id, secret)) = split(token) else {
+    // The secret and the key id have fixed lengths and hold no `_`, so the last two `_`
+    // (where `split` cuts) can only stand right before them: the cuts are at fixed
+    // offsets, checked without searching the token (the same answers as `split`). A token
+    // without them is not a prefixed one: it may be a colon-style `<key_id>:<secret>`.
+    let bytes = token.as_bytes();
+    let cuts = bytes.len().checked_sub(SECRET_LEN).and_then(|secret_at| {
+        let key_id_at = secret_at.checked_sub(KEY_ID_LEN + 1)?;
+        (key_id_at != 0 && bytes[secret_at - 1] == b'_' && bytes[key_id_at - 1] == b'_')
+            .then_some((key_id_at, secret_at))
+    });
+    let Some((key_id_at, secret_at)) = cuts else {
         return colon::parse(token);
     };
+    // All ASCII: every cut is on a char boundary.
+    let (prefix, key_id, secret) = (
+        &token[..key_id_at - 1],
+        &token[key_id_at..secret_at - 1],
+        &token[secret_at..],
+    );
     if !is_valid_prefix(prefix) || !is_valid_key_id(key_id) {
         return None;
     }
-    // `is_ascii_alphanumeric` is exactly the base62 alphabet (`base62_value(b).is_some()`).
-    if secret.len() != SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    // `is_ascii_alphanumeric` is exactly the base62 alphabet (`base62_value(b).is_some()`);
+    // folded without a short cut, so the 46 bytes are checked in wide steps.
+    if !secret
+        .bytes()
+        .fold(true, |ok, b| ok & b.is_ascii_alphanumeric())
+    {
         return None;
     }
     // `secret` is the tail of `token` and all ASCII, so this split is on a char boundary.
@@ -621,7 +641,66 @@ mod tests {
         ));
     }
 
+    /// `parse` as it was before the fixed-offset cuts: the oracle of the test below.
+    fn parse_by_split(token: &str) -> Option<(&str, &str, &str)> {
+        if token.len() > MAX_TOKEN_LEN || !token.is_ascii() {
+            return None;
+        }
+        let (prefix, key_id, secret) = split(token)?;
+        if !is_valid_prefix(prefix) || !is_valid_key_id(key_id) {
+            return None;
+        }
+        if secret.len() != SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let (body, checksum) = token.split_at_checked(token.len().checked_sub(CHECKSUM_LEN)?)?;
+        if decode_checksum(checksum)? != u64::from(crc32fast::hash(body.as_bytes())) {
+            return None;
+        }
+        Some((prefix, key_id, secret))
+    }
+
+    #[test]
+    fn a_key_id_of_another_length_does_not_parse_even_with_a_valid_checksum() {
+        for (key_id, ok) in [
+            ("k1234567", true),
+            ("xk1234567", false),
+            ("xyk1234567", false),
+            ("k123456", false),
+        ] {
+            let body = format!("ab_{key_id}_{}", "A".repeat(RANDOM_LEN));
+            let sum = encode_checksum(crc32fast::hash(body.as_bytes()));
+            let t = format!("{body}{}", std::str::from_utf8(&sum).unwrap());
+            assert_eq!(parse(&t).is_some(), ok, "{key_id}");
+            assert_eq!(parse_by_split(&t).is_some(), ok, "{key_id}");
+        }
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        #[test]
+        fn parse_cuts_where_splitting_on_the_last_two_underscores_does(
+            prefix in "([a-z][a-z0-9]{0,3}(_[a-z0-9]{1,3})?)|([a-z0-9_]{0,5})",
+            key_id in "([a-z0-9]{8})|([a-z0-9_]{6,11})",
+            random in "([0-9A-Za-z]{40})|([0-9A-Za-z_]{39,41})",
+            cut in 0usize..8,
+            extra in "[_a-z]{0,2}",
+        ) {
+            // A valid checksum over whatever was generated, then optionally a cut or an
+            // extra tail: token-shaped strings on both sides of every check.
+            let body = format!("{prefix}_{key_id}_{random}");
+            let sum = encode_checksum(crc32fast::hash(body.as_bytes()));
+            let mut t = format!("{body}{}", std::str::from_utf8(&sum).unwrap());
+            if cut < 3 {
+                t.truncate(t.len().saturating_sub(cut));
+            }
+            if cut == 7 {
+                t.push_str(&extra);
+            }
+            let new = parse(&t).map(|p| (p.prefix, p.key_id, p.secret));
+            proptest::prop_assert_eq!(new, parse_by_split(&t));
+        }
+
         #[test]
         fn parse_and_redact_never_panic_on_arbitrary_strings(s in "\\PC*") {
             let parsed = parse(&s).is_some();

@@ -11,7 +11,7 @@ use super::handle::kl_vault;
 use super::layout::{boundary_opts, read_opts, GrantOut};
 use super::panic::Failure;
 use super::status::kl_status;
-use crate::{AuthMethod, AuthorizeOptions, Grant, OnReplay, Target, Vault};
+use crate::{AuthMethod, AuthorizeOptions, GrantView, OnReplay, Target, Vault};
 
 /// Size of `kl_grant.account_id`: account ids are at most 128 bytes, plus the NUL.
 pub const KL_ACCOUNT_ID_SIZE: usize = 129;
@@ -182,22 +182,22 @@ fn fill<const N: usize>(buf: &mut [c_char; N], s: &str) {
     buf[n] = 0;
 }
 
-impl From<&Grant> for kl_grant {
-    fn from(g: &Grant) -> kl_grant {
+impl From<&GrantView> for kl_grant {
+    fn from(g: &GrantView) -> kl_grant {
         let mut out = kl_grant {
             size: 0,
             account_id: [0; KL_ACCOUNT_ID_SIZE],
             key_id: [0; KL_KEY_ID_SIZE],
             prefix: [0; KL_PREFIX_SIZE],
             key_name: [0; KL_KEY_NAME_SIZE],
-            auth_method: match g.auth_method {
+            auth_method: match g.auth_method() {
                 AuthMethod::Apikey => KL_AUTH_APIKEY,
                 AuthMethod::Operator => KL_AUTH_OPERATOR,
             },
-            charged: g.charged,
-            credits: g.credits,
-            total_credits: g.total_credits,
-            replayed: g.replayed,
+            charged: g.charged(),
+            credits: g.credits(),
+            total_credits: g.total_credits(),
+            replayed: g.replayed(),
             has_ratelimit: 0,
             ratelimit_name: [0; KL_RATELIMIT_NAME_SIZE],
             ratelimit_limit: 0,
@@ -205,7 +205,7 @@ impl From<&Grant> for kl_grant {
             ratelimit_reset_ms: 0,
             hold_id: [0; KL_HOLD_ID_SIZE],
         };
-        if let Some(h) = &g.hold_id {
+        if let Some(h) = g.hold_id() {
             fill(&mut out.hold_id, h);
         }
         if let Some(r) = g.tightest_ratelimit() {
@@ -215,10 +215,10 @@ impl From<&Grant> for kl_grant {
             out.ratelimit_remaining = r.remaining;
             out.ratelimit_reset_ms = r.reset_ms;
         }
-        fill(&mut out.account_id, &g.account_id);
-        fill(&mut out.key_id, &g.key_id);
-        fill(&mut out.prefix, &g.prefix);
-        fill(&mut out.key_name, &g.key_name);
+        fill(&mut out.account_id, g.account_id());
+        fill(&mut out.key_id, g.key_id());
+        fill(&mut out.prefix, g.prefix());
+        fill(&mut out.key_name, g.key_name());
         out
     }
 }
@@ -501,7 +501,7 @@ pub(super) unsafe fn kl_authorize_request_json_with(
         let target = Target::request(method, target).case_insensitive(insensitive);
         // SAFETY: module contract.
         let grant = unsafe { with_opts(opts.as_ref(), |o| decide(vault, token, target, o)) }?;
-        out.put_json(&grant)
+        out.put_json(&grant.into_grant())
     })
 }
 
@@ -635,7 +635,7 @@ pub(super) unsafe fn kl_authorize_json_with(
                 decide(vault, token, Target::route(method, path), o)
             })
         }?;
-        out.put_json(&grant)
+        out.put_json(&grant.into_grant())
     })
 }
 
@@ -696,7 +696,7 @@ pub(super) unsafe fn kl_authorize_scope_json_with(
                 decide(vault, token, Target::scope(scope), o)
             })
         }?;
-        out.put_json(&grant)
+        out.put_json(&grant.into_grant())
     })
 }
 
@@ -704,7 +704,7 @@ pub(super) unsafe fn kl_authorize_scope_json_with(
 /// `try_decide` (`authorize_try.rs`). Each `kl_authorize*` and its `_try` twin share one
 /// body (`*_with`) and differ only in this.
 pub(super) type Decide =
-    fn(&Vault, &str, Target<'_>, &AuthorizeOptions<'_>) -> Result<Grant, Failure>;
+    fn(&Vault, &str, Target<'_>, &AuthorizeOptions<'_>) -> Result<GrantView, Failure>;
 
 /// `Vault::authorize`: waits for argon2 and commits as needed.
 fn decide_blocking(
@@ -712,6 +712,6 @@ fn decide_blocking(
     token: &str,
     target: Target<'_>,
     o: &AuthorizeOptions<'_>,
-) -> Result<Grant, Failure> {
-    Ok(vault.authorize(token, target, o)?)
+) -> Result<GrantView, Failure> {
+    Ok(vault.authorize_view(token, target, o)?)
 }

@@ -11,7 +11,7 @@ use super::authorize::{
 use super::handle::kl_vault;
 use super::panic::Failure;
 use super::status::kl_status;
-use crate::{Attempt, AuthorizeOptions, Grant, Target, Vault};
+use crate::{Attempt, AuthorizeOptions, GrantView, Target, Vault};
 
 /// `Vault::try_authorize`, its would-block answer as `KL_WOULD_BLOCK`.
 fn try_decide(
@@ -19,8 +19,8 @@ fn try_decide(
     token: &str,
     target: Target<'_>,
     o: &AuthorizeOptions<'_>,
-) -> Result<Grant, Failure> {
-    match vault.try_authorize(token, target, o) {
+) -> Result<GrantView, Failure> {
+    match vault.try_authorize_view(token, target, o) {
         Attempt::Ready(r) => Ok(r?),
         Attempt::WouldBlock(w) => Err(Failure::would_block(w)),
     }

@@ -139,7 +139,7 @@ pub(super) fn authorize_http<'py>(
         py.detach(|| vault.authorize_http(&request, &options))
     };
     let headers: Vec<(&str, String)> = out.headers.iter().map(|(k, v)| (*k, v.clone())).collect();
-    let grant = out.grant.map(PyGrant);
+    let grant = out.grant.map(PyGrant::owned);
     (
         out.status,
         headers,

@@ -6,60 +6,66 @@ use super::*;
 
 /// A successful authorization.
 #[pyclass(frozen, module = "keyledger", name = "Grant")]
-pub struct PyGrant(pub(super) crate::Grant);
+pub struct PyGrant(pub(super) crate::vault::SharedGrant);
+
+impl PyGrant {
+    pub(super) fn owned(g: crate::Grant) -> PyGrant {
+        PyGrant(g.into())
+    }
+}
 
 #[pymethods]
 impl PyGrant {
     #[getter]
     fn account_id(&self) -> &str {
-        &self.0.account_id
+        self.0.account_id()
     }
     #[getter]
     fn key_id(&self) -> &str {
-        &self.0.key_id
+        self.0.key_id()
     }
     #[getter]
     fn key_name(&self) -> &str {
-        &self.0.key_name
+        self.0.key_name()
     }
     #[getter]
     fn prefix(&self) -> &str {
-        &self.0.prefix
+        self.0.prefix()
     }
     #[getter]
     fn auth_method(&self) -> &'static str {
-        self.0.auth_method.as_str()
+        self.0.auth_method().as_str()
     }
     #[getter]
     fn scopes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, &self.0.scopes)
+        PyTuple::new(py, self.0.scopes())
     }
     #[getter]
     fn charged(&self) -> u64 {
-        self.0.charged
+        self.0.charged()
     }
     #[getter]
     fn credits(&self) -> u64 {
-        self.0.credits
+        self.0.credits()
     }
     #[getter]
     fn total_credits(&self) -> u64 {
-        self.0.total_credits
+        self.0.total_credits()
     }
     #[getter]
     fn replayed(&self) -> bool {
-        self.0.replayed
+        self.0.replayed()
     }
     /// The hold this call made (`hold=`), or `None`.
     #[getter]
     fn hold_id(&self) -> Option<&str> {
-        self.0.hold_id.as_deref()
+        self.0.hold_id()
     }
     #[getter]
     fn ratelimits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self
             .0
-            .ratelimits
+            .ratelimits()
             .iter()
             .map(|r| {
                 let d = PyDict::new(py);
@@ -74,17 +80,20 @@ impl PyGrant {
     }
     /// The grant as a plain dict (JSON-ready).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        value_to_py(py, &serde_json::to_value(&self.0).unwrap_or_default())
+        value_to_py(
+            py,
+            &serde_json::to_value(self.0.to_grant()).unwrap_or_default(),
+        )
     }
     fn __repr__(&self) -> String {
         format!(
             "Grant(account_id={}, key_id={}, auth_method={}, charged={}, credits={}, replayed={})",
-            pyq(&self.0.account_id),
-            pyq(&self.0.key_id),
-            pyq(self.0.auth_method.as_str()),
-            self.0.charged,
-            self.0.credits,
-            if self.0.replayed { "True" } else { "False" }
+            pyq(self.0.account_id()),
+            pyq(self.0.key_id()),
+            pyq(self.0.auth_method().as_str()),
+            self.0.charged(),
+            self.0.credits(),
+            if self.0.replayed() { "True" } else { "False" }
         )
     }
 }

@@ -190,7 +190,11 @@ impl PyVault {
         };
         a.run(py, |target, options| {
             let grant = py
-                .detach(|| self.vault.authorize(&token, target, options))
+                .detach(|| {
+                    self.vault
+                        .authorize_view(&token, target, options)
+                        .map(crate::GrantView::into_shared)
+                })
                 .py(py)?;
             Ok(PyGrant(grant))
         })
@@ -238,8 +242,8 @@ impl PyVault {
         };
         // With the GIL held: this call never waits (no argon2, no commit).
         a.run(py, |target, options| {
-            match self.vault.try_authorize(&token, target, options) {
-                crate::Attempt::Ready(r) => Ok(Some(PyGrant(r.py(py)?))),
+            match self.vault.try_authorize_view(&token, target, options) {
+                crate::Attempt::Ready(r) => Ok(Some(PyGrant(r.py(py)?.into_shared()))),
                 crate::Attempt::WouldBlock(_) => Ok(None),
             }
         })
@@ -297,7 +301,7 @@ impl PyVault {
         let grant = py
             .detach(|| self.vault.authorize(&token, target, &options))
             .py(py)?;
-        Ok(PyGrant(grant))
+        Ok(PyGrant::owned(grant))
     }
 
     /// The whole HTTP gate (`keyledger.asgi` runs on it): `(status, headers, body,

@@ -5,8 +5,9 @@ use super::{
     crypto, idempotency, no_master_key, policy, secrets, token, undecryptable,
     validate_authorize_args, AccountView, Arc, Argon2Params, AtomicU64, AuditAction, AuthMethod,
     AuthorizeOptions, BoundLimit, Budget, DebitReq, DigestKey, Error, EventKey, FailedSecrets,
-    Grant, HotKey, IdempotencyScope, Inner, KeyEntry, KeyState, Limiter, Matched, Millis, OnReplay,
-    Ordering, Rc, Result, RwLock, Taken, Target, Throttle, Vault, Verified, WhoAmI, NEVER,
+    Grant, GrantView, HotKey, IdempotencyScope, Inner, KeyEntry, KeyState, Limiter, Matched,
+    Millis, OnReplay, Ordering, Rc, Result, RwLock, Taken, Target, Throttle, Vault, Verified,
+    WhoAmI, NEVER,
 };
 
 /// What a non-blocking call ([`Vault::try_authorize`]) would have to wait for, had it gone
@@ -139,6 +140,19 @@ impl Vault {
         target: Target<'_>,
         options: &AuthorizeOptions<'_>,
     ) -> Result<Grant> {
+        self.authorize_view(token, target, options)
+            .map(GrantView::into_grant)
+    }
+
+    /// [`Vault::authorize`], answering a [`GrantView`]: the same grant, whose key strings
+    /// are read from this thread's cached key record instead of copied (no allocation on
+    /// the hot path). For hosts that convert a few fields themselves.
+    pub fn authorize_view(
+        &self,
+        token: &str,
+        target: Target<'_>,
+        options: &AuthorizeOptions<'_>,
+    ) -> Result<GrantView> {
         self.inner
             .authorize(token, target, options, Mode::Blocking)
             .map_err(Halt::into_error)
@@ -168,6 +182,19 @@ impl Vault {
         target: Target<'_>,
         options: &AuthorizeOptions<'_>,
     ) -> Attempt<Result<Grant>> {
+        match self.try_authorize_view(token, target, options) {
+            Attempt::Ready(r) => Attempt::Ready(r.map(GrantView::into_grant)),
+            Attempt::WouldBlock(w) => Attempt::WouldBlock(w),
+        }
+    }
+
+    /// [`Vault::try_authorize`], answering a [`GrantView`] (see [`Vault::authorize_view`]).
+    pub fn try_authorize_view(
+        &self,
+        token: &str,
+        target: Target<'_>,
+        options: &AuthorizeOptions<'_>,
+    ) -> Attempt<Result<GrantView>> {
         match self
             .inner
             .authorize(token, target, options, Mode::NonBlocking)
@@ -187,7 +214,7 @@ impl Inner {
         target: Target<'_>,
         options: &AuthorizeOptions<'_>,
         mode: Mode,
-    ) -> std::result::Result<Grant, Halt> {
+    ) -> std::result::Result<GrantView, Halt> {
         let inner = self;
         inner.check_open()?;
         validate_authorize_args(&target, options)?;
@@ -257,7 +284,7 @@ impl Inner {
         }
         let taken = inner.take_limits(&authed.state, &account, &target, options, now)?;
         let result = inner.charge(
-            &authed.state,
+            &authed.hot,
             &account,
             (route_cost, &matched),
             &target,
@@ -271,7 +298,9 @@ impl Inner {
                 return Err(e.into());
             }
         };
-        grant.ratelimits = taken.into_iter().map(|t| t.status).collect();
+        if !taken.is_empty() {
+            grant.set_ratelimits(taken.into_iter().map(|t| t.status).collect());
+        }
         authed.usage.granted(now);
         if operator {
             inner.flushing.pending.event(
@@ -337,14 +366,15 @@ impl Inner {
     /// The credits step of `authorize`: debit (with group commit) or read the balance.
     pub(super) fn charge(
         &self,
-        state: &KeyState,
+        hot: &Rc<HotKey>,
         account: &AccountView,
         (route_cost, matched): (u64, &Matched<'_>),
         target: &Target<'_>,
         options: &AuthorizeOptions<'_>,
         now: Millis,
-    ) -> Result<Grant> {
+    ) -> Result<GrantView> {
         let inner = self;
+        let state = &*hot.state;
         let rec = &state.rec;
         let operator = rec.operator;
         let Plan {
@@ -353,6 +383,21 @@ impl Inner {
             refill_due,
             hold,
         } = plan(state, account, route_cost, options, now);
+        if !(Plan {
+            cost,
+            idem,
+            refill_due,
+            hold,
+        })
+        .writes()
+        {
+            // Nothing to write: the key's strings stay in the cached record.
+            return Ok(GrantView::cached(
+                hot.clone(),
+                account.credits,
+                account.total,
+            ));
+        }
         let mut grant = Grant {
             account_id: rec.account_id.clone(),
             key_id: rec.key_id.clone(),
@@ -373,19 +418,11 @@ impl Inner {
         };
         if let Some(amount) = hold {
             // Holds: the hold replaces the debit (see `holds.rs`).
-            return self.authorize_hold(rec, grant, amount, options, target, now);
+            return self
+                .authorize_hold(rec, grant, amount, options, target, now)
+                .map(GrantView::owned);
         }
-        if !(Plan {
-            cost,
-            idem,
-            refill_due,
-            hold,
-        })
-        .writes()
         {
-            grant.credits = account.credits;
-            grant.total_credits = account.total;
-        } else {
             let req = DebitReq {
                 account_id: rec.account_id.clone(),
                 cost,
@@ -421,7 +458,7 @@ impl Inner {
                 Err(e) => return Err(inner.refuse(Some(rec), target, now, e)),
             }
         }
-        Ok(grant)
+        Ok(GrantView::owned(grant))
     }
 
     /// The rate-limit step of `authorize`: every auto-applied limit of the key and its

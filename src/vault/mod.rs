@@ -65,6 +65,7 @@ mod routes;
 mod signing;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use self::authorize::{Attempt, WouldBlock};
 use self::authorize::{Halt, Mode, Verifier};
@@ -75,6 +76,9 @@ use self::hot::*;
 pub use self::import::{ImportReport, ImportedAccount, ImportedKey, IMPORT_METADATA_KEY};
 use self::keys::*;
 use self::signing::*;
+pub use self::view::GrantView;
+#[cfg(feature = "python")]
+pub(crate) use self::view::SharedGrant;
 use crate::credits::{next_refill, DebitReq, Debited};
 use crate::validate::*;
 
