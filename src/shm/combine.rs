@@ -2,10 +2,11 @@
 //! the writer lock (the **combiner**) can commit the pending debits of every process in one
 //! transaction and hand each outcome back to the process that asked.
 //!
-//! This module is the queue's memory protocol only: the slot state machine, request ids,
+//! This module is the queue's memory protocol: the slot state machine, request ids,
 //! payload and outcome areas, the wake word, and per-process owner liveness through OFD
-//! byte-range locks. It is not wired into the sidecar file or the debit path yet (see
-//! "Not yet" below); it runs over any `[AtomicU64]` region, so its tests use heap memory.
+//! byte-range locks. The sidecar file (version 3) carries one region of it
+//! ([`super::Sidecar::combine_queue`]); the debit path does not use it yet (see "Not yet"
+//! below). It runs over any `[AtomicU64]` region, so its unit tests use heap memory.
 //!
 //! # Region layout (little-endian `u64` words, accessed only as `AtomicU64`)
 //!
@@ -60,10 +61,8 @@
 //!
 //! # Not yet
 //!
-//! The region is not in the sidecar file (that needs a format version 3 with a region
-//! offset/length in the header), the debit path does not submit to it, the combiner's
-//! transaction does not record `applied(request_id → outcome)`, and requests/outcomes have
-//! no encoding yet.
+//! The debit path does not submit to the queue, the combiner's transaction does not record
+//! `applied(request_id → outcome)`, and requests/outcomes have no encoding yet.
 
 use std::fs::File;
 use std::io;
@@ -199,6 +198,15 @@ pub(crate) fn region_words(slots: usize) -> usize {
     HEADER_WORDS + slots * SLOT_WORDS
 }
 
+/// The first 16 bytes of a new region of `slots` slots, as written into a new file (the
+/// rest of the region is zero).
+pub(crate) fn header_bytes(slots: usize) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&MAGIC.to_le_bytes());
+    b[8..].copy_from_slice(&(slots as u64).to_le_bytes());
+    b
+}
+
 /// Initialize a zeroed region (by its creator, before any other process sees it).
 pub(crate) fn init(words: &[AtomicU64]) -> Result<(), QueueError> {
     if words.len() < region_words(1) {
@@ -231,7 +239,10 @@ impl<'a> Queue<'a> {
         }
         let slots =
             usize::try_from(words[1].load(Ordering::Relaxed)).map_err(|_| QueueError::BadRegion)?;
-        if slots == 0 || region_words(slots) > words.len() {
+        let needed = slots
+            .checked_mul(SLOT_WORDS)
+            .and_then(|w| w.checked_add(HEADER_WORDS));
+        if slots == 0 || needed.is_none_or(|n| n > words.len()) {
             return Err(QueueError::BadRegion);
         }
         Ok(Queue { words, slots })
