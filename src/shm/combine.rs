@@ -555,6 +555,10 @@ mod futex {
     }
 }
 
+/// Where owner numbers' lock bytes start in the sidecar file: far past its end (a lock may
+/// cover bytes a file does not have), so they never meet anything else.
+pub(crate) const OWNER_LOCK_BASE: u64 = 1 << 40;
+
 /// A process's owner number: an OFD write lock on byte `base + n` of the sidecar file,
 /// held as long as this value (and its open file description) lives. The kernel drops it
 /// when the process dies, which is how other processes tell a dead owner.

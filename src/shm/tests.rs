@@ -694,3 +694,86 @@ fn a_new_sidecar_is_created_0600_without_leftovers() {
     assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_combiners_taken_requests_go_back_to_live_owners_and_its_own_are_reclaimed() {
+    use combine::{OwnerLock, Poll, RequestId, State, OWNER_LOCK_BASE};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.shm");
+    let sc = Sidecar::open(&path, VID, 64).unwrap();
+    let me = OwnerLock::acquire(&path, OWNER_LOCK_BASE, 64)
+        .unwrap()
+        .unwrap();
+    let q = sc.combine_queue().unwrap();
+    let id = RequestId {
+        nonce: 1,
+        counter: 1,
+    };
+    let mine = q
+        .submit(q.claim(me.number()).unwrap(), id, b"mine")
+        .unwrap();
+
+    // SAFETY: the child only opens its own sidecar and owner lock, moves queue slots and
+    // kills itself; it never returns into the test harness (panics are caught), and glibc's
+    // malloc is fork-safe.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(|| {
+            let child = Sidecar::open(&path, VID, 64).ok()?;
+            let lock = OwnerLock::acquire(&path, OWNER_LOCK_BASE, 64).ok()??;
+            let q = child.combine_queue()?;
+            let own = RequestId {
+                nonce: 2,
+                counter: 1,
+            };
+            q.submit(q.claim(lock.number()).ok()?, own, b"theirs")
+                .ok()?;
+            // Become the combiner: take both requests, then die before completing them.
+            (q.take(lock.number(), 16).ok()?.len() == 2).then_some(())
+        })
+        .ok()
+        .flatten()
+        .is_some();
+        if ok {
+            // SAFETY: kills this child process; nothing runs after it.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        // SAFETY: terminates the child immediately, without running destructors/atexit.
+        unsafe { libc::_exit(1) };
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(
+            io::Error::last_os_error().kind(),
+            io::ErrorKind::Interrupted
+        );
+    }
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "the child combined both requests and was killed"
+    );
+
+    // My request is TAKEN by a combiner that is dead: an orphan, mine to adopt (and, in the
+    // debit path, to look up under the writer lock before running it again).
+    let Poll::Taken { combiner } = q.poll(mine).unwrap() else {
+        panic!("expected a taken request");
+    };
+    assert!(
+        !me.is_alive(combiner),
+        "the kernel dropped the dead combiner's owner lock"
+    );
+    // The dead process's own request (TAKEN by itself) is reclaimed; mine is not.
+    assert_eq!(q.reclaim(&|n| me.is_alive(n)), 1);
+    assert_eq!(q.word(mine.index).unwrap().state, State::Taken);
+    let back = q.adopt_orphan(mine.index, me.number()).unwrap();
+    assert_eq!(q.word(back.index).unwrap().state, State::Claimed);
+    q.release(back.index, me.number()).unwrap();
+    assert!((0..q.slot_count()).all(|i| q.word(i).unwrap().state == State::Free));
+}
