@@ -112,7 +112,7 @@
 
 // The cross-process combining queue: its memory protocol, not wired in yet.
 #[allow(dead_code)]
-mod combine;
+pub(crate) mod combine;
 mod guard;
 mod layout;
 mod mapping;
