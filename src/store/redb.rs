@@ -56,6 +56,14 @@ const RATELIMITS: TableDefinition<(&str, &str), (u64, u64, bool)> =
     TableDefinition::new("ratelimits");
 /// Signatures seen (`single_use_signatures`): (t seconds, MAC) → ().
 const SIGNATURES_SEEN: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("signatures_seen");
+/// Outcomes of debits a combiner committed for other processes, by request id (nonce,
+/// counter): (time written, outcome bytes). Read by a waiter whose combiner died.
+#[allow(dead_code)]
+const APPLIED: TableDefinition<(u64, u64), (i64, &[u8])> = TableDefinition::new("applied");
+/// The same records by time, for pruning.
+#[allow(dead_code)]
+const APPLIED_BY_TIME: TableDefinition<(i64, u64, u64), ()> =
+    TableDefinition::new("applied_by_time");
 
 // redb's errors become the crate's `storage` error here (an already-open exclusive vault:
 // `vault_locked`); nothing above the store sees them.
@@ -272,6 +280,23 @@ impl Backend for RedbBackend {
 
     fn distrust_reason(&self) -> Option<String> {
         self.slots.as_ref().and_then(FileSlots::distrust_reason)
+    }
+
+    // Group commit across processes (the combining queue).
+    fn records_applied(&self) -> bool {
+        true
+    }
+
+    fn try_write(&self) -> Result<Option<WriteTx<'_>>> {
+        match self.db.try_begin_write() {
+            Ok(txn) => Ok(Some(Box::new(RedbWrite {
+                txn,
+                touched: Vec::new(),
+                shared: self.shared.clone(),
+            }))),
+            Err(::redb::TransactionError::WouldBlock) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -1063,6 +1088,46 @@ impl WriteTxn for RedbWrite {
     fn commit_and_die(self: Box<Self>) -> Result<()> {
         self.commit_with(Durability::Immediate, false)
     }
+    // Group commit across processes (the combining queue).
+    fn applied(&mut self, id: (u64, u64)) -> Result<Option<Vec<u8>>> {
+        let t = self.txn.open_table(APPLIED)?;
+        let got = t.get(id)?.map(|v| v.value().1.to_vec());
+        Ok(got)
+    }
+
+    fn put_applied(&mut self, id: (u64, u64), at: Millis, outcome: &[u8]) -> Result<()> {
+        let mut t = self.txn.open_table(APPLIED)?;
+        let old = t.insert(id, (at, outcome))?.map(|v| v.value().0);
+        drop(t);
+        let mut by_time = self.txn.open_table(APPLIED_BY_TIME)?;
+        if let Some(old_at) = old {
+            by_time.remove((old_at, id.0, id.1))?;
+        }
+        by_time.insert((at, id.0, id.1), ())?;
+        Ok(())
+    }
+
+    fn prune_applied(&mut self, before: Millis, max: usize) -> Result<usize> {
+        let mut doomed = Vec::new();
+        {
+            let by_time = self.txn.open_table(APPLIED_BY_TIME)?;
+            for row in by_time.range((i64::MIN, 0u64, 0u64)..)? {
+                let (k, _) = row?;
+                let (at, nonce, counter) = k.value();
+                if at >= before || doomed.len() >= max {
+                    break;
+                }
+                doomed.push((at, nonce, counter));
+            }
+        }
+        let mut by_time = self.txn.open_table(APPLIED_BY_TIME)?;
+        let mut applied = self.txn.open_table(APPLIED)?;
+        for &(at, nonce, counter) in &doomed {
+            by_time.remove((at, nonce, counter))?;
+            applied.remove((nonce, counter))?;
+        }
+        Ok(doomed.len())
+    }
 }
 
 /// redb's file backend with faults on demand (`store/fault.rs`).
@@ -1154,3 +1219,7 @@ impl StorageBackend for FailingBackend {
         self.inner.query_lock_range(start, end)
     }
 }
+
+#[cfg(test)]
+#[path = "redb_applied_tests.rs"]
+mod applied_tests;
