@@ -5,7 +5,7 @@
 //! This module is the queue's memory protocol: the slot state machine, request ids,
 //! payload and outcome areas, the wake word, and per-process owner liveness through OFD
 //! byte-range locks. The sidecar file (version 3) carries one region of it
-//! ([`super::Sidecar::combine_queue`]); the debit path does not use it yet (see "Not yet"
+//! ([`super::Sidecar::combine_queue`]); the debit path uses it when opted in (see "Use"
 //! below). It runs over any `[AtomicU64]` region, so its unit tests use heap memory.
 //!
 //! # Region layout (little-endian `u64` words, accessed only as `AtomicU64`)
@@ -59,10 +59,11 @@
 //! request id was committed (the `applied` record the combiner writes in its transaction)
 //! before running it again. So each request is applied exactly once or not at all.
 //!
-//! # Not yet
+//! # Use
 //!
-//! The debit path does not submit to the queue, the combiner's transaction does not record
-//! `applied(request_id → outcome)`, and requests/outcomes have no encoding yet.
+//! The debit path uses the queue only when opted in (`KEYLEDGER_COMBINE=1` at open; see
+//! `crate::vault`'s `combining` module), which records `applied(request_id → outcome)` in
+//! the combiner's transaction and encodes requests and outcomes (`combine_wire`).
 
 use std::fs::File;
 use std::io;

@@ -110,7 +110,8 @@
 //! Caveat: a `Sidecar` inherited through `fork()` shares the parent's open file
 //! description, so its flock does not exclude the parent: a child must open its own.
 
-// The cross-process combining queue: its memory protocol, not wired in yet.
+// The cross-process combining queue (used by debits when opted in; some of its protocol,
+// such as explicit orphan checks by liveness, only by tests).
 #[allow(dead_code)]
 pub(crate) mod combine;
 mod guard;
@@ -420,12 +421,19 @@ impl Sidecar {
     }
 
     /// The combining queue of the mapped sidecar (`None`: private slots, or a region that
-    /// is not a valid queue). Not used by the debit path yet.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// is not a valid queue).
     pub(crate) fn combine_queue(&self) -> Option<combine::Queue<'_>> {
         match &self.backing {
             Backing::Heap(..) => None,
             Backing::Mapped(sh) => combine::Queue::new(sh.current().queue_words()).ok(),
+        }
+    }
+
+    /// The path of the mapped sidecar file (`None`: private slots).
+    pub(crate) fn file_path(&self) -> Option<&Path> {
+        match &self.backing {
+            Backing::Heap(..) => None,
+            Backing::Mapped(sh) => Some(&sh.path),
         }
     }
 

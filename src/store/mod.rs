@@ -169,16 +169,14 @@ pub(crate) trait Backend: Send + Sync {
     fn give_back_rate(&self, _taken: &crate::limits::Taken) -> Option<Result<()>> {
         None
     }
-    // Group commit across processes (the combining queue; not used by debits yet).
+    // Group commit across processes (the combining queue).
     /// Whether write transactions of this backend record `applied` outcomes, so that a
     /// combiner may commit other processes' debits (false: each process commits its own).
-    #[allow(dead_code)]
     fn records_applied(&self) -> bool {
         false
     }
     /// Begin a write transaction without waiting: `Ok(None)` while another is in progress
     /// (in this process or another). Backends that cannot tell wait, as `write` does.
-    #[allow(dead_code)]
     fn try_write(&self) -> Result<Option<WriteTx<'_>>> {
         self.write().map(Some)
     }
@@ -278,25 +276,22 @@ pub(crate) trait WriteTxn: ReadTxn {
     /// slots stay odd).
     #[cfg(test)]
     fn commit_and_die(self: Box<Self>) -> Result<()>;
-    // Group commit across processes (the combining queue; not used by debits yet).
+    // Group commit across processes (the combining queue).
     /// The outcome a combiner recorded for request `id` (nonce, counter) in a committed
     /// transaction; `None`: that request was never committed. Only where
     /// [`Backend::records_applied`].
-    #[allow(dead_code)]
     fn applied(&mut self, _id: (u64, u64)) -> Result<Option<Vec<u8>>> {
         Err(crate::error::Error::Storage(
             "this backend records no applied requests".into(),
         ))
     }
     /// Record the outcome of request `id`, committed with this transaction.
-    #[allow(dead_code)]
     fn put_applied(&mut self, _id: (u64, u64), _at: Millis, _outcome: &[u8]) -> Result<()> {
         Err(crate::error::Error::Storage(
             "this backend records no applied requests".into(),
         ))
     }
     /// Forget up to `max` applied records written before `before`; returns how many.
-    #[allow(dead_code)]
     fn prune_applied(&mut self, _before: Millis, _max: usize) -> Result<usize> {
         Ok(0)
     }

@@ -58,10 +58,8 @@ const RATELIMITS: TableDefinition<(&str, &str), (u64, u64, bool)> =
 const SIGNATURES_SEEN: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("signatures_seen");
 /// Outcomes of debits a combiner committed for other processes, by request id (nonce,
 /// counter): (time written, outcome bytes). Read by a waiter whose combiner died.
-#[allow(dead_code)]
 const APPLIED: TableDefinition<(u64, u64), (i64, &[u8])> = TableDefinition::new("applied");
 /// The same records by time, for pruning.
-#[allow(dead_code)]
 const APPLIED_BY_TIME: TableDefinition<(i64, u64, u64), ()> =
     TableDefinition::new("applied_by_time");
 

@@ -15,8 +15,6 @@
 //! any write), so the waiting process can run the request itself and get the same answer.
 //! A request whose bytes do not decode (another build of the library) is answered
 //! "not run" without being applied.
-//!
-//! Not wired in yet: the debit path does not use the queue (see the queue's module docs).
 
 use serde::{Deserialize, Serialize};
 

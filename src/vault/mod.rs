@@ -52,9 +52,9 @@ mod audit;
 mod authorize;
 mod background;
 mod bulk;
-// The bytes of debits in the cross-process combining queue: not wired in yet.
-#[allow(dead_code)]
+// Debits over the cross-process combining queue (opt-in: KEYLEDGER_COMBINE=1).
 mod combine_wire;
+mod combining;
 mod debits;
 mod hot;
 mod keys;
@@ -118,6 +118,8 @@ struct Inner {
     flushing: Flushing,
     master: RwLock<Option<MasterKey>>,
     settings: Settings,
+    /// This handle's place in the cross-process combining queue, when in use.
+    combining: Option<self::combining::Combining>,
 }
 
 /// What the vault was opened with that does not change while it is open.
@@ -286,7 +288,9 @@ impl Vault {
             note: cache_note,
         } = store.generations();
         let ratelimit_share = store.ratelimit_share();
+        let combining = self::combining::Combining::open(sidecar.as_deref(), &*store);
         let inner = Arc::new(Inner {
+            combining,
             path,
             store: RwLock::new(Some(store)),
             closed: AtomicBool::new(false),
