@@ -26,6 +26,8 @@ use crate::store::Backend;
 const MAX_HANDLES: u32 = 4096;
 /// Slots a combiner takes per transaction at most.
 const MAX_TAKE: usize = 512;
+/// Consecutive storage errors after which a waiter gives up.
+const MAX_ERRORS: u32 = 1000;
 /// Applied records older than this are pruned (a waiter reads its own within moments).
 const APPLIED_KEEP_MS: i64 = 10 * 60 * 1000;
 
@@ -88,6 +90,14 @@ impl Inner {
         let Some(q) = sidecar.combine_queue() else {
             return Err(batch);
         };
+        // Held while our requests are in the queue, as the local path holds it for its
+        // transaction: closing the vault waits for them.
+        let Ok(guard) = self.store() else {
+            return Err(batch);
+        };
+        let Some(store) = guard.as_ref() else {
+            return Err(batch);
+        };
         let owner = c.lock.number();
         let mut encoded = Vec::with_capacity(batch.len());
         for r in &batch {
@@ -130,6 +140,7 @@ impl Inner {
             }
         }
         let mut reqs: Vec<Option<DebitReq>> = batch.into_iter().map(Some).collect();
+        let mut errors = 0u32;
         loop {
             let seen = q.wake_seen();
             let mut waiting = false;
@@ -155,16 +166,28 @@ impl Inner {
             if !waiting {
                 break;
             }
-            match self.combine_once(c, &q, &mut fates, &mut reqs) {
-                Ok(true) => continue,
+            match self.combine_once(&**store, c, &q, &mut fates, &mut reqs) {
+                Ok(true) => errors = 0,
                 Ok(false) => q.wait(seen, Duration::from_millis(2)),
                 Err(e) => {
-                    // No transaction: wait for another combiner (or retry the lock).
-                    let _ = e;
+                    // No transaction: wait for another combiner, and retry the lock. A
+                    // storage that keeps failing ends the wait with its error (another
+                    // process may still commit those requests: an answer as ambiguous as
+                    // a failed commit's in a crash).
+                    errors += 1;
+                    if errors >= MAX_ERRORS {
+                        for f in fates.iter_mut() {
+                            if matches!(f, Fate::Waiting(..)) {
+                                *f = Fate::Answered(Err(e.clone()));
+                            }
+                        }
+                        break;
+                    }
                     q.wait(seen, Duration::from_millis(2));
                 }
             }
         }
+        drop(guard);
         let local: Vec<usize> = (0..fates.len())
             .filter(|&i| matches!(fates[i], Fate::Local))
             .collect();
@@ -186,15 +209,12 @@ impl Inner {
     /// Combine if the writer lock is free: false when it is not.
     fn combine_once(
         &self,
+        store: &dyn Backend,
         c: &Combining,
         q: &Queue<'_>,
         fates: &mut [Fate],
         reqs: &mut [Option<DebitReq>],
     ) -> Result<bool> {
-        let guard = self.store()?;
-        let Some(store) = guard.as_ref() else {
-            return Err(Error::VaultClosed("the vault was closed".into()));
-        };
         let Some(mut tx) = store.try_write()? else {
             return Ok(false);
         };
