@@ -21,12 +21,14 @@ struct State<Req, Res> {
     done: HashMap<u64, Result<Res>>,
     leading: bool,
     next_ticket: u64,
-    /// Size of the previous batch: how many callers are likely on their way back.
-    last_batch: usize,
+    /// Callers seen around the previous batch: its own requests (on their way back with
+    /// their next one) plus those that queued while it committed. The next leader waits
+    /// for about that many.
+    population: usize,
 }
 
-/// How long a leader waits for the callers of the previous batch to queue again. Only
-/// when that batch had several requests: a lone caller never waits.
+/// How long a leader waits at most for the callers of the previous batch to queue again.
+/// Only when more than one caller was seen around that batch: a lone caller never waits.
 const GATHER: std::time::Duration = std::time::Duration::from_micros(150);
 
 pub(crate) struct GroupCommit<Req, Res> {
@@ -42,7 +44,7 @@ impl<Req, Res> GroupCommit<Req, Res> {
                 done: HashMap::new(),
                 leading: false,
                 next_ticket: 0,
-                last_batch: 0,
+                population: 0,
             }),
             cv: Condvar::new(),
         }
@@ -74,8 +76,11 @@ impl<Req, Res> GroupCommit<Req, Res> {
             }
             st.leading = true;
             // Callers of the previous batch come back one by one: give them a moment, so a
-            // busy process does not alternate between full batches and batches of one.
-            let expected = st.last_batch.min(MAX_BATCH);
+            // busy process does not alternate between full batches and batches of one. Wait
+            // for every caller seen around that batch (the queue stops growing then), not
+            // just for as many as it held: those that queued during its commit are already
+            // here and must not stand in for the ones still on their way.
+            let expected = st.population.min(MAX_BATCH);
             if expected > 1 && st.queue.len() < expected {
                 let deadline = std::time::Instant::now() + GATHER;
                 while st.queue.len() < expected {
@@ -85,7 +90,6 @@ impl<Req, Res> GroupCommit<Req, Res> {
                 }
             }
             let take = st.queue.len().min(MAX_BATCH);
-            st.last_batch = take;
             let batch: Vec<(u64, Req)> = st.queue.drain(..take).collect();
             drop(st);
             let (tickets, reqs): (Vec<u64>, Vec<Req>) = batch.into_iter().unzip();
@@ -98,6 +102,7 @@ impl<Req, Res> GroupCommit<Req, Res> {
             };
             st = self.state.lock();
             st.leading = false;
+            st.population = n + st.queue.len();
             for (t, r) in tickets.into_iter().zip(results) {
                 st.done.insert(t, r);
             }

@@ -5,8 +5,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::{
-    SlotKind, BUCKET_LEN, EPOCH_OFFSET, HEADER_FIELDS, HEADER_LEN, MAGIC, MAX_SLOTS, RATE_BUCKETS,
-    RETIRED, SLOTS_OFFSET, VERSION,
+    combine, SlotKind, BUCKET_LEN, COMBINE_SLOTS, EPOCH_OFFSET, HEADER_FIELDS, HEADER_LEN, MAGIC,
+    MAX_SLOTS, RATE_BUCKETS, RETIRED, SLOTS_OFFSET, VERSION,
 };
 
 /// Rounds a requested slot count to a power of two in `1 ..= MAX_SLOTS`.
@@ -24,9 +24,14 @@ pub(super) fn file_len(slot_count: u32) -> u64 {
     SLOTS_OFFSET + u64::from(slot_count) * 8
 }
 
-/// File length with the rate-limit region this version creates.
+/// Bytes of the combining-queue region this version creates.
+pub(super) fn combine_len() -> u64 {
+    (combine::region_words(COMBINE_SLOTS) * 8) as u64
+}
+
+/// File length with the rate-limit and combining-queue regions this version creates.
 pub(super) fn full_len(slot_count: u32) -> u64 {
-    file_len(slot_count) + RATE_BUCKETS * BUCKET_LEN
+    file_len(slot_count) + RATE_BUCKETS * BUCKET_LEN + combine_len()
 }
 
 /// FNV-1a 64 over the kind tag and the id, then `fmix64`. Part of the file format.
@@ -45,11 +50,20 @@ pub(super) fn slot_hash(kind: SlotKind, id: &str) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The fields of a valid file.
+pub(super) struct Valid {
+    pub(super) slot_count: u32,
+    /// The rate-limit region (`ratelimit_offset`, `ratelimit_len`).
+    pub(super) rate_limits: (u64, u64),
+    /// The combining-queue region (`combine_offset`, `combine_len`).
+    pub(super) combine: (u64, u64),
+    pub(super) epoch: u64,
+}
+
 /// Outcome of inspecting an existing file.
 pub(super) enum Inspection {
-    /// A valid version-2 sidecar of this vault: slot count, rate-limit region
-    /// `(offset, len)` (`(0, 0)`: none yet), epoch.
-    Valid(u32, u64, u64, u64),
+    /// A valid version-3 sidecar of this vault.
+    Valid(Valid),
     /// Anything we must not trust.
     Rebuild,
 }
@@ -92,19 +106,27 @@ pub(super) fn inspect(file: &File, len: u64, vault_id: &[u8; 16]) -> io::Result<
     }
     let slots_end = file_len(slot_count);
     let (rl_off, rl_len) = (u64_at(&h, 48), u64_at(&h, 56));
-    let expected = match (rl_off, rl_len) {
-        (0, 0) => Some(slots_end),
-        (off, rl_len) if off >= slots_end && off % 8 == 0 && rl_len > 0 => off.checked_add(rl_len),
-        _ => None,
-    };
+    let (cq_off, cq_len) = (u64_at(&h, COMBINE_FIELDS), u64_at(&h, COMBINE_FIELDS + 8));
+    let rl_end = (rl_off >= slots_end && rl_off % 8 == 0 && rl_len > 0)
+        .then(|| rl_off.checked_add(rl_len))
+        .flatten();
+    let min_queue = (combine::region_words(1) * 8) as u64;
+    let expected = rl_end
+        .filter(|&end| cq_off >= end && cq_off % 8 == 0 && cq_len % 8 == 0 && cq_len >= min_queue)
+        .and_then(|_| cq_off.checked_add(cq_len));
     let epoch = u64_at(&h, EPOCH_OFFSET);
     if expected != Some(len) || h[16..32] != vault_id[..] || epoch == RETIRED {
         return Ok(Inspection::Rebuild);
     }
-    Ok(Inspection::Valid(slot_count, rl_off, rl_len, epoch))
+    Ok(Inspection::Valid(Valid {
+        slot_count,
+        rate_limits: (rl_off, rl_len),
+        combine: (cq_off, cq_len),
+        epoch,
+    }))
 }
 
-/// Header bytes (the first 72; the rest of the 4096 is zero).
+/// Header bytes (the first `HEADER_FIELDS`; the rest of the 4096 is zero).
 pub(super) fn encode_header(
     vault_id: &[u8; 16],
     slot_count: u32,
@@ -120,5 +142,11 @@ pub(super) fn encode_header(
     h[48..56].copy_from_slice(&file_len(slot_count).to_le_bytes());
     h[56..64].copy_from_slice(&(RATE_BUCKETS * BUCKET_LEN).to_le_bytes());
     h[EPOCH_OFFSET..EPOCH_OFFSET + 8].copy_from_slice(&epoch.to_le_bytes());
+    let cq_off = file_len(slot_count) + RATE_BUCKETS * BUCKET_LEN;
+    h[COMBINE_FIELDS..COMBINE_FIELDS + 8].copy_from_slice(&cq_off.to_le_bytes());
+    h[COMBINE_FIELDS + 8..COMBINE_FIELDS + 16].copy_from_slice(&combine_len().to_le_bytes());
     h
 }
+
+/// Offset of `combine_offset` (then `combine_len`) in the header.
+pub(super) const COMBINE_FIELDS: usize = 72;

@@ -33,6 +33,10 @@ pub(super) struct Mapping {
     pub(super) buckets: *const RateBucket,
     /// Number of rate-limit buckets.
     pub(super) bucket_count: usize,
+    /// Start of the combining-queue region.
+    pub(super) queue: *const AtomicU64,
+    /// Its length in words.
+    pub(super) queue_words: usize,
     /// The header's epoch word.
     pub(super) epoch_word: *const AtomicU64,
     /// The epoch the file had when it was mapped.
@@ -64,6 +68,13 @@ impl Mapping {
         // unmapped while `self` lives; `RateBucket` is two `AtomicU64`s (`repr(C)`), valid
         // for every bit pattern, only accessed atomically.
         unsafe { std::slice::from_raw_parts(self.buckets, self.bucket_count) }
+    }
+
+    pub(super) fn queue_words(&self) -> &[AtomicU64] {
+        // SAFETY: `queue` points into the live mapping owned by `self`, which covers
+        // `queue_words * 8` bytes from it (validated in `map_file`), 8-byte aligned, never
+        // unmapped while `self` lives; only accessed atomically.
+        unsafe { std::slice::from_raw_parts(self.queue, self.queue_words) }
     }
 
     /// Still the live file: its epoch word holds the epoch it was mapped with (not retired,

@@ -53,36 +53,42 @@
 //! Truncating the sidecar externally under live processes is not supported (as SQLite says
 //! of its `-shm` file): they get SIGBUS.
 //!
-//! # File layout (version 2, little-endian, fixed width)
+//! # File layout (version 3, little-endian, fixed width)
 //!
 //! ```text
 //! offset 0     magic            [u8; 8]  = b"KLSHM\0\0\x01"
-//! offset 8     version          u32      = 2
+//! offset 8     version          u32      = 3
 //! offset 12    header_len       u32      = 4096
 //! offset 16    vault_id         [u8; 16] identity of the redb vault this sidecar belongs to
 //! offset 32    slot_count       u32      power of two, 1 ..= 2^24 (default 65 536)
 //! offset 36    reserved         u32      written as 0, ignored on read
 //! offset 40    slots_offset     u64      = 4096
-//! offset 48    ratelimit_offset u64      = 4096 + slot_count * 8 (0: no region, an older file)
-//! offset 56    ratelimit_len    u64      = 65 536 × 16 (0: no region)
+//! offset 48    ratelimit_offset u64      = 4096 + slot_count * 8
+//! offset 56    ratelimit_len    u64      = 65 536 × 16
 //! offset 64    epoch            u64      random, non-zero; 0 = retired (replaced by a newer
 //!                                        file). Accessed only as `AtomicU64`.
-//! offset 72    reserved         up to 4096, written as zero, ignored on read
+//! offset 72    combine_offset   u64      = ratelimit_offset + ratelimit_len
+//! offset 80    combine_len      u64      = (4 + 256 × 101) × 8 (the combining queue,
+//!                                        `combine.rs`)
+//! offset 88    reserved         up to 4096, written as zero, ignored on read
 //! offset 4096  slots            slot_count × u64, accessed only as `AtomicU64`
 //! ratelimit_offset  buckets      ratelimit_len / 16 × { key: u64, tat: u64 } (see
 //!                                `src/limits.rs`), accessed only as `AtomicU64`
+//! combine_offset    queue        the combining queue's region (see `combine.rs`), accessed
+//!                                only as `AtomicU64`
 //! ```
 //!
-//! The file length is exactly `ratelimit_offset + ratelimit_len` (a rate-limit region
-//! `ratelimit_offset` ≥ end of the slots, 8-aligned, `ratelimit_len` > 0), or
-//! `4096 + slot_count * 8` for a file without a region: opening such a file appends the
-//! region under the lock (growing a file never disturbs a process that maps the shorter
-//! one). A region of another size is used as it is (`ratelimit_len / 16` buckets). A change
-//! that breaks the slot protocol must raise `version`. A version-1 file (no epoch) is
-//! replaced by a new one (by rename, like any invalid file); version-1 processes that still
-//! map it do not see the retirement, so upgrade every process of a vault together. A
-//! sidecar with a *newer* version is refused (the caller runs without a cache, which is
-//! correct) rather than replaced under the feet of the newer processes.
+//! The file length is exactly `combine_offset + combine_len`, with the rate-limit region
+//! at or after the end of the slots and the queue at or after the end of the rate-limit
+//! region, both 8-aligned and non-empty. A region of another size is used as it is
+//! (`ratelimit_len / 16` buckets; the queue's own header gives its slot count). A change
+//! that breaks the slot protocol must raise `version`. An older file (version 1, no epoch;
+//! version 2, no combining queue) is replaced by a new one (by rename, like any invalid
+//! file); processes of an older version that still map it do not see the retirement (a
+//! version-1 process) or refuse the new file and run without a cache (a version-2 process:
+//! correct, slower), so upgrade every process of a vault together. A sidecar with a
+//! *newer* version is refused (the caller runs without a cache, which is correct) rather
+//! than replaced under the feet of the newer processes.
 //!
 //! Slot index: FNV-1a 64 over one kind byte (`k` key, `a` account, `g` global) followed by
 //! the id's UTF-8 bytes, finalized with the MurmurHash3 `fmix64` mixer, modulo `slot_count`.
@@ -104,6 +110,10 @@
 //! Caveat: a `Sidecar` inherited through `fork()` shares the parent's open file
 //! description, so its flock does not exclude the parent: a child must open its own.
 
+// The cross-process combining queue (used by debits when opted in; some of its protocol,
+// such as explicit orphan checks by liveness, only by tests).
+#[allow(dead_code)]
+pub(crate) mod combine;
 mod guard;
 mod layout;
 mod mapping;
@@ -125,7 +135,7 @@ use open::map_path;
 /// File magic (offset 0).
 const MAGIC: [u8; 8] = *b"KLSHM\0\0\x01";
 /// Format version written and understood by this module.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Length of the header; the slots start right after it.
 const HEADER_LEN: u32 = 4096;
 /// Offset of the slot array (page-aligned mapping + 4096 keeps `AtomicU64` alignment).
@@ -133,7 +143,7 @@ const SLOTS_OFFSET: u64 = HEADER_LEN as u64;
 /// Offset of the epoch word in the header.
 const EPOCH_OFFSET: usize = 64;
 /// Bytes of the header that carry fields (the rest of the 4096 is reserved).
-const HEADER_FIELDS: usize = 72;
+const HEADER_FIELDS: usize = 88;
 /// The epoch word of a retired file.
 const RETIRED: u64 = 0;
 /// Largest slot count accepted (128 MiB of slots).
@@ -202,6 +212,9 @@ pub(crate) struct RateBucket {
 /// Rate-limit buckets created with a new sidecar (16 bytes each: 1 MiB).
 pub(crate) const RATE_BUCKETS: u64 = 65_536;
 const BUCKET_LEN: u64 = 16;
+
+/// Slots of the combining queue created with a new sidecar (832 bytes each: 208 KiB).
+const COMBINE_SLOTS: usize = 256;
 
 /// Generation slots shared by every process of a vault (or private to one process).
 pub(crate) struct Sidecar {
@@ -405,6 +418,23 @@ impl Sidecar {
         }
         sh.remap(m);
         true
+    }
+
+    /// The combining queue of the mapped sidecar (`None`: private slots, or a region that
+    /// is not a valid queue).
+    pub(crate) fn combine_queue(&self) -> Option<combine::Queue<'_>> {
+        match &self.backing {
+            Backing::Heap(..) => None,
+            Backing::Mapped(sh) => combine::Queue::new(sh.current().queue_words()).ok(),
+        }
+    }
+
+    /// The path of the mapped sidecar file (`None`: private slots).
+    pub(crate) fn file_path(&self) -> Option<&Path> {
+        match &self.backing {
+            Backing::Heap(..) => None,
+            Backing::Mapped(sh) => Some(&sh.path),
+        }
     }
 
     /// The rate-limit buckets (empty when the sidecar file has no usable region).

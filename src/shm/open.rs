@@ -9,10 +9,11 @@ use std::sync::atomic::AtomicU64;
 
 use memmap2::MmapOptions;
 
-use super::layout::{encode_header, file_len, full_len, inspect, Inspection};
+use super::combine;
+use super::layout::{encode_header, full_len, inspect, Inspection, COMBINE_FIELDS};
 use super::mapping::Mapping;
 use super::{
-    RateBucket, UnsafeFile, BUCKET_LEN, EPOCH_OFFSET, RATE_BUCKETS, RETIRED, SLOTS_OFFSET,
+    RateBucket, UnsafeFile, BUCKET_LEN, COMBINE_SLOTS, EPOCH_OFFSET, RETIRED, SLOTS_OFFSET,
 };
 use crate::files::check_owner_and_mode;
 
@@ -69,7 +70,14 @@ fn build_new(path: &Path, vault_id: &[u8; 16], slot_count: u32) -> io::Result<(P
     let built = (|| {
         flock(&file, libc::LOCK_EX)?;
         file.set_len(full_len(slot_count))?;
-        file.write_all_at(&encode_header(vault_id, slot_count, random_nonzero()?), 0)
+        let header = encode_header(vault_id, slot_count, random_nonzero()?);
+        file.write_all_at(&header, 0)?;
+        let mut cq_off = [0u8; 8];
+        cq_off.copy_from_slice(&header[COMBINE_FIELDS..COMBINE_FIELDS + 8]);
+        file.write_all_at(
+            &combine::header_bytes(COMBINE_SLOTS),
+            u64::from_le_bytes(cq_off),
+        )
     })();
     match built {
         Ok(()) => Ok((tmp, file)),
@@ -170,28 +178,17 @@ fn replace(
     mapped?.ok_or_else(|| io::Error::other("new sidecar is invalid"))
 }
 
-/// Under the flock: validate the file (appending a missing rate-limit region) and map it.
+/// Under the flock: validate the file and map it.
 /// `None`: the file is not a valid sidecar of this vault.
 fn map_locked(file: &File, vault_id: &[u8; 16], seq: usize) -> io::Result<Option<Box<Mapping>>> {
     let meta = file.metadata()?;
-    let (slot_count, rl_off, rl_len, epoch) = match inspect(file, meta.len(), vault_id)? {
-        Inspection::Valid(n, 0, 0, epoch) => {
-            // A sidecar without a rate-limit region: append it. Growing never disturbs a
-            // process that maps the shorter file.
-            let off = file_len(n);
-            let rl_len = RATE_BUCKETS * BUCKET_LEN;
-            file.set_len(off + rl_len)?;
-            let mut fields = [0u8; 16];
-            fields[..8].copy_from_slice(&off.to_le_bytes());
-            fields[8..].copy_from_slice(&rl_len.to_le_bytes());
-            file.write_all_at(&fields, 48)?;
-            (n, off, rl_len, epoch)
-        }
-        Inspection::Valid(n, off, rl_len, epoch) => (n, off, rl_len, epoch),
-        Inspection::Rebuild => return Ok(None),
+    let Inspection::Valid(valid) = inspect(file, meta.len(), vault_id)? else {
+        return Ok(None);
     };
+    let (slot_count, epoch) = (valid.slot_count, valid.epoch);
+    let ((rl_off, rl_len), (cq_off, cq_len)) = (valid.rate_limits, valid.combine);
     let too_big = || io::Error::new(io::ErrorKind::InvalidData, "sidecar too large to map");
-    let map_len = usize::try_from(rl_off + rl_len).map_err(|_| too_big())?;
+    let map_len = usize::try_from(cq_off + cq_len).map_err(|_| too_big())?;
     let offset = usize::try_from(SLOTS_OFFSET).map_err(|_| too_big())?;
     let slots = usize::try_from(slot_count).map_err(|_| too_big())?;
     // SAFETY: maps `map_len` bytes of a regular file that is at least that long (validated or
@@ -223,7 +220,16 @@ fn map_locked(file: &File, vault_id: &[u8; 16], seq: usize) -> io::Result<Option
     } else {
         std::ptr::null()
     };
+    // The combining queue: validated as a queue only when used (`Sidecar::combine_queue`).
+    let queue_start = usize::try_from(cq_off).map_err(|_| too_big())?;
+    let queue_words = usize::try_from(cq_len / 8).map_err(|_| too_big())?;
+    // SAFETY: `cq_off + cq_len == map_len` (validated by `inspect`), 8-aligned: inside.
+    let queue = unsafe { base.add(queue_start) }
+        .cast::<AtomicU64>()
+        .cast_const();
     Ok(Some(Box::new(Mapping {
+        queue,
+        queue_words,
         seq,
         slots: ptr.cast_const(),
         len: slots,

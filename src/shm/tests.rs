@@ -3,7 +3,9 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::layout::{encode_header, file_len, full_len, slot_hash, u32_at, u64_at};
+use super::layout::{
+    combine_len, encode_header, file_len, full_len, slot_hash, u32_at, u64_at, COMBINE_FIELDS,
+};
 use super::open::flock;
 use super::*;
 
@@ -19,24 +21,35 @@ fn header(path: &Path) -> [u8; HEADER_FIELDS] {
 
 fn assert_valid_file(path: &Path, vault_id: &[u8; 16], slots: u32) {
     let bytes = std::fs::read(path).unwrap();
-    assert_eq!(
-        bytes.len() as u64,
-        4096 + u64::from(slots) * 8 + RATE_BUCKETS * 16
-    );
+    let rl_off = 4096 + u64::from(slots) * 8;
+    let cq_off = rl_off + RATE_BUCKETS * 16;
+    assert_eq!(bytes.len() as u64, cq_off + combine_len());
     assert_eq!(&bytes[0..8], b"KLSHM\0\0\x01");
     let h = header(path);
-    assert_eq!(u32_at(&h, 8), 2);
+    assert_eq!(u32_at(&h, 8), 3);
     assert_eq!(u32_at(&h, 12), 4096);
     assert_eq!(&h[16..32], vault_id);
     assert_eq!(u32_at(&h, 32), slots);
     assert_eq!(u32_at(&h, 36), 0);
     assert_eq!(u64_at(&h, 40), 4096);
-    assert_eq!(u64_at(&h, 48), 4096 + u64::from(slots) * 8);
+    assert_eq!(u64_at(&h, 48), rl_off);
     assert_eq!(u64_at(&h, 56), RATE_BUCKETS * 16);
     assert_ne!(u64_at(&h, 64), 0, "a live epoch");
+    assert_eq!(u64_at(&h, 72), cq_off);
+    assert_eq!(u64_at(&h, 80), (4 + 256 * 101) * 8);
+    let cq = cq_off as usize;
     assert!(
-        bytes[72..].iter().all(|&b| b == 0),
-        "reserved and slots zero"
+        bytes[88..cq].iter().all(|&b| b == 0),
+        "reserved, slots and buckets zero"
+    );
+    assert_eq!(&bytes[cq..cq + 8], b"KLCQ\0\0\0\x01");
+    assert_eq!(
+        u64::from_le_bytes(bytes[cq + 8..cq + 16].try_into().unwrap()),
+        256
+    );
+    assert!(
+        bytes[cq + 16..].iter().all(|&b| b == 0),
+        "every queue slot free"
     );
 }
 
@@ -215,6 +228,8 @@ fn rebuilt_from(contents: &[u8], open_slots: u32) {
 fn valid_file(vault_id: &[u8; 16], slots: u32) -> Vec<u8> {
     let mut bytes = vec![0u8; full_len(slots) as usize];
     bytes[..HEADER_FIELDS].copy_from_slice(&encode_header(vault_id, slots, 0x5eed));
+    let cq = (full_len(slots) - combine_len()) as usize;
+    bytes[cq..cq + 16].copy_from_slice(&combine::header_bytes(256));
     for s in 0..slots as usize {
         let off = 4096 + s * 8;
         bytes[off..off + 8].copy_from_slice(&42u64.to_le_bytes());
@@ -236,7 +251,7 @@ fn empty_truncated_and_garbage_files_are_rebuilt() {
     rebuilt_from(&garbage, 64);
     // Right magic, garbage elsewhere.
     garbage[..8].copy_from_slice(&MAGIC);
-    garbage[8..12].copy_from_slice(&2u32.to_le_bytes());
+    garbage[8..12].copy_from_slice(&3u32.to_le_bytes());
     rebuilt_from(&garbage, 64);
     // Older (zero) version, bad header_len, bad slot count, overlapping rate-limit region.
     for (off, val) in [(8usize, 0u64), (12, 8192), (32, 3), (48, 8)] {
@@ -280,25 +295,25 @@ fn assert_valid_file_len(path: &Path, slots: u32) {
 }
 
 #[test]
-fn a_sidecar_made_before_rate_limits_gets_its_region_appended_and_keeps_its_slots() {
+fn a_version_2_sidecar_without_a_combining_queue_is_replaced_by_rename() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.shm");
     let mut bytes = valid_file(&VID, 64);
-    bytes.truncate(file_len(64) as usize);
-    bytes[48..64].fill(0); // no region: the layout before rate limits
+    bytes.truncate((full_len(64) - combine_len()) as usize);
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[COMBINE_FIELDS..COMBINE_FIELDS + 16].fill(0);
     std::fs::write(&path, &bytes).unwrap();
+    let old = ino(&path);
     let sc = Sidecar::open(&path, VID, 64).unwrap();
-    assert_eq!(sc.load(3), 42, "not rebuilt");
-    assert_eq!(sc.rate_buckets().len() as u64, RATE_BUCKETS);
+    assert_ne!(ino(&path), old);
+    assert_eq!(sc.load(3), 0, "a new file");
+    assert!(sc.combine_queue().is_some());
     drop(sc);
-    assert_valid_file_len(&path, 64);
-    let h = header(&path);
-    assert_eq!(u64_at(&h, 48), file_len(64));
-    assert_eq!(u64_at(&h, 56), RATE_BUCKETS * 16);
+    assert_valid_file(&path, &VID, 64);
 }
 
 #[test]
-fn a_rate_limit_region_of_another_size_is_accepted_and_kept() {
+fn regions_of_another_size_are_accepted_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.shm");
     let mut bytes = valid_file(&VID, 64);
@@ -307,15 +322,70 @@ fn a_rate_limit_region_of_another_size_is_accepted_and_kept() {
     bytes[48..56].copy_from_slice(&rl_off.to_le_bytes());
     bytes[56..64].copy_from_slice(&4096u64.to_le_bytes());
     bytes.extend(std::iter::repeat_n(9u8, 4096));
+    // A queue of 3 slots right after.
+    let cq_off = bytes.len() as u64;
+    let cq_len = (combine::region_words(3) * 8) as u64;
+    bytes[COMBINE_FIELDS..COMBINE_FIELDS + 8].copy_from_slice(&cq_off.to_le_bytes());
+    bytes[COMBINE_FIELDS + 8..COMBINE_FIELDS + 16].copy_from_slice(&cq_len.to_le_bytes());
+    bytes.extend_from_slice(&combine::header_bytes(3));
+    bytes.resize((cq_off + cq_len) as usize, 0);
     std::fs::write(&path, &bytes).unwrap();
     let sc = Sidecar::open(&path, VID, 64).unwrap();
     assert_eq!(sc.load(3), 42, "not rebuilt");
     assert_eq!(sc.rate_buckets().len(), 4096 / 16);
+    assert_eq!(sc.combine_queue().unwrap().slot_count(), 3);
     one_write(&sc, &[3]);
     drop(sc);
     let after = std::fs::read(&path).unwrap();
     assert_eq!(after.len(), bytes.len());
-    assert!(after[rl_off as usize..].iter().all(|&b| b == 9));
+    assert!(after[rl_off as usize..cq_off as usize]
+        .iter()
+        .all(|&b| b == 9));
+}
+
+#[test]
+fn a_combining_queue_region_that_is_not_a_queue_leaves_the_sidecar_usable_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.shm");
+    let mut bytes = valid_file(&VID, 64);
+    let cq = (full_len(64) - combine_len()) as usize;
+    bytes[cq..cq + 8].fill(0xee);
+    std::fs::write(&path, &bytes).unwrap();
+    let sc = Sidecar::open(&path, VID, 64).unwrap();
+    assert_eq!(sc.load(3), 42, "not rebuilt");
+    assert!(sc.combine_queue().is_none());
+    // A queue header claiming more slots than the region holds is refused too.
+    drop(sc);
+    let mut bytes = valid_file(&VID, 64);
+    bytes[cq + 8..cq + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let sc = Sidecar::open(&path, VID, 64).unwrap();
+    assert!(sc.combine_queue().is_none());
+}
+
+#[test]
+fn a_request_submitted_through_one_open_is_taken_and_answered_through_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.shm");
+    let a = Sidecar::open(&path, VID, 64).unwrap();
+    let b = Sidecar::open(&path, VID, 64).unwrap();
+    let (qa, qb) = (a.combine_queue().unwrap(), b.combine_queue().unwrap());
+    assert_eq!(qa.slot_count(), 256);
+    let id = combine::RequestId {
+        nonce: 11,
+        counter: 1,
+    };
+    let t = qa.submit(qa.claim(1).unwrap(), id, b"debit").unwrap();
+    let taken = qb.take(2, 16).unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].id, taken[0].request.as_slice()),
+        (id, &b"debit"[..])
+    );
+    qb.complete(taken[0].ticket, b"done").unwrap();
+    qb.wake();
+    assert_eq!(qa.poll(t).unwrap(), combine::Poll::Done(b"done".to_vec()));
+    qa.release(t.index, 1).unwrap();
 }
 
 #[test]
@@ -323,7 +393,7 @@ fn newer_format_version_is_refused_not_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.shm");
     let mut bytes = valid_file(&VID, 64);
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let err = Sidecar::open(&path, VID, 64).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::Unsupported);
@@ -623,4 +693,87 @@ fn a_new_sidecar_is_created_0600_without_leftovers() {
     let _sc = Sidecar::open(&path, VID, 64).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_combiners_taken_requests_go_back_to_live_owners_and_its_own_are_reclaimed() {
+    use combine::{OwnerLock, Poll, RequestId, State, OWNER_LOCK_BASE};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.shm");
+    let sc = Sidecar::open(&path, VID, 64).unwrap();
+    let me = OwnerLock::acquire(&path, OWNER_LOCK_BASE, 64)
+        .unwrap()
+        .unwrap();
+    let q = sc.combine_queue().unwrap();
+    let id = RequestId {
+        nonce: 1,
+        counter: 1,
+    };
+    let mine = q
+        .submit(q.claim(me.number()).unwrap(), id, b"mine")
+        .unwrap();
+
+    // SAFETY: the child only opens its own sidecar and owner lock, moves queue slots and
+    // kills itself; it never returns into the test harness (panics are caught), and glibc's
+    // malloc is fork-safe.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(|| {
+            let child = Sidecar::open(&path, VID, 64).ok()?;
+            let lock = OwnerLock::acquire(&path, OWNER_LOCK_BASE, 64).ok()??;
+            let q = child.combine_queue()?;
+            let own = RequestId {
+                nonce: 2,
+                counter: 1,
+            };
+            q.submit(q.claim(lock.number()).ok()?, own, b"theirs")
+                .ok()?;
+            // Become the combiner: take both requests, then die before completing them.
+            (q.take(lock.number(), 16).ok()?.len() == 2).then_some(())
+        })
+        .ok()
+        .flatten()
+        .is_some();
+        if ok {
+            // SAFETY: kills this child process; nothing runs after it.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        // SAFETY: terminates the child immediately, without running destructors/atexit.
+        unsafe { libc::_exit(1) };
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(
+            io::Error::last_os_error().kind(),
+            io::ErrorKind::Interrupted
+        );
+    }
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "the child combined both requests and was killed"
+    );
+
+    // My request is TAKEN by a combiner that is dead: an orphan, mine to adopt (and, in the
+    // debit path, to look up under the writer lock before running it again).
+    let Poll::Taken { combiner } = q.poll(mine).unwrap() else {
+        panic!("expected a taken request");
+    };
+    assert!(
+        !me.is_alive(combiner),
+        "the kernel dropped the dead combiner's owner lock"
+    );
+    // The dead process's own request (TAKEN by itself) is reclaimed; mine is not.
+    assert_eq!(q.reclaim(&|n| me.is_alive(n)), 1);
+    assert_eq!(q.word(mine.index).unwrap().state, State::Taken);
+    let back = q.adopt_orphan(mine.index, me.number()).unwrap();
+    assert_eq!(q.word(back.index).unwrap().state, State::Claimed);
+    q.release(back.index, me.number()).unwrap();
+    assert!((0..q.slot_count()).all(|i| q.word(i).unwrap().state == State::Free));
 }

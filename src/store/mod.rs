@@ -171,6 +171,17 @@ pub(crate) trait Backend: Send + Sync {
     fn give_back_rate(&self, _taken: &crate::limits::Taken) -> Option<Result<()>> {
         None
     }
+    // Group commit across processes (the combining queue).
+    /// Whether write transactions of this backend record `applied` outcomes, so that a
+    /// combiner may commit other processes' debits (false: each process commits its own).
+    fn records_applied(&self) -> bool {
+        false
+    }
+    /// Begin a write transaction without waiting: `Ok(None)` while another is in progress
+    /// (in this process or another). Backends that cannot tell wait, as `write` does.
+    fn try_write(&self) -> Result<Option<WriteTx<'_>>> {
+        self.write().map(Some)
+    }
 }
 
 /// Typed reads, shared by both transaction kinds.
@@ -303,4 +314,24 @@ pub(crate) trait WriteTxn: ReadTxn {
     /// Insert or replace a hold; its index entries follow its state (only an active hold
     /// is indexed by account and by expiry).
     fn put_hold(&mut self, rec: &HoldRecord) -> Result<()>;
+
+    // Group commit across processes (the combining queue).
+    /// The outcome a combiner recorded for request `id` (nonce, counter) in a committed
+    /// transaction; `None`: that request was never committed. Only where
+    /// [`Backend::records_applied`].
+    fn applied(&mut self, _id: (u64, u64)) -> Result<Option<Vec<u8>>> {
+        Err(crate::error::Error::Storage(
+            "this backend records no applied requests".into(),
+        ))
+    }
+    /// Record the outcome of request `id`, committed with this transaction.
+    fn put_applied(&mut self, _id: (u64, u64), _at: Millis, _outcome: &[u8]) -> Result<()> {
+        Err(crate::error::Error::Storage(
+            "this backend records no applied requests".into(),
+        ))
+    }
+    /// Forget up to `max` applied records written before `before`; returns how many.
+    fn prune_applied(&mut self, _before: Millis, _max: usize) -> Result<usize> {
+        Ok(0)
+    }
 }

@@ -74,6 +74,13 @@ const HOLDS_BY_ACCOUNT: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("holds_by_account");
 const HOLDS_BY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("holds_by_expiry");
 
+/// Outcomes of debits a combiner committed for other processes, by request id (nonce,
+/// counter): (time written, outcome bytes). Read by a waiter whose combiner died.
+const APPLIED: TableDefinition<(u64, u64), (i64, &[u8])> = TableDefinition::new("applied");
+/// The same records by time, for pruning.
+const APPLIED_BY_TIME: TableDefinition<(i64, u64, u64), ()> =
+    TableDefinition::new("applied_by_time");
+
 // redb's errors become the crate's `storage` error here (an already-open exclusive vault:
 // `vault_locked`); nothing above the store sees them.
 impl From<::redb::Error> for Error {
@@ -289,6 +296,23 @@ impl Backend for RedbBackend {
 
     fn distrust_reason(&self) -> Option<String> {
         self.slots.as_ref().and_then(FileSlots::distrust_reason)
+    }
+
+    // Group commit across processes (the combining queue).
+    fn records_applied(&self) -> bool {
+        true
+    }
+
+    fn try_write(&self) -> Result<Option<WriteTx<'_>>> {
+        match self.db.try_begin_write() {
+            Ok(txn) => Ok(Some(Box::new(RedbWrite {
+                txn,
+                touched: Vec::new(),
+                shared: self.shared.clone(),
+            }))),
+            Err(::redb::TransactionError::WouldBlock) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -1308,6 +1332,47 @@ impl WriteTxn for RedbWrite {
         }
         Ok(())
     }
+
+    // Group commit across processes (the combining queue).
+    fn applied(&mut self, id: (u64, u64)) -> Result<Option<Vec<u8>>> {
+        let t = self.txn.open_table(APPLIED)?;
+        let got = t.get(id)?.map(|v| v.value().1.to_vec());
+        Ok(got)
+    }
+
+    fn put_applied(&mut self, id: (u64, u64), at: Millis, outcome: &[u8]) -> Result<()> {
+        let mut t = self.txn.open_table(APPLIED)?;
+        let old = t.insert(id, (at, outcome))?.map(|v| v.value().0);
+        drop(t);
+        let mut by_time = self.txn.open_table(APPLIED_BY_TIME)?;
+        if let Some(old_at) = old {
+            by_time.remove((old_at, id.0, id.1))?;
+        }
+        by_time.insert((at, id.0, id.1), ())?;
+        Ok(())
+    }
+
+    fn prune_applied(&mut self, before: Millis, max: usize) -> Result<usize> {
+        let mut doomed = Vec::new();
+        {
+            let by_time = self.txn.open_table(APPLIED_BY_TIME)?;
+            for row in by_time.range((i64::MIN, 0u64, 0u64)..)? {
+                let (k, _) = row?;
+                let (at, nonce, counter) = k.value();
+                if at >= before || doomed.len() >= max {
+                    break;
+                }
+                doomed.push((at, nonce, counter));
+            }
+        }
+        let mut by_time = self.txn.open_table(APPLIED_BY_TIME)?;
+        let mut applied = self.txn.open_table(APPLIED)?;
+        for &(at, nonce, counter) in &doomed {
+            by_time.remove((at, nonce, counter))?;
+            applied.remove((nonce, counter))?;
+        }
+        Ok(doomed.len())
+    }
 }
 
 /// redb's file backend with faults on demand (`store/fault.rs`).
@@ -1399,3 +1464,7 @@ impl StorageBackend for FailingBackend {
         self.inner.query_lock_range(start, end)
     }
 }
+
+#[cfg(test)]
+#[path = "redb_applied_tests.rs"]
+mod applied_tests;

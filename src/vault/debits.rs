@@ -14,6 +14,14 @@ impl Inner {
     /// One transaction for a batch of debits; each request succeeds or fails on its own,
     /// and a failed commit fails them all (no balance moves).
     pub(super) fn run_debits(&self, batch: Vec<DebitReq>) -> Vec<Result<Debited>> {
+        match self.run_debits_combined(batch) {
+            Ok(results) => results,
+            Err(batch) => self.run_debits_local(batch),
+        }
+    }
+
+    /// [`Inner::run_debits`] in this process's own transaction.
+    pub(super) fn run_debits_local(&self, batch: Vec<DebitReq>) -> Vec<Result<Debited>> {
         let n = batch.len();
         let fail_all = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
         let guard = match self.store() {

@@ -52,6 +52,9 @@ mod audit;
 mod authorize;
 mod background;
 mod bulk;
+// Debits over the cross-process combining queue (opt-in: KEYLEDGER_COMBINE=1).
+mod combine_wire;
+mod combining;
 mod debits;
 // Events and usage reports.
 mod events;
@@ -129,6 +132,9 @@ struct Inner {
     settings: Settings,
     /// Events' per-handle state.
     events: self::events::EventsState,
+
+    /// This handle's place in the cross-process combining queue, when in use.
+    combining: Option<self::combining::Combining>,
 }
 
 /// What the vault was opened with that does not change while it is open.
@@ -297,7 +303,9 @@ impl Vault {
             note: cache_note,
         } = store.generations();
         let ratelimit_share = store.ratelimit_share();
+        let combining = self::combining::Combining::open(sidecar.as_deref(), &*store);
         let inner = Arc::new(Inner {
+            combining,
             path,
             store: RwLock::new(Some(store)),
             closed: AtomicBool::new(false),

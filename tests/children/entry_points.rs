@@ -18,6 +18,7 @@ mod base;
 #[path = "../common/workloads.rs"]
 mod workloads;
 
+mod combining;
 mod concurrency;
 mod crash;
 mod model;
@@ -29,6 +30,10 @@ mod signing;
 type Entry = fn();
 
 const ENTRIES: &[(&str, Entry)] = &[
+    (
+        "combining::debit_until_killed",
+        combining::debit_until_killed,
+    ),
     ("concurrency::spend", concurrency::spend),
     ("concurrency::change", concurrency::change),
     ("crash::worker", crash::worker),
