@@ -36,6 +36,8 @@ struct WireReq {
     idempotency: Option<(u8, String, [u8; 32])>,
     now: Millis,
     grant: Option<GrantRecord>,
+    /// The usage report's route label of the charge.
+    route: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,6 +85,7 @@ pub(crate) fn encode_request(req: &DebitReq) -> Option<Vec<u8>> {
         }),
         now: req.now,
         grant: req.grant.as_ref().map(GrantRecord::from),
+        route: req.route.clone(),
     };
     let bytes = with_version(postcard::to_allocvec(&wire).ok()?);
     (bytes.len() <= REQ_BYTES).then_some(bytes)
@@ -104,6 +107,7 @@ pub(crate) fn decode_request(bytes: &[u8]) -> Option<DebitReq> {
         idempotency,
         now: wire.now,
         grant: wire.grant.map(Grant::from),
+        route: wire.route,
     })
 }
 
@@ -186,6 +190,7 @@ mod tests {
                 remaining: 59,
                 reset_ms: 1_700_000_060_000,
             }],
+            hold_id: None,
         }
     }
 
@@ -196,6 +201,7 @@ mod tests {
             idempotency: Some((IdempotencyScope::Authorize, "idem-1".into(), [7u8; 32])),
             now: 1_700_000_000_000,
             grant: Some(grant(scopes)),
+            route: Some("POST /api/v1/messaging/send".into()),
         }
     }
 
@@ -204,6 +210,7 @@ mod tests {
             && a.cost == b.cost
             && a.now == b.now
             && a.grant == b.grant
+            && a.route == b.route
             && match (&a.idempotency, &b.idempotency) {
                 (None, None) => true,
                 (Some((sa, ka, fa)), Some((sb, kb, fb))) => sa == sb && ka == kb && fa == fb,
