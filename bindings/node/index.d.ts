@@ -99,6 +99,8 @@ export interface Grant {
    * the `RateLimit-*` headers report. Always present (the fast path reads it from `kl_grant`).
    */
   ratelimit: RateLimitStatus | null;
+  /** The hold this call made (`hold` option): settle it with `settle`; null otherwise. */
+  holdId: string | null;
 }
 
 export interface FullGrant extends Grant {
@@ -135,6 +137,13 @@ interface AuthorizeCommon {
   onReplay?: 'grant' | 'refuse';
   /** Also return `scopes` and `ratelimits` (the JSON variant of the C call; slower). */
   full?: boolean;
+  /**
+   * Reserve this many credits instead of charging the cost (at least 1; not with `cost`):
+   * the grant's `holdId` names the hold, to `settle` or `release`.
+   */
+  hold?: Amount;
+  /** The hold's TTL in ms (default 15 minutes, at most 30 days). Only with `hold`. */
+  holdTtlMs?: Amount;
 }
 
 /** What an HTTP gate read off a request, for `authorizeHttp` (header values as received). */

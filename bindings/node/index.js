@@ -267,6 +267,7 @@ const grantKeyId = new FieldText(G.key_id, G.sizes.key_id);
 const grantKeyName = new FieldText(G.key_name, G.sizes.key_name);
 const grantPrefix = new FieldText(G.prefix, G.sizes.prefix);
 const grantRatelimitName = new FieldText(G.ratelimit_name, G.sizes.ratelimit_name);
+const grantHoldId = new FieldText(G.hold_id, G.sizes.hold_id);
 
 function decodeGrant(buf) {
   return {
@@ -287,6 +288,7 @@ function decodeGrant(buf) {
       remaining: u64At(buf, G.ratelimit_remaining),
       resetMs: i64At(buf, G.ratelimit_reset_ms),
     },
+    holdId: buf[G.hold_id] === 0 ? null : grantHoldId.read(buf),
   };
 }
 
@@ -313,6 +315,7 @@ function grantFromJson(text) {
     replayed: g.replayed,
     ratelimits,
     ratelimit: tightest(ratelimits),
+    holdId: g.hold_id === undefined ? null : g.hold_id,
   };
 }
 
@@ -1434,12 +1437,14 @@ function authorizeOptsStruct() {
     query_len: 0,
     case_insensitive: 0,
     error_body: null,
+    hold: 0,
+    hold_ttl_ms: 0,
   };
 }
 
 /** The kl_authorize_opts struct, or null for all defaults (the hot path). */
 function authorizeOpts(o) {
-  const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay, query, caseInsensitive } = o;
+  const { cost, idempotencyKey, now, signature, body, limits, limitCost, onReplay, query, caseInsensitive, hold, holdTtlMs } = o;
   if (onReplay !== undefined && onReplay !== null && onReplay !== 'grant' && onReplay !== 'refuse') {
     throw invalid(`onReplay must be 'grant' or 'refuse', got ${describe(onReplay)}`);
   }
@@ -1452,7 +1457,9 @@ function authorizeOpts(o) {
     (now === undefined || now === null) &&
     (signature === undefined || signature === null) &&
     (body === undefined || body === null) &&
-    (query === undefined || query === null)
+    (query === undefined || query === null) &&
+    (hold === undefined || hold === null) &&
+    (holdTtlMs === undefined || holdTtlMs === null)
   ) {
     return null;
   }
@@ -1499,6 +1506,18 @@ function authorizeOpts(o) {
   if (now !== undefined && now !== null) {
     s.now_ms = instant('now', now);
     if (s.now_ms === 0) s.now_ms = 1; // 0 would mean "the vault's clock"
+  }
+  // Holds: 0 in the struct means "no hold", so a hold of 0 is refused here, as the core does.
+  if (hold !== undefined && hold !== null) {
+    const n = u64('hold', hold);
+    if (n === 0 || n === 0n) throw invalid('hold must be at least 1 credit');
+    s.hold = n;
+  }
+  if (holdTtlMs !== undefined && holdTtlMs !== null) {
+    if (hold === undefined || hold === null) throw invalid('holdTtlMs is only valid with hold');
+    const ttl = u64('holdTtlMs', holdTtlMs);
+    if (ttl === 0 || ttl === 0n) throw invalid('holdTtlMs must be at least 1 ms');
+    s.hold_ttl_ms = ttl;
   }
   return s;
 }

@@ -102,10 +102,12 @@ const GRANT_LAYOUT = {
     prefix: KL_PREFIX_SIZE,
     key_name: KL_KEY_NAME_SIZE,
     ratelimit_name: KL_RATELIMIT_NAME_SIZE,
+    hold_id: KL_HOLD_ID_SIZE,
   },
   ratelimit_limit: koffi.offsetof(kl_grant, 'ratelimit_limit'),
   ratelimit_remaining: koffi.offsetof(kl_grant, 'ratelimit_remaining'),
   ratelimit_reset_ms: koffi.offsetof(kl_grant, 'ratelimit_reset_ms'),
+  hold_id: koffi.offsetof(kl_grant, 'hold_id'),
 };
 
 /** A zeroed grant buffer with its `size` field set (what kl_authorize* fill). */

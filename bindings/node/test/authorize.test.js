@@ -20,6 +20,7 @@ test('a grant carries every field (fast path)', () => {
     replayed: false,
     ratelimits: null,
     ratelimit: null,
+    holdId: null,
   });
   vault.close();
 });

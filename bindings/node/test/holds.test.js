@@ -50,3 +50,38 @@ test('bad holds are refused with their codes and change nothing', () => {
   assert.deepEqual([b.credits, b.held, b.available], [10, 0, 10]);
   vault.close();
 });
+
+test('authorize with hold reserves instead of charging, and the grant names the hold', async () => {
+  const { seeded } = require('../testlib/helpers');
+  const { vault, token } = seeded({ credits: 50 });
+  const send = ['POST', '/api/v1/messaging/send'];
+  // A plain call charges the route's cost and names no hold.
+  const plain = vault.authorize(token, { route: send });
+  assert.deepEqual([plain.charged, plain.holdId], [1, null]);
+  // With hold: nothing charged, 20 held, the grant carries the hold's id (fixed struct and JSON).
+  const g = vault.authorize(token, { route: send, hold: 20, holdTtlMs: 60_000 });
+  assert.match(g.holdId, /^hold_[0-9a-f]{24}$/);
+  assert.equal(g.charged, 0);
+  let b = vault.balance('acct_42');
+  assert.deepEqual([b.credits, b.held, b.available], [49, 20, 29]);
+  const full = vault.authorize(token, { route: send, hold: 5, full: true });
+  assert.match(full.holdId, /^hold_[0-9a-f]{24}$/);
+  assert.notEqual(full.holdId, g.holdId);
+  // On a worker thread too.
+  const a = await vault.authorizeAsync(token, { route: send, hold: 4 });
+  assert.match(a.holdId, /^hold_[0-9a-f]{24}$/);
+  assert.equal(vault.settle(g.holdId, 7).charged, 7);
+  vault.release(full.holdId);
+  vault.release(a.holdId);
+  b = vault.balance('acct_42');
+  assert.deepEqual([b.credits, b.held, b.available], [42, 0, 42]);
+  // Refused, changing nothing: a hold of 0, a TTL without a hold, a hold with a cost, more
+  // than is available.
+  assert.throws(() => vault.authorize(token, { route: send, hold: 0 }), (e) => e.code === 'invalid_argument');
+  assert.throws(() => vault.authorize(token, { route: send, holdTtlMs: 1000 }), (e) => e.code === 'invalid_argument');
+  assert.throws(() => vault.authorize(token, { route: send, hold: 2, cost: 1 }), (e) => e.code === 'invalid_argument');
+  assert.throws(() => vault.authorize(token, { route: send, hold: 43 }), (e) => e.code === 'insufficient_credits' && e.status === 402);
+  b = vault.balance('acct_42');
+  assert.deepEqual([b.credits, b.held, b.available], [42, 0, 42]);
+  vault.close();
+});
